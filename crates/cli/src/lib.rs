@@ -1,0 +1,134 @@
+//! The `vern` command's library: assembling the suite (used by `vern dev` and by the
+//! end-to-end tests) and the individual services.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tonic::service::{Routes, RoutesBuilder};
+use vern_kit::auth::TokenVerifier;
+use vern_kit::config::Config;
+use vern_kit::db::DbTarget;
+use vern_kit::server::{Limits, Served};
+
+/// The six services by name, in start-up order.
+pub const SERVICES: [&str; 6] = [
+    "tenants",
+    "subjects",
+    "consents",
+    "retention",
+    "rights",
+    "audit",
+];
+
+/// The database target of one service under `config`.
+pub fn target(config: &Config, service: &str) -> DbTarget {
+    DbTarget::for_service(config.database_url.as_deref(), &config.data_dir, service)
+}
+
+/// Opens one service's store (running its migrations) and adds the service to
+/// `routes`; returns its gRPC name.
+pub async fn add_service(
+    config: &Config,
+    service: &str,
+    routes: &mut RoutesBuilder,
+) -> anyhow::Result<&'static str> {
+    let limits = Limits::from(&config.server);
+    let t = target(config, service);
+    let ctx = || format!("opening the {service} database");
+    Ok(match service {
+        "tenants" => {
+            routes.add_service(vern_tenants::build(&t, limits).await.with_context(ctx)?);
+            vern_tenants::SERVICE_NAME
+        }
+        "subjects" => {
+            routes.add_service(vern_subjects::build(&t, limits).await.with_context(ctx)?);
+            vern_subjects::SERVICE_NAME
+        }
+        "consents" => {
+            routes.add_service(vern_consents::build(&t, limits).await.with_context(ctx)?);
+            vern_consents::SERVICE_NAME
+        }
+        "retention" => {
+            routes.add_service(vern_retention::build(&t, limits).await.with_context(ctx)?);
+            vern_retention::SERVICE_NAME
+        }
+        "rights" => {
+            routes.add_service(vern_rights::build(&t, limits).await.with_context(ctx)?);
+            vern_rights::SERVICE_NAME
+        }
+        "audit" => {
+            routes.add_service(vern_audit::build(&t, limits).await.with_context(ctx)?);
+            vern_audit::SERVICE_NAME
+        }
+        other => anyhow::bail!(
+            "unknown service {other:?} (expected one of: {})",
+            SERVICES.join(", ")
+        ),
+    })
+}
+
+/// Serves the named services (all six for `vern dev`, one for `vern serve`). In the
+/// suite the gateway dispatches to them in process, without a second HTTP/2 hop.
+pub async fn suite_of(config: &Config, services: &[&str]) -> anyhow::Result<Served> {
+    let mut routes = Routes::builder();
+    let mut names = vec![];
+    for service in services {
+        names.push(add_service(config, service, &mut routes).await?);
+    }
+    Ok(Served {
+        routes: routes.routes(),
+        health_names: names,
+    })
+}
+
+/// All six services.
+pub async fn suite(config: &Config) -> anyhow::Result<Served> {
+    suite_of(config, &SERVICES).await
+}
+
+/// The token verifier for `config`: HS256 with the configured secret or the dev key.
+pub fn verifier(config: &Config) -> anyhow::Result<TokenVerifier> {
+    let secret = vern_kit::auth::hs256_secret(config).context("reading the dev signing key")?;
+    Ok(TokenVerifier::hs256(&secret, &config.auth))
+}
+
+/// A running suite.
+pub struct Running {
+    /// Where the gateway listens.
+    pub addr: SocketAddr,
+    /// Stops the suite (drains in-flight calls).
+    pub shutdown: tokio::sync::oneshot::Sender<()>,
+    /// Resolves when the server has stopped.
+    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts the whole suite on `listener` (the `vern dev` gateway).
+pub async fn start_suite(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
+    let started = Instant::now();
+    let verifier = verifier(&config)?;
+    let served = suite(&config).await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server_config = config.server.clone();
+    let handle = tokio::spawn(async move {
+        vern_kit::server::serve(served, listener, &server_config, verifier, async move {
+            let _ = rx.await;
+        })
+        .await
+        .context("serving")
+    });
+    tracing::info!(%addr, ready_ms = started.elapsed().as_millis() as u64, "vern suite ready");
+    Ok(Running {
+        addr,
+        shutdown: tx,
+        handle,
+    })
+}
+
+/// The data directory in `config`, made absolute for messages.
+pub fn data_dir_display(config: &Config) -> PathBuf {
+    std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone())
+}

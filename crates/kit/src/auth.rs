@@ -1,0 +1,528 @@
+//! Tokens, roles and the one permission table.
+//!
+//! Every RPC maps to exactly one [`Permission`]; every [`Role`] grants a fixed set of
+//! permissions; anything not in the table is denied. The gateway and every service
+//! use the same table through [`crate::context::AuthLayer`].
+
+use std::path::Path;
+use std::str::FromStr;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::config::{AuthConfig, Config};
+
+/// A role a token can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Runs the platform: creates and suspends tenants; never reads personal data.
+    PlatformAdmin,
+    /// Administers one department (tenant): purposes, retention, rights requests.
+    TenantAdmin,
+    /// Handles rights requests and subjects' data.
+    PrivacyOfficer,
+    /// A CRM or accounting system.
+    Integration,
+    /// Reads and verifies the audit trail only.
+    Auditor,
+    /// Another vern service.
+    Service,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 6] = [
+        Role::PlatformAdmin,
+        Role::TenantAdmin,
+        Role::PrivacyOfficer,
+        Role::Integration,
+        Role::Auditor,
+        Role::Service,
+    ];
+
+    /// The role's name in tokens.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::PlatformAdmin => "platform-admin",
+            Role::TenantAdmin => "tenant-admin",
+            Role::PrivacyOfficer => "privacy-officer",
+            Role::Integration => "integration",
+            Role::Auditor => "auditor",
+            Role::Service => "service",
+        }
+    }
+
+    /// Whether this role grants `permission`.
+    pub fn grants(self, permission: Permission) -> bool {
+        use Permission::*;
+        match self {
+            Role::PlatformAdmin => {
+                matches!(permission, TenantsAdminister | TenantsRead | TenantsUpdate)
+            }
+            Role::TenantAdmin => matches!(
+                permission,
+                TenantsRead
+                    | TenantsUpdate
+                    | PurposesManage
+                    | PurposesRead
+                    | SubjectsRead
+                    | ConsentsRead
+                    | RetentionManage
+                    | RetentionRead
+                    | RetentionSweep
+                    | RightsSubmit
+                    | RightsRead
+                    | RightsHandle
+                    | RightsConfigure
+                    | AuditRead
+            ),
+            Role::PrivacyOfficer => matches!(
+                permission,
+                TenantsRead
+                    | PurposesRead
+                    | SubjectsRead
+                    | SubjectsWrite
+                    | SubjectsErase
+                    | ConsentsRead
+                    | ConsentsWrite
+                    | ConsentsCheck
+                    | RetentionManage
+                    | RetentionRead
+                    | RightsSubmit
+                    | RightsRead
+                    | RightsHandle
+                    | AuditRead
+            ),
+            Role::Integration => matches!(
+                permission,
+                PurposesRead
+                    | SubjectsRead
+                    | SubjectsWrite
+                    | ConsentsRead
+                    | ConsentsWrite
+                    | ConsentsCheck
+                    | RightsSubmit
+                    | RightsEvents
+            ),
+            Role::Auditor => matches!(permission, AuditRead),
+            Role::Service => !matches!(permission, TenantsAdminister | TenantsUpdate),
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown role (expected one of: {})",
+                    Role::ALL.map(Role::as_str).join(", ")
+                )
+            })
+    }
+}
+
+/// What an RPC needs. Each RPC has exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Permission {
+    /// Create and suspend tenants.
+    TenantsAdminister,
+    /// Read tenant profiles (tenant-scoped callers see only their own).
+    TenantsRead,
+    /// Update a tenant profile (tenant-scoped callers only their own).
+    TenantsUpdate,
+    /// Define purposes and recipients.
+    PurposesManage,
+    /// Read purposes, recipients and the record of processing.
+    PurposesRead,
+    /// Read subjects' personal data.
+    SubjectsRead,
+    /// Create and change subjects.
+    SubjectsWrite,
+    /// Erase subjects.
+    SubjectsErase,
+    /// Purge data for retention (service only).
+    SubjectsPurge,
+    /// Record consent events.
+    ConsentsWrite,
+    /// Read consent state and history.
+    ConsentsRead,
+    /// Ask whether processing is allowed.
+    ConsentsCheck,
+    /// Manage retention policies and legal holds.
+    RetentionManage,
+    /// Read retention policies, holds, sweeps and evaluations.
+    RetentionRead,
+    /// Run retention sweeps.
+    RetentionSweep,
+    /// Submit rights requests.
+    RightsSubmit,
+    /// Read rights requests and reports.
+    RightsRead,
+    /// Verify, extend, reject and fulfil rights requests.
+    RightsHandle,
+    /// Consume and acknowledge the downstream event feed.
+    RightsEvents,
+    /// Change the tenant's rights-handling settings.
+    RightsConfigure,
+    /// Keep the consent service's projections current (service only).
+    ConsentsSync,
+    /// Append audit events (service only).
+    AuditAppend,
+    /// Query, verify and export the audit trail.
+    AuditRead,
+}
+
+impl Permission {
+    /// Whether calls with this permission act inside one tenant (and so need an
+    /// effective tenant). Tenant administration is platform-level.
+    pub fn tenant_scoped(self) -> bool {
+        !matches!(
+            self,
+            Permission::TenantsAdminister | Permission::TenantsRead | Permission::TenantsUpdate
+        )
+    }
+}
+
+/// The permission table: every RPC of every service, by full gRPC path.
+pub const PERMISSIONS: &[(&str, Permission)] = &crate::permissions::TABLE;
+
+/// The permission an RPC needs; `None` for an RPC not in the table (denied).
+pub fn permission_for(path: &str) -> Option<Permission> {
+    PERMISSIONS
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|(_, perm)| *perm)
+}
+
+/// Paths that need no token: health and reflection (probes, tooling).
+pub fn is_public(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/")
+        || path.starts_with("/grpc.reflection.v1.ServerReflection/")
+        || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")
+}
+
+/// The claims of a vern token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// Who calls (a user or service account id).
+    pub sub: String,
+    /// The tenant(s) the token acts for: a string, or a list for group roles.
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub tenant: Vec<String>,
+    /// Role names.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// Not before, seconds since the epoch.
+    #[serde(default)]
+    pub nbf: i64,
+    /// Issued at, seconds since the epoch.
+    #[serde(default)]
+    pub iat: i64,
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => vec![],
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v,
+    })
+}
+
+/// A verified caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's `sub`.
+    pub sub: String,
+    /// Recognised roles (unknown role names are ignored).
+    pub roles: Vec<Role>,
+    /// Tenants the token names.
+    pub tenants: Vec<String>,
+}
+
+/// Why a token was refused. The message names the reason, never the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// No `authorization: Bearer …` metadata.
+    #[error("missing bearer token")]
+    Missing,
+    /// Not a well-formed JWT.
+    #[error("malformed token")]
+    Malformed,
+    /// Signature does not verify.
+    #[error("bad token signature")]
+    BadSignature,
+    /// `alg` not accepted for this key.
+    #[error("token algorithm not accepted")]
+    WrongAlgorithm,
+    /// `exp` is past.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// Wrong `iss`.
+    #[error("token issuer not accepted")]
+    WrongIssuer,
+    /// Wrong `aud`.
+    #[error("token audience not accepted")]
+    WrongAudience,
+    /// A required claim is absent.
+    #[error("token lacks a required claim")]
+    MissingClaim,
+    /// No verification key is configured.
+    #[error("no token verification key configured")]
+    NoKey,
+}
+
+/// Verifies tokens (HS256 for now; the security issue adds JWKS keys).
+#[derive(Clone)]
+pub struct TokenVerifier {
+    key: Option<DecodingKey>,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier").finish_non_exhaustive()
+    }
+}
+
+impl TokenVerifier {
+    /// A verifier for HS256 tokens signed with `secret`.
+    pub fn hs256(secret: &[u8], auth: &AuthConfig) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = auth.leeway_seconds.min(30);
+        validation.validate_nbf = true;
+        validation.set_issuer(&[auth.issuer.as_str()]);
+        validation.set_audience(&[auth.audience.as_str()]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        Self {
+            key: Some(DecodingKey::from_secret(secret)),
+            validation,
+        }
+    }
+
+    /// A verifier that refuses every token (no key configured).
+    pub fn none() -> Self {
+        Self {
+            key: None,
+            validation: Validation::new(Algorithm::HS256),
+        }
+    }
+
+    /// Verifies `token` and returns its caller.
+    pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        use jsonwebtoken::errors::ErrorKind as K;
+        let key = self.key.as_ref().ok_or(TokenError::NoKey)?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if !self.validation.algorithms.contains(&header.alg) {
+            return Err(TokenError::WrongAlgorithm);
+        }
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
+                match e.kind() {
+                    K::InvalidSignature => TokenError::BadSignature,
+                    K::ExpiredSignature => TokenError::Expired,
+                    K::ImmatureSignature => TokenError::NotYetValid,
+                    K::InvalidIssuer => TokenError::WrongIssuer,
+                    K::InvalidAudience => TokenError::WrongAudience,
+                    K::InvalidAlgorithm | K::InvalidAlgorithmName | K::UnsupportedAlgorithm => {
+                        TokenError::WrongAlgorithm
+                    }
+                    K::MissingRequiredClaim(_) => TokenError::MissingClaim,
+                    _ => TokenError::Malformed,
+                }
+            })?;
+        let claims = data.claims;
+        Ok(Principal {
+            sub: claims.sub,
+            roles: claims.roles.iter().filter_map(|r| r.parse().ok()).collect(),
+            tenants: claims.tenant,
+        })
+    }
+}
+
+/// Signs `claims` with the HS256 `secret` (dev tokens).
+pub fn sign_hs256(claims: &Claims, secret: &[u8]) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+}
+
+/// Name of the dev signing key file inside the data directory.
+pub const DEV_KEY_FILE: &str = "dev-signing.key";
+
+/// The HS256 secret: the configured one, else the dev key in `data_dir` (created with
+/// 32 random bytes, mode 0600, when missing).
+pub fn hs256_secret(config: &Config) -> std::io::Result<Vec<u8>> {
+    if let Some(secret) = &config.auth.hs256_secret {
+        return Ok(secret.as_bytes().to_vec());
+    }
+    dev_key(&config.data_dir)
+}
+
+fn dev_key(data_dir: &Path) -> std::io::Result<Vec<u8>> {
+    let path = data_dir.join(DEV_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => return Ok(s.trim().as_bytes().to_vec()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let tmp = data_dir.join(format!("{DEV_KEY_FILE}.{}", std::process::id()));
+    {
+        use std::io::Write;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp)?;
+        f.write_all(secret.as_bytes())?;
+        f.sync_all()?;
+    }
+    // Another process may have created it meanwhile: keep theirs.
+    match std::fs::hard_link(&tmp, &path) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&tmp);
+            Ok(secret.into_bytes())
+        }
+        Err(_) => {
+            let _ = std::fs::remove_file(&tmp);
+            Ok(std::fs::read_to_string(&path)?.trim().as_bytes().to_vec())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp_offset: i64) -> Claims {
+        let now = chrono::Utc::now().timestamp();
+        Claims {
+            sub: "svc-crm".into(),
+            tenant: vec!["kultur".into()],
+            roles: vec!["integration".into(), "no-such-role".into()],
+            iss: "vern-dev".into(),
+            aud: "vern".into(),
+            exp: now + exp_offset,
+            nbf: now - 1,
+            iat: now,
+        }
+    }
+
+    #[test]
+    fn verifies_and_rejects() {
+        let auth = AuthConfig::default();
+        let v = TokenVerifier::hs256(b"secret", &auth);
+        let t = sign_hs256(&claims(60), b"secret").expect("sign");
+        let p = v.verify(&t).expect("valid");
+        assert_eq!(p.roles, vec![Role::Integration]);
+        assert_eq!(p.tenants, vec!["kultur".to_string()]);
+
+        assert_eq!(
+            v.verify(&sign_hs256(&claims(-120), b"secret").expect("sign")),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            v.verify(&sign_hs256(&claims(60), b"other").expect("sign")),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(v.verify("not-a-token"), Err(TokenError::Malformed));
+        let mut c = claims(60);
+        c.aud = "else".into();
+        assert_eq!(
+            v.verify(&sign_hs256(&c, b"secret").expect("sign")),
+            Err(TokenError::WrongAudience)
+        );
+        let mut c = claims(60);
+        c.iss = "else".into();
+        assert_eq!(
+            v.verify(&sign_hs256(&c, b"secret").expect("sign")),
+            Err(TokenError::WrongIssuer)
+        );
+        // alg "none": header {"alg":"none"} with the valid claims and no signature.
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let body = b64.encode(serde_json::to_vec(&claims(60)).expect("json"));
+        let none = format!("{}.{}.", b64.encode(br#"{"alg":"none","typ":"JWT"}"#), body);
+        assert!(v.verify(&none).is_err());
+        assert_eq!(TokenVerifier::none().verify(&t), Err(TokenError::NoKey));
+    }
+
+    #[test]
+    fn tenant_claim_accepts_string_or_list() {
+        let c: Claims = serde_json::from_str(
+            r#"{"sub":"a","tenant":["x","y"],"roles":[],"iss":"i","aud":"a","exp":1}"#,
+        )
+        .expect("list");
+        assert_eq!(c.tenant, vec!["x", "y"]);
+        let c: Claims =
+            serde_json::from_str(r#"{"sub":"a","tenant":"x","iss":"i","aud":"a","exp":1}"#)
+                .expect("one");
+        assert_eq!(c.tenant, vec!["x"]);
+    }
+
+    #[test]
+    fn roles_grant_as_designed() {
+        use Permission::*;
+        assert!(Role::PlatformAdmin.grants(TenantsAdminister));
+        assert!(
+            !Role::PlatformAdmin.grants(SubjectsRead),
+            "platform-admin never reads personal data"
+        );
+        assert!(
+            !Role::Integration.grants(TenantsAdminister),
+            "integration never manages tenants"
+        );
+        for p in [
+            SubjectsRead,
+            ConsentsRead,
+            RightsRead,
+            TenantsRead,
+            PurposesRead,
+        ] {
+            assert!(!Role::Auditor.grants(p), "auditor reads audit only");
+        }
+        assert!(Role::Auditor.grants(AuditRead));
+        assert!(!Role::Auditor.grants(AuditAppend));
+        assert_eq!("tenant-admin".parse::<Role>(), Ok(Role::TenantAdmin));
+        assert!("root".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn dev_key_is_created_once_and_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dev_key(dir.path()).expect("create");
+        let b = dev_key(dir.path()).expect("read");
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+    }
+}

@@ -1,0 +1,204 @@
+//! Configuration: defaults, then a TOML file, then `VERN_*` environment variables
+//! (nested keys with `__`, e.g. `VERN_AUTH__ISSUER`). `vern dev` needs neither.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (the `vern dev` default).
+    #[default]
+    Human,
+    /// One JSON object per line (production).
+    Json,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where the gateway listens (and the whole suite, in `vern dev`).
+    pub listen: SocketAddr,
+    /// Directory for SQLite files and the dev signing key.
+    pub data_dir: PathBuf,
+    /// Database URL shared by all services (`postgres://…` or `sqlite://…`). With
+    /// PostgreSQL each service uses its own schema (`vern_<service>`). Unset: one
+    /// SQLite file per service in `data_dir`.
+    pub database_url: Option<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// Token verification.
+    pub auth: AuthConfig,
+    /// Server limits.
+    pub server: ServerConfig,
+    /// Per-service settings for `vern serve <service>`.
+    pub services: ServicesConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("vern-data"),
+            database_url: None,
+            log_format: LogFormat::Human,
+            log_level: "info,sea_orm_migration=warn".into(),
+            auth: AuthConfig::default(),
+            server: ServerConfig::default(),
+            services: ServicesConfig::default(),
+        }
+    }
+}
+
+/// Token verification settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// Expected `iss` claim.
+    pub issuer: String,
+    /// Expected `aud` claim.
+    pub audience: String,
+    /// HS256 shared secret. Unset: `vern dev` creates a random one in
+    /// `<data_dir>/dev-signing.key` and `vern token` signs with it.
+    pub hs256_secret: Option<String>,
+    /// Clock leeway for `exp`/`nbf`, seconds (at most 30).
+    pub leeway_seconds: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "vern-dev".into(),
+            audience: "vern".into(),
+            hs256_secret: None,
+            leeway_seconds: 30,
+        }
+    }
+}
+
+/// Server limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Largest accepted or sent gRPC message, bytes.
+    pub max_message_bytes: usize,
+    /// Calls served at once before new ones get RESOURCE_EXHAUSTED.
+    pub concurrency_limit: usize,
+    /// Longest a call may take when the client sets no deadline, seconds.
+    pub request_timeout_seconds: u64,
+    /// How long shutdown waits for in-flight calls, seconds.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 4 * 1024 * 1024,
+            concurrency_limit: 1024,
+            request_timeout_seconds: 30,
+            shutdown_grace_seconds: 20,
+        }
+    }
+}
+
+/// Listen addresses of the individual services (`vern serve <service>`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServicesConfig {
+    /// TenantService.
+    pub tenants: ServiceEndpoint,
+    /// SubjectService.
+    pub subjects: ServiceEndpoint,
+    /// ConsentService.
+    pub consents: ServiceEndpoint,
+    /// RetentionService.
+    pub retention: ServiceEndpoint,
+    /// RightsService.
+    pub rights: ServiceEndpoint,
+    /// AuditService.
+    pub audit: ServiceEndpoint,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        let at = |port: u16| ServiceEndpoint {
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        Self {
+            tenants: at(50061),
+            subjects: at(50062),
+            consents: at(50063),
+            retention: at(50064),
+            rights: at(50065),
+            audit: at(50066),
+        }
+    }
+}
+
+/// Where one service listens and where others reach it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceEndpoint {
+    /// Listen address of the service process.
+    pub listen: SocketAddr,
+    /// URL the gateway and other services use to reach it (a DNS name in Kubernetes).
+    pub url: String,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (or `$VERN_CONFIG`, or `./vern.toml` if present),
+    /// then `VERN_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, figment::Error> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("VERN_CONFIG").map(PathBuf::from))
+            .or_else(|| {
+                let p = PathBuf::from("vern.toml");
+                p.exists().then_some(p)
+            });
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            .merge(Env::prefixed("VERN_").ignore(&["CONFIG"]).split("__"))
+            .extract()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_nothing() {
+        let c = Config::default();
+        assert_eq!(c.listen.port(), 50051);
+        assert_eq!(c.auth.leeway_seconds, 30);
+        assert!(c.database_url.is_none());
+    }
+
+    #[test]
+    fn file_then_env() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "custom.toml",
+                "listen = \"127.0.0.1:6000\"\nlog_format = \"json\"\n[auth]\nissuer = \"file\"\n",
+            )?;
+            jail.set_env("VERN_AUTH__ISSUER", "env");
+            let c = Config::load(Some(Path::new("custom.toml")))?;
+            assert_eq!(c.listen.port(), 6000);
+            assert_eq!(c.log_format, LogFormat::Json);
+            assert_eq!(c.auth.issuer, "env");
+            Ok(())
+        });
+    }
+}

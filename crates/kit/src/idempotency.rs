@@ -1,0 +1,197 @@
+//! Idempotency by `request_id` (AIP-155): the first answer to a request is stored in
+//! the same transaction as its change; a retry with the same id gets that answer back
+//! and writes nothing. The same id with a different request is refused.
+//!
+//! Every service includes [`Migration`] in its migrator, so each owns its own
+//! `idempotency_keys` table (its own file or schema).
+
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
+use sea_orm_migration::prelude::{
+    ColumnDef, DeriveIden, Index, MigrationName, MigrationTrait, SchemaManager, Table,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+/// Stored answers, keyed by (scope, request_id).
+pub mod entity {
+    use sea_orm::entity::prelude::*;
+
+    /// One stored answer.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "idempotency_keys")]
+    pub struct Model {
+        /// The tenant the request ran for, or `-` for platform-level calls.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub scope: String,
+        /// The caller's request id.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub request_id: String,
+        /// The RPC, e.g. `CreateTenant`.
+        pub method: String,
+        /// SHA-256 of the request, hex.
+        pub request_hash: String,
+        /// The answer, JSON.
+        pub response: String,
+        /// When it was stored.
+        pub create_time: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The idempotency key of one call.
+#[derive(Debug, Clone)]
+pub struct Key {
+    scope: String,
+    request_id: String,
+    method: &'static str,
+    request_hash: String,
+}
+
+impl Key {
+    /// The key of a call, or `None` when the caller sent no `request_id`. `request`
+    /// is any stable encoding of the whole request (e.g. its protobuf bytes).
+    pub fn new(
+        scope: Option<&str>,
+        request_id: &str,
+        method: &'static str,
+        request: &[u8],
+    ) -> Option<Self> {
+        if request_id.is_empty() {
+            return None;
+        }
+        Some(Self {
+            scope: scope.unwrap_or("-").to_owned(),
+            request_id: request_id.to_owned(),
+            method,
+            request_hash: hex::encode(Sha256::digest(request)),
+        })
+    }
+}
+
+/// The stored answer for `key`, if this request was answered before. A different
+/// request under the same id is FAILED_PRECONDITION.
+pub async fn replay<R: DeserializeOwned>(
+    db: &impl ConnectionTrait,
+    key: Option<&Key>,
+) -> Result<Option<R>, ApiError> {
+    let Some(key) = key else { return Ok(None) };
+    let found = entity::Entity::find_by_id((key.scope.clone(), key.request_id.clone()))
+        .one(db)
+        .await
+        .map_err(|e| crate::db::api_error(&e))?;
+    let Some(found) = found else { return Ok(None) };
+    if found.method != key.method || found.request_hash != key.request_hash {
+        return Err(ApiError::precondition(
+            "REQUEST_ID_REUSED",
+            "request_id",
+            "request_id was already used for a different request",
+        ));
+    }
+    serde_json::from_str(&found.response)
+        .map(Some)
+        .map_err(|_| ApiError::Internal("stored answer unreadable"))
+}
+
+/// Stores the answer for `key` inside the caller's transaction.
+pub async fn record<R: Serialize>(
+    txn: &impl ConnectionTrait,
+    key: Option<&Key>,
+    response: &R,
+) -> Result<(), DbErr> {
+    let Some(key) = key else { return Ok(()) };
+    let response = serde_json::to_string(response).map_err(|e| DbErr::Json(e.to_string()))?;
+    entity::ActiveModel {
+        scope: Set(key.scope.clone()),
+        request_id: Set(key.request_id.clone()),
+        method: Set(key.method.to_owned()),
+        request_hash: Set(key.request_hash.clone()),
+        response: Set(response),
+        create_time: Set(crate::time::now()),
+    }
+    .insert(txn)
+    .await?;
+    Ok(())
+}
+
+/// After a failed attempt: if a concurrent call with the same key won the race, its
+/// answer is the answer to this one too.
+pub async fn replay_after_failure<R: DeserializeOwned>(
+    db: &impl ConnectionTrait,
+    key: Option<&Key>,
+    failure: ApiError,
+) -> Result<R, ApiError> {
+    match replay(db, key).await {
+        Ok(Some(r)) => Ok(r),
+        _ => Err(failure),
+    }
+}
+
+/// Creates the `idempotency_keys` table.
+pub struct Migration;
+
+impl MigrationName for Migration {
+    fn name(&self) -> &str {
+        "m0000_idempotency_keys"
+    }
+}
+
+#[derive(DeriveIden)]
+enum IdempotencyKeys {
+    Table,
+    Scope,
+    RequestId,
+    Method,
+    RequestHash,
+    Response,
+    CreateTime,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(IdempotencyKeys::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(IdempotencyKeys::Scope).string().not_null())
+                    .col(
+                        ColumnDef::new(IdempotencyKeys::RequestId)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(IdempotencyKeys::Method).string().not_null())
+                    .col(
+                        ColumnDef::new(IdempotencyKeys::RequestHash)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(IdempotencyKeys::Response).text().not_null())
+                    .col(
+                        ColumnDef::new(IdempotencyKeys::CreateTime)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(IdempotencyKeys::Scope)
+                            .col(IdempotencyKeys::RequestId),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(IdempotencyKeys::Table).to_owned())
+            .await
+    }
+}

@@ -1,0 +1,20 @@
+//! Shared plumbing for every vern service: configuration, the error model and its
+//! mapping to gRPC status, authentication and the permission table, the per-call
+//! context (effective tenant), database connection and migrations, idempotency by
+//! `request_id`, page tokens, telemetry and the server bootstrap.
+
+pub mod auth;
+pub mod config;
+pub mod context;
+pub mod db;
+pub mod error;
+pub mod idempotency;
+pub mod page;
+pub mod permissions;
+pub mod server;
+pub mod telemetry;
+pub mod time;
+pub mod validate;
+
+pub use context::CallContext;
+pub use error::{ApiError, FieldViolation};

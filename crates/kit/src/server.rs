@@ -1,0 +1,145 @@
+//! Server bootstrap shared by `vern dev`, `vern serve <service>` and tests: health,
+//! reflection, the auth layer, message size limits, deadlines and graceful shutdown
+//! that drains in-flight calls.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::auth::TokenVerifier;
+use crate::config::ServerConfig;
+use crate::context::AuthLayer;
+
+/// Message size limits applied to every generated service.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest message decoded or encoded, bytes.
+    pub max_message_bytes: usize,
+}
+
+impl From<&ServerConfig> for Limits {
+    fn from(c: &ServerConfig) -> Self {
+        Self {
+            max_message_bytes: c.max_message_bytes,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::from(&ServerConfig::default())
+    }
+}
+
+/// Applies [`Limits`] to a generated tonic server type.
+#[macro_export]
+macro_rules! limited {
+    ($server:expr, $limits:expr) => {
+        $server
+            .max_decoding_message_size($limits.max_message_bytes)
+            .max_encoding_message_size($limits.max_message_bytes)
+    };
+}
+
+/// What to serve.
+pub struct Served {
+    /// The vern services (and anything else) to serve.
+    pub routes: Routes,
+    /// gRPC service names reported SERVING by health.
+    pub health_names: Vec<&'static str>,
+}
+
+/// Serves `served` on `listener` until `shutdown` resolves, then stops accepting,
+/// lets in-flight calls finish for up to `shutdown_grace_seconds`, and returns.
+pub async fn serve(
+    served: Served,
+    listener: TcpListener,
+    config: &ServerConfig,
+    verifier: TokenVerifier,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    set_all(&reporter, &served.health_names, ServingStatus::Serving).await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(vern_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|_| ())
+        .ok();
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(vern_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|_| ())
+        .ok();
+
+    let mut routes = served.routes.add_service(health);
+    if let Some(r) = reflection_v1 {
+        routes = routes.add_service(r);
+    }
+    if let Some(r) = reflection_v1alpha {
+        routes = routes.add_service(r);
+    }
+
+    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let names = served.health_names.clone();
+    let signal = async move {
+        shutdown.await;
+        // Probes see NOT_SERVING while in-flight calls drain.
+        set_all(&reporter, &names, ServingStatus::NotServing).await;
+        tracing::info!("shutting down: draining in-flight calls");
+        let _ = stop_tx.send(());
+    };
+
+    let server = Server::builder()
+        .timeout(Duration::from_secs(config.request_timeout_seconds))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(AuthLayer::new(verifier))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    tokio::pin!(server);
+    tokio::select! {
+        res = &mut server => res,
+        _ = async { if stop_rx.await.is_ok() { tokio::time::sleep(grace).await } else { std::future::pending::<()>().await } } => {
+            tracing::warn!(grace_seconds = grace.as_secs(), "shutdown grace elapsed; closing remaining calls");
+            Ok(())
+        }
+    }
+}
+
+async fn set_all(reporter: &HealthReporter, names: &[&'static str], status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in names {
+        reporter.set_service_status(*name, status).await;
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,524 @@
+//! The controller registry's rules: tenants, purposes, recipients and the Art. 30
+//! record. Pure: no I/O, no tonic.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use vern_kit::error::{FieldViolation, Violations};
+use vern_kit::validate;
+
+/// Supervisory authority when none is given.
+pub const DEFAULT_SUPERVISORY_AUTHORITY: &str = "Datatilsynet";
+
+/// Checks a Norwegian organisation number: 9 digits, the last a mod-11 check digit
+/// over the first eight with weights 3 2 7 6 5 4 3 2 (remainder 0 → 0; a computed
+/// check digit of 10 makes the number invalid). Spaces are ignored. Returns the
+/// normalised 9 digits.
+pub fn org_number(field: &str, value: &str) -> Result<String, FieldViolation> {
+    let digits: String = value.chars().filter(|c| *c != ' ').collect();
+    if digits.len() != 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(FieldViolation::new(field, "must be 9 digits"));
+    }
+    const WEIGHTS: [u32; 8] = [3, 2, 7, 6, 5, 4, 3, 2];
+    let d: Vec<u32> = digits.bytes().map(|b| u32::from(b - b'0')).collect();
+    let sum: u32 = WEIGHTS.iter().zip(&d).map(|(w, x)| w * x).sum();
+    let check = match 11 - sum % 11 {
+        11 => 0,
+        10 => {
+            return Err(FieldViolation::new(
+                field,
+                "is not a valid organisation number (mod-11)",
+            ));
+        }
+        c => c,
+    };
+    if check != d[8] {
+        return Err(FieldViolation::new(
+            field,
+            "check digit does not match (mod-11)",
+        ));
+    }
+    Ok(digits)
+}
+
+/// EEA member states (EU + Iceland, Liechtenstein, Norway): no Chapter V transfer.
+const EEA: [&str; 30] = [
+    "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV",
+    "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO",
+];
+
+/// Whether processing in `country` (ISO 3166-1 alpha-2) is a third-country transfer.
+pub fn is_third_country(country: &str) -> bool {
+    !EEA.contains(&country)
+}
+
+/// An ISO 3166-1 alpha-2 code, upper-cased.
+pub fn country(field: &str, value: &str) -> Result<String, FieldViolation> {
+    let up = value.trim().to_ascii_uppercase();
+    if up.len() != 2 || !up.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(FieldViolation::new(
+            field,
+            "must be an ISO 3166-1 alpha-2 country code, e.g. NO",
+        ));
+    }
+    Ok(up)
+}
+
+macro_rules! text_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum $name { $($(#[$vm])* $v),+ }
+        impl $name {
+            /// The stored name.
+            pub fn as_str(self) -> &'static str { match self { $(Self::$v => $s),+ } }
+            /// Parses a stored name.
+            pub fn parse(s: &str) -> Option<Self> { match s { $($s => Some(Self::$v),)+ _ => None } }
+        }
+    };
+}
+
+text_enum!(
+    /// Lifecycle of a tenant.
+    TenantStatus { Active = "ACTIVE", Suspended = "SUSPENDED" }
+);
+text_enum!(
+    /// Art. 6(1) legal basis.
+    LegalBasis {
+        Consent = "CONSENT", Contract = "CONTRACT", LegalObligation = "LEGAL_OBLIGATION",
+        VitalInterests = "VITAL_INTERESTS", PublicTask = "PUBLIC_TASK", LegitimateInterests = "LEGITIMATE_INTERESTS",
+    }
+);
+text_enum!(
+    /// Category of personal data.
+    DataCategory {
+        Contact = "CONTACT", Identity = "IDENTITY", Employment = "EMPLOYMENT", Demographic = "DEMOGRAPHIC",
+        Behaviour = "BEHAVIOUR", Communications = "COMMUNICATIONS", Preferences = "PREFERENCES",
+        Financial = "FINANCIAL", Absence = "ABSENCE", Health = "HEALTH",
+    }
+);
+text_enum!(
+    /// Art. 9(2) condition for special categories.
+    SpecialCondition {
+        ExplicitConsent = "EXPLICIT_CONSENT", EmploymentLaw = "EMPLOYMENT_LAW",
+        VitalInterestsIncapable = "VITAL_INTERESTS_INCAPABLE", NotForProfitMembers = "NOT_FOR_PROFIT_MEMBERS",
+        ManifestlyPublic = "MANIFESTLY_PUBLIC", LegalClaims = "LEGAL_CLAIMS",
+        SubstantialPublicInterest = "SUBSTANTIAL_PUBLIC_INTEREST", HealthCare = "HEALTH_CARE",
+        PublicHealth = "PUBLIC_HEALTH", ArchivingResearch = "ARCHIVING_RESEARCH",
+    }
+);
+text_enum!(
+    /// Role of a recipient.
+    RecipientRole { Processor = "PROCESSOR", Controller = "CONTROLLER", Authority = "AUTHORITY" }
+);
+text_enum!(
+    /// Chapter V transfer safeguard.
+    TransferSafeguard {
+        AdequacyDecision = "ADEQUACY_DECISION", StandardContractualClauses = "STANDARD_CONTRACTUAL_CLAUSES",
+        BindingCorporateRules = "BINDING_CORPORATE_RULES", Derogation = "DEROGATION",
+    }
+);
+
+impl DataCategory {
+    /// Special categories of Art. 9.
+    pub fn is_special(self) -> bool {
+        matches!(self, DataCategory::Health)
+    }
+}
+
+/// A tenant (controller).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// Slug id.
+    pub tenant_id: String,
+    /// Display name.
+    pub name: String,
+    /// 9-digit organisation number.
+    pub org_number: String,
+    /// DPO or privacy contact e-mail.
+    pub dpo_email: String,
+    /// DPO name.
+    pub dpo_name: String,
+    /// Supervisory authority.
+    pub supervisory_authority: String,
+    /// Organisation (group).
+    pub group_id: String,
+    /// Status.
+    pub status: TenantStatus,
+    /// Security measures (Art. 30(1)(g)).
+    pub security_measures: Vec<String>,
+    /// Why suspended.
+    pub suspension_reason: String,
+    /// Created.
+    pub create_time: DateTime<Utc>,
+    /// Last changed.
+    pub update_time: DateTime<Utc>,
+}
+
+/// The editable profile of a tenant (create input, update target).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TenantProfile {
+    /// Display name.
+    pub name: String,
+    /// Organisation number.
+    pub org_number: String,
+    /// DPO e-mail.
+    pub dpo_email: String,
+    /// DPO name.
+    pub dpo_name: String,
+    /// Supervisory authority.
+    pub supervisory_authority: String,
+    /// Group.
+    pub group_id: String,
+    /// Security measures.
+    pub security_measures: Vec<String>,
+}
+
+/// Fields of a tenant an update may change.
+pub const TENANT_UPDATABLE: &[&str] = &[
+    "name",
+    "org_number",
+    "dpo_email",
+    "dpo_name",
+    "supervisory_authority",
+    "group_id",
+    "security_measures",
+];
+
+impl TenantProfile {
+    /// Validates and normalises the profile; `prefix` is prepended to field names
+    /// (e.g. `tenant.` for UpdateTenant).
+    pub fn validate(mut self, prefix: &str, v: &mut Violations) -> Self {
+        let f = |name: &str| format!("{prefix}{name}");
+        v.check(validate::text(&f("name"), &self.name, 200));
+        self.name = self.name.trim().to_owned();
+        if let Some(n) = v.check(org_number(&f("org_number"), &self.org_number)) {
+            self.org_number = n;
+        }
+        self.dpo_email = self.dpo_email.trim().to_ascii_lowercase();
+        v.check(validate::email(&f("dpo_email"), &self.dpo_email));
+        v.check(validate::optional_text(&f("dpo_name"), &self.dpo_name, 200));
+        v.check(validate::optional_text(
+            &f("supervisory_authority"),
+            &self.supervisory_authority,
+            200,
+        ));
+        if self.supervisory_authority.trim().is_empty() {
+            self.supervisory_authority = DEFAULT_SUPERVISORY_AUTHORITY.into();
+        }
+        if !self.group_id.is_empty() {
+            v.check(validate::slug(&f("group_id"), &self.group_id, 2, 63));
+        }
+        if self.security_measures.len() > 100 {
+            v.add(f("security_measures"), "at most 100 entries");
+        }
+        for (i, m) in self.security_measures.iter().enumerate() {
+            v.check(validate::text(
+                &format!("{}[{i}]", f("security_measures")),
+                m,
+                500,
+            ));
+        }
+        self
+    }
+}
+
+/// Validates a tenant id.
+pub fn tenant_id(field: &str, id: &str) -> Result<(), FieldViolation> {
+    validate::slug(field, id, 3, 63)
+}
+
+/// A purpose of processing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purpose {
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Key.
+    pub key: String,
+    /// Settings.
+    pub spec: PurposeSpec,
+    /// Created.
+    pub create_time: DateTime<Utc>,
+    /// Last changed.
+    pub update_time: DateTime<Utc>,
+}
+
+/// The editable part of a purpose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurposeSpec {
+    /// What it is for.
+    pub description: String,
+    /// Legal basis.
+    pub legal_basis: LegalBasis,
+    /// Categories of data.
+    pub data_categories: Vec<DataCategory>,
+    /// Direct marketing?
+    pub direct_marketing: bool,
+    /// Categories of subjects.
+    pub subject_categories: Vec<String>,
+    /// Legitimate interest pursued.
+    pub legitimate_interest: String,
+    /// Art. 9(2) condition.
+    pub special_condition: Option<SpecialCondition>,
+    /// Erasure time limit text.
+    pub retention_summary: String,
+}
+
+/// Fields of a purpose an update may change.
+pub const PURPOSE_UPDATABLE: &[&str] = &[
+    "description",
+    "legal_basis",
+    "data_categories",
+    "direct_marketing",
+    "subject_categories",
+    "legitimate_interest",
+    "special_category_condition",
+    "retention_summary",
+];
+
+/// Validates a purpose key.
+pub fn purpose_key(field: &str, key: &str) -> Result<(), FieldViolation> {
+    validate::slug(field, key, 2, 63)
+}
+
+impl PurposeSpec {
+    /// Checks the rules a purpose must satisfy; `prefix` is prepended to field names.
+    pub fn validate(mut self, prefix: &str, v: &mut Violations) -> Self {
+        let f = |name: &str| format!("{prefix}{name}");
+        v.check(validate::text(&f("description"), &self.description, 2000));
+        if self.data_categories.is_empty() {
+            v.add(
+                f("data_categories"),
+                "at least one data category is required",
+            );
+        }
+        self.data_categories.sort();
+        self.data_categories.dedup();
+        if self.legal_basis == LegalBasis::LegitimateInterests
+            && self.legitimate_interest.trim().is_empty()
+        {
+            v.add(
+                f("legitimate_interest"),
+                "is required when the legal basis is LEGITIMATE_INTERESTS (Art. 13(1)(d))",
+            );
+        }
+        v.check(validate::optional_text(
+            &f("legitimate_interest"),
+            &self.legitimate_interest,
+            2000,
+        ));
+        if self.data_categories.iter().any(|c| c.is_special()) && self.special_condition.is_none() {
+            v.add(
+                f("special_category_condition"),
+                "is required when a special category (Art. 9) is processed",
+            );
+        }
+        if self.subject_categories.len() > 50 {
+            v.add(f("subject_categories"), "at most 50 entries");
+        }
+        for (i, s) in self.subject_categories.iter().enumerate() {
+            v.check(validate::text(
+                &format!("{}[{i}]", f("subject_categories")),
+                s,
+                200,
+            ));
+        }
+        v.check(validate::optional_text(
+            &f("retention_summary"),
+            &self.retention_summary,
+            1000,
+        ));
+        self
+    }
+}
+
+/// A recipient or processor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Id (UUID).
+    pub recipient_id: String,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: RecipientRole,
+    /// Purpose keys.
+    pub purposes: Vec<String>,
+    /// ISO country.
+    pub country: String,
+    /// Transfer safeguard.
+    pub transfer_safeguard: Option<TransferSafeguard>,
+    /// What it does.
+    pub description: String,
+    /// Registered.
+    pub create_time: DateTime<Utc>,
+}
+
+/// Input of CreateRecipient, before validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecipient {
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Option<RecipientRole>,
+    /// Purpose keys.
+    pub purposes: Vec<String>,
+    /// Country.
+    pub country: String,
+    /// Safeguard.
+    pub transfer_safeguard: Option<TransferSafeguard>,
+    /// Description.
+    pub description: String,
+}
+
+impl NewRecipient {
+    /// Checks the recipient rules (except that purposes exist, which needs the store).
+    pub fn validate(mut self, v: &mut Violations) -> Self {
+        v.check(validate::text("name", &self.name, 200));
+        self.name = self.name.trim().to_owned();
+        if self.role.is_none() {
+            v.add("role", "is required");
+        }
+        if let Some(c) = v.check(country("country", &self.country)) {
+            self.country = c;
+            if is_third_country(&self.country) && self.transfer_safeguard.is_none() {
+                v.add(
+                    "transfer_safeguard",
+                    "is required for a country outside the EEA (GDPR Chapter V)",
+                );
+            }
+        }
+        for (i, p) in self.purposes.iter().enumerate() {
+            v.check(purpose_key(&format!("purposes[{i}]"), p));
+        }
+        self.purposes.sort();
+        self.purposes.dedup();
+        v.check(validate::optional_text(
+            "description",
+            &self.description,
+            2000,
+        ));
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn org_numbers() {
+        // CPM Analytics AS, from the seeds: 989 990 748.
+        assert_eq!(
+            org_number("o", "989 990 748").ok().as_deref(),
+            Some("989990748")
+        );
+        assert!(org_number("o", "989990749").is_err(), "wrong check digit");
+        assert!(org_number("o", "98999074").is_err(), "8 digits");
+        assert!(org_number("o", "98999074a").is_err());
+        // Remainder 0 gives check digit 0: 8,0,0,0,0,0,0,1 → 24+2=26... search one.
+        let zero = (100_000_000u32..100_100_000)
+            .map(|n| n.to_string())
+            .find(|s| s.ends_with('0') && org_number("o", s).is_ok())
+            .expect("a number with check digit 0 exists");
+        let d: Vec<u32> = zero.bytes().map(|b| u32::from(b - b'0')).collect();
+        let sum: u32 = [3, 2, 7, 6, 5, 4, 3, 2]
+            .iter()
+            .zip(&d)
+            .map(|(w, x)| w * x)
+            .sum();
+        assert_eq!(sum % 11, 0);
+        // Numbers whose computed check digit would be 10 are invalid whatever the last digit.
+        let ten = (100_000_000u32..100_001_000)
+            .map(|n| n.to_string())
+            .find(|s| {
+                let d: Vec<u32> = s.bytes().map(|b| u32::from(b - b'0')).collect();
+                let sum: u32 = [3, 2, 7, 6, 5, 4, 3, 2]
+                    .iter()
+                    .zip(&d)
+                    .map(|(w, x)| w * x)
+                    .sum();
+                sum % 11 == 1
+            })
+            .expect("exists");
+        for last in 0..10 {
+            let s = format!("{}{last}", &ten[..8]);
+            assert!(org_number("o", &s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn violation_names_field_not_value() {
+        let e = org_number("org_number", "123456789").expect_err("bad");
+        assert_eq!(e.field, "org_number");
+        assert!(!e.description.contains("123456789"));
+    }
+
+    #[test]
+    fn countries() {
+        assert!(!is_third_country("NO"));
+        assert!(!is_third_country("SE"));
+        assert!(is_third_country("US"));
+        assert_eq!(country("c", "no").ok().as_deref(), Some("NO"));
+        assert!(country("c", "NOR").is_err());
+    }
+
+    fn spec(basis: LegalBasis, cats: Vec<DataCategory>) -> PurposeSpec {
+        PurposeSpec {
+            description: "Nyhetsbrevet KLIMA".into(),
+            legal_basis: basis,
+            data_categories: cats,
+            direct_marketing: true,
+            subject_categories: vec!["subscribers".into()],
+            legitimate_interest: String::new(),
+            special_condition: None,
+            retention_summary: String::new(),
+        }
+    }
+
+    #[test]
+    fn purpose_rules() {
+        let mut v = Violations::new();
+        spec(
+            LegalBasis::Consent,
+            vec![DataCategory::Contact, DataCategory::Contact],
+        )
+        .validate("", &mut v);
+        assert!(v.is_empty());
+
+        let mut v = Violations::new();
+        spec(LegalBasis::LegitimateInterests, vec![DataCategory::Contact]).validate("", &mut v);
+        assert!(!v.is_empty(), "legitimate interest must be stated");
+
+        let mut v = Violations::new();
+        spec(LegalBasis::Consent, vec![DataCategory::Health]).validate("", &mut v);
+        assert!(!v.is_empty(), "special category needs a condition");
+
+        let mut v = Violations::new();
+        spec(LegalBasis::Consent, vec![]).validate("", &mut v);
+        assert!(!v.is_empty(), "no categories");
+    }
+
+    #[test]
+    fn recipient_rules() {
+        let base = NewRecipient {
+            name: "Mailchimp".into(),
+            role: Some(RecipientRole::Processor),
+            purposes: vec!["newsletter".into()],
+            country: "us".into(),
+            transfer_safeguard: None,
+            description: String::new(),
+        };
+        let mut v = Violations::new();
+        base.clone().validate(&mut v);
+        assert!(!v.is_empty(), "US needs a safeguard");
+        let mut v = Violations::new();
+        let r = NewRecipient {
+            transfer_safeguard: Some(TransferSafeguard::StandardContractualClauses),
+            ..base
+        }
+        .validate(&mut v);
+        assert!(v.is_empty());
+        assert_eq!(r.country, "US");
+    }
+}

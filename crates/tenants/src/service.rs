@@ -1,0 +1,383 @@
+//! Use cases of the tenants service: validation through the domain, tenant scoping and
+//! idempotency around the store. No tonic types here.
+
+use vern_kit::context::TenantId;
+use vern_kit::error::Violations;
+use vern_kit::idempotency::Key;
+
+use crate::domain::{
+    self, NewRecipient, Purpose, PurposeSpec, Recipient, Tenant, TenantProfile, TenantStatus,
+};
+use crate::error::TenantError;
+use crate::store::{Page, TenantFilter, TenantStore};
+
+/// Which tenants a caller may see: all (platform level) or only its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visibility {
+    /// Platform administrators: every tenant.
+    All,
+    /// Tenant-scoped callers: only this one.
+    Own(TenantId),
+}
+
+impl Visibility {
+    fn allows(&self, tenant_id: &str) -> bool {
+        match self {
+            Visibility::All => true,
+            Visibility::Own(t) => t.as_str() == tenant_id,
+        }
+    }
+}
+
+/// The tenants service's use cases.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    store: TenantStore,
+}
+
+impl Registry {
+    /// Use cases over `store`.
+    pub fn new(store: TenantStore) -> Self {
+        Self { store }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &TenantStore {
+        &self.store
+    }
+
+    /// CreateTenant.
+    pub async fn create_tenant(
+        &self,
+        tenant_id: String,
+        profile: TenantProfile,
+        key: Option<Key>,
+    ) -> Result<Tenant, TenantError> {
+        let mut v = Violations::new();
+        v.check(domain::tenant_id("tenant_id", &tenant_id));
+        let profile = profile.validate("", &mut v);
+        v.finish()?;
+        if let Some(t) = self.store.replay(key.as_ref()).await? {
+            return Ok(t);
+        }
+        let now = vern_kit::time::now();
+        let t = Tenant {
+            tenant_id,
+            name: profile.name,
+            org_number: profile.org_number,
+            dpo_email: profile.dpo_email,
+            dpo_name: profile.dpo_name,
+            supervisory_authority: profile.supervisory_authority,
+            group_id: profile.group_id,
+            status: TenantStatus::Active,
+            security_measures: profile.security_measures,
+            suspension_reason: String::new(),
+            create_time: now,
+            update_time: now,
+        };
+        self.store.create_tenant(&t, key.as_ref()).await
+    }
+
+    /// GetTenant: a tenant the caller cannot see is NOT_FOUND.
+    pub async fn get_tenant(
+        &self,
+        vis: &Visibility,
+        tenant_id: &str,
+    ) -> Result<Tenant, TenantError> {
+        if !vis.allows(tenant_id) {
+            return Err(TenantError::TenantNotFound);
+        }
+        self.store
+            .get_tenant(tenant_id)
+            .await?
+            .ok_or(TenantError::TenantNotFound)
+    }
+
+    /// ListTenants.
+    pub async fn list_tenants(
+        &self,
+        vis: &Visibility,
+        after: Option<&str>,
+        limit: u64,
+        mut filter: TenantFilter,
+    ) -> Result<Page<Tenant>, TenantError> {
+        if let Visibility::Own(t) = vis {
+            filter.only = Some(vec![t.as_str().to_owned()]);
+        }
+        self.store.list_tenants(after, limit, &filter).await
+    }
+
+    /// UpdateTenant: applies the masked fields of `changes` and validates the result.
+    pub async fn update_tenant(
+        &self,
+        vis: &Visibility,
+        tenant_id: &str,
+        mask: &[String],
+        changes: TenantProfile,
+        key: Option<Key>,
+    ) -> Result<Tenant, TenantError> {
+        let mut v = Violations::new();
+        check_mask(&mut v, mask, domain::TENANT_UPDATABLE);
+        v.finish()?;
+        if let Some(t) = self.store.replay(key.as_ref()).await? {
+            return Ok(t);
+        }
+        let current = self.get_tenant(vis, tenant_id).await?;
+        let mut merged = TenantProfile {
+            name: current.name.clone(),
+            org_number: current.org_number.clone(),
+            dpo_email: current.dpo_email.clone(),
+            dpo_name: current.dpo_name.clone(),
+            supervisory_authority: current.supervisory_authority.clone(),
+            group_id: current.group_id.clone(),
+            security_measures: current.security_measures.clone(),
+        };
+        for path in mask {
+            match path.as_str() {
+                "name" => merged.name = changes.name.clone(),
+                "org_number" => merged.org_number = changes.org_number.clone(),
+                "dpo_email" => merged.dpo_email = changes.dpo_email.clone(),
+                "dpo_name" => merged.dpo_name = changes.dpo_name.clone(),
+                "supervisory_authority" => {
+                    merged.supervisory_authority = changes.supervisory_authority.clone()
+                }
+                "group_id" => merged.group_id = changes.group_id.clone(),
+                "security_measures" => merged.security_measures = changes.security_measures.clone(),
+                _ => {}
+            }
+        }
+        let mut v = Violations::new();
+        let p = merged.validate("tenant.", &mut v);
+        v.finish()?;
+        let updated = Tenant {
+            name: p.name,
+            org_number: p.org_number,
+            dpo_email: p.dpo_email,
+            dpo_name: p.dpo_name,
+            supervisory_authority: p.supervisory_authority,
+            group_id: p.group_id,
+            security_measures: p.security_measures,
+            update_time: vern_kit::time::now()
+                .max(current.update_time + chrono::Duration::microseconds(1)),
+            ..current.clone()
+        };
+        self.store
+            .update_tenant(&updated, current.update_time, key.as_ref())
+            .await
+    }
+
+    /// SuspendTenant. Suspending a suspended tenant changes nothing.
+    pub async fn suspend_tenant(
+        &self,
+        tenant_id: &str,
+        reason: &str,
+        key: Option<Key>,
+    ) -> Result<Tenant, TenantError> {
+        let mut v = Violations::new();
+        v.check(vern_kit::validate::text("reason", reason, 1000));
+        v.finish()?;
+        if let Some(t) = self.store.replay(key.as_ref()).await? {
+            return Ok(t);
+        }
+        let current = self.get_tenant(&Visibility::All, tenant_id).await?;
+        if current.status == TenantStatus::Suspended {
+            return Ok(current);
+        }
+        let updated = Tenant {
+            status: TenantStatus::Suspended,
+            suspension_reason: reason.trim().to_owned(),
+            update_time: vern_kit::time::now()
+                .max(current.update_time + chrono::Duration::microseconds(1)),
+            ..current.clone()
+        };
+        self.store
+            .update_tenant(&updated, current.update_time, key.as_ref())
+            .await
+    }
+
+    async fn active_tenant(&self, tenant: &TenantId) -> Result<Tenant, TenantError> {
+        let t = self
+            .store
+            .get_tenant(tenant.as_str())
+            .await?
+            .ok_or(TenantError::TenantNotFound)?;
+        if t.status == TenantStatus::Suspended {
+            return Err(TenantError::TenantSuspended);
+        }
+        Ok(t)
+    }
+
+    /// CreatePurpose.
+    pub async fn create_purpose(
+        &self,
+        tenant: &TenantId,
+        key: String,
+        spec: PurposeSpec,
+        idem: Option<Key>,
+    ) -> Result<Purpose, TenantError> {
+        let mut v = Violations::new();
+        v.check(domain::purpose_key("key", &key));
+        let spec = spec.validate("", &mut v);
+        v.finish()?;
+        if let Some(p) = self.store.replay(idem.as_ref()).await? {
+            return Ok(p);
+        }
+        self.active_tenant(tenant).await?;
+        let now = vern_kit::time::now();
+        let p = Purpose {
+            tenant_id: tenant.as_str().to_owned(),
+            key,
+            spec,
+            create_time: now,
+            update_time: now,
+        };
+        self.store.create_purpose(&p, idem.as_ref()).await
+    }
+
+    /// GetPurpose.
+    pub async fn get_purpose(&self, tenant: &TenantId, key: &str) -> Result<Purpose, TenantError> {
+        let mut v = Violations::new();
+        v.check(domain::purpose_key("key", key));
+        v.finish()?;
+        self.store
+            .get_purpose(tenant.as_str(), key)
+            .await?
+            .ok_or(TenantError::PurposeNotFound)
+    }
+
+    /// ListPurposes.
+    pub async fn list_purposes(
+        &self,
+        tenant: &TenantId,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Page<Purpose>, TenantError> {
+        self.store
+            .list_purposes(tenant.as_str(), after, limit)
+            .await
+    }
+
+    /// UpdatePurpose.
+    pub async fn update_purpose(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        mask: &[String],
+        changes: PurposeSpec,
+        idem: Option<Key>,
+    ) -> Result<Purpose, TenantError> {
+        let mut v = Violations::new();
+        v.check(domain::purpose_key("purpose.key", key));
+        check_mask(&mut v, mask, domain::PURPOSE_UPDATABLE);
+        v.finish()?;
+        if let Some(p) = self.store.replay(idem.as_ref()).await? {
+            return Ok(p);
+        }
+        self.active_tenant(tenant).await?;
+        let current = self.get_purpose(tenant, key).await?;
+        let mut spec = current.spec.clone();
+        for path in mask {
+            match path.as_str() {
+                "description" => spec.description = changes.description.clone(),
+                "legal_basis" => spec.legal_basis = changes.legal_basis,
+                "data_categories" => spec.data_categories = changes.data_categories.clone(),
+                "direct_marketing" => spec.direct_marketing = changes.direct_marketing,
+                "subject_categories" => {
+                    spec.subject_categories = changes.subject_categories.clone()
+                }
+                "legitimate_interest" => {
+                    spec.legitimate_interest = changes.legitimate_interest.clone()
+                }
+                "special_category_condition" => spec.special_condition = changes.special_condition,
+                "retention_summary" => spec.retention_summary = changes.retention_summary.clone(),
+                _ => {}
+            }
+        }
+        let mut v = Violations::new();
+        let spec = spec.validate("purpose.", &mut v);
+        v.finish()?;
+        let updated = Purpose {
+            spec,
+            update_time: vern_kit::time::now()
+                .max(current.update_time + chrono::Duration::microseconds(1)),
+            ..current.clone()
+        };
+        self.store
+            .update_purpose(&updated, current.update_time, idem.as_ref())
+            .await
+    }
+
+    /// CreateRecipient.
+    pub async fn create_recipient(
+        &self,
+        tenant: &TenantId,
+        new: NewRecipient,
+        idem: Option<Key>,
+    ) -> Result<Recipient, TenantError> {
+        let mut v = Violations::new();
+        let new = new.validate(&mut v);
+        v.finish()?;
+        if let Some(r) = self.store.replay(idem.as_ref()).await? {
+            return Ok(r);
+        }
+        self.active_tenant(tenant).await?;
+        let role = new
+            .role
+            .ok_or_else(|| vern_kit::ApiError::invalid("role", "is required"))?;
+        let r = Recipient {
+            tenant_id: tenant.as_str().to_owned(),
+            recipient_id: uuid::Uuid::now_v7().to_string(),
+            name: new.name,
+            role,
+            purposes: new.purposes,
+            country: new.country,
+            transfer_safeguard: new.transfer_safeguard,
+            description: new.description,
+            create_time: vern_kit::time::now(),
+        };
+        self.store.create_recipient(&r, idem.as_ref()).await
+    }
+
+    /// ListRecipients.
+    pub async fn list_recipients(
+        &self,
+        tenant: &TenantId,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Page<Recipient>, TenantError> {
+        self.store
+            .list_recipients(tenant.as_str(), after, limit)
+            .await
+    }
+
+    /// The inputs of the Art. 30 record.
+    pub async fn processing_record(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(Tenant, Vec<Purpose>, Vec<Recipient>), TenantError> {
+        let t = self
+            .store
+            .get_tenant(tenant.as_str())
+            .await?
+            .ok_or(TenantError::TenantNotFound)?;
+        let (purposes, recipients) = self.store.registry(tenant.as_str()).await?;
+        Ok((t, purposes, recipients))
+    }
+}
+
+fn check_mask(v: &mut Violations, mask: &[String], allowed: &[&str]) {
+    if mask.is_empty() {
+        v.add("update_mask", "is required: name the fields to update");
+    }
+    for (i, p) in mask.iter().enumerate() {
+        if !allowed.contains(&p.as_str()) {
+            v.add(
+                format!("update_mask.paths[{i}]"),
+                format!(
+                    "cannot update this field; updatable: {}",
+                    allowed.join(", ")
+                ),
+            );
+        }
+    }
+}
