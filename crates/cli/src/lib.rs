@@ -25,7 +25,12 @@ pub const SERVICES: [&str; 6] = [
 
 /// The database target of one service under `config`.
 pub fn target(config: &Config, service: &str) -> DbTarget {
-    DbTarget::for_service(config.database_url.as_deref(), &config.data_dir, service)
+    DbTarget::with_prefix(
+        config.database_url.as_deref(),
+        &config.data_dir,
+        &config.database_schema_prefix,
+        service,
+    )
 }
 
 /// Opens one service's store (running its migrations) and adds the service to

@@ -31,6 +31,8 @@ pub struct Config {
     /// PostgreSQL each service uses its own schema (`vern_<service>`). Unset: one
     /// SQLite file per service in `data_dir`.
     pub database_url: Option<String>,
+    /// Prefix of the PostgreSQL schema names: `<prefix>_<service>`.
+    pub database_schema_prefix: String,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
@@ -49,6 +51,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             data_dir: PathBuf::from("vern-data"),
             database_url: None,
+            database_schema_prefix: "vern".into(),
             log_format: LogFormat::Human,
             log_level: "info,sea_orm_migration=warn".into(),
             auth: AuthConfig::default(),
@@ -156,7 +159,7 @@ pub struct ServiceEndpoint {
 impl Config {
     /// Loads defaults, then `file` (or `$VERN_CONFIG`, or `./vern.toml` if present),
     /// then `VERN_*` environment variables.
-    pub fn load(file: Option<&Path>) -> Result<Self, figment::Error> {
+    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         let file = file
             .map(Path::to_path_buf)
@@ -171,6 +174,7 @@ impl Config {
         figment
             .merge(Env::prefixed("VERN_").ignore(&["CONFIG"]).split("__"))
             .extract()
+            .map_err(Box::new)
     }
 }
 
@@ -187,6 +191,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's own test helper
     fn file_then_env() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
@@ -194,7 +199,7 @@ mod tests {
                 "listen = \"127.0.0.1:6000\"\nlog_format = \"json\"\n[auth]\nissuer = \"file\"\n",
             )?;
             jail.set_env("VERN_AUTH__ISSUER", "env");
-            let c = Config::load(Some(Path::new("custom.toml")))?;
+            let c = Config::load(Some(Path::new("custom.toml"))).map_err(|e| *e)?;
             assert_eq!(c.listen.port(), 6000);
             assert_eq!(c.log_format, LogFormat::Json);
             assert_eq!(c.auth.issuer, "env");

@@ -27,10 +27,20 @@ impl DbTarget {
     /// The target of `service`: the shared URL with schema `vern_<service>` when one is
     /// configured, otherwise `<data_dir>/<service>.db`.
     pub fn for_service(database_url: Option<&str>, data_dir: &Path, service: &str) -> Self {
+        Self::with_prefix(database_url, data_dir, "vern", service)
+    }
+
+    /// Like [`DbTarget::for_service`] with PostgreSQL schema `<prefix>_<service>`.
+    pub fn with_prefix(
+        database_url: Option<&str>,
+        data_dir: &Path,
+        prefix: &str,
+        service: &str,
+    ) -> Self {
         match database_url {
             Some(url) if url.starts_with("postgres") => Self {
                 url: url.to_owned(),
-                schema: Some(format!("vern_{service}")),
+                schema: Some(format!("{prefix}_{service}")),
             },
             Some(url) => Self {
                 url: url.to_owned(),

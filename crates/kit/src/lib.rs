@@ -13,6 +13,8 @@ pub mod page;
 pub mod permissions;
 pub mod server;
 pub mod telemetry;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod time;
 pub mod validate;
 
