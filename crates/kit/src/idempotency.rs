@@ -133,6 +133,39 @@ pub async fn replay_after_failure<R: DeserializeOwned>(
     }
 }
 
+/// The work of one mutating call inside its transaction.
+pub type Work<'t, E> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), E>> + Send + 't>>;
+
+/// Runs `work` and stores `answer` under `key` in one transaction, then returns
+/// `answer`. If anything fails and a concurrent call with the same key committed
+/// first, its answer is returned instead of the failure.
+pub async fn commit_once<R, E, F>(
+    db: &sea_orm::DatabaseConnection,
+    key: Option<&Key>,
+    answer: R,
+    work: F,
+) -> Result<R, ApiError>
+where
+    R: Serialize + DeserializeOwned,
+    E: Into<ApiError> + From<DbErr>,
+    F: for<'t> FnOnce(&'t sea_orm::DatabaseTransaction) -> Work<'t, E>,
+{
+    use sea_orm::TransactionTrait;
+    let attempt: Result<(), E> = async {
+        let txn = db.begin().await?;
+        work(&txn).await?;
+        record(&txn, key, &answer).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+    .await;
+    match attempt {
+        Ok(()) => Ok(answer),
+        Err(e) => replay_after_failure(db, key, e.into()).await,
+    }
+}
+
 /// Creates the `idempotency_keys` table.
 pub struct Migration;
 

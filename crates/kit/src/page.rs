@@ -27,6 +27,14 @@ pub fn encode_token(list: &str, last_key: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("v1\n{list}\n{last_key}"))
 }
 
+/// The `next_page_token` of a page: empty on the last page.
+pub fn next_token(list: &str, more: bool, last_key: Option<&str>) -> String {
+    match (more, last_key) {
+        (true, Some(k)) => encode_token(list, k),
+        _ => String::new(),
+    }
+}
+
 /// Decodes a page token of the list `list`; `Ok(None)` for an empty token.
 pub fn decode_token(list: &str, token: &str) -> Result<Option<String>, ApiError> {
     if token.is_empty() {

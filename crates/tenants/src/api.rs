@@ -305,10 +305,11 @@ impl pb::tenant_service_server::TenantService for TenantApi {
             .registry
             .list_tenants(&visibility(&ctx), after.as_deref(), limit, filter)
             .await?;
-        let next_page_token = match (page.more, page.items.last()) {
-            (true, Some(last)) => page::encode_token("tenants", &last.tenant_id),
-            _ => String::new(),
-        };
+        let next_page_token = page::next_token(
+            "tenants",
+            page.more,
+            page.items.last().map(|t| t.tenant_id.as_str()),
+        );
         Ok(Response::new(pb::ListTenantsResponse {
             tenants: page.items.into_iter().map(tenant_pb).collect(),
             next_page_token,
@@ -408,10 +409,11 @@ impl pb::tenant_service_server::TenantService for TenantApi {
             .registry
             .list_purposes(tenant(&ctx)?, after.as_deref(), limit)
             .await?;
-        let next_page_token = match (page.more, page.items.last()) {
-            (true, Some(last)) => page::encode_token("purposes", &last.key),
-            _ => String::new(),
-        };
+        let next_page_token = page::next_token(
+            "purposes",
+            page.more,
+            page.items.last().map(|p| p.key.as_str()),
+        );
         Ok(Response::new(pb::ListPurposesResponse {
             purposes: page.items.into_iter().map(purpose_pb).collect(),
             next_page_token,
@@ -481,10 +483,11 @@ impl pb::tenant_service_server::TenantService for TenantApi {
             .registry
             .list_recipients(tenant(&ctx)?, after.as_deref(), limit)
             .await?;
-        let next_page_token = match (page.more, page.items.last()) {
-            (true, Some(last)) => page::encode_token("recipients", &last.recipient_id),
-            _ => String::new(),
-        };
+        let next_page_token = page::next_token(
+            "recipients",
+            page.more,
+            page.items.last().map(|r| r.recipient_id.as_str()),
+        );
         Ok(Response::new(pb::ListRecipientsResponse {
             recipients: page.items.into_iter().map(recipient_pb).collect(),
             next_page_token,

@@ -7,10 +7,10 @@ pub mod migration;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use vern_kit::db::DbTarget;
-use vern_kit::idempotency::{self, Key};
+use vern_kit::idempotency::{self, Key, commit_once};
 
 use crate::domain::{
     DataCategory, LegalBasis, Purpose, PurposeSpec, Recipient, RecipientRole, SpecialCondition,
@@ -79,23 +79,16 @@ impl TenantStore {
         t: &Tenant,
         key: Option<&Key>,
     ) -> Result<Tenant, TenantError> {
-        let res: Result<(), TenantError> = async {
-            let txn = self.db.begin().await?;
-            tenant_active(t)
-                .insert(&txn)
-                .await
-                .map_err(|e| unique_or(e, TenantError::TenantExists))?;
-            idempotency::record(&txn, key, t).await?;
-            txn.commit().await?;
-            Ok(())
-        }
-        .await;
-        match res {
-            Ok(()) => Ok(t.clone()),
-            Err(e) => idempotency::replay_after_failure(&self.db, key, e.into())
-                .await
-                .map_err(TenantError::Api),
-        }
+        let row = tenant_active(t);
+        Ok(commit_once(&self.db, key, t.clone(), move |txn| {
+            Box::pin(async move {
+                row.insert(txn)
+                    .await
+                    .map_err(|e| unique_or(e, TenantError::TenantExists))?;
+                Ok::<_, TenantError>(())
+            })
+        })
+        .await?)
     }
 
     /// One tenant.
@@ -142,48 +135,38 @@ impl TenantStore {
         expected: chrono::DateTime<chrono::Utc>,
         key: Option<&Key>,
     ) -> Result<Tenant, TenantError> {
-        let res: Result<(), TenantError> = async {
-            let txn = self.db.begin().await?;
-            let t = updated;
-            let n = tenant::Entity::update_many()
-                .col_expr(tenant::Column::Name, Expr::value(t.name.clone()))
-                .col_expr(tenant::Column::OrgNumber, Expr::value(t.org_number.clone()))
-                .col_expr(tenant::Column::DpoEmail, Expr::value(t.dpo_email.clone()))
-                .col_expr(tenant::Column::DpoName, Expr::value(t.dpo_name.clone()))
-                .col_expr(
-                    tenant::Column::SupervisoryAuthority,
-                    Expr::value(t.supervisory_authority.clone()),
-                )
-                .col_expr(tenant::Column::GroupId, Expr::value(t.group_id.clone()))
-                .col_expr(tenant::Column::Status, Expr::value(t.status.as_str()))
-                .col_expr(
-                    tenant::Column::SecurityMeasures,
-                    Expr::value(json(&t.security_measures)?),
-                )
-                .col_expr(
-                    tenant::Column::SuspensionReason,
-                    Expr::value(t.suspension_reason.clone()),
-                )
-                .col_expr(tenant::Column::UpdateTime, Expr::value(t.update_time))
-                .filter(tenant::Column::TenantId.eq(t.tenant_id.as_str()))
-                .filter(tenant::Column::UpdateTime.eq(expected))
-                .exec(&txn)
-                .await?
-                .rows_affected;
-            if n != 1 {
-                return Err(TenantError::Conflict);
-            }
-            idempotency::record(&txn, key, t).await?;
-            txn.commit().await?;
-            Ok(())
-        }
-        .await;
-        match res {
-            Ok(()) => Ok(updated.clone()),
-            Err(e) => idempotency::replay_after_failure(&self.db, key, e.into())
-                .await
-                .map_err(TenantError::Api),
-        }
+        let t = updated;
+        let update = tenant::Entity::update_many()
+            .col_expr(tenant::Column::Name, Expr::value(t.name.clone()))
+            .col_expr(tenant::Column::OrgNumber, Expr::value(t.org_number.clone()))
+            .col_expr(tenant::Column::DpoEmail, Expr::value(t.dpo_email.clone()))
+            .col_expr(tenant::Column::DpoName, Expr::value(t.dpo_name.clone()))
+            .col_expr(
+                tenant::Column::SupervisoryAuthority,
+                Expr::value(t.supervisory_authority.clone()),
+            )
+            .col_expr(tenant::Column::GroupId, Expr::value(t.group_id.clone()))
+            .col_expr(tenant::Column::Status, Expr::value(t.status.as_str()))
+            .col_expr(
+                tenant::Column::SecurityMeasures,
+                Expr::value(json(&t.security_measures)?),
+            )
+            .col_expr(
+                tenant::Column::SuspensionReason,
+                Expr::value(t.suspension_reason.clone()),
+            )
+            .col_expr(tenant::Column::UpdateTime, Expr::value(t.update_time))
+            .filter(tenant::Column::TenantId.eq(t.tenant_id.as_str()))
+            .filter(tenant::Column::UpdateTime.eq(expected));
+        Ok(commit_once(&self.db, key, t.clone(), move |txn| {
+            Box::pin(async move {
+                if update.exec(txn).await?.rows_affected != 1 {
+                    return Err(TenantError::Conflict);
+                }
+                Ok(())
+            })
+        })
+        .await?)
     }
 
     /// Inserts a purpose.
@@ -192,23 +175,16 @@ impl TenantStore {
         p: &Purpose,
         key: Option<&Key>,
     ) -> Result<Purpose, TenantError> {
-        let res: Result<(), TenantError> = async {
-            let txn = self.db.begin().await?;
-            purpose_active(p)?
-                .insert(&txn)
-                .await
-                .map_err(|e| unique_or(e, TenantError::PurposeExists))?;
-            idempotency::record(&txn, key, p).await?;
-            txn.commit().await?;
-            Ok(())
-        }
-        .await;
-        match res {
-            Ok(()) => Ok(p.clone()),
-            Err(e) => idempotency::replay_after_failure(&self.db, key, e.into())
-                .await
-                .map_err(TenantError::Api),
-        }
+        let row = purpose_active(p)?;
+        Ok(commit_once(&self.db, key, p.clone(), move |txn| {
+            Box::pin(async move {
+                row.insert(txn)
+                    .await
+                    .map_err(|e| unique_or(e, TenantError::PurposeExists))?;
+                Ok::<_, TenantError>(())
+            })
+        })
+        .await?)
     }
 
     /// One purpose of a tenant.
@@ -252,63 +228,53 @@ impl TenantStore {
         expected: chrono::DateTime<chrono::Utc>,
         key: Option<&Key>,
     ) -> Result<Purpose, TenantError> {
-        let res: Result<(), TenantError> = async {
-            let txn = self.db.begin().await?;
-            let s = &p.spec;
-            let n = purpose::Entity::update_many()
-                .col_expr(
-                    purpose::Column::Description,
-                    Expr::value(s.description.clone()),
-                )
-                .col_expr(
-                    purpose::Column::LegalBasis,
-                    Expr::value(s.legal_basis.as_str()),
-                )
-                .col_expr(
-                    purpose::Column::DataCategories,
-                    Expr::value(json(&categories(&s.data_categories))?),
-                )
-                .col_expr(
-                    purpose::Column::DirectMarketing,
-                    Expr::value(s.direct_marketing),
-                )
-                .col_expr(
-                    purpose::Column::SubjectCategories,
-                    Expr::value(json(&s.subject_categories)?),
-                )
-                .col_expr(
-                    purpose::Column::LegitimateInterest,
-                    Expr::value(s.legitimate_interest.clone()),
-                )
-                .col_expr(
-                    purpose::Column::SpecialCategoryCondition,
-                    Expr::value(s.special_condition.map(|c| c.as_str().to_owned())),
-                )
-                .col_expr(
-                    purpose::Column::RetentionSummary,
-                    Expr::value(s.retention_summary.clone()),
-                )
-                .col_expr(purpose::Column::UpdateTime, Expr::value(p.update_time))
-                .filter(purpose::Column::TenantId.eq(p.tenant_id.as_str()))
-                .filter(purpose::Column::Key.eq(p.key.as_str()))
-                .filter(purpose::Column::UpdateTime.eq(expected))
-                .exec(&txn)
-                .await?
-                .rows_affected;
-            if n != 1 {
-                return Err(TenantError::Conflict);
-            }
-            idempotency::record(&txn, key, p).await?;
-            txn.commit().await?;
-            Ok(())
-        }
-        .await;
-        match res {
-            Ok(()) => Ok(p.clone()),
-            Err(e) => idempotency::replay_after_failure(&self.db, key, e.into())
-                .await
-                .map_err(TenantError::Api),
-        }
+        let s = &p.spec;
+        let update = purpose::Entity::update_many()
+            .col_expr(
+                purpose::Column::Description,
+                Expr::value(s.description.clone()),
+            )
+            .col_expr(
+                purpose::Column::LegalBasis,
+                Expr::value(s.legal_basis.as_str()),
+            )
+            .col_expr(
+                purpose::Column::DataCategories,
+                Expr::value(json(&categories(&s.data_categories))?),
+            )
+            .col_expr(
+                purpose::Column::DirectMarketing,
+                Expr::value(s.direct_marketing),
+            )
+            .col_expr(
+                purpose::Column::SubjectCategories,
+                Expr::value(json(&s.subject_categories)?),
+            )
+            .col_expr(
+                purpose::Column::LegitimateInterest,
+                Expr::value(s.legitimate_interest.clone()),
+            )
+            .col_expr(
+                purpose::Column::SpecialCategoryCondition,
+                Expr::value(s.special_condition.map(|c| c.as_str().to_owned())),
+            )
+            .col_expr(
+                purpose::Column::RetentionSummary,
+                Expr::value(s.retention_summary.clone()),
+            )
+            .col_expr(purpose::Column::UpdateTime, Expr::value(p.update_time))
+            .filter(purpose::Column::TenantId.eq(p.tenant_id.as_str()))
+            .filter(purpose::Column::Key.eq(p.key.as_str()))
+            .filter(purpose::Column::UpdateTime.eq(expected));
+        Ok(commit_once(&self.db, key, p.clone(), move |txn| {
+            Box::pin(async move {
+                if update.exec(txn).await?.rows_affected != 1 {
+                    return Err(TenantError::Conflict);
+                }
+                Ok(())
+            })
+        })
+        .await?)
     }
 
     /// Inserts a recipient after checking, in the same transaction, that its purposes
@@ -318,36 +284,29 @@ impl TenantStore {
         r: &Recipient,
         key: Option<&Key>,
     ) -> Result<Recipient, TenantError> {
-        let res: Result<(), TenantError> = async {
-            let txn = self.db.begin().await?;
-            let known = existing_purpose_keys(&txn, &r.tenant_id, &r.purposes).await?;
-            if let Some(i) = r.purposes.iter().position(|p| !known.contains(p)) {
-                return Err(TenantError::UnknownPurpose(i));
-            }
-            recipient::ActiveModel {
-                recipient_id: Set(r.recipient_id.clone()),
-                tenant_id: Set(r.tenant_id.clone()),
-                name: Set(r.name.clone()),
-                role: Set(r.role.as_str().to_owned()),
-                purposes: Set(json(&r.purposes)?),
-                country: Set(r.country.clone()),
-                transfer_safeguard: Set(r.transfer_safeguard.map(|s| s.as_str().to_owned())),
-                description: Set(r.description.clone()),
-                create_time: Set(r.create_time),
-            }
-            .insert(&txn)
-            .await?;
-            idempotency::record(&txn, key, r).await?;
-            txn.commit().await?;
-            Ok(())
-        }
-        .await;
-        match res {
-            Ok(()) => Ok(r.clone()),
-            Err(e) => idempotency::replay_after_failure(&self.db, key, e.into())
-                .await
-                .map_err(TenantError::Api),
-        }
+        let row = recipient::ActiveModel {
+            recipient_id: Set(r.recipient_id.clone()),
+            tenant_id: Set(r.tenant_id.clone()),
+            name: Set(r.name.clone()),
+            role: Set(r.role.as_str().to_owned()),
+            purposes: Set(json(&r.purposes)?),
+            country: Set(r.country.clone()),
+            transfer_safeguard: Set(r.transfer_safeguard.map(|s| s.as_str().to_owned())),
+            description: Set(r.description.clone()),
+            create_time: Set(r.create_time),
+        };
+        let (tenant_id, purposes) = (r.tenant_id.clone(), r.purposes.clone());
+        Ok(commit_once(&self.db, key, r.clone(), move |txn| {
+            Box::pin(async move {
+                let known = existing_purpose_keys(txn, &tenant_id, &purposes).await?;
+                if let Some(i) = purposes.iter().position(|p| !known.contains(p)) {
+                    return Err(TenantError::UnknownPurpose(i));
+                }
+                row.insert(txn).await?;
+                Ok(())
+            })
+        })
+        .await?)
     }
 
     /// A page of a tenant's recipients in creation order.
