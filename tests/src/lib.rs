@@ -34,12 +34,18 @@ impl Suite {
     /// Starts the suite; `None` for PostgreSQL when no URL is configured (and it is not
     /// required).
     pub async fn start(backend: Backend) -> Option<Suite> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts the suite after `adjust` has changed its configuration.
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<Suite> {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config {
             data_dir: dir.path().to_path_buf(),
             ..Default::default()
         };
         config.auth.hs256_secret = Some(SECRET.into());
+        adjust(&mut config);
         let mut pg_schemas = None;
         if let Backend::Postgres = backend {
             let Ok(url) = std::env::var(vern_kit::testing::PG_URL_VAR) else {
@@ -112,6 +118,82 @@ pub fn token(roles: &[&str], tenants: &[&str], expires_in: i64) -> String {
             iat: now,
         },
         SECRET.as_bytes(),
+    )
+    .expect("sign")
+}
+
+/// Calls any RPC by path with an empty message (valid for every proto3 request) and
+/// returns the status code (`Ok` for success). Streaming RPCs are opened and dropped.
+pub async fn raw_call(
+    channel: &Channel,
+    path: &str,
+    server_streaming: bool,
+    headers: &[(&'static str, String)],
+) -> tonic::Code {
+    use tonic::codegen::http::uri::PathAndQuery;
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    if grpc.ready().await.is_err() {
+        return tonic::Code::Unavailable;
+    }
+    let mut req = tonic::Request::new(());
+    for (k, v) in headers {
+        req.metadata_mut().insert(*k, v.parse().expect("metadata"));
+    }
+    let path = PathAndQuery::try_from(path).expect("path");
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    let result = if server_streaming {
+        grpc.server_streaming(req, path, codec).await.map(|_| ())
+    } else {
+        grpc.unary(req, path, codec).await.map(|_| ())
+    };
+    match result {
+        Ok(()) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+/// Every RPC of the vern packages: (path, server-streaming).
+pub fn all_rpcs() -> Vec<(String, bool)> {
+    use prost::Message;
+    let fds = prost_types::FileDescriptorSet::decode(vern_proto::FILE_DESCRIPTOR_SET)
+        .expect("descriptors");
+    let mut out = vec![];
+    for file in fds.file {
+        let pkg = file.package().to_owned();
+        if !pkg.starts_with("vern.") {
+            continue;
+        }
+        for svc in &file.service {
+            for m in &svc.method {
+                out.push((
+                    format!("/{pkg}.{}/{}", svc.name(), m.name()),
+                    m.server_streaming(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// A token signed with a PEM key (EdDSA/RS256/ES256) naming `kid`.
+pub fn token_with_key(pem: &str, kid: &str, roles: &[&str], tenants: &[&str]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    vern_kit::auth::sign_with_pem(
+        &Claims {
+            sub: format!("e2e-{kid}"),
+            tenant: tenants.iter().map(|s| s.to_string()).collect(),
+            roles: roles.iter().map(|s| s.to_string()).collect(),
+            iss: "vern-dev".into(),
+            aud: "vern".into(),
+            exp: now + 300,
+            nbf: now,
+            iat: now,
+        },
+        pem.as_bytes(),
+        kid,
     )
     .expect("sign")
 }

@@ -12,6 +12,7 @@ use vern_kit::auth::TokenVerifier;
 use vern_kit::config::Config;
 use vern_kit::db::DbTarget;
 use vern_kit::server::{Limits, Served};
+use vern_kit::verify::KeySource;
 
 /// The six services by name, in start-up order.
 pub const SERVICES: [&str; 6] = [
@@ -94,10 +95,23 @@ pub async fn suite(config: &Config) -> anyhow::Result<Served> {
     suite_of(config, &SERVICES).await
 }
 
-/// The token verifier for `config`: HS256 with the configured secret or the dev key.
+/// The token verifier for `config`: HS256 when a secret is configured (or the dev key
+/// in `vern dev`), and the JWKS keys when a file or URL is configured, re-read every
+/// `auth.jwks_refresh_seconds`. Must run inside a tokio runtime.
 pub fn verifier(config: &Config) -> anyhow::Result<TokenVerifier> {
     let secret = vern_kit::auth::hs256_secret(config).context("reading the dev signing key")?;
-    Ok(TokenVerifier::hs256(&secret, &config.auth))
+    let source = KeySource::from_config(&config.auth);
+    if secret.is_none() && source.is_none() {
+        anyhow::bail!(
+            "no token verification keys: configure auth.jwks_file or auth.jwks_url (or auth.hs256_secret for development)"
+        );
+    }
+    let verifier = TokenVerifier::new(secret.as_deref(), source, &config.auth)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    verifier.spawn_refresh(std::time::Duration::from_secs(
+        config.auth.jwks_refresh_seconds.max(1),
+    ));
+    Ok(verifier)
 }
 
 /// A running suite.

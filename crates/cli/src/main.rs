@@ -32,9 +32,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
     },
-    /// Run one service on its own (as in Kubernetes).
+    /// Run one component on its own (as in Kubernetes).
     Serve {
-        /// tenants, subjects, consents, retention, rights or audit.
+        /// gateway, tenants, subjects, consents, retention, rights or audit.
         service: String,
         /// Listen address (default: services.<name>.listen from the config).
         #[arg(long)]
@@ -63,6 +63,41 @@ enum Command {
         /// Directory holding the dev signing key (as given to `vern dev`).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Sign with this private key (PEM: Ed25519, RSA or P-256) instead of the dev key.
+        #[arg(long, requires = "kid")]
+        key: Option<PathBuf>,
+        /// Key id to put in the token header (with --key).
+        #[arg(long)]
+        kid: Option<String>,
+    },
+    /// Manage signing keys for production-like set-ups.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Write a new Ed25519 private key (<out>/<kid>.pem, mode 0600) and add its public key
+    /// to <out>/jwks.json (created if missing). Point auth.jwks_file at that JWKS; to
+    /// rotate, generate a new key, let services refresh, then remove the old kid.
+    Generate {
+        /// Output directory.
+        #[arg(long, default_value = "vern-keys")]
+        out: PathBuf,
+        /// Key id (default: key-<unix time>).
+        #[arg(long)]
+        kid: Option<String>,
+    },
+    /// Remove a key from a JWKS file (retire it after rotation).
+    Remove {
+        /// The JWKS file.
+        #[arg(long)]
+        jwks: PathBuf,
+        /// The key id to remove.
+        #[arg(long)]
+        kid: String,
     },
 }
 
@@ -76,12 +111,23 @@ fn main() -> anyhow::Result<()> {
             sub,
             expires_in,
             data_dir,
+            key,
+            kid,
         } => {
             if let Some(d) = data_dir {
                 config.data_dir = d;
             }
-            token(&config, role, tenant, sub, expires_in)
+            config.auth.dev_key = true;
+            let signer = match (key, kid) {
+                (Some(k), Some(kid)) => Signer::Pem(
+                    std::fs::read(&k).with_context(|| format!("reading {}", k.display()))?,
+                    kid,
+                ),
+                _ => Signer::Dev,
+            };
+            token(&config, role, tenant, sub, expires_in, signer)
         }
+        Command::Keys { command } => keys(command),
         command => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -97,6 +143,7 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
             let started = Instant::now();
             config.data_dir = data_dir;
             config.listen = listen;
+            config.auth.dev_key = true;
             vern_kit::telemetry::init(config.log_format, &config.log_level);
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
@@ -125,20 +172,33 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
         }
         Command::Serve { service, listen } => {
             vern_kit::telemetry::init(config.log_format, &config.log_level);
-            let endpoint = match service.as_str() {
-                "tenants" => &config.services.tenants,
-                "subjects" => &config.services.subjects,
-                "consents" => &config.services.consents,
-                "retention" => &config.services.retention,
-                "rights" => &config.services.rights,
-                "audit" => &config.services.audit,
-                "gateway" => anyhow::bail!(
-                    "the standalone gateway (forwarding to remote services) is not built yet; use `vern dev`"
-                ),
-                other => anyhow::bail!("unknown service {other:?}"),
+            let (addr, served) = if service == "gateway" {
+                let routes = vern_gateway::forwarding_routes(&config.services)
+                    .context("backend addresses")?;
+                let served = vern_kit::server::Served {
+                    routes,
+                    health_names: vern_proto::SERVICE_NAMES.to_vec(),
+                };
+                (listen.unwrap_or(config.listen), served)
+            } else {
+                let endpoint = match service.as_str() {
+                    "tenants" => &config.services.tenants,
+                    "subjects" => &config.services.subjects,
+                    "consents" => &config.services.consents,
+                    "retention" => &config.services.retention,
+                    "rights" => &config.services.rights,
+                    "audit" => &config.services.audit,
+                    other => anyhow::bail!(
+                        "unknown service {other:?} (expected gateway, {})",
+                        vern_cli::SERVICES.join(", ")
+                    ),
+                };
+                let addr = listen.unwrap_or(endpoint.listen);
+                (
+                    addr,
+                    vern_cli::suite_of(&config, &[service.as_str()]).await?,
+                )
             };
-            let addr = listen.unwrap_or(endpoint.listen);
-            let served = vern_cli::suite_of(&config, &[service.as_str()]).await?;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding {addr}"))?;
@@ -170,8 +230,16 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Token { .. } => unreachable!("handled without a runtime"),
+        Command::Token { .. } | Command::Keys { .. } => unreachable!("handled without a runtime"),
     }
+}
+
+/// What signs a `vern token`.
+enum Signer {
+    /// The HS256 dev key.
+    Dev,
+    /// A PEM private key and its key id.
+    Pem(Vec<u8>, String),
 }
 
 fn token(
@@ -180,12 +248,12 @@ fn token(
     tenants: Vec<String>,
     sub: String,
     expires_in: i64,
+    signer: Signer,
 ) -> anyhow::Result<()> {
     for r in &roles {
         r.parse::<Role>()
             .map_err(|e| anyhow::anyhow!("--role {r}: {e}"))?;
     }
-    let secret = vern_kit::auth::hs256_secret(config).context("reading the dev signing key")?;
     let now = chrono_now();
     let claims = Claims {
         sub,
@@ -197,7 +265,81 @@ fn token(
         nbf: now.min(now + expires_in),
         iat: now,
     };
-    println!("{}", vern_kit::auth::sign_hs256(&claims, &secret)?);
+    let token = match signer {
+        Signer::Dev => {
+            let secret = vern_kit::auth::hs256_secret(config)
+                .context("reading the dev signing key")?
+                .context("no dev signing key")?;
+            vern_kit::auth::sign_hs256(&claims, &secret)?
+        }
+        Signer::Pem(pem, kid) => {
+            vern_kit::auth::sign_with_pem(&claims, &pem, &kid).context("signing with --key")?
+        }
+    };
+    println!("{token}");
+    Ok(())
+}
+
+fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    use jsonwebtoken::jwk::JwkSet;
+    match command {
+        KeysCommand::Generate { out, kid } => {
+            let kid = kid.unwrap_or_else(|| format!("key-{}", chrono_now()));
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let jwks_path = out.join("jwks.json");
+            let mut set: JwkSet = match std::fs::read_to_string(&jwks_path) {
+                Ok(text) => serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a JWKS", jwks_path.display()))?,
+                Err(_) => JwkSet { keys: vec![] },
+            };
+            if set.find(&kid).is_some() {
+                anyhow::bail!("{} already has a key {kid:?}", jwks_path.display());
+            }
+            let (pem, jwk) = vern_kit::auth::generate_ed25519(&kid)?;
+            let key_path = out.join(format!("{kid}.pem"));
+            write_private(&key_path, pem.as_bytes())?;
+            set.keys.push(jwk);
+            std::fs::write(&jwks_path, serde_json::to_string_pretty(&set)?)?;
+            println!(
+                "private key  {}\njwks         {} ({} keys)\nsign         vern token --key {} --kid {kid} --role …",
+                key_path.display(),
+                jwks_path.display(),
+                set.keys.len(),
+                key_path.display()
+            );
+            Ok(())
+        }
+        KeysCommand::Remove { jwks, kid } => {
+            let text = std::fs::read_to_string(&jwks)
+                .with_context(|| format!("reading {}", jwks.display()))?;
+            let mut set: JwkSet = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a JWKS", jwks.display()))?;
+            let before = set.keys.len();
+            set.keys
+                .retain(|k| k.common.key_id.as_deref() != Some(kid.as_str()));
+            if set.keys.len() == before {
+                anyhow::bail!("{} has no key {kid:?}", jwks.display());
+            }
+            std::fs::write(&jwks, serde_json::to_string_pretty(&set)?)?;
+            println!("removed {kid}; {} keys left", set.keys.len());
+            Ok(())
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)?;
     Ok(())
 }
 

@@ -7,10 +7,10 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::config::{AuthConfig, Config};
+use crate::config::Config;
 
 /// A role a token can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -260,108 +260,7 @@ pub struct Principal {
     pub tenants: Vec<String>,
 }
 
-/// Why a token was refused. The message names the reason, never the token.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
-    /// No `authorization: Bearer …` metadata.
-    #[error("missing bearer token")]
-    Missing,
-    /// Not a well-formed JWT.
-    #[error("malformed token")]
-    Malformed,
-    /// Signature does not verify.
-    #[error("bad token signature")]
-    BadSignature,
-    /// `alg` not accepted for this key.
-    #[error("token algorithm not accepted")]
-    WrongAlgorithm,
-    /// `exp` is past.
-    #[error("token expired")]
-    Expired,
-    /// `nbf` is in the future.
-    #[error("token not yet valid")]
-    NotYetValid,
-    /// Wrong `iss`.
-    #[error("token issuer not accepted")]
-    WrongIssuer,
-    /// Wrong `aud`.
-    #[error("token audience not accepted")]
-    WrongAudience,
-    /// A required claim is absent.
-    #[error("token lacks a required claim")]
-    MissingClaim,
-    /// No verification key is configured.
-    #[error("no token verification key configured")]
-    NoKey,
-}
-
-/// Verifies tokens (HS256 for now; the security issue adds JWKS keys).
-#[derive(Clone)]
-pub struct TokenVerifier {
-    key: Option<DecodingKey>,
-    validation: Validation,
-}
-
-impl std::fmt::Debug for TokenVerifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenVerifier").finish_non_exhaustive()
-    }
-}
-
-impl TokenVerifier {
-    /// A verifier for HS256 tokens signed with `secret`.
-    pub fn hs256(secret: &[u8], auth: &AuthConfig) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = auth.leeway_seconds.min(30);
-        validation.validate_nbf = true;
-        validation.set_issuer(&[auth.issuer.as_str()]);
-        validation.set_audience(&[auth.audience.as_str()]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        Self {
-            key: Some(DecodingKey::from_secret(secret)),
-            validation,
-        }
-    }
-
-    /// A verifier that refuses every token (no key configured).
-    pub fn none() -> Self {
-        Self {
-            key: None,
-            validation: Validation::new(Algorithm::HS256),
-        }
-    }
-
-    /// Verifies `token` and returns its caller.
-    pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
-        use jsonwebtoken::errors::ErrorKind as K;
-        let key = self.key.as_ref().ok_or(TokenError::NoKey)?;
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-        if !self.validation.algorithms.contains(&header.alg) {
-            return Err(TokenError::WrongAlgorithm);
-        }
-        let data =
-            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
-                match e.kind() {
-                    K::InvalidSignature => TokenError::BadSignature,
-                    K::ExpiredSignature => TokenError::Expired,
-                    K::ImmatureSignature => TokenError::NotYetValid,
-                    K::InvalidIssuer => TokenError::WrongIssuer,
-                    K::InvalidAudience => TokenError::WrongAudience,
-                    K::InvalidAlgorithm | K::InvalidAlgorithmName | K::UnsupportedAlgorithm => {
-                        TokenError::WrongAlgorithm
-                    }
-                    K::MissingRequiredClaim(_) => TokenError::MissingClaim,
-                    _ => TokenError::Malformed,
-                }
-            })?;
-        let claims = data.claims;
-        Ok(Principal {
-            sub: claims.sub,
-            roles: claims.roles.iter().filter_map(|r| r.parse().ok()).collect(),
-            tenants: claims.tenant,
-        })
-    }
-}
+pub use crate::verify::{TokenError, TokenVerifier};
 
 /// Signs `claims` with the HS256 `secret` (dev tokens).
 pub fn sign_hs256(claims: &Claims, secret: &[u8]) -> Result<String, jsonwebtoken::errors::Error> {
@@ -375,13 +274,58 @@ pub fn sign_hs256(claims: &Claims, secret: &[u8]) -> Result<String, jsonwebtoken
 /// Name of the dev signing key file inside the data directory.
 pub const DEV_KEY_FILE: &str = "dev-signing.key";
 
-/// The HS256 secret: the configured one, else the dev key in `data_dir` (created with
-/// 32 random bytes, mode 0600, when missing).
-pub fn hs256_secret(config: &Config) -> std::io::Result<Vec<u8>> {
+/// The HS256 secret: the configured one, else (with `auth.dev_key`, as in `vern dev`)
+/// the dev key in `data_dir`, created with 32 random bytes, mode 0600, when missing.
+/// `None`: HS256 is not accepted.
+pub fn hs256_secret(config: &Config) -> std::io::Result<Option<Vec<u8>>> {
     if let Some(secret) = &config.auth.hs256_secret {
-        return Ok(secret.as_bytes().to_vec());
+        return Ok(Some(secret.as_bytes().to_vec()));
     }
-    dev_key(&config.data_dir)
+    if config.auth.dev_key {
+        return dev_key(&config.data_dir).map(Some);
+    }
+    Ok(None)
+}
+
+/// Signs `claims` with an EdDSA, RS256 or ES256 private key in PEM form, naming `kid`.
+pub fn sign_with_pem(
+    claims: &Claims,
+    pem: &[u8],
+    kid: &str,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let (alg, key) = if let Ok(k) = EncodingKey::from_ed_pem(pem) {
+        (Algorithm::EdDSA, k)
+    } else if let Ok(k) = EncodingKey::from_ec_pem(pem) {
+        (Algorithm::ES256, k)
+    } else {
+        (Algorithm::RS256, EncodingKey::from_rsa_pem(pem)?)
+    };
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, &key)
+}
+
+/// A new Ed25519 signing key: the private key as PKCS#8 PEM and its public JWK
+/// (`kid`, `alg: EdDSA`, `use: sig`).
+pub fn generate_ed25519(
+    kid: &str,
+) -> Result<(String, jsonwebtoken::jwk::Jwk), jsonwebtoken::errors::Error> {
+    use base64::Engine;
+    // PKCS#8 v1 wrapping of a 32-byte Ed25519 seed (RFC 8410).
+    const PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    let seed: [u8; 32] = rand::random();
+    let mut der = PREFIX.to_vec();
+    der.extend_from_slice(&seed);
+    let key = EncodingKey::from_ed_der(&der);
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::EdDSA)?;
+    jwk.common.key_id = Some(kid.to_owned());
+    jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    let pem = format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n");
+    Ok((pem, jwk))
 }
 
 fn dev_key(data_dir: &Path) -> std::io::Result<Vec<u8>> {
@@ -424,57 +368,26 @@ fn dev_key(data_dir: &Path) -> std::io::Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    fn claims(exp_offset: i64) -> Claims {
+    #[test]
+    fn generated_keys_sign_verifiable_tokens() {
+        let (pem, jwk) = generate_ed25519("k1").expect("generate");
         let now = chrono::Utc::now().timestamp();
-        Claims {
-            sub: "svc-crm".into(),
-            tenant: vec!["kultur".into()],
-            roles: vec!["integration".into(), "no-such-role".into()],
+        let claims = Claims {
+            sub: "svc".into(),
+            tenant: vec![],
+            roles: vec!["service".into()],
             iss: "vern-dev".into(),
             aud: "vern".into(),
-            exp: now + exp_offset,
-            nbf: now - 1,
+            exp: now + 60,
+            nbf: now,
             iat: now,
-        }
-    }
-
-    #[test]
-    fn verifies_and_rejects() {
-        let auth = AuthConfig::default();
-        let v = TokenVerifier::hs256(b"secret", &auth);
-        let t = sign_hs256(&claims(60), b"secret").expect("sign");
-        let p = v.verify(&t).expect("valid");
-        assert_eq!(p.roles, vec![Role::Integration]);
-        assert_eq!(p.tenants, vec!["kultur".to_string()]);
-
-        assert_eq!(
-            v.verify(&sign_hs256(&claims(-120), b"secret").expect("sign")),
-            Err(TokenError::Expired)
-        );
-        assert_eq!(
-            v.verify(&sign_hs256(&claims(60), b"other").expect("sign")),
-            Err(TokenError::BadSignature)
-        );
-        assert_eq!(v.verify("not-a-token"), Err(TokenError::Malformed));
-        let mut c = claims(60);
-        c.aud = "else".into();
-        assert_eq!(
-            v.verify(&sign_hs256(&c, b"secret").expect("sign")),
-            Err(TokenError::WrongAudience)
-        );
-        let mut c = claims(60);
-        c.iss = "else".into();
-        assert_eq!(
-            v.verify(&sign_hs256(&c, b"secret").expect("sign")),
-            Err(TokenError::WrongIssuer)
-        );
-        // alg "none": header {"alg":"none"} with the valid claims and no signature.
-        use base64::Engine;
-        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let body = b64.encode(serde_json::to_vec(&claims(60)).expect("json"));
-        let none = format!("{}.{}.", b64.encode(br#"{"alg":"none","typ":"JWT"}"#), body);
-        assert!(v.verify(&none).is_err());
-        assert_eq!(TokenVerifier::none().verify(&t), Err(TokenError::NoKey));
+        };
+        let token = sign_with_pem(&claims, pem.as_bytes(), "k1").expect("sign");
+        let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).expect("jwk");
+        let mut v = jsonwebtoken::Validation::new(Algorithm::EdDSA);
+        v.set_audience(&["vern"]);
+        let data = jsonwebtoken::decode::<Claims>(&token, &key, &v).expect("verifies");
+        assert_eq!(data.claims, claims);
     }
 
     #[test]

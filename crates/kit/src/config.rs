@@ -74,6 +74,16 @@ pub struct AuthConfig {
     pub hs256_secret: Option<String>,
     /// Clock leeway for `exp`/`nbf`, seconds (at most 30).
     pub leeway_seconds: u64,
+    /// Accept HS256 tokens signed with the dev key in `data_dir` (`vern dev` turns this on).
+    pub dev_key: bool,
+    /// JWKS file with the public keys (RS256, ES256, EdDSA) that sign tokens.
+    pub jwks_file: Option<PathBuf>,
+    /// JWKS URL (http or https) with the public keys that sign tokens.
+    pub jwks_url: Option<String>,
+    /// How often the JWKS is re-read, seconds (keys rotate without a restart).
+    pub jwks_refresh_seconds: u64,
+    /// Verified tokens kept in memory (RS256/ES256 verification is expensive).
+    pub token_cache_size: usize,
 }
 
 impl Default for AuthConfig {
@@ -83,6 +93,11 @@ impl Default for AuthConfig {
             audience: "vern".into(),
             hs256_secret: None,
             leeway_seconds: 30,
+            dev_key: false,
+            jwks_file: None,
+            jwks_url: None,
+            jwks_refresh_seconds: 300,
+            token_cache_size: 10_000,
         }
     }
 }
@@ -95,6 +110,10 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Calls served at once before new ones get RESOURCE_EXHAUSTED.
     pub concurrency_limit: usize,
+    /// Calls per second each client (token subject) may make; 0 turns the limit off.
+    pub rate_limit_per_client: u32,
+    /// Burst each client may make above its rate.
+    pub rate_limit_burst: u32,
     /// Longest a call may take when the client sets no deadline, seconds.
     pub request_timeout_seconds: u64,
     /// How long shutdown waits for in-flight calls, seconds.
@@ -106,6 +125,8 @@ impl Default for ServerConfig {
         Self {
             max_message_bytes: 4 * 1024 * 1024,
             concurrency_limit: 1024,
+            rate_limit_per_client: 20_000,
+            rate_limit_burst: 40_000,
             request_timeout_seconds: 30,
             shutdown_grace_seconds: 20,
         }

@@ -9,6 +9,7 @@ pub mod context;
 pub mod db;
 pub mod error;
 pub mod idempotency;
+pub mod limits;
 pub mod page;
 pub mod permissions;
 pub mod server;
@@ -17,6 +18,7 @@ pub mod telemetry;
 pub mod testing;
 pub mod time;
 pub mod validate;
+pub mod verify;
 
 pub use context::CallContext;
 pub use error::{ApiError, FieldViolation};

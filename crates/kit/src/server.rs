@@ -15,6 +15,7 @@ use tonic_health::server::HealthReporter;
 use crate::auth::TokenVerifier;
 use crate::config::ServerConfig;
 use crate::context::AuthLayer;
+use crate::limits::{ConcurrencyLimitLayer, RateLimitLayer};
 
 /// Message size limits applied to every generated service.
 #[derive(Debug, Clone, Copy)]
@@ -102,7 +103,16 @@ pub async fn serve(
     let server = Server::builder()
         .timeout(Duration::from_secs(config.request_timeout_seconds))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .layer(AuthLayer::new(verifier))
+        // The one place cross-cutting layers are composed, outermost first.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(ConcurrencyLimitLayer::new(config.concurrency_limit))
+                .layer(AuthLayer::new(verifier))
+                .layer(RateLimitLayer::new(
+                    config.rate_limit_per_client,
+                    config.rate_limit_burst,
+                )),
+        )
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
     tokio::pin!(server);

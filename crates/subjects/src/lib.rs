@@ -3,6 +3,7 @@
 //! The crate has its store (connection, migrations) and serves health; every RPC
 //! answers UNIMPLEMENTED until the subjects issue builds it — never a fake answer.
 
+pub mod domain;
 pub mod store;
 
 use vern_kit::db::DbTarget;

@@ -1,0 +1,269 @@
+//! Load limits as tower layers: a global concurrency limit and a per-client rate limit.
+//! Both refuse at once with RESOURCE_EXHAUSTED; neither queues, so memory stays
+//! bounded under overload. Health checks are exempt so probes keep answering.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+use tonic::Status;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+use crate::context::CallContext;
+
+/// Calls refused by a limit since start (for metrics).
+pub static LIMITED_CALLS: AtomicU64 = AtomicU64::new(0);
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+fn exempt(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/")
+}
+
+fn refuse<E: Send + 'static>(message: &'static str) -> BoxFuture<Result<http::Response<Body>, E>> {
+    LIMITED_CALLS.fetch_add(1, Ordering::Relaxed);
+    Box::pin(async move { Ok(Status::resource_exhausted(message).into_http()) })
+}
+
+/// At most `max` calls in progress; the next is refused.
+#[derive(Clone, Debug)]
+pub struct ConcurrencyLimitLayer {
+    permits: Arc<Semaphore>,
+}
+
+impl ConcurrencyLimitLayer {
+    /// A limit of `max` concurrent calls.
+    pub fn new(max: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max.max(1))),
+        }
+    }
+}
+
+impl<S> Layer<S> for ConcurrencyLimitLayer {
+    type Service = ConcurrencyLimit<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ConcurrencyLimit {
+            inner,
+            permits: self.permits.clone(),
+        }
+    }
+}
+
+/// The service of [`ConcurrencyLimitLayer`].
+#[derive(Clone, Debug)]
+pub struct ConcurrencyLimit<S> {
+    inner: S,
+    permits: Arc<Semaphore>,
+}
+
+impl<S, B> Service<http::Request<B>> for ConcurrencyLimit<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let permit = if exempt(req.uri().path()) {
+            None
+        } else {
+            match self.permits.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    return refuse("server busy: too many calls in progress, retry with backoff");
+                }
+            }
+        };
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let fut = inner.call(req);
+        Box::pin(async move {
+            let res = fut.await;
+            drop(permit);
+            res
+        })
+    }
+}
+
+/// Token bucket per client: `per_second` sustained, `burst` at once. A client is the
+/// verified token subject (so a forged token cannot spend another client's budget).
+#[derive(Clone, Debug)]
+pub struct RateLimitLayer {
+    state: Option<Arc<RateState>>,
+}
+
+#[derive(Debug)]
+struct RateState {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Most clients tracked before idle ones are forgotten.
+const MAX_CLIENTS: usize = 100_000;
+
+impl RateLimitLayer {
+    /// A limit of `per_second` calls per client with bursts of `burst`; 0 disables it.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        Self {
+            state: (per_second > 0).then(|| {
+                Arc::new(RateState {
+                    per_second: f64::from(per_second),
+                    burst: f64::from(burst.max(per_second)),
+                    buckets: Mutex::new(HashMap::new()),
+                })
+            }),
+        }
+    }
+}
+
+impl RateState {
+    fn admit(&self, client: &str, now: Instant) -> bool {
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return true;
+        };
+        if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(client) {
+            // Forget clients whose buckets have refilled: they lose nothing.
+            let (rate, burst) = (self.per_second, self.burst);
+            buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
+            if buckets.len() >= MAX_CLIENTS {
+                buckets.clear();
+            }
+        }
+        let b = buckets.entry(client.to_owned()).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        let refill = now.duration_since(b.at).as_secs_f64() * self.per_second;
+        b.tokens = (b.tokens + refill).min(self.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// The service of [`RateLimitLayer`].
+#[derive(Clone, Debug)]
+pub struct RateLimit<S> {
+    inner: S,
+    state: Option<Arc<RateState>>,
+}
+
+impl<S, B> Service<http::Request<B>> for RateLimit<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if let Some(state) = &self.state
+            && let Some(ctx) = req.extensions().get::<CallContext>()
+            && !state.admit(&ctx.sub, Instant::now())
+        {
+            return refuse("rate limit exceeded for this client, retry later");
+        }
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(inner.call(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn buckets_refill_and_are_per_client() {
+        let s = RateState {
+            per_second: 10.0,
+            burst: 3.0,
+            buckets: Mutex::new(HashMap::new()),
+        };
+        let t0 = Instant::now();
+        assert!(s.admit("a", t0));
+        assert!(s.admit("a", t0));
+        assert!(s.admit("a", t0));
+        assert!(!s.admit("a", t0), "burst spent");
+        assert!(s.admit("b", t0), "other clients unaffected");
+        assert!(s.admit("a", t0 + Duration::from_millis(150)), "refilled");
+    }
+
+    #[tokio::test]
+    async fn concurrency_limit_refuses_without_queueing() {
+        use tower::ServiceExt;
+        let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+        let slow = tower::service_fn(move |_req: http::Request<()>| {
+            let mut rx = release_rx.clone();
+            async move {
+                let _ = rx.wait_for(|v| *v).await;
+                Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))
+            }
+        });
+        let svc = ConcurrencyLimitLayer::new(1).layer(slow);
+        let req = || {
+            http::Request::builder()
+                .uri("/vern.x.v1.X/Y")
+                .body(())
+                .expect("req")
+        };
+        let first = tokio::spawn(svc.clone().oneshot(req()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = svc.clone().oneshot(req()).await.expect("answer");
+        let status = Status::from_header_map(second.headers()).expect("grpc status");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        // Health is exempt even when full.
+        let health = http::Request::builder()
+            .uri("/grpc.health.v1.Health/Check")
+            .body(())
+            .expect("req");
+        let h = tokio::spawn(svc.clone().oneshot(health));
+        release_tx.send(true).expect("release");
+        assert!(first.await.expect("join").is_ok());
+        let h = h.await.expect("join").expect("health");
+        assert!(Status::from_header_map(h.headers()).is_none());
+    }
+}

@@ -1,0 +1,344 @@
+//! The security model through the real gateway: the full RPC × role × own/foreign
+//! tenant matrix generated from the permission table, forged tokens, key rotation
+//! without a restart, rate limits, and forwarding to remote services.
+
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+use vern_kit::auth::{Role, permission_for};
+use vern_kit::context::TENANT_HEADER;
+use vern_tests::{Backend, Suite, all_rpcs, raw_call, token, token_with_key};
+
+#[tokio::test]
+async fn matrix_every_rpc_every_role_own_and_foreign_tenant() {
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    let rpcs = all_rpcs();
+    assert!(rpcs.len() > 50, "{} RPCs", rpcs.len());
+    let mut checked = 0usize;
+    for (path, streaming) in &rpcs {
+        let permission = permission_for(path).unwrap_or_else(|| panic!("{path} has no permission"));
+        // No token at all.
+        assert_eq!(
+            raw_call(&suite.channel, path, *streaming, &[]).await,
+            Code::Unauthenticated,
+            "{path} without token"
+        );
+        for role in Role::ALL {
+            let t = token(&[role.as_str()], &["tenant-a"], 300);
+            let auth = ("authorization", format!("Bearer {t}"));
+            let own = raw_call(
+                &suite.channel,
+                path,
+                *streaming,
+                std::slice::from_ref(&auth),
+            )
+            .await;
+            if role.grants(permission) {
+                assert!(
+                    !matches!(own, Code::PermissionDenied | Code::Unauthenticated),
+                    "{path} as {} (own tenant) must pass the gateway, got {own:?}",
+                    role.as_str()
+                );
+            } else {
+                assert_eq!(
+                    own,
+                    Code::PermissionDenied,
+                    "{path} as {} must be denied",
+                    role.as_str()
+                );
+            }
+            // Selecting a tenant the token does not name is always denied.
+            let foreign = raw_call(
+                &suite.channel,
+                path,
+                *streaming,
+                &[auth.clone(), (TENANT_HEADER, "tenant-b".to_string())],
+            )
+            .await;
+            assert_eq!(
+                foreign,
+                Code::PermissionDenied,
+                "{path} as {} into tenant-b",
+                role.as_str()
+            );
+            checked += 2;
+        }
+    }
+    assert_eq!(
+        checked,
+        rpcs.len() * Role::ALL.len() * 2,
+        "100% of the RPCs covered"
+    );
+    suite.stop().await;
+}
+
+fn jwks(keys: Vec<jsonwebtoken::jwk::Jwk>) -> String {
+    serde_json::to_string(&jsonwebtoken::jwk::JwkSet { keys }).expect("json")
+}
+
+async fn code_of(suite: &Suite, token: &str) -> Code {
+    raw_call(
+        &suite.channel,
+        "/vern.tenants.v1.TenantService/ListTenants",
+        false,
+        &[("authorization", format!("Bearer {token}"))],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn forged_tokens_are_unauthenticated_and_keys_rotate_without_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let jwks_path = dir.path().join("jwks.json");
+    let (k1_pem, k1) = vern_kit::auth::generate_ed25519("k1").expect("k1");
+    let (k2_pem, k2) = vern_kit::auth::generate_ed25519("k2").expect("k2");
+    std::fs::write(&jwks_path, jwks(vec![k1.clone()])).expect("write");
+    let path = jwks_path.clone();
+    let suite = Suite::start_with(Backend::Sqlite, move |c| {
+        c.auth.jwks_file = Some(path);
+        c.auth.jwks_refresh_seconds = 1;
+    })
+    .await
+    .expect("suite");
+
+    let admin_k1 = token_with_key(&k1_pem, "k1", &["platform-admin"], &[]);
+    let admin_k2 = token_with_key(&k2_pem, "k2", &["platform-admin"], &[]);
+    assert_eq!(code_of(&suite, &admin_k1).await, Code::Ok);
+    assert_eq!(
+        code_of(&suite, &admin_k2).await,
+        Code::Unauthenticated,
+        "k2 not published yet"
+    );
+
+    // Attacks, all UNAUTHENTICATED.
+    let parts: Vec<&str> = admin_k1.split('.').collect();
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let mut claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(parts[1])
+            .expect("b64"),
+    )
+    .expect("json");
+    claims["roles"] = serde_json::json!(["platform-admin", "service"]);
+    claims["tenant"] = serde_json::json!("tenant-b");
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(claims.to_string().as_bytes()),
+        parts[2]
+    );
+    let none = format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), parts[1]);
+    let stripped = format!("{}.{}.", parts[0], parts[1]);
+    let foreign_hs = {
+        let now = chrono_now();
+        vern_kit::auth::sign_hs256(
+            &vern_kit::auth::Claims {
+                sub: "x".into(),
+                tenant: vec![],
+                roles: vec!["platform-admin".into()],
+                iss: "vern-dev".into(),
+                aud: "vern".into(),
+                exp: now + 60,
+                nbf: now,
+                iat: now,
+            },
+            b"someone else's secret",
+        )
+        .expect("sign")
+    };
+    for (label, t) in [
+        ("alg none", none.as_str()),
+        ("stripped signature", stripped.as_str()),
+        ("tampered claims", tampered.as_str()),
+        ("foreign HS256 key", foreign_hs.as_str()),
+        ("unknown kid", admin_k2.as_str()),
+        ("expired", &token(&["platform-admin"], &[], -120)),
+        ("garbage", "definitely-not-a-jwt"),
+    ] {
+        assert_eq!(code_of(&suite, t).await, Code::Unauthenticated, "{label}");
+    }
+
+    // Rotation: publish k2, wait for the refresh, then retire k1.
+    std::fs::write(&jwks_path, jwks(vec![k1, k2.clone()])).expect("write");
+    wait_for(&suite, &admin_k2, Code::Ok).await;
+    std::fs::write(&jwks_path, jwks(vec![k2])).expect("write");
+    wait_for(&suite, &admin_k1, Code::Unauthenticated).await;
+    assert_eq!(code_of(&suite, &admin_k2).await, Code::Ok);
+    suite.stop().await;
+}
+
+async fn wait_for(suite: &Suite, token: &str, want: Code) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = code_of(suite, token).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {got:?} after the refresh interval"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn per_client_rate_limit_refuses_with_resource_exhausted() {
+    let suite = Suite::start_with(Backend::Sqlite, |c| {
+        c.server.rate_limit_per_client = 1;
+        c.server.rate_limit_burst = 3;
+    })
+    .await
+    .expect("suite");
+    let greedy = token(&["platform-admin"], &[], 300);
+    let mut codes = vec![];
+    for _ in 0..6 {
+        codes.push(code_of(&suite, &greedy).await);
+    }
+    assert_eq!(
+        &codes[..3],
+        &[Code::Ok, Code::Ok, Code::Ok],
+        "burst admitted"
+    );
+    assert!(codes[3..].contains(&Code::ResourceExhausted), "{codes:?}");
+    // Another client is not affected; health is never limited.
+    let mut other = vern_kit::auth::Claims {
+        sub: "another-client".into(),
+        tenant: vec![],
+        roles: vec!["platform-admin".into()],
+        iss: "vern-dev".into(),
+        aud: "vern".into(),
+        exp: chrono_now() + 60,
+        nbf: chrono_now(),
+        iat: chrono_now(),
+    };
+    other.iat -= 1;
+    let other = vern_kit::auth::sign_hs256(&other, b"e2e-test-secret").expect("sign");
+    assert_eq!(code_of(&suite, &other).await, Code::Ok);
+    suite.stop().await;
+}
+
+#[tokio::test]
+async fn standalone_gateway_forwards_to_remote_services() {
+    use vern_proto::tenants::v1 as pb;
+    // A tenants service on its own port, as in Kubernetes.
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = vern_kit::config::Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    config.auth.hs256_secret = Some("e2e-test-secret".into());
+    let tenants_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let tenants_addr = tenants_listener.local_addr().expect("addr");
+    let served = vern_cli::suite_of(&config, &["tenants"])
+        .await
+        .expect("tenants");
+    let verifier = vern_cli::verifier(&config).expect("verifier");
+    let server_config = config.server.clone();
+    let (stop_tenants, stopped) = tokio::sync::oneshot::channel::<()>();
+    let tenants = tokio::spawn(async move {
+        vern_kit::server::serve(served, tenants_listener, &server_config, verifier, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+
+    // The gateway forwards tenants there; subjects points at a closed port.
+    config.services.tenants.url = format!("http://{tenants_addr}");
+    config.services.subjects.url = "http://127.0.0.1:1".into();
+    let routes = vern_gateway::forwarding_routes(&config.services).expect("routes");
+    let gw_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gw_addr = gw_listener.local_addr().expect("addr");
+    let verifier = vern_cli::verifier(&config).expect("verifier");
+    let server_config = config.server.clone();
+    let (stop_gw, gw_stopped) = tokio::sync::oneshot::channel::<()>();
+    let gateway = tokio::spawn(async move {
+        vern_kit::server::serve(
+            vern_kit::server::Served {
+                routes,
+                health_names: vern_proto::SERVICE_NAMES.to_vec(),
+            },
+            gw_listener,
+            &server_config,
+            verifier,
+            async {
+                let _ = gw_stopped.await;
+            },
+        )
+        .await
+    });
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{gw_addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = pb::tenant_service_client::TenantServiceClient::new(channel.clone());
+    let admin = token(&["platform-admin"], &[], 300);
+    let created = client
+        .create_tenant(vern_tests::authed(
+            pb::CreateTenantRequest {
+                tenant_id: "remote".into(),
+                name: "Remote Dept".into(),
+                org_number: "989990748".into(),
+                dpo_email: "dpo@remote.example".into(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("forwarded create")
+        .into_inner();
+    assert_eq!(created.tenant_id, "remote");
+    // The gateway refuses before forwarding: no token, wrong role.
+    assert_eq!(
+        raw_call(
+            &channel,
+            "/vern.tenants.v1.TenantService/ListTenants",
+            false,
+            &[]
+        )
+        .await,
+        Code::Unauthenticated
+    );
+    let auditor = token(&["auditor"], &["remote"], 300);
+    assert_eq!(
+        raw_call(
+            &channel,
+            "/vern.tenants.v1.TenantService/ListTenants",
+            false,
+            &[("authorization", format!("Bearer {auditor}"))]
+        )
+        .await,
+        Code::PermissionDenied
+    );
+    // A backend that is down is UNAVAILABLE, quickly.
+    let integration = token(&["integration"], &["remote"], 300);
+    let started = Instant::now();
+    let code = raw_call(
+        &channel,
+        "/vern.subjects.v1.SubjectService/GetSubject",
+        false,
+        &[("authorization", format!("Bearer {integration}"))],
+    )
+    .await;
+    assert_eq!(code, Code::Unavailable);
+    assert!(started.elapsed() < Duration::from_secs(6));
+
+    let _ = stop_gw.send(());
+    let _ = stop_tenants.send(());
+    let _ = gateway.await;
+    let _ = tenants.await;
+}
