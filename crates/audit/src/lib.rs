@@ -5,9 +5,14 @@
 
 pub mod store;
 
+use vern_kit::config::Config;
 use vern_kit::db::DbTarget;
 use vern_kit::server::Limits;
 use vern_proto::audit::v1::audit_service_server::{AuditService, AuditServiceServer};
+
+/// The gRPC service name.
+/// Why a service could not start.
+pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = "vern.audit.v1.AuditService";
@@ -24,9 +29,10 @@ impl AuditService for AuditApi {}
 
 /// Opens the store (running migrations) and builds the gRPC service.
 pub async fn build(
+    config: &Config,
     target: &DbTarget,
-    limits: Limits,
-) -> Result<AuditServiceServer<AuditApi>, sea_orm::DbErr> {
+) -> Result<AuditServiceServer<AuditApi>, BuildError> {
+    let limits = Limits::from(&config.server);
     let store = store::AuditStore::open(target).await?;
     Ok(vern_kit::limited!(
         AuditServiceServer::new(AuditApi { store }),

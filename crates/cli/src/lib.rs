@@ -11,7 +11,7 @@ use tonic::service::{Routes, RoutesBuilder};
 use vern_kit::auth::TokenVerifier;
 use vern_kit::config::Config;
 use vern_kit::db::DbTarget;
-use vern_kit::server::{Limits, Served};
+use vern_kit::server::Served;
 use vern_kit::verify::KeySource;
 
 /// The six services by name, in start-up order.
@@ -41,32 +41,61 @@ pub async fn add_service(
     service: &str,
     routes: &mut RoutesBuilder,
 ) -> anyhow::Result<&'static str> {
-    let limits = Limits::from(&config.server);
     let t = target(config, service);
     let ctx = || format!("opening the {service} database");
     Ok(match service {
         "tenants" => {
-            routes.add_service(vern_tenants::build(&t, limits).await.with_context(ctx)?);
+            routes.add_service(
+                vern_tenants::build(config, &t)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))
+                    .with_context(ctx)?,
+            );
             vern_tenants::SERVICE_NAME
         }
         "subjects" => {
-            routes.add_service(vern_subjects::build(&t, limits).await.with_context(ctx)?);
+            routes.add_service(
+                vern_subjects::build(config, &t)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))
+                    .with_context(ctx)?,
+            );
             vern_subjects::SERVICE_NAME
         }
         "consents" => {
-            routes.add_service(vern_consents::build(&t, limits).await.with_context(ctx)?);
+            routes.add_service(
+                vern_consents::build(config, &t)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))
+                    .with_context(ctx)?,
+            );
             vern_consents::SERVICE_NAME
         }
         "retention" => {
-            routes.add_service(vern_retention::build(&t, limits).await.with_context(ctx)?);
+            routes.add_service(
+                vern_retention::build(config, &t)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))
+                    .with_context(ctx)?,
+            );
             vern_retention::SERVICE_NAME
         }
         "rights" => {
-            routes.add_service(vern_rights::build(&t, limits).await.with_context(ctx)?);
+            routes.add_service(
+                vern_rights::build(config, &t)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))
+                    .with_context(ctx)?,
+            );
             vern_rights::SERVICE_NAME
         }
         "audit" => {
-            routes.add_service(vern_audit::build(&t, limits).await.with_context(ctx)?);
+            routes.add_service(
+                vern_audit::build(config, &t)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))
+                    .with_context(ctx)?,
+            );
             vern_audit::SERVICE_NAME
         }
         other => anyhow::bail!(
@@ -127,9 +156,22 @@ pub struct Running {
 /// Starts the whole suite on `listener` (the `vern dev` gateway).
 pub async fn start_suite(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let started = Instant::now();
+    let addr = listener.local_addr()?;
+    // In one process the services reach each other through the suite's own listener.
+    let mut config = config;
+    let here = format!("http://{addr}");
+    for endpoint in [
+        &mut config.services.tenants,
+        &mut config.services.subjects,
+        &mut config.services.consents,
+        &mut config.services.retention,
+        &mut config.services.rights,
+        &mut config.services.audit,
+    ] {
+        endpoint.url = here.clone();
+    }
     let verifier = verifier(&config)?;
     let served = suite(&config).await?;
-    let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server_config = config.server.clone();
     let handle = tokio::spawn(async move {

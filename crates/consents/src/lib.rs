@@ -6,9 +6,14 @@
 pub mod domain;
 pub mod store;
 
+use vern_kit::config::Config;
 use vern_kit::db::DbTarget;
 use vern_kit::server::Limits;
 use vern_proto::consents::v1::consent_service_server::{ConsentService, ConsentServiceServer};
+
+/// The gRPC service name.
+/// Why a service could not start.
+pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = "vern.consents.v1.ConsentService";
@@ -25,9 +30,10 @@ impl ConsentService for ConsentsApi {}
 
 /// Opens the store (running migrations) and builds the gRPC service.
 pub async fn build(
+    config: &Config,
     target: &DbTarget,
-    limits: Limits,
-) -> Result<ConsentServiceServer<ConsentsApi>, sea_orm::DbErr> {
+) -> Result<ConsentServiceServer<ConsentsApi>, BuildError> {
+    let limits = Limits::from(&config.server);
     let store = store::ConsentsStore::open(target).await?;
     Ok(vern_kit::limited!(
         ConsentServiceServer::new(ConsentsApi { store }),

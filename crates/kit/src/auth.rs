@@ -328,8 +328,107 @@ pub fn generate_ed25519(
     Ok((pem, jwk))
 }
 
+/// Name of the dev master key file (personal data keys) inside the data directory.
+pub const DEV_MASTER_KEY_FILE: &str = "dev-master.key";
+
+/// The master key for personal data: the configured one, else (with `auth.dev_key`,
+/// as in `vern dev`) a random one kept in `data_dir`. Base64 text; `None`: no key.
+pub fn master_key(config: &Config) -> std::io::Result<Option<String>> {
+    if let Some(k) = &config.keys.master_key {
+        return Ok(Some(k.clone()));
+    }
+    if !config.auth.dev_key {
+        return Ok(None);
+    }
+    use base64::Engine;
+    let hex_text =
+        String::from_utf8(create_once(&config.data_dir, DEV_MASTER_KEY_FILE)?).unwrap_or_default();
+    let bytes = hex::decode(hex_text.trim())
+        .map_err(|_| std::io::Error::other("dev master key is not hex"))?;
+    Ok(Some(
+        base64::engine::general_purpose::STANDARD.encode(bytes),
+    ))
+}
+
+/// Signs short-lived `service` tokens for one tenant at a time, so services can call
+/// each other (never through the gateway). Tokens are reused until near expiry.
+pub struct ServiceTokens {
+    signer: ServiceSigner,
+    issuer: String,
+    audience: String,
+    cache: std::sync::Mutex<std::collections::HashMap<String, (String, i64)>>,
+}
+
+enum ServiceSigner {
+    Hs256(Vec<u8>),
+    Pem(Vec<u8>, String),
+}
+
+impl std::fmt::Debug for ServiceTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceTokens").finish_non_exhaustive()
+    }
+}
+
+/// Lifetime of a service token, seconds.
+const SERVICE_TOKEN_SECONDS: i64 = 300;
+
+impl ServiceTokens {
+    /// The signer configured in `config` (service key file, else the HS256 secret).
+    pub fn from_config(config: &Config) -> std::io::Result<Option<Self>> {
+        let signer = match (&config.auth.service_key_file, &config.auth.service_key_id) {
+            (Some(file), Some(kid)) => Some(ServiceSigner::Pem(std::fs::read(file)?, kid.clone())),
+            _ => hs256_secret(config)?.map(ServiceSigner::Hs256),
+        };
+        Ok(signer.map(|signer| Self {
+            signer,
+            issuer: config.auth.issuer.clone(),
+            audience: config.auth.audience.clone(),
+            cache: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }))
+    }
+
+    /// A `service` token acting for `tenant`.
+    pub fn for_tenant(&self, tenant: &str) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = chrono::Utc::now().timestamp();
+        if let Ok(cache) = self.cache.lock()
+            && let Some((t, exp)) = cache.get(tenant)
+            && *exp - 60 > now
+        {
+            return Ok(t.clone());
+        }
+        let claims = Claims {
+            sub: "vern-service".into(),
+            tenant: vec![tenant.to_owned()],
+            roles: vec![Role::Service.as_str().into()],
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            exp: now + SERVICE_TOKEN_SECONDS,
+            nbf: now,
+            iat: now,
+        };
+        let token = match &self.signer {
+            ServiceSigner::Hs256(secret) => sign_hs256(&claims, secret)?,
+            ServiceSigner::Pem(pem, kid) => sign_with_pem(&claims, pem, kid)?,
+        };
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(tenant.to_owned(), (token.clone(), claims.exp));
+        }
+        Ok(token)
+    }
+}
+
 fn dev_key(data_dir: &Path) -> std::io::Result<Vec<u8>> {
-    let path = data_dir.join(DEV_KEY_FILE);
+    create_once(data_dir, DEV_KEY_FILE)
+}
+
+/// Reads `<data_dir>/<name>`, creating it with 32 random bytes (hex, mode 0600) first
+/// when missing; concurrent creators agree on one key.
+fn create_once(data_dir: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    let path = data_dir.join(name);
     match std::fs::read_to_string(&path) {
         Ok(s) => return Ok(s.trim().as_bytes().to_vec()),
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
@@ -337,7 +436,7 @@ fn dev_key(data_dir: &Path) -> std::io::Result<Vec<u8>> {
     }
     std::fs::create_dir_all(data_dir)?;
     let secret = hex::encode(rand::random::<[u8; 32]>());
-    let tmp = data_dir.join(format!("{DEV_KEY_FILE}.{}", std::process::id()));
+    let tmp = data_dir.join(format!("{name}.{}", std::process::id()));
     {
         use std::io::Write;
         let mut opts = std::fs::OpenOptions::new();

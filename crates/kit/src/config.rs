@@ -43,6 +43,22 @@ pub struct Config {
     pub server: ServerConfig,
     /// Per-service settings for `vern serve <service>`.
     pub services: ServicesConfig,
+    /// Keys protecting personal data at rest.
+    pub keys: KeysConfig,
+}
+
+/// Keys protecting personal data at rest (envelope encryption and blind indexes).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct KeysConfig {
+    /// Base64 of 32 random bytes; each tenant's key-encryption key is derived from it
+    /// (HMAC-SHA-256 with the tenant id). Unset in `vern dev`: a random key is created
+    /// in `<data_dir>/dev-master.key`. Unset elsewhere: services holding personal data
+    /// refuse to start.
+    pub master_key: Option<String>,
+    /// Explicit per-tenant keys (tenant id → base64 of 32 bytes); they take precedence
+    /// over the derived ones, e.g. for a department that holds its own key.
+    pub tenant_keys: std::collections::HashMap<String, String>,
 }
 
 impl Default for Config {
@@ -57,6 +73,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             server: ServerConfig::default(),
             services: ServicesConfig::default(),
+            keys: KeysConfig::default(),
         }
     }
 }
@@ -84,6 +101,11 @@ pub struct AuthConfig {
     pub jwks_refresh_seconds: u64,
     /// Verified tokens kept in memory (RS256/ES256 verification is expensive).
     pub token_cache_size: usize,
+    /// Private key (PEM) the services sign their own service-role tokens with when they
+    /// call each other; its public key must be in the JWKS. Unset: the HS256 secret.
+    pub service_key_file: Option<PathBuf>,
+    /// Key id of `service_key_file` in the JWKS.
+    pub service_key_id: Option<String>,
 }
 
 impl Default for AuthConfig {
@@ -98,6 +120,8 @@ impl Default for AuthConfig {
             jwks_url: None,
             jwks_refresh_seconds: 300,
             token_cache_size: 10_000,
+            service_key_file: None,
+            service_key_id: None,
         }
     }
 }

@@ -4,12 +4,14 @@
 //! `request_id`, page tokens, telemetry and the server bootstrap.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod context;
 pub mod db;
 pub mod error;
 pub mod idempotency;
 pub mod limits;
+pub mod outbox;
 pub mod page;
 pub mod permissions;
 pub mod server;

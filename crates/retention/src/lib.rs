@@ -5,11 +5,16 @@
 
 pub mod store;
 
+use vern_kit::config::Config;
 use vern_kit::db::DbTarget;
 use vern_kit::server::Limits;
 use vern_proto::retention::v1::retention_service_server::{
     RetentionService, RetentionServiceServer,
 };
+
+/// The gRPC service name.
+/// Why a service could not start.
+pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = "vern.retention.v1.RetentionService";
@@ -26,9 +31,10 @@ impl RetentionService for RetentionApi {}
 
 /// Opens the store (running migrations) and builds the gRPC service.
 pub async fn build(
+    config: &Config,
     target: &DbTarget,
-    limits: Limits,
-) -> Result<RetentionServiceServer<RetentionApi>, sea_orm::DbErr> {
+) -> Result<RetentionServiceServer<RetentionApi>, BuildError> {
+    let limits = Limits::from(&config.server);
     let store = store::RetentionStore::open(target).await?;
     Ok(vern_kit::limited!(
         RetentionServiceServer::new(RetentionApi { store }),

@@ -5,9 +5,14 @@
 
 pub mod store;
 
+use vern_kit::config::Config;
 use vern_kit::db::DbTarget;
 use vern_kit::server::Limits;
 use vern_proto::rights::v1::rights_service_server::{RightsService, RightsServiceServer};
+
+/// The gRPC service name.
+/// Why a service could not start.
+pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = "vern.rights.v1.RightsService";
@@ -24,9 +29,10 @@ impl RightsService for RightsApi {}
 
 /// Opens the store (running migrations) and builds the gRPC service.
 pub async fn build(
+    config: &Config,
     target: &DbTarget,
-    limits: Limits,
-) -> Result<RightsServiceServer<RightsApi>, sea_orm::DbErr> {
+) -> Result<RightsServiceServer<RightsApi>, BuildError> {
+    let limits = Limits::from(&config.server);
     let store = store::RightsStore::open(target).await?;
     Ok(vern_kit::limited!(
         RightsServiceServer::new(RightsApi { store }),

@@ -6,9 +6,14 @@
 pub mod domain;
 pub mod store;
 
+use vern_kit::config::Config;
 use vern_kit::db::DbTarget;
 use vern_kit::server::Limits;
 use vern_proto::subjects::v1::subject_service_server::{SubjectService, SubjectServiceServer};
+
+/// The gRPC service name.
+/// Why a service could not start.
+pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = "vern.subjects.v1.SubjectService";
@@ -25,9 +30,10 @@ impl SubjectService for SubjectsApi {}
 
 /// Opens the store (running migrations) and builds the gRPC service.
 pub async fn build(
+    config: &Config,
     target: &DbTarget,
-    limits: Limits,
-) -> Result<SubjectServiceServer<SubjectsApi>, sea_orm::DbErr> {
+) -> Result<SubjectServiceServer<SubjectsApi>, BuildError> {
+    let limits = Limits::from(&config.server);
     let store = store::SubjectsStore::open(target).await?;
     Ok(vern_kit::limited!(
         SubjectServiceServer::new(SubjectsApi { store }),

@@ -1,0 +1,251 @@
+//! The transactional outbox: a service writes the notifications of a change in the
+//! same transaction as the change ([`enqueue`]); a relay task ([`spawn_relay`]) delivers
+//! them in order, in batches, with retry and backoff, and deletes what was delivered.
+//! A crash loses nothing that was committed; delivery is at least once, so receivers
+//! are idempotent (by version or event id).
+//!
+//! Each service owns its own `outbox` table (its own file or schema).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use sea_orm_migration::prelude::{
+    ColumnDef, DeriveIden, Index, MigrationName, MigrationTrait, SchemaManager, Table,
+};
+use tokio::sync::Notify;
+
+/// Pending notifications.
+pub mod entity {
+    use sea_orm::entity::prelude::*;
+
+    /// One pending notification.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outbox")]
+    pub struct Model {
+        /// Order of enqueueing.
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        /// Tenant the notification belongs to.
+        pub tenant_id: String,
+        /// What kind of notification, e.g. `subject_state`.
+        pub topic: String,
+        /// The encoded notification (protobuf).
+        pub payload: Vec<u8>,
+        /// Failed delivery attempts.
+        pub attempts: i32,
+        /// When it was enqueued.
+        pub create_time: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Adds a notification inside the caller's transaction.
+pub async fn enqueue(
+    txn: &impl ConnectionTrait,
+    tenant_id: &str,
+    topic: &str,
+    payload: Vec<u8>,
+) -> Result<(), DbErr> {
+    entity::ActiveModel {
+        tenant_id: Set(tenant_id.to_owned()),
+        topic: Set(topic.to_owned()),
+        payload: Set(payload),
+        attempts: Set(0),
+        create_time: Set(crate::time::now()),
+        ..Default::default()
+    }
+    .insert(txn)
+    .await?;
+    Ok(())
+}
+
+/// Notifications waiting for delivery.
+pub async fn backlog(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
+    use sea_orm::PaginatorTrait;
+    entity::Entity::find().count(db).await
+}
+
+/// Delivers one batch of notifications of one tenant and topic, in order.
+#[async_trait::async_trait]
+pub trait Deliver: Send + Sync + 'static {
+    /// Delivers `payloads` (in enqueue order); an error leaves them for a retry.
+    async fn deliver(
+        &self,
+        tenant_id: &str,
+        topic: &str,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<(), String>;
+}
+
+/// Handle of a running relay.
+#[derive(Clone, Debug)]
+pub struct Relay {
+    notify: Arc<Notify>,
+}
+
+impl Relay {
+    /// Wakes the relay now (after a commit) instead of at its next poll.
+    pub fn nudge(&self) {
+        self.notify.notify_one();
+    }
+}
+
+/// Longest pause between polls when idle.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+/// Longest backoff after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Starts the relay: delivers batches of up to `batch` rows until the process ends.
+pub fn spawn_relay(db: DatabaseConnection, deliver: Arc<dyn Deliver>, batch: u64) -> Relay {
+    let notify = Arc::new(Notify::new());
+    let wake = notify.clone();
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match deliver_once(&db, deliver.as_ref(), batch).await {
+                Ok(n) if n > 0 => backoff = Duration::from_millis(100),
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox delivery failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    });
+    Relay { notify }
+}
+
+/// Delivers up to `batch` rows; returns how many were delivered. Stops at the first
+/// failure so later notifications never overtake earlier ones.
+pub async fn deliver_once(
+    db: &DatabaseConnection,
+    deliver: &dyn Deliver,
+    batch: u64,
+) -> Result<usize, String> {
+    let rows = entity::Entity::find()
+        .order_by_asc(entity::Column::Id)
+        .limit(batch)
+        .all(db)
+        .await
+        .map_err(|_| "reading the outbox failed".to_owned())?;
+    let mut delivered = 0;
+    let mut i = 0;
+    while i < rows.len() {
+        let (tenant, topic) = (&rows[i].tenant_id, &rows[i].topic);
+        let mut j = i;
+        while j < rows.len() && &rows[j].tenant_id == tenant && &rows[j].topic == topic {
+            j += 1;
+        }
+        let group = &rows[i..j];
+        let ids: Vec<i64> = group.iter().map(|r| r.id).collect();
+        match deliver
+            .deliver(
+                tenant,
+                topic,
+                group.iter().map(|r| r.payload.clone()).collect(),
+            )
+            .await
+        {
+            Ok(()) => {
+                entity::Entity::delete_many()
+                    .filter(entity::Column::Id.is_in(ids))
+                    .exec(db)
+                    .await
+                    .map_err(|_| "clearing delivered outbox rows failed".to_owned())?;
+                delivered += group.len();
+            }
+            Err(e) => {
+                let _ = entity::Entity::update_many()
+                    .col_expr(
+                        entity::Column::Attempts,
+                        Expr::col(entity::Column::Attempts).add(1),
+                    )
+                    .filter(entity::Column::Id.is_in(ids))
+                    .exec(db)
+                    .await;
+                return Err(e);
+            }
+        }
+        i = j;
+    }
+    Ok(delivered)
+}
+
+/// Creates the `outbox` table.
+pub struct Migration;
+
+impl MigrationName for Migration {
+    fn name(&self) -> &str {
+        "m0000_outbox"
+    }
+}
+
+#[derive(DeriveIden)]
+enum Outbox {
+    Table,
+    Id,
+    TenantId,
+    Topic,
+    Payload,
+    Attempts,
+    CreateTime,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Outbox::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Outbox::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Outbox::TenantId).string().not_null())
+                    .col(ColumnDef::new(Outbox::Topic).string().not_null())
+                    .col(ColumnDef::new(Outbox::Payload).binary().not_null())
+                    .col(ColumnDef::new(Outbox::Attempts).integer().not_null())
+                    .col(
+                        ColumnDef::new(Outbox::CreateTime)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("outbox_tenant_idx")
+                    .table(Outbox::Table)
+                    .col(Outbox::TenantId)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Outbox::Table).to_owned())
+            .await
+    }
+}
