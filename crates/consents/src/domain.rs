@@ -338,6 +338,65 @@ pub fn check(
 /// How far in the future an `occur_time` may lie, for clock skew between systems.
 pub const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
 
+text_enum!(
+    /// How the consent event was collected.
+    Channel {
+        WebForm = "WEB_FORM",
+        Email = "EMAIL",
+        Paper = "PAPER",
+        Phone = "PHONE",
+        InPerson = "IN_PERSON",
+        Api = "API",
+    }
+);
+
+/// A recorded consent event: the proof of consent (Art. 7(1)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentEvent {
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Event id (time-ordered UUID).
+    pub event_id: String,
+    /// The subject.
+    pub subject_id: String,
+    /// Purpose key.
+    pub purpose: String,
+    /// GRANT, WITHDRAW or OBJECT.
+    pub action: ConsentAction,
+    /// How it was collected.
+    pub channel: Channel,
+    /// Version of the privacy notice the subject saw.
+    pub notice_version: String,
+    /// Evidence reference (form id, document id…).
+    pub evidence: String,
+    /// Who collected it, as stated by the caller.
+    pub actor: String,
+    /// The authenticated caller that recorded it (token subject).
+    pub recorded_by: String,
+    /// The caller's idempotency key.
+    pub request_id: String,
+    /// The rights request that caused it, if any.
+    pub rights_request_id: String,
+    /// When the subject acted.
+    pub occur_time: DateTime<Utc>,
+    /// When a GRANT lapses.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was recorded.
+    pub create_time: DateTime<Utc>,
+}
+
+impl ConsentEvent {
+    /// The event as the state derivation sees it.
+    pub fn as_latest(&self) -> LatestEvent {
+        LatestEvent {
+            event_id: self.event_id.clone(),
+            action: self.action,
+            occur_time: self.occur_time,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
 /// Maximum length of `notice_version`.
 pub const MAX_NOTICE_VERSION_LEN: usize = 64;
 

@@ -28,8 +28,66 @@ pub async fn build(
 ) -> Result<TenantServiceServer<api::TenantApi>, BuildError> {
     let limits = Limits::from(&config.server);
     let store = store::TenantStore::open(target).await?;
+    let tokens = vern_kit::auth::ServiceTokens::from_config(config)?.ok_or(
+        "the tenants service notifies the consents service: configure auth.service_key_file or auth.hs256_secret",
+    )?;
+    let deliver = PurposeDelivery {
+        channel: vern_kit::client::channel(&config.services.consents.url)?,
+        tokens,
+    };
+    let relay = vern_kit::outbox::spawn_relay(
+        store.connection().clone(),
+        std::sync::Arc::new(deliver),
+        500,
+    );
     Ok(vern_kit::limited!(
-        TenantServiceServer::new(api::TenantApi::new(service::Registry::new(store))),
+        TenantServiceServer::new(api::TenantApi::new(service::Registry::with_relay(
+            store, relay
+        ))),
         limits
     ))
+}
+
+/// Delivers purpose changes to ConsentService/ApplyPurposes (its cache invalidation).
+struct PurposeDelivery {
+    channel: tonic::transport::Channel,
+    tokens: vern_kit::auth::ServiceTokens,
+}
+
+#[async_trait::async_trait]
+impl vern_kit::outbox::Deliver for PurposeDelivery {
+    async fn deliver(
+        &self,
+        tenant_id: &str,
+        topic: &str,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<(), String> {
+        use prost::Message;
+        use vern_proto::consents::v1 as pb;
+        if topic != store::PURPOSE_TOPIC {
+            return Err(format!("unknown outbox topic {topic:?}"));
+        }
+        let purposes = payloads
+            .iter()
+            .map(|p| pb::PurposeDefinition::decode(p.as_slice()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| "undecodable purpose notification".to_owned())?;
+        let token = self
+            .tokens
+            .for_tenant(tenant_id)
+            .map_err(|_| "signing a service token failed".to_owned())?;
+        let req = vern_kit::client::request(
+            pb::ApplyPurposesRequest {
+                purposes,
+                request_id: String::new(),
+            },
+            &token,
+        )
+        .map_err(|s| s.message().to_owned())?;
+        pb::consent_service_client::ConsentServiceClient::new(self.channel.clone())
+            .apply_purposes(req)
+            .await
+            .map(|_| ())
+            .map_err(|s| format!("ApplyPurposes failed: {:?}", s.code()))
+    }
 }

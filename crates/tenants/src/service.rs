@@ -33,12 +33,27 @@ impl Visibility {
 #[derive(Clone, Debug)]
 pub struct Registry {
     store: TenantStore,
+    relay: Option<vern_kit::outbox::Relay>,
 }
 
 impl Registry {
-    /// Use cases over `store`.
+    /// Use cases over `store` (purpose notifications wait in the outbox).
     pub fn new(store: TenantStore) -> Self {
-        Self { store }
+        Self { store, relay: None }
+    }
+
+    /// Use cases over `store` whose purpose notifications `relay` delivers.
+    pub fn with_relay(store: TenantStore, relay: vern_kit::outbox::Relay) -> Self {
+        Self {
+            store,
+            relay: Some(relay),
+        }
+    }
+
+    fn nudge(&self) {
+        if let Some(r) = &self.relay {
+            r.nudge();
+        }
     }
 
     /// The store.
@@ -231,7 +246,12 @@ impl Registry {
             create_time: now,
             update_time: now,
         };
-        self.store.create_purpose(&p, idem.as_ref()).await
+        let created = self
+            .store
+            .create_purpose(&p, idem.as_ref(), purpose_notification(&p))
+            .await?;
+        self.nudge();
+        Ok(created)
     }
 
     /// GetPurpose.
@@ -302,9 +322,13 @@ impl Registry {
                 .max(current.update_time + chrono::Duration::microseconds(1)),
             ..current.clone()
         };
-        self.store
-            .update_purpose(&updated, current.update_time, idem.as_ref())
-            .await
+        let notification = purpose_notification(&updated);
+        let saved = self
+            .store
+            .update_purpose(&updated, current.update_time, idem.as_ref(), notification)
+            .await?;
+        self.nudge();
+        Ok(saved)
     }
 
     /// CreateRecipient.
@@ -363,6 +387,20 @@ impl Registry {
         let (purposes, recipients) = self.store.registry(tenant.as_str()).await?;
         Ok((t, purposes, recipients))
     }
+}
+
+/// The notification of a purpose change for the consents service's cache.
+fn purpose_notification(p: &Purpose) -> Vec<u8> {
+    use prost::Message;
+    vern_proto::consents::v1::PurposeDefinition {
+        key: p.key.clone(),
+        legal_basis: vern_proto::common::v1::LegalBasis::from_str_name(p.spec.legal_basis.as_str())
+            .map_or(0, |b| b as i32),
+        direct_marketing: p.spec.direct_marketing,
+        deleted: false,
+        update_time: Some(vern_kit::time::to_timestamp(p.update_time)),
+    }
+    .encode_to_vec()
 }
 
 fn check_mask(v: &mut Violations, mask: &[String], allowed: &[&str]) {

@@ -21,6 +21,7 @@ vern_kit::store_test_suite!("tenants":
     recipients_need_known_purposes,
     request_id_makes_writes_idempotent,
     suspended_tenant_refuses_new_purposes,
+    purpose_changes_are_notified_through_the_outbox,
 );
 
 async fn registry(target: DbTarget) -> Registry {
@@ -272,4 +273,41 @@ async fn suspended_tenant_refuses_new_purposes(target: DbTarget) {
         .await
         .expect_err("suspended");
     assert_eq!(ApiError::from(e).code(), tonic::Code::FailedPrecondition);
+}
+
+async fn purpose_changes_are_notified_through_the_outbox(target: DbTarget) {
+    let r = registry(target).await;
+    r.create_tenant("dept-a".into(), profile("A"), None)
+        .await
+        .expect("a");
+    let a = TenantId::new("dept-a");
+    r.create_purpose(&a, "newsletter".into(), spec(), None)
+        .await
+        .expect("purpose");
+    let changed = PurposeSpec {
+        legal_basis: LegalBasis::LegitimateInterests,
+        legitimate_interest: "keeping members informed".into(),
+        ..spec()
+    };
+    r.update_purpose(
+        &a,
+        "newsletter",
+        &["legal_basis".into(), "legitimate_interest".into()],
+        changed,
+        None,
+    )
+    .await
+    .expect("update");
+    let db = r.store().connection();
+    assert_eq!(
+        vern_kit::outbox::backlog(db).await.expect("backlog"),
+        2,
+        "one notification per change"
+    );
+    // A failed change notifies nothing.
+    let _ = r
+        .create_purpose(&a, "newsletter".into(), spec(), None)
+        .await
+        .expect_err("duplicate");
+    assert_eq!(vern_kit::outbox::backlog(db).await.expect("backlog"), 2);
 }

@@ -21,6 +21,9 @@ use entities::{purpose, recipient, tenant};
 
 pub use migration::Migrator;
 
+/// Outbox topic of purpose changes (delivered to ConsentService/ApplyPurposes).
+pub const PURPOSE_TOPIC: &str = "purpose";
+
 /// Filter of ListTenants.
 #[derive(Debug, Clone, Default)]
 pub struct TenantFilter {
@@ -169,18 +172,21 @@ impl TenantStore {
         .await?)
     }
 
-    /// Inserts a purpose.
+    /// Inserts a purpose and, in the same transaction, its change notification.
     pub async fn create_purpose(
         &self,
         p: &Purpose,
         key: Option<&Key>,
+        notification: Vec<u8>,
     ) -> Result<Purpose, TenantError> {
         let row = purpose_active(p)?;
+        let tenant = p.tenant_id.clone();
         Ok(commit_once(&self.db, key, p.clone(), move |txn| {
             Box::pin(async move {
                 row.insert(txn)
                     .await
                     .map_err(|e| unique_or(e, TenantError::PurposeExists))?;
+                vern_kit::outbox::enqueue(txn, &tenant, PURPOSE_TOPIC, notification).await?;
                 Ok::<_, TenantError>(())
             })
         })
@@ -227,7 +233,9 @@ impl TenantStore {
         p: &Purpose,
         expected: chrono::DateTime<chrono::Utc>,
         key: Option<&Key>,
+        notification: Vec<u8>,
     ) -> Result<Purpose, TenantError> {
+        let tenant = p.tenant_id.clone();
         let s = &p.spec;
         let update = purpose::Entity::update_many()
             .col_expr(
@@ -271,6 +279,7 @@ impl TenantStore {
                 if update.exec(txn).await?.rows_affected != 1 {
                     return Err(TenantError::Conflict);
                 }
+                vern_kit::outbox::enqueue(txn, &tenant, PURPOSE_TOPIC, notification).await?;
                 Ok(())
             })
         })

@@ -1,0 +1,404 @@
+//! gRPC handlers of ConsentService: decode, convert, call the use cases, convert back.
+
+use prost::Message;
+use tonic::{Request, Response, Status};
+use vern_kit::context::CallContext;
+use vern_kit::error::{ApiError, FieldViolation};
+use vern_kit::idempotency::Key;
+use vern_kit::page;
+use vern_kit::time::{from_timestamp, to_timestamp};
+use vern_proto::common::v1 as common;
+use vern_proto::consents::v1 as pb;
+
+use crate::domain::{
+    Channel, ConsentAction, ConsentEvent, Decision, LegalBasis, PurposeRule, SubjectStatus,
+};
+use crate::service::{Consents, NewEvent};
+use crate::store::StoredState;
+
+/// The ConsentService implementation.
+#[derive(Clone, Debug)]
+pub struct ConsentApi {
+    consents: Consents,
+}
+
+impl ConsentApi {
+    /// Handlers over the use cases.
+    pub fn new(consents: Consents) -> Self {
+        Self { consents }
+    }
+}
+
+fn invalid(v: FieldViolation) -> Status {
+    ApiError::InvalidArgument(vec![v]).into()
+}
+
+fn time(
+    field: &str,
+    t: Option<&prost_types::Timestamp>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
+    match t {
+        None => Ok(None),
+        Some(t) => from_timestamp(t)
+            .map(Some)
+            .ok_or_else(|| invalid(FieldViolation::new(field, "is not a valid time"))),
+    }
+}
+
+fn enum_named<E: Copy>(
+    v: i32,
+    name: impl Fn(i32) -> Option<&'static str>,
+    parse: impl Fn(&str) -> Option<E>,
+) -> Option<E> {
+    name(v).and_then(parse)
+}
+
+fn action_pb(a: ConsentAction) -> i32 {
+    pb::ConsentAction::from_str_name(a.as_str()).map_or(0, |a| a as i32)
+}
+
+fn channel_pb(c: Channel) -> i32 {
+    pb::ConsentChannel::from_str_name(c.as_str()).map_or(0, |c| c as i32)
+}
+
+fn basis_pb(b: Option<LegalBasis>) -> i32 {
+    b.and_then(|b| common::LegalBasis::from_str_name(b.as_str()))
+        .map_or(0, |b| b as i32)
+}
+
+fn event_pb(e: ConsentEvent) -> pb::ConsentEvent {
+    pb::ConsentEvent {
+        tenant_id: e.tenant_id,
+        event_id: e.event_id,
+        subject_id: e.subject_id,
+        purpose: e.purpose,
+        action: action_pb(e.action),
+        channel: channel_pb(e.channel),
+        notice_version: e.notice_version,
+        evidence: e.evidence,
+        actor: e.actor,
+        recorded_by: e.recorded_by,
+        request_id: e.request_id,
+        occur_time: Some(to_timestamp(e.occur_time)),
+        expires_at: e.expires_at.map(to_timestamp),
+        rights_request_id: e.rights_request_id,
+        create_time: Some(to_timestamp(e.create_time)),
+    }
+}
+
+fn state_pb(tenant: &str, s: StoredState) -> pb::ConsentState {
+    let now = chrono::Utc::now();
+    let status = s.state.status(now);
+    let latest = s.state.latest.clone();
+    pb::ConsentState {
+        tenant_id: tenant.to_owned(),
+        subject_id: s.subject_id,
+        purpose: s.purpose,
+        status: pb::ConsentStatus::from_str_name(status.as_str()).map_or(0, |s| s as i32),
+        latest_event_id: latest
+            .as_ref()
+            .map(|l| l.event_id.clone())
+            .unwrap_or_default(),
+        update_time: Some(to_timestamp(s.update_time)),
+        expires_at: latest.and_then(|l| l.expires_at).map(to_timestamp),
+        notice_version: s.notice_version,
+        channel: channel_pb(s.channel),
+    }
+}
+
+fn decision_fields(d: &Decision) -> (bool, i32, String) {
+    (
+        d.allowed,
+        pb::CheckReason::from_str_name(d.reason.as_str()).map_or(0, |r| r as i32),
+        d.evidence_id.clone().unwrap_or_default(),
+    )
+}
+
+#[tonic::async_trait]
+impl pb::consent_service_server::ConsentService for ConsentApi {
+    async fn record_consent(
+        &self,
+        req: Request<pb::RecordConsentRequest>,
+    ) -> Result<Response<pb::ConsentEvent>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let r = req.into_inner();
+        vern_kit::validate::request_id(&r.request_id).map_err(invalid)?;
+        let key = Key::new(
+            Some(tenant.as_str()),
+            &r.request_id,
+            "RecordConsent",
+            &r.encode_to_vec(),
+        );
+        let action = match r.action {
+            0 => None,
+            v => Some(
+                enum_named(
+                    v,
+                    |v| pb::ConsentAction::try_from(v).ok().map(|a| a.as_str_name()),
+                    ConsentAction::parse,
+                )
+                .ok_or_else(|| invalid(FieldViolation::new("action", "is not a known value")))?,
+            ),
+        };
+        let channel = match r.channel {
+            0 => None,
+            v => Some(
+                enum_named(
+                    v,
+                    |v| {
+                        pb::ConsentChannel::try_from(v)
+                            .ok()
+                            .map(|c| c.as_str_name())
+                    },
+                    Channel::parse,
+                )
+                .ok_or_else(|| invalid(FieldViolation::new("channel", "is not a known value")))?,
+            ),
+        };
+        let new = NewEvent {
+            subject_id: r.subject_id,
+            purpose: r.purpose,
+            action,
+            channel,
+            notice_version: r.notice_version,
+            evidence: r.evidence,
+            actor: r.actor,
+            rights_request_id: r.rights_request_id,
+            occur_time: time("occur_time", r.occur_time.as_ref())?,
+            expires_at: time("expires_at", r.expires_at.as_ref())?,
+        };
+        let e = self
+            .consents
+            .record(&tenant, &ctx.sub, new, &r.request_id, key)
+            .await?;
+        Ok(Response::new(event_pb(e)))
+    }
+
+    async fn get_consent_state(
+        &self,
+        req: Request<pb::GetConsentStateRequest>,
+    ) -> Result<Response<pb::ConsentState>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let r = req.into_inner();
+        let found = self
+            .consents
+            .state(&tenant, &r.subject_id, &r.purpose)
+            .await?;
+        Ok(Response::new(match found {
+            Some(s) => state_pb(tenant.as_str(), s),
+            None => pb::ConsentState {
+                tenant_id: tenant.as_str().to_owned(),
+                subject_id: r.subject_id,
+                purpose: r.purpose,
+                status: pb::ConsentStatus::NotRecorded as i32,
+                ..Default::default()
+            },
+        }))
+    }
+
+    async fn list_consent_states(
+        &self,
+        req: Request<pb::ListConsentStatesRequest>,
+    ) -> Result<Response<pb::ListConsentStatesResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let r = req.into_inner();
+        let limit = page::page_size(r.page_size)?;
+        let after = page::decode_token("consent_states", &r.page_token)?
+            .map(|k| match k.split_once('\n') {
+                Some((s, p)) => Ok((s.to_owned(), p.to_owned())),
+                None => Err(invalid(FieldViolation::new(
+                    "page_token",
+                    "is not a token this list issued",
+                ))),
+            })
+            .transpose()?;
+        let mut wanted = vec![];
+        for (i, s) in r.statuses.iter().enumerate() {
+            match pb::ConsentStatus::try_from(*s) {
+                Ok(pb::ConsentStatus::Unspecified) | Err(_) => {
+                    return Err(invalid(FieldViolation::new(
+                        format!("statuses[{i}]"),
+                        "is not a known value",
+                    )));
+                }
+                Ok(s) => wanted.push(s as i32),
+            }
+        }
+        let page = self
+            .consents
+            .list_states(
+                &tenant,
+                (!r.subject_id.is_empty()).then_some(r.subject_id.as_str()),
+                (!r.purpose.is_empty()).then_some(r.purpose.as_str()),
+                after,
+                limit,
+            )
+            .await?;
+        let last = page
+            .items
+            .last()
+            .map(|s| format!("{}\n{}", s.subject_id, s.purpose));
+        let next_page_token = page::next_token("consent_states", page.more, last.as_deref());
+        // The status filter applies within the page (a page may hold fewer items).
+        let consent_states = page
+            .items
+            .into_iter()
+            .map(|s| state_pb(tenant.as_str(), s))
+            .filter(|s| wanted.is_empty() || wanted.contains(&s.status))
+            .collect();
+        Ok(Response::new(pb::ListConsentStatesResponse {
+            consent_states,
+            next_page_token,
+        }))
+    }
+
+    async fn list_consent_history(
+        &self,
+        req: Request<pb::ListConsentHistoryRequest>,
+    ) -> Result<Response<pb::ListConsentHistoryResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let r = req.into_inner();
+        let limit = page::page_size(r.page_size)?;
+        let after = page::decode_token("consent_history", &r.page_token)?;
+        let page = self
+            .consents
+            .history(
+                &tenant,
+                &r.subject_id,
+                (!r.purpose.is_empty()).then_some(r.purpose.as_str()),
+                after.as_deref(),
+                limit,
+            )
+            .await?;
+        let next_page_token = page::next_token(
+            "consent_history",
+            page.more,
+            page.items.last().map(|e| e.event_id.as_str()),
+        );
+        Ok(Response::new(pb::ListConsentHistoryResponse {
+            events: page.items.into_iter().map(event_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn check(
+        &self,
+        req: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?;
+        let r = req.get_ref();
+        let (d, basis) = self
+            .consents
+            .check(tenant, &r.subject_id, &r.purpose)
+            .await?;
+        let (allowed, reason, evidence_id) = decision_fields(&d);
+        Ok(Response::new(pb::CheckResponse {
+            allowed,
+            reason,
+            legal_basis: basis_pb(basis),
+            evidence_id,
+        }))
+    }
+
+    async fn batch_check(
+        &self,
+        req: Request<pb::BatchCheckRequest>,
+    ) -> Result<Response<pb::BatchCheckResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?;
+        let r = req.get_ref();
+        let (results, basis) = self
+            .consents
+            .batch_check(tenant, &r.purpose, &r.subject_ids)
+            .await?;
+        let legal_basis = basis_pb(basis);
+        Ok(Response::new(pb::BatchCheckResponse {
+            results: results
+                .into_iter()
+                .map(|(subject_id, d)| {
+                    let (allowed, reason, evidence_id) = decision_fields(&d);
+                    pb::CheckResult {
+                        subject_id,
+                        allowed,
+                        reason,
+                        legal_basis,
+                        evidence_id,
+                    }
+                })
+                .collect(),
+            legal_basis,
+        }))
+    }
+
+    async fn apply_subject_states(
+        &self,
+        req: Request<pb::ApplySubjectStatesRequest>,
+    ) -> Result<Response<pb::ApplySubjectStatesResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let changes = req
+            .into_inner()
+            .changes
+            .into_iter()
+            .map(|c| {
+                let status = match pb::SubjectState::try_from(c.state) {
+                    Ok(pb::SubjectState::Active) => Some(SubjectStatus::Active),
+                    Ok(pb::SubjectState::Restricted) => Some(SubjectStatus::Restricted),
+                    Ok(pb::SubjectState::Erased) => Some(SubjectStatus::Erased),
+                    _ => None,
+                };
+                let at = c
+                    .change_time
+                    .as_ref()
+                    .and_then(from_timestamp)
+                    .unwrap_or_else(chrono::Utc::now);
+                (c.subject_id, status, c.version, at)
+            })
+            .collect();
+        let (applied, ignored) = self.consents.apply_subject_states(&tenant, changes).await?;
+        Ok(Response::new(pb::ApplySubjectStatesResponse {
+            applied_count: applied as i32,
+            ignored_count: ignored as i32,
+        }))
+    }
+
+    async fn apply_purposes(
+        &self,
+        req: Request<pb::ApplyPurposesRequest>,
+    ) -> Result<Response<pb::ApplyPurposesResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let mut defs = vec![];
+        for (i, p) in req.into_inner().purposes.into_iter().enumerate() {
+            crate::service::purpose_key(&format!("purposes[{i}].key"), &p.key).map_err(invalid)?;
+            let rule = if p.deleted {
+                None
+            } else {
+                let basis = common::LegalBasis::try_from(p.legal_basis)
+                    .ok()
+                    .filter(|b| *b != common::LegalBasis::Unspecified)
+                    .and_then(|b| LegalBasis::parse(b.as_str_name()))
+                    .ok_or_else(|| {
+                        invalid(FieldViolation::new(
+                            format!("purposes[{i}].legal_basis"),
+                            "is required",
+                        ))
+                    })?;
+                Some(PurposeRule {
+                    legal_basis: basis,
+                    direct_marketing: p.direct_marketing,
+                })
+            };
+            defs.push((p.key, rule));
+        }
+        let n = self.consents.apply_purposes(&tenant, defs);
+        Ok(Response::new(pb::ApplyPurposesResponse {
+            applied_count: n as i32,
+        }))
+    }
+}

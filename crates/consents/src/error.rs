@@ -1,0 +1,57 @@
+//! The consents service's errors, mapped to gRPC status once.
+
+use sea_orm::DbErr;
+use vern_kit::ApiError;
+
+/// Everything that can go wrong in the consents service.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsentError {
+    /// Bad input or another API-level error from shared code.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// No such subject in the caller's tenant.
+    #[error("subject not found")]
+    SubjectNotFound,
+    /// The subject was erased: no new consent can be recorded.
+    #[error("subject erased")]
+    SubjectErased,
+    /// No such purpose in the caller's tenant.
+    #[error("purpose not found")]
+    PurposeNotFound,
+    /// A service this one depends on (tenants, subjects) did not answer.
+    #[error("dependency unavailable")]
+    Upstream(&'static str),
+    /// Database failure.
+    #[error("database error")]
+    Db(#[from] DbErr),
+}
+
+impl From<ConsentError> for ApiError {
+    fn from(e: ConsentError) -> ApiError {
+        match e {
+            ConsentError::Api(e) => e,
+            ConsentError::SubjectNotFound => ApiError::NotFound {
+                resource: "subject",
+            },
+            ConsentError::PurposeNotFound => ApiError::NotFound {
+                resource: "purpose",
+            },
+            ConsentError::SubjectErased => ApiError::precondition(
+                "SUBJECT_ERASED",
+                "subject",
+                "the subject was erased; no consent can be recorded",
+            ),
+            ConsentError::Upstream(which) => {
+                tracing::warn!(dependency = which, "dependency unavailable");
+                ApiError::Unavailable
+            }
+            ConsentError::Db(e) => vern_kit::db::api_error(&e),
+        }
+    }
+}
+
+impl From<ConsentError> for tonic::Status {
+    fn from(e: ConsentError) -> tonic::Status {
+        ApiError::from(e).into()
+    }
+}

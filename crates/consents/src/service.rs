@@ -1,0 +1,397 @@
+//! Use cases of the consents service: recording consent events, the Check hot path,
+//! and keeping the subject projection current. No tonic types here.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use vern_kit::context::TenantId;
+use vern_kit::error::{FieldViolation, Violations};
+use vern_kit::idempotency::Key;
+use vern_kit::validate;
+
+use crate::domain::{
+    self, Channel, ConsentAction, ConsentEvent, Decision, LegalBasis, PurposeRule, SubjectStatus,
+};
+use crate::error::ConsentError;
+use crate::purposes::PurposeCache;
+use crate::remote::SubjectSource;
+use crate::store::{ConsentStore, Page, StoredState};
+
+/// Most subjects in one BatchCheck.
+pub const MAX_BATCH: usize = 10_000;
+
+/// Input of RecordConsent after decoding.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Subject id.
+    pub subject_id: String,
+    /// Purpose key.
+    pub purpose: String,
+    /// GRANT, WITHDRAW or OBJECT (None: not given).
+    pub action: Option<ConsentAction>,
+    /// Channel (None: not given).
+    pub channel: Option<Channel>,
+    /// Notice version.
+    pub notice_version: String,
+    /// Evidence reference.
+    pub evidence: String,
+    /// Who collected it.
+    pub actor: String,
+    /// Causing rights request.
+    pub rights_request_id: String,
+    /// When the subject acted (None: now).
+    pub occur_time: Option<DateTime<Utc>>,
+    /// Expiry of a GRANT.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A subject id in canonical form (lower-case hyphenated UUID).
+pub fn subject_id(field: &str, value: &str) -> Result<String, FieldViolation> {
+    uuid::Uuid::parse_str(value)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| FieldViolation::new(field, "must be a subject id (UUID)"))
+}
+
+/// A purpose key.
+pub fn purpose_key(field: &str, value: &str) -> Result<(), FieldViolation> {
+    validate::slug(field, value, 2, 63)
+}
+
+/// The consents service's use cases.
+#[derive(Clone)]
+pub struct Consents {
+    store: ConsentStore,
+    purposes: Arc<PurposeCache>,
+    subjects: Arc<dyn SubjectSource>,
+}
+
+impl std::fmt::Debug for Consents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consents").finish_non_exhaustive()
+    }
+}
+
+impl Consents {
+    /// Use cases over the store, the purpose cache and the subject source.
+    pub fn new(
+        store: ConsentStore,
+        purposes: Arc<PurposeCache>,
+        subjects: Arc<dyn SubjectSource>,
+    ) -> Self {
+        Self {
+            store,
+            purposes,
+            subjects,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &ConsentStore {
+        &self.store
+    }
+
+    /// The purpose cache.
+    pub fn purposes(&self) -> &PurposeCache {
+        &self.purposes
+    }
+
+    /// RecordConsent: validates, checks purpose and subject, appends the event.
+    pub async fn record(
+        &self,
+        tenant: &TenantId,
+        recorded_by: &str,
+        new: NewEvent,
+        request_id: &str,
+        key: Option<Key>,
+    ) -> Result<ConsentEvent, ConsentError> {
+        let now = vern_kit::time::now();
+        let mut v = Violations::new();
+        let subject = v.check(subject_id("subject_id", &new.subject_id));
+        v.check(purpose_key("purpose", &new.purpose));
+        if new.action.is_none() {
+            v.add("action", "is required (GRANT, WITHDRAW or OBJECT)");
+        }
+        if new.channel.is_none() {
+            v.add("channel", "is required");
+        }
+        v.check(validate::optional_text("evidence", &new.evidence, 4096));
+        v.check(validate::optional_text("actor", &new.actor, 200));
+        v.check(validate::optional_text(
+            "rights_request_id",
+            &new.rights_request_id,
+            64,
+        ));
+        let occur_time = new.occur_time.unwrap_or(now);
+        if let Some(action) = new.action {
+            domain::validate_event(
+                &mut v,
+                action,
+                &new.notice_version,
+                occur_time,
+                new.expires_at,
+                now,
+            );
+        }
+        v.finish()?;
+        let (Some(subject_id), Some(action), Some(channel)) = (subject, new.action, new.channel)
+        else {
+            return Err(ConsentError::Api(vern_kit::ApiError::Internal(
+                "validated input missing",
+            )));
+        };
+        if let Some(e) = self.store.replay(key.as_ref()).await? {
+            return Ok(e);
+        }
+        if self
+            .purposes
+            .get(tenant.as_str(), &new.purpose)
+            .await?
+            .is_none()
+        {
+            return Err(ConsentError::PurposeNotFound);
+        }
+        match self.subject_status(tenant, &subject_id).await? {
+            SubjectStatus::Unknown => return Err(ConsentError::SubjectNotFound),
+            SubjectStatus::Erased => return Err(ConsentError::SubjectErased),
+            SubjectStatus::Active | SubjectStatus::Restricted => {}
+        }
+        let event = ConsentEvent {
+            tenant_id: tenant.as_str().to_owned(),
+            event_id: uuid::Uuid::now_v7().to_string(),
+            subject_id,
+            purpose: new.purpose,
+            action,
+            channel,
+            notice_version: new.notice_version.trim().to_owned(),
+            evidence: new.evidence,
+            actor: new.actor,
+            recorded_by: recorded_by.to_owned(),
+            request_id: request_id.to_owned(),
+            rights_request_id: new.rights_request_id,
+            occur_time,
+            expires_at: new.expires_at,
+            create_time: now,
+        };
+        self.store.record_event(&event, key.as_ref()).await
+    }
+
+    /// The subject's state from the projection, asking the subjects service (and
+    /// remembering the answer) when the projection has not heard of it yet.
+    async fn subject_status(
+        &self,
+        tenant: &TenantId,
+        subject_id: &str,
+    ) -> Result<SubjectStatus, ConsentError> {
+        if let Some((status, _)) = self
+            .store
+            .subject_state(tenant.as_str(), subject_id)
+            .await?
+        {
+            return Ok(status);
+        }
+        match self
+            .subjects
+            .fetch_state(tenant.as_str(), subject_id)
+            .await?
+        {
+            None => Ok(SubjectStatus::Unknown),
+            Some(status) => {
+                // Version 0: any notification from the subjects service supersedes it.
+                self.store
+                    .apply_subject_states(
+                        tenant.as_str(),
+                        &[(subject_id.to_owned(), status, 0, vern_kit::time::now())],
+                    )
+                    .await?;
+                Ok(status)
+            }
+        }
+    }
+
+    /// Check: one cached purpose lookup and one indexed read.
+    pub async fn check(
+        &self,
+        tenant: &TenantId,
+        subject: &str,
+        purpose: &str,
+    ) -> Result<(Decision, Option<LegalBasis>), ConsentError> {
+        let mut v = Violations::new();
+        let subject = v.check(subject_id("subject_id", subject));
+        v.check(purpose_key("purpose", purpose));
+        v.finish()?;
+        let subject = subject.unwrap_or_default();
+        let rule = self.purposes.get(tenant.as_str(), purpose).await?;
+        let Some(rule) = rule else {
+            return Ok((decide(None, None, Utc::now()), None));
+        };
+        let rows = self
+            .store
+            .check_rows(tenant.as_str(), purpose, std::slice::from_ref(&subject))
+            .await?;
+        Ok((
+            decide(Some(&rule), rows.get(&subject), Utc::now()),
+            Some(rule.legal_basis),
+        ))
+    }
+
+    /// BatchCheck: the same answer as Check for each subject, in request order, from
+    /// one query.
+    pub async fn batch_check(
+        &self,
+        tenant: &TenantId,
+        purpose: &str,
+        subjects: &[String],
+    ) -> Result<(Vec<(String, Decision)>, Option<LegalBasis>), ConsentError> {
+        let mut v = Violations::new();
+        v.check(purpose_key("purpose", purpose));
+        if subjects.len() > MAX_BATCH {
+            v.add("subject_ids", format!("at most {MAX_BATCH} per call"));
+        }
+        let ids: Vec<String> = subjects
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| v.check(subject_id(&format!("subject_ids[{i}]"), s)))
+            .collect();
+        v.finish()?;
+        let rule = self.purposes.get(tenant.as_str(), purpose).await?;
+        let now = Utc::now();
+        let Some(rule) = rule else {
+            return Ok((
+                ids.into_iter()
+                    .map(|id| (id, decide(None, None, now)))
+                    .collect(),
+                None,
+            ));
+        };
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        let rows = if unique.is_empty() {
+            Default::default()
+        } else {
+            self.store
+                .check_rows(tenant.as_str(), purpose, &unique)
+                .await?
+        };
+        let results = ids
+            .into_iter()
+            .map(|id| {
+                let d = decide(Some(&rule), rows.get(&id), now);
+                (id, d)
+            })
+            .collect();
+        Ok((results, Some(rule.legal_basis)))
+    }
+
+    /// GetConsentState.
+    pub async fn state(
+        &self,
+        tenant: &TenantId,
+        subject: &str,
+        purpose: &str,
+    ) -> Result<Option<StoredState>, ConsentError> {
+        let mut v = Violations::new();
+        let subject = v.check(subject_id("subject_id", subject));
+        v.check(purpose_key("purpose", purpose));
+        v.finish()?;
+        self.store
+            .consent_state(tenant.as_str(), &subject.unwrap_or_default(), purpose)
+            .await
+    }
+
+    /// ListConsentHistory.
+    pub async fn history(
+        &self,
+        tenant: &TenantId,
+        subject: &str,
+        purpose: Option<&str>,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Page<ConsentEvent>, ConsentError> {
+        let mut v = Violations::new();
+        let subject = v.check(subject_id("subject_id", subject));
+        if let Some(p) = purpose {
+            v.check(purpose_key("purpose", p));
+        }
+        v.finish()?;
+        self.store
+            .history(
+                tenant.as_str(),
+                &subject.unwrap_or_default(),
+                purpose,
+                after,
+                limit,
+            )
+            .await
+    }
+
+    /// ListConsentStates.
+    pub async fn list_states(
+        &self,
+        tenant: &TenantId,
+        subject: Option<&str>,
+        purpose: Option<&str>,
+        after: Option<(String, String)>,
+        limit: u64,
+    ) -> Result<Page<StoredState>, ConsentError> {
+        let mut v = Violations::new();
+        let subject = subject.and_then(|s| v.check(subject_id("subject_id", s)));
+        if let Some(p) = purpose {
+            v.check(purpose_key("purpose", p));
+        }
+        v.finish()?;
+        self.store
+            .list_states(tenant.as_str(), subject.as_deref(), purpose, after, limit)
+            .await
+    }
+
+    /// ApplySubjectStates (from the subjects service's outbox).
+    pub async fn apply_subject_states(
+        &self,
+        tenant: &TenantId,
+        changes: Vec<(String, Option<SubjectStatus>, i64, DateTime<Utc>)>,
+    ) -> Result<(u32, u32), ConsentError> {
+        let mut v = Violations::new();
+        let mut valid = Vec::with_capacity(changes.len());
+        for (i, (id, status, version, at)) in changes.into_iter().enumerate() {
+            let id = v.check(subject_id(&format!("changes[{i}].subject_id"), &id));
+            if status.is_none() || status == Some(SubjectStatus::Unknown) {
+                v.add(format!("changes[{i}].state"), "is required");
+            }
+            if let (Some(id), Some(status)) = (id, status) {
+                valid.push((id, status, version, at));
+            }
+        }
+        v.finish()?;
+        self.store
+            .apply_subject_states(tenant.as_str(), &valid)
+            .await
+    }
+
+    /// ApplyPurposes (from the tenants service's outbox): updates the cache.
+    pub fn apply_purposes(
+        &self,
+        tenant: &TenantId,
+        purposes: Vec<(String, Option<PurposeRule>)>,
+    ) -> usize {
+        let n = purposes.len();
+        for (key, rule) in purposes {
+            self.purposes.put(tenant.as_str(), &key, rule);
+        }
+        n
+    }
+}
+
+/// The decision for one subject: purpose rule (None: unknown purpose) and what the
+/// store holds (None: subject never notified).
+fn decide(
+    rule: Option<&PurposeRule>,
+    row: Option<&crate::store::CheckRow>,
+    now: DateTime<Utc>,
+) -> Decision {
+    match (rule, row) {
+        (None, _) => domain::check(None, SubjectStatus::Unknown, None, None, now),
+        (Some(rule), None) => domain::check(Some(rule), SubjectStatus::Unknown, None, None, now),
+        (Some(rule), Some(row)) => row.consent.check(Some(rule), row.subject, now),
+    }
+}

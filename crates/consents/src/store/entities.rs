@@ -1,0 +1,88 @@
+//! sea-orm entities of the consents service.
+
+/// `consent_events`: the append-only proof of consent (Art. 7(1)).
+pub mod consent_event {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "consent_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub event_id: String,
+        pub tenant_id: String,
+        pub subject_id: String,
+        pub purpose: String,
+        pub action: String,
+        pub channel: String,
+        pub notice_version: String,
+        pub evidence: String,
+        pub actor: String,
+        pub recorded_by: String,
+        pub request_id: String,
+        pub rights_request_id: String,
+        pub occur_time: ChronoDateTimeUtc,
+        pub expires_at: Option<ChronoDateTimeUtc>,
+        pub create_time: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `consent_states`: the derived state of each (subject, purpose), kept in the same
+/// transaction as its events so Check reads one row.
+pub mod consent_state {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "consent_states")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub subject_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub purpose: String,
+        pub latest_event_id: String,
+        pub latest_action: String,
+        pub latest_occur_time: ChronoDateTimeUtc,
+        pub latest_expires_at: Option<ChronoDateTimeUtc>,
+        pub objection_event_id: Option<String>,
+        pub objection_occur_time: Option<ChronoDateTimeUtc>,
+        pub last_grant_time: Option<ChronoDateTimeUtc>,
+        pub notice_version: String,
+        pub channel: String,
+        pub version: i64,
+        pub update_time: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `subject_states`: this service's projection of each subject's state, kept current by
+/// the subjects service's outbox (ApplySubjectStates).
+pub mod subject_state {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "subject_states")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub subject_id: String,
+        pub state: String,
+        pub version: i64,
+        pub change_time: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

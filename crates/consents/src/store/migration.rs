@@ -1,0 +1,291 @@
+//! Schema of the consents service.
+
+use sea_orm_migration::prelude::*;
+
+/// Runs the consents service's migrations.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(vern_kit::idempotency::Migration),
+            Box::new(M0001Consents),
+        ]
+    }
+}
+
+struct M0001Consents;
+
+impl MigrationName for M0001Consents {
+    fn name(&self) -> &str {
+        "m0001_consents"
+    }
+}
+
+#[derive(DeriveIden)]
+enum ConsentEvents {
+    Table,
+    EventId,
+    TenantId,
+    SubjectId,
+    Purpose,
+    Action,
+    Channel,
+    NoticeVersion,
+    Evidence,
+    Actor,
+    RecordedBy,
+    RequestId,
+    RightsRequestId,
+    OccurTime,
+    ExpiresAt,
+    CreateTime,
+}
+
+#[derive(DeriveIden)]
+enum ConsentStates {
+    Table,
+    TenantId,
+    SubjectId,
+    Purpose,
+    LatestEventId,
+    LatestAction,
+    LatestOccurTime,
+    LatestExpiresAt,
+    ObjectionEventId,
+    ObjectionOccurTime,
+    LastGrantTime,
+    NoticeVersion,
+    Channel,
+    Version,
+    UpdateTime,
+}
+
+#[derive(DeriveIden)]
+enum SubjectStates {
+    Table,
+    TenantId,
+    SubjectId,
+    State,
+    Version,
+    ChangeTime,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Consents {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(ConsentEvents::Table)
+                .if_not_exists()
+                .col(
+                    ColumnDef::new(ConsentEvents::EventId)
+                        .string_len(36)
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(
+                    ColumnDef::new(ConsentEvents::TenantId)
+                        .string_len(63)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentEvents::SubjectId)
+                        .string_len(36)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentEvents::Purpose)
+                        .string_len(63)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentEvents::Action)
+                        .string_len(16)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentEvents::Channel)
+                        .string_len(16)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentEvents::NoticeVersion)
+                        .string()
+                        .not_null(),
+                )
+                .col(ColumnDef::new(ConsentEvents::Evidence).text().not_null())
+                .col(ColumnDef::new(ConsentEvents::Actor).string().not_null())
+                .col(
+                    ColumnDef::new(ConsentEvents::RecordedBy)
+                        .string()
+                        .not_null(),
+                )
+                .col(ColumnDef::new(ConsentEvents::RequestId).string().not_null())
+                .col(
+                    ColumnDef::new(ConsentEvents::RightsRequestId)
+                        .string()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentEvents::OccurTime)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentEvents::ExpiresAt)
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentEvents::CreateTime)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("consent_events_subject_idx")
+                .table(ConsentEvents::Table)
+                .col(ConsentEvents::TenantId)
+                .col(ConsentEvents::SubjectId)
+                .col(ConsentEvents::Purpose)
+                .col(ConsentEvents::EventId)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(ConsentStates::Table)
+                .if_not_exists()
+                .col(
+                    ColumnDef::new(ConsentStates::TenantId)
+                        .string_len(63)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentStates::SubjectId)
+                        .string_len(36)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentStates::Purpose)
+                        .string_len(63)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentStates::LatestEventId)
+                        .string_len(36)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentStates::LatestAction)
+                        .string_len(16)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentStates::LatestOccurTime)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentStates::LatestExpiresAt)
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentStates::ObjectionEventId)
+                        .string_len(36)
+                        .null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentStates::ObjectionOccurTime)
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentStates::LastGrantTime)
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentStates::NoticeVersion)
+                        .string()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentStates::Channel)
+                        .string_len(16)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentStates::Version)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentStates::UpdateTime)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .primary_key(
+                    Index::create()
+                        .col(ConsentStates::TenantId)
+                        .col(ConsentStates::SubjectId)
+                        .col(ConsentStates::Purpose),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(SubjectStates::Table)
+                .if_not_exists()
+                .col(
+                    ColumnDef::new(SubjectStates::TenantId)
+                        .string_len(63)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(SubjectStates::SubjectId)
+                        .string_len(36)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(SubjectStates::State)
+                        .string_len(16)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(SubjectStates::Version)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(SubjectStates::ChangeTime)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .primary_key(
+                    Index::create()
+                        .col(SubjectStates::TenantId)
+                        .col(SubjectStates::SubjectId),
+                )
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(SubjectStates::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(ConsentStates::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(ConsentEvents::Table).to_owned())
+            .await
+    }
+}

@@ -1,0 +1,516 @@
+//! Persistence of consent events and the two projections Check reads: the consent state
+//! per (subject, purpose) and the state of each subject. Every query is scoped by tenant.
+
+pub mod entities;
+pub mod migration;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, JoinType, Query};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use vern_kit::ApiError;
+use vern_kit::db::{DbFailure, DbTarget, classify};
+use vern_kit::idempotency::{self, Key, commit_once};
+
+use crate::domain::{
+    Channel, ConsentAction, ConsentEvent, ConsentState, LatestEvent, SubjectStatus,
+};
+use crate::error::ConsentError;
+use entities::{consent_event, consent_state, subject_state};
+
+pub use migration::Migrator;
+
+/// A page of results and whether more follow.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// True when another page exists.
+    pub more: bool,
+}
+
+/// A stored consent state with the details shown by GetConsentState.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredState {
+    /// Subject.
+    pub subject_id: String,
+    /// Purpose key.
+    pub purpose: String,
+    /// The derived state.
+    pub state: ConsentState,
+    /// Notice version of the latest event.
+    pub notice_version: String,
+    /// Channel of the latest event.
+    pub channel: Channel,
+    /// Last change.
+    pub update_time: DateTime<Utc>,
+}
+
+/// What Check needs about one subject: its state and its consent state for the purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRow {
+    /// The subject's state (from the subjects service's notifications).
+    pub subject: SubjectStatus,
+    /// The consent state for the purpose (default when nothing recorded).
+    pub consent: ConsentState,
+}
+
+/// Attempts at a read-modify-write of one consent state before giving up.
+const MAX_ATTEMPTS: usize = 5;
+
+/// The consents service's store.
+#[derive(Clone, Debug)]
+pub struct ConsentStore {
+    db: DatabaseConnection,
+}
+
+impl ConsentStore {
+    /// Connects to `target` and runs the migrations.
+    pub async fn open(target: &DbTarget) -> Result<Self, DbErr> {
+        let db = vern_kit::db::connect_and_migrate::<Migrator>(target).await?;
+        Ok(Self { db })
+    }
+
+    /// The connection.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// A stored answer to an earlier call with the same request id.
+    pub async fn replay<R: serde::de::DeserializeOwned>(
+        &self,
+        key: Option<&Key>,
+    ) -> Result<Option<R>, ConsentError> {
+        Ok(idempotency::replay(&self.db, key).await?)
+    }
+
+    /// Appends `event` and folds it into the consent state, in one transaction. Retries
+    /// when a concurrent event for the same (subject, purpose) wins the race.
+    pub async fn record_event(
+        &self,
+        event: &ConsentEvent,
+        key: Option<&Key>,
+    ) -> Result<ConsentEvent, ConsentError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let row = event_row(event);
+            let e = event.clone();
+            let result = commit_once(&self.db, key, event.clone(), move |txn| {
+                Box::pin(async move {
+                    // Write first: SQLite then takes the write lock at once instead of
+                    // failing a read-to-write upgrade under concurrency.
+                    row.insert(txn).await?;
+                    fold_into_state(txn, &e).await
+                })
+            })
+            .await;
+            match result {
+                Err(ApiError::Aborted(_)) if attempt < MAX_ATTEMPTS => continue,
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// The consent state of (subject, purpose), if any event was recorded.
+    pub async fn consent_state(
+        &self,
+        tenant: &str,
+        subject_id: &str,
+        purpose: &str,
+    ) -> Result<Option<StoredState>, ConsentError> {
+        let row = consent_state::Entity::find_by_id((
+            tenant.to_owned(),
+            subject_id.to_owned(),
+            purpose.to_owned(),
+        ))
+        .one(&self.db)
+        .await?;
+        row.map(stored_state).transpose()
+    }
+
+    /// A page of consent states, by (subject, purpose).
+    pub async fn list_states(
+        &self,
+        tenant: &str,
+        subject_id: Option<&str>,
+        purpose: Option<&str>,
+        after: Option<(String, String)>,
+        limit: u64,
+    ) -> Result<Page<StoredState>, ConsentError> {
+        let mut q = consent_state::Entity::find()
+            .filter(consent_state::Column::TenantId.eq(tenant))
+            .order_by_asc(consent_state::Column::SubjectId)
+            .order_by_asc(consent_state::Column::Purpose);
+        if let Some(s) = subject_id {
+            q = q.filter(consent_state::Column::SubjectId.eq(s));
+        }
+        if let Some(p) = purpose {
+            q = q.filter(consent_state::Column::Purpose.eq(p));
+        }
+        if let Some((s, p)) = after {
+            q = q.filter(
+                consent_state::Column::SubjectId
+                    .gt(s.clone())
+                    .or(consent_state::Column::SubjectId
+                        .eq(s)
+                        .and(consent_state::Column::Purpose.gt(p))),
+            );
+        }
+        let rows = q.limit(limit + 1).all(&self.db).await?;
+        let mut items = rows
+            .into_iter()
+            .map(stored_state)
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = items.len() as u64 > limit;
+        items.truncate(limit as usize);
+        Ok(Page { items, more })
+    }
+
+    /// A page of events of a subject (optionally one purpose), oldest first.
+    pub async fn history(
+        &self,
+        tenant: &str,
+        subject_id: &str,
+        purpose: Option<&str>,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Page<ConsentEvent>, ConsentError> {
+        let mut q = consent_event::Entity::find()
+            .filter(consent_event::Column::TenantId.eq(tenant))
+            .filter(consent_event::Column::SubjectId.eq(subject_id))
+            .order_by_asc(consent_event::Column::EventId);
+        if let Some(p) = purpose {
+            q = q.filter(consent_event::Column::Purpose.eq(p));
+        }
+        if let Some(a) = after {
+            q = q.filter(consent_event::Column::EventId.gt(a));
+        }
+        let rows = q.limit(limit + 1).all(&self.db).await?;
+        let mut items = rows
+            .into_iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = items.len() as u64 > limit;
+        items.truncate(limit as usize);
+        Ok(Page { items, more })
+    }
+
+    /// The state of a subject as last notified, with its version.
+    pub async fn subject_state(
+        &self,
+        tenant: &str,
+        subject_id: &str,
+    ) -> Result<Option<(SubjectStatus, i64)>, ConsentError> {
+        let row = subject_state::Entity::find_by_id((tenant.to_owned(), subject_id.to_owned()))
+            .one(&self.db)
+            .await?;
+        Ok(match row {
+            Some(r) => Some((parse_subject(&r.state)?, r.version)),
+            None => None,
+        })
+    }
+
+    /// Applies subject state notifications; a notification older than what is stored
+    /// (by version) is ignored, so redelivery and reordering are harmless. Returns
+    /// (applied, ignored).
+    pub async fn apply_subject_states(
+        &self,
+        tenant: &str,
+        changes: &[(String, SubjectStatus, i64, DateTime<Utc>)],
+    ) -> Result<(u32, u32), ConsentError> {
+        let (mut applied, mut ignored) = (0, 0);
+        for (subject_id, status, version, at) in changes {
+            if self
+                .apply_one(tenant, subject_id, *status, *version, *at)
+                .await?
+            {
+                applied += 1;
+            } else {
+                ignored += 1;
+            }
+        }
+        Ok((applied, ignored))
+    }
+
+    async fn apply_one(
+        &self,
+        tenant: &str,
+        subject_id: &str,
+        status: SubjectStatus,
+        version: i64,
+        at: DateTime<Utc>,
+    ) -> Result<bool, ConsentError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let updated = subject_state::Entity::update_many()
+                .col_expr(subject_state::Column::State, Expr::value(status.as_str()))
+                .col_expr(subject_state::Column::Version, Expr::value(version))
+                .col_expr(subject_state::Column::ChangeTime, Expr::value(at))
+                .filter(subject_state::Column::TenantId.eq(tenant))
+                .filter(subject_state::Column::SubjectId.eq(subject_id))
+                .filter(subject_state::Column::Version.lt(version))
+                .exec(&self.db)
+                .await?
+                .rows_affected;
+            if updated == 1 {
+                return Ok(true);
+            }
+            if self.subject_state(tenant, subject_id).await?.is_some() {
+                return Ok(false);
+            }
+            let inserted = subject_state::ActiveModel {
+                tenant_id: Set(tenant.to_owned()),
+                subject_id: Set(subject_id.to_owned()),
+                state: Set(status.as_str().to_owned()),
+                version: Set(version),
+                change_time: Set(at),
+            }
+            .insert(&self.db)
+            .await;
+            match inserted {
+                Ok(_) => return Ok(true),
+                Err(e) if classify(&e) == DbFailure::UniqueViolation => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ConsentError::Api(ApiError::Aborted(
+            "subject state changed concurrently; retry",
+        )))
+    }
+
+    /// Check's one indexed read for a batch of subjects: each subject's state joined with
+    /// its consent state for `purpose`. Subjects never notified are absent.
+    pub async fn check_rows(
+        &self,
+        tenant: &str,
+        purpose: &str,
+        subject_ids: &[String],
+    ) -> Result<HashMap<String, CheckRow>, ConsentError> {
+        use consent_state::Column as C;
+        use subject_state::Column as S;
+        let (s, c) = (subject_state::Entity, consent_state::Entity);
+        let mut q = Query::select();
+        q.columns([(s, S::SubjectId), (s, S::State)])
+            .columns([
+                (c, C::LatestEventId),
+                (c, C::LatestAction),
+                (c, C::LatestOccurTime),
+                (c, C::LatestExpiresAt),
+                (c, C::ObjectionEventId),
+                (c, C::ObjectionOccurTime),
+                (c, C::LastGrantTime),
+            ])
+            .from(s)
+            .join(
+                JoinType::LeftJoin,
+                c,
+                Expr::col((c, C::TenantId))
+                    .equals((s, S::TenantId))
+                    .and(Expr::col((c, C::SubjectId)).equals((s, S::SubjectId)))
+                    .and(Expr::col((c, C::Purpose)).eq(purpose)),
+            )
+            .and_where(Expr::col((s, S::TenantId)).eq(tenant));
+        if let [one] = subject_ids {
+            q.and_where(Expr::col((s, S::SubjectId)).eq(one.as_str()));
+        } else {
+            q.and_where(Expr::col((s, S::SubjectId)).is_in(subject_ids.iter().map(String::as_str)));
+        }
+        let rows = self.db.query_all(&q).await?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for r in rows {
+            let subject_id: String = r.try_get("", "subject_id")?;
+            let state: String = r.try_get("", "state")?;
+            let latest_event_id: Option<String> = r.try_get("", "latest_event_id")?;
+            let consent = match latest_event_id {
+                None => ConsentState::default(),
+                Some(event_id) => {
+                    let action: String = r.try_get("", "latest_action")?;
+                    let objection_id: Option<String> = r.try_get("", "objection_event_id")?;
+                    let objection_time: Option<DateTime<Utc>> =
+                        r.try_get("", "objection_occur_time")?;
+                    ConsentState {
+                        latest: Some(LatestEvent {
+                            event_id,
+                            action: parse_action(&action)?,
+                            occur_time: r.try_get("", "latest_occur_time")?,
+                            expires_at: r.try_get("", "latest_expires_at")?,
+                        }),
+                        standing_objection: match (objection_id, objection_time) {
+                            (Some(id), Some(t)) => Some(LatestEvent {
+                                event_id: id,
+                                action: ConsentAction::Object,
+                                occur_time: t,
+                                expires_at: None,
+                            }),
+                            _ => None,
+                        },
+                        last_grant_time: r.try_get("", "last_grant_time")?,
+                    }
+                }
+            };
+            out.insert(
+                subject_id,
+                CheckRow {
+                    subject: parse_subject(&state)?,
+                    consent,
+                },
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// Reads the (subject, purpose) state inside `txn`, folds `event` into it and writes it
+/// back if nobody changed it meanwhile (else `Aborted`, and the caller retries).
+async fn fold_into_state(txn: &impl ConnectionTrait, e: &ConsentEvent) -> Result<(), ConsentError> {
+    let current = consent_state::Entity::find_by_id((
+        e.tenant_id.clone(),
+        e.subject_id.clone(),
+        e.purpose.clone(),
+    ))
+    .one(txn)
+    .await?;
+    let (mut state, version) = match &current {
+        Some(row) => (stored_state(row.clone())?.state, row.version),
+        None => (ConsentState::default(), 0),
+    };
+    state.apply(&e.as_latest());
+    let latest = state.latest.clone().unwrap_or_else(|| e.as_latest());
+    // The latest event (by occurrence) decides the shown notice version and channel.
+    let (notice_version, channel) = if latest.event_id == e.event_id {
+        (e.notice_version.clone(), e.channel.as_str().to_owned())
+    } else {
+        match &current {
+            Some(row) => (row.notice_version.clone(), row.channel.clone()),
+            None => (e.notice_version.clone(), e.channel.as_str().to_owned()),
+        }
+    };
+    let model = consent_state::ActiveModel {
+        tenant_id: Set(e.tenant_id.clone()),
+        subject_id: Set(e.subject_id.clone()),
+        purpose: Set(e.purpose.clone()),
+        latest_event_id: Set(latest.event_id.clone()),
+        latest_action: Set(latest.action.as_str().to_owned()),
+        latest_occur_time: Set(latest.occur_time),
+        latest_expires_at: Set(latest.expires_at),
+        objection_event_id: Set(state
+            .standing_objection
+            .as_ref()
+            .map(|o| o.event_id.clone())),
+        objection_occur_time: Set(state.standing_objection.as_ref().map(|o| o.occur_time)),
+        last_grant_time: Set(state.last_grant_time),
+        notice_version: Set(notice_version),
+        channel: Set(channel),
+        version: Set(version + 1),
+        update_time: Set(e.create_time),
+    };
+    if current.is_none() {
+        return match model.insert(txn).await {
+            Ok(_) => Ok(()),
+            Err(err) if classify(&err) == DbFailure::UniqueViolation => Err(ConsentError::Api(
+                ApiError::Aborted("consent state changed concurrently; retry"),
+            )),
+            Err(err) => Err(err.into()),
+        };
+    }
+    let changed = consent_state::Entity::update_many()
+        .set(model)
+        .filter(consent_state::Column::TenantId.eq(e.tenant_id.as_str()))
+        .filter(consent_state::Column::SubjectId.eq(e.subject_id.as_str()))
+        .filter(consent_state::Column::Purpose.eq(e.purpose.as_str()))
+        .filter(consent_state::Column::Version.eq(version))
+        .exec(txn)
+        .await?
+        .rows_affected;
+    if changed != 1 {
+        return Err(ConsentError::Api(ApiError::Aborted(
+            "consent state changed concurrently; retry",
+        )));
+    }
+    Ok(())
+}
+
+fn corrupt(what: &str) -> DbErr {
+    DbErr::Type(format!("unknown stored value in {what}"))
+}
+
+fn parse_action(s: &str) -> Result<ConsentAction, DbErr> {
+    ConsentAction::parse(s).ok_or_else(|| corrupt("action"))
+}
+
+fn parse_subject(s: &str) -> Result<SubjectStatus, DbErr> {
+    SubjectStatus::parse(s).ok_or_else(|| corrupt("subject_states.state"))
+}
+
+fn event_row(e: &ConsentEvent) -> consent_event::ActiveModel {
+    consent_event::ActiveModel {
+        event_id: Set(e.event_id.clone()),
+        tenant_id: Set(e.tenant_id.clone()),
+        subject_id: Set(e.subject_id.clone()),
+        purpose: Set(e.purpose.clone()),
+        action: Set(e.action.as_str().to_owned()),
+        channel: Set(e.channel.as_str().to_owned()),
+        notice_version: Set(e.notice_version.clone()),
+        evidence: Set(e.evidence.clone()),
+        actor: Set(e.actor.clone()),
+        recorded_by: Set(e.recorded_by.clone()),
+        request_id: Set(e.request_id.clone()),
+        rights_request_id: Set(e.rights_request_id.clone()),
+        occur_time: Set(e.occur_time),
+        expires_at: Set(e.expires_at),
+        create_time: Set(e.create_time),
+    }
+}
+
+fn event_from_row(m: consent_event::Model) -> Result<ConsentEvent, ConsentError> {
+    Ok(ConsentEvent {
+        action: parse_action(&m.action)?,
+        channel: Channel::parse(&m.channel).ok_or_else(|| corrupt("consent_events.channel"))?,
+        tenant_id: m.tenant_id,
+        event_id: m.event_id,
+        subject_id: m.subject_id,
+        purpose: m.purpose,
+        notice_version: m.notice_version,
+        evidence: m.evidence,
+        actor: m.actor,
+        recorded_by: m.recorded_by,
+        request_id: m.request_id,
+        rights_request_id: m.rights_request_id,
+        occur_time: m.occur_time,
+        expires_at: m.expires_at,
+        create_time: m.create_time,
+    })
+}
+
+fn stored_state(m: consent_state::Model) -> Result<StoredState, ConsentError> {
+    let standing_objection = match (m.objection_event_id, m.objection_occur_time) {
+        (Some(id), Some(t)) => Some(LatestEvent {
+            event_id: id,
+            action: ConsentAction::Object,
+            occur_time: t,
+            expires_at: None,
+        }),
+        _ => None,
+    };
+    Ok(StoredState {
+        state: ConsentState {
+            latest: Some(LatestEvent {
+                event_id: m.latest_event_id,
+                action: parse_action(&m.latest_action)?,
+                occur_time: m.latest_occur_time,
+                expires_at: m.latest_expires_at,
+            }),
+            standing_objection,
+            last_grant_time: m.last_grant_time,
+        },
+        channel: Channel::parse(&m.channel).ok_or_else(|| corrupt("consent_states.channel"))?,
+        subject_id: m.subject_id,
+        purpose: m.purpose,
+        notice_version: m.notice_version,
+        update_time: m.update_time,
+    })
+}

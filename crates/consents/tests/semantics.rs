@@ -1,0 +1,588 @@
+//! Consent semantics through the use cases, on SQLite and PostgreSQL: the legal-basis
+//! rules of Check, BatchCheck agreeing with Check, idempotent recording, history, and
+//! the subject projection.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{Duration, Utc};
+use vern_consents::domain::{
+    Channel, ConsentAction, LegalBasis, PurposeRule, Reason, SubjectStatus,
+};
+use vern_consents::error::ConsentError;
+use vern_consents::purposes::{PurposeCache, PurposeSource};
+use vern_consents::remote::SubjectSource;
+use vern_consents::service::{Consents, NewEvent};
+use vern_consents::store::ConsentStore;
+use vern_kit::ApiError;
+use vern_kit::context::TenantId;
+use vern_kit::db::DbTarget;
+use vern_kit::idempotency::Key;
+
+vern_kit::store_test_suite!("consents":
+    legal_basis_rules_table,
+    batch_check_agrees_with_check,
+    record_is_idempotent_by_request_id,
+    history_and_state,
+    subject_projection_follows_versions,
+    tenants_are_isolated,
+    bad_input_is_rejected_without_writes,
+);
+
+struct Purposes;
+
+#[async_trait::async_trait]
+impl PurposeSource for Purposes {
+    async fn fetch(&self, _tenant: &str, key: &str) -> Result<Option<PurposeRule>, ConsentError> {
+        let rule = |legal_basis, direct_marketing| {
+            Some(PurposeRule {
+                legal_basis,
+                direct_marketing,
+            })
+        };
+        Ok(match key {
+            "newsletter" => rule(LegalBasis::Consent, true),
+            "invoicing" => rule(LegalBasis::Contract, false),
+            "bookkeeping" => rule(LegalBasis::LegalObligation, false),
+            "analytics" => rule(LegalBasis::LegitimateInterests, false),
+            "event-invitations" => rule(LegalBasis::LegitimateInterests, true),
+            _ => None,
+        })
+    }
+}
+
+/// Subjects known to the (fake) subjects service.
+#[derive(Default)]
+struct Subjects(Mutex<HashMap<String, SubjectStatus>>);
+
+#[async_trait::async_trait]
+impl SubjectSource for Subjects {
+    async fn fetch_state(
+        &self,
+        _tenant: &str,
+        subject_id: &str,
+    ) -> Result<Option<SubjectStatus>, ConsentError> {
+        Ok(self.0.lock().expect("lock").get(subject_id).copied())
+    }
+}
+
+async fn setup(target: DbTarget) -> (Consents, Arc<Subjects>) {
+    let store = ConsentStore::open(&target).await.expect("open");
+    let subjects = Arc::new(Subjects::default());
+    (
+        Consents::new(
+            store,
+            Arc::new(PurposeCache::new(Arc::new(Purposes))),
+            subjects.clone(),
+        ),
+        subjects,
+    )
+}
+
+fn tenant() -> TenantId {
+    TenantId::new("kultur")
+}
+
+fn new_subject(subjects: &Subjects) -> String {
+    let id = uuid::Uuid::now_v7().to_string();
+    subjects
+        .0
+        .lock()
+        .expect("lock")
+        .insert(id.clone(), SubjectStatus::Active);
+    id
+}
+
+fn event(subject: &str, purpose: &str, action: ConsentAction) -> NewEvent {
+    NewEvent {
+        subject_id: subject.into(),
+        purpose: purpose.into(),
+        action: Some(action),
+        channel: Some(Channel::WebForm),
+        notice_version: "2022-11-20".into(),
+        evidence: "form:newsletter-signup".into(),
+        actor: String::new(),
+        rights_request_id: String::new(),
+        occur_time: None,
+        expires_at: None,
+    }
+}
+
+/// Sets the subject's state as the subjects service would notify it.
+async fn set_subject(c: &Consents, subject: &str, status: SubjectStatus, version: i64) {
+    c.apply_subject_states(
+        &tenant(),
+        vec![(subject.into(), Some(status), version, Utc::now())],
+    )
+    .await
+    .expect("apply");
+}
+
+async fn legal_basis_rules_table(target: DbTarget) {
+    let (c, subjects) = setup(target).await;
+    use ConsentAction::*;
+    use Reason::*;
+    // (purpose, events, subject state, allowed, reason)
+    let table: Vec<(&str, Vec<ConsentAction>, SubjectStatus, bool, Reason)> = vec![
+        (
+            "newsletter",
+            vec![],
+            SubjectStatus::Active,
+            false,
+            NoConsent,
+        ),
+        (
+            "newsletter",
+            vec![Grant],
+            SubjectStatus::Active,
+            true,
+            ConsentGranted,
+        ),
+        (
+            "newsletter",
+            vec![Grant, Withdraw],
+            SubjectStatus::Active,
+            false,
+            ConsentWithdrawn,
+        ),
+        (
+            "newsletter",
+            vec![Grant, Withdraw, Grant],
+            SubjectStatus::Active,
+            true,
+            ConsentGranted,
+        ),
+        (
+            "newsletter",
+            vec![Grant],
+            SubjectStatus::Restricted,
+            false,
+            SubjectRestricted,
+        ),
+        (
+            "newsletter",
+            vec![Grant],
+            SubjectStatus::Erased,
+            false,
+            SubjectErased,
+        ),
+        (
+            "invoicing",
+            vec![],
+            SubjectStatus::Active,
+            true,
+            BasisAllows,
+        ),
+        (
+            "invoicing",
+            vec![],
+            SubjectStatus::Restricted,
+            false,
+            SubjectRestricted,
+        ),
+        (
+            "bookkeeping",
+            vec![],
+            SubjectStatus::Active,
+            true,
+            BasisAllows,
+        ),
+        (
+            "analytics",
+            vec![],
+            SubjectStatus::Active,
+            true,
+            NoObjection,
+        ),
+        (
+            "analytics",
+            vec![Object],
+            SubjectStatus::Active,
+            false,
+            SubjectObjected,
+        ),
+        (
+            "analytics",
+            vec![Object, Withdraw],
+            SubjectStatus::Active,
+            false,
+            SubjectObjected,
+        ),
+        (
+            "event-invitations",
+            vec![Object],
+            SubjectStatus::Active,
+            false,
+            SubjectObjected,
+        ),
+        (
+            "no-such-purpose",
+            vec![],
+            SubjectStatus::Active,
+            false,
+            PurposeUnknown,
+        ),
+    ];
+    for (i, (purpose, events, state, allowed, reason)) in table.into_iter().enumerate() {
+        let subject = new_subject(&subjects);
+        for (j, a) in events.iter().enumerate() {
+            let mut e = event(&subject, purpose, *a);
+            // Distinct occurrence times keep the order of the row's events.
+            e.occur_time = Some(Utc::now() - Duration::seconds(100 - j as i64));
+            c.record(&tenant(), "crm", e, "", None)
+                .await
+                .unwrap_or_else(|e| panic!("row {i}: {e:?}"));
+        }
+        set_subject(&c, &subject, state, 10).await;
+        let (d, _) = c.check(&tenant(), &subject, purpose).await.expect("check");
+        assert_eq!(
+            (d.allowed, d.reason),
+            (allowed, reason),
+            "row {i}: {purpose} {events:?} {state:?}"
+        );
+        if matches!(reason, ConsentGranted | ConsentWithdrawn | SubjectObjected) {
+            assert!(
+                d.evidence_id.is_some(),
+                "row {i}: the deciding event is named"
+            );
+        }
+    }
+    // A subject nobody told consents about.
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let (d, _) = c
+        .check(&tenant(), &unknown, "invoicing")
+        .await
+        .expect("check");
+    assert_eq!((d.allowed, d.reason), (false, SubjectUnknown));
+    // Expired grant.
+    let subject = new_subject(&subjects);
+    let mut e = event(&subject, "newsletter", Grant);
+    e.occur_time = Some(Utc::now() - Duration::days(400));
+    e.expires_at = Some(Utc::now() - Duration::days(35));
+    c.record(&tenant(), "crm", e, "", None)
+        .await
+        .expect("record");
+    let (d, basis) = c
+        .check(&tenant(), &subject, "newsletter")
+        .await
+        .expect("check");
+    assert_eq!(
+        (d.allowed, d.reason, basis),
+        (false, ConsentExpired, Some(LegalBasis::Consent))
+    );
+}
+
+async fn batch_check_agrees_with_check(target: DbTarget) {
+    let (c, subjects) = setup(target).await;
+    let mut ids = vec![];
+    for i in 0..40 {
+        let s = new_subject(&subjects);
+        match i % 4 {
+            0 => {}
+            1 => {
+                c.record(
+                    &tenant(),
+                    "crm",
+                    event(&s, "newsletter", ConsentAction::Grant),
+                    "",
+                    None,
+                )
+                .await
+                .expect("grant");
+            }
+            2 => {
+                c.record(
+                    &tenant(),
+                    "crm",
+                    event(&s, "newsletter", ConsentAction::Grant),
+                    "",
+                    None,
+                )
+                .await
+                .expect("grant");
+                set_subject(&c, &s, SubjectStatus::Restricted, 5).await;
+            }
+            _ => {
+                c.record(
+                    &tenant(),
+                    "crm",
+                    event(&s, "newsletter", ConsentAction::Object),
+                    "",
+                    None,
+                )
+                .await
+                .expect("object");
+            }
+        }
+        ids.push(s);
+    }
+    ids.push(uuid::Uuid::now_v7().to_string()); // unknown
+    ids.push(ids[1].clone()); // duplicate keeps its place
+    let (batch, basis) = c
+        .batch_check(&tenant(), "newsletter", &ids)
+        .await
+        .expect("batch");
+    assert_eq!(basis, Some(LegalBasis::Consent));
+    assert_eq!(batch.len(), ids.len());
+    for ((id, d), want) in batch.iter().zip(&ids) {
+        assert_eq!(id, want, "request order");
+        let (single, _) = c.check(&tenant(), id, "newsletter").await.expect("check");
+        assert_eq!(d, &single, "{id}");
+    }
+    assert_eq!(batch.iter().filter(|(_, d)| d.allowed).count(), 11);
+    let too_many: Vec<String> = (0..10_001)
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
+    assert!(
+        c.batch_check(&tenant(), "newsletter", &too_many)
+            .await
+            .is_err()
+    );
+}
+
+async fn record_is_idempotent_by_request_id(target: DbTarget) {
+    let (c, subjects) = setup(target).await;
+    let s = new_subject(&subjects);
+    let req = event(&s, "newsletter", ConsentAction::Grant);
+    let key = || Key::new(Some("kultur"), "req-42", "RecordConsent", b"same bytes");
+    let first = c
+        .record(&tenant(), "crm", req.clone(), "req-42", key())
+        .await
+        .expect("first");
+    let again = c
+        .record(&tenant(), "crm", req, "req-42", key())
+        .await
+        .expect("retry");
+    assert_eq!(first, again, "same id, same answer");
+    let history = c
+        .history(&tenant(), &s, None, None, 50)
+        .await
+        .expect("history");
+    assert_eq!(history.items.len(), 1, "one event");
+    assert_eq!(history.items[0].request_id, "req-42");
+    let other = Key::new(Some("kultur"), "req-42", "RecordConsent", b"other bytes");
+    let e = c
+        .record(
+            &tenant(),
+            "crm",
+            event(&s, "newsletter", ConsentAction::Withdraw),
+            "req-42",
+            other,
+        )
+        .await
+        .expect_err("reused id");
+    assert_eq!(ApiError::from(e).code(), tonic::Code::FailedPrecondition);
+}
+
+async fn history_and_state(target: DbTarget) {
+    let (c, subjects) = setup(target).await;
+    let s = new_subject(&subjects);
+    for a in [
+        ConsentAction::Grant,
+        ConsentAction::Withdraw,
+        ConsentAction::Grant,
+    ] {
+        c.record(&tenant(), "crm", event(&s, "newsletter", a), "", None)
+            .await
+            .expect("record");
+    }
+    c.record(
+        &tenant(),
+        "crm",
+        event(&s, "analytics", ConsentAction::Object),
+        "",
+        None,
+    )
+    .await
+    .expect("object");
+    let all = c
+        .history(&tenant(), &s, None, None, 2)
+        .await
+        .expect("page 1");
+    assert_eq!(all.items.len(), 2);
+    assert!(all.more);
+    let rest = c
+        .history(&tenant(), &s, None, Some(&all.items[1].event_id), 10)
+        .await
+        .expect("page 2");
+    assert_eq!(rest.items.len(), 2);
+    let only = c
+        .history(&tenant(), &s, Some("analytics"), None, 10)
+        .await
+        .expect("filtered");
+    assert_eq!(only.items.len(), 1);
+    let state = c
+        .state(&tenant(), &s, "newsletter")
+        .await
+        .expect("state")
+        .expect("recorded");
+    assert_eq!(
+        state.state.latest.as_ref().map(|l| l.action),
+        Some(ConsentAction::Grant)
+    );
+    assert!(
+        c.state(&tenant(), &s, "invoicing")
+            .await
+            .expect("state")
+            .is_none()
+    );
+    let states = c
+        .list_states(&tenant(), Some(&s), None, None, 10)
+        .await
+        .expect("list");
+    assert_eq!(states.items.len(), 2);
+}
+
+async fn subject_projection_follows_versions(target: DbTarget) {
+    let (c, subjects) = setup(target).await;
+    let s = new_subject(&subjects);
+    set_subject(&c, &s, SubjectStatus::Restricted, 3).await;
+    // An older notification arriving late is ignored.
+    let (applied, ignored) = c
+        .apply_subject_states(
+            &tenant(),
+            vec![(s.clone(), Some(SubjectStatus::Active), 2, Utc::now())],
+        )
+        .await
+        .expect("apply");
+    assert_eq!((applied, ignored), (0, 1));
+    let (d, _) = c.check(&tenant(), &s, "invoicing").await.expect("check");
+    assert_eq!(d.reason, Reason::SubjectRestricted);
+    set_subject(&c, &s, SubjectStatus::Erased, 4).await;
+    let e = c
+        .record(
+            &tenant(),
+            "crm",
+            event(&s, "newsletter", ConsentAction::Grant),
+            "",
+            None,
+        )
+        .await
+        .expect_err("erased");
+    assert_eq!(ApiError::from(e).code(), tonic::Code::FailedPrecondition);
+    // A subject the subjects service does not know cannot get consents.
+    let ghost = uuid::Uuid::now_v7().to_string();
+    let e = c
+        .record(
+            &tenant(),
+            "crm",
+            event(&ghost, "newsletter", ConsentAction::Grant),
+            "",
+            None,
+        )
+        .await
+        .expect_err("unknown");
+    assert_eq!(ApiError::from(e).code(), tonic::Code::NotFound);
+}
+
+async fn tenants_are_isolated(target: DbTarget) {
+    let (c, subjects) = setup(target).await;
+    let s = new_subject(&subjects);
+    c.record(
+        &tenant(),
+        "crm",
+        event(&s, "newsletter", ConsentAction::Grant),
+        "",
+        None,
+    )
+    .await
+    .expect("grant");
+    let other = TenantId::new("okorad");
+    let (d, _) = c.check(&other, &s, "newsletter").await.expect("check");
+    assert_eq!(
+        d.reason,
+        Reason::SubjectUnknown,
+        "another tenant's subject is unknown here"
+    );
+    assert!(
+        c.history(&other, &s, None, None, 10)
+            .await
+            .expect("history")
+            .items
+            .is_empty()
+    );
+    assert!(
+        c.state(&other, &s, "newsletter")
+            .await
+            .expect("state")
+            .is_none()
+    );
+}
+
+async fn bad_input_is_rejected_without_writes(target: DbTarget) {
+    let (c, subjects) = setup(target).await;
+    let s = new_subject(&subjects);
+    let cases: Vec<(&str, NewEvent)> = vec![
+        (
+            "subject_id",
+            NewEvent {
+                subject_id: "12345".into(),
+                ..event(&s, "newsletter", ConsentAction::Grant)
+            },
+        ),
+        (
+            "purpose",
+            NewEvent {
+                purpose: "Not A Key!".into(),
+                ..event(&s, "newsletter", ConsentAction::Grant)
+            },
+        ),
+        (
+            "action",
+            NewEvent {
+                action: None,
+                ..event(&s, "newsletter", ConsentAction::Grant)
+            },
+        ),
+        (
+            "notice_version",
+            NewEvent {
+                notice_version: String::new(),
+                ..event(&s, "newsletter", ConsentAction::Grant)
+            },
+        ),
+        (
+            "evidence",
+            NewEvent {
+                evidence: "x\u{0}y".into(),
+                ..event(&s, "newsletter", ConsentAction::Grant)
+            },
+        ),
+        (
+            "expires_at",
+            NewEvent {
+                expires_at: Some(Utc::now() + Duration::days(1)),
+                ..event(&s, "newsletter", ConsentAction::Withdraw)
+            },
+        ),
+    ];
+    for (field, e) in cases {
+        match ApiError::from(
+            c.record(&tenant(), "crm", e, "", None)
+                .await
+                .expect_err(field),
+        ) {
+            ApiError::InvalidArgument(v) => assert_eq!(v[0].field, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    let e = c
+        .record(
+            &tenant(),
+            "crm",
+            event(&s, "no-such-purpose", ConsentAction::Grant),
+            "",
+            None,
+        )
+        .await
+        .expect_err("unknown purpose");
+    assert_eq!(ApiError::from(e).code(), tonic::Code::NotFound);
+    assert!(
+        c.history(&tenant(), &s, None, None, 10)
+            .await
+            .expect("history")
+            .items
+            .is_empty(),
+        "nothing written"
+    );
+}
