@@ -45,6 +45,8 @@ impl Suite {
             ..Default::default()
         };
         config.auth.hs256_secret = Some(SECRET.into());
+        // 32 bytes, base64: the test master key for personal data.
+        config.keys.master_key = Some("dmVybi1lMmUtdGVzdC1tYXN0ZXIta2V5LTMyYnl0ZXM=".into());
         adjust(&mut config);
         let mut pg_schemas = None;
         if let Backend::Postgres = backend {
@@ -86,6 +88,11 @@ impl Suite {
             _dir: dir,
             pg_schemas,
         })
+    }
+
+    /// The suite's data directory (SQLite files).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     /// Stops the suite and drops PostgreSQL schemas.

@@ -301,14 +301,14 @@ async fn scenario(suite: &Suite) {
     assert_eq!(e.code(), Code::PermissionDenied);
 
     // An RPC whose issue has not landed answers UNIMPLEMENTED through the gateway.
-    let mut subjects = vern_proto::subjects::v1::subject_service_client::SubjectServiceClient::new(
-        suite.channel.clone(),
-    );
-    let integration = token(&["integration"], &["kultur"], 300);
-    let e = subjects
-        .get_subject(authed(
-            vern_proto::subjects::v1::GetSubjectRequest::default(),
-            &integration,
+    let mut retention =
+        vern_proto::retention::v1::retention_service_client::RetentionServiceClient::new(
+            suite.channel.clone(),
+        );
+    let e = retention
+        .list_policies(authed(
+            vern_proto::retention::v1::ListPoliciesRequest::default(),
+            &kultur_admin,
         ))
         .await
         .expect_err("not built yet");

@@ -236,6 +236,7 @@ async fn standalone_gateway_forwards_to_remote_services() {
         ..Default::default()
     };
     config.auth.hs256_secret = Some("e2e-test-secret".into());
+    config.keys.master_key = Some("dmVybi1lMmUtdGVzdC1tYXN0ZXIta2V5LTMyYnl0ZXM=".into());
     let tenants_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

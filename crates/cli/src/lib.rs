@@ -1,6 +1,9 @@
 //! The `vern` command's library: assembling the suite (used by `vern dev` and by the
 //! end-to-end tests) and the individual services.
 
+pub mod import;
+pub mod remote;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;

@@ -70,10 +70,69 @@ enum Command {
         #[arg(long)]
         kid: Option<String>,
     },
+    /// Work with data subjects through the gateway.
+    Subjects {
+        #[command(subcommand)]
+        command: SubjectsCommand,
+    },
+    /// Work with consents through the gateway.
+    Consents {
+        #[command(subcommand)]
+        command: ConsentsCommand,
+    },
     /// Manage signing keys for production-like set-ups.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SubjectsCommand {
+    /// Register subjects from a CSV file (columns: email, phone, national_id,
+    /// external_refs as system:id;system:id). Re-running the same file writes nothing
+    /// twice; bad rows are listed by line number while good rows commit.
+    Import {
+        /// The CSV file.
+        #[arg(long)]
+        csv: PathBuf,
+        /// Calls in flight.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[command(flatten)]
+        client: vern_cli::remote::ClientArgs,
+    },
+    /// Find a subject by one identifier or external reference and print it.
+    Find {
+        /// E-mail address.
+        #[arg(long, group = "identifier")]
+        email: Option<String>,
+        /// Phone number.
+        #[arg(long, group = "identifier")]
+        phone: Option<String>,
+        /// National id (fødselsnummer, D-number).
+        #[arg(long, group = "identifier")]
+        national_id: Option<String>,
+        /// External reference as system:id.
+        #[arg(long = "ref", group = "identifier")]
+        external_ref: Option<String>,
+        #[command(flatten)]
+        client: vern_cli::remote::ClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConsentsCommand {
+    /// Ask whether a subject may be processed for a purpose now.
+    Check {
+        /// Subject id.
+        #[arg(long)]
+        subject: String,
+        /// Purpose key.
+        #[arg(long)]
+        purpose: String,
+        #[command(flatten)]
+        client: vern_cli::remote::ClientArgs,
     },
 }
 
@@ -230,6 +289,8 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Subjects { command } => subjects(&config, command).await,
+        Command::Consents { command } => consents(&config, command).await,
         Command::Token { .. } | Command::Keys { .. } => unreachable!("handled without a runtime"),
     }
 }
@@ -348,4 +409,150 @@ fn chrono_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default()
+}
+
+async fn subjects(config: &Config, command: SubjectsCommand) -> anyhow::Result<()> {
+    use vern_proto::subjects::v1 as pb;
+    match command {
+        SubjectsCommand::Import {
+            csv,
+            concurrency,
+            client,
+        } => {
+            let tenant = client
+                .tenant
+                .clone()
+                .context("--tenant is required for an import")?;
+            let c = vern_cli::remote::Client::connect(&client, config).await?;
+            let report = vern_cli::import::import_csv(&c, &tenant, &csv, concurrency, true).await?;
+            for (line, why) in &report.invalid {
+                eprintln!("line {line}: {why}");
+            }
+            for (line, why) in &report.failed {
+                eprintln!("line {line}: failed: {why}");
+            }
+            println!(
+                "{} rows: {} imported, {} already present, {} invalid, {} failed",
+                report.rows,
+                report.created,
+                report.present,
+                report.invalid.len(),
+                report.failed.len()
+            );
+            if !report.invalid.is_empty() || !report.failed.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        SubjectsCommand::Find {
+            email,
+            phone,
+            national_id,
+            external_ref,
+            client,
+        } => {
+            use pb::find_subject_request::Identifier;
+            let identifier = match (email, phone, national_id, external_ref) {
+                (Some(e), _, _, _) => Identifier::Email(e),
+                (_, Some(p), _, _) => Identifier::Phone(p),
+                (_, _, Some(n), _) => Identifier::NationalId(n),
+                (_, _, _, Some(r)) => {
+                    let (system, id) = r.split_once(':').context("--ref must be system:id")?;
+                    Identifier::ExternalRef(pb::ExternalRef {
+                        system: system.into(),
+                        id: id.into(),
+                    })
+                }
+                _ => anyhow::bail!("give one of --email, --phone, --national-id, --ref"),
+            };
+            let c = vern_cli::remote::Client::connect(&client, config).await?;
+            let mut subjects =
+                pb::subject_service_client::SubjectServiceClient::new(c.channel.clone());
+            let s = subjects
+                .find_subject(c.request(pb::FindSubjectRequest {
+                    identifier: Some(identifier),
+                    view: pb::SubjectView::Full as i32,
+                }))
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!("subject_id   {}", s.subject_id);
+            println!(
+                "state        {}",
+                pb::SubjectState::try_from(s.state)
+                    .map(|s| s.as_str_name())
+                    .unwrap_or("?")
+            );
+            for (label, value) in [
+                ("email", &s.email),
+                ("phone", &s.phone),
+                ("national_id", &s.national_id),
+            ] {
+                if !value.is_empty() {
+                    println!("{label:<12} {value}");
+                }
+            }
+            for r in &s.external_refs {
+                println!("ref          {}:{}", r.system, r.id);
+            }
+            println!("records      {}", s.records.len());
+            Ok(())
+        }
+    }
+}
+
+async fn consents(config: &Config, command: ConsentsCommand) -> anyhow::Result<()> {
+    use vern_proto::consents::v1 as pb;
+    match command {
+        ConsentsCommand::Check {
+            subject,
+            purpose,
+            client,
+        } => {
+            let c = vern_cli::remote::Client::connect(&client, config).await?;
+            let mut consents =
+                pb::consent_service_client::ConsentServiceClient::new(c.channel.clone());
+            let r = consents
+                .check(c.request(pb::CheckRequest {
+                    subject_id: subject,
+                    purpose,
+                }))
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!("allowed      {}", r.allowed);
+            println!(
+                "reason       {}",
+                pb::CheckReason::try_from(r.reason)
+                    .map(|r| r.as_str_name())
+                    .unwrap_or("?")
+            );
+            println!(
+                "legal_basis  {}",
+                vern_proto::common::v1::LegalBasis::try_from(r.legal_basis)
+                    .map(|b| b.as_str_name())
+                    .unwrap_or("?")
+            );
+            if !r.evidence_id.is_empty() {
+                println!("evidence     {}", r.evidence_id);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A gRPC error as a one-line message with its field violations.
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    use tonic_types::StatusExt;
+    let fields = s
+        .get_details_bad_request()
+        .map(|b| {
+            b.field_violations
+                .iter()
+                .map(|v| format!("{}: {}", v.field, v.description))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default();
+    anyhow::anyhow!("{:?}: {} {}", s.code(), s.message(), fields)
 }

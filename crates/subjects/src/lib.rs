@@ -1,42 +1,86 @@
-//! SubjectService: subjects, identifiers (encrypted, blind-indexed), records, restriction and erasure.
+//! SubjectService: data subjects, their identifiers (encrypted, blind-indexed),
+//! external references and personal data records, restriction (Art. 18), erasure by
+//! crypto-shredding (Art. 17) and the purge primitive of the retention service.
 //!
-//! The crate has its store (connection, migrations) and serves health; every RPC
-//! answers UNIMPLEMENTED until the subjects issue builds it — never a fake answer.
+//! Layers: [`api`] (tonic handlers) → [`service`] (use cases) → [`domain`] (rules,
+//! crypto) and [`store`] (sea-orm: the main store and the separate key store).
+//! [`relay`] delivers state changes to the consents service through the outbox.
 
+pub mod api;
 pub mod domain;
+pub mod error;
+pub mod relay;
+pub mod service;
 pub mod store;
 
+use std::sync::Arc;
+
+use vern_kit::auth::ServiceTokens;
 use vern_kit::config::Config;
 use vern_kit::db::DbTarget;
 use vern_kit::server::Limits;
-use vern_proto::subjects::v1::subject_service_server::{SubjectService, SubjectServiceServer};
+use vern_proto::subjects::v1::subject_service_server::SubjectServiceServer;
 
-/// The gRPC service name.
+use crate::domain::keyring::Keyring;
+use crate::relay::ConsentsDelivery;
+use crate::store::{KeyStore, SubjectStore};
+
+pub use api::SubjectApi;
+
 /// Why a service could not start.
 pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = "vern.subjects.v1.SubjectService";
 
-/// The SubjectService implementation. Not built yet: the generated default methods answer
-/// UNIMPLEMENTED.
-#[derive(Clone, Debug)]
-pub struct SubjectsApi {
-    #[allow(dead_code)]
-    store: store::SubjectsStore,
+/// Name of the key store (its SQLite file or PostgreSQL schema suffix).
+pub const KEY_STORE: &str = "subject_keys";
+
+/// Where the key store lives under `config`: its own SQLite file
+/// (`<data_dir>/subject_keys.db`) or PostgreSQL schema (`<prefix>_subject_keys`),
+/// backed up separately from the main store (see [`store::keys`]).
+pub fn key_store_target(config: &Config) -> DbTarget {
+    DbTarget::with_prefix(
+        config.database_url.as_deref(),
+        &config.data_dir,
+        &config.database_schema_prefix,
+        KEY_STORE,
+    )
 }
 
-impl SubjectService for SubjectsApi {}
-
-/// Opens the store (running migrations) and builds the gRPC service.
+/// Resolves the personal-data keys, opens the main store and the key store (running
+/// their migrations), starts the outbox relay to the consents service (so it must run
+/// inside a tokio runtime) and builds the gRPC service.
+///
+/// Fails when no key protects personal data (neither `keys.master_key` nor
+/// `keys.tenant_keys`, and no dev key) or when no service token can be signed.
 pub async fn build(
     config: &Config,
     target: &DbTarget,
-) -> Result<SubjectServiceServer<SubjectsApi>, BuildError> {
+) -> Result<SubjectServiceServer<SubjectApi>, BuildError> {
     let limits = Limits::from(&config.server);
-    let store = store::SubjectsStore::open(target).await?;
+    let master = vern_kit::auth::master_key(config)
+        .map_err(|e| format!("subjects: reading the dev master key failed: {e}"))?;
+    let keyring = Keyring::from_base64(master.as_deref(), &config.keys.tenant_keys)
+        .map_err(|e| format!("subjects: {e}"))?;
+    let tokens = ServiceTokens::from_config(config)
+        .map_err(|e| format!("subjects: reading the service signing key failed: {e}"))?
+        .ok_or(
+            "subjects: no key to sign service tokens for the consents service: set auth.hs256_secret, \
+             or auth.service_key_file and auth.service_key_id",
+        )?;
+    let store = SubjectStore::open(target).await?;
+    let keys = KeyStore::open(&key_store_target(config)).await?;
+    let channel = vern_kit::client::channel(&config.services.consents.url)
+        .map_err(|e| format!("subjects: services.consents.url is not usable: {e}"))?;
+    let relay = vern_kit::outbox::spawn_relay(
+        store.connection().clone(),
+        Arc::new(ConsentsDelivery::new(channel, tokens)),
+        relay::BATCH,
+    );
+    let subjects = service::Subjects::new(store, keys, keyring).with_relay(relay);
     Ok(vern_kit::limited!(
-        SubjectServiceServer::new(SubjectsApi { store }),
+        SubjectServiceServer::new(SubjectApi::new(subjects)),
         limits
     ))
 }
@@ -44,19 +88,49 @@ pub async fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vern_proto::subjects::v1::subject_service_server::SubjectService;
+
+    fn config(dir: &std::path::Path) -> Config {
+        Config {
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        }
+    }
 
     #[tokio::test]
-    async fn unbuilt_rpcs_answer_unimplemented() {
+    async fn build_needs_a_personal_data_key_and_a_token_signer() {
         let dir = std::env::temp_dir().join(format!("vern-subjects-{}", uuid::Uuid::new_v4()));
         let target = DbTarget::for_service(None, &dir, "subjects");
-        let store = store::SubjectsStore::open(&target).await.expect("open");
-        let api = SubjectsApi { store };
-        let status = api
-            .get_subject(tonic::Request::new(Default::default()))
-            .await
-            .expect_err("unimplemented");
-        assert_eq!(status.code(), tonic::Code::Unimplemented);
+        let master = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_owned();
+
+        let mut no_keys = config(&dir);
+        no_keys.auth.hs256_secret = Some("secret".into());
+        let e = build(&no_keys, &target).await.expect_err("no keys");
+        assert!(e.to_string().contains("keys.master_key"), "{e}");
+
+        let mut bad_key = no_keys.clone();
+        bad_key.keys.master_key = Some("too short".into());
+        let e = build(&bad_key, &target).await.expect_err("bad key");
+        assert!(e.to_string().contains("invalid"), "{e}");
+        assert!(
+            !e.to_string().contains("too short"),
+            "no key material in messages"
+        );
+
+        let mut no_signer = config(&dir);
+        no_signer.keys.master_key = Some(master.clone());
+        let e = build(&no_signer, &target).await.expect_err("no signer");
+        assert!(e.to_string().contains("service tokens"), "{e}");
+
+        let mut ok = no_keys.clone();
+        ok.keys.master_key = Some(master);
+        build(&ok, &target).await.expect("builds");
+        assert!(dir.join("subjects.db").exists());
+        assert!(dir.join("subject_keys.db").exists(), "a separate key store");
+
+        // `vern dev`: a dev master key and a dev signing key are created.
+        let mut dev = config(&dir);
+        dev.auth.dev_key = true;
+        build(&dev, &target).await.expect("dev");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

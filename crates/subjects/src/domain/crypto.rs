@@ -17,6 +17,9 @@
 //! The associated data (AAD) binds a ciphertext to its place, e.g. the subject id and
 //! field name, so it cannot be moved to another row or column and still open.
 //!
+//! - A tenant's key comes from configuration: an explicit per-tenant key, or one
+//!   derived from the suite's [`MasterKey`] ([`derive_tenant_key`]).
+//!
 //! Keys are zeroed when dropped and their `Debug` output shows nothing secret.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -38,6 +41,9 @@ const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// Label the blind-index key is derived with (HMAC-SHA-256 under the tenant key).
 const BLIND_INDEX_LABEL: &[u8] = b"vern/subjects/blind-index/v1";
+/// Prefix of the message a tenant key is derived with from the master key
+/// (HMAC-SHA-256(master, label ‖ tenant id)).
+const TENANT_KEK_LABEL: &[u8] = b"vern/tenant-kek/v1/";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -75,6 +81,12 @@ macro_rules! secret_key {
             }
         }
 
+        impl Clone for $name {
+            fn clone(&self) -> Self {
+                Self(self.0)
+            }
+        }
+
         impl Drop for $name {
             fn drop(&mut self) {
                 self.0.zeroize();
@@ -90,6 +102,11 @@ macro_rules! secret_key {
 }
 
 secret_key!(
+    /// The suite's master key for personal data, from configuration. Never used
+    /// directly: each tenant's [`TenantKey`] is derived from it ([`derive_tenant_key`]).
+    MasterKey
+);
+secret_key!(
     /// A tenant's key-encryption key, from configuration. Wraps the tenant's data keys
     /// and derives its [`BlindIndexKey`].
     TenantKey
@@ -104,22 +121,53 @@ secret_key!(
     BlindIndexKey
 );
 
+/// Decodes 32 bytes of standard base64 (with padding; surrounding whitespace ignored).
+fn key_from_base64(encoded: &str) -> Result<[u8; KEY_LEN], CryptoError> {
+    let decoded = Zeroizing::new(
+        STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| CryptoError::InvalidKey)?,
+    );
+    let mut bytes = [0u8; KEY_LEN];
+    if decoded.len() != KEY_LEN {
+        return Err(CryptoError::InvalidKey);
+    }
+    bytes.copy_from_slice(&decoded);
+    Ok(bytes)
+}
+
 impl TenantKey {
     /// Parses 32 bytes of standard base64 (with padding; surrounding whitespace is
     /// ignored), e.g. the output of `openssl rand -base64 32`.
     pub fn from_base64(encoded: &str) -> Result<Self, CryptoError> {
-        let decoded = Zeroizing::new(
-            STANDARD
-                .decode(encoded.trim())
-                .map_err(|_| CryptoError::InvalidKey)?,
-        );
-        let mut bytes = [0u8; KEY_LEN];
-        if decoded.len() != KEY_LEN {
-            return Err(CryptoError::InvalidKey);
-        }
-        bytes.copy_from_slice(&decoded);
-        Ok(Self(bytes))
+        key_from_base64(encoded).map(Self)
     }
+}
+
+impl MasterKey {
+    /// Parses 32 bytes of standard base64, like [`TenantKey::from_base64`].
+    pub fn from_base64(encoded: &str) -> Result<Self, CryptoError> {
+        key_from_base64(encoded).map(Self)
+    }
+}
+
+/// Derives a tenant's key-encryption key from the master key:
+/// HMAC-SHA-256(master, `vern/tenant-kek/v1/` ‖ tenant id). Deterministic, so every
+/// replica derives the same key; one tenant's key reveals nothing of another's.
+pub fn derive_tenant_key(master: &MasterKey, tenant_id: &str) -> TenantKey {
+    let mut mac = hmac(master.bytes());
+    mac.update(TENANT_KEK_LABEL);
+    mac.update(tenant_id.as_bytes());
+    TenantKey(mac.finalize().into_bytes().into())
+}
+
+/// A keyed digest of arbitrary bytes under the blind-index key (HMAC-SHA-256), e.g. to
+/// fingerprint a request that carries personal data without an unkeyed hash of it.
+pub fn keyed_digest(key: &BlindIndexKey, data: &[u8]) -> [u8; 32] {
+    let mut mac = hmac(key.bytes());
+    mac.update(b"vern/subjects/digest/v1\0");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
 }
 
 impl DataKey {
@@ -470,6 +518,23 @@ mod tests {
         let mut mac = <HmacSha256 as Mac>::new_from_slice(key.bytes()).expect("key");
         mac.update(b"email\0ola@example.no");
         assert_eq!(a, <[u8; 32]>::from(mac.finalize().into_bytes()));
+    }
+
+    #[test]
+    fn tenant_key_derivation() {
+        let master = MasterKey::from_bytes([3; KEY_LEN]);
+        let a = derive_tenant_key(&master, "dept-a");
+        assert_eq!(a.bytes(), derive_tenant_key(&master, "dept-a").bytes());
+        assert_ne!(a.bytes(), derive_tenant_key(&master, "dept-b").bytes());
+        assert_ne!(a.bytes(), master.bytes());
+        let other = MasterKey::from_bytes([4; KEY_LEN]);
+        assert_ne!(a.bytes(), derive_tenant_key(&other, "dept-a").bytes());
+        // Known answer: HMAC-SHA-256(master, "vern/tenant-kek/v1/" ‖ tenant).
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&[3; KEY_LEN]).expect("key");
+        mac.update(b"vern/tenant-kek/v1/dept-a");
+        assert_eq!(a.bytes(), &<[u8; 32]>::from(mac.finalize().into_bytes()));
+        assert!(MasterKey::from_base64(&STANDARD.encode([1u8; 31])).is_err());
+        assert_eq!(format!("{master:?}"), "MasterKey(..)");
     }
 
     #[test]

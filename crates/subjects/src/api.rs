@@ -1,0 +1,721 @@
+//! gRPC handlers of SubjectService: decode, convert to domain input, call the use
+//! cases, convert back. Nothing else.
+
+use prost::Message;
+use tonic::{Request, Response, Status};
+use vern_kit::context::{CallContext, TenantId};
+use vern_kit::error::{ApiError, FieldViolation};
+use vern_kit::idempotency::Key;
+use vern_kit::page;
+use vern_kit::time::{from_timestamp, to_timestamp};
+use vern_proto::common::v1 as common;
+use vern_proto::subjects::v1 as pb;
+
+use crate::domain::identifiers::NationalIdKind;
+use crate::domain::{
+    DataCategory, EraseOutcome, ExternalRef, IdentifierKind, NewSubject, PurgeAction, PurgeFilter,
+    PurgeOutcome, PurgeRequest, Record, RecordInput, Retain, Subject, SubjectChanges, SubjectState,
+    View,
+};
+use crate::service::{self, Lookup, Subjects};
+use crate::store::ListFilter;
+
+/// Name of the ListSubjects page-token list.
+const LIST: &str = "subjects";
+
+/// The SubjectService implementation.
+#[derive(Clone, Debug)]
+pub struct SubjectApi {
+    subjects: Subjects,
+}
+
+impl SubjectApi {
+    /// Handlers over the use cases.
+    pub fn new(subjects: Subjects) -> Self {
+        Self { subjects }
+    }
+
+    /// The use cases.
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    fn key<M: Message>(
+        &self,
+        tenant: &TenantId,
+        request_id: &str,
+        method: &'static str,
+        msg: &M,
+    ) -> Result<Option<Key>, Status> {
+        Ok(self
+            .subjects
+            .request_key(tenant, request_id, method, &msg.encode_to_vec())?)
+    }
+}
+
+fn invalid(v: FieldViolation) -> Status {
+    ApiError::InvalidArgument(vec![v]).into()
+}
+
+fn tenant(ctx: &CallContext) -> Result<TenantId, Status> {
+    ctx.tenant().cloned()
+}
+
+fn time(
+    field: &str,
+    t: Option<&prost_types::Timestamp>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
+    t.map(|t| {
+        from_timestamp(t).ok_or_else(|| invalid(FieldViolation::new(field, "is not a valid time")))
+    })
+    .transpose()
+}
+
+fn view(v: i32, default: View) -> Result<View, Status> {
+    match pb::SubjectView::try_from(v) {
+        Ok(pb::SubjectView::Unspecified) => Ok(default),
+        Ok(pb::SubjectView::Basic) => Ok(View::Basic),
+        Ok(pb::SubjectView::Full) => Ok(View::Full),
+        Err(_) => Err(invalid(FieldViolation::new("view", "is not a known value"))),
+    }
+}
+
+/// A category from the wire; `None` for unset or unknown values.
+fn category(v: i32) -> Option<DataCategory> {
+    match common::DataCategory::try_from(v) {
+        Ok(common::DataCategory::Unspecified) | Err(_) => None,
+        Ok(c) => DataCategory::parse(c.as_str_name()),
+    }
+}
+
+fn category_pb(c: DataCategory) -> i32 {
+    common::DataCategory::from_str_name(c.as_str()).map_or(0, |c| c as i32)
+}
+
+fn state_pb(s: SubjectState) -> i32 {
+    match s {
+        SubjectState::Active => pb::SubjectState::Active as i32,
+        SubjectState::Restricted => pb::SubjectState::Restricted as i32,
+        SubjectState::Erased => pb::SubjectState::Erased as i32,
+    }
+}
+
+fn kind_pb(k: Option<NationalIdKind>) -> i32 {
+    match k {
+        None => pb::NationalIdKind::Unspecified as i32,
+        Some(NationalIdKind::Fodselsnummer) => pb::NationalIdKind::Fodselsnummer as i32,
+        Some(NationalIdKind::DNumber) => pb::NationalIdKind::DNumber as i32,
+        Some(NationalIdKind::HNumber) => pb::NationalIdKind::HNumber as i32,
+        Some(NationalIdKind::Synthetic) => pb::NationalIdKind::Synthetic as i32,
+    }
+}
+
+fn refs(v: Vec<pb::ExternalRef>) -> Vec<ExternalRef> {
+    v.into_iter()
+        .map(|r| ExternalRef {
+            system: r.system,
+            id: r.id,
+        })
+        .collect()
+}
+
+fn record_input(field: &str, r: pb::Record) -> Result<RecordInput, Status> {
+    Ok(RecordInput {
+        category: category(r.category),
+        collected_at: time(&format!("{field}collected_at"), r.collected_at.as_ref())?,
+        field: r.field,
+        value: r.value,
+        source: r.source,
+        purposes: r.purposes,
+        provided_by_subject: r.provided_by_subject,
+    })
+}
+
+fn record_inputs(v: Vec<pb::Record>) -> Result<Vec<RecordInput>, Status> {
+    v.into_iter()
+        .enumerate()
+        .map(|(i, r)| record_input(&format!("records[{i}]."), r))
+        .collect()
+}
+
+fn record_pb(r: Record) -> pb::Record {
+    pb::Record {
+        record_id: r.record_id,
+        category: category_pb(r.data.category),
+        field: r.data.field,
+        value: r.data.value,
+        source: r.data.source,
+        purposes: r.data.purposes,
+        collected_at: Some(to_timestamp(r.data.collected_at)),
+        provided_by_subject: r.data.provided_by_subject,
+        restricted: r.restricted,
+        retain_until_time: r.retain_until_time.map(to_timestamp),
+        legal_reference: r.legal_reference,
+        create_time: Some(to_timestamp(r.create_time)),
+        update_time: Some(to_timestamp(r.update_time)),
+    }
+}
+
+fn subject_pb(s: Subject) -> pb::Subject {
+    pb::Subject {
+        tenant_id: s.tenant_id,
+        subject_id: s.subject_id,
+        email: s.identifiers.email.unwrap_or_default(),
+        phone: s.identifiers.phone.unwrap_or_default(),
+        national_id: s.identifiers.national_id.unwrap_or_default(),
+        national_id_kind: kind_pb(s.identifiers.national_id_kind),
+        external_refs: s
+            .external_refs
+            .into_iter()
+            .map(|r| pb::ExternalRef {
+                system: r.system,
+                id: r.id,
+            })
+            .collect(),
+        records: s.records.into_iter().map(record_pb).collect(),
+        state: state_pb(s.state),
+        restriction_reason: s.restriction_reason,
+        restrict_time: s.restrict_time.map(to_timestamp),
+        erase_request_time: s.erase_request_time.map(to_timestamp),
+        erase_time: s.erase_time.map(to_timestamp),
+        relationship_end_time: s.relationship_end_time.map(to_timestamp),
+        create_time: Some(to_timestamp(s.create_time)),
+        update_time: Some(to_timestamp(s.update_time)),
+    }
+}
+
+fn retained_pb(r: Retain) -> pb::RetainedRecord {
+    pb::RetainedRecord {
+        record_id: r.record_id,
+        retain_until_time: r.retain_until_time.map(to_timestamp),
+        legal_reference: r.legal_reference,
+    }
+}
+
+fn erase_pb(o: EraseOutcome) -> pb::EraseSubjectResponse {
+    pb::EraseSubjectResponse {
+        subject_id: o.subject_id,
+        state: state_pb(o.state),
+        fully_erased: o.fully_erased,
+        erased_record_count: o.erased_record_count,
+        retained: o.retained.into_iter().map(retained_pb).collect(),
+        erase_time: Some(to_timestamp(o.erase_time)),
+    }
+}
+
+fn purge_pb(o: PurgeOutcome) -> pb::PurgeRecordsResponse {
+    pb::PurgeRecordsResponse {
+        matched_count: o.matched_count,
+        purged_count: o.purged_count,
+        items: o
+            .items
+            .into_iter()
+            .map(|i| pb::PurgeItem {
+                subject_id: i.subject_id,
+                record_id: i.record_id,
+                category: category_pb(i.category),
+                field: i.field,
+                purposes: i.purposes,
+                collected_at: Some(to_timestamp(i.collected_at)),
+            })
+            .collect(),
+        truncated: o.truncated,
+        erased_subject_ids: o.erased_subject_ids,
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+#[tonic::async_trait]
+impl pb::subject_service_server::SubjectService for SubjectApi {
+    async fn create_subject(
+        &self,
+        req: Request<pb::CreateSubjectRequest>,
+    ) -> Result<Response<pb::Subject>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let t = tenant(&ctx)?;
+        let r = req.into_inner();
+        let idem = self.key(&t, &r.request_id, "CreateSubject", &r)?;
+        let new = NewSubject {
+            relationship_end_time: time("relationship_end_time", r.relationship_end_time.as_ref())?,
+            records: record_inputs(r.records)?,
+            email: r.email,
+            phone: r.phone,
+            national_id: r.national_id,
+            external_refs: refs(r.external_refs),
+        };
+        let s = self.subjects.create(&t, new, idem).await?;
+        Ok(Response::new(subject_pb(s)))
+    }
+
+    async fn get_subject(
+        &self,
+        req: Request<pb::GetSubjectRequest>,
+    ) -> Result<Response<pb::Subject>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let t = tenant(&ctx)?;
+        let r = req.into_inner();
+        let v = view(r.view, View::Full)?;
+        let s = self.subjects.get(&t, &r.subject_id, v).await?;
+        Ok(Response::new(subject_pb(s)))
+    }
+
+    async fn find_subject(
+        &self,
+        req: Request<pb::FindSubjectRequest>,
+    ) -> Result<Response<pb::Subject>, Status> {
+        use pb::find_subject_request::Identifier;
+        let ctx = CallContext::of(&req)?;
+        let t = tenant(&ctx)?;
+        let r = req.into_inner();
+        let v = view(r.view, View::Full)?;
+        let by = match r.identifier {
+            Some(Identifier::Email(e)) => Lookup::Identifier(IdentifierKind::Email, e),
+            Some(Identifier::Phone(p)) => Lookup::Identifier(IdentifierKind::Phone, p),
+            Some(Identifier::NationalId(n)) => Lookup::Identifier(IdentifierKind::NationalId, n),
+            Some(Identifier::ExternalRef(x)) => Lookup::ExternalRef(ExternalRef {
+                system: x.system,
+                id: x.id,
+            }),
+            None => {
+                return Err(invalid(FieldViolation::new(
+                    "identifier",
+                    "is required: one of email, phone, national_id, external_ref",
+                )));
+            }
+        };
+        let s = self.subjects.find(&t, by, v).await?;
+        Ok(Response::new(subject_pb(s)))
+    }
+
+    async fn list_subjects(
+        &self,
+        req: Request<pb::ListSubjectsRequest>,
+    ) -> Result<Response<pb::ListSubjectsResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let t = tenant(&ctx)?;
+        let r = req.into_inner();
+        let limit = page::page_size(r.page_size)?;
+        let after = page::decode_token(LIST, &r.page_token)?;
+        let v = view(r.view, View::Basic)?;
+        let state = match pb::SubjectState::try_from(r.state) {
+            Ok(pb::SubjectState::Unspecified) => None,
+            Ok(pb::SubjectState::Active) => Some(SubjectState::Active),
+            Ok(pb::SubjectState::Restricted) => Some(SubjectState::Restricted),
+            Ok(pb::SubjectState::Erased) => Some(SubjectState::Erased),
+            Err(_) => {
+                return Err(invalid(FieldViolation::new(
+                    "state",
+                    "is not a known value",
+                )));
+            }
+        };
+        let filter = ListFilter {
+            state,
+            external_system: non_empty(r.external_system),
+        };
+        let page = self
+            .subjects
+            .list(&t, after.as_deref(), limit, filter, v)
+            .await?;
+        let next_page_token = page::next_token(
+            LIST,
+            page.more,
+            page.items.last().map(service::cursor).as_deref(),
+        );
+        Ok(Response::new(pb::ListSubjectsResponse {
+            subjects: page.items.into_iter().map(subject_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_subject(
+        &self,
+        req: Request<pb::UpdateSubjectRequest>,
+    ) -> Result<Response<pb::Subject>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let t = tenant(&ctx)?;
+        let r = req.into_inner();
+        let idem = self.key(&t, &r.request_id, "UpdateSubject", &r)?;
+        let s = r
+            .subject
+            .ok_or_else(|| invalid(FieldViolation::new("subject", "is required")))?;
+        let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let changes = SubjectChanges {
+            relationship_end_time: time(
+                "subject.relationship_end_time",
+                s.relationship_end_time.as_ref(),
+            )?,
+            email: s.email,
+            phone: s.phone,
+            national_id: s.national_id,
+            external_refs: refs(s.external_refs),
+        };
+        let s = self
+            .subjects
+            .update(&t, &s.subject_id, &mask, changes, idem)
+            .await?;
+        Ok(Response::new(subject_pb(s)))
+    }
+
+    async fn add_records(
+        &self,
+        req: Request<pb::AddRecordsRequest>,
+    ) -> Result<Response<pb::AddRecordsResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let t = tenant(&ctx)?;
+        let r = req.into_inner();
+        let idem = self.key(&t, &r.request_id, "AddRecords", &r)?;
+        let records = record_inputs(r.records)?;
+        let added = self
+            .subjects
+            .add_records(&t, &r.subject_id, records, idem)
+            .await?;
+        Ok(Response::new(pb::AddRecordsResponse {
+            records: added.into_iter().map(record_pb).collect(),
+        }))
+    }
+
+    async fn update_record(
+        &self,
+        req: Request<pb::UpdateRecordRequest>,
+    ) -> Result<Response<pb::Record>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let t = tenant(&ctx)?;
+        let r = req.into_inner();
+        let idem = self.key(&t, &r.request_id, "UpdateRecord", &r)?;
+        let rec = r
+            .record
+            .ok_or_else(|| invalid(FieldViolation::new("record", "is required")))?;
+        let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let record_id = rec.record_id.clone();
+        let changes = record_input("record.", rec)?;
+        let updated = self
+            .subjects
+            .update_record(&t, &r.subject_id, &record_id, &mask, changes, idem)
+            .await?;
+        Ok(Response::new(record_pb(updated)))
+    }
+
+    async fn delete_record(
+        &self,
+        req: Request<pb::DeleteRecordRequest>,
+    ) -> Result<Response<()>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let t = tenant(&ctx)?;
+        let r = req.into_inner();
+        let idem = self.key(&t, &r.request_id, "DeleteRecord", &r)?;
+        self.subjects
+            .delete_record(&t, &r.subject_id, &r.record_id, idem)
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn restrict_subject(
+        &self,
+        req: Request<pb::RestrictSubjectRequest>,
+    ) -> Result<Response<pb::Subject>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let t = tenant(&ctx)?;
+        let r = req.into_inner();
+        let idem = self.key(&t, &r.request_id, "RestrictSubject", &r)?;
+        let s = self
+            .subjects
+            .restrict(&t, &r.subject_id, &r.reason, idem)
+            .await?;
+        Ok(Response::new(subject_pb(s)))
+    }
+
+    async fn lift_restriction(
+        &self,
+        req: Request<pb::LiftRestrictionRequest>,
+    ) -> Result<Response<pb::Subject>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let t = tenant(&ctx)?;
+        let r = req.into_inner();
+        let idem = self.key(&t, &r.request_id, "LiftRestriction", &r)?;
+        let s = self
+            .subjects
+            .lift_restriction(&t, &r.subject_id, &r.reason, idem)
+            .await?;
+        Ok(Response::new(subject_pb(s)))
+    }
+
+    async fn erase_subject(
+        &self,
+        req: Request<pb::EraseSubjectRequest>,
+    ) -> Result<Response<pb::EraseSubjectResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let t = tenant(&ctx)?;
+        let r = req.into_inner();
+        let idem = self.key(&t, &r.request_id, "EraseSubject", &r)?;
+        let retain = r
+            .retain
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| {
+                Ok(Retain {
+                    retain_until_time: time(
+                        &format!("retain[{i}].retain_until_time"),
+                        k.retain_until_time.as_ref(),
+                    )?,
+                    record_id: k.record_id,
+                    legal_reference: k.legal_reference,
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let o = self
+            .subjects
+            .erase(&t, &r.subject_id, &r.reason, retain, idem)
+            .await?;
+        Ok(Response::new(erase_pb(o)))
+    }
+
+    async fn purge_records(
+        &self,
+        req: Request<pb::PurgeRecordsRequest>,
+    ) -> Result<Response<pb::PurgeRecordsResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let t = tenant(&ctx)?;
+        let r = req.into_inner();
+        let idem = self.key(&t, &r.request_id, "PurgeRecords", &r)?;
+        let category =
+            match r.category {
+                0 => None,
+                c => Some(category(c).ok_or_else(|| {
+                    invalid(FieldViolation::new("category", "is not a known value"))
+                })?),
+            };
+        let action = match pb::PurgeAction::try_from(r.action) {
+            Ok(pb::PurgeAction::Delete) => Some(PurgeAction::Delete),
+            Ok(pb::PurgeAction::Anonymise) => Some(PurgeAction::Anonymise),
+            Ok(pb::PurgeAction::Unspecified) | Err(_) => None,
+        };
+        let req = PurgeRequest {
+            filter: PurgeFilter {
+                category,
+                purpose: non_empty(r.purpose),
+                older_than: time("older_than", r.older_than.as_ref())?,
+                field: non_empty(r.field),
+                subject_ids: r.subject_ids,
+                exclude_subject_ids: r.exclude_subject_ids,
+                relationship_end_before: time(
+                    "relationship_end_before",
+                    r.relationship_end_before.as_ref(),
+                )?,
+                retain_until_before: time("retain_until_before", r.retain_until_before.as_ref())?,
+            },
+            action,
+            dry_run: r.dry_run,
+            limit: r.limit,
+            policy_id: r.policy_id,
+        };
+        let o = self.subjects.purge(&t, req, idem).await?;
+        Ok(Response::new(purge_pb(o)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::crypto::{KEY_LEN, MasterKey};
+    use crate::domain::keyring::Keyring;
+    use crate::store::{KeyStore, SubjectStore};
+    use pb::subject_service_server::SubjectService;
+    use vern_kit::auth::{Permission, Role};
+    use vern_kit::testing::TestDb;
+
+    async fn api(db: &TestDb) -> SubjectApi {
+        let keys_target = vern_kit::db::DbTarget {
+            url: db.target.url.replace("/subjects.db", "/subject_keys.db"),
+            schema: None,
+        };
+        let store = SubjectStore::open(&db.target).await.expect("store");
+        let keys = KeyStore::open(&keys_target).await.expect("keys");
+        let ring = Keyring::new(
+            Some(MasterKey::from_bytes([1; KEY_LEN])),
+            Default::default(),
+        )
+        .expect("ring");
+        SubjectApi::new(Subjects::new(store, keys, ring))
+    }
+
+    fn req<T>(tenant: Option<&str>, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.extensions_mut().insert(CallContext::for_tests(
+            tenant,
+            &[Role::Integration],
+            Permission::SubjectsWrite,
+        ));
+        r
+    }
+
+    fn a<T>(msg: T) -> Request<T> {
+        req(Some("dept-a"), msg)
+    }
+
+    fn record(category: i32) -> pb::Record {
+        pb::Record {
+            category,
+            field: "name".into(),
+            value: "Ola Nordmann".into(),
+            source: "web-form".into(),
+            purposes: vec!["newsletter".into()],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn handlers_convert_and_scope_by_the_callers_tenant() {
+        let db = TestDb::sqlite("subjects");
+        let api = api(&db).await;
+        let create = pb::CreateSubjectRequest {
+            email: "Ola@Example.no".into(),
+            national_id: String::new(),
+            external_refs: vec![pb::ExternalRef {
+                system: "crm".into(),
+                id: "42".into(),
+            }],
+            records: vec![record(common::DataCategory::Contact as i32)],
+            request_id: "r-1".into(),
+            ..Default::default()
+        };
+        let bad = api
+            .create_subject(a(pb::CreateSubjectRequest {
+                records: vec![record(0)],
+                national_id: "0101901006X".into(),
+                ..create.clone()
+            }))
+            .await
+            .expect_err("bad input");
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+        for field in ["national_id", "records[0].category"] {
+            assert!(bad.message().contains(field), "{}", bad.message());
+        }
+        let valid = create.clone();
+        let s = api
+            .create_subject(a(valid.clone()))
+            .await
+            .expect("create")
+            .into_inner();
+        assert_eq!(s.email, "ola@example.no");
+        assert_eq!(s.state, pb::SubjectState::Active as i32);
+        assert_eq!(s.records[0].category, common::DataCategory::Contact as i32);
+        assert_eq!(s.records[0].value, "Ola Nordmann");
+        let again = api
+            .create_subject(a(valid))
+            .await
+            .expect("retry")
+            .into_inner();
+        assert_eq!(again.subject_id, s.subject_id, "idempotent by request_id");
+
+        let found = api
+            .find_subject(a(pb::FindSubjectRequest {
+                identifier: Some(pb::find_subject_request::Identifier::ExternalRef(
+                    pb::ExternalRef {
+                        system: "crm".into(),
+                        id: "42".into(),
+                    },
+                )),
+                view: pb::SubjectView::Basic as i32,
+            }))
+            .await
+            .expect("find")
+            .into_inner();
+        assert_eq!(found.subject_id, s.subject_id);
+        assert_eq!(found.email, "", "BASIC");
+        let e = api
+            .find_subject(a(pb::FindSubjectRequest::default()))
+            .await
+            .expect_err("no identifier");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+
+        let get = |tenant: Option<&'static str>| {
+            req(
+                tenant,
+                pb::GetSubjectRequest {
+                    subject_id: s.subject_id.clone(),
+                    view: 0,
+                },
+            )
+        };
+        let full = api
+            .get_subject(get(Some("dept-a")))
+            .await
+            .expect("get")
+            .into_inner();
+        assert_eq!(full.email, "ola@example.no", "FULL by default");
+        let e = api
+            .get_subject(get(Some("dept-b")))
+            .await
+            .expect_err("other tenant");
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        let e = api.get_subject(get(None)).await.expect_err("no tenant");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+
+        api.create_subject(a(pb::CreateSubjectRequest {
+            email: "kari@example.no".into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("kari");
+        let page = api
+            .list_subjects(a(pb::ListSubjectsRequest {
+                page_size: 1,
+                ..Default::default()
+            }))
+            .await
+            .expect("list")
+            .into_inner();
+        assert_eq!(page.subjects.len(), 1);
+        assert_eq!(page.subjects[0].email, "", "BASIC by default");
+        let next = api
+            .list_subjects(a(pb::ListSubjectsRequest {
+                page_size: 1,
+                page_token: page.next_page_token.clone(),
+                ..Default::default()
+            }))
+            .await
+            .expect("next")
+            .into_inner();
+        assert_ne!(next.subjects[0].subject_id, page.subjects[0].subject_id);
+        assert!(next.next_page_token.is_empty());
+
+        let dry = api
+            .purge_records(a(pb::PurgeRecordsRequest {
+                older_than: Some(to_timestamp(
+                    vern_kit::time::now() + chrono::Duration::hours(1),
+                )),
+                action: pb::PurgeAction::Delete as i32,
+                dry_run: true,
+                ..Default::default()
+            }))
+            .await
+            .expect("dry run")
+            .into_inner();
+        assert_eq!(dry.matched_count, 1);
+        assert_eq!(dry.items[0].category, common::DataCategory::Contact as i32);
+
+        let erased = api
+            .erase_subject(a(pb::EraseSubjectRequest {
+                subject_id: s.subject_id.clone(),
+                reason: "Art. 17 request".into(),
+                ..Default::default()
+            }))
+            .await
+            .expect("erase")
+            .into_inner();
+        assert!(erased.fully_erased);
+        assert_eq!(erased.state, pb::SubjectState::Erased as i32);
+        let tomb = api
+            .get_subject(get(Some("dept-a")))
+            .await
+            .expect("tombstone")
+            .into_inner();
+        assert_eq!(tomb.state, pb::SubjectState::Erased as i32);
+        assert!(tomb.erase_time.is_some());
+        db.cleanup().await;
+    }
+}

@@ -1,0 +1,744 @@
+//! Use cases of the subjects service: validation through the domain, encryption and
+//! blind indexing, tenant scoping and idempotency around the store. No tonic types.
+//!
+//! - this module: create, read (get, find, list) and rectify subjects;
+//! - [`records`]: add, rectify and delete records;
+//! - [`lifecycle`]: restrict, lift, erase, purge.
+//!
+//! Idempotency answers are stored in plaintext (`idempotency_keys`), so they never
+//! hold personal data: a create stores the new id and a retry reads the subject
+//! again; erase and purge answers hold only ids, counts and legal references.
+
+mod lifecycle;
+mod records;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use vern_kit::context::TenantId;
+use vern_kit::error::{ApiError, FieldViolation, Violations};
+use vern_kit::idempotency::Key;
+use vern_kit::outbox::Relay;
+
+use crate::domain::crypto::{self, CryptoError, DataKey};
+use crate::domain::identifiers::NationalIdKind;
+use crate::domain::keyring::{Keyring, TenantKeys};
+use crate::domain::{
+    self, DataCategory, ExternalRef, IdentifierKind, Identifiers, NewSubject, Record, RecordData,
+    SUBJECT_UPDATABLE, Subject, SubjectChanges, SubjectState, View, check_mask, identifier_aad,
+    key_aad, record_aad,
+};
+use crate::error::SubjectError;
+use crate::relay::state_change;
+use crate::store::entities::{external_ref, lookup, record, subject};
+use crate::store::{Batch, KeyStore, ListFilter, Page, SubjectStore, corrupt, from_json, json};
+
+/// How a subject is looked up by FindSubject.
+#[derive(Clone)]
+pub enum Lookup {
+    /// By an identifier, raw (normalised before lookup).
+    Identifier(IdentifierKind, String),
+    /// By a reference in another system.
+    ExternalRef(ExternalRef),
+}
+
+impl std::fmt::Debug for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lookup::Identifier(kind, _) => write!(f, "Lookup::Identifier({kind:?}, ‹redacted›)"),
+            Lookup::ExternalRef(r) => write!(f, "Lookup::ExternalRef({r:?})"),
+        }
+    }
+}
+
+/// The subjects service's use cases.
+#[derive(Clone, Debug)]
+pub struct Subjects {
+    store: SubjectStore,
+    keys: KeyStore,
+    keyring: Arc<Keyring>,
+    relay: Option<Relay>,
+}
+
+impl Subjects {
+    /// Use cases over the main store, the key store and the configured keys.
+    pub fn new(store: SubjectStore, keys: KeyStore, keyring: Keyring) -> Self {
+        Self {
+            store,
+            keys,
+            keyring: Arc::new(keyring),
+            relay: None,
+        }
+    }
+
+    /// Wakes `relay` after every committed state change.
+    pub fn with_relay(mut self, relay: Relay) -> Self {
+        self.relay = Some(relay);
+        self
+    }
+
+    /// The main store.
+    pub fn store(&self) -> &SubjectStore {
+        &self.store
+    }
+
+    /// The key store.
+    pub fn key_store(&self) -> &KeyStore {
+        &self.keys
+    }
+
+    /// The idempotency key of a call. The request (which may carry identifiers) is
+    /// fingerprinted with the tenant's blind-index key, so the stored hash is not an
+    /// unkeyed hash of personal data. `None` when `request_id` is empty.
+    pub fn request_key(
+        &self,
+        tenant: &TenantId,
+        request_id: &str,
+        method: &'static str,
+        request: &[u8],
+    ) -> Result<Option<Key>, SubjectError> {
+        vern_kit::validate::request_id(request_id).map_err(invalid)?;
+        if request_id.is_empty() {
+            return Ok(None);
+        }
+        let keys = self.tenant_keys(tenant.as_str())?;
+        let fingerprint = crypto::keyed_digest(&keys.blind, request);
+        Ok(Key::new(
+            Some(tenant.as_str()),
+            request_id,
+            method,
+            &fingerprint,
+        ))
+    }
+
+    /// CreateSubject: validates everything, writes the subject's wrapped data key to
+    /// the key store, then the subject, its blind-index entries, references, records
+    /// and the ACTIVE notification in one transaction.
+    pub async fn create(
+        &self,
+        tenant: &TenantId,
+        new: NewSubject,
+        idem: Option<Key>,
+    ) -> Result<Subject, SubjectError> {
+        let now = vern_kit::time::now();
+        let valid = new.validate(now)?;
+        if let Some(id) = self.store.replay::<String>(idem.as_ref()).await? {
+            return self.get(tenant, &id, View::Full).await;
+        }
+        let t = tenant.as_str();
+        let keys = self.tenant_keys(t)?;
+        // Refuse before a key is written when an identifier or reference is taken (the
+        // unique constraints still decide races).
+        let mut digests = vec![];
+        for kind in IdentifierKind::ALL {
+            if let Some(value) = valid.identifiers.get(kind) {
+                let digest = crypto::blind_index(&keys.blind, kind.as_str(), value);
+                if self.store.find_by_digest(t, kind, &digest).await?.is_some() {
+                    return Err(SubjectError::IdentifierTaken(kind));
+                }
+                digests.push((kind, digest));
+            }
+        }
+        for r in &valid.external_refs {
+            if self.store.find_by_ref(t, &r.system, &r.id).await?.is_some() {
+                return Err(SubjectError::ExternalRefTaken);
+            }
+        }
+        let subject_id = uuid::Uuid::now_v7().to_string();
+        let dek = DataKey::generate();
+        let wrapped = crypto::wrap_data_key(&keys.kek, &dek, &key_aad(t, &subject_id));
+        self.keys.put(t, &subject_id, wrapped).await?;
+
+        let mut row = subject::Model {
+            tenant_id: t.to_owned(),
+            subject_id: subject_id.clone(),
+            state: SubjectState::Active.as_str().to_owned(),
+            national_id_kind: valid
+                .identifiers
+                .national_id_kind
+                .map(|k| k.as_str().to_owned()),
+            email_ct: None,
+            phone_ct: None,
+            national_id_ct: None,
+            restriction_reason: String::new(),
+            restrict_time: None,
+            erase_request_time: None,
+            relationship_end_time: valid.relationship_end_time,
+            erase_time: None,
+            version: 1,
+            create_time: now,
+            update_time: now,
+        };
+        for kind in IdentifierKind::ALL {
+            let ct = valid
+                .identifiers
+                .get(kind)
+                .map(|v| seal_identifier(&dek, t, &subject_id, kind, v));
+            set_ciphertext(&mut row, kind, ct);
+        }
+        let batch = Batch {
+            insert_subjects: vec![row],
+            insert_lookups: digests
+                .into_iter()
+                .map(|(kind, digest)| lookup_row(t, &subject_id, kind, digest))
+                .collect(),
+            insert_refs: valid
+                .external_refs
+                .iter()
+                .map(|r| ref_row(t, &subject_id, r))
+                .collect(),
+            insert_records: valid
+                .records
+                .into_iter()
+                .map(|d| record_row(t, &subject_id, &dek, d, now))
+                .collect::<Result<_, _>>()?,
+            outbox: vec![state_change(&subject_id, SubjectState::Active, 1, now)],
+            ..Default::default()
+        };
+        let id = self
+            .store
+            .apply(t, batch, idem.as_ref(), subject_id)
+            .await?;
+        tracing::info!(tenant = t, subject_id = %id, "subject created");
+        self.nudge();
+        self.get(tenant, &id, View::Full).await
+    }
+
+    /// GetSubject. An erased subject is its tombstone; a malformed id is
+    /// INVALID_ARGUMENT, another tenant's id NOT_FOUND.
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        subject_id: &str,
+        view: View,
+    ) -> Result<Subject, SubjectError> {
+        let id = domain::subject_id("subject_id", subject_id).map_err(invalid)?;
+        let row = self.subject_row(tenant.as_str(), &id).await?;
+        self.read(tenant.as_str(), row, view).await
+    }
+
+    /// FindSubject: through the blind index (after normalising) or an external
+    /// reference. NOT_FOUND when no subject holds it (erased subjects hold none).
+    pub async fn find(
+        &self,
+        tenant: &TenantId,
+        by: Lookup,
+        view: View,
+    ) -> Result<Subject, SubjectError> {
+        let t = tenant.as_str();
+        let found = match by {
+            Lookup::Identifier(kind, raw) => {
+                let (value, _) = domain::subject::normalise("", kind, &raw)
+                    .map_err(invalid)?
+                    .ok_or_else(|| invalid(FieldViolation::new(kind.as_str(), "is required")))?;
+                let keys = self.tenant_keys(t)?;
+                let digest = crypto::blind_index(&keys.blind, kind.as_str(), &value);
+                self.store.find_by_digest(t, kind, &digest).await?
+            }
+            Lookup::ExternalRef(r) => {
+                let mut v = Violations::new();
+                let r = r.validate("external_ref", &mut v);
+                v.finish()?;
+                match r {
+                    Some(r) => self.store.find_by_ref(t, &r.system, &r.id).await?,
+                    None => None,
+                }
+            }
+        };
+        let id = found.ok_or(SubjectError::SubjectNotFound)?;
+        let row = self.subject_row(t, &id).await?;
+        self.read(t, row, view).await
+    }
+
+    /// ListSubjects: a page ordered by (`create_time`, `subject_id`) after the cursor
+    /// of the previous page ([`cursor`]).
+    pub async fn list(
+        &self,
+        tenant: &TenantId,
+        after: Option<&str>,
+        limit: u64,
+        filter: ListFilter,
+        view: View,
+    ) -> Result<Page<Subject>, SubjectError> {
+        let t = tenant.as_str();
+        let after = after.map(parse_cursor).transpose()?;
+        let mut v = Violations::new();
+        if let Some(s) = &filter.external_system {
+            v.check(vern_kit::validate::slug("external_system", s, 1, 63));
+        }
+        v.finish()?;
+        let page = self.store.list(t, after, limit, &filter).await?;
+        let ids: Vec<String> = page.items.iter().map(|s| s.subject_id.clone()).collect();
+        let mut refs = group(self.store.refs_of(t, &ids).await?, |r| r.subject_id.clone());
+        let mut records = group(self.store.records_of(t, &ids).await?, |r| {
+            r.subject_id.clone().unwrap_or_default()
+        });
+        let deks = match view {
+            View::Basic => HashMap::new(),
+            View::Full => {
+                let keys = self.tenant_keys(t)?;
+                let live: Vec<String> = page
+                    .items
+                    .iter()
+                    .filter(|s| s.state != SubjectState::Erased.as_str())
+                    .map(|s| s.subject_id.clone())
+                    .collect();
+                let wrapped = self.keys.get_many(t, &live).await?;
+                let mut deks = HashMap::new();
+                for id in live {
+                    let w = wrapped.get(&id).ok_or(SubjectError::DataKeyMissing)?;
+                    let dek = crypto::unwrap_data_key(&keys.kek, w, &key_aad(t, &id))?;
+                    deks.insert(id, dek);
+                }
+                deks
+            }
+        };
+        let items = page
+            .items
+            .into_iter()
+            .map(|row| {
+                let id = row.subject_id.clone();
+                subject_view(
+                    t,
+                    row,
+                    refs.remove(&id).unwrap_or_default(),
+                    records.remove(&id).unwrap_or_default(),
+                    deks.get(&id),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page {
+            items,
+            more: page.more,
+        })
+    }
+
+    /// UpdateSubject (rectification, Art. 16): replaces the masked identifiers
+    /// (re-encrypted, blind index updated), the external references or the
+    /// relationship end. An empty identifier clears it; the subject must keep at
+    /// least one identifier or reference.
+    pub async fn update(
+        &self,
+        tenant: &TenantId,
+        subject_id: &str,
+        mask: &[String],
+        changes: SubjectChanges,
+        idem: Option<Key>,
+    ) -> Result<Subject, SubjectError> {
+        let id = domain::subject_id("subject.subject_id", subject_id).map_err(invalid)?;
+        let mut v = Violations::new();
+        check_mask(&mut v, mask, SUBJECT_UPDATABLE);
+        let wants = |f: &str| mask.iter().any(|m| m == f);
+        let mut new_ids = vec![];
+        for kind in IdentifierKind::ALL {
+            if !wants(kind.as_str()) {
+                continue;
+            }
+            let raw = match kind {
+                IdentifierKind::Email => &changes.email,
+                IdentifierKind::Phone => &changes.phone,
+                IdentifierKind::NationalId => &changes.national_id,
+            };
+            if let Some(n) = v.check(domain::subject::normalise("subject.", kind, raw)) {
+                new_ids.push((kind, n));
+            }
+        }
+        let refs = wants("external_refs")
+            .then(|| domain::validate_refs("subject.external_refs", changes.external_refs, &mut v));
+        v.finish()?;
+        if let Some(id) = self.store.replay::<String>(idem.as_ref()).await? {
+            return self.get(tenant, &id, View::Full).await;
+        }
+        let t = tenant.as_str();
+        let row = self.subject_row(t, &id).await?;
+        writable(&row)?;
+        let keys = self.tenant_keys(t)?;
+        let dek = self.data_key(t, &keys, &id).await?;
+        let mut new_row = row.clone();
+        let mut batch = Batch::default();
+        for (kind, value) in new_ids {
+            batch.delete_lookups.push((id.clone(), Some(kind)));
+            let ct = match value {
+                Some((value, national_kind)) => {
+                    let digest = crypto::blind_index(&keys.blind, kind.as_str(), &value);
+                    if let Some(holder) = self.store.find_by_digest(t, kind, &digest).await?
+                        && holder != id
+                    {
+                        return Err(SubjectError::IdentifierTaken(kind));
+                    }
+                    batch.insert_lookups.push(lookup_row(t, &id, kind, digest));
+                    if kind == IdentifierKind::NationalId {
+                        new_row.national_id_kind = national_kind.map(|k| k.as_str().to_owned());
+                    }
+                    Some(seal_identifier(&dek, t, &id, kind, &value))
+                }
+                None => {
+                    if kind == IdentifierKind::NationalId {
+                        new_row.national_id_kind = None;
+                    }
+                    None
+                }
+            };
+            set_ciphertext(&mut new_row, kind, ct);
+        }
+        let has_refs = match &refs {
+            Some(refs) => {
+                for r in refs {
+                    if let Some(holder) = self.store.find_by_ref(t, &r.system, &r.id).await?
+                        && holder != id
+                    {
+                        return Err(SubjectError::ExternalRefTaken);
+                    }
+                }
+                batch.delete_refs_of.push(id.clone());
+                batch.insert_refs = refs.iter().map(|r| ref_row(t, &id, r)).collect();
+                !refs.is_empty()
+            }
+            None => !self
+                .store
+                .refs_of(t, std::slice::from_ref(&id))
+                .await?
+                .is_empty(),
+        };
+        let has_ids = IdentifierKind::ALL
+            .iter()
+            .any(|k| ciphertext(&new_row, *k).is_some());
+        if !has_ids && !has_refs {
+            return Err(ApiError::invalid(
+                "update_mask",
+                "the subject would keep no identifier and no external reference",
+            )
+            .into());
+        }
+        if wants("relationship_end_time") {
+            new_row.relationship_end_time = changes.relationship_end_time;
+        }
+        new_row.update_time = later(row.update_time);
+        batch.update_subjects.push((new_row, row.update_time));
+        let id = self.store.apply(t, batch, idem.as_ref(), id).await?;
+        tracing::info!(tenant = t, subject_id = %id, fields = ?mask, "subject rectified");
+        self.get(tenant, &id, View::Full).await
+    }
+
+    // ---- helpers shared by the use cases ----
+
+    fn tenant_keys(&self, tenant: &str) -> Result<TenantKeys, SubjectError> {
+        self.keyring.tenant(tenant).ok_or(SubjectError::NoTenantKey)
+    }
+
+    /// The subject's data key, unwrapped.
+    async fn data_key(
+        &self,
+        tenant: &str,
+        keys: &TenantKeys,
+        subject_id: &str,
+    ) -> Result<DataKey, SubjectError> {
+        let wrapped = self
+            .keys
+            .get(tenant, subject_id)
+            .await?
+            .ok_or(SubjectError::DataKeyMissing)?;
+        Ok(crypto::unwrap_data_key(
+            &keys.kek,
+            &wrapped,
+            &key_aad(tenant, subject_id),
+        )?)
+    }
+
+    async fn subject_row(&self, tenant: &str, id: &str) -> Result<subject::Model, SubjectError> {
+        self.store
+            .subject(tenant, id)
+            .await?
+            .ok_or(SubjectError::SubjectNotFound)
+    }
+
+    /// A subject row with its references and records, decrypted for the FULL view.
+    async fn read(
+        &self,
+        tenant: &str,
+        row: subject::Model,
+        view: View,
+    ) -> Result<Subject, SubjectError> {
+        if row.state == SubjectState::Erased.as_str() {
+            return subject_view(tenant, row, vec![], vec![], None);
+        }
+        let ids = [row.subject_id.clone()];
+        let refs = self.store.refs_of(tenant, &ids).await?;
+        let records = self.store.records_of(tenant, &ids).await?;
+        let dek = match view {
+            View::Basic => None,
+            View::Full => {
+                let keys = self.tenant_keys(tenant)?;
+                Some(self.data_key(tenant, &keys, &row.subject_id).await?)
+            }
+        };
+        subject_view(tenant, row, refs, records, dek.as_ref())
+    }
+
+    fn nudge(&self) {
+        if let Some(r) = &self.relay {
+            r.nudge();
+        }
+    }
+}
+
+/// The page cursor of a subject: its `create_time` (µs) and id.
+pub fn cursor(s: &Subject) -> String {
+    format!("{}/{}", s.create_time.timestamp_micros(), s.subject_id)
+}
+
+fn parse_cursor(c: &str) -> Result<(DateTime<Utc>, String), SubjectError> {
+    let bad = || {
+        invalid(FieldViolation::new(
+            "page_token",
+            "is not a token this list issued",
+        ))
+    };
+    let (micros, id) = c.split_once('/').ok_or_else(bad)?;
+    let t = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(bad)?;
+    let id = domain::subject_id("page_token", id).map_err(|_| bad())?;
+    Ok((t, id))
+}
+
+pub(crate) fn invalid(v: FieldViolation) -> SubjectError {
+    ApiError::InvalidArgument(vec![v]).into()
+}
+
+/// A time after `previous` (the optimistic-concurrency token must change).
+pub(crate) fn later(previous: DateTime<Utc>) -> DateTime<Utc> {
+    vern_kit::time::now().max(previous + Duration::microseconds(1))
+}
+
+/// The first instant of `t`'s month.
+pub fn month_start(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::Datelike;
+    Utc.with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
+        .single()
+        .unwrap_or(t)
+}
+
+/// Identifiers and records may change: not erased, no erasure pending.
+pub(crate) fn writable(row: &subject::Model) -> Result<(), SubjectError> {
+    if row.state == SubjectState::Erased.as_str() {
+        return Err(SubjectError::Erased);
+    }
+    if row.erase_request_time.is_some() {
+        return Err(SubjectError::ErasurePending);
+    }
+    Ok(())
+}
+
+fn group<T>(rows: Vec<T>, key: impl Fn(&T) -> String) -> HashMap<String, Vec<T>> {
+    let mut out: HashMap<String, Vec<T>> = HashMap::new();
+    for r in rows {
+        out.entry(key(&r)).or_default().push(r);
+    }
+    out
+}
+
+fn seal_identifier(
+    dek: &DataKey,
+    tenant: &str,
+    subject: &str,
+    kind: IdentifierKind,
+    value: &str,
+) -> Vec<u8> {
+    crypto::seal(
+        dek,
+        value.as_bytes(),
+        &identifier_aad(tenant, subject, kind),
+    )
+}
+
+pub(crate) fn ciphertext(row: &subject::Model, kind: IdentifierKind) -> Option<&Vec<u8>> {
+    match kind {
+        IdentifierKind::Email => row.email_ct.as_ref(),
+        IdentifierKind::Phone => row.phone_ct.as_ref(),
+        IdentifierKind::NationalId => row.national_id_ct.as_ref(),
+    }
+}
+
+pub(crate) fn set_ciphertext(row: &mut subject::Model, kind: IdentifierKind, ct: Option<Vec<u8>>) {
+    match kind {
+        IdentifierKind::Email => row.email_ct = ct,
+        IdentifierKind::Phone => row.phone_ct = ct,
+        IdentifierKind::NationalId => row.national_id_ct = ct,
+    }
+}
+
+fn lookup_row(
+    tenant: &str,
+    subject: &str,
+    kind: IdentifierKind,
+    digest: [u8; 32],
+) -> lookup::Model {
+    lookup::Model {
+        tenant_id: tenant.to_owned(),
+        kind: kind.as_str().to_owned(),
+        digest: digest.to_vec(),
+        subject_id: subject.to_owned(),
+    }
+}
+
+fn ref_row(tenant: &str, subject: &str, r: &ExternalRef) -> external_ref::Model {
+    external_ref::Model {
+        tenant_id: tenant.to_owned(),
+        system: r.system.clone(),
+        ref_id: r.id.clone(),
+        subject_id: subject.to_owned(),
+    }
+}
+
+/// A new record row, its value sealed with the subject's data key.
+pub(crate) fn record_row(
+    tenant: &str,
+    subject: &str,
+    dek: &DataKey,
+    d: RecordData,
+    now: DateTime<Utc>,
+) -> Result<record::Model, SubjectError> {
+    let record_id = uuid::Uuid::now_v7().to_string();
+    let value_ct = crypto::seal(
+        dek,
+        d.value.as_bytes(),
+        &record_aad(tenant, subject, &record_id),
+    );
+    Ok(record::Model {
+        tenant_id: tenant.to_owned(),
+        record_id,
+        subject_id: Some(subject.to_owned()),
+        category: d.category.as_str().to_owned(),
+        field: d.field,
+        value_ct: Some(value_ct),
+        source: d.source,
+        purposes: json(&d.purposes)?,
+        collected_at: d.collected_at,
+        provided_by_subject: d.provided_by_subject,
+        restricted: false,
+        retain_until_time: None,
+        legal_reference: String::new(),
+        create_time: now,
+        update_time: now,
+    })
+}
+
+fn open_text(dek: &DataKey, ct: &[u8], aad: &[u8]) -> Result<String, SubjectError> {
+    let plain = crypto::open(dek, ct, aad)?;
+    String::from_utf8(plain).map_err(|_| SubjectError::Crypto(CryptoError::Malformed))
+}
+
+/// A record row as read; the value decrypted when `dek` is given.
+pub(crate) fn record_view(
+    tenant: &str,
+    r: record::Model,
+    dek: Option<&DataKey>,
+) -> Result<Record, SubjectError> {
+    let category = DataCategory::parse(&r.category).ok_or_else(|| corrupt("records.category"))?;
+    let value = match (dek, &r.value_ct, &r.subject_id) {
+        (Some(dek), Some(ct), Some(subject)) => {
+            open_text(dek, ct, &record_aad(tenant, subject, &r.record_id))?
+        }
+        _ => String::new(),
+    };
+    Ok(Record {
+        data: RecordData {
+            category,
+            field: r.field,
+            value,
+            source: r.source,
+            purposes: from_json(&r.purposes)?,
+            collected_at: r.collected_at,
+            provided_by_subject: r.provided_by_subject,
+        },
+        record_id: r.record_id,
+        restricted: r.restricted,
+        retain_until_time: r.retain_until_time,
+        legal_reference: r.legal_reference,
+        create_time: r.create_time,
+        update_time: r.update_time,
+    })
+}
+
+/// A subject row as read: the tombstone when erased; identifiers decrypted when
+/// `dek` is given.
+fn subject_view(
+    tenant: &str,
+    row: subject::Model,
+    refs: Vec<external_ref::Model>,
+    records: Vec<record::Model>,
+    dek: Option<&DataKey>,
+) -> Result<Subject, SubjectError> {
+    let state = SubjectState::parse(&row.state).ok_or_else(|| corrupt("subjects.state"))?;
+    let mut identifiers = Identifiers::default();
+    let (refs, records) = if state == SubjectState::Erased {
+        (vec![], vec![])
+    } else {
+        if let Some(dek) = dek {
+            for kind in IdentifierKind::ALL {
+                if let Some(ct) = ciphertext(&row, kind) {
+                    let aad = identifier_aad(tenant, &row.subject_id, kind);
+                    identifiers.set(kind, Some(open_text(dek, ct, &aad)?));
+                }
+            }
+            identifiers.national_id_kind = row
+                .national_id_kind
+                .as_deref()
+                .map(|k| {
+                    NationalIdKind::parse(k).ok_or_else(|| corrupt("subjects.national_id_kind"))
+                })
+                .transpose()?;
+        }
+        let refs = refs
+            .into_iter()
+            .map(|r| ExternalRef {
+                system: r.system,
+                id: r.ref_id,
+            })
+            .collect();
+        let records = records
+            .into_iter()
+            .map(|r| record_view(tenant, r, dek))
+            .collect::<Result<Vec<_>, _>>()?;
+        (refs, records)
+    };
+    Ok(Subject {
+        tenant_id: row.tenant_id,
+        subject_id: row.subject_id,
+        identifiers,
+        external_refs: refs,
+        records,
+        state,
+        restriction_reason: row.restriction_reason,
+        restrict_time: row.restrict_time,
+        erase_request_time: row.erase_request_time,
+        erase_time: row.erase_time,
+        relationship_end_time: row.relationship_end_time,
+        version: row.version,
+        create_time: row.create_time,
+        update_time: row.update_time,
+    })
+}
+
+/// The tombstone that replaces an erased subject's row: no ciphertexts, no kind, no
+/// reason, the erase time, the next version.
+pub(crate) fn tombstone(row: &subject::Model, now: DateTime<Utc>) -> subject::Model {
+    subject::Model {
+        state: SubjectState::Erased.as_str().to_owned(),
+        national_id_kind: None,
+        email_ct: None,
+        phone_ct: None,
+        national_id_ct: None,
+        restriction_reason: String::new(),
+        restrict_time: None,
+        relationship_end_time: None,
+        erase_time: Some(now),
+        version: row.version + 1,
+        update_time: later(row.update_time),
+        ..row.clone()
+    }
+}

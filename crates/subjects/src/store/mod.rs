@@ -1,0 +1,464 @@
+//! Persistence of the subjects service: the main store ([`SubjectStore`]: subjects,
+//! blind index, external references, records, outbox, idempotency keys) and the
+//! separate key store ([`KeyStore`]). The store sees only ciphertexts and digests;
+//! sealing and opening happen in the use cases. Every query filters by tenant.
+//!
+//! Writes go through a [`Batch`]: the use case computes every row change of a call,
+//! and [`SubjectStore::apply`] applies them, the outbox notifications and the
+//! idempotency answer in one transaction.
+
+pub mod entities;
+pub mod keys;
+pub mod migration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Query;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+};
+use vern_kit::db::DbTarget;
+use vern_kit::idempotency::{self, Key, commit_once};
+
+use crate::domain::{IdentifierKind, PurgeFilter, SubjectState};
+use crate::error::{SubjectError, unique_or};
+use entities::{external_ref, lookup, record, subject};
+
+pub use keys::KeyStore;
+pub use migration::{KeyMigrator, Migrator};
+
+/// Outbox topic of subject state changes.
+pub const STATE_TOPIC: &str = "subject_state";
+
+/// A page of results and whether more follow.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// True when another page exists.
+    pub more: bool,
+}
+
+/// Filter of ListSubjects.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this state.
+    pub state: Option<SubjectState>,
+    /// Only subjects with a reference in this system.
+    pub external_system: Option<String>,
+}
+
+/// Every row change of one call, applied in one transaction by [`SubjectStore::apply`]
+/// in field order. Updates are guarded by the row's `update_time` as read: if it
+/// changed meanwhile, nothing is written and the call fails with
+/// [`SubjectError::Conflict`].
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// New subjects.
+    pub insert_subjects: Vec<subject::Model>,
+    /// Replaced subject rows, with the `update_time` they were read with.
+    pub update_subjects: Vec<(subject::Model, DateTime<Utc>)>,
+    /// Blind-index entries to remove: (subject, kind; `None`: every kind).
+    pub delete_lookups: Vec<(String, Option<IdentifierKind>)>,
+    /// Blind-index entries to add.
+    pub insert_lookups: Vec<lookup::Model>,
+    /// Subjects whose external references are all removed.
+    pub delete_refs_of: Vec<String>,
+    /// External references to add.
+    pub insert_refs: Vec<external_ref::Model>,
+    /// Subjects whose records are all removed.
+    pub delete_records_of: Vec<String>,
+    /// Records to remove, by id.
+    pub delete_records: Vec<String>,
+    /// Replaced record rows, with the `update_time` they were read with.
+    pub update_records: Vec<(record::Model, DateTime<Utc>)>,
+    /// New records.
+    pub insert_records: Vec<record::Model>,
+    /// Encoded state changes for the outbox (topic [`STATE_TOPIC`]).
+    pub outbox: Vec<Vec<u8>>,
+}
+
+/// The subjects service's main store.
+#[derive(Clone, Debug)]
+pub struct SubjectStore {
+    db: DatabaseConnection,
+}
+
+impl SubjectStore {
+    /// Connects to `target` and runs the migrations.
+    pub async fn open(target: &DbTarget) -> Result<Self, DbErr> {
+        let db = vern_kit::db::connect_and_migrate::<Migrator>(target).await?;
+        Ok(Self { db })
+    }
+
+    /// The connection (for the relay and tests).
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// A stored answer to an earlier call with the same request id.
+    pub async fn replay<R: serde::de::DeserializeOwned>(
+        &self,
+        key: Option<&Key>,
+    ) -> Result<Option<R>, SubjectError> {
+        Ok(idempotency::replay(&self.db, key).await?)
+    }
+
+    /// Applies `batch` for `tenant` and stores `answer` under `key`, in one
+    /// transaction. Returns `answer`, or the answer of a concurrent call with the same
+    /// key that committed first.
+    pub async fn apply<R>(
+        &self,
+        tenant: &str,
+        batch: Batch,
+        key: Option<&Key>,
+        answer: R,
+    ) -> Result<R, SubjectError>
+    where
+        R: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let tenant = tenant.to_owned();
+        Ok(commit_once(&self.db, key, answer, move |txn| {
+            Box::pin(async move { write(txn, &tenant, batch).await })
+        })
+        .await?)
+    }
+
+    /// One subject row.
+    pub async fn subject(
+        &self,
+        tenant: &str,
+        subject_id: &str,
+    ) -> Result<Option<subject::Model>, SubjectError> {
+        Ok(
+            subject::Entity::find_by_id((tenant.to_owned(), subject_id.to_owned()))
+                .one(&self.db)
+                .await?,
+        )
+    }
+
+    /// Several subject rows of one tenant.
+    pub async fn subjects(
+        &self,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<Vec<subject::Model>, SubjectError> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        Ok(subject::Entity::find()
+            .filter(subject::Column::TenantId.eq(tenant))
+            .filter(subject::Column::SubjectId.is_in(ids.iter().map(String::as_str)))
+            .all(&self.db)
+            .await?)
+    }
+
+    /// The external references of these subjects, ordered by system and id.
+    pub async fn refs_of(
+        &self,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<Vec<external_ref::Model>, SubjectError> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        Ok(external_ref::Entity::find()
+            .filter(external_ref::Column::TenantId.eq(tenant))
+            .filter(external_ref::Column::SubjectId.is_in(ids.iter().map(String::as_str)))
+            .order_by_asc(external_ref::Column::System)
+            .order_by_asc(external_ref::Column::RefId)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// The records of these subjects, ordered by `collected_at` then id.
+    pub async fn records_of(
+        &self,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<Vec<record::Model>, SubjectError> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        Ok(record::Entity::find()
+            .filter(record::Column::TenantId.eq(tenant))
+            .filter(record::Column::SubjectId.is_in(ids.iter().map(String::as_str)))
+            .order_by_asc(record::Column::CollectedAt)
+            .order_by_asc(record::Column::RecordId)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Records by id (any subject of the tenant).
+    pub async fn records(
+        &self,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<Vec<record::Model>, SubjectError> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        Ok(record::Entity::find()
+            .filter(record::Column::TenantId.eq(tenant))
+            .filter(record::Column::RecordId.is_in(ids.iter().map(String::as_str)))
+            .all(&self.db)
+            .await?)
+    }
+
+    /// The subject holding the identifier with this blind index, if any.
+    pub async fn find_by_digest(
+        &self,
+        tenant: &str,
+        kind: IdentifierKind,
+        digest: &[u8],
+    ) -> Result<Option<String>, SubjectError> {
+        Ok(lookup::Entity::find_by_id((
+            tenant.to_owned(),
+            kind.as_str().to_owned(),
+            digest.to_vec(),
+        ))
+        .one(&self.db)
+        .await?
+        .map(|l| l.subject_id))
+    }
+
+    /// The subject holding this external reference, if any.
+    pub async fn find_by_ref(
+        &self,
+        tenant: &str,
+        system: &str,
+        ref_id: &str,
+    ) -> Result<Option<String>, SubjectError> {
+        Ok(external_ref::Entity::find_by_id((
+            tenant.to_owned(),
+            system.to_owned(),
+            ref_id.to_owned(),
+        ))
+        .one(&self.db)
+        .await?
+        .map(|r| r.subject_id))
+    }
+
+    /// A page of a tenant's subjects ordered by (`create_time`, `subject_id`), after
+    /// `after`.
+    pub async fn list(
+        &self,
+        tenant: &str,
+        after: Option<(DateTime<Utc>, String)>,
+        limit: u64,
+        filter: &ListFilter,
+    ) -> Result<Page<subject::Model>, SubjectError> {
+        let mut q = subject::Entity::find()
+            .filter(subject::Column::TenantId.eq(tenant))
+            .order_by_asc(subject::Column::CreateTime)
+            .order_by_asc(subject::Column::SubjectId);
+        if let Some((t, id)) = after {
+            q = q.filter(
+                Condition::any().add(subject::Column::CreateTime.gt(t)).add(
+                    Condition::all()
+                        .add(subject::Column::CreateTime.eq(t))
+                        .add(subject::Column::SubjectId.gt(id)),
+                ),
+            );
+        }
+        if let Some(s) = filter.state {
+            q = q.filter(subject::Column::State.eq(s.as_str()));
+        }
+        if let Some(system) = &filter.external_system {
+            q = q.filter(
+                subject::Column::SubjectId.in_subquery(
+                    Query::select()
+                        .column(external_ref::Column::SubjectId)
+                        .from(external_ref::Entity)
+                        .and_where(external_ref::Column::TenantId.eq(tenant))
+                        .and_where(external_ref::Column::System.eq(system.as_str()))
+                        .to_owned(),
+                ),
+            );
+        }
+        let mut items = q.limit(limit + 1).all(&self.db).await?;
+        let more = items.len() as u64 > limit;
+        items.truncate(limit as usize);
+        Ok(Page { items, more })
+    }
+
+    /// The first `limit` records matching a purge filter, in id order.
+    pub async fn purge_matches(
+        &self,
+        tenant: &str,
+        filter: &PurgeFilter,
+        limit: u64,
+    ) -> Result<Vec<record::Model>, SubjectError> {
+        Ok(purge_query(tenant, filter)
+            .order_by_asc(record::Column::RecordId)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// How many records match a purge filter.
+    pub async fn purge_count(
+        &self,
+        tenant: &str,
+        filter: &PurgeFilter,
+    ) -> Result<u64, SubjectError> {
+        Ok(purge_query(tenant, filter).count(&self.db).await?)
+    }
+}
+
+/// The records a purge matches: every set filter ANDed; never anonymised records,
+/// never excluded subjects. Records kept after an erasure match only through
+/// `retain_until_before`; otherwise only records of ACTIVE subjects match (an Art. 18
+/// restriction keeps data from being swept).
+fn purge_query(tenant: &str, f: &PurgeFilter) -> Select<record::Entity> {
+    let mut q = record::Entity::find()
+        .filter(record::Column::TenantId.eq(tenant))
+        .filter(record::Column::SubjectId.is_not_null());
+    if let Some(c) = f.category {
+        q = q.filter(record::Column::Category.eq(c.as_str()));
+    }
+    if let Some(p) = &f.purpose {
+        // Purpose keys are slugs ([a-z0-9-]): no LIKE wildcard, no JSON escaping.
+        q = q.filter(record::Column::Purposes.like(format!("%\"{p}\"%")));
+    }
+    if let Some(t) = f.older_than {
+        q = q.filter(record::Column::CollectedAt.lt(t));
+    }
+    if let Some(field) = &f.field {
+        q = q.filter(record::Column::Field.eq(field.as_str()));
+    }
+    if !f.subject_ids.is_empty() {
+        q = q.filter(record::Column::SubjectId.is_in(f.subject_ids.iter().map(String::as_str)));
+    }
+    if !f.exclude_subject_ids.is_empty() {
+        q = q.filter(
+            record::Column::SubjectId.is_not_in(f.exclude_subject_ids.iter().map(String::as_str)),
+        );
+    }
+    let mut subjects = Query::select()
+        .column(subject::Column::SubjectId)
+        .from(subject::Entity)
+        .and_where(subject::Column::TenantId.eq(tenant))
+        .to_owned();
+    match f.retain_until_before {
+        Some(t) => {
+            q = q
+                .filter(record::Column::Restricted.eq(true))
+                .filter(record::Column::RetainUntilTime.lt(t));
+        }
+        None => {
+            q = q.filter(record::Column::Restricted.eq(false));
+            subjects.and_where(subject::Column::State.eq(SubjectState::Active.as_str()));
+        }
+    }
+    if let Some(t) = f.relationship_end_before {
+        subjects.and_where(subject::Column::RelationshipEndTime.lt(t));
+    }
+    q.filter(record::Column::SubjectId.in_subquery(subjects))
+}
+
+async fn write(txn: &DatabaseTransaction, tenant: &str, b: Batch) -> Result<(), SubjectError> {
+    for s in b.insert_subjects {
+        subject::Entity::insert(s.into_active_model())
+            .exec_without_returning(txn)
+            .await?;
+    }
+    for (s, expected) in b.update_subjects {
+        let id = s.subject_id.clone();
+        let res = subject::Entity::update_many()
+            .set(s.into_active_model().reset_all())
+            .filter(subject::Column::TenantId.eq(tenant))
+            .filter(subject::Column::SubjectId.eq(id))
+            .filter(subject::Column::UpdateTime.eq(expected))
+            .exec(txn)
+            .await?;
+        if res.rows_affected != 1 {
+            return Err(SubjectError::Conflict);
+        }
+    }
+    for (subject_id, kind) in b.delete_lookups {
+        let mut q = lookup::Entity::delete_many()
+            .filter(lookup::Column::TenantId.eq(tenant))
+            .filter(lookup::Column::SubjectId.eq(subject_id));
+        if let Some(k) = kind {
+            q = q.filter(lookup::Column::Kind.eq(k.as_str()));
+        }
+        q.exec(txn).await?;
+    }
+    for l in b.insert_lookups {
+        let kind = IdentifierKind::parse(&l.kind).ok_or_else(|| corrupt("subject_lookups.kind"))?;
+        lookup::Entity::insert(l.into_active_model())
+            .exec_without_returning(txn)
+            .await
+            .map_err(|e| unique_or(e, SubjectError::IdentifierTaken(kind)))?;
+    }
+    if !b.delete_refs_of.is_empty() {
+        external_ref::Entity::delete_many()
+            .filter(external_ref::Column::TenantId.eq(tenant))
+            .filter(
+                external_ref::Column::SubjectId.is_in(b.delete_refs_of.iter().map(String::as_str)),
+            )
+            .exec(txn)
+            .await?;
+    }
+    for r in b.insert_refs {
+        external_ref::Entity::insert(r.into_active_model())
+            .exec_without_returning(txn)
+            .await
+            .map_err(|e| unique_or(e, SubjectError::ExternalRefTaken))?;
+    }
+    if !b.delete_records_of.is_empty() {
+        record::Entity::delete_many()
+            .filter(record::Column::TenantId.eq(tenant))
+            .filter(record::Column::SubjectId.is_in(b.delete_records_of.iter().map(String::as_str)))
+            .exec(txn)
+            .await?;
+    }
+    for chunk in b.delete_records.chunks(500) {
+        let res = record::Entity::delete_many()
+            .filter(record::Column::TenantId.eq(tenant))
+            .filter(record::Column::RecordId.is_in(chunk.iter().map(String::as_str)))
+            .exec(txn)
+            .await?;
+        if res.rows_affected != chunk.len() as u64 {
+            return Err(SubjectError::Conflict);
+        }
+    }
+    for (r, expected) in b.update_records {
+        let id = r.record_id.clone();
+        let res = record::Entity::update_many()
+            .set(r.into_active_model().reset_all())
+            .filter(record::Column::TenantId.eq(tenant))
+            .filter(record::Column::RecordId.eq(id))
+            .filter(record::Column::UpdateTime.eq(expected))
+            .exec(txn)
+            .await?;
+        if res.rows_affected != 1 {
+            return Err(SubjectError::Conflict);
+        }
+    }
+    for r in b.insert_records {
+        record::Entity::insert(r.into_active_model())
+            .exec_without_returning(txn)
+            .await?;
+    }
+    for payload in b.outbox {
+        vern_kit::outbox::enqueue(txn, tenant, STATE_TOPIC, payload).await?;
+    }
+    Ok(())
+}
+
+/// A stored value this build does not know.
+pub(crate) fn corrupt(what: &str) -> DbErr {
+    DbErr::Type(format!("unknown stored value in {what}"))
+}
+
+/// JSON text of a list column.
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<String, DbErr> {
+    serde_json::to_string(v).map_err(|e| DbErr::Json(e.to_string()))
+}
+
+/// A list column's JSON text.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, DbErr> {
+    serde_json::from_str(s).map_err(|e| DbErr::Json(e.to_string()))
+}

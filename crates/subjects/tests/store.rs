@@ -1,0 +1,1850 @@
+//! The subjects use cases and stores, run on SQLite and on PostgreSQL.
+//!
+//! Each test gets the main store's target from the suite and derives the key store's
+//! from it: a sibling SQLite file, or the same PostgreSQL URL with schema `<schema>_keys`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Duration, Utc};
+use prost::Message;
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, IntoActiveModel,
+    QueryResult, Statement,
+};
+use vern_kit::ApiError;
+use vern_kit::context::TenantId;
+use vern_kit::db::DbTarget;
+use vern_kit::outbox::{Deliver, deliver_once};
+use vern_proto::consents::v1 as consents;
+use vern_subjects::domain::crypto::{KEY_LEN, MasterKey, TenantKey};
+use vern_subjects::domain::identifiers::NationalIdKind;
+use vern_subjects::domain::keyring::Keyring;
+use vern_subjects::domain::{
+    DataCategory, ExternalRef, NewSubject, PurgeAction, PurgeFilter, PurgeRequest, RecordInput,
+    Retain, SubjectChanges, SubjectState, View,
+};
+use vern_subjects::error::SubjectError;
+use vern_subjects::service::{Lookup, Subjects};
+use vern_subjects::store::entities::{lookup, record, subject};
+use vern_subjects::store::{KeyStore, ListFilter, SubjectStore};
+
+use vern_subjects::domain::IdentifierKind::{Email, NationalId, Phone};
+
+vern_kit::store_test_suite!("subjects":
+    create_get_and_find_by_every_identifier,
+    identifiers_and_references_are_unique_per_tenant,
+    bad_input_is_invalid_argument_and_writes_nothing,
+    tenants_are_isolated,
+    tenant_without_a_key_is_refused,
+    create_is_idempotent_by_request_id,
+    rectification_re_encrypts_and_moves_the_blind_index,
+    records_are_added_rectified_and_deleted,
+    subjects_page_in_order_with_filters,
+    state_changes_land_in_the_outbox_with_increasing_versions,
+    erased_subject_is_a_tombstone,
+    erasure_with_retained_records_restricts_until_purged,
+    raw_tables_hold_no_plaintext_identifier,
+    crypto_shredding_survives_restoring_rows_from_a_backup,
+    purge_dry_run_real_run_and_exclusions,
+);
+
+// ---- fixtures ----
+
+struct Env {
+    s: Subjects,
+    key_target: DbTarget,
+    main_target: DbTarget,
+}
+
+impl Env {
+    /// Drops the key store's PostgreSQL schema (the suite drops the main one).
+    async fn done(self) {
+        if let Some(schema) = &self.key_target.schema {
+            vern_kit::testing::drop_schemas(&self.key_target.url, std::slice::from_ref(schema))
+                .await;
+        }
+    }
+
+    fn db(&self) -> &DatabaseConnection {
+        self.s.store().connection()
+    }
+
+    fn keys_db(&self) -> &DatabaseConnection {
+        self.s.key_store().connection()
+    }
+}
+
+fn key_target(main: &DbTarget) -> DbTarget {
+    match &main.schema {
+        Some(schema) => DbTarget {
+            url: main.url.clone(),
+            schema: Some(format!("{schema}_keys")),
+        },
+        None => DbTarget {
+            url: main.url.replace("/subjects.db", "/subject_keys.db"),
+            schema: None,
+        },
+    }
+}
+
+fn keyring() -> Keyring {
+    Keyring::new(Some(MasterKey::from_bytes([7; KEY_LEN])), HashMap::new()).expect("keyring")
+}
+
+async fn env_with(target: DbTarget, ring: Keyring) -> Env {
+    let kt = key_target(&target);
+    assert_ne!(kt, target, "the key store is a separate database");
+    let store = SubjectStore::open(&target).await.expect("open store");
+    let keys = KeyStore::open(&kt).await.expect("open key store");
+    Env {
+        s: Subjects::new(store, keys, ring),
+        key_target: kt,
+        main_target: target,
+    }
+}
+
+async fn env(target: DbTarget) -> Env {
+    env_with(target, keyring()).await
+}
+
+fn tenant_a() -> TenantId {
+    TenantId::new("dept-a")
+}
+
+fn tenant_b() -> TenantId {
+    TenantId::new("dept-b")
+}
+
+/// A valid national id from a date `ddmmyy` (with D/H/synthetic offsets applied by
+/// the caller): the first individual number from 100 whose check digits both exist.
+fn national_id(ddmmyy: &str) -> String {
+    const K1: [u32; 9] = [3, 7, 6, 1, 8, 9, 4, 5, 2];
+    const K2: [u32; 10] = [5, 4, 3, 2, 7, 6, 5, 4, 3, 2];
+    let check = |d: &[u32], w: &[u32]| -> Option<u32> {
+        let s: u32 = d.iter().zip(w).map(|(a, b)| a * b).sum();
+        match 11 - s % 11 {
+            11 => Some(0),
+            10 => None,
+            k => Some(k),
+        }
+    };
+    (100..999)
+        .find_map(|i| {
+            let mut d: Vec<u32> = format!("{ddmmyy}{i:03}")
+                .bytes()
+                .map(|b| u32::from(b - b'0'))
+                .collect();
+            d.push(check(&d, &K1)?);
+            d.push(check(&d, &K2)?);
+            Some(d.iter().map(|x| x.to_string()).collect::<String>())
+        })
+        .expect("a valid number exists")
+}
+
+const EMAIL: &str = "Ola.Nordmann@Example.NO";
+const EMAIL_NORMALISED: &str = "ola.nordmann@example.no";
+const PHONE: &str = "412 34 567";
+const PHONE_NORMALISED: &str = "+4741234567";
+const ADDRESS: &str = "Storgata 1, 0155 Oslo";
+const SALARY: &str = "Lønn 612 345 kr";
+
+fn rec(category: DataCategory, field: &str, value: &str, purposes: &[&str]) -> RecordInput {
+    RecordInput {
+        category: Some(category),
+        field: field.into(),
+        value: value.into(),
+        source: "crm".into(),
+        purposes: purposes.iter().map(|p| (*p).to_owned()).collect(),
+        collected_at: None,
+        provided_by_subject: true,
+    }
+}
+
+fn crm(id: &str) -> ExternalRef {
+    ExternalRef {
+        system: "crm".into(),
+        id: id.into(),
+    }
+}
+
+fn ola() -> NewSubject {
+    NewSubject {
+        email: EMAIL.into(),
+        phone: PHONE.into(),
+        national_id: national_id("010190"),
+        external_refs: vec![
+            crm("cust-1001"),
+            ExternalRef {
+                system: "accounting".into(),
+                id: "K-77".into(),
+            },
+        ],
+        records: vec![
+            rec(DataCategory::Contact, "address", ADDRESS, &["newsletter"]),
+            rec(DataCategory::Financial, "salary", SALARY, &["payroll"]),
+        ],
+        relationship_end_time: None,
+    }
+}
+
+fn email_only(email: &str) -> NewSubject {
+    NewSubject {
+        email: email.into(),
+        ..Default::default()
+    }
+}
+
+fn code(e: SubjectError) -> tonic::Code {
+    ApiError::from(e).code()
+}
+
+fn fields(e: SubjectError) -> Vec<String> {
+    match ApiError::from(e) {
+        ApiError::InvalidArgument(v) => v.into_iter().map(|v| v.field).collect(),
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    }
+}
+
+async fn count(db: &DatabaseConnection, table: &str) -> i64 {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT COUNT(*) AS n FROM {table}"),
+        ))
+        .await
+        .expect("count")
+        .expect("a row");
+    row.try_get::<i64>("", "n").expect("n")
+}
+
+/// The outbox's state changes, in order.
+async fn outbox(db: &DatabaseConnection) -> Vec<(String, consents::SubjectStateChange)> {
+    vern_kit::outbox::entity::Entity::find()
+        .all(db)
+        .await
+        .expect("outbox")
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.topic, "subject_state");
+            (
+                r.tenant_id,
+                consents::SubjectStateChange::decode(r.payload.as_slice()).expect("payload"),
+            )
+        })
+        .collect()
+}
+
+// ---- tests ----
+
+async fn create_get_and_find_by_every_identifier(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let fnr = national_id("010190");
+    let s = e.s.create(&a, ola(), None).await.expect("create");
+    assert_eq!(s.state, SubjectState::Active);
+    assert_eq!(s.tenant_id, "dept-a");
+    assert_eq!(s.identifiers.email.as_deref(), Some(EMAIL_NORMALISED));
+    assert_eq!(s.identifiers.phone.as_deref(), Some(PHONE_NORMALISED));
+    assert_eq!(s.identifiers.national_id.as_deref(), Some(fnr.as_str()));
+    assert_eq!(
+        s.identifiers.national_id_kind,
+        Some(NationalIdKind::Fodselsnummer)
+    );
+    assert_eq!(s.external_refs.len(), 2);
+    let values: Vec<&str> = s.records.iter().map(|r| r.data.value.as_str()).collect();
+    assert_eq!(values, [ADDRESS, SALARY]);
+    assert_eq!(s.version, 1);
+
+    let full = e.s.get(&a, &s.subject_id, View::Full).await.expect("get");
+    assert_eq!(full, s);
+    let basic =
+        e.s.get(&a, &s.subject_id, View::Basic)
+            .await
+            .expect("basic");
+    assert_eq!(basic.identifiers.email, None, "BASIC decrypts nothing");
+    assert_eq!(basic.identifiers.national_id_kind, None);
+    assert!(basic.records.iter().all(|r| r.data.value.is_empty()));
+    assert_eq!(basic.records.len(), 2, "record metadata is shown");
+    assert_eq!(basic.external_refs, s.external_refs);
+
+    let spaced = format!("{} {}", &fnr[..6], &fnr[6..]);
+    let lookups: Vec<(&str, Lookup)> = vec![
+        (
+            "email, other case",
+            Lookup::Identifier(Email, "  OLA.NORDMANN@example.no".into()),
+        ),
+        (
+            "phone with +47",
+            Lookup::Identifier(Phone, "+47 41 23 45 67".into()),
+        ),
+        (
+            "phone with 0047",
+            Lookup::Identifier(Phone, "004741234567".into()),
+        ),
+        (
+            "national id, spaced",
+            Lookup::Identifier(NationalId, spaced),
+        ),
+        ("crm reference", Lookup::ExternalRef(crm("cust-1001"))),
+        (
+            "accounting reference",
+            Lookup::ExternalRef(ExternalRef {
+                system: "accounting".into(),
+                id: "K-77".into(),
+            }),
+        ),
+    ];
+    for (name, by) in lookups {
+        let found = e.s.find(&a, by, View::Basic).await.expect(name);
+        assert_eq!(found.subject_id, s.subject_id, "{name}");
+    }
+    let misses: Vec<(&str, Lookup, tonic::Code)> = vec![
+        (
+            "unknown email",
+            Lookup::Identifier(Email, "kari@example.no".into()),
+            tonic::Code::NotFound,
+        ),
+        (
+            "unknown ref",
+            Lookup::ExternalRef(crm("cust-9")),
+            tonic::Code::NotFound,
+        ),
+        (
+            "bad email",
+            Lookup::Identifier(Email, "no-at-sign".into()),
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            "empty phone",
+            Lookup::Identifier(Phone, String::new()),
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            "bad ref",
+            Lookup::ExternalRef(crm("")),
+            tonic::Code::InvalidArgument,
+        ),
+    ];
+    for (name, by, want) in misses {
+        let err = e.s.find(&a, by, View::Basic).await.expect_err(name);
+        assert_eq!(code(err), want, "{name}");
+    }
+    let err =
+        e.s.get(&a, "not-a-uuid", View::Full)
+            .await
+            .expect_err("malformed");
+    assert_eq!(fields(err), ["subject_id"]);
+    let err =
+        e.s.get(&a, &uuid::Uuid::now_v7().to_string(), View::Full)
+            .await
+            .expect_err("unknown");
+    assert_eq!(code(err), tonic::Code::NotFound);
+    e.done().await;
+}
+
+async fn identifiers_and_references_are_unique_per_tenant(target: DbTarget) {
+    let e = env(target).await;
+    let (a, b) = (tenant_a(), tenant_b());
+    e.s.create(&a, ola(), None).await.expect("ola");
+    let cases: Vec<(&str, NewSubject, tonic::Code)> = vec![
+        (
+            "same e-mail, other case",
+            email_only("OLA.nordmann@example.no"),
+            tonic::Code::AlreadyExists,
+        ),
+        (
+            "same phone, other form",
+            NewSubject {
+                phone: "+4741234567".into(),
+                ..Default::default()
+            },
+            tonic::Code::AlreadyExists,
+        ),
+        (
+            "same national id",
+            NewSubject {
+                national_id: national_id("010190"),
+                ..Default::default()
+            },
+            tonic::Code::AlreadyExists,
+        ),
+        (
+            "same external reference",
+            NewSubject {
+                external_refs: vec![crm("cust-1001")],
+                ..Default::default()
+            },
+            tonic::Code::AlreadyExists,
+        ),
+    ];
+    for (name, new, want) in cases {
+        let err = e.s.create(&a, new.clone(), None).await.expect_err(name);
+        assert_eq!(code(err), want, "{name}");
+        // Another tenant (controller) may hold the same person as its own subject.
+        e.s.create(&b, new, None).await.expect(name);
+    }
+    assert_eq!(count(e.db(), "subjects").await, 5, "1 in A, 4 in B");
+    assert_eq!(
+        count(e.keys_db(), "subject_keys").await,
+        5,
+        "no orphan keys"
+    );
+    e.done().await;
+}
+
+async fn bad_input_is_invalid_argument_and_writes_nothing(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let fnr = national_id("010190");
+    let wrong_check = format!("{}{}", &fnr[..10], (fnr.as_bytes()[10] - b'0' + 1) % 10);
+    let cases: Vec<(&str, NewSubject, Vec<&str>)> = vec![
+        ("bad e-mail", email_only("ola@@example"), vec!["email"]),
+        (
+            "bad fødselsnummer",
+            NewSubject {
+                national_id: wrong_check,
+                ..ola()
+            },
+            vec!["national_id"],
+        ),
+        (
+            "non-numeric national id",
+            NewSubject {
+                national_id: "0101901234A".into(),
+                ..ola()
+            },
+            vec!["national_id"],
+        ),
+        (
+            "bad phone",
+            NewSubject {
+                phone: "12".into(),
+                ..ola()
+            },
+            vec!["phone"],
+        ),
+        (
+            "bad record",
+            NewSubject {
+                records: vec![
+                    rec(DataCategory::Contact, "name", "Ola", &["newsletter"]),
+                    rec(DataCategory::Contact, "email", "x", &["newsletter"]),
+                    RecordInput {
+                        category: None,
+                        ..rec(DataCategory::Contact, "x", "y", &["a-b"])
+                    },
+                ],
+                ..ola()
+            },
+            vec!["records[2].category"],
+        ),
+        ("nothing to identify", NewSubject::default(), vec!["email"]),
+        (
+            "several at once",
+            NewSubject {
+                email: "x".into(),
+                national_id: "123".into(),
+                external_refs: vec![crm(" ")],
+                ..Default::default()
+            },
+            vec!["email", "national_id", "external_refs[0].id"],
+        ),
+    ];
+    for (name, new, want) in cases {
+        let err = e.s.create(&a, new, None).await.expect_err(name);
+        assert_eq!(fields(err), want, "{name}");
+    }
+    for table in [
+        "subjects",
+        "subject_lookups",
+        "external_refs",
+        "records",
+        "outbox",
+        "idempotency_keys",
+    ] {
+        assert_eq!(count(e.db(), table).await, 0, "nothing written to {table}");
+    }
+    assert_eq!(
+        count(e.keys_db(), "subject_keys").await,
+        0,
+        "no key written"
+    );
+    e.done().await;
+}
+
+async fn tenants_are_isolated(target: DbTarget) {
+    let e = env(target).await;
+    let (a, b) = (tenant_a(), tenant_b());
+    let s = e.s.create(&a, ola(), None).await.expect("create");
+    let id = s.subject_id.as_str();
+    let not_found = tonic::Code::NotFound;
+    let results: Vec<(&str, Option<SubjectError>)> = vec![
+        ("get", e.s.get(&b, id, View::Full).await.err()),
+        (
+            "find by e-mail",
+            e.s.find(&b, Lookup::Identifier(Email, EMAIL.into()), View::Full)
+                .await
+                .err(),
+        ),
+        (
+            "find by ref",
+            e.s.find(&b, Lookup::ExternalRef(crm("cust-1001")), View::Full)
+                .await
+                .err(),
+        ),
+        (
+            "erase",
+            e.s.erase(&b, id, "Art. 17", vec![], None).await.err(),
+        ),
+        (
+            "restrict",
+            e.s.restrict(&b, id, "accuracy contested", None).await.err(),
+        ),
+        (
+            "update",
+            e.s.update(
+                &b,
+                id,
+                &["email".into()],
+                SubjectChanges {
+                    email: "x@example.no".into(),
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .err(),
+        ),
+        (
+            "add records",
+            e.s.add_records(
+                &b,
+                id,
+                vec![rec(DataCategory::Contact, "name", "x", &["newsletter"])],
+                None,
+            )
+            .await
+            .err(),
+        ),
+        (
+            "delete record",
+            e.s.delete_record(&b, id, &s.records[0].record_id, None)
+                .await
+                .err(),
+        ),
+    ];
+    for (name, err) in results {
+        assert_eq!(err.map(code), Some(not_found), "{name}");
+    }
+    let listed =
+        e.s.list(&b, None, 50, ListFilter::default(), View::Basic)
+            .await
+            .expect("list");
+    assert!(listed.items.is_empty());
+    // Nothing of A's changed.
+    let again = e.s.get(&a, id, View::Full).await.expect("get");
+    assert_eq!(again, s);
+    e.done().await;
+}
+
+async fn tenant_without_a_key_is_refused(target: DbTarget) {
+    let only_a = HashMap::from([("dept-a".to_owned(), TenantKey::from_bytes([9; KEY_LEN]))]);
+    let e = env_with(target, Keyring::new(None, only_a).expect("ring")).await;
+    e.s.create(&tenant_a(), ola(), None).await.expect("own key");
+    let err =
+        e.s.create(&tenant_b(), ola(), None)
+            .await
+            .expect_err("no key");
+    assert_eq!(code(err), tonic::Code::FailedPrecondition);
+    assert_eq!(count(e.db(), "subjects").await, 1);
+    e.done().await;
+}
+
+async fn create_is_idempotent_by_request_id(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let key = |body: &[u8]| {
+        e.s.request_key(&a, "req-1", "CreateSubject", body)
+            .expect("key")
+    };
+    let first = e.s.create(&a, ola(), key(b"ola")).await.expect("first");
+    let again = e.s.create(&a, ola(), key(b"ola")).await.expect("retry");
+    assert_eq!(first, again, "same id, same answer");
+    assert_eq!(count(e.db(), "subjects").await, 1, "one row");
+    assert_eq!(count(e.keys_db(), "subject_keys").await, 1, "one key");
+    assert_eq!(outbox(e.db()).await.len(), 1, "one notification");
+    let err =
+        e.s.create(&a, email_only("kari@example.no"), key(b"kari"))
+            .await
+            .expect_err("reused id");
+    assert_eq!(code(err), tonic::Code::FailedPrecondition);
+    assert_eq!(count(e.db(), "subjects").await, 1, "not written");
+    // The same request id in another tenant is another request.
+    let b = tenant_b();
+    let other =
+        e.s.request_key(&b, "req-1", "CreateSubject", b"ola")
+            .expect("key");
+    let in_b = e.s.create(&b, ola(), other).await.expect("other tenant");
+    assert_ne!(in_b.subject_id, first.subject_id);
+    assert!(
+        e.s.request_key(&a, "", "CreateSubject", b"x")
+            .expect("none")
+            .is_none()
+    );
+    let err =
+        e.s.request_key(&a, "bad id", "CreateSubject", b"x")
+            .expect_err("space");
+    assert_eq!(fields(err), ["request_id"]);
+    e.done().await;
+}
+
+async fn rectification_re_encrypts_and_moves_the_blind_index(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let s = e.s.create(&a, ola(), None).await.expect("ola");
+    let kari =
+        e.s.create(&a, email_only("kari@example.no"), None)
+            .await
+            .expect("kari");
+    let id = s.subject_id.as_str();
+    let d_number = national_id("410190");
+    let end = Utc::now() - Duration::days(3);
+    let changes = SubjectChanges {
+        email: "Ola@Nordmann.example".into(),
+        phone: String::new(),
+        national_id: d_number.clone(),
+        relationship_end_time: Some(end),
+        ..Default::default()
+    };
+    let mask: Vec<String> = ["email", "phone", "national_id", "relationship_end_time"]
+        .map(String::from)
+        .to_vec();
+    let before = e.db_subject(id).await;
+    let u =
+        e.s.update(&a, id, &mask, changes, None)
+            .await
+            .expect("rectify");
+    assert_eq!(u.identifiers.email.as_deref(), Some("ola@nordmann.example"));
+    assert_eq!(u.identifiers.phone, None, "cleared");
+    assert_eq!(
+        u.identifiers.national_id.as_deref(),
+        Some(d_number.as_str())
+    );
+    assert_eq!(
+        u.identifiers.national_id_kind,
+        Some(NationalIdKind::DNumber)
+    );
+    assert_eq!(
+        u.relationship_end_time.map(|t| t.timestamp()),
+        Some(end.timestamp())
+    );
+    assert_eq!(u.version, s.version, "not a state change");
+    assert_eq!(u.records, s.records, "records untouched");
+    let after = e.db_subject(id).await;
+    assert_ne!(after.email_ct, before.email_ct, "re-encrypted");
+    assert_eq!(after.phone_ct, None);
+
+    let finds: Vec<(&str, Lookup, bool)> = vec![
+        ("old e-mail", Lookup::Identifier(Email, EMAIL.into()), false),
+        (
+            "new e-mail",
+            Lookup::Identifier(Email, "ola@nordmann.example".into()),
+            true,
+        ),
+        (
+            "cleared phone",
+            Lookup::Identifier(Phone, PHONE.into()),
+            false,
+        ),
+        (
+            "old national id",
+            Lookup::Identifier(NationalId, national_id("010190")),
+            false,
+        ),
+        (
+            "new national id",
+            Lookup::Identifier(NationalId, d_number.clone()),
+            true,
+        ),
+    ];
+    for (name, by, hit) in finds {
+        let got = e.s.find(&a, by, View::Basic).await;
+        assert_eq!(got.is_ok(), hit, "{name}");
+    }
+    assert_eq!(
+        count(e.db(), "subject_lookups").await,
+        3,
+        "2 of ola, 1 of kari"
+    );
+
+    let refs = vec![crm("cust-2002")];
+    let u =
+        e.s.update(
+            &a,
+            id,
+            &["external_refs".into()],
+            SubjectChanges {
+                external_refs: refs.clone(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .expect("refs");
+    assert_eq!(u.external_refs, refs);
+    assert!(
+        e.s.find(&a, Lookup::ExternalRef(crm("cust-1001")), View::Basic)
+            .await
+            .is_err()
+    );
+
+    // Conflicts and bad input change nothing.
+    let err =
+        e.s.update(
+            &a,
+            id,
+            &["email".into()],
+            SubjectChanges {
+                email: "KARI@example.no".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .expect_err("taken");
+    assert_eq!(code(err), tonic::Code::AlreadyExists);
+    let err =
+        e.s.update(
+            &a,
+            &kari.subject_id,
+            &["external_refs".into()],
+            SubjectChanges {
+                external_refs: refs,
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .expect_err("ref taken");
+    assert_eq!(code(err), tonic::Code::AlreadyExists);
+    let bad: Vec<(&str, Vec<String>, SubjectChanges, Vec<&str>)> = vec![
+        (
+            "no mask",
+            vec![],
+            SubjectChanges::default(),
+            vec!["update_mask"],
+        ),
+        (
+            "unknown path",
+            vec!["state".into()],
+            SubjectChanges::default(),
+            vec!["update_mask.paths[0]"],
+        ),
+        (
+            "bad national id",
+            vec!["national_id".into()],
+            SubjectChanges {
+                national_id: "12345678901".into(),
+                ..Default::default()
+            },
+            vec!["subject.national_id"],
+        ),
+        (
+            "nothing left",
+            vec!["email".into()],
+            SubjectChanges::default(),
+            vec!["update_mask"],
+        ),
+    ];
+    let kari_id = kari.subject_id.as_str();
+    for (name, mask, changes, want) in bad {
+        let err =
+            e.s.update(&a, kari_id, &mask, changes, None)
+                .await
+                .expect_err(name);
+        assert_eq!(fields(err), want, "{name}");
+    }
+    let still = e.s.get(&a, kari_id, View::Full).await.expect("kari");
+    assert_eq!(still.identifiers.email.as_deref(), Some("kari@example.no"));
+    e.done().await;
+}
+
+impl Env {
+    async fn db_subject(&self, id: &str) -> subject::Model {
+        subject::Entity::find_by_id(("dept-a".to_owned(), id.to_owned()))
+            .one(self.db())
+            .await
+            .expect("read")
+            .expect("row")
+    }
+}
+
+async fn records_are_added_rectified_and_deleted(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let s =
+        e.s.create(&a, email_only("ola@example.no"), None)
+            .await
+            .expect("create");
+    let id = s.subject_id.as_str();
+    let collected = vern_kit::time::now() - Duration::days(400);
+    let added =
+        e.s.add_records(
+            &a,
+            id,
+            vec![
+                RecordInput {
+                    collected_at: Some(collected),
+                    ..rec(DataCategory::Employment, "title", "Rådgiver", &["payroll"])
+                },
+                rec(
+                    DataCategory::Behaviour,
+                    "event-attended",
+                    "Klimafrokost 2024",
+                    &["event-invitations"],
+                ),
+            ],
+            None,
+        )
+        .await
+        .expect("add");
+    assert_eq!(added.len(), 2);
+    assert_eq!(added[0].data.value, "Rådgiver");
+    assert_eq!(added[0].data.collected_at, collected);
+    let rid = added[0].record_id.clone();
+
+    let changes = RecordInput {
+        value: "Seniorrådgiver".into(),
+        field: "ignored".into(),
+        ..Default::default()
+    };
+    let u =
+        e.s.update_record(&a, id, &rid, &["value".into()], changes, None)
+            .await
+            .expect("rectify");
+    assert_eq!(u.data.value, "Seniorrådgiver");
+    assert_eq!(u.data.field, "title", "not in the mask");
+    let u =
+        e.s.update_record(
+            &a,
+            id,
+            &rid,
+            &["purposes".into(), "category".into()],
+            RecordInput {
+                purposes: vec!["payroll".into(), "invoicing".into()],
+                category: Some(DataCategory::Financial),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .expect("purposes");
+    assert_eq!(u.data.value, "Seniorrådgiver", "value kept");
+    assert_eq!(u.data.category, DataCategory::Financial);
+    assert_eq!(u.data.purposes, ["payroll", "invoicing"]);
+
+    let bad: Vec<(&str, Vec<RecordInput>, Vec<&str>)> = vec![
+        ("none", vec![], vec!["records"]),
+        (
+            "bad purposes",
+            vec![
+                rec(DataCategory::Contact, "name", "x", &[]),
+                rec(DataCategory::Contact, "name", "x", &["Not A Key"]),
+            ],
+            vec!["records[0].purposes", "records[1].purposes[0]"],
+        ),
+    ];
+    for (name, records, want) in bad {
+        let err =
+            e.s.add_records(&a, id, records, None)
+                .await
+                .expect_err(name);
+        assert_eq!(fields(err), want, "{name}");
+    }
+    let err =
+        e.s.update_record(
+            &a,
+            id,
+            &rid,
+            &["category".into()],
+            RecordInput::default(),
+            None,
+        )
+        .await
+        .expect_err("no category");
+    assert_eq!(fields(err), ["record.category"]);
+
+    e.s.delete_record(&a, id, &rid, None).await.expect("delete");
+    let err =
+        e.s.delete_record(&a, id, &rid, None)
+            .await
+            .expect_err("gone");
+    assert_eq!(code(err), tonic::Code::NotFound);
+    let got = e.s.get(&a, id, View::Full).await.expect("get");
+    assert_eq!(got.records.len(), 1);
+    assert_eq!(got.records[0].data.value, "Klimafrokost 2024");
+
+    // A record of another subject is not this subject's.
+    let other =
+        e.s.create(&a, email_only("kari@example.no"), None)
+            .await
+            .expect("kari");
+    let err =
+        e.s.delete_record(&a, &other.subject_id, &got.records[0].record_id, None)
+            .await
+            .expect_err("not hers");
+    assert_eq!(code(err), tonic::Code::NotFound);
+
+    // A restricted subject's data may only be stored.
+    e.s.restrict(&a, id, "accuracy contested (Art. 18(1)(a))", None)
+        .await
+        .expect("restrict");
+    let err =
+        e.s.add_records(
+            &a,
+            id,
+            vec![rec(DataCategory::Contact, "name", "x", &["newsletter"])],
+            None,
+        )
+        .await
+        .expect_err("restricted");
+    assert_eq!(code(err), tonic::Code::FailedPrecondition);
+    e.done().await;
+}
+
+async fn subjects_page_in_order_with_filters(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let mut ids = vec![];
+    for i in 0..5 {
+        let new = NewSubject {
+            email: format!("person{i}@example.no"),
+            external_refs: if i % 2 == 0 {
+                vec![crm(&format!("c-{i}"))]
+            } else {
+                vec![]
+            },
+            ..Default::default()
+        };
+        ids.push(e.s.create(&a, new, None).await.expect("create").subject_id);
+    }
+    e.s.create(&tenant_b(), email_only("person0@example.no"), None)
+        .await
+        .expect("b");
+    e.s.restrict(&a, &ids[1], "objection pending", None)
+        .await
+        .expect("restrict");
+
+    let mut seen = vec![];
+    let mut cursor: Option<String> = None;
+    loop {
+        let page =
+            e.s.list(&a, cursor.as_deref(), 2, ListFilter::default(), View::Basic)
+                .await
+                .expect("page");
+        assert!(page.items.len() <= 2);
+        assert!(
+            page.items.iter().all(|s| s.identifiers.email.is_none()),
+            "BASIC"
+        );
+        seen.extend(page.items.iter().map(|s| s.subject_id.clone()));
+        if !page.more {
+            break;
+        }
+        cursor = page.items.last().map(vern_subjects::service::cursor);
+    }
+    assert_eq!(seen, ids, "every subject once, in creation order");
+
+    let cases: Vec<(&str, ListFilter, Vec<&String>)> = vec![
+        (
+            "restricted",
+            ListFilter {
+                state: Some(SubjectState::Restricted),
+                ..Default::default()
+            },
+            vec![&ids[1]],
+        ),
+        (
+            "in crm",
+            ListFilter {
+                external_system: Some("crm".into()),
+                ..Default::default()
+            },
+            vec![&ids[0], &ids[2], &ids[4]],
+        ),
+        (
+            "active in crm",
+            ListFilter {
+                state: Some(SubjectState::Active),
+                external_system: Some("crm".into()),
+            },
+            vec![&ids[0], &ids[2], &ids[4]],
+        ),
+        (
+            "in accounting",
+            ListFilter {
+                external_system: Some("accounting".into()),
+                ..Default::default()
+            },
+            vec![],
+        ),
+    ];
+    for (name, filter, want) in cases {
+        let page =
+            e.s.list(&a, None, 50, filter, View::Basic)
+                .await
+                .expect(name);
+        let got: Vec<&String> = page.items.iter().map(|s| &s.subject_id).collect();
+        assert_eq!(got, want, "{name}");
+    }
+    let full =
+        e.s.list(&a, None, 1, ListFilter::default(), View::Full)
+            .await
+            .expect("full");
+    assert_eq!(
+        full.items[0].identifiers.email.as_deref(),
+        Some("person0@example.no")
+    );
+    let err =
+        e.s.list(&a, Some("garbage"), 2, ListFilter::default(), View::Basic)
+            .await
+            .expect_err("cursor");
+    assert_eq!(fields(err), ["page_token"]);
+    e.done().await;
+}
+
+/// One delivered batch: tenant, topic, payloads.
+type Delivered = (String, String, Vec<Vec<u8>>);
+
+/// Records what the relay delivers; fails while `fail` is set.
+#[derive(Default)]
+struct FakeConsents {
+    got: Mutex<Vec<Delivered>>,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Deliver for FakeConsents {
+    async fn deliver(
+        &self,
+        tenant: &str,
+        topic: &str,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<(), String> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("consents unavailable".into());
+        }
+        self.got
+            .lock()
+            .expect("lock")
+            .push((tenant.to_owned(), topic.to_owned(), payloads));
+        Ok(())
+    }
+}
+
+async fn state_changes_land_in_the_outbox_with_increasing_versions(target: DbTarget) {
+    use consents::SubjectState as C;
+    let e = env(target).await;
+    let a = tenant_a();
+    let s = e.s.create(&a, ola(), None).await.expect("create");
+    let id = s.subject_id.as_str();
+    let r =
+        e.s.restrict(&a, id, "accuracy contested", None)
+            .await
+            .expect("restrict");
+    assert_eq!(r.state, SubjectState::Restricted);
+    assert_eq!(r.restriction_reason, "accuracy contested");
+    assert!(r.restrict_time.is_some());
+    let again = e.s.restrict(&a, id, "again", None).await.expect("no-op");
+    assert_eq!(
+        again.version, r.version,
+        "restricting a restricted subject changes nothing"
+    );
+    let l =
+        e.s.lift_restriction(&a, id, "verified", None)
+            .await
+            .expect("lift");
+    assert_eq!(l.state, SubjectState::Active);
+    assert_eq!(l.restrict_time, None);
+    let err =
+        e.s.lift_restriction(&a, id, "verified", None)
+            .await
+            .expect_err("not restricted");
+    assert_eq!(code(err), tonic::Code::FailedPrecondition);
+    let err = e.s.restrict(&a, id, " ", None).await.expect_err("reason");
+    assert_eq!(fields(err), ["reason"]);
+    e.s.restrict(&a, id, "objection", None)
+        .await
+        .expect("restrict");
+    e.s.erase(&a, id, "Art. 17 request", vec![], None)
+        .await
+        .expect("erase");
+    let other =
+        e.s.create(&tenant_b(), email_only("x@example.no"), None)
+            .await
+            .expect("b");
+
+    let changes = outbox(e.db()).await;
+    let got: Vec<(&str, &str, i32, i64)> = changes
+        .iter()
+        .map(|(t, c)| (t.as_str(), c.subject_id.as_str(), c.state, c.version))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("dept-a", id, C::Active as i32, 1),
+            ("dept-a", id, C::Restricted as i32, 2),
+            ("dept-a", id, C::Active as i32, 3),
+            ("dept-a", id, C::Restricted as i32, 4),
+            ("dept-a", id, C::Erased as i32, 5),
+            ("dept-b", other.subject_id.as_str(), C::Active as i32, 1),
+        ]
+    );
+    assert!(changes.iter().all(|(_, c)| c.change_time.is_some()));
+
+    // The relay delivers per tenant, in order, and keeps what failed.
+    let fake = FakeConsents::default();
+    fake.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(deliver_once(e.db(), &fake, 100).await.is_err());
+    assert_eq!(outbox(e.db()).await.len(), 6, "kept for a retry");
+    fake.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(deliver_once(e.db(), &fake, 100).await, Ok(6));
+    assert!(outbox(e.db()).await.is_empty());
+    let got = fake.got.lock().expect("lock").clone();
+    assert_eq!(got.len(), 2, "one batch per tenant");
+    assert_eq!(
+        (got[0].0.as_str(), got[0].1.as_str(), got[0].2.len()),
+        ("dept-a", "subject_state", 5)
+    );
+    let req = vern_subjects::relay::batch_request(&got[0].2);
+    let versions: Vec<i64> = req.changes.iter().map(|c| c.version).collect();
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert_eq!(got[1].0, "dept-b");
+    e.done().await;
+}
+
+async fn erased_subject_is_a_tombstone(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let s = e.s.create(&a, ola(), None).await.expect("create");
+    let id = s.subject_id.as_str();
+    let key =
+        e.s.request_key(&a, "erase-1", "EraseSubject", b"erase")
+            .expect("key");
+    let out =
+        e.s.erase(&a, id, "Art. 17 request", vec![], key.clone())
+            .await
+            .expect("erase");
+    assert!(out.fully_erased);
+    assert_eq!(out.state, SubjectState::Erased);
+    assert_eq!(out.erased_record_count, 2);
+    assert_eq!(
+        e.s.erase(&a, id, "Art. 17 request", vec![], key)
+            .await
+            .expect("retry"),
+        out
+    );
+    let again =
+        e.s.erase(&a, id, "again", vec![], None)
+            .await
+            .expect("repeat");
+    assert!(again.fully_erased);
+    assert_eq!(again.erase_time, out.erase_time);
+    assert_eq!(again.erased_record_count, 0);
+
+    for view in [View::Full, View::Basic] {
+        let t = e.s.get(&a, id, view).await.expect("tombstone");
+        assert_eq!(t.state, SubjectState::Erased);
+        assert_eq!(t.erase_time, Some(out.erase_time));
+        assert_eq!(t.identifiers, Default::default());
+        assert!(t.records.is_empty() && t.external_refs.is_empty());
+    }
+    let finds = [
+        Lookup::Identifier(Email, EMAIL.into()),
+        Lookup::Identifier(Phone, PHONE.into()),
+        Lookup::Identifier(NationalId, national_id("010190")),
+        Lookup::ExternalRef(crm("cust-1001")),
+    ];
+    for by in finds {
+        let err = e.s.find(&a, by, View::Basic).await.expect_err("erased");
+        assert_eq!(code(err), tonic::Code::NotFound);
+    }
+    let refused: Vec<(&str, Option<SubjectError>)> = vec![
+        ("restrict", e.s.restrict(&a, id, "x", None).await.err()),
+        (
+            "update",
+            e.s.update(
+                &a,
+                id,
+                &["email".into()],
+                SubjectChanges {
+                    email: "n@example.no".into(),
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .err(),
+        ),
+        (
+            "add records",
+            e.s.add_records(
+                &a,
+                id,
+                vec![rec(DataCategory::Contact, "name", "x", &["newsletter"])],
+                None,
+            )
+            .await
+            .err(),
+        ),
+    ];
+    for (name, err) in refused {
+        assert_eq!(
+            err.map(code),
+            Some(tonic::Code::FailedPrecondition),
+            "{name}"
+        );
+    }
+    let row = e.db_subject(id).await;
+    assert_eq!(
+        (
+            row.email_ct,
+            row.phone_ct,
+            row.national_id_ct,
+            row.national_id_kind
+        ),
+        (None, None, None, None)
+    );
+    for table in ["subject_lookups", "external_refs", "records"] {
+        assert_eq!(count(e.db(), table).await, 0, "{table} emptied");
+    }
+    assert_eq!(
+        e.s.key_store().get("dept-a", id).await.expect("read"),
+        None,
+        "key shredded"
+    );
+    // The same e-mail may register again: a new subject.
+    let new =
+        e.s.create(&a, email_only(EMAIL), None)
+            .await
+            .expect("re-register");
+    assert_ne!(new.subject_id, id);
+    e.done().await;
+}
+
+async fn erasure_with_retained_records_restricts_until_purged(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let mut new = ola();
+    new.records.push(rec(
+        DataCategory::Financial,
+        "invoice",
+        "Faktura 2024-117",
+        &["invoicing"],
+    ));
+    let s = e.s.create(&a, new, None).await.expect("create");
+    let id = s.subject_id.as_str();
+    let invoice = s
+        .records
+        .iter()
+        .find(|r| r.data.field == "invoice")
+        .expect("invoice");
+    let until = vern_kit::time::now() + Duration::days(5 * 365);
+    let keep = Retain {
+        record_id: invoice.record_id.clone(),
+        retain_until_time: Some(until),
+        legal_reference: "bokføringsloven § 13".into(),
+    };
+    let err =
+        e.s.erase(
+            &a,
+            id,
+            "Art. 17",
+            vec![Retain {
+                record_id: uuid::Uuid::now_v7().to_string(),
+                ..keep.clone()
+            }],
+            None,
+        )
+        .await
+        .expect_err("unknown record");
+    assert_eq!(fields(err), ["retain[0].record_id"]);
+
+    let out =
+        e.s.erase(&a, id, "Art. 17 request", vec![keep.clone()], None)
+            .await
+            .expect("erase");
+    assert!(!out.fully_erased);
+    assert_eq!(out.state, SubjectState::Restricted);
+    assert_eq!(out.erased_record_count, 2);
+    assert_eq!(out.retained, vec![keep.clone()]);
+    let got = e.s.get(&a, id, View::Full).await.expect("get");
+    assert_eq!(got.state, SubjectState::Restricted);
+    assert!(got.erase_request_time.is_some());
+    assert_eq!(got.identifiers, Default::default(), "identifiers always go");
+    assert_eq!(
+        got.external_refs.len(),
+        2,
+        "references stay while records are kept"
+    );
+    assert_eq!(got.records.len(), 1);
+    let kept = &got.records[0];
+    assert!(kept.restricted);
+    assert_eq!(
+        kept.data.value, "Faktura 2024-117",
+        "still readable: the key is kept"
+    );
+    assert_eq!(kept.legal_reference, "bokføringsloven § 13");
+    assert!(
+        e.s.find(&a, Lookup::Identifier(Email, EMAIL.into()), View::Basic)
+            .await
+            .is_err()
+    );
+    let refused: Vec<(&str, Option<SubjectError>)> = vec![
+        ("lift", e.s.lift_restriction(&a, id, "x", None).await.err()),
+        (
+            "delete kept",
+            e.s.delete_record(&a, id, &kept.record_id, None).await.err(),
+        ),
+    ];
+    for (name, err) in refused {
+        assert_eq!(
+            err.map(code),
+            Some(tonic::Code::FailedPrecondition),
+            "{name}"
+        );
+    }
+
+    // An ordinary sweep never touches kept records; the end of the duty does.
+    let sweep = |retain_until_before: Option<DateTime<Utc>>, dry_run: bool| PurgeRequest {
+        filter: PurgeFilter {
+            older_than: retain_until_before
+                .is_none()
+                .then(|| until + Duration::days(1)),
+            retain_until_before,
+            ..Default::default()
+        },
+        action: Some(PurgeAction::Delete),
+        dry_run,
+        limit: 0,
+        policy_id: "bokforing-5y".into(),
+    };
+    let out = e.s.purge(&a, sweep(None, true), None).await.expect("dry");
+    assert_eq!(out.matched_count, 0);
+    let out =
+        e.s.purge(&a, sweep(Some(until - Duration::days(1)), false), None)
+            .await
+            .expect("early");
+    assert_eq!(out.purged_count, 0, "duty not over");
+    let out =
+        e.s.purge(&a, sweep(Some(until + Duration::days(1)), false), None)
+            .await
+            .expect("due");
+    assert_eq!(out.purged_count, 1);
+    assert_eq!(out.erased_subject_ids, vec![id.to_owned()]);
+    let t = e.s.get(&a, id, View::Full).await.expect("tombstone");
+    assert_eq!(t.state, SubjectState::Erased);
+    assert!(t.erase_time.is_some());
+    assert_eq!(
+        e.s.key_store().get("dept-a", id).await.expect("read"),
+        None,
+        "key shredded"
+    );
+    assert_eq!(count(e.db(), "external_refs").await, 0);
+    let states: Vec<i32> = outbox(e.db())
+        .await
+        .into_iter()
+        .map(|(_, c)| c.state)
+        .collect();
+    use consents::SubjectState as C;
+    assert_eq!(
+        states,
+        [C::Active as i32, C::Restricted as i32, C::Erased as i32]
+    );
+    e.done().await;
+}
+
+// ---- raw table scans ----
+
+async fn tables(db: &DatabaseConnection) -> Vec<String> {
+    let sql = match db.get_database_backend() {
+        DbBackend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table'",
+        _ => {
+            "SELECT table_name::text AS name FROM information_schema.tables WHERE table_schema = current_schema()"
+        }
+    };
+    db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .expect("tables")
+        .iter()
+        .map(|r| r.try_get::<String>("", "name").expect("name"))
+        .collect()
+}
+
+/// Every cell rendered: blobs as their bytes and hex, everything else as text.
+fn render(row: &QueryResult, col: &str) -> Vec<u8> {
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+    if let Ok(v) = row.try_get::<Option<Vec<u8>>>("", col) {
+        let b = v.unwrap_or_default();
+        let mut out = b.clone();
+        out.extend_from_slice(hex(&b).as_bytes());
+        return out;
+    }
+    let text = if let Ok(v) = row.try_get::<Option<String>>("", col) {
+        v
+    } else if let Ok(v) = row.try_get::<Option<i64>>("", col) {
+        v.map(|x| x.to_string())
+    } else if let Ok(v) = row.try_get::<Option<i32>>("", col) {
+        v.map(|x| x.to_string())
+    } else if let Ok(v) = row.try_get::<Option<bool>>("", col) {
+        v.map(|x| x.to_string())
+    } else if let Ok(v) = row.try_get::<Option<f64>>("", col) {
+        v.map(|x| x.to_string())
+    } else if let Ok(v) = row.try_get::<Option<DateTime<Utc>>>("", col) {
+        v.map(|x| x.to_rfc3339())
+    } else if let Ok(v) = row.try_get::<Option<chrono::NaiveDateTime>>("", col) {
+        v.map(|x| x.to_string())
+    } else {
+        panic!("column {col} could not be rendered")
+    };
+    text.unwrap_or_default().into_bytes()
+}
+
+/// (table.column, rendered cell) of every cell of every table.
+async fn dump(db: &DatabaseConnection) -> Vec<(String, Vec<u8>)> {
+    let mut out = vec![];
+    for table in tables(db).await {
+        let rows = db
+            .query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                format!("SELECT * FROM \"{table}\""),
+            ))
+            .await
+            .expect("select");
+        for row in &rows {
+            for col in row.column_names() {
+                out.push((format!("{table}.{col}"), render(row, &col)));
+            }
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn raw_tables_hold_no_plaintext_identifier(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let fnr = national_id("010190");
+    let key =
+        e.s.request_key(&a, "req-raw", "CreateSubject", b"ola")
+            .expect("key");
+    let s = e.s.create(&a, ola(), key).await.expect("create");
+    let old_email = "kari.nordmann@example.no";
+    let kari =
+        e.s.create(
+            &a,
+            NewSubject {
+                email: old_email.into(),
+                phone: "+46 70 123 45 67".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .expect("kari");
+    e.s.update(
+        &a,
+        &kari.subject_id,
+        &["email".into()],
+        SubjectChanges {
+            email: "kari@example.no".into(),
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .expect("rectify");
+    e.s.restrict(&a, &kari.subject_id, "accuracy contested", None)
+        .await
+        .expect("restrict");
+
+    let needles: Vec<&str> = vec![
+        EMAIL_NORMALISED,
+        "Ola.Nordmann",
+        PHONE_NORMALISED,
+        "41234567",
+        "+46701234567",
+        &fnr,
+        old_email,
+        "kari@example.no",
+        ADDRESS,
+        "Storgata",
+        SALARY,
+    ];
+    let mut cells = dump(e.db()).await;
+    cells.extend(dump(e.keys_db()).await);
+    let everything: Vec<u8> = cells.iter().flat_map(|(_, v)| v.clone()).collect();
+    // The scan sees the data (ids, field names, ciphertexts) …
+    assert!(contains(&everything, s.subject_id.as_bytes()));
+    assert!(
+        contains(&everything, b"salary"),
+        "record field names are metadata"
+    );
+    let wrapped = cells
+        .iter()
+        .filter(|(c, v)| c == "subject_keys.wrapped_key" && !v.is_empty())
+        .count();
+    assert_eq!(wrapped, 2, "both key rows read");
+    for c in [
+        "subjects.email_ct",
+        "records.value_ct",
+        "subject_lookups.digest",
+        "outbox.payload",
+        "idempotency_keys.response",
+    ] {
+        assert!(
+            cells.iter().any(|(n, v)| n == c && !v.is_empty()),
+            "{c} scanned"
+        );
+    }
+    // … and no personal data.
+    for (cell, value) in &cells {
+        for n in &needles {
+            assert!(!contains(value, n.as_bytes()), "{n:?} found in {cell}");
+        }
+    }
+    // On SQLite, the database files themselves (main, write-ahead log).
+    for t in [&e.main_target, &e.key_target] {
+        if let Some(path) = t
+            .url
+            .strip_prefix("sqlite://")
+            .and_then(|p| p.split('?').next())
+        {
+            for suffix in ["", "-wal"] {
+                let file = format!("{path}{suffix}");
+                let Ok(bytes) = std::fs::read(&file) else {
+                    continue;
+                };
+                for n in &needles {
+                    assert!(!contains(&bytes, n.as_bytes()), "{n:?} in {file}");
+                }
+            }
+        }
+    }
+    e.done().await;
+}
+
+async fn crypto_shredding_survives_restoring_rows_from_a_backup(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let s = e.s.create(&a, ola(), None).await.expect("create");
+    let id = s.subject_id.clone();
+    // The "backup": the subject's rows as they were before erasure.
+    let subject_copy = e.db_subject(&id).await;
+    let record_copies = record::Entity::find().all(e.db()).await.expect("records");
+    let lookup_copies = lookup::Entity::find().all(e.db()).await.expect("lookups");
+    assert_eq!(record_copies.len(), 2);
+    assert!(subject_copy.email_ct.is_some());
+
+    e.s.erase(&a, &id, "Art. 17 request", vec![], None)
+        .await
+        .expect("erase");
+
+    // Restore the main store's rows from the backup (the key store is not restored:
+    // it is backed up separately, with a retention shorter than the erasure deadline).
+    subject::Entity::update(subject_copy.clone().into_active_model().reset_all())
+        .exec(e.db())
+        .await
+        .expect("restore subject");
+    for r in record_copies {
+        record::Entity::insert(r.into_active_model())
+            .exec_without_returning(e.db())
+            .await
+            .expect("restore record");
+    }
+    for l in lookup_copies {
+        lookup::Entity::insert(l.into_active_model())
+            .exec_without_returning(e.db())
+            .await
+            .expect("restore lookup");
+    }
+    assert_eq!(
+        e.db_subject(&id).await,
+        subject_copy,
+        "ciphertexts are back"
+    );
+
+    // The rows are back, but nothing decrypts: the data key is gone.
+    assert_eq!(
+        e.s.key_store().get("dept-a", &id).await.expect("read"),
+        None
+    );
+    let err =
+        e.s.get(&a, &id, View::Full)
+            .await
+            .expect_err("undecryptable");
+    assert_eq!(code(err), tonic::Code::FailedPrecondition);
+    let found =
+        e.s.find(&a, Lookup::Identifier(Email, EMAIL.into()), View::Full)
+            .await;
+    assert!(
+        found.is_err(),
+        "the restored blind index leads to undecryptable rows"
+    );
+    let basic = e.s.get(&a, &id, View::Basic).await.expect("metadata only");
+    assert!(basic.records.iter().all(|r| r.data.value.is_empty()));
+    // Not even a fresh key for the same subject opens them (AES-GCM authenticates).
+    let fresh = vern_subjects::domain::crypto::DataKey::generate();
+    let aad = vern_subjects::domain::identifier_aad("dept-a", &id, Email);
+    let ct = subject_copy.email_ct.expect("ct");
+    assert!(vern_subjects::domain::crypto::open(&fresh, &ct, &aad).is_err());
+    // Erasing again cleans the restored rows up.
+    let out =
+        e.s.erase(&a, &id, "restored from backup", vec![], None)
+            .await
+            .expect("erase again");
+    assert!(out.fully_erased);
+    assert_eq!(count(e.db(), "records").await, 0);
+    assert_eq!(count(e.db(), "subject_lookups").await, 0);
+    e.done().await;
+}
+
+async fn purge_dry_run_real_run_and_exclusions(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let now = vern_kit::time::now();
+    let old = now - Duration::days(3 * 365);
+    let recent = now - Duration::days(30);
+    let subject_with = |email: &str| NewSubject {
+        email: email.into(),
+        records: vec![
+            RecordInput {
+                collected_at: Some(old),
+                ..rec(
+                    DataCategory::Communications,
+                    "email-thread",
+                    "Hei!",
+                    &["customer-service"],
+                )
+            },
+            RecordInput {
+                collected_at: Some(recent),
+                ..rec(
+                    DataCategory::Communications,
+                    "email-thread",
+                    "Takk",
+                    &["customer-service"],
+                )
+            },
+            RecordInput {
+                collected_at: Some(old),
+                ..rec(
+                    DataCategory::Behaviour,
+                    "event-attended",
+                    "Frokost",
+                    &["event-invitations", "newsletter"],
+                )
+            },
+        ],
+        ..Default::default()
+    };
+    let s1 =
+        e.s.create(&a, subject_with("one@example.no"), None)
+            .await
+            .expect("1");
+    let s2 =
+        e.s.create(&a, subject_with("two@example.no"), None)
+            .await
+            .expect("2");
+    let held =
+        e.s.create(&a, subject_with("held@example.no"), None)
+            .await
+            .expect("held");
+    let restricted =
+        e.s.create(&a, subject_with("restricted@example.no"), None)
+            .await
+            .expect("r");
+    e.s.restrict(
+        &a,
+        &restricted.subject_id,
+        "kept for legal claims (Art. 18(1)(c))",
+        None,
+    )
+    .await
+    .expect("restrict");
+    e.s.create(&tenant_b(), subject_with("one@example.no"), None)
+        .await
+        .expect("b");
+
+    let base = PurgeRequest {
+        filter: PurgeFilter {
+            older_than: Some(now - Duration::days(365)),
+            exclude_subject_ids: vec![held.subject_id.clone()],
+            ..Default::default()
+        },
+        action: Some(PurgeAction::Delete),
+        dry_run: true,
+        limit: 0,
+        policy_id: "p1".into(),
+    };
+    let with = |f: fn(&mut PurgeRequest)| {
+        let mut r = base.clone();
+        f(&mut r);
+        r
+    };
+    // (name, request, matched on a dry run)
+    let cases: Vec<(&str, PurgeRequest, i64)> = vec![
+        ("old, not held, active", base.clone(), 4),
+        (
+            "communications",
+            with(|r| r.filter.category = Some(DataCategory::Communications)),
+            2,
+        ),
+        (
+            "purpose newsletter",
+            with(|r| r.filter.purpose = Some("newsletter".into())),
+            2,
+        ),
+        (
+            "purpose prefix does not match",
+            with(|r| r.filter.purpose = Some("news".into())),
+            0,
+        ),
+        (
+            "field",
+            with(|r| r.filter.field = Some("event-attended".into())),
+            2,
+        ),
+        (
+            "all ANDed",
+            with(|r| {
+                r.filter.category = Some(DataCategory::Behaviour);
+                r.filter.purpose = Some("event-invitations".into());
+                r.filter.field = Some("email-thread".into());
+            }),
+            0,
+        ),
+        (
+            "nothing excluded",
+            with(|r| r.filter.exclude_subject_ids.clear()),
+            6,
+        ),
+        (
+            "relationship not ended",
+            with(|r| r.filter.relationship_end_before = Some(Utc::now())),
+            0,
+        ),
+    ];
+    for (name, req, want) in cases {
+        let out = e.s.purge(&a, req, None).await.expect(name);
+        assert_eq!(out.matched_count, want, "{name}");
+        assert_eq!(out.items.len() as i64, want, "{name}");
+        assert_eq!(out.purged_count, 0, "{name}: dry run");
+        assert!(
+            out.items
+                .iter()
+                .all(|i| i.subject_id != restricted.subject_id),
+            "{name}: Art. 18"
+        );
+        if name != "nothing excluded" {
+            assert!(
+                out.items.iter().all(|i| i.subject_id != held.subject_id),
+                "{name}: legal hold"
+            );
+        }
+    }
+    let limited =
+        e.s.purge(&a, with(|r| r.limit = 3), None)
+            .await
+            .expect("limited");
+    assert_eq!(
+        (
+            limited.matched_count,
+            limited.items.len(),
+            limited.truncated
+        ),
+        (4, 3, true)
+    );
+    assert_eq!(
+        count(e.db(), "records").await,
+        15,
+        "dry runs change nothing"
+    );
+    let err =
+        e.s.purge(&a, with(|r| r.filter.older_than = None), None)
+            .await
+            .expect_err("no age");
+    assert_eq!(fields(err), ["older_than"]);
+
+    // Real run: deletes old communications, bounded and idempotent.
+    let real = with(|r| {
+        r.dry_run = false;
+        r.limit = 1;
+        r.filter.category = Some(DataCategory::Communications);
+    });
+    let key = || {
+        e.s.request_key(&a, "sweep-1", "PurgeRecords", b"sweep")
+            .expect("key")
+    };
+    let first = e.s.purge(&a, real.clone(), key()).await.expect("purge");
+    assert_eq!(
+        (first.matched_count, first.purged_count, first.truncated),
+        (1, 1, true)
+    );
+    assert!(first.items.is_empty());
+    let retry = e.s.purge(&a, real.clone(), key()).await.expect("retry");
+    assert_eq!(retry, first, "same answer");
+    assert_eq!(count(e.db(), "records").await, 14, "one deleted once");
+    let rest =
+        e.s.purge(&a, PurgeRequest { limit: 0, ..real }, None)
+            .await
+            .expect("rest");
+    assert_eq!((rest.purged_count, rest.truncated), (1, false));
+
+    // Anonymise: the value and the link to the subject go, the metadata stays.
+    let anon = with(|r| {
+        r.dry_run = false;
+        r.action = Some(PurgeAction::Anonymise);
+    });
+    let out = e.s.purge(&a, anon.clone(), None).await.expect("anonymise");
+    assert_eq!(out.purged_count, 2, "the old events of s1 and s2");
+    for s in [&s1, &s2] {
+        let got = e.s.get(&a, &s.subject_id, View::Full).await.expect("get");
+        let fields: Vec<&str> = got.records.iter().map(|r| r.data.field.as_str()).collect();
+        assert_eq!(fields, ["email-thread"], "only the recent thread is left");
+        assert_eq!(got.records[0].data.value, "Takk");
+    }
+    let detached: Vec<record::Model> = record::Entity::find()
+        .all(e.db())
+        .await
+        .expect("records")
+        .into_iter()
+        .filter(|r| r.subject_id.is_none())
+        .collect();
+    assert_eq!(detached.len(), 2);
+    for r in &detached {
+        assert_eq!(
+            (r.value_ct.as_ref(), r.field.as_str(), r.category.as_str()),
+            (None, "event-attended", "BEHAVIOUR")
+        );
+        assert_eq!(r.collected_at, vern_subjects::service::month_start(old));
+    }
+    assert_eq!(
+        e.s.purge(&a, anon, None).await.expect("again").purged_count,
+        0,
+        "anonymous records are out of scope"
+    );
+
+    // The held and the restricted subjects kept everything.
+    for s in [&held, &restricted] {
+        let got = e.s.get(&a, &s.subject_id, View::Full).await.expect("get");
+        assert_eq!(got.records.len(), 3);
+    }
+    e.done().await;
+}
