@@ -21,7 +21,7 @@ use crate::remote::Client;
 /// What happened to one row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowOutcome {
-    /// Created now (or replayed from an earlier run of the same row).
+    /// Created by this run.
     Created,
     /// A subject with this identifier or reference already exists.
     AlreadyPresent,
@@ -107,13 +107,24 @@ pub async fn import_csv(
         indicatif::ProgressBar::hidden()
     };
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let started = prost_types::Timestamp::from(std::time::SystemTime::now());
     let mut tasks = tokio::task::JoinSet::new();
     for (line, email, phone, national_id, refs) in rows {
         let permit = permits.clone().acquire_owned().await?;
         let client = client.clone();
         let request_id = row_request_id(tenant, &email, &phone, &national_id, &refs);
+        let started = started.clone();
         tasks.spawn(async move {
-            let outcome = import_row(&client, email, phone, national_id, &refs, request_id).await;
+            let outcome = import_row(
+                &client,
+                email,
+                phone,
+                national_id,
+                &refs,
+                request_id,
+                &started,
+            )
+            .await;
             drop(permit);
             (line, outcome)
         });
@@ -170,6 +181,7 @@ async fn import_row(
     national_id: String,
     refs: &str,
     request_id: String,
+    started: &prost_types::Timestamp,
 ) -> RowOutcome {
     let external_refs = match parse_refs(refs) {
         Ok(r) => r,
@@ -189,7 +201,13 @@ async fn import_row(
         ..Default::default()
     });
     match subjects.create_subject(req).await {
-        Ok(_) => RowOutcome::Created,
+        // A replayed answer (an earlier run of this row) names an older subject.
+        Ok(s) => match s.into_inner().create_time {
+            Some(t) if (t.seconds, t.nanos) < (started.seconds, started.nanos) => {
+                RowOutcome::AlreadyPresent
+            }
+            _ => RowOutcome::Created,
+        },
         Err(s) if s.code() == Code::AlreadyExists => RowOutcome::AlreadyPresent,
         Err(s) if s.code() == Code::InvalidArgument => {
             use tonic_types::StatusExt;

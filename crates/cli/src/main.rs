@@ -160,7 +160,18 @@ enum KeysCommand {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run_cli() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The chain of causes, no backtrace: this is for people at a terminal.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cli() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut config = Config::load(cli.config.as_deref()).context("loading configuration")?;
     match cli.command {
@@ -477,11 +488,12 @@ async fn subjects(config: &Config, command: SubjectsCommand) -> anyhow::Result<(
                 .map_err(status_error)?
                 .into_inner();
             println!("subject_id   {}", s.subject_id);
+            let state = pb::SubjectState::try_from(s.state)
+                .map(|s| s.as_str_name())
+                .unwrap_or("?");
             println!(
                 "state        {}",
-                pb::SubjectState::try_from(s.state)
-                    .map(|s| s.as_str_name())
-                    .unwrap_or("?")
+                state.trim_start_matches("SUBJECT_STATE_")
             );
             for (label, value) in [
                 ("email", &s.email),
@@ -541,18 +553,7 @@ async fn consents(config: &Config, command: ConsentsCommand) -> anyhow::Result<(
     }
 }
 
-/// A gRPC error as a one-line message with its field violations.
+/// A gRPC error as a one-line message (vern's messages already name bad fields).
 fn status_error(s: tonic::Status) -> anyhow::Error {
-    use tonic_types::StatusExt;
-    let fields = s
-        .get_details_bad_request()
-        .map(|b| {
-            b.field_violations
-                .iter()
-                .map(|v| format!("{}: {}", v.field, v.description))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-        .unwrap_or_default();
-    anyhow::anyhow!("{:?}: {} {}", s.code(), s.message(), fields)
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }
