@@ -45,6 +45,8 @@ impl Suite {
             ..Default::default()
         };
         config.auth.hs256_secret = Some(SECRET.into());
+        // Dev keys in the temp data dir (audit checkpoint signing).
+        config.auth.dev_key = true;
         // 32 bytes, base64: the test master key for personal data.
         config.keys.master_key = Some("dmVybi1lMmUtdGVzdC1tYXN0ZXIta2V5LTMyYnl0ZXM=".into());
         adjust(&mut config);

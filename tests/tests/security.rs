@@ -270,6 +270,7 @@ async fn standalone_gateway_forwards_to_remote_services() {
             vern_kit::server::Served {
                 routes,
                 health_names: vern_proto::SERVICE_NAMES.to_vec(),
+                denials: None,
             },
             gw_listener,
             &server_config,

@@ -1,61 +1,51 @@
-//! AuditService: the per-tenant hash chain of audit events, checkpoints and verification.
+//! AuditService: the tamper-evident, per-tenant hash chain of audit events (GDPR
+//! Art. 5(2) accountability), Ed25519-signed checkpoints of its head, verification in
+//! the service and offline.
 //!
-//! The crate has its store (connection, migrations) and serves health; every RPC
-//! answers UNIMPLEMENTED until the audit issue builds it — never a fake answer.
+//! Layers: [`api`] (tonic handlers) → [`service`] (use cases: per-tenant lock, retries,
+//! verification, checkpointing, export) → [`domain`] (validation and normalisation) and
+//! [`store`] (sea-orm). [`chain`] is the pure core shared with the offline verifier:
+//! the canonical encoding, the chain step, checkpoint signatures and [`chain::Verifier`].
+//! [`export`] is the JSON-lines export format and its offline verification. [`keys`]
+//! loads the signing key and the checkpoint policy.
 
+pub mod api;
+pub mod chain;
+pub mod domain;
+pub mod error;
+pub mod export;
+pub mod keys;
+pub mod service;
 pub mod store;
 
 use vern_kit::config::Config;
 use vern_kit::db::DbTarget;
 use vern_kit::server::Limits;
-use vern_proto::audit::v1::audit_service_server::{AuditService, AuditServiceServer};
+use vern_proto::audit::v1::audit_service_server::AuditServiceServer;
 
-/// The gRPC service name.
+pub use api::AuditApi;
+
 /// Why a service could not start.
 pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = "vern.audit.v1.AuditService";
 
-/// The AuditService implementation. Not built yet: the generated default methods answer
-/// UNIMPLEMENTED.
-#[derive(Clone, Debug)]
-pub struct AuditApi {
-    #[allow(dead_code)]
-    store: store::AuditStore,
-}
-
-impl AuditService for AuditApi {}
-
-/// Opens the store (running migrations) and builds the gRPC service.
+/// Opens the store (running migrations), loads the checkpoint signing key (see
+/// [`keys`]), starts the periodic checkpointer and builds the gRPC service.
 pub async fn build(
     config: &Config,
     target: &DbTarget,
 ) -> Result<AuditServiceServer<AuditApi>, BuildError> {
     let limits = Limits::from(&config.server);
+    let signer = keys::AuditSigner::from_config(config, true)?;
+    let policy = keys::CheckpointPolicy::from_env()?;
     let store = store::AuditStore::open(target).await?;
+    let log = service::AuditLog::new(store, signer, policy);
+    log.spawn_checkpointer();
+    tracing::debug!(key_id = log.signer().key_id(), "audit checkpoint key loaded");
     Ok(vern_kit::limited!(
-        AuditServiceServer::new(AuditApi { store }),
+        AuditServiceServer::new(AuditApi::new(log)),
         limits
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use vern_proto::audit::v1::audit_service_server::AuditService;
-
-    #[tokio::test]
-    async fn unbuilt_rpcs_answer_unimplemented() {
-        let dir = std::env::temp_dir().join(format!("vern-audit-{}", uuid::Uuid::new_v4()));
-        let target = DbTarget::for_service(None, &dir, "audit");
-        let store = store::AuditStore::open(&target).await.expect("open");
-        let api = AuditApi { store };
-        let status = api
-            .verify_chain(tonic::Request::new(Default::default()))
-            .await
-            .expect_err("unimplemented");
-        assert_eq!(status.code(), tonic::Code::Unimplemented);
-        let _ = std::fs::remove_dir_all(dir);
-    }
 }

@@ -113,7 +113,7 @@ pub async fn import_csv(
         let permit = permits.clone().acquire_owned().await?;
         let client = client.clone();
         let request_id = row_request_id(tenant, &email, &phone, &national_id, &refs);
-        let started = started.clone();
+
         tasks.spawn(async move {
             let outcome = import_row(
                 &client,

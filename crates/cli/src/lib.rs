@@ -119,7 +119,16 @@ pub async fn suite_of(config: &Config, services: &[&str]) -> anyhow::Result<Serv
     Ok(Served {
         routes: routes.routes(),
         health_names: names,
+        denials: denial_sink(config),
     })
+}
+
+/// The audit hook for denied calls: delivers them to the audit service with a service
+/// token. `None` when no service token can be signed (denials are then logged only).
+pub fn denial_sink(config: &Config) -> Option<vern_kit::audit::DenialSink> {
+    let tokens = vern_kit::auth::ServiceTokens::from_config(config).ok().flatten()?;
+    let delivery = vern_kit::audit::AuditDelivery::new(&config.services.audit.url, std::sync::Arc::new(tokens)).ok()?;
+    Some(vern_kit::audit::DenialSink::spawn(std::sync::Arc::new(delivery)))
 }
 
 /// All six services.

@@ -248,6 +248,7 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
                 let served = vern_kit::server::Served {
                     routes,
                     health_names: vern_proto::SERVICE_NAMES.to_vec(),
+                    denials: vern_cli::denial_sink(&config),
                 };
                 (listen.unwrap_or(config.listen), served)
             } else {

@@ -123,6 +123,7 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
         let ctx = CallContext::of(&req)?;
         let tenant = ctx.tenant()?.clone();
         let r = req.into_inner();
+        vern_kit::audit::subject(&r.subject_id);
         vern_kit::validate::request_id(&r.request_id).map_err(invalid)?;
         let key = Key::new(
             Some(tenant.as_str()),
@@ -182,6 +183,7 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
         let ctx = CallContext::of(&req)?;
         let tenant = ctx.tenant()?.clone();
         let r = req.into_inner();
+        vern_kit::audit::subject(&r.subject_id);
         let found = self
             .consents
             .state(&tenant, &r.subject_id, &r.purpose)
@@ -262,6 +264,7 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
         let ctx = CallContext::of(&req)?;
         let tenant = ctx.tenant()?.clone();
         let r = req.into_inner();
+        vern_kit::audit::subject(&r.subject_id);
         let limit = page::page_size(r.page_size)?;
         let after = page::decode_token("consent_history", &r.page_token)?;
         let page = self

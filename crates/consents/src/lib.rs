@@ -17,6 +17,8 @@ pub mod store;
 
 use std::sync::Arc;
 
+use tower::Layer;
+use vern_kit::audit::{AUDIT_TOPIC, Audit, AuditDelivery, AuditLayer, Audited, Auditor, TopicRouter};
 use vern_kit::config::Config;
 use vern_kit::db::DbTarget;
 use vern_kit::server::Limits;
@@ -32,7 +34,7 @@ pub const SERVICE_NAME: &str = "vern.consents.v1.ConsentService";
 pub async fn build(
     config: &Config,
     target: &DbTarget,
-) -> Result<ConsentServiceServer<api::ConsentApi>, BuildError> {
+) -> Result<Audited<ConsentServiceServer<api::ConsentApi>>, BuildError> {
     let limits = Limits::from(&config.server);
     let store = store::ConsentStore::open(target).await?;
     let tokens = Arc::new(vern_kit::auth::ServiceTokens::from_config(config)?.ok_or(
@@ -48,9 +50,28 @@ pub async fn build(
         channel: vern_kit::client::channel(&config.services.subjects.url)?,
         tokens,
     });
+    let audit_tokens = vern_kit::auth::ServiceTokens::from_config(config)?.ok_or("no key to sign service tokens")?;
+    let router = TopicRouter::new().route(
+        AUDIT_TOPIC,
+        Arc::new(AuditDelivery::new(&config.services.audit.url, Arc::new(audit_tokens))?),
+    );
+    let auditor_db = store.connection().clone();
+    let relay = router.spawn(auditor_db.clone(), 500);
+    let auditor = Auditor::new(auditor_db, Some(relay), "consents", audit_policy);
     let consents = service::Consents::new(store, purposes, subjects);
-    Ok(vern_kit::limited!(
+    Ok(AuditLayer::new(auditor).layer(vern_kit::limited!(
         ConsentServiceServer::new(api::ConsentApi::new(consents)),
         limits
-    ))
+    )))
+}
+
+/// How each RPC is audited. Check and BatchCheck are not: they are the hot path, read
+/// no personal data beyond a yes/no, and would flood the chain (a newsletter run checks
+/// thousands of subjects).
+pub fn audit_policy(rpc: &str) -> Audit {
+    match rpc {
+        "RecordConsent" => Audit::Change,
+        "GetConsentState" | "ListConsentStates" | "ListConsentHistory" => Audit::Read,
+        _ => Audit::No,
+    }
 }

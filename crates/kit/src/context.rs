@@ -173,10 +173,34 @@ fn deny(path: &str, reason: &'static str, status: Status) -> Status {
     status
 }
 
+/// Hands a denied call to the audit hook, in the chain of the tenant the caller acts
+/// for (the one its token names, or the one it selected among them). A token naming no
+/// tenant (platform level) belongs to no chain: it is counted and logged only.
+fn report_denial(
+    sink: &crate::audit::DenialSink,
+    verifier: &TokenVerifier,
+    path: &str,
+    headers: &http::HeaderMap,
+    code: tonic::Code,
+) {
+    let Ok(token) = bearer(headers) else { return };
+    let Ok(principal) = verifier.verify(token) else { return };
+    let selected = headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok());
+    let tenant = match (selected, principal.tenants.as_slice()) {
+        (Some(sel), names) if names.iter().any(|t| t == sel) => Some(sel.to_owned()),
+        (_, [one]) => Some(one.clone()),
+        _ => None,
+    };
+    if let Some(tenant) = tenant {
+        sink.report(&tenant, path, &principal, code, headers);
+    }
+}
+
 /// Tower layer running [`authorize`] before the inner service.
 #[derive(Clone, Debug)]
 pub struct AuthLayer {
     verifier: Arc<TokenVerifier>,
+    denials: Option<crate::audit::DenialSink>,
 }
 
 impl AuthLayer {
@@ -184,7 +208,14 @@ impl AuthLayer {
     pub fn new(verifier: TokenVerifier) -> Self {
         Self {
             verifier: Arc::new(verifier),
+            denials: None,
         }
+    }
+
+    /// Also hands every denied call that names a tenant to `sink` (the audit hook).
+    pub fn with_denials(mut self, sink: Option<crate::audit::DenialSink>) -> Self {
+        self.denials = sink;
+        self
     }
 }
 
@@ -194,6 +225,7 @@ impl<S> Layer<S> for AuthLayer {
         Auth {
             inner,
             verifier: self.verifier.clone(),
+            denials: self.denials.clone(),
         }
     }
 }
@@ -203,6 +235,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     verifier: Arc<TokenVerifier>,
+    denials: Option<crate::audit::DenialSink>,
 }
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -227,7 +260,14 @@ where
                 req.extensions_mut().insert(ctx);
             }
             Ok(None) => {}
-            Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
+            Err(status) => {
+                if status.code() == tonic::Code::PermissionDenied
+                    && let Some(sink) = &self.denials
+                {
+                    report_denial(sink, &self.verifier, req.uri().path(), req.headers(), status.code());
+                }
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
         }
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);

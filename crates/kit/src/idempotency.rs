@@ -152,16 +152,29 @@ where
     F: for<'t> FnOnce(&'t sea_orm::DatabaseTransaction) -> Work<'t, E>,
 {
     use sea_orm::TransactionTrait;
+    // The audit event of the call, if it is audited: committed with the change.
+    let audit = crate::audit::event_for_commit(
+        serde_json::to_value(&answer).ok().as_ref(),
+        key.map_or("", |k| k.request_id.as_str()),
+    );
     let attempt: Result<(), E> = async {
         let txn = db.begin().await?;
         work(&txn).await?;
         record(&txn, key, &answer).await?;
+        if let Some(event) = &audit {
+            crate::audit::enqueue(&txn, event).await?;
+        }
         txn.commit().await?;
         Ok(())
     }
     .await;
     match attempt {
-        Ok(()) => Ok(answer),
+        Ok(()) => {
+            if audit.is_some() {
+                crate::audit::mark_emitted();
+            }
+            Ok(answer)
+        }
         Err(e) => replay_after_failure(db, key, e.into()).await,
     }
 }

@@ -3,6 +3,7 @@
 //! context (effective tenant), database connection and migrations, idempotency by
 //! `request_id`, page tokens, telemetry and the server bootstrap.
 
+pub mod audit;
 pub mod auth;
 pub mod client;
 pub mod config;

@@ -86,16 +86,18 @@ pub trait Deliver: Send + Sync + 'static {
     ) -> Result<(), String>;
 }
 
-/// Handle of a running relay.
+/// Handle of a running relay (one loop per topic it serves).
 #[derive(Clone, Debug)]
 pub struct Relay {
-    notify: Arc<Notify>,
+    notify: Vec<Arc<Notify>>,
 }
 
 impl Relay {
     /// Wakes the relay now (after a commit) instead of at its next poll.
     pub fn nudge(&self) {
-        self.notify.notify_one();
+        for n in &self.notify {
+            n.notify_one();
+        }
     }
 }
 
@@ -104,39 +106,75 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 /// Longest backoff after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Starts the relay: delivers batches of up to `batch` rows until the process ends.
+/// Starts the relay: delivers batches of up to `batch` rows (of every topic) until the
+/// process ends.
 pub fn spawn_relay(db: DatabaseConnection, deliver: Arc<dyn Deliver>, batch: u64) -> Relay {
+    Relay {
+        notify: vec![spawn_loop(db, deliver, batch, None)],
+    }
+}
+
+/// Starts one relay loop per topic, so a topic whose receiver is down (say, audit) never
+/// holds up another (say, subject states); order is kept within each topic.
+pub fn spawn_topic_relays(
+    db: DatabaseConnection,
+    routes: Vec<(&'static str, Arc<dyn Deliver>)>,
+    batch: u64,
+) -> Relay {
+    Relay {
+        notify: routes
+            .into_iter()
+            .map(|(topic, deliver)| spawn_loop(db.clone(), deliver, batch, Some(topic)))
+            .collect(),
+    }
+}
+
+fn spawn_loop(
+    db: DatabaseConnection,
+    deliver: Arc<dyn Deliver>,
+    batch: u64,
+    topic: Option<&'static str>,
+) -> Arc<Notify> {
     let notify = Arc::new(Notify::new());
     let wake = notify.clone();
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match deliver_once(&db, deliver.as_ref(), batch).await {
+            match deliver_topic(&db, deliver.as_ref(), batch, topic).await {
                 Ok(n) if n > 0 => backoff = Duration::from_millis(100),
                 Ok(_) => {
                     backoff = Duration::from_millis(100);
                     let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox delivery failed");
+                    tracing::warn!(topic = topic.unwrap_or("*"), error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox delivery failed");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
     });
-    Relay { notify }
+    notify
 }
 
 /// Delivers up to `batch` rows; returns how many were delivered. Stops at the first
 /// failure so later notifications never overtake earlier ones.
-pub async fn deliver_once(
+pub async fn deliver_once(db: &DatabaseConnection, deliver: &dyn Deliver, batch: u64) -> Result<usize, String> {
+    deliver_topic(db, deliver, batch, None).await
+}
+
+/// [`deliver_once`] for the rows of one topic (`None`: all topics).
+pub async fn deliver_topic(
     db: &DatabaseConnection,
     deliver: &dyn Deliver,
     batch: u64,
+    topic: Option<&str>,
 ) -> Result<usize, String> {
-    let rows = entity::Entity::find()
-        .order_by_asc(entity::Column::Id)
+    let mut query = entity::Entity::find().order_by_asc(entity::Column::Id);
+    if let Some(t) = topic {
+        query = query.filter(entity::Column::Topic.eq(t));
+    }
+    let rows = query
         .limit(batch)
         .all(db)
         .await

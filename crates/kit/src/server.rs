@@ -54,6 +54,8 @@ pub struct Served {
     pub routes: Routes,
     /// gRPC service names reported SERVING by health.
     pub health_names: Vec<&'static str>,
+    /// Where denied calls are reported (the audit hook), if anywhere.
+    pub denials: Option<crate::audit::DenialSink>,
 }
 
 /// Serves `served` on `listener` until `shutdown` resolves, then stops accepting,
@@ -107,7 +109,7 @@ pub async fn serve(
         .layer(
             tower::ServiceBuilder::new()
                 .layer(ConcurrencyLimitLayer::new(config.concurrency_limit))
-                .layer(AuthLayer::new(verifier))
+                .layer(AuthLayer::new(verifier).with_denials(served.denials.clone()))
                 .layer(RateLimitLayer::new(
                     config.rate_limit_per_client,
                     config.rate_limit_burst,

@@ -257,6 +257,7 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
         let ctx = CallContext::of(&req)?;
         let t = tenant(&ctx)?;
         let r = req.into_inner();
+        vern_kit::audit::subject(&r.subject_id);
         let v = view(r.view, View::Full)?;
         let s = self.subjects.get(&t, &r.subject_id, v).await?;
         Ok(Response::new(subject_pb(s)))
@@ -287,6 +288,7 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
             }
         };
         let s = self.subjects.find(&t, by, v).await?;
+        vern_kit::audit::subject(&s.subject_id);
         Ok(Response::new(subject_pb(s)))
     }
 
@@ -343,6 +345,8 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
             .subject
             .ok_or_else(|| invalid(FieldViolation::new("subject", "is required")))?;
         let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        vern_kit::audit::subject(&s.subject_id);
+        vern_kit::audit::changed_fields(&mask);
         let changes = SubjectChanges {
             relationship_end_time: time(
                 "subject.relationship_end_time",
@@ -367,6 +371,7 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
         let ctx = CallContext::of(&req)?;
         let t = tenant(&ctx)?;
         let r = req.into_inner();
+        vern_kit::audit::subject(&r.subject_id);
         let idem = self.key(&t, &r.request_id, "AddRecords", &r)?;
         let records = record_inputs(r.records)?;
         let added = self
@@ -385,6 +390,7 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
         let ctx = CallContext::of(&req)?;
         let t = tenant(&ctx)?;
         let r = req.into_inner();
+        vern_kit::audit::subject(&r.subject_id);
         let idem = self.key(&t, &r.request_id, "UpdateRecord", &r)?;
         let rec = r
             .record
@@ -406,6 +412,7 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
         let ctx = CallContext::of(&req)?;
         let t = tenant(&ctx)?;
         let r = req.into_inner();
+        vern_kit::audit::subject(&r.subject_id);
         let idem = self.key(&t, &r.request_id, "DeleteRecord", &r)?;
         self.subjects
             .delete_record(&t, &r.subject_id, &r.record_id, idem)
@@ -420,6 +427,7 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
         let ctx = CallContext::of(&req)?;
         let t = tenant(&ctx)?;
         let r = req.into_inner();
+        vern_kit::audit::subject(&r.subject_id);
         let idem = self.key(&t, &r.request_id, "RestrictSubject", &r)?;
         let s = self
             .subjects
@@ -435,6 +443,7 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
         let ctx = CallContext::of(&req)?;
         let t = tenant(&ctx)?;
         let r = req.into_inner();
+        vern_kit::audit::subject(&r.subject_id);
         let idem = self.key(&t, &r.request_id, "LiftRestriction", &r)?;
         let s = self
             .subjects
@@ -450,6 +459,7 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
         let ctx = CallContext::of(&req)?;
         let t = tenant(&ctx)?;
         let r = req.into_inner();
+        vern_kit::audit::subject(&r.subject_id);
         let idem = self.key(&t, &r.request_id, "EraseSubject", &r)?;
         let retain = r
             .retain

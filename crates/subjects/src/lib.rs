@@ -23,6 +23,8 @@ use vern_proto::subjects::v1::subject_service_server::SubjectServiceServer;
 
 use crate::domain::keyring::Keyring;
 use crate::relay::ConsentsDelivery;
+use tower::Layer;
+use vern_kit::audit::{AUDIT_TOPIC, Audit, AuditDelivery, AuditLayer, Audited, Auditor, TopicRouter};
 use crate::store::{KeyStore, SubjectStore};
 
 pub use api::SubjectApi;
@@ -57,7 +59,7 @@ pub fn key_store_target(config: &Config) -> DbTarget {
 pub async fn build(
     config: &Config,
     target: &DbTarget,
-) -> Result<SubjectServiceServer<SubjectApi>, BuildError> {
+) -> Result<Audited<SubjectServiceServer<SubjectApi>>, BuildError> {
     let limits = Limits::from(&config.server);
     let master = vern_kit::auth::master_key(config)
         .map_err(|e| format!("subjects: reading the dev master key failed: {e}"))?;
@@ -73,16 +75,28 @@ pub async fn build(
     let keys = KeyStore::open(&key_store_target(config)).await?;
     let channel = vern_kit::client::channel(&config.services.consents.url)
         .map_err(|e| format!("subjects: services.consents.url is not usable: {e}"))?;
-    let relay = vern_kit::outbox::spawn_relay(
-        store.connection().clone(),
-        Arc::new(ConsentsDelivery::new(channel, tokens)),
-        relay::BATCH,
-    );
+    let audit_tokens = ServiceTokens::from_config(config)?.ok_or("subjects: no key to sign service tokens")?;
+    let router = TopicRouter::new()
+        .route(crate::store::STATE_TOPIC, Arc::new(ConsentsDelivery::new(channel, tokens)))
+        .route(
+            AUDIT_TOPIC,
+            Arc::new(AuditDelivery::new(&config.services.audit.url, Arc::new(audit_tokens))?),
+        );
+    let relay = router.spawn(store.connection().clone(), relay::BATCH);
+    let auditor = Auditor::new(store.connection().clone(), Some(relay.clone()), "subjects", audit_policy);
     let subjects = service::Subjects::new(store, keys, keyring).with_relay(relay);
-    Ok(vern_kit::limited!(
+    Ok(AuditLayer::new(auditor).layer(vern_kit::limited!(
         SubjectServiceServer::new(SubjectApi::new(subjects)),
         limits
-    ))
+    )))
+}
+
+/// How each RPC is audited: every change, and every read of personal data.
+pub fn audit_policy(rpc: &str) -> Audit {
+    match rpc {
+        "GetSubject" | "FindSubject" | "ListSubjects" => Audit::Read,
+        _ => Audit::Change,
+    }
 }
 
 #[cfg(test)]

@@ -328,6 +328,7 @@ impl pb::tenant_service_server::TenantService for TenantApi {
             .ok_or_else(|| invalid(FieldViolation::new("tenant", "is required")))?;
         domain::tenant_id("tenant.tenant_id", &t.tenant_id).map_err(invalid)?;
         let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        vern_kit::audit::changed_fields(&mask);
         let changes = TenantProfile {
             name: t.name,
             org_number: t.org_number,
@@ -431,6 +432,7 @@ impl pb::tenant_service_server::TenantService for TenantApi {
             .purpose
             .ok_or_else(|| invalid(FieldViolation::new("purpose", "is required")))?;
         let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        vern_kit::audit::changed_fields(&mask);
         let changes = purpose_spec(&p, "purpose.", Some(&mask))?;
         let p = self
             .registry

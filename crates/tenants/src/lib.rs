@@ -10,6 +10,10 @@ pub mod error;
 pub mod service;
 pub mod store;
 
+use std::sync::Arc;
+
+use tower::Layer;
+use vern_kit::audit::{AUDIT_TOPIC, Audit, AuditDelivery, AuditLayer, Audited, Auditor, TopicRouter};
 use vern_kit::config::Config;
 use vern_kit::db::DbTarget;
 use vern_kit::server::Limits;
@@ -25,7 +29,7 @@ pub const SERVICE_NAME: &str = "vern.tenants.v1.TenantService";
 pub async fn build(
     config: &Config,
     target: &DbTarget,
-) -> Result<TenantServiceServer<api::TenantApi>, BuildError> {
+) -> Result<Audited<TenantServiceServer<api::TenantApi>>, BuildError> {
     let limits = Limits::from(&config.server);
     let store = store::TenantStore::open(target).await?;
     let tokens = vern_kit::auth::ServiceTokens::from_config(config)?.ok_or(
@@ -35,17 +39,30 @@ pub async fn build(
         channel: vern_kit::client::channel(&config.services.consents.url)?,
         tokens,
     };
-    let relay = vern_kit::outbox::spawn_relay(
-        store.connection().clone(),
-        std::sync::Arc::new(deliver),
-        500,
-    );
-    Ok(vern_kit::limited!(
-        TenantServiceServer::new(api::TenantApi::new(service::Registry::with_relay(
-            store, relay
-        ))),
+    let audit_tokens = vern_kit::auth::ServiceTokens::from_config(config)?.ok_or("no key to sign service tokens")?;
+    let router = TopicRouter::new()
+        .route(store::PURPOSE_TOPIC, Arc::new(deliver))
+        .route(
+            AUDIT_TOPIC,
+            Arc::new(AuditDelivery::new(&config.services.audit.url, Arc::new(audit_tokens))?),
+        );
+    let relay = router.spawn(store.connection().clone(), 500);
+    let auditor = Auditor::new(store.connection().clone(), Some(relay.clone()), "tenants", audit_policy);
+    Ok(AuditLayer::new(auditor).layer(vern_kit::limited!(
+        TenantServiceServer::new(api::TenantApi::new(service::Registry::with_relay(store, relay))),
         limits
-    ))
+    )))
+}
+
+/// How each RPC is audited: the registry holds no personal data of subjects, so only
+/// changes are audited.
+pub fn audit_policy(rpc: &str) -> Audit {
+    match rpc {
+        "CreateTenant" | "UpdateTenant" | "SuspendTenant" | "CreatePurpose" | "UpdatePurpose" | "CreateRecipient" => {
+            Audit::Change
+        }
+        _ => Audit::No,
+    }
 }
 
 /// Delivers purpose changes to ConsentService/ApplyPurposes (its cache invalidation).

@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(vern_kit::idempotency::Migration),
             Box::new(M0001Consents),
+            Box::new(vern_kit::outbox::Migration),
         ]
     }
 }

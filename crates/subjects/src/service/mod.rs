@@ -146,6 +146,7 @@ impl Subjects {
             }
         }
         let subject_id = uuid::Uuid::now_v7().to_string();
+        vern_kit::audit::subject(&subject_id);
         let dek = DataKey::generate();
         let wrapped = crypto::wrap_data_key(&keys.kek, &dek, &key_aad(t, &subject_id));
         self.keys.put(t, &subject_id, wrapped).await?;

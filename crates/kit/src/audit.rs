@@ -1,0 +1,535 @@
+//! Audit events from every service, never lost and never carrying personal data.
+//!
+//! - [`AuditLayer`] wraps one service: for each audited call it opens a scope holding
+//!   who calls (token subject and roles, client), for which tenant, which RPC and the
+//!   trace id.
+//! - A mutation commits through [`crate::idempotency::commit_once`], which writes the
+//!   scope's event to the service's outbox **in the same transaction** as the change.
+//! - A read of personal data, or a call that failed, commits nothing of its own; the layer
+//!   then writes the event (with the gRPC status as outcome) in a small transaction.
+//! - The outbox relay delivers `audit` rows to `AuditService/AppendEvents`, which is
+//!   idempotent by event id ([`AuditDelivery`]).
+//!
+//! Handlers name the data subject a call concerns with [`subject`]; resource ids of
+//! created things are taken from the committed answer. Events carry ids, names of
+//! changed fields and outcomes — never values.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use prost::Message;
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tower::{Layer, Service};
+use vern_proto::audit::v1 as pb;
+
+use crate::context::CallContext;
+use crate::outbox::{self, Deliver, Relay};
+
+/// Outbox topic of audit events.
+pub const AUDIT_TOPIC: &str = "audit";
+
+#[derive(Debug, Clone, Default)]
+struct Scope {
+    tenant: String,
+    service: &'static str,
+    action: String,
+    sub: String,
+    roles: Vec<String>,
+    client: String,
+    trace_id: String,
+    subject_id: String,
+    resource_type: String,
+    resource_id: String,
+    changed_fields: Vec<String>,
+    /// An event of this call was committed with its change.
+    emitted: bool,
+}
+
+tokio::task_local! {
+    static SCOPE: RefCell<Scope>;
+}
+
+/// Names the data subject the current call concerns (no effect outside a scope).
+pub fn subject(subject_id: &str) {
+    let _ = SCOPE.try_with(|s| s.borrow_mut().subject_id = subject_id.to_owned());
+}
+
+/// Names the resource the current call concerns.
+pub fn resource(resource_type: &str, resource_id: &str) {
+    let _ = SCOPE.try_with(|s| {
+        let mut s = s.borrow_mut();
+        s.resource_type = resource_type.to_owned();
+        s.resource_id = resource_id.to_owned();
+    });
+}
+
+/// Names the fields the current call changes (names only, never values).
+pub fn changed_fields(fields: &[String]) {
+    let _ = SCOPE.try_with(|s| s.borrow_mut().changed_fields = fields.to_vec());
+}
+
+/// The event of the current scope for a change about to commit; `None` outside a scope.
+/// `answer` is the committed answer, whose ids name what was created.
+pub(crate) fn event_for_commit(answer: Option<&serde_json::Value>, request_id: &str) -> Option<pb::AuditEvent> {
+    SCOPE
+        .try_with(|s| {
+            let mut scope = s.borrow().clone();
+            if let Some(serde_json::Value::String(id)) = answer
+                && scope.resource_id.is_empty()
+            {
+                scope.resource_id = id.clone();
+            }
+            if let Some(serde_json::Value::Object(map)) = answer {
+                let text = |k: &str| map.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+                // Platform-level calls (e.g. CreateTenant) belong to the tenant they change.
+                if scope.tenant.is_empty()
+                    && let Some(t) = text("tenant_id")
+                {
+                    scope.tenant = t;
+                }
+                if scope.subject_id.is_empty()
+                    && let Some(id) = text("subject_id")
+                {
+                    scope.subject_id = id;
+                }
+                if scope.resource_id.is_empty() {
+                    for k in ["event_id", "recipient_id", "policy_id", "rights_request_id", "subject_id", "key", "tenant_id"] {
+                        if let Some(id) = text(k) {
+                            scope.resource_id = id;
+                            break;
+                        }
+                    }
+                }
+            }
+            (!scope.tenant.is_empty()).then(|| build(&scope, pb::Outcome::Success, 0, request_id))
+        })
+        .ok()
+        .flatten()
+}
+
+/// Records that the current scope's event was committed with its change.
+pub(crate) fn mark_emitted() {
+    let _ = SCOPE.try_with(|s| s.borrow_mut().emitted = true);
+}
+
+fn build(scope: &Scope, outcome: pb::Outcome, status_code: i32, request_id: &str) -> pb::AuditEvent {
+    pb::AuditEvent {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        tenant_id: scope.tenant.clone(),
+        actor: Some(pb::Actor {
+            sub: scope.sub.clone(),
+            roles: scope.roles.clone(),
+            client: scope.client.clone(),
+        }),
+        action: scope.action.clone(),
+        service: scope.service.to_owned(),
+        subject_id: scope.subject_id.clone(),
+        resource_type: if scope.resource_type.is_empty() {
+            resource_type_of(&scope.action)
+        } else {
+            scope.resource_type.clone()
+        },
+        resource_id: scope.resource_id.clone(),
+        outcome: outcome as i32,
+        status_code,
+        changed_fields: scope.changed_fields.clone(),
+        request_id: request_id.to_owned(),
+        trace_id: scope.trace_id.clone(),
+        occur_time: Some(crate::time::to_timestamp(crate::time::now())),
+        ..Default::default()
+    }
+}
+
+/// "CreateSubject" → "subject", "ListConsentHistory" → "consent_history".
+fn resource_type_of(action: &str) -> String {
+    const VERBS: [&str; 16] = [
+        "Create", "Get", "Find", "List", "Update", "Delete", "Suspend", "Restrict", "Lift", "Erase", "Add", "Record",
+        "Purge", "Submit", "Fulfil", "Reject",
+    ];
+    let rest = VERBS.iter().find_map(|v| action.strip_prefix(v)).unwrap_or(action);
+    let mut out = String::new();
+    for (i, c) in rest.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out.trim_end_matches('s').to_owned()
+}
+
+/// Which RPCs of a service are audited and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audit {
+    /// Not audited (e.g. Check on the hot path, or reads without personal data).
+    No,
+    /// A read of personal data: audited with its outcome.
+    Read,
+    /// A change: audited in its own transaction; failures audited too.
+    Change,
+}
+
+/// What a service audits and where it writes.
+#[derive(Clone)]
+pub struct Auditor {
+    db: DatabaseConnection,
+    relay: Option<Relay>,
+    service: &'static str,
+    policy: fn(&str) -> Audit,
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auditor").field("service", &self.service).finish_non_exhaustive()
+    }
+}
+
+impl Auditor {
+    /// An auditor writing to `db`'s outbox; `policy` maps an RPC name to how it is audited.
+    pub fn new(db: DatabaseConnection, relay: Option<Relay>, service: &'static str, policy: fn(&str) -> Audit) -> Self {
+        Self {
+            db,
+            relay,
+            service,
+            policy,
+        }
+    }
+
+    async fn write_alone(&self, event: pb::AuditEvent) {
+        let tenant = event.tenant_id.clone();
+        if tenant.is_empty() {
+            // A platform-level call that changed nothing belongs to no tenant's chain.
+            tracing::info!(action = %event.action, code = event.status_code, "platform call not audited in a tenant chain");
+            return;
+        }
+        let result = async {
+            let txn = self.db.begin().await?;
+            outbox::enqueue(&txn, &tenant, AUDIT_TOPIC, event.encode_to_vec()).await?;
+            txn.commit().await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                if let Some(r) = &self.relay {
+                    r.nudge();
+                }
+            }
+            Err(e) => tracing::error!(kind = ?crate::db::classify(&e), action = %event.action, "audit event not written"),
+        }
+    }
+}
+
+/// Writes `event` to the outbox inside `txn` (used by `commit_once`).
+pub(crate) async fn enqueue(txn: &impl ConnectionTrait, event: &pb::AuditEvent) -> Result<(), sea_orm::DbErr> {
+    outbox::enqueue(txn, &event.tenant_id, AUDIT_TOPIC, event.encode_to_vec()).await
+}
+
+/// The layer auditing one service.
+#[derive(Clone, Debug)]
+pub struct AuditLayer {
+    auditor: Arc<Auditor>,
+}
+
+impl AuditLayer {
+    /// A layer over `auditor`.
+    pub fn new(auditor: Auditor) -> Self {
+        Self {
+            auditor: Arc::new(auditor),
+        }
+    }
+}
+
+impl<S> Layer<S> for AuditLayer {
+    type Service = Audited<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Audited {
+            inner,
+            auditor: self.auditor.clone(),
+        }
+    }
+}
+
+/// A service whose calls are audited.
+#[derive(Clone, Debug)]
+pub struct Audited<S> {
+    inner: S,
+    auditor: Arc<Auditor>,
+}
+
+impl<S: NamedService> NamedService for Audited<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl<S, B> Service<http::Request<B>> for Audited<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let action = req.uri().path().rsplit('/').next().unwrap_or_default().to_owned();
+        let how = (self.auditor.policy)(&action);
+        let ctx = req.extensions().get::<CallContext>().cloned();
+        let (how, ctx) = match (how, ctx) {
+            (Audit::No, _) | (_, None) => return Box::pin(inner.call(req)),
+            (how, Some(ctx)) => (how, ctx),
+        };
+        // Empty for platform-level calls; the committed answer names the tenant then.
+        let tenant = ctx.tenant.as_ref().map(|t| t.as_str().to_owned()).unwrap_or_default();
+        let scope = Scope {
+            tenant,
+            service: self.auditor.service,
+            action,
+            sub: ctx.sub.clone(),
+            roles: ctx.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            client: client_of(req.headers()),
+            trace_id: trace_id_of(req.headers()),
+            ..Default::default()
+        };
+        let auditor = self.auditor.clone();
+        let fut = inner.call(req);
+        Box::pin(async move {
+            let cell = RefCell::new(scope);
+            let (result, cell) = SCOPE
+                .scope(cell, async move {
+                    let r = fut.await;
+                    let scope = SCOPE.with(|s| s.borrow().clone());
+                    (r, scope)
+                })
+                .await;
+            if let Ok(resp) = &result
+                && !cell.emitted
+            {
+                let code = resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .unwrap_or(0);
+                // A change that failed, or any read: recorded on its own.
+                if code != 0 || how == Audit::Read {
+                    let outcome = match tonic::Code::from_i32(code) {
+                        tonic::Code::Ok => pb::Outcome::Success,
+                        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => pb::Outcome::Denied,
+                        _ => pb::Outcome::Failed,
+                    };
+                    auditor.write_alone(build(&cell, outcome, code, "")).await;
+                }
+            }
+            result
+        })
+    }
+}
+
+fn client_of(headers: &http::HeaderMap) -> String {
+    let ua = headers
+        .get("x-vern-client")
+        .or_else(|| headers.get(http::header::USER_AGENT))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    // The product token only (e.g. "grpc-rust/0.14"), bounded.
+    ua.split_whitespace().next().unwrap_or_default().chars().take(64).collect()
+}
+
+/// The trace id of a W3C `traceparent` header, if any.
+fn trace_id_of(headers: &http::HeaderMap) -> String {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split('-').nth(1))
+        .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Delivers `audit` outbox rows to `AuditService/AppendEvents` with a service token.
+pub struct AuditDelivery {
+    channel: tonic::transport::Channel,
+    tokens: Arc<crate::auth::ServiceTokens>,
+}
+
+impl AuditDelivery {
+    /// Delivery to the audit service at `url`.
+    pub fn new(url: &str, tokens: Arc<crate::auth::ServiceTokens>) -> Result<Self, tonic::transport::Error> {
+        Ok(Self {
+            channel: crate::client::channel(url)?,
+            tokens,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Deliver for AuditDelivery {
+    async fn deliver(&self, tenant_id: &str, _topic: &str, payloads: Vec<Vec<u8>>) -> Result<(), String> {
+        let events = payloads
+            .iter()
+            .map(|p| pb::AuditEvent::decode(p.as_slice()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| "undecodable audit event".to_owned())?;
+        let token = self.tokens.for_tenant(tenant_id).map_err(|_| "signing a service token failed".to_owned())?;
+        let req = crate::client::request(
+            pb::AppendEventsRequest {
+                events,
+                request_id: String::new(),
+            },
+            &token,
+        )
+        .map_err(|s| s.message().to_owned())?;
+        pb::audit_service_client::AuditServiceClient::new(self.channel.clone())
+            .append_events(req)
+            .await
+            .map(|_| ())
+            .map_err(|s| format!("AppendEvents failed: {:?}", s.code()))
+    }
+}
+
+/// Sends each outbox topic to its own delivery.
+#[derive(Default)]
+pub struct TopicRouter {
+    routes: HashMap<&'static str, Arc<dyn Deliver>>,
+}
+
+impl TopicRouter {
+    /// An empty router.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Routes `topic` to `deliver`.
+    pub fn route(mut self, topic: &'static str, deliver: Arc<dyn Deliver>) -> Self {
+        self.routes.insert(topic, deliver);
+        self
+    }
+
+    /// Starts one relay loop per routed topic over `db`'s outbox.
+    pub fn spawn(self, db: DatabaseConnection, batch: u64) -> Relay {
+        outbox::spawn_topic_relays(db, self.routes.into_iter().collect(), batch)
+    }
+}
+
+#[async_trait::async_trait]
+impl Deliver for TopicRouter {
+    async fn deliver(&self, tenant_id: &str, topic: &str, payloads: Vec<Vec<u8>>) -> Result<(), String> {
+        match self.routes.get(topic) {
+            Some(d) => d.deliver(tenant_id, topic, payloads).await,
+            None => Err(format!("no delivery for outbox topic {topic:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_types_from_actions() {
+        assert_eq!(resource_type_of("CreateSubject"), "subject");
+        assert_eq!(resource_type_of("ListConsentHistory"), "consent_history");
+        assert_eq!(resource_type_of("AddRecords"), "record");
+        assert_eq!(resource_type_of("RecordConsent"), "consent");
+    }
+
+    #[test]
+    fn trace_ids_from_traceparent() {
+        let mut h = http::HeaderMap::new();
+        h.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().expect("hdr"));
+        assert_eq!(trace_id_of(&h), "4bf92f3577b34da6a3ce929d0e0e4736");
+        h.insert("traceparent", "garbage".parse().expect("hdr"));
+        assert_eq!(trace_id_of(&h), "");
+    }
+
+    #[tokio::test]
+    async fn commit_events_take_ids_from_the_answer() {
+        let scope = Scope {
+            tenant: "t".into(),
+            service: "subjects",
+            action: "CreateSubject".into(),
+            sub: "crm".into(),
+            ..Default::default()
+        };
+        let answer = serde_json::json!({"subject_id": "s-1", "email": "never@copied.no"});
+        let ev = SCOPE
+            .scope(RefCell::new(scope), async { event_for_commit(Some(&answer), "req-1") })
+            .await
+            .expect("in scope");
+        assert_eq!((ev.subject_id.as_str(), ev.resource_id.as_str(), ev.request_id.as_str()), ("s-1", "s-1", "req-1"));
+        assert_eq!(ev.resource_type, "subject");
+        let encoded = ev.encode_to_vec();
+        assert!(!encoded.windows(9).any(|w| w == b"never@cop"), "values never copied");
+        assert!(event_for_commit(None, "").is_none(), "no scope, no event");
+    }
+}
+
+/// Where the auth layer reports denied calls: a bounded queue drained in batches to
+/// `AuditService/AppendEvents`. Best effort by design — a denial changes nothing, so
+/// there is no transaction to join; when the queue is full the event is dropped and
+/// counted, never blocking the call.
+#[derive(Clone, Debug)]
+pub struct DenialSink {
+    tx: tokio::sync::mpsc::Sender<pb::AuditEvent>,
+}
+
+/// Denials dropped because the queue was full.
+pub static DROPPED_DENIALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl DenialSink {
+    /// A sink delivering through `delivery`; spawns its drain task.
+    pub fn spawn(delivery: Arc<dyn Deliver>) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<pb::AuditEvent>(10_000);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < 500 {
+                    match rx.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(_) => break,
+                    }
+                }
+                let mut by_tenant: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+                for e in batch {
+                    by_tenant.entry(e.tenant_id.clone()).or_default().push(e.encode_to_vec());
+                }
+                for (tenant, payloads) in by_tenant {
+                    if let Err(e) = delivery.deliver(&tenant, AUDIT_TOPIC, payloads).await {
+                        tracing::warn!(error = %e, "denial events not delivered");
+                    }
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Reports a denied call of `path` by `principal` acting in `tenant`.
+    pub fn report(&self, tenant: &str, path: &str, principal: &crate::auth::Principal, code: tonic::Code, headers: &http::HeaderMap) {
+        let scope = Scope {
+            tenant: tenant.to_owned(),
+            service: "gateway",
+            action: path.rsplit('/').next().unwrap_or_default().to_owned(),
+            sub: principal.sub.clone(),
+            roles: principal.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            client: client_of(headers),
+            trace_id: trace_id_of(headers),
+            ..Default::default()
+        };
+        let event = build(&scope, pb::Outcome::Denied, code as i32, "");
+        if self.tx.try_send(event).is_err() {
+            DROPPED_DENIALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
