@@ -18,7 +18,9 @@ async fn changes_and_reads_reach_the_chain_on_sqlite() {
 
 #[tokio::test]
 async fn changes_and_reads_reach_the_chain_on_postgres() {
-    let Some(suite) = Suite::start(Backend::Postgres).await else { return };
+    let Some(suite) = Suite::start(Backend::Postgres).await else {
+        return;
+    };
     scenario(&suite).await;
     suite.stop().await;
 }
@@ -45,19 +47,35 @@ async fn scenario(suite: &Suite) {
     let started = Instant::now();
     let s = subjects
         .create_subject(authed(
-            spb::CreateSubjectRequest { email: email.into(), request_id: "audit-create-1".into(), ..Default::default() },
+            spb::CreateSubjectRequest {
+                email: email.into(),
+                request_id: "audit-create-1".into(),
+                ..Default::default()
+            },
             &crm,
         ))
         .await
         .expect("create")
         .into_inner();
     subjects
-        .get_subject(authed(spb::GetSubjectRequest { subject_id: s.subject_id.clone(), view: 0 }, &crm))
+        .get_subject(authed(
+            spb::GetSubjectRequest {
+                subject_id: s.subject_id.clone(),
+                view: 0,
+            },
+            &crm,
+        ))
         .await
         .expect("read");
     // A failed read of another id is audited too (with its outcome).
     let _ = subjects
-        .get_subject(authed(spb::GetSubjectRequest { subject_id: uuid::Uuid::now_v7().to_string(), view: 0 }, &crm))
+        .get_subject(authed(
+            spb::GetSubjectRequest {
+                subject_id: uuid::Uuid::now_v7().to_string(),
+                view: 0,
+            },
+            &crm,
+        ))
         .await;
 
     let auditor = token(&["auditor"], &["kultur"], 600);
@@ -66,7 +84,11 @@ async fn scenario(suite: &Suite) {
     let events = loop {
         let page = audit
             .query_events(authed(
-                apb::QueryEventsRequest { subject_id: s.subject_id.clone(), page_size: 100, ..Default::default() },
+                apb::QueryEventsRequest {
+                    subject_id: s.subject_id.clone(),
+                    page_size: 100,
+                    ..Default::default()
+                },
                 &auditor,
             ))
             .await
@@ -76,14 +98,23 @@ async fn scenario(suite: &Suite) {
         if actions.contains(&"CreateSubject") && actions.contains(&"GetSubject") {
             break page.events;
         }
-        assert!(Instant::now() < deadline, "events did not reach the chain: {actions:?}");
+        assert!(
+            Instant::now() < deadline,
+            "events did not reach the chain: {actions:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let elapsed = started.elapsed();
-    eprintln!("create + read reached the audit chain in {} ms", elapsed.as_millis());
+    eprintln!(
+        "create + read reached the audit chain in {} ms",
+        elapsed.as_millis()
+    );
     assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
 
-    let create = events.iter().find(|e| e.action == "CreateSubject").expect("create event");
+    let create = events
+        .iter()
+        .find(|e| e.action == "CreateSubject")
+        .expect("create event");
     assert_eq!(create.service, "subjects");
     assert_eq!(create.request_id, "audit-create-1");
     assert_eq!(create.actor.as_ref().map(|a| a.sub.as_str()), Some("e2e"));
@@ -91,7 +122,11 @@ async fn scenario(suite: &Suite) {
     assert!(create.seq > 0 && !create.hash.is_empty());
     for e in &events {
         let bytes = e.encode_to_vec();
-        assert!(!bytes.windows(email.len()).any(|w| w == email.as_bytes()), "no personal data in {}", e.action);
+        assert!(
+            !bytes.windows(email.len()).any(|w| w == email.as_bytes()),
+            "no personal data in {}",
+            e.action
+        );
     }
 
     let verified = audit
@@ -104,7 +139,13 @@ async fn scenario(suite: &Suite) {
 
     // A denied call is handed to the audit hook: an auditor may not read subjects.
     let denied = subjects
-        .get_subject(authed(spb::GetSubjectRequest { subject_id: s.subject_id.clone(), view: 0 }, &auditor))
+        .get_subject(authed(
+            spb::GetSubjectRequest {
+                subject_id: s.subject_id.clone(),
+                view: 0,
+            },
+            &auditor,
+        ))
         .await
         .expect_err("auditors read audit only");
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
@@ -135,7 +176,13 @@ async fn scenario(suite: &Suite) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let tenant_events = audit
-            .query_events(authed(apb::QueryEventsRequest { action: "CreateTenant".into(), ..Default::default() }, &auditor))
+            .query_events(authed(
+                apb::QueryEventsRequest {
+                    action: "CreateTenant".into(),
+                    ..Default::default()
+                },
+                &auditor,
+            ))
             .await
             .expect("query")
             .into_inner();

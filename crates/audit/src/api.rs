@@ -96,7 +96,10 @@ fn input(e: pb::AuditEvent) -> EventInput {
         changed_fields: e.changed_fields,
         request_id: e.request_id,
         trace_id: e.trace_id,
-        occur_time: e.occur_time.as_ref().and_then(vern_kit::time::from_timestamp),
+        occur_time: e
+            .occur_time
+            .as_ref()
+            .and_then(vern_kit::time::from_timestamp),
         detail: e.detail,
     }
 }
@@ -234,14 +237,8 @@ impl pb::audit_service_server::AuditService for AuditApi {
             outcome: outcome_filter,
             resource_id: non_empty(r.resource_id),
         };
-        let page = self
-            .log
-            .query(ctx.tenant()?, &filter, after, limit)
-            .await?;
-        let last = page
-            .items
-            .last()
-            .map(|e| e.chained.event.seq.to_string());
+        let page = self.log.query(ctx.tenant()?, &filter, after, limit).await?;
+        let last = page.items.last().map(|e| e.chained.event.seq.to_string());
         Ok(Response::new(pb::QueryEventsResponse {
             next_page_token: page::next_token(EVENTS_LIST, page.more, last.as_deref()),
             events: page.items.into_iter().map(event_pb).collect(),
@@ -254,10 +251,7 @@ impl pb::audit_service_server::AuditService for AuditApi {
     ) -> Result<Response<pb::VerifyChainResponse>, Status> {
         let ctx = CallContext::of(&req)?;
         let r = req.get_ref();
-        let v = self
-            .log
-            .verify(ctx.tenant()?, r.from_seq, r.to_seq)
-            .await?;
+        let v = self.log.verify(ctx.tenant()?, r.from_seq, r.to_seq).await?;
         Ok(Response::new(verification_pb(v)))
     }
 

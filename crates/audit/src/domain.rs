@@ -98,7 +98,10 @@ fn bounded(
 
 fn names(v: &mut Violations, field: String, list: &[String], max_items: usize, max_len: usize) {
     if list.len() > max_items {
-        v.add(field.clone(), format!("must have at most {max_items} entries"));
+        v.add(
+            field.clone(),
+            format!("must have at most {max_items} entries"),
+        );
         return;
     }
     for (i, n) in list.iter().enumerate() {
@@ -156,9 +159,12 @@ impl EventInput {
         if self.occur_time.is_none() {
             v.add(f("occur_time"), "is required and must be a valid time");
         }
-        let (Some(event_id), Some(occur_time), Some(outcome), true) =
-            (event_id, self.occur_time, self.outcome, violations.is_empty())
-        else {
+        let (Some(event_id), Some(occur_time), Some(outcome), true) = (
+            event_id,
+            self.occur_time,
+            self.outcome,
+            violations.is_empty(),
+        ) else {
             return Err(violations);
         };
         Ok(chain::Event {
@@ -354,8 +360,7 @@ mod tests {
             detail: "ola@example.no\u{0}".into(),
             ..Default::default()
         };
-        let Err(vern_kit::ApiError::InvalidArgument(list)) =
-            validate_batch(&t, vec![input(), bad])
+        let Err(vern_kit::ApiError::InvalidArgument(list)) = validate_batch(&t, vec![input(), bad])
         else {
             panic!("invalid");
         };

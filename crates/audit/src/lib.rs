@@ -43,7 +43,10 @@ pub async fn build(
     let store = store::AuditStore::open(target).await?;
     let log = service::AuditLog::new(store, signer, policy);
     log.spawn_checkpointer();
-    tracing::debug!(key_id = log.signer().key_id(), "audit checkpoint key loaded");
+    tracing::debug!(
+        key_id = log.signer().key_id(),
+        "audit checkpoint key loaded"
+    );
     Ok(vern_kit::limited!(
         AuditServiceServer::new(AuditApi::new(log)),
         limits

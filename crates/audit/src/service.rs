@@ -117,7 +117,11 @@ impl AuditLog {
                     return Ok(out);
                 }
                 Err(e) if attempt < MAX_ATTEMPTS && retryable(&e) => {
-                    tracing::debug!(tenant = tenant.as_str(), attempt, "chain head moved; retrying");
+                    tracing::debug!(
+                        tenant = tenant.as_str(),
+                        attempt,
+                        "chain head moved; retrying"
+                    );
                     tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
                 }
                 Err(e) => return Err(e),
@@ -187,7 +191,10 @@ impl AuditLog {
     }
 
     /// Signs a checkpoint of `tenant`'s head now, if events follow the latest one.
-    pub async fn checkpoint_now(&self, tenant: &TenantId) -> Result<Option<Checkpoint>, AuditError> {
+    pub async fn checkpoint_now(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<Checkpoint>, AuditError> {
         let lock = self.tenant_lock(tenant.as_str());
         let _held = lock.lock().await;
         let mut attempt = 0;
@@ -294,10 +301,15 @@ impl AuditLog {
             }
         };
         let cps_to = if to_seq == 0 { i64::MAX } else { end };
-        let mut cps = store
-            .checkpoints_range(t, from, cps_to)
-            .await?
+        // Read order matters while appends go on: head (above), then checkpoints, then
+        // the stored maximum. A checkpoint between the verified end and that maximum
+        // was made by a concurrent append; only one beyond every stored event shows a
+        // cut tail.
+        let checkpoints = store.checkpoints_range(t, from, cps_to).await?;
+        let stored_max = store.max_seq(t).await?;
+        let mut cps = checkpoints
             .into_iter()
+            .filter(|c| c.seq <= end || c.seq > stored_max)
             .peekable();
         let mut v = Verifier::new(
             self.inner.signer.verifying_key(),
@@ -345,7 +357,10 @@ impl AuditLog {
         }
         let mut s = v.finish();
         if s.ok() {
-            let max = store.max_seq(t).await?;
+            let max = stored_max;
+            // Appends during the verification move the head: compare with it now, so
+            // only rows beyond the recorded head count as inserted.
+            let head_now = store.head(t).await?;
             let fail = |seq, kind, reason| Some(Failure { seq, kind, reason });
             if s.last_seq < end {
                 s.failure = fail(
@@ -358,14 +373,14 @@ impl AuditLog {
                         head.seq
                     ),
                 );
-            } else if to_seq == 0 && max > head.seq {
+            } else if to_seq == 0 && max > head_now.seq {
                 s.failure = fail(
-                    head.seq + 1,
+                    head_now.seq + 1,
                     FailureKind::LinkMismatch,
                     format!(
                         "seq {}..={max} lie beyond the recorded head (seq {}): they were inserted",
-                        head.seq + 1,
-                        head.seq
+                        head_now.seq + 1,
+                        head_now.seq
                     ),
                 );
             } else if to_seq == 0 && s.head_hash != head.hash {
@@ -418,7 +433,10 @@ impl AuditLog {
         let (tx, rx) = mpsc::channel(EXPORT_PAGE as usize);
         let this = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = this.run_export(&tenant, from_seq, to_seq, follow, &tx).await {
+            if let Err(e) = this
+                .run_export(&tenant, from_seq, to_seq, follow, &tx)
+                .await
+            {
                 let _ = tx.send(Err(e)).await;
             }
         });

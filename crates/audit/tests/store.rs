@@ -64,7 +64,7 @@ fn ev(i: usize) -> EventInput {
         actor_sub: format!("user-{}", i % 3),
         actor_roles: vec!["privacy-officer".into()],
         actor_client: "vern-cli".into(),
-        action: if i % 2 == 0 {
+        action: if i.is_multiple_of(2) {
             "GetSubject"
         } else {
             "UpdateSubject"
@@ -179,7 +179,10 @@ async fn seqs_are_gap_free_per_tenant(target: DbTarget) {
         .append(&tenant("a-dept"), batch(10..12))
         .await
         .expect("append");
-    assert_eq!(out.results.iter().map(|r| r.seq).collect::<Vec<_>>(), [6, 7]);
+    assert_eq!(
+        out.results.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [6, 7]
+    );
     for (t, n) in [("a-dept", 7), ("b-dept", 3)] {
         let items = export_all(&log, t, 0, 0).await;
         let seqs: Vec<i64> = items
@@ -210,12 +213,7 @@ async fn tenants_are_isolated(target: DbTarget) {
     let e = log.get_event(&b, &id).await.expect_err("hidden");
     assert!(matches!(e, AuditError::EventNotFound));
     assert_eq!(
-        log.get_event(&a, &id)
-            .await
-            .expect("own")
-            .chained
-            .event
-            .seq,
+        log.get_event(&a, &id).await.expect("own").chained.event.seq,
         1
     );
     let page = log
@@ -223,14 +221,22 @@ async fn tenants_are_isolated(target: DbTarget) {
         .await
         .expect("query");
     assert_eq!(page.items.len(), 4);
-    assert!(page.items.iter().all(|e| e.chained.event.tenant_id == "b-dept"));
+    assert!(
+        page.items
+            .iter()
+            .all(|e| e.chained.event.tenant_id == "b-dept")
+    );
     let v = log.verify(&b, 0, 0).await.expect("verify");
     assert!(v.ok());
     assert_eq!(v.checked, 4);
     assert!(v.checkpoint.is_none(), "a's checkpoint is not b's");
     let items = export_all(&log, "b-dept", 0, 0).await;
     assert_eq!(items.len(), 4);
-    assert!(items.iter().all(|i| matches!(i, ExportItem::Event(e) if e.chained.event.tenant_id == "b-dept")));
+    assert!(
+        items
+            .iter()
+            .all(|i| matches!(i, ExportItem::Event(e) if e.chained.event.tenant_id == "b-dept"))
+    );
     assert!(matches!(
         log.checkpoint(&b, 0).await,
         Err(AuditError::CheckpointNotFound)
@@ -316,10 +322,7 @@ async fn deleted_event_is_found(target: DbTarget) {
         "DELETE FROM audit_events WHERE tenant_id = 'kultur' AND seq = 7",
     )
     .await;
-    assert_eq!(
-        verify(&log, "kultur").await,
-        (7, Some(FailureKind::SeqGap))
-    );
+    assert_eq!(verify(&log, "kultur").await, (7, Some(FailureKind::SeqGap)));
     // Renumbering the rest to hide the gap does not help.
     sql(
         &log,
@@ -472,10 +475,7 @@ async fn truncated_tail_is_found_against_a_checkpoint(target: DbTarget) {
         "DELETE FROM audit_events WHERE tenant_id = 'other' AND seq > 5",
     )
     .await;
-    assert_eq!(
-        verify(&log2, "other").await,
-        (6, Some(FailureKind::SeqGap))
-    );
+    assert_eq!(verify(&log2, "other").await, (6, Some(FailureKind::SeqGap)));
 }
 
 async fn forged_checkpoint_is_refused(target: DbTarget) {
@@ -509,7 +509,11 @@ async fn offline_verification_finds_an_edited_export(target: DbTarget) {
     fill(&log, "kultur", 23, 5).await;
     let items = export_all(&log, "kultur", 0, 0).await;
     let lines = to_lines(&items);
-    assert_eq!(lines.len(), 23 + 2, "23 events and checkpoints at 10 and 20");
+    assert_eq!(
+        lines.len(),
+        23 + 2,
+        "23 events and checkpoints at 10 and 20"
+    );
     assert!(lines[10].starts_with("{\"checkpoint\"") && lines[21].starts_with("{\"checkpoint\""));
     let key = log.signer().verifying_key();
     let file = lines.join("\n") + "\n";
@@ -591,9 +595,7 @@ async fn export_interleaves_checkpoints_and_follows(target: DbTarget) {
         .collect();
     assert_eq!(shape[10..], ["e11", "e12", "c12"]);
     // Following: new events arrive as they are chained.
-    let mut rx = log
-        .export(tenant("kultur"), 12, 0, true)
-        .expect("follow");
+    let mut rx = log.export(tenant("kultur"), 12, 0, true).expect("follow");
     let first = rx.recv().await.expect("item").expect("ok");
     assert!(matches!(first, ExportItem::Event(ref e) if e.chained.event.seq == 12));
     assert!(matches!(
@@ -644,7 +646,10 @@ async fn query_filters_and_pages(target: DbTarget) {
             seqs
         }
     };
-    assert_eq!(all(EventFilter::default()).await, (1..=20).collect::<Vec<_>>());
+    assert_eq!(
+        all(EventFilter::default()).await,
+        (1..=20).collect::<Vec<_>>()
+    );
     // ev(i) is seq i + 1.
     let by_subject = all(EventFilter {
         subject_id: Some("subject-1".into()),
@@ -698,7 +703,10 @@ async fn two_replicas_do_not_fork_the_chain(target: DbTarget) {
     let a = log(&target).await;
     let b = log_with(&target, 10).await;
     let mut tasks = vec![];
-    for (n, log) in [a.clone(), b.clone(), a.clone(), b.clone()].into_iter().enumerate() {
+    for (n, log) in [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+    {
         tasks.push(tokio::spawn(async move {
             for k in 0..5 {
                 let base = n * 1000 + k * 10;

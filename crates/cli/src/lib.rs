@@ -1,6 +1,7 @@
 //! The `vern` command's library: assembling the suite (used by `vern dev` and by the
 //! end-to-end tests) and the individual services.
 
+pub mod audit_cli;
 pub mod import;
 pub mod remote;
 
@@ -126,9 +127,17 @@ pub async fn suite_of(config: &Config, services: &[&str]) -> anyhow::Result<Serv
 /// The audit hook for denied calls: delivers them to the audit service with a service
 /// token. `None` when no service token can be signed (denials are then logged only).
 pub fn denial_sink(config: &Config) -> Option<vern_kit::audit::DenialSink> {
-    let tokens = vern_kit::auth::ServiceTokens::from_config(config).ok().flatten()?;
-    let delivery = vern_kit::audit::AuditDelivery::new(&config.services.audit.url, std::sync::Arc::new(tokens)).ok()?;
-    Some(vern_kit::audit::DenialSink::spawn(std::sync::Arc::new(delivery)))
+    let tokens = vern_kit::auth::ServiceTokens::from_config(config)
+        .ok()
+        .flatten()?;
+    let delivery = vern_kit::audit::AuditDelivery::new(
+        &config.services.audit.url,
+        std::sync::Arc::new(tokens),
+    )
+    .ok()?;
+    Some(vern_kit::audit::DenialSink::spawn(std::sync::Arc::new(
+        delivery,
+    )))
 }
 
 /// All six services.

@@ -85,6 +85,24 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Export, verify and follow a tenant's tamper-evident audit chain.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Export the tenant's chain as JSON lines (events and signed checkpoints), for
+    /// offline verification.
+    Export(vern_cli::audit_cli::ExportArgs),
+    /// Verify an export offline (reads the file only); exit code 1 if it does not verify.
+    Verify(vern_cli::audit_cli::VerifyArgs),
+    /// Follow new audit events, one line each.
+    Tail(vern_cli::audit_cli::TailArgs),
+    /// Print the public key that verifies the checkpoints (hex).
+    PublicKey(vern_cli::audit_cli::PublicKeyArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -303,6 +321,12 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
         }
         Command::Subjects { command } => subjects(&config, command).await,
         Command::Consents { command } => consents(&config, command).await,
+        Command::Audit { command } => match command {
+            AuditCommand::Export(a) => vern_cli::audit_cli::export(&config, a).await,
+            AuditCommand::Verify(a) => vern_cli::audit_cli::verify(a),
+            AuditCommand::Tail(a) => vern_cli::audit_cli::tail(&config, a).await,
+            AuditCommand::PublicKey(a) => vern_cli::audit_cli::public_key(&config, a),
+        },
         Command::Token { .. } | Command::Keys { .. } => unreachable!("handled without a runtime"),
     }
 }

@@ -18,7 +18,9 @@ pub mod store;
 use std::sync::Arc;
 
 use tower::Layer;
-use vern_kit::audit::{AUDIT_TOPIC, Audit, AuditDelivery, AuditLayer, Audited, Auditor, TopicRouter};
+use vern_kit::audit::{
+    AUDIT_TOPIC, Audit, AuditDelivery, AuditLayer, Audited, Auditor, TopicRouter,
+};
 use vern_kit::config::Config;
 use vern_kit::db::DbTarget;
 use vern_kit::server::Limits;
@@ -50,10 +52,14 @@ pub async fn build(
         channel: vern_kit::client::channel(&config.services.subjects.url)?,
         tokens,
     });
-    let audit_tokens = vern_kit::auth::ServiceTokens::from_config(config)?.ok_or("no key to sign service tokens")?;
+    let audit_tokens = vern_kit::auth::ServiceTokens::from_config(config)?
+        .ok_or("no key to sign service tokens")?;
     let router = TopicRouter::new().route(
         AUDIT_TOPIC,
-        Arc::new(AuditDelivery::new(&config.services.audit.url, Arc::new(audit_tokens))?),
+        Arc::new(AuditDelivery::new(
+            &config.services.audit.url,
+            Arc::new(audit_tokens),
+        )?),
     );
     let auditor_db = store.connection().clone();
     let relay = router.spawn(auditor_db.clone(), 500);

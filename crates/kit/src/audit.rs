@@ -74,7 +74,10 @@ pub fn changed_fields(fields: &[String]) {
 
 /// The event of the current scope for a change about to commit; `None` outside a scope.
 /// `answer` is the committed answer, whose ids name what was created.
-pub(crate) fn event_for_commit(answer: Option<&serde_json::Value>, request_id: &str) -> Option<pb::AuditEvent> {
+pub(crate) fn event_for_commit(
+    answer: Option<&serde_json::Value>,
+    request_id: &str,
+) -> Option<pb::AuditEvent> {
     SCOPE
         .try_with(|s| {
             let mut scope = s.borrow().clone();
@@ -97,7 +100,15 @@ pub(crate) fn event_for_commit(answer: Option<&serde_json::Value>, request_id: &
                     scope.subject_id = id;
                 }
                 if scope.resource_id.is_empty() {
-                    for k in ["event_id", "recipient_id", "policy_id", "rights_request_id", "subject_id", "key", "tenant_id"] {
+                    for k in [
+                        "event_id",
+                        "recipient_id",
+                        "policy_id",
+                        "rights_request_id",
+                        "subject_id",
+                        "key",
+                        "tenant_id",
+                    ] {
                         if let Some(id) = text(k) {
                             scope.resource_id = id;
                             break;
@@ -116,7 +127,12 @@ pub(crate) fn mark_emitted() {
     let _ = SCOPE.try_with(|s| s.borrow_mut().emitted = true);
 }
 
-fn build(scope: &Scope, outcome: pb::Outcome, status_code: i32, request_id: &str) -> pb::AuditEvent {
+fn build(
+    scope: &Scope,
+    outcome: pb::Outcome,
+    status_code: i32,
+    request_id: &str,
+) -> pb::AuditEvent {
     pb::AuditEvent {
         event_id: uuid::Uuid::now_v7().to_string(),
         tenant_id: scope.tenant.clone(),
@@ -147,10 +163,13 @@ fn build(scope: &Scope, outcome: pb::Outcome, status_code: i32, request_id: &str
 /// "CreateSubject" → "subject", "ListConsentHistory" → "consent_history".
 fn resource_type_of(action: &str) -> String {
     const VERBS: [&str; 16] = [
-        "Create", "Get", "Find", "List", "Update", "Delete", "Suspend", "Restrict", "Lift", "Erase", "Add", "Record",
-        "Purge", "Submit", "Fulfil", "Reject",
+        "Create", "Get", "Find", "List", "Update", "Delete", "Suspend", "Restrict", "Lift",
+        "Erase", "Add", "Record", "Purge", "Submit", "Fulfil", "Reject",
     ];
-    let rest = VERBS.iter().find_map(|v| action.strip_prefix(v)).unwrap_or(action);
+    let rest = VERBS
+        .iter()
+        .find_map(|v| action.strip_prefix(v))
+        .unwrap_or(action);
     let mut out = String::new();
     for (i, c) in rest.chars().enumerate() {
         if c.is_uppercase() && i > 0 {
@@ -183,13 +202,20 @@ pub struct Auditor {
 
 impl std::fmt::Debug for Auditor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auditor").field("service", &self.service).finish_non_exhaustive()
+        f.debug_struct("Auditor")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
     }
 }
 
 impl Auditor {
     /// An auditor writing to `db`'s outbox; `policy` maps an RPC name to how it is audited.
-    pub fn new(db: DatabaseConnection, relay: Option<Relay>, service: &'static str, policy: fn(&str) -> Audit) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        relay: Option<Relay>,
+        service: &'static str,
+        policy: fn(&str) -> Audit,
+    ) -> Self {
         Self {
             db,
             relay,
@@ -217,13 +243,18 @@ impl Auditor {
                     r.nudge();
                 }
             }
-            Err(e) => tracing::error!(kind = ?crate::db::classify(&e), action = %event.action, "audit event not written"),
+            Err(e) => {
+                tracing::error!(kind = ?crate::db::classify(&e), action = %event.action, "audit event not written")
+            }
         }
     }
 }
 
 /// Writes `event` to the outbox inside `txn` (used by `commit_once`).
-pub(crate) async fn enqueue(txn: &impl ConnectionTrait, event: &pb::AuditEvent) -> Result<(), sea_orm::DbErr> {
+pub(crate) async fn enqueue(
+    txn: &impl ConnectionTrait,
+    event: &pb::AuditEvent,
+) -> Result<(), sea_orm::DbErr> {
     outbox::enqueue(txn, &event.tenant_id, AUDIT_TOPIC, event.encode_to_vec()).await
 }
 
@@ -283,7 +314,13 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let action = req.uri().path().rsplit('/').next().unwrap_or_default().to_owned();
+        let action = req
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         let how = (self.auditor.policy)(&action);
         let ctx = req.extensions().get::<CallContext>().cloned();
         let (how, ctx) = match (how, ctx) {
@@ -291,7 +328,11 @@ where
             (how, Some(ctx)) => (how, ctx),
         };
         // Empty for platform-level calls; the committed answer names the tenant then.
-        let tenant = ctx.tenant.as_ref().map(|t| t.as_str().to_owned()).unwrap_or_default();
+        let tenant = ctx
+            .tenant
+            .as_ref()
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default();
         let scope = Scope {
             tenant,
             service: self.auditor.service,
@@ -326,7 +367,9 @@ where
                 if code != 0 || how == Audit::Read {
                     let outcome = match tonic::Code::from_i32(code) {
                         tonic::Code::Ok => pb::Outcome::Success,
-                        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => pb::Outcome::Denied,
+                        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+                            pb::Outcome::Denied
+                        }
                         _ => pb::Outcome::Failed,
                     };
                     auditor.write_alone(build(&cell, outcome, code, "")).await;
@@ -344,7 +387,12 @@ fn client_of(headers: &http::HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     // The product token only (e.g. "grpc-rust/0.14"), bounded.
-    ua.split_whitespace().next().unwrap_or_default().chars().take(64).collect()
+    ua.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(64)
+        .collect()
 }
 
 /// The trace id of a W3C `traceparent` header, if any.
@@ -366,7 +414,10 @@ pub struct AuditDelivery {
 
 impl AuditDelivery {
     /// Delivery to the audit service at `url`.
-    pub fn new(url: &str, tokens: Arc<crate::auth::ServiceTokens>) -> Result<Self, tonic::transport::Error> {
+    pub fn new(
+        url: &str,
+        tokens: Arc<crate::auth::ServiceTokens>,
+    ) -> Result<Self, tonic::transport::Error> {
         Ok(Self {
             channel: crate::client::channel(url)?,
             tokens,
@@ -376,13 +427,21 @@ impl AuditDelivery {
 
 #[async_trait::async_trait]
 impl Deliver for AuditDelivery {
-    async fn deliver(&self, tenant_id: &str, _topic: &str, payloads: Vec<Vec<u8>>) -> Result<(), String> {
+    async fn deliver(
+        &self,
+        tenant_id: &str,
+        _topic: &str,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<(), String> {
         let events = payloads
             .iter()
             .map(|p| pb::AuditEvent::decode(p.as_slice()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| "undecodable audit event".to_owned())?;
-        let token = self.tokens.for_tenant(tenant_id).map_err(|_| "signing a service token failed".to_owned())?;
+        let token = self
+            .tokens
+            .for_tenant(tenant_id)
+            .map_err(|_| "signing a service token failed".to_owned())?;
         let req = crate::client::request(
             pb::AppendEventsRequest {
                 events,
@@ -425,7 +484,12 @@ impl TopicRouter {
 
 #[async_trait::async_trait]
 impl Deliver for TopicRouter {
-    async fn deliver(&self, tenant_id: &str, topic: &str, payloads: Vec<Vec<u8>>) -> Result<(), String> {
+    async fn deliver(
+        &self,
+        tenant_id: &str,
+        topic: &str,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<(), String> {
         match self.routes.get(topic) {
             Some(d) => d.deliver(tenant_id, topic, payloads).await,
             None => Err(format!("no delivery for outbox topic {topic:?}")),
@@ -448,7 +512,12 @@ mod tests {
     #[test]
     fn trace_ids_from_traceparent() {
         let mut h = http::HeaderMap::new();
-        h.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().expect("hdr"));
+        h.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .expect("hdr"),
+        );
         assert_eq!(trace_id_of(&h), "4bf92f3577b34da6a3ce929d0e0e4736");
         h.insert("traceparent", "garbage".parse().expect("hdr"));
         assert_eq!(trace_id_of(&h), "");
@@ -465,13 +534,25 @@ mod tests {
         };
         let answer = serde_json::json!({"subject_id": "s-1", "email": "never@copied.no"});
         let ev = SCOPE
-            .scope(RefCell::new(scope), async { event_for_commit(Some(&answer), "req-1") })
+            .scope(RefCell::new(scope), async {
+                event_for_commit(Some(&answer), "req-1")
+            })
             .await
             .expect("in scope");
-        assert_eq!((ev.subject_id.as_str(), ev.resource_id.as_str(), ev.request_id.as_str()), ("s-1", "s-1", "req-1"));
+        assert_eq!(
+            (
+                ev.subject_id.as_str(),
+                ev.resource_id.as_str(),
+                ev.request_id.as_str()
+            ),
+            ("s-1", "s-1", "req-1")
+        );
         assert_eq!(ev.resource_type, "subject");
         let encoded = ev.encode_to_vec();
-        assert!(!encoded.windows(9).any(|w| w == b"never@cop"), "values never copied");
+        assert!(
+            !encoded.windows(9).any(|w| w == b"never@cop"),
+            "values never copied"
+        );
         assert!(event_for_commit(None, "").is_none(), "no scope, no event");
     }
 }
@@ -503,7 +584,10 @@ impl DenialSink {
                 }
                 let mut by_tenant: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
                 for e in batch {
-                    by_tenant.entry(e.tenant_id.clone()).or_default().push(e.encode_to_vec());
+                    by_tenant
+                        .entry(e.tenant_id.clone())
+                        .or_default()
+                        .push(e.encode_to_vec());
                 }
                 for (tenant, payloads) in by_tenant {
                     if let Err(e) = delivery.deliver(&tenant, AUDIT_TOPIC, payloads).await {
@@ -516,13 +600,24 @@ impl DenialSink {
     }
 
     /// Reports a denied call of `path` by `principal` acting in `tenant`.
-    pub fn report(&self, tenant: &str, path: &str, principal: &crate::auth::Principal, code: tonic::Code, headers: &http::HeaderMap) {
+    pub fn report(
+        &self,
+        tenant: &str,
+        path: &str,
+        principal: &crate::auth::Principal,
+        code: tonic::Code,
+        headers: &http::HeaderMap,
+    ) {
         let scope = Scope {
             tenant: tenant.to_owned(),
             service: "gateway",
             action: path.rsplit('/').next().unwrap_or_default().to_owned(),
             sub: principal.sub.clone(),
-            roles: principal.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            roles: principal
+                .roles
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect(),
             client: client_of(headers),
             trace_id: trace_id_of(headers),
             ..Default::default()

@@ -184,7 +184,9 @@ fn report_denial(
     code: tonic::Code,
 ) {
     let Ok(token) = bearer(headers) else { return };
-    let Ok(principal) = verifier.verify(token) else { return };
+    let Ok(principal) = verifier.verify(token) else {
+        return;
+    };
     let selected = headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok());
     let tenant = match (selected, principal.tenants.as_slice()) {
         (Some(sel), names) if names.iter().any(|t| t == sel) => Some(sel.to_owned()),
@@ -264,7 +266,13 @@ where
                 if status.code() == tonic::Code::PermissionDenied
                     && let Some(sink) = &self.denials
                 {
-                    report_denial(sink, &self.verifier, req.uri().path(), req.headers(), status.code());
+                    report_denial(
+                        sink,
+                        &self.verifier,
+                        req.uri().path(),
+                        req.headers(),
+                        status.code(),
+                    );
                 }
                 return Box::pin(async move { Ok(status.into_http()) });
             }

@@ -159,7 +159,11 @@ fn spawn_loop(
 
 /// Delivers up to `batch` rows; returns how many were delivered. Stops at the first
 /// failure so later notifications never overtake earlier ones.
-pub async fn deliver_once(db: &DatabaseConnection, deliver: &dyn Deliver, batch: u64) -> Result<usize, String> {
+pub async fn deliver_once(
+    db: &DatabaseConnection,
+    deliver: &dyn Deliver,
+    batch: u64,
+) -> Result<usize, String> {
     deliver_topic(db, deliver, batch, None).await
 }
 

@@ -23,9 +23,11 @@ use vern_proto::subjects::v1::subject_service_server::SubjectServiceServer;
 
 use crate::domain::keyring::Keyring;
 use crate::relay::ConsentsDelivery;
-use tower::Layer;
-use vern_kit::audit::{AUDIT_TOPIC, Audit, AuditDelivery, AuditLayer, Audited, Auditor, TopicRouter};
 use crate::store::{KeyStore, SubjectStore};
+use tower::Layer;
+use vern_kit::audit::{
+    AUDIT_TOPIC, Audit, AuditDelivery, AuditLayer, Audited, Auditor, TopicRouter,
+};
 
 pub use api::SubjectApi;
 
@@ -75,15 +77,27 @@ pub async fn build(
     let keys = KeyStore::open(&key_store_target(config)).await?;
     let channel = vern_kit::client::channel(&config.services.consents.url)
         .map_err(|e| format!("subjects: services.consents.url is not usable: {e}"))?;
-    let audit_tokens = ServiceTokens::from_config(config)?.ok_or("subjects: no key to sign service tokens")?;
+    let audit_tokens =
+        ServiceTokens::from_config(config)?.ok_or("subjects: no key to sign service tokens")?;
     let router = TopicRouter::new()
-        .route(crate::store::STATE_TOPIC, Arc::new(ConsentsDelivery::new(channel, tokens)))
+        .route(
+            crate::store::STATE_TOPIC,
+            Arc::new(ConsentsDelivery::new(channel, tokens)),
+        )
         .route(
             AUDIT_TOPIC,
-            Arc::new(AuditDelivery::new(&config.services.audit.url, Arc::new(audit_tokens))?),
+            Arc::new(AuditDelivery::new(
+                &config.services.audit.url,
+                Arc::new(audit_tokens),
+            )?),
         );
     let relay = router.spawn(store.connection().clone(), relay::BATCH);
-    let auditor = Auditor::new(store.connection().clone(), Some(relay.clone()), "subjects", audit_policy);
+    let auditor = Auditor::new(
+        store.connection().clone(),
+        Some(relay.clone()),
+        "subjects",
+        audit_policy,
+    );
     let subjects = service::Subjects::new(store, keys, keyring).with_relay(relay);
     Ok(AuditLayer::new(auditor).layer(vern_kit::limited!(
         SubjectServiceServer::new(SubjectApi::new(subjects)),

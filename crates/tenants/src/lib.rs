@@ -13,7 +13,9 @@ pub mod store;
 use std::sync::Arc;
 
 use tower::Layer;
-use vern_kit::audit::{AUDIT_TOPIC, Audit, AuditDelivery, AuditLayer, Audited, Auditor, TopicRouter};
+use vern_kit::audit::{
+    AUDIT_TOPIC, Audit, AuditDelivery, AuditLayer, Audited, Auditor, TopicRouter,
+};
 use vern_kit::config::Config;
 use vern_kit::db::DbTarget;
 use vern_kit::server::Limits;
@@ -39,17 +41,28 @@ pub async fn build(
         channel: vern_kit::client::channel(&config.services.consents.url)?,
         tokens,
     };
-    let audit_tokens = vern_kit::auth::ServiceTokens::from_config(config)?.ok_or("no key to sign service tokens")?;
+    let audit_tokens = vern_kit::auth::ServiceTokens::from_config(config)?
+        .ok_or("no key to sign service tokens")?;
     let router = TopicRouter::new()
         .route(store::PURPOSE_TOPIC, Arc::new(deliver))
         .route(
             AUDIT_TOPIC,
-            Arc::new(AuditDelivery::new(&config.services.audit.url, Arc::new(audit_tokens))?),
+            Arc::new(AuditDelivery::new(
+                &config.services.audit.url,
+                Arc::new(audit_tokens),
+            )?),
         );
     let relay = router.spawn(store.connection().clone(), 500);
-    let auditor = Auditor::new(store.connection().clone(), Some(relay.clone()), "tenants", audit_policy);
+    let auditor = Auditor::new(
+        store.connection().clone(),
+        Some(relay.clone()),
+        "tenants",
+        audit_policy,
+    );
     Ok(AuditLayer::new(auditor).layer(vern_kit::limited!(
-        TenantServiceServer::new(api::TenantApi::new(service::Registry::with_relay(store, relay))),
+        TenantServiceServer::new(api::TenantApi::new(service::Registry::with_relay(
+            store, relay
+        ))),
         limits
     )))
 }
@@ -58,9 +71,8 @@ pub async fn build(
 /// changes are audited.
 pub fn audit_policy(rpc: &str) -> Audit {
     match rpc {
-        "CreateTenant" | "UpdateTenant" | "SuspendTenant" | "CreatePurpose" | "UpdatePurpose" | "CreateRecipient" => {
-            Audit::Change
-        }
+        "CreateTenant" | "UpdateTenant" | "SuspendTenant" | "CreatePurpose" | "UpdatePurpose"
+        | "CreateRecipient" => Audit::Change,
         _ => Audit::No,
     }
 }

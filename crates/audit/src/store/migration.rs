@@ -178,8 +178,16 @@ impl MigrationTrait for M0001Chain {
                         .string_len(63)
                         .not_null(),
                 )
-                .col(ColumnDef::new(AuditCheckpoints::Seq).big_integer().not_null())
-                .col(ColumnDef::new(AuditCheckpoints::HeadHash).binary().not_null())
+                .col(
+                    ColumnDef::new(AuditCheckpoints::Seq)
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(AuditCheckpoints::HeadHash)
+                        .binary()
+                        .not_null(),
+                )
                 .col(
                     ColumnDef::new(AuditCheckpoints::CheckpointTimeUs)
                         .big_integer()
