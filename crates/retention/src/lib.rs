@@ -1,63 +1,83 @@
-//! RetentionService: retention policies, legal holds and sweeps.
+//! RetentionService: retention policies, legal holds, sweeps that remove expired data
+//! through the subjects service's purge primitive, and the per-subject evaluation that
+//! erasure requests rely on.
 //!
-//! The crate has its store (connection, migrations) and serves health; every RPC
-//! answers UNIMPLEMENTED until the rights and retention issue builds it — never a fake answer.
+//! Layers: [`api`] (tonic handlers) → [`service`] and [`sweep`] (use cases) →
+//! [`domain`] (periods, anchors and decision rules, pure) and [`store`] (sea-orm);
+//! [`remote`] calls the tenants, subjects and consents services with a `service` token.
 
+pub mod api;
+pub mod domain;
+pub mod error;
+pub mod remote;
+pub mod service;
 pub mod store;
+pub mod sweep;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower::Layer;
+use vern_kit::audit::{
+    AUDIT_TOPIC, Audit, AuditDelivery, AuditLayer, Audited, Auditor, TopicRouter,
+};
 use vern_kit::config::Config;
 use vern_kit::db::DbTarget;
 use vern_kit::server::Limits;
-use vern_proto::retention::v1::retention_service_server::{
-    RetentionService, RetentionServiceServer,
-};
+use vern_proto::retention::v1::retention_service_server::RetentionServiceServer;
 
-/// The gRPC service name.
 /// Why a service could not start.
 pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = "vern.retention.v1.RetentionService";
 
-/// The RetentionService implementation. Not built yet: the generated default methods answer
-/// UNIMPLEMENTED.
-#[derive(Clone, Debug)]
-pub struct RetentionApi {
-    #[allow(dead_code)]
-    store: store::RetentionStore,
-}
-
-impl RetentionService for RetentionApi {}
-
-/// Opens the store (running migrations) and builds the gRPC service.
+/// Opens the store (running migrations), builds the gRPC service and starts the sweep
+/// scheduler (`retention.sweep_interval_seconds`; 0: off), which stops when the service
+/// is dropped.
 pub async fn build(
     config: &Config,
     target: &DbTarget,
-) -> Result<RetentionServiceServer<RetentionApi>, BuildError> {
+) -> Result<Audited<RetentionServiceServer<api::RetentionApi>>, BuildError> {
     let limits = Limits::from(&config.server);
     let store = store::RetentionStore::open(target).await?;
-    Ok(vern_kit::limited!(
-        RetentionServiceServer::new(RetentionApi { store }),
+    let tokens = Arc::new(vern_kit::auth::ServiceTokens::from_config(config)?.ok_or(
+        "the retention service calls the tenants, subjects and consents services: configure auth.service_key_file or auth.hs256_secret",
+    )?);
+    let upstream = Arc::new(remote::GrpcUpstream {
+        tenants: vern_kit::client::channel(&config.services.tenants.url)?,
+        subjects: vern_kit::client::channel(&config.services.subjects.url)?,
+        consents: vern_kit::client::channel(&config.services.consents.url)?,
+        tokens: tokens.clone(),
+    });
+    let router = TopicRouter::new().route(
+        AUDIT_TOPIC,
+        Arc::new(AuditDelivery::new(&config.services.audit.url, tokens)?),
+    );
+    let db = store.connection().clone();
+    let relay = router.spawn(db.clone(), 500);
+    let auditor = Auditor::new(db, Some(relay.clone()), "retention", audit_policy);
+    let retention = service::Retention::new(store, upstream);
+    let scheduler = match config.retention.sweep_interval_seconds {
+        0 => None,
+        n => Some(
+            sweep::Scheduler::new(retention.clone(), Some(relay)).spawn(Duration::from_secs(n)),
+        ),
+    };
+    Ok(AuditLayer::new(auditor).layer(vern_kit::limited!(
+        RetentionServiceServer::new(api::RetentionApi::new(retention, scheduler)),
         limits
-    ))
+    )))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use vern_proto::retention::v1::retention_service_server::RetentionService;
-
-    #[tokio::test]
-    async fn unbuilt_rpcs_answer_unimplemented() {
-        let dir = std::env::temp_dir().join(format!("vern-retention-{}", uuid::Uuid::new_v4()));
-        let target = DbTarget::for_service(None, &dir, "retention");
-        let store = store::RetentionStore::open(&target).await.expect("open");
-        let api = RetentionApi { store };
-        let status = api
-            .list_policies(tonic::Request::new(Default::default()))
-            .await
-            .expect_err("unimplemented");
-        assert_eq!(status.code(), tonic::Code::Unimplemented);
-        let _ = std::fs::remove_dir_all(dir);
+/// How each RPC is audited: changes to policies, holds and sweeps as changes (ids
+/// only); Evaluate and GetSweepRun as reads, since they tell what data of which
+/// subjects exists; the other reads hold no personal data.
+pub fn audit_policy(rpc: &str) -> Audit {
+    match rpc {
+        "CreatePolicy" | "UpdatePolicy" | "DeletePolicy" | "PlaceHold" | "ReleaseHold"
+        | "RunSweep" => Audit::Change,
+        "Evaluate" | "GetSweepRun" => Audit::Read,
+        _ => Audit::No,
     }
 }

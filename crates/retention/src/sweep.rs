@@ -1,0 +1,671 @@
+//! Sweeps: applying the tenant's policies through SubjectService.PurgeRecords, on
+//! demand (RunSweep) and on a schedule ([`Scheduler`]).
+//!
+//! A sweep records its run first (status RUNNING; at most one per tenant, enforced by
+//! the database so it holds across instances), then per policy:
+//! 1. counts the records whose period has passed (a dry-run purge with the policy's own
+//!    expiry filters): `matched_count`;
+//! 2. purges (or, on a dry run, lists) the records with the policy's filters ANDed with
+//!    the expiry of every overlapping legal-duty policy (see the rules in
+//!    [`crate::domain`]), never touching subjects under a legal hold;
+//! 3. counts what was left, `matched - purged`, as kept.
+//!
+//! CONSENT_WITHDRAWN policies first ask ConsentService for the subjects whose consent
+//! for the purpose was withdrawn or objected to before the cut-off. Finally, records
+//! kept after an erasure whose duty has ended are removed (so such subjects become
+//! ERASED); they appear as a result with an empty policy_id. A tenant-wide legal hold
+//! stops the whole sweep (SKIPPED_HOLD).
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use vern_kit::context::TenantId;
+use vern_kit::error::Violations;
+use vern_kit::idempotency::Key;
+
+use crate::domain::{
+    self, Action, Expiry, HoldScope, Policy, PolicyResult, SweepItem, SweepRun, SweepStatus,
+    SweepTrigger,
+};
+use crate::error::RetentionError;
+use crate::remote::{PurgeCall, PurgeOutcome, PurgedRecord};
+use crate::service::Retention;
+
+/// Most subject ids one PurgeRecords call takes (its limit).
+const MAX_IDS: usize = 10_000;
+/// Records per real purge call.
+const PURGE_BATCH: i32 = 1000;
+/// Default and largest number of items a dry run lists.
+pub const DEFAULT_MAX_ITEMS: usize = 1000;
+/// Largest number of items a dry run lists.
+pub const MAX_ITEMS: usize = 10_000;
+
+/// What a sweep is asked to do.
+#[derive(Debug, Clone)]
+pub struct SweepRequest {
+    /// List only.
+    pub dry_run: bool,
+    /// Only these policies (empty: all).
+    pub policy_ids: Vec<String>,
+    /// Dry run: most items listed (0: default).
+    pub max_items: i32,
+    /// Who started it.
+    pub trigger: SweepTrigger,
+    /// The caller (empty for scheduled runs).
+    pub requested_by: String,
+}
+
+/// Which subjects a purge covers: all, or only these (possibly none).
+#[derive(Debug, Clone)]
+enum Subjects {
+    All,
+    Only(Vec<String>),
+}
+
+struct Ctx<'a> {
+    tenant: &'a str,
+    run_id: String,
+    dry_run: bool,
+    held: Vec<String>,
+    items: Vec<SweepItem>,
+    /// Records already listed (a record several policies expire is listed once, under
+    /// the first).
+    listed: HashSet<String>,
+    max_items: usize,
+    truncated: bool,
+    calls: u64,
+    stop: Option<&'a AtomicBool>,
+}
+
+impl Retention {
+    /// RunSweep (and the scheduler's runs): records a run and applies the policies.
+    /// `stop`, when set, ends the sweep between policies (service shutdown).
+    ///
+    /// The work after the run is recorded runs in a task of its own, so a caller that
+    /// gives up (deadline, disconnect) does not leave the run RUNNING: it finishes and
+    /// is recorded, and GetSweepRun shows it.
+    pub async fn run_sweep(
+        &self,
+        tenant: &TenantId,
+        req: SweepRequest,
+        key: Option<Key>,
+        stop: Option<Arc<AtomicBool>>,
+    ) -> Result<SweepRun, RetentionError> {
+        let mut v = Violations::new();
+        let mut wanted = vec![];
+        for (i, id) in req.policy_ids.iter().enumerate() {
+            if let Some(id) = v.check(domain::uuid(&format!("policy_ids[{i}]"), id)) {
+                wanted.push(id);
+            }
+        }
+        let max_items = match req.max_items {
+            n if n < 0 => {
+                v.add("max_items", "must not be negative");
+                0
+            }
+            0 => DEFAULT_MAX_ITEMS,
+            n => (n as usize).min(MAX_ITEMS),
+        };
+        v.finish()?;
+        let t = tenant.as_str();
+        if let Some(r) = self.store.replay::<SweepRun>(key.as_ref()).await? {
+            vern_kit::audit::resource("sweep_run", &r.sweep_run_id);
+            return Ok(self.store.get_run(t, &r.sweep_run_id).await?.unwrap_or(r));
+        }
+        let all = self.store.all_policies(t).await?;
+        let mut selected: Vec<Policy> = vec![];
+        if wanted.is_empty() {
+            selected = all.clone();
+        } else {
+            let mut v = Violations::new();
+            for (i, id) in wanted.iter().enumerate() {
+                match all.iter().find(|p| &p.policy_id == id) {
+                    Some(p) if !selected.contains(p) => selected.push(p.clone()),
+                    Some(_) => {}
+                    None => v.add(format!("policy_ids[{i}]"), "is not a policy of this tenant"),
+                }
+            }
+            v.finish()?;
+        }
+        let mut run = SweepRun {
+            tenant_id: t.to_owned(),
+            sweep_run_id: uuid::Uuid::now_v7().to_string(),
+            dry_run: req.dry_run,
+            trigger: req.trigger,
+            status: SweepStatus::Running,
+            requested_by: req.requested_by,
+            start_time: vern_kit::time::now(),
+            end_time: None,
+            policy_results: vec![],
+            items: vec![],
+            items_truncated: false,
+            held_subject_count: 0,
+            error: String::new(),
+        };
+        vern_kit::audit::resource("sweep_run", &run.sweep_run_id);
+        let event = (req.trigger == SweepTrigger::Scheduled).then(|| scheduled_event(&run));
+        self.store.start_run(&run, key.as_ref(), event).await?;
+        let this = self.clone();
+        let every_policy = wanted.is_empty();
+        let dry_run = req.dry_run;
+        let task = tokio::spawn(async move {
+            let tenant = run.tenant_id.clone();
+            let mut ctx = Ctx {
+                tenant: &tenant,
+                run_id: run.sweep_run_id.clone(),
+                dry_run,
+                held: vec![],
+                items: vec![],
+                listed: HashSet::new(),
+                max_items,
+                truncated: false,
+                calls: 0,
+                stop: stop.as_deref(),
+            };
+            match this
+                .execute(&mut ctx, &mut run, &all, &selected, every_policy)
+                .await
+            {
+                Ok(status) => run.status = status,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sweep failed");
+                    run.status = SweepStatus::Failed;
+                    run.error = failure_text(&e);
+                }
+            }
+            run.items = ctx.items;
+            run.items_truncated = ctx.truncated;
+            run.end_time = Some(vern_kit::time::now());
+            this.store.finish_run(&run).await?;
+            if !run.dry_run {
+                let purged: i64 = run
+                    .policy_results
+                    .iter()
+                    .map(|r| r.deleted_count + r.anonymised_count)
+                    .sum();
+                tracing::info!(status = run.status.as_str(), purged, "sweep finished");
+            }
+            Ok::<_, RetentionError>(run)
+        });
+        task.await
+            .map_err(|_| RetentionError::Api(vern_kit::ApiError::Internal("sweep task")))?
+    }
+
+    async fn execute(
+        &self,
+        ctx: &mut Ctx<'_>,
+        run: &mut SweepRun,
+        all: &[Policy],
+        selected: &[Policy],
+        every_policy: bool,
+    ) -> Result<SweepStatus, RetentionError> {
+        let now = run.start_time;
+        let holds = self.store.active_holds(ctx.tenant, None, now).await?;
+        if holds.iter().any(|h| h.scope == HoldScope::Tenant) {
+            return Ok(SweepStatus::SkippedHold);
+        }
+        let held: BTreeSet<String> = holds.into_iter().filter_map(|h| h.subject_id).collect();
+        if held.len() > MAX_IDS {
+            run.error = format!("more than {MAX_IDS} subjects under legal hold");
+            return Ok(SweepStatus::Failed);
+        }
+        run.held_subject_count = held.len() as i64;
+        ctx.held = held.into_iter().collect();
+        for p in selected {
+            if ctx.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                run.policy_results.push(PolicyResult {
+                    policy_id: p.policy_id.clone(),
+                    legal_reference: p.spec.legal_reference.clone(),
+                    action: Some(p.spec.action),
+                    error: "not applied: the service was shutting down".into(),
+                    ..Default::default()
+                });
+                continue;
+            }
+            self.store.heartbeat(ctx.tenant, &ctx.run_id).await?;
+            let result = match self.apply_policy(ctx, p, all, now).await {
+                Ok(r) => r,
+                Err(e) => PolicyResult {
+                    policy_id: p.policy_id.clone(),
+                    legal_reference: p.spec.legal_reference.clone(),
+                    action: Some(p.spec.action),
+                    error: failure_text(&e),
+                    ..Default::default()
+                },
+            };
+            run.policy_results.push(result);
+        }
+        if every_policy && !ctx.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            let r = match self.sweep_after_erasure(ctx, now).await {
+                Ok(r) => r,
+                Err(e) => PolicyResult {
+                    legal_reference: AFTER_ERASURE.into(),
+                    action: Some(Action::Delete),
+                    error: failure_text(&e),
+                    ..Default::default()
+                },
+            };
+            if r.matched_count > 0 || !r.error.is_empty() {
+                run.policy_results.push(r);
+            }
+        }
+        Ok(domain::run_status(&run.policy_results))
+    }
+
+    /// The subjects a CONSENT_WITHDRAWN condition allows.
+    async fn subjects_for(&self, tenant: &str, e: &Expiry) -> Result<Subjects, RetentionError> {
+        let mut set: Option<HashSet<String>> = None;
+        for (purpose, before) in &e.withdrawn {
+            let ids: HashSet<String> = self
+                .upstream
+                .withdrawals(tenant, None, Some(purpose), Some(*before))
+                .await?
+                .into_iter()
+                .filter(|w| &w.purpose == purpose)
+                .map(|w| w.subject_id)
+                .collect();
+            set = Some(match set {
+                None => ids,
+                Some(s) => s.intersection(&ids).cloned().collect(),
+            });
+        }
+        Ok(match set {
+            None => Subjects::All,
+            Some(s) => {
+                let mut v: Vec<String> = s.into_iter().collect();
+                v.sort();
+                Subjects::Only(v)
+            }
+        })
+    }
+
+    fn call(&self, ctx: &mut Ctx<'_>, base: &PurgeCall, dry_run: bool) -> PurgeCall {
+        let mut c = base.clone();
+        c.dry_run = dry_run;
+        if !dry_run {
+            ctx.calls += 1;
+            c.request_id = format!("sweep-{}-{}", ctx.run_id, ctx.calls);
+        }
+        c
+    }
+
+    /// Calls PurgeRecords for every chunk of `subjects`: on a dry run once per chunk
+    /// (listing up to `list` items), otherwise until nothing more matches. Returns the
+    /// total matched (dry) or purged (real) count and the listed items.
+    async fn purge_all(
+        &self,
+        ctx: &mut Ctx<'_>,
+        base: PurgeCall,
+        subjects: &Subjects,
+        dry_run: bool,
+        list: usize,
+    ) -> Result<(i64, Vec<PurgedRecord>), RetentionError> {
+        let chunks: Vec<Vec<String>> = match subjects {
+            Subjects::All => vec![vec![]],
+            Subjects::Only(ids) if ids.is_empty() => return Ok((0, vec![])),
+            Subjects::Only(ids) => ids.chunks(MAX_IDS).map(<[String]>::to_vec).collect(),
+        };
+        let mut total = 0;
+        let mut items = vec![];
+        for chunk in chunks {
+            let mut call = base.clone();
+            call.subject_ids = chunk;
+            if dry_run {
+                let want = list.saturating_sub(items.len());
+                call.limit = want.clamp(1, MAX_ITEMS) as i32;
+                let out: PurgeOutcome = self
+                    .upstream
+                    .purge(ctx.tenant, self.call(ctx, &call, true))
+                    .await?;
+                total += out.matched_count;
+                items.extend(out.items.into_iter().take(want));
+            } else {
+                call.limit = PURGE_BATCH;
+                loop {
+                    let out = self
+                        .upstream
+                        .purge(ctx.tenant, self.call(ctx, &call, false))
+                        .await?;
+                    total += out.purged_count;
+                    if !out.truncated || out.purged_count == 0 {
+                        break;
+                    }
+                    self.store.heartbeat(ctx.tenant, &ctx.run_id).await?;
+                }
+            }
+        }
+        Ok((total, items))
+    }
+
+    async fn apply_policy(
+        &self,
+        ctx: &mut Ctx<'_>,
+        p: &Policy,
+        all: &[Policy],
+        now: DateTime<Utc>,
+    ) -> Result<PolicyResult, RetentionError> {
+        let s = &p.spec;
+        let out_of_range =
+            || RetentionError::Api(vern_kit::ApiError::Internal("period out of range"));
+        let own = domain::expiry(s, now).ok_or_else(out_of_range)?;
+        let mut full = own.clone();
+        for d in domain::guarding_duties(p, all) {
+            full = full.and(&domain::expiry(&d.spec, now).ok_or_else(out_of_range)?);
+        }
+        let base = |e: &Expiry| PurgeCall {
+            category: s.category,
+            purpose: s.purpose.clone(),
+            field: s.field.clone(),
+            // PurgeRecords needs a time filter; "collected before now" matches all.
+            older_than: Some(e.older_than.unwrap_or(now)),
+            relationship_end_before: e.relationship_end_before,
+            retain_until_before: None,
+            subject_ids: vec![],
+            exclude_subject_ids: vec![],
+            action: s.action,
+            dry_run: true,
+            limit: 1,
+            policy_id: p.policy_id.clone(),
+            request_id: String::new(),
+        };
+        let own_subjects = self.subjects_for(ctx.tenant, &own).await?;
+        let (matched, _) = self
+            .purge_all(ctx, base(&own), &own_subjects, true, 0)
+            .await?;
+        let full_subjects = if full.withdrawn == own.withdrawn {
+            own_subjects
+        } else {
+            self.subjects_for(ctx.tenant, &full).await?
+        };
+        let mut go = base(&full);
+        go.exclude_subject_ids = ctx.held.clone();
+        let room = ctx.max_items.saturating_sub(ctx.items.len());
+        let (count, listed) = self
+            .purge_all(ctx, go, &full_subjects, ctx.dry_run, room)
+            .await?;
+        if ctx.dry_run {
+            if count as usize > listed.len() {
+                ctx.truncated = true;
+            }
+            let cutoff = full
+                .older_than
+                .or(full.relationship_end_before)
+                .or(full.withdrawn.first().map(|w| w.1));
+            for r in listed {
+                if !ctx.listed.insert(r.record_id.clone()) {
+                    continue;
+                }
+                let expire = domain::item_expire_time(s, r.collected_at);
+                ctx.items
+                    .push(item(p, r, expire, domain::sweep_reason(p, expire, cutoff)));
+            }
+        }
+        let (deleted, anonymised) = match (ctx.dry_run, s.action) {
+            (true, _) => (0, 0),
+            (false, Action::Delete) => (count, 0),
+            (false, Action::Anonymise) => (0, count),
+        };
+        Ok(PolicyResult {
+            policy_id: p.policy_id.clone(),
+            legal_reference: s.legal_reference.clone(),
+            action: Some(s.action),
+            matched_count: matched,
+            deleted_count: deleted,
+            anonymised_count: anonymised,
+            kept_count: (matched - count).max(0),
+            error: String::new(),
+        })
+    }
+
+    /// Records kept, restricted, after an erasure whose retention duty has ended.
+    async fn sweep_after_erasure(
+        &self,
+        ctx: &mut Ctx<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<PolicyResult, RetentionError> {
+        let base = PurgeCall {
+            category: None,
+            purpose: None,
+            field: None,
+            older_than: None,
+            relationship_end_before: None,
+            retain_until_before: Some(now),
+            subject_ids: vec![],
+            exclude_subject_ids: vec![],
+            action: Action::Delete,
+            dry_run: true,
+            limit: 1,
+            policy_id: String::new(),
+            request_id: String::new(),
+        };
+        let (matched, _) = self
+            .purge_all(ctx, base.clone(), &Subjects::All, true, 0)
+            .await?;
+        let mut result = PolicyResult {
+            legal_reference: AFTER_ERASURE.into(),
+            action: Some(Action::Delete),
+            matched_count: matched,
+            ..Default::default()
+        };
+        if matched == 0 {
+            return Ok(result);
+        }
+        let mut go = base;
+        go.exclude_subject_ids = ctx.held.clone();
+        let room = ctx.max_items.saturating_sub(ctx.items.len());
+        let (count, listed) = self
+            .purge_all(ctx, go, &Subjects::All, ctx.dry_run, room)
+            .await?;
+        if ctx.dry_run {
+            if count as usize > listed.len() {
+                ctx.truncated = true;
+            }
+            for r in listed {
+                if !ctx.listed.insert(r.record_id.clone()) {
+                    continue;
+                }
+                ctx.items.push(SweepItem {
+                    policy_id: String::new(),
+                    subject_id: r.subject_id,
+                    record_id: r.record_id,
+                    category: r.category,
+                    field: r.field,
+                    purposes: r.purposes,
+                    collected_at: r.collected_at,
+                    expire_time: None,
+                    action: Action::Delete,
+                    reason: "kept after erasure; its retention duty has ended".into(),
+                });
+            }
+        } else {
+            result.deleted_count = count;
+        }
+        result.kept_count = (matched - count).max(0);
+        Ok(result)
+    }
+}
+
+/// The legal reference shown for records kept after an erasure.
+pub const AFTER_ERASURE: &str = "retention duty after erasure ended";
+
+fn item(p: &Policy, r: PurgedRecord, expire: Option<DateTime<Utc>>, reason: String) -> SweepItem {
+    SweepItem {
+        policy_id: p.policy_id.clone(),
+        subject_id: r.subject_id,
+        record_id: r.record_id,
+        category: r.category,
+        field: r.field,
+        purposes: r.purposes,
+        collected_at: r.collected_at,
+        expire_time: expire,
+        action: p.spec.action,
+        reason,
+    }
+}
+
+/// A failure as stored in a run: the kind, never upstream message text.
+fn failure_text(e: &RetentionError) -> String {
+    match e {
+        RetentionError::Upstream(s) => format!("the {s} service could not be reached or refused"),
+        RetentionError::Db(_) => "database error".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The audit event of a scheduled sweep (no caller scope exists to produce one).
+fn scheduled_event(run: &SweepRun) -> Vec<u8> {
+    use vern_proto::audit::v1 as apb;
+    apb::AuditEvent {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        tenant_id: run.tenant_id.clone(),
+        actor: Some(apb::Actor {
+            sub: SCHEDULER_SUB.into(),
+            roles: vec!["service".into()],
+            client: String::new(),
+        }),
+        action: "RunSweep".into(),
+        service: "retention".into(),
+        resource_type: "sweep_run".into(),
+        resource_id: run.sweep_run_id.clone(),
+        outcome: apb::Outcome::Success as i32,
+        detail: "scheduled".into(),
+        occur_time: Some(vern_kit::time::to_timestamp(run.start_time)),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// The actor of scheduled sweeps in the audit trail.
+pub const SCHEDULER_SUB: &str = "retention-scheduler";
+
+/// Runs scheduled sweeps of every tenant that has policies.
+#[derive(Clone, Debug)]
+pub struct Scheduler {
+    retention: Retention,
+    relay: Option<vern_kit::outbox::Relay>,
+    /// Skip a tenant whose last scheduled sweep started less than this ago (another
+    /// instance of the service swept it).
+    min_gap: Option<chrono::Duration>,
+}
+
+impl Scheduler {
+    /// A scheduler over `retention`; `relay` is nudged after audit events are written.
+    pub fn new(retention: Retention, relay: Option<vern_kit::outbox::Relay>) -> Self {
+        Self {
+            retention,
+            relay,
+            min_gap: None,
+        }
+    }
+
+    /// One round: a (real) sweep of each tenant with policies. A tenant whose sweep is
+    /// already running is skipped. Returns the runs recorded.
+    pub async fn run_once(&self, stop: Option<Arc<AtomicBool>>) -> Vec<SweepRun> {
+        let tenants = match self.retention.store.tenants_with_policies().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduled sweep: listing tenants failed");
+                return vec![];
+            }
+        };
+        let mut runs = vec![];
+        for t in tenants {
+            if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                break;
+            }
+            if let Some(gap) = self.min_gap
+                && let Ok(Some(last)) = self.retention.store.last_scheduled_start(&t).await
+                && last > vern_kit::time::now() - gap
+            {
+                continue;
+            }
+            let req = SweepRequest {
+                dry_run: false,
+                policy_ids: vec![],
+                max_items: 0,
+                trigger: SweepTrigger::Scheduled,
+                requested_by: String::new(),
+            };
+            match self
+                .retention
+                .run_sweep(&TenantId::new(t.clone()), req, None, stop.clone())
+                .await
+            {
+                Ok(run) => runs.push(run),
+                Err(RetentionError::SweepRunning) => {
+                    tracing::info!(tenant = %t, "scheduled sweep skipped: a sweep is running")
+                }
+                Err(e) => tracing::warn!(tenant = %t, error = %e, "scheduled sweep failed"),
+            }
+        }
+        if let Some(r) = &self.relay {
+            r.nudge();
+        }
+        runs
+    }
+
+    /// Starts the loop: a round every `interval` (the first one interval after start)
+    /// until the handle is stopped or dropped.
+    pub fn spawn(mut self, interval: Duration) -> SchedulerHandle {
+        // With several instances each runs this loop; a tenant swept by another
+        // instance within half an interval is skipped.
+        self.min_gap = chrono::Duration::from_std(interval / 2).ok();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut rx => break,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                self.run_once(Some(flag.clone())).await;
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            tracing::debug!("retention scheduler stopped");
+        });
+        SchedulerHandle {
+            stop,
+            tx: Some(tx),
+            task: Some(task),
+        }
+    }
+}
+
+/// Stops the scheduler loop when stopped or dropped; a sweep in progress finishes the
+/// policy it is applying and records the rest as not applied.
+#[derive(Debug)]
+pub struct SchedulerHandle {
+    stop: Arc<AtomicBool>,
+    tx: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SchedulerHandle {
+    /// Stops the loop and waits for it to end.
+    pub async fn stop(mut self) {
+        self.signal();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    fn signal(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for SchedulerHandle {
+    fn drop(&mut self) {
+        self.signal();
+    }
+}
