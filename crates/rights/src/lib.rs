@@ -1,61 +1,102 @@
-//! RightsService: rights requests, deadlines, reports and the downstream event feed.
+//! RightsService: data subjects' rights requests (Art. 15–22) with their legal deadlines
+//! (Art. 12(3)), their fulfilment through the subjects, consents, tenants and retention
+//! services, their reports, and the durable per-tenant event feed through which other
+//! systems learn of outcomes they must act on and confirm them (Art. 19).
 //!
-//! The crate has its store (connection, migrations) and serves health; every RPC
-//! answers UNIMPLEMENTED until the rights and retention issue builds it — never a fake answer.
+//! Layers: [`api`] (tonic handlers) → [`service`] and [`fulfil`] (use cases) →
+//! [`domain`] (deadlines, lifecycle, pure) and [`store`] (sea-orm). A request's personal
+//! data (identity, description, corrected values) and its report are sealed with a
+//! per-request key wrapped by the tenant key ([`seal`]), the subjects service's scheme.
 
+pub mod api;
+pub mod domain;
+pub mod error;
+pub mod fulfil;
+pub mod model;
+pub mod remote;
+pub mod report;
+pub mod seal;
+pub mod service;
 pub mod store;
 
+use std::sync::Arc;
+
+use tower::Layer;
+use vern_kit::audit::{
+    AUDIT_TOPIC, Audit, AuditDelivery, AuditLayer, Audited, Auditor, TopicRouter,
+};
 use vern_kit::config::Config;
 use vern_kit::db::DbTarget;
 use vern_kit::server::Limits;
-use vern_proto::rights::v1::rights_service_server::{RightsService, RightsServiceServer};
+use vern_proto::rights::v1::rights_service_server::RightsServiceServer;
+use vern_subjects::domain::keyring::Keyring;
 
-/// The gRPC service name.
+pub use api::RightsApi;
+
 /// Why a service could not start.
 pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = "vern.rights.v1.RightsService";
 
-/// The RightsService implementation. Not built yet: the generated default methods answer
-/// UNIMPLEMENTED.
-#[derive(Clone, Debug)]
-pub struct RightsApi {
-    #[allow(dead_code)]
-    store: store::RightsStore,
-}
-
-impl RightsService for RightsApi {}
-
-/// Opens the store (running migrations) and builds the gRPC service.
+/// Resolves the personal-data keys, opens the store (running migrations), starts the
+/// audit relay (so it must run inside a tokio runtime) and builds the gRPC service.
 pub async fn build(
     config: &Config,
     target: &DbTarget,
-) -> Result<RightsServiceServer<RightsApi>, BuildError> {
+) -> Result<Audited<RightsServiceServer<RightsApi>>, BuildError> {
     let limits = Limits::from(&config.server);
+    let master = vern_kit::auth::master_key(config)
+        .map_err(|e| format!("rights: reading the dev master key failed: {e}"))?;
+    let keyring = Keyring::from_base64(master.as_deref(), &config.keys.tenant_keys)
+        .map_err(|e| format!("rights: {e}"))?;
+    let tokens = Arc::new(
+        vern_kit::auth::ServiceTokens::from_config(config)?.ok_or(
+            "rights: fulfilment calls the subjects, consents, tenants and retention services: configure auth.service_key_file or auth.hs256_secret",
+        )?,
+    );
+    let channel = |name: &str, url: &str| {
+        vern_kit::client::channel(url)
+            .map_err(|e| format!("rights: services.{name}.url is not usable: {e}"))
+    };
+    let upstream = Arc::new(remote::Upstream::new(
+        channel("tenants", &config.services.tenants.url)?,
+        channel("subjects", &config.services.subjects.url)?,
+        channel("consents", &config.services.consents.url)?,
+        channel("retention", &config.services.retention.url)?,
+        tokens.clone(),
+    ));
     let store = store::RightsStore::open(target).await?;
-    Ok(vern_kit::limited!(
-        RightsServiceServer::new(RightsApi { store }),
+    let router = TopicRouter::new().route(
+        AUDIT_TOPIC,
+        Arc::new(AuditDelivery::new(&config.services.audit.url, tokens)?),
+    );
+    let relay = router.spawn(store.connection().clone(), 500);
+    let auditor = Auditor::new(
+        store.connection().clone(),
+        Some(relay),
+        "rights",
+        audit_policy,
+    );
+    let rights = service::Rights::new(store, seal::Sealer::new(keyring), upstream);
+    Ok(AuditLayer::new(auditor).layer(vern_kit::limited!(
+        RightsServiceServer::new(RightsApi::new(rights)),
         limits
-    ))
+    )))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use vern_proto::rights::v1::rights_service_server::RightsService;
-
-    #[tokio::test]
-    async fn unbuilt_rpcs_answer_unimplemented() {
-        let dir = std::env::temp_dir().join(format!("vern-rights-{}", uuid::Uuid::new_v4()));
-        let target = DbTarget::for_service(None, &dir, "rights");
-        let store = store::RightsStore::open(&target).await.expect("open");
-        let api = RightsApi { store };
-        let status = api
-            .get_request(tonic::Request::new(Default::default()))
-            .await
-            .expect_err("unimplemented");
-        assert_eq!(status.code(), tonic::Code::Unimplemented);
-        let _ = std::fs::remove_dir_all(dir);
+/// How each RPC is audited: every change; every read of a request or report (they hold
+/// personal data). The feed and the settings carry ids only and are not audited as reads.
+pub fn audit_policy(rpc: &str) -> Audit {
+    match rpc {
+        "SubmitRequest"
+        | "VerifyIdentity"
+        | "ExtendDeadline"
+        | "RejectRequest"
+        | "FulfilRequest"
+        | "AckEvent"
+        | "UpdateRightsSettings" => Audit::Change,
+        "GetRequest" | "ListRequests" | "GetReport" => Audit::Read,
+        _ => Audit::No,
     }
 }

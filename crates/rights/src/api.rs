@@ -1,0 +1,912 @@
+//! gRPC handlers of RightsService: decode, convert, call the use cases, convert back.
+
+use std::time::Duration;
+
+use prost::Message;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status};
+use vern_kit::context::CallContext;
+use vern_kit::error::{ApiError, FieldViolation};
+use vern_kit::idempotency::Key;
+use vern_kit::page;
+use vern_kit::time::{from_timestamp, to_timestamp};
+use vern_proto::common::v1 as common;
+use vern_proto::rights::v1 as pb;
+
+use crate::domain::{
+    Channel, EventType, RejectionGround, RequestStatus, RequestType, VerificationMethod,
+};
+use crate::model::{
+    Confirmation, Event, ExternalRef, Identity, Rectification, RetainedItem, RightsRequest,
+    Settings,
+};
+use crate::report::Report;
+use crate::service::{NewRequest, Rights, WATCH_BATCH};
+use crate::store::{EventFilter, EventRef, RequestFilter};
+
+/// How often a watcher re-reads the feed when nothing woke it: events committed by
+/// another replica appear within this time.
+pub const WATCH_POLL: Duration = Duration::from_secs(1);
+
+/// The RightsService implementation.
+#[derive(Clone, Debug)]
+pub struct RightsApi {
+    rights: Rights,
+}
+
+impl RightsApi {
+    /// Handlers over the use cases.
+    pub fn new(rights: Rights) -> Self {
+        Self { rights }
+    }
+}
+
+fn invalid(field: &str, why: &str) -> Status {
+    ApiError::InvalidArgument(vec![FieldViolation::new(field, why)]).into()
+}
+
+fn time(
+    field: &str,
+    t: Option<&prost_types::Timestamp>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
+    match t {
+        None => Ok(None),
+        Some(t) => from_timestamp(t)
+            .map(Some)
+            .ok_or_else(|| invalid(field, "is not a valid time")),
+    }
+}
+
+/// A protobuf enum value as our enum: 0 → `None`, unknown → INVALID_ARGUMENT.
+fn decode<E>(
+    field: &str,
+    v: i32,
+    name: impl Fn(i32) -> Option<&'static str>,
+    parse: impl Fn(&str) -> Option<E>,
+) -> Result<Option<E>, Status> {
+    if v == 0 {
+        return Ok(None);
+    }
+    name(v)
+        .and_then(parse)
+        .map(Some)
+        .ok_or_else(|| invalid(field, "is not a known value"))
+}
+
+fn ts(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<prost_types::Timestamp> {
+    t.map(to_timestamp)
+}
+
+fn ext_pb(r: &ExternalRef) -> pb::ExternalRef {
+    pb::ExternalRef {
+        system: r.system.clone(),
+        id: r.id.clone(),
+    }
+}
+
+fn identity_pb(i: &Identity) -> pb::Identity {
+    pb::Identity {
+        email: i.email.clone(),
+        phone: i.phone.clone(),
+        national_id: i.national_id.clone(),
+        name: i.name.clone(),
+        external_ref: i.external_ref.as_ref().map(ext_pb),
+    }
+}
+
+fn confirmation_pb(c: &Confirmation) -> pb::Confirmation {
+    pb::Confirmation {
+        system: c.system.clone(),
+        event_id: c.event_id.clone(),
+        acked_by: c.acked_by.clone(),
+        ack_time: Some(to_timestamp(c.ack_time)),
+    }
+}
+
+fn category_pb(name: &str) -> i32 {
+    common::DataCategory::from_str_name(name).map_or(0, |c| c as i32)
+}
+
+fn retained_pb(r: &RetainedItem) -> pb::RetainedItem {
+    pb::RetainedItem {
+        record_id: r.record_id.clone(),
+        category: category_pb(&r.category),
+        field: r.field.clone(),
+        retain_until_time: ts(r.retain_until_time),
+        legal_reference: r.legal_reference.clone(),
+    }
+}
+
+fn name_pb<E: Copy + Into<i32>>(name: &str, parse: impl Fn(&str) -> Option<E>) -> i32 {
+    parse(name).map_or(0, Into::into)
+}
+
+fn request_pb(r: RightsRequest) -> pb::RightsRequest {
+    let now = chrono::Utc::now();
+    pb::RightsRequest {
+        overdue: r.overdue(now),
+        tenant_id: r.tenant_id,
+        rights_request_id: r.rights_request_id,
+        r#type: name_pb(r.request_type.as_str(), pb::RequestType::from_str_name),
+        status: name_pb(r.status.as_str(), pb::RequestStatus::from_str_name),
+        subject_id: r.subject_id,
+        identity: r.personal.identity.as_ref().map(identity_pb),
+        channel: name_pb(r.channel.as_str(), pb::RequestChannel::from_str_name),
+        request_id: r.request_id,
+        description: r.personal.description,
+        purposes: r.purposes,
+        rectifications: r
+            .personal
+            .rectifications
+            .into_iter()
+            .map(|x| pb::Rectification {
+                field: x.field,
+                record_id: x.record_id,
+                value: x.value,
+            })
+            .collect(),
+        received_at: Some(to_timestamp(r.received_at)),
+        due_at: Some(to_timestamp(r.due_at)),
+        original_due_at: Some(to_timestamp(r.original_due_at)),
+        extended: r.extended,
+        extension_months: r.extension_months,
+        extension_reason: r.extension_reason,
+        subject_informed_at: ts(r.subject_informed_at),
+        verify_time: ts(r.verify_time),
+        verified_by: r.verified_by,
+        verification_method: r.verification_method.map_or(0, |m| {
+            name_pb(m.as_str(), pb::VerificationMethod::from_str_name)
+        }),
+        rejection_ground: r.rejection_ground.map_or(0, |g| {
+            name_pb(g.as_str(), pb::RejectionGround::from_str_name)
+        }),
+        rejection_reason: r.rejection_reason,
+        reject_time: ts(r.reject_time),
+        complete_time: ts(r.complete_time),
+        outcome: r.outcome.map(|o| pb::Outcome {
+            summary: o.summary,
+            erased_record_count: o.erased_record_count,
+            retained: o.retained.iter().map(retained_pb).collect(),
+            event_ids: o.event_ids,
+        }),
+        required_systems: r.required_systems,
+        confirmations: r.confirmations.iter().map(confirmation_pb).collect(),
+        pending_systems: r.pending_systems,
+        update_time: Some(to_timestamp(r.update_time)),
+    }
+}
+
+/// The opaque resume token of an event.
+pub fn cursor_of(seq: i64) -> String {
+    page::encode_token("rights_feed", &seq.to_string())
+}
+
+fn seq_of_cursor(field: &str, cursor: &str) -> Result<i64, Status> {
+    let bad = || invalid(field, "is not a cursor of this feed");
+    match page::decode_token("rights_feed", cursor).map_err(|_| bad())? {
+        None => Ok(0),
+        Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(bad),
+    }
+}
+
+fn event_pb(e: Event) -> pb::RightsEvent {
+    pb::RightsEvent {
+        cursor: cursor_of(e.seq),
+        tenant_id: e.tenant_id,
+        event_id: e.event_id,
+        seq: e.seq,
+        r#type: name_pb(e.event_type.as_str(), pb::RightsEventType::from_str_name),
+        subject_id: e.subject_id,
+        external_refs: e.external_refs.iter().map(ext_pb).collect(),
+        rights_request_id: e.rights_request_id,
+        purposes: e.purposes,
+        fields: e.fields,
+        retain_until_time: ts(e.retain_until_time),
+        occur_time: Some(to_timestamp(e.occur_time)),
+        confirmations: e.confirmations.iter().map(confirmation_pb).collect(),
+    }
+}
+
+fn settings_pb(s: Settings) -> pb::RightsSettings {
+    pb::RightsSettings {
+        tenant_id: s.tenant_id,
+        required_systems: s.required_systems,
+        automated_decision_making: s.automated_decision_making,
+        update_time: ts(s.update_time),
+    }
+}
+
+/// The stored report as the `Report` message, with `json` the same report as one
+/// JSON document.
+pub fn report_pb(r: &Report) -> Result<pb::Report, Status> {
+    let json = serde_json::to_string_pretty(r)
+        .map_err(|_| Status::from(ApiError::Internal("report not serialisable")))?;
+    Ok(pb::Report {
+        rights_request_id: r.rights_request_id.clone(),
+        r#type: pb::RequestType::from_str_name(&r.request_type).map_or(0, |t| t as i32),
+        subject_id: r.subject_id.clone(),
+        generate_time: Some(to_timestamp(r.generate_time)),
+        controller: Some(pb::ReportController {
+            tenant_id: r.controller.tenant_id.clone(),
+            name: r.controller.name.clone(),
+            org_number: r.controller.org_number.clone(),
+            dpo_email: r.controller.dpo_email.clone(),
+        }),
+        identifiers: r.identifiers.as_ref().map(identity_pb),
+        external_refs: r.external_refs.iter().map(ext_pb).collect(),
+        data: r
+            .data
+            .iter()
+            .map(|d| pb::ReportRecord {
+                record_id: d.record_id.clone(),
+                category: category_pb(&d.category),
+                field: d.field.clone(),
+                value: d.value.clone(),
+                source: d.source.clone(),
+                purposes: d.purposes.clone(),
+                collected_at: ts(d.collected_at),
+                provided_by_subject: d.provided_by_subject,
+                restricted: d.restricted,
+            })
+            .collect(),
+        purposes: r
+            .purposes
+            .iter()
+            .map(|p| pb::ReportPurpose {
+                key: p.key.clone(),
+                description: p.description.clone(),
+                legal_basis: common::LegalBasis::from_str_name(&p.legal_basis)
+                    .map_or(0, |b| b as i32),
+                legitimate_interest: p.legitimate_interest.clone(),
+                data_categories: p.data_categories.iter().map(|c| category_pb(c)).collect(),
+                recipients: p
+                    .recipients
+                    .iter()
+                    .map(|x| pb::ReportRecipient {
+                        name: x.name.clone(),
+                        role: x.role.clone(),
+                        country: x.country.clone(),
+                        transfer_safeguard: x.transfer_safeguard.clone(),
+                    })
+                    .collect(),
+                retention: p.retention.clone(),
+                direct_marketing: p.direct_marketing,
+                consent_status: p.consent_status.clone(),
+            })
+            .collect(),
+        retention: r
+            .retention
+            .iter()
+            .map(|x| pb::ReportRetention {
+                category: category_pb(&x.category),
+                purpose: x.purpose.clone(),
+                period: x.period.clone(),
+                anchor: x.anchor.clone(),
+                legal_reference: x.legal_reference.clone(),
+            })
+            .collect(),
+        rights: r.rights.clone(),
+        complaint_authority: Some(pb::ComplaintAuthority {
+            name: r.complaint_authority.name.clone(),
+            url: r.complaint_authority.url.clone(),
+        }),
+        automated_decision_making: r.automated_decision_making.clone(),
+        retained: r.retained.iter().map(retained_pb).collect(),
+        erased_record_count: r.erased_record_count,
+        json,
+    })
+}
+
+fn key(tenant: &str, request_id: &str, method: &'static str, bytes: &[u8]) -> Option<Key> {
+    Key::new(Some(tenant), request_id, method, bytes)
+}
+
+fn check_request_id(id: &str) -> Result<(), Status> {
+    vern_kit::validate::request_id(id).map_err(|v| ApiError::InvalidArgument(vec![v]).into())
+}
+
+fn event_type_names(field: &str, types: &[i32]) -> Result<Vec<String>, Status> {
+    types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            decode(
+                &format!("{field}[{i}]"),
+                *t,
+                |v| {
+                    pb::RightsEventType::try_from(v)
+                        .ok()
+                        .map(|x| x.as_str_name())
+                },
+                EventType::parse,
+            )?
+            .map(|e| e.as_str().to_owned())
+            .ok_or_else(|| invalid(&format!("{field}[{i}]"), "is not a known value"))
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl pb::rights_service_server::RightsService for RightsApi {
+    async fn submit_request(
+        &self,
+        req: Request<pb::SubmitRequestRequest>,
+    ) -> Result<Response<pb::SubmitRequestResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let r = req.into_inner();
+        check_request_id(&r.request_id)?;
+        // The request carries personal data: its fingerprint is keyed.
+        let k = if r.request_id.is_empty() {
+            None
+        } else {
+            let fp = self
+                .rights
+                .sealer()
+                .fingerprint(tenant.as_str(), &r.encode_to_vec())?;
+            key(tenant.as_str(), &r.request_id, "SubmitRequest", &fp)
+        };
+        let request_type = decode(
+            "type",
+            r.r#type,
+            |v| pb::RequestType::try_from(v).ok().map(|x| x.as_str_name()),
+            RequestType::parse,
+        )?;
+        let channel = decode(
+            "channel",
+            r.channel,
+            |v| {
+                pb::RequestChannel::try_from(v)
+                    .ok()
+                    .map(|x| x.as_str_name())
+            },
+            Channel::parse,
+        )?;
+        let (subject_id, identity) = match r.requester {
+            Some(pb::submit_request_request::Requester::SubjectId(s)) => {
+                if s.is_empty() {
+                    return Err(invalid("subject_id", "is empty"));
+                }
+                (s, None)
+            }
+            Some(pb::submit_request_request::Requester::Identity(i)) => (
+                String::new(),
+                Some(Identity {
+                    email: i.email,
+                    phone: i.phone,
+                    national_id: i.national_id,
+                    name: i.name,
+                    external_ref: i.external_ref.map(|x| ExternalRef {
+                        system: x.system,
+                        id: x.id,
+                    }),
+                }),
+            ),
+            None => (String::new(), None),
+        };
+        let new = NewRequest {
+            request_type,
+            subject_id,
+            identity,
+            channel,
+            received_at: time("received_at", r.received_at.as_ref())?,
+            description: r.description,
+            purposes: r.purposes,
+            rectifications: r
+                .rectifications
+                .into_iter()
+                .map(|x| Rectification {
+                    field: x.field,
+                    record_id: x.record_id,
+                    value: x.value,
+                })
+                .collect(),
+        };
+        let created = self.rights.submit(&tenant, new, &r.request_id, k).await?;
+        let out = request_pb(created);
+        Ok(Response::new(pb::SubmitRequestResponse {
+            rights_request_id: out.rights_request_id.clone(),
+            due_at: out.due_at,
+            rights_request: Some(out),
+        }))
+    }
+
+    async fn get_request(
+        &self,
+        req: Request<pb::GetRequestRequest>,
+    ) -> Result<Response<pb::RightsRequest>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let r = req.into_inner();
+        vern_kit::audit::resource("rights_request", &r.rights_request_id);
+        let got = self.rights.get(&tenant, &r.rights_request_id).await?;
+        Ok(Response::new(request_pb(got)))
+    }
+
+    async fn list_requests(
+        &self,
+        req: Request<pb::ListRequestsRequest>,
+    ) -> Result<Response<pb::ListRequestsResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let r = req.into_inner();
+        let limit = page::page_size(r.page_size)?;
+        let after = page::decode_token("rights_requests", &r.page_token)?
+            .map(|k| {
+                let bad = || invalid("page_token", "is not a token this list issued");
+                let (micros, id) = k.split_once('\n').ok_or_else(bad)?;
+                let micros: i64 = micros.parse().map_err(|_| bad())?;
+                let due = chrono::DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+                Ok::<_, Status>((due, id.to_owned()))
+            })
+            .transpose()?;
+        let filter = RequestFilter {
+            status: decode(
+                "status",
+                r.status,
+                |v| pb::RequestStatus::try_from(v).ok().map(|x| x.as_str_name()),
+                RequestStatus::parse,
+            )?,
+            overdue_at: r.overdue.then(vern_kit::time::now),
+            request_type: decode(
+                "type",
+                r.r#type,
+                |v| pb::RequestType::try_from(v).ok().map(|x| x.as_str_name()),
+                RequestType::parse,
+            )?
+            .map(|t| t.as_str().to_owned()),
+            subject_id: (!r.subject_id.is_empty()).then_some(r.subject_id),
+            due_before: time("due_before", r.due_before.as_ref())?,
+        };
+        let page = self.rights.list(&tenant, filter, after, limit).await?;
+        let last = page
+            .items
+            .last()
+            .map(|x| format!("{}\n{}", x.due_at.timestamp_micros(), x.rights_request_id));
+        let next_page_token = page::next_token("rights_requests", page.more, last.as_deref());
+        Ok(Response::new(pb::ListRequestsResponse {
+            rights_requests: page.items.into_iter().map(request_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn verify_identity(
+        &self,
+        req: Request<pb::VerifyIdentityRequest>,
+    ) -> Result<Response<pb::RightsRequest>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let r = req.into_inner();
+        check_request_id(&r.request_id)?;
+        vern_kit::audit::resource("rights_request", &r.rights_request_id);
+        let k = key(
+            tenant.as_str(),
+            &r.request_id,
+            "VerifyIdentity",
+            &r.encode_to_vec(),
+        );
+        let method = decode(
+            "method",
+            r.method,
+            |v| {
+                pb::VerificationMethod::try_from(v)
+                    .ok()
+                    .map(|x| x.as_str_name())
+            },
+            VerificationMethod::parse,
+        )?;
+        let out = self
+            .rights
+            .verify(
+                &tenant,
+                &ctx.sub,
+                &r.rights_request_id,
+                &r.subject_id,
+                method,
+                &r.note,
+                k,
+            )
+            .await?;
+        Ok(Response::new(request_pb(out)))
+    }
+
+    async fn extend_deadline(
+        &self,
+        req: Request<pb::ExtendDeadlineRequest>,
+    ) -> Result<Response<pb::RightsRequest>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let r = req.into_inner();
+        check_request_id(&r.request_id)?;
+        vern_kit::audit::resource("rights_request", &r.rights_request_id);
+        let k = key(
+            tenant.as_str(),
+            &r.request_id,
+            "ExtendDeadline",
+            &r.encode_to_vec(),
+        );
+        let informed = time("subject_informed_at", r.subject_informed_at.as_ref())?;
+        let out = self
+            .rights
+            .extend(
+                &tenant,
+                &r.rights_request_id,
+                r.months,
+                &r.reason,
+                informed,
+                k,
+            )
+            .await?;
+        Ok(Response::new(request_pb(out)))
+    }
+
+    async fn reject_request(
+        &self,
+        req: Request<pb::RejectRequestRequest>,
+    ) -> Result<Response<pb::RightsRequest>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let r = req.into_inner();
+        check_request_id(&r.request_id)?;
+        vern_kit::audit::resource("rights_request", &r.rights_request_id);
+        let k = key(
+            tenant.as_str(),
+            &r.request_id,
+            "RejectRequest",
+            &r.encode_to_vec(),
+        );
+        let ground = decode(
+            "ground",
+            r.ground,
+            |v| {
+                pb::RejectionGround::try_from(v)
+                    .ok()
+                    .map(|x| x.as_str_name())
+            },
+            RejectionGround::parse,
+        )?;
+        let out = self
+            .rights
+            .reject(&tenant, &r.rights_request_id, ground, &r.reason, k)
+            .await?;
+        Ok(Response::new(request_pb(out)))
+    }
+
+    async fn fulfil_request(
+        &self,
+        req: Request<pb::FulfilRequestRequest>,
+    ) -> Result<Response<pb::RightsRequest>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let r = req.into_inner();
+        check_request_id(&r.request_id)?;
+        vern_kit::audit::resource("rights_request", &r.rights_request_id);
+        let k = key(
+            tenant.as_str(),
+            &r.request_id,
+            "FulfilRequest",
+            &r.encode_to_vec(),
+        );
+        let out = self
+            .rights
+            .fulfil(&tenant, &r.rights_request_id, &r.note, k)
+            .await?;
+        Ok(Response::new(request_pb(out)))
+    }
+
+    async fn get_report(
+        &self,
+        req: Request<pb::GetReportRequest>,
+    ) -> Result<Response<pb::Report>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let r = req.into_inner();
+        let report = self.rights.report(&tenant, &r.rights_request_id).await?;
+        Ok(Response::new(report_pb(&report)?))
+    }
+
+    async fn watch_events(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<BoxStream<pb::RightsEvent>>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.as_str().to_owned();
+        let r = req.into_inner();
+        let mut after = seq_of_cursor("cursor", &r.cursor)?;
+        let types = event_type_names("types", &r.types)?;
+        if r.unacked_only {
+            crate::service::system_name("system", &r.system)
+                .map_err(|v| Status::from(ApiError::InvalidArgument(vec![v])))?;
+        }
+        let filter = EventFilter {
+            types,
+            unacked_by: r.unacked_only.then_some(r.system),
+            ..Default::default()
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let rights = self.rights.clone();
+        let feed = rights.feed();
+        // Ends when the client goes away (the receiver is dropped): `tx.closed()` wakes
+        // the task even while it waits for new events.
+        tokio::spawn(async move {
+            loop {
+                let woken = feed.notified();
+                tokio::pin!(woken);
+                // Registered before reading, so a commit between the read and the wait
+                // still wakes this watcher.
+                woken.as_mut().enable();
+                let page = match rights
+                    .list_events(&tenant, &filter, after, WATCH_BATCH)
+                    .await
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
+                for e in page.items {
+                    after = e.seq;
+                    if tx.send(Ok(event_pb(e))).await.is_err() {
+                        return;
+                    }
+                }
+                if page.more {
+                    continue;
+                }
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = &mut woken => {}
+                    _ = tokio::time::sleep(WATCH_POLL) => {}
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_events(
+        &self,
+        req: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let r = req.into_inner();
+        let limit = page::page_size(r.page_size)?;
+        let after = match page::decode_token("rights_events", &r.page_token)? {
+            None => 0,
+            Some(s) => s
+                .parse::<i64>()
+                .map_err(|_| invalid("page_token", "is not a token this list issued"))?,
+        };
+        if !r.unacked_by_system.is_empty() {
+            crate::service::system_name("unacked_by_system", &r.unacked_by_system)
+                .map_err(|v| Status::from(ApiError::InvalidArgument(vec![v])))?;
+        }
+        let filter = EventFilter {
+            rights_request_id: (!r.rights_request_id.is_empty()).then_some(r.rights_request_id),
+            subject_id: (!r.subject_id.is_empty()).then_some(r.subject_id),
+            types: if r.r#type == 0 {
+                vec![]
+            } else {
+                event_type_names("type", &[r.r#type])?
+            },
+            unacked_by: (!r.unacked_by_system.is_empty()).then_some(r.unacked_by_system),
+        };
+        let page = self
+            .rights
+            .list_events(tenant.as_str(), &filter, after, limit)
+            .await?;
+        let last = page.items.last().map(|e| e.seq.to_string());
+        let next_page_token = page::next_token("rights_events", page.more, last.as_deref());
+        Ok(Response::new(pb::ListEventsResponse {
+            events: page.items.into_iter().map(event_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn ack_event(
+        &self,
+        req: Request<pb::AckEventRequest>,
+    ) -> Result<Response<pb::RightsEvent>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let r = req.into_inner();
+        check_request_id(&r.request_id)?;
+        let k = key(
+            tenant.as_str(),
+            &r.request_id,
+            "AckEvent",
+            &r.encode_to_vec(),
+        );
+        let seq;
+        let by = match &r.event {
+            Some(pb::ack_event_request::Event::EventId(id)) => EventRef::Id(id.as_str()),
+            Some(pb::ack_event_request::Event::Cursor(c)) => {
+                seq = seq_of_cursor("cursor", c)?;
+                EventRef::Seq(seq)
+            }
+            None => return Err(invalid("event", "is required: event_id or cursor")),
+        };
+        let out = self.rights.ack(&tenant, &ctx.sub, by, &r.system, k).await?;
+        Ok(Response::new(event_pb(out)))
+    }
+
+    async fn get_rights_settings(
+        &self,
+        req: Request<pb::GetRightsSettingsRequest>,
+    ) -> Result<Response<pb::RightsSettings>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        Ok(Response::new(settings_pb(
+            self.rights.settings(&tenant).await?,
+        )))
+    }
+
+    async fn update_rights_settings(
+        &self,
+        req: Request<pb::UpdateRightsSettingsRequest>,
+    ) -> Result<Response<pb::RightsSettings>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let r = req.into_inner();
+        check_request_id(&r.request_id)?;
+        let k = key(
+            tenant.as_str(),
+            &r.request_id,
+            "UpdateRightsSettings",
+            &r.encode_to_vec(),
+        );
+        let s = r.settings.unwrap_or_default();
+        let new = Settings {
+            tenant_id: tenant.as_str().to_owned(),
+            required_systems: s.required_systems,
+            automated_decision_making: s.automated_decision_making,
+            update_time: None,
+        };
+        let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let out = self.rights.update_settings(&tenant, new, &mask, k).await?;
+        Ok(Response::new(settings_pb(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use tokio_stream::StreamExt;
+    use vern_kit::auth::{Permission, Role, ServiceTokens};
+    use vern_kit::context::TenantId;
+    use vern_proto::rights::v1::rights_service_server::RightsService;
+    use vern_subjects::domain::keyring::Keyring;
+
+    use super::*;
+    use crate::model::Identity;
+    use crate::remote::Upstream;
+    use crate::seal::Sealer;
+    use crate::store::RightsStore;
+    use crate::store::entities::event;
+
+    const MASTER: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    async fn rights(db: &vern_kit::testing::TestDb) -> Rights {
+        let store = RightsStore::open(&db.target).await.expect("store");
+        let mut config = vern_kit::config::Config::default();
+        config.auth.hs256_secret = Some("unit-test".into());
+        let tokens = Arc::new(
+            ServiceTokens::from_config(&config)
+                .expect("io")
+                .expect("tokens"),
+        );
+        // Nothing listens there: these tests never reach another service.
+        let ch = vern_kit::client::channel("http://127.0.0.1:9").expect("channel");
+        let upstream = Arc::new(Upstream::new(
+            ch.clone(),
+            ch.clone(),
+            ch.clone(),
+            ch,
+            tokens,
+        ));
+        let keyring = Keyring::from_base64(Some(MASTER), &HashMap::new()).expect("keys");
+        Rights::new(store, Sealer::new(keyring), upstream)
+    }
+
+    #[tokio::test]
+    async fn watchers_receive_new_events_and_stop_when_the_client_goes() {
+        let db = vern_kit::testing::TestDb::sqlite("rights");
+        let rights = rights(&db).await;
+        let feed = rights.feed();
+        let api = RightsApi::new(rights.clone());
+        let idle = Arc::strong_count(&feed);
+        let mut req = Request::new(pb::WatchEventsRequest::default());
+        req.extensions_mut().insert(CallContext::for_tests(
+            Some("t1"),
+            &[Role::Integration],
+            Permission::RightsEvents,
+        ));
+        let mut stream = api.watch_events(req).await.expect("watch").into_inner();
+        assert!(Arc::strong_count(&feed) > idle, "a watcher task runs");
+
+        // A request submitted with an identity only (no other service involved), then
+        // an event committed for it while the watcher waits.
+        let tenant = TenantId::new("t1");
+        let submitted = rights
+            .submit(
+                &tenant,
+                NewRequest {
+                    request_type: Some(RequestType::Erasure),
+                    identity: Some(Identity {
+                        email: "kari@example.no".into(),
+                        ..Default::default()
+                    }),
+                    channel: Some(Channel::Email),
+                    ..Default::default()
+                },
+                "",
+                None,
+            )
+            .await
+            .expect("submit");
+        let row = rights
+            .store()
+            .request("t1", &submitted.rights_request_id)
+            .await
+            .expect("row")
+            .expect("row");
+        let version = row.version;
+        let updated = crate::store::entities::request::Model {
+            version: version + 1,
+            ..row
+        };
+        let ev = event::Model {
+            tenant_id: "t1".into(),
+            seq: 0,
+            event_id: uuid::Uuid::now_v7().to_string(),
+            event_type: EventType::Erased.as_str().into(),
+            subject_id: String::new(),
+            external_refs: "[]".into(),
+            rights_request_id: submitted.rights_request_id.clone(),
+            purposes: "[]".into(),
+            fields: "[]".into(),
+            retain_until_time: None,
+            occur_time: vern_kit::time::now(),
+        };
+        let event_id = ev.event_id.clone();
+        rights
+            .store()
+            .commit_request(updated, version, vec![ev], None, None)
+            .await
+            .expect("commit");
+        feed.notify_waiters();
+        let got = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("event in time")
+            .expect("open")
+            .expect("event");
+        assert_eq!(got.event_id, event_id);
+        assert_eq!(got.seq, 1);
+        assert_eq!(seq_of_cursor("cursor", &got.cursor).expect("cursor"), 1);
+
+        // The client goes away: the watcher task ends (no leaked task).
+        drop(stream);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&feed) > idle {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "watcher task still running after the client left"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        db.cleanup().await;
+    }
+
+    #[test]
+    fn cursors_are_opaque_and_checked() {
+        assert_eq!(seq_of_cursor("cursor", &cursor_of(42)).expect("ok"), 42);
+        assert_eq!(seq_of_cursor("cursor", "").expect("start"), 0);
+        assert!(seq_of_cursor("cursor", "nonsense").is_err());
+        let other_list = page::encode_token("rights_requests", "42");
+        assert!(seq_of_cursor("cursor", &other_list).is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! Encryption at rest of a request's personal data (identity, description, corrected
+//! values) and of its report, with the subjects service's envelope scheme: each request
+//! has its own data key, stored only wrapped by the tenant's key (`keys.master_key` /
+//! `keys.tenant_keys`), and every ciphertext is bound to its tenant, request and kind.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use vern_subjects::domain::crypto::{self, DataKey};
+use vern_subjects::domain::keyring::Keyring;
+
+use crate::error::RightsError;
+
+/// What a sealed blob holds (part of its associated data).
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// The request's personal data.
+    Personal,
+    /// The report.
+    Report,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Personal => "personal",
+            Kind::Report => "report",
+        }
+    }
+}
+
+/// Seals and opens personal data of rights requests.
+#[derive(Clone)]
+pub struct Sealer {
+    keyring: Keyring,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealer(..)")
+    }
+}
+
+fn key_aad(tenant: &str, request: &str) -> Vec<u8> {
+    format!("vern/rights/key/v1\0{tenant}\0{request}").into_bytes()
+}
+
+fn value_aad(tenant: &str, request: &str, kind: Kind) -> Vec<u8> {
+    format!("vern/rights/{}/v1\0{tenant}\0{request}", kind.label()).into_bytes()
+}
+
+impl Sealer {
+    /// A sealer over the tenants' keys.
+    pub fn new(keyring: Keyring) -> Self {
+        Self { keyring }
+    }
+
+    fn kek(&self, tenant: &str) -> Result<crypto::TenantKey, RightsError> {
+        self.keyring
+            .tenant(tenant)
+            .map(|k| k.kek)
+            .ok_or(RightsError::NoTenantKey)
+    }
+
+    /// A fresh data key for a new request, and its wrapped form for storage.
+    pub fn new_key(&self, tenant: &str, request: &str) -> Result<(DataKey, Vec<u8>), RightsError> {
+        let dek = DataKey::generate();
+        let wrapped = crypto::wrap_data_key(&self.kek(tenant)?, &dek, &key_aad(tenant, request));
+        Ok((dek, wrapped))
+    }
+
+    /// The data key of a request from its wrapped form.
+    pub fn key(&self, tenant: &str, request: &str, wrapped: &[u8]) -> Result<DataKey, RightsError> {
+        crypto::unwrap_data_key(&self.kek(tenant)?, wrapped, &key_aad(tenant, request))
+            .map_err(|_| RightsError::Corrupt("wrapped key"))
+    }
+
+    /// A keyed fingerprint of a request that carries personal data (for its idempotency
+    /// key), so no unkeyed hash of personal data is stored.
+    pub fn fingerprint(&self, tenant: &str, request: &[u8]) -> Result<[u8; 32], RightsError> {
+        let keys = self
+            .keyring
+            .tenant(tenant)
+            .ok_or(RightsError::NoTenantKey)?;
+        Ok(crypto::keyed_digest(&keys.blind, request))
+    }
+
+    /// `value` as JSON, sealed.
+    pub fn seal<T: Serialize>(
+        &self,
+        key: &DataKey,
+        tenant: &str,
+        request: &str,
+        kind: Kind,
+        value: &T,
+    ) -> Result<Vec<u8>, RightsError> {
+        let plain = zeroize::Zeroizing::new(
+            serde_json::to_vec(value).map_err(|_| RightsError::Corrupt("serialise"))?,
+        );
+        Ok(crypto::seal(key, &plain, &value_aad(tenant, request, kind)))
+    }
+
+    /// A sealed value opened.
+    pub fn open<T: DeserializeOwned>(
+        &self,
+        key: &DataKey,
+        tenant: &str,
+        request: &str,
+        kind: Kind,
+        sealed: &[u8],
+    ) -> Result<T, RightsError> {
+        let plain = zeroize::Zeroizing::new(
+            crypto::open(key, sealed, &value_aad(tenant, request, kind))
+                .map_err(|_| RightsError::Corrupt("sealed value"))?,
+        );
+        serde_json::from_slice(&plain).map_err(|_| RightsError::Corrupt("sealed value"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn sealed_values_open_only_in_their_place() {
+        let ring = Keyring::from_base64(
+            Some("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+            &HashMap::new(),
+        )
+        .expect("ring");
+        let s = Sealer::new(ring);
+        let (dek, wrapped) = s.new_key("t", "r1").expect("key");
+        let sealed = s
+            .seal(&dek, "t", "r1", Kind::Personal, &"kari@example.no")
+            .expect("seal");
+        assert!(!sealed.windows(4).any(|w| w == b"kari"), "no plaintext");
+        let dek2 = s.key("t", "r1", &wrapped).expect("unwrap");
+        let back: String = s
+            .open(&dek2, "t", "r1", Kind::Personal, &sealed)
+            .expect("open");
+        assert_eq!(back, "kari@example.no");
+        assert!(
+            s.open::<String>(&dek2, "t", "r2", Kind::Personal, &sealed)
+                .is_err()
+        );
+        assert!(
+            s.open::<String>(&dek2, "t", "r1", Kind::Report, &sealed)
+                .is_err()
+        );
+        assert!(s.key("u", "r1", &wrapped).is_err(), "other tenant");
+    }
+}

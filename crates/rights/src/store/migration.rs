@@ -1,0 +1,313 @@
+//! Schema of the rights service.
+
+use sea_orm_migration::prelude::*;
+
+/// Runs the rights service's migrations.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(vern_kit::idempotency::Migration),
+            Box::new(vern_kit::outbox::Migration),
+            Box::new(M0001Rights),
+        ]
+    }
+}
+
+struct M0001Rights;
+
+impl MigrationName for M0001Rights {
+    fn name(&self) -> &str {
+        "m0001_rights"
+    }
+}
+
+#[derive(DeriveIden)]
+enum RightsRequests {
+    Table,
+    TenantId,
+    RightsRequestId,
+    RequestType,
+    Status,
+    SubjectId,
+    Channel,
+    RequestId,
+    WrappedKey,
+    Personal,
+    Purposes,
+    ReceivedAt,
+    DueAt,
+    OriginalDueAt,
+    Extended,
+    ExtensionMonths,
+    ExtensionReason,
+    SubjectInformedAt,
+    VerifyTime,
+    VerifiedBy,
+    VerificationMethod,
+    VerificationNote,
+    RejectionGround,
+    RejectionReason,
+    RejectTime,
+    CompleteTime,
+    Fulfilled,
+    Outcome,
+    RequiredSystems,
+    Version,
+    CreateTime,
+    UpdateTime,
+}
+
+#[derive(DeriveIden)]
+enum RightsReports {
+    Table,
+    TenantId,
+    RightsRequestId,
+    Sealed,
+    GenerateTime,
+}
+
+#[derive(DeriveIden)]
+enum RightsEvents {
+    Table,
+    TenantId,
+    Seq,
+    EventId,
+    EventType,
+    SubjectId,
+    ExternalRefs,
+    RightsRequestId,
+    Purposes,
+    Fields,
+    RetainUntilTime,
+    OccurTime,
+}
+
+#[derive(DeriveIden)]
+enum RightsEventAcks {
+    Table,
+    TenantId,
+    EventId,
+    System,
+    AckedBy,
+    AckTime,
+}
+
+#[derive(DeriveIden)]
+enum RightsFeedHeads {
+    Table,
+    TenantId,
+    LastSeq,
+}
+
+#[derive(DeriveIden)]
+enum RightsSettings {
+    Table,
+    TenantId,
+    RequiredSystems,
+    AutomatedDecisionMaking,
+    UpdateTime,
+}
+
+fn s(c: impl IntoIden, len: u32) -> ColumnDef {
+    ColumnDef::new(c).string_len(len).not_null().to_owned()
+}
+fn text(c: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(c).text().not_null().to_owned()
+}
+fn time(c: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(c)
+        .timestamp_with_time_zone()
+        .not_null()
+        .to_owned()
+}
+fn opt_time(c: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(c)
+        .timestamp_with_time_zone()
+        .null()
+        .to_owned()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Rights {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        use RightsRequests as R;
+        m.create_table(
+            Table::create()
+                .table(R::Table)
+                .if_not_exists()
+                .col(s(R::TenantId, 63))
+                .col(s(R::RightsRequestId, 36))
+                .col(s(R::RequestType, 32))
+                .col(s(R::Status, 16))
+                .col(s(R::SubjectId, 36))
+                .col(s(R::Channel, 16))
+                .col(s(R::RequestId, 128))
+                .col(ColumnDef::new(R::WrappedKey).blob().not_null())
+                .col(ColumnDef::new(R::Personal).blob().not_null())
+                .col(text(R::Purposes))
+                .col(time(R::ReceivedAt))
+                .col(time(R::DueAt))
+                .col(time(R::OriginalDueAt))
+                .col(ColumnDef::new(R::Extended).boolean().not_null())
+                .col(ColumnDef::new(R::ExtensionMonths).integer().not_null())
+                .col(text(R::ExtensionReason))
+                .col(opt_time(R::SubjectInformedAt))
+                .col(opt_time(R::VerifyTime))
+                .col(text(R::VerifiedBy))
+                .col(s(R::VerificationMethod, 64))
+                .col(text(R::VerificationNote))
+                .col(s(R::RejectionGround, 64))
+                .col(text(R::RejectionReason))
+                .col(opt_time(R::RejectTime))
+                .col(opt_time(R::CompleteTime))
+                .col(ColumnDef::new(R::Fulfilled).boolean().not_null())
+                .col(ColumnDef::new(R::Outcome).text().null())
+                .col(text(R::RequiredSystems))
+                .col(ColumnDef::new(R::Version).big_integer().not_null())
+                .col(time(R::CreateTime))
+                .col(time(R::UpdateTime))
+                .primary_key(Index::create().col(R::TenantId).col(R::RightsRequestId))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("rights_requests_due_idx")
+                .table(R::Table)
+                .col(R::TenantId)
+                .col(R::DueAt)
+                .col(R::RightsRequestId)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("rights_requests_subject_idx")
+                .table(R::Table)
+                .col(R::TenantId)
+                .col(R::SubjectId)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(RightsReports::Table)
+                .if_not_exists()
+                .col(s(RightsReports::TenantId, 63))
+                .col(s(RightsReports::RightsRequestId, 36))
+                .col(ColumnDef::new(RightsReports::Sealed).blob().not_null())
+                .col(time(RightsReports::GenerateTime))
+                .primary_key(
+                    Index::create()
+                        .col(RightsReports::TenantId)
+                        .col(RightsReports::RightsRequestId),
+                )
+                .to_owned(),
+        )
+        .await?;
+        use RightsEvents as E;
+        m.create_table(
+            Table::create()
+                .table(E::Table)
+                .if_not_exists()
+                .col(s(E::TenantId, 63))
+                .col(ColumnDef::new(E::Seq).big_integer().not_null())
+                .col(s(E::EventId, 36))
+                .col(s(E::EventType, 48))
+                .col(s(E::SubjectId, 36))
+                .col(text(E::ExternalRefs))
+                .col(s(E::RightsRequestId, 36))
+                .col(text(E::Purposes))
+                .col(text(E::Fields))
+                .col(opt_time(E::RetainUntilTime))
+                .col(time(E::OccurTime))
+                .primary_key(Index::create().col(E::TenantId).col(E::Seq))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("rights_events_id_idx")
+                .table(E::Table)
+                .col(E::TenantId)
+                .col(E::EventId)
+                .unique()
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("rights_events_request_idx")
+                .table(E::Table)
+                .col(E::TenantId)
+                .col(E::RightsRequestId)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+        use RightsEventAcks as A;
+        m.create_table(
+            Table::create()
+                .table(A::Table)
+                .if_not_exists()
+                .col(s(A::TenantId, 63))
+                .col(s(A::EventId, 36))
+                .col(s(A::System, 63))
+                .col(text(A::AckedBy))
+                .col(time(A::AckTime))
+                .primary_key(
+                    Index::create()
+                        .col(A::TenantId)
+                        .col(A::EventId)
+                        .col(A::System),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(RightsFeedHeads::Table)
+                .if_not_exists()
+                .col(s(RightsFeedHeads::TenantId, 63).primary_key().to_owned())
+                .col(
+                    ColumnDef::new(RightsFeedHeads::LastSeq)
+                        .big_integer()
+                        .not_null(),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(RightsSettings::Table)
+                .if_not_exists()
+                .col(s(RightsSettings::TenantId, 63).primary_key().to_owned())
+                .col(text(RightsSettings::RequiredSystems))
+                .col(text(RightsSettings::AutomatedDecisionMaking))
+                .col(time(RightsSettings::UpdateTime))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in [
+            RightsSettings::Table.into_iden(),
+            RightsFeedHeads::Table.into_iden(),
+            RightsEventAcks::Table.into_iden(),
+            RightsEvents::Table.into_iden(),
+            RightsReports::Table.into_iden(),
+            RightsRequests::Table.into_iden(),
+        ] {
+            m.drop_table(Table::drop().table(t).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,552 @@
+//! Persistence of rights requests, reports, the per-tenant event feed with its
+//! confirmations, and the tenant settings. Every query is scoped by tenant; every change
+//! commits through `commit_once` (idempotency answer and audit event in the same
+//! transaction).
+
+pub mod entities;
+pub mod migration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
+    DatabaseConnection, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+};
+use vern_kit::ApiError;
+use vern_kit::db::{DbFailure, DbTarget, classify};
+use vern_kit::idempotency::{self, Key, commit_once};
+
+use crate::domain::{self, RequestStatus};
+use crate::error::RightsError;
+use entities::{ack, event, head, report, request, settings};
+
+pub use migration::Migrator;
+
+/// A page of rows and whether more follow.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The rows.
+    pub items: Vec<T>,
+    /// True when another page exists.
+    pub more: bool,
+}
+
+/// Filters of ListRequests.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    /// Only this status.
+    pub status: Option<RequestStatus>,
+    /// Only overdue requests as of this time.
+    pub overdue_at: Option<DateTime<Utc>>,
+    /// Only this type (stored name).
+    pub request_type: Option<String>,
+    /// Only this subject.
+    pub subject_id: Option<String>,
+    /// Only due before.
+    pub due_before: Option<DateTime<Utc>>,
+}
+
+/// Filters of ListEvents and WatchEvents.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only events of this request.
+    pub rights_request_id: Option<String>,
+    /// Only events of this subject.
+    pub subject_id: Option<String>,
+    /// Only these types (stored names); empty: all.
+    pub types: Vec<String>,
+    /// Only events this system has not acknowledged.
+    pub unacked_by: Option<String>,
+}
+
+/// A new event to append (its seq is assigned in the transaction).
+pub type NewEvent = event::Model;
+
+/// Attempts when a concurrent writer wins a race.
+const MAX_ATTEMPTS: usize = 5;
+
+/// The rights service's store.
+#[derive(Clone, Debug)]
+pub struct RightsStore {
+    db: DatabaseConnection,
+}
+
+fn aborted() -> RightsError {
+    RightsError::Api(ApiError::Aborted("changed concurrently; retry"))
+}
+
+impl RightsStore {
+    /// Connects to `target` and runs the migrations.
+    pub async fn open(target: &DbTarget) -> Result<Self, DbErr> {
+        let db = vern_kit::db::connect_and_migrate::<Migrator>(target).await?;
+        Ok(Self { db })
+    }
+
+    /// The connection.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// A stored answer to an earlier call with the same request id.
+    pub async fn replay<R: serde::de::DeserializeOwned>(
+        &self,
+        key: Option<&Key>,
+    ) -> Result<Option<R>, RightsError> {
+        Ok(idempotency::replay(&self.db, key).await?)
+    }
+
+    /// Inserts a new request; the answer is its id.
+    pub async fn insert_request(
+        &self,
+        row: request::Model,
+        key: Option<&Key>,
+    ) -> Result<String, RightsError> {
+        let id = row.rights_request_id.clone();
+        Ok(commit_once(&self.db, key, id, move |txn| {
+            Box::pin(async move {
+                row.into_active_model().reset_all().insert(txn).await?;
+                Ok::<_, RightsError>(())
+            })
+        })
+        .await?)
+    }
+
+    /// One request of the tenant.
+    pub async fn request(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<request::Model>, RightsError> {
+        Ok(
+            request::Entity::find_by_id((tenant.to_owned(), id.to_owned()))
+                .one(&self.db)
+                .await?,
+        )
+    }
+
+    /// A page of requests ordered by (due_at, id), after `after`.
+    pub async fn list_requests(
+        &self,
+        tenant: &str,
+        f: &RequestFilter,
+        after: Option<(DateTime<Utc>, String)>,
+        limit: u64,
+    ) -> Result<Page<request::Model>, RightsError> {
+        use request::Column as C;
+        let mut q = request::Entity::find()
+            .filter(C::TenantId.eq(tenant))
+            .order_by_asc(C::DueAt)
+            .order_by_asc(C::RightsRequestId);
+        if let Some(s) = f.status {
+            q = q.filter(C::Status.eq(s.as_str()));
+        }
+        if let Some(now) = f.overdue_at {
+            q = q.filter(C::DueAt.lt(now)).filter(C::Status.is_not_in([
+                RequestStatus::Completed.as_str(),
+                RequestStatus::Rejected.as_str(),
+            ]));
+        }
+        if let Some(t) = &f.request_type {
+            q = q.filter(C::RequestType.eq(t.as_str()));
+        }
+        if let Some(s) = &f.subject_id {
+            q = q.filter(C::SubjectId.eq(s.as_str()));
+        }
+        if let Some(d) = f.due_before {
+            q = q.filter(C::DueAt.lt(d));
+        }
+        if let Some((due, id)) = after {
+            q = q.filter(
+                Condition::any().add(C::DueAt.gt(due)).add(
+                    Condition::all()
+                        .add(C::DueAt.eq(due))
+                        .add(C::RightsRequestId.gt(id)),
+                ),
+            );
+        }
+        let mut items = q.limit(limit + 1).all(&self.db).await?;
+        let more = items.len() as u64 > limit;
+        items.truncate(limit as usize);
+        Ok(Page { items, more })
+    }
+
+    /// Writes `updated` if the stored row still has `expected_version` (else ABORTED);
+    /// the answer is the request id.
+    pub async fn update_request(
+        &self,
+        updated: request::Model,
+        expected_version: i64,
+        key: Option<&Key>,
+    ) -> Result<String, RightsError> {
+        self.commit_request(updated, expected_version, vec![], None, key)
+            .await
+    }
+
+    /// Writes `updated` (compare-and-set on the version) without an idempotency answer
+    /// or audit event of its own: a step inside a call that commits those later.
+    pub async fn mark(
+        &self,
+        updated: request::Model,
+        expected_version: i64,
+    ) -> Result<(), RightsError> {
+        write_request(&self.db, updated, expected_version).await
+    }
+
+    /// The end of a fulfilment, in one transaction: appends `events` to the feed (gap-free
+    /// seqs), stores the sealed report and writes the request (compare-and-set).
+    pub async fn commit_request(
+        &self,
+        updated: request::Model,
+        expected_version: i64,
+        events: Vec<NewEvent>,
+        report: Option<report::Model>,
+        key: Option<&Key>,
+    ) -> Result<String, RightsError> {
+        let id = updated.rights_request_id.clone();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (updated, events, report) = (updated.clone(), events.clone(), report.clone());
+            let result = commit_once(&self.db, key, id.clone(), move |txn| {
+                Box::pin(async move {
+                    let tenant = updated.tenant_id.clone();
+                    append_events(txn, &tenant, events).await?;
+                    if let Some(r) = report {
+                        report::Entity::delete_by_id((
+                            r.tenant_id.clone(),
+                            r.rights_request_id.clone(),
+                        ))
+                        .exec(txn)
+                        .await?;
+                        r.into_active_model().reset_all().insert(txn).await?;
+                    }
+                    write_request(txn, updated, expected_version).await
+                })
+            })
+            .await;
+            match result {
+                Err(ApiError::Aborted(_)) if attempt < MAX_ATTEMPTS => continue,
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// The sealed report of a request.
+    pub async fn report(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<report::Model>, RightsError> {
+        Ok(
+            report::Entity::find_by_id((tenant.to_owned(), id.to_owned()))
+                .one(&self.db)
+                .await?,
+        )
+    }
+
+    /// The events a request caused, by seq.
+    pub async fn events_of_request(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Vec<event::Model>, RightsError> {
+        events_of_request(&self.db, tenant, id).await
+    }
+
+    /// The confirmations of these events.
+    pub async fn acks_of(
+        &self,
+        tenant: &str,
+        event_ids: &[String],
+    ) -> Result<Vec<ack::Model>, RightsError> {
+        acks_of(&self.db, tenant, event_ids).await
+    }
+
+    /// A page of the feed after `after_seq`, oldest first.
+    pub async fn list_events(
+        &self,
+        tenant: &str,
+        f: &EventFilter,
+        after_seq: i64,
+        limit: u64,
+    ) -> Result<Page<event::Model>, RightsError> {
+        use event::Column as C;
+        let mut q = event::Entity::find()
+            .filter(C::TenantId.eq(tenant))
+            .filter(C::Seq.gt(after_seq))
+            .order_by_asc(C::Seq);
+        if let Some(r) = &f.rights_request_id {
+            q = q.filter(C::RightsRequestId.eq(r.as_str()));
+        }
+        if let Some(s) = &f.subject_id {
+            q = q.filter(C::SubjectId.eq(s.as_str()));
+        }
+        if !f.types.is_empty() {
+            q = q.filter(C::EventType.is_in(f.types.iter().map(String::as_str)));
+        }
+        if let Some(system) = &f.unacked_by {
+            let mut sub = Query::select();
+            sub.column(ack::Column::EventId)
+                .from(ack::Entity)
+                .and_where(Expr::col(ack::Column::TenantId).eq(tenant))
+                .and_where(Expr::col(ack::Column::System).eq(system.as_str()));
+            q = q.filter(C::EventId.not_in_subquery(sub.to_owned()));
+        }
+        let mut items = q.limit(limit + 1).all(&self.db).await?;
+        let more = items.len() as u64 > limit;
+        items.truncate(limit as usize);
+        Ok(Page { items, more })
+    }
+
+    /// One event by id or by seq.
+    pub async fn event(
+        &self,
+        tenant: &str,
+        by: EventRef<'_>,
+    ) -> Result<Option<event::Model>, RightsError> {
+        let q = event::Entity::find().filter(event::Column::TenantId.eq(tenant));
+        let q = match by {
+            EventRef::Id(id) => q.filter(event::Column::EventId.eq(id)),
+            EventRef::Seq(seq) => q.filter(event::Column::Seq.eq(seq)),
+        };
+        Ok(q.one(&self.db).await?)
+    }
+
+    /// Records that `system` acted on the event (a repeat is a no-op) and, when that was
+    /// the last confirmation a fulfilled request waited for, completes the request — in
+    /// one transaction. The answer is the event id.
+    pub async fn ack(
+        &self,
+        tenant: &str,
+        ev: event::Model,
+        system: &str,
+        acked_by: &str,
+        now: DateTime<Utc>,
+        key: Option<&Key>,
+    ) -> Result<String, RightsError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (tenant, ev, system, acked_by) = (
+                tenant.to_owned(),
+                ev.clone(),
+                system.to_owned(),
+                acked_by.to_owned(),
+            );
+            let answer = ev.event_id.clone();
+            let result = commit_once(&self.db, key, answer, move |txn| {
+                Box::pin(async move {
+                    let exists = ack::Entity::find_by_id((
+                        tenant.clone(),
+                        ev.event_id.clone(),
+                        system.clone(),
+                    ))
+                    .one(txn)
+                    .await?;
+                    if exists.is_none() {
+                        let inserted = ack::ActiveModel {
+                            tenant_id: Set(tenant.clone()),
+                            event_id: Set(ev.event_id.clone()),
+                            system: Set(system.clone()),
+                            acked_by: Set(acked_by),
+                            ack_time: Set(now),
+                        }
+                        .insert(txn)
+                        .await;
+                        match inserted {
+                            Ok(_) => {}
+                            Err(e) if classify(&e) == DbFailure::UniqueViolation => {
+                                return Err(aborted());
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    if ev.rights_request_id.is_empty() {
+                        return Ok(());
+                    }
+                    complete_if_confirmed(txn, &tenant, &ev.rights_request_id, now).await
+                })
+            })
+            .await;
+            match result {
+                Err(ApiError::Aborted(_)) if attempt < MAX_ATTEMPTS => continue,
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// The tenant's saved settings, if any.
+    pub async fn settings(&self, tenant: &str) -> Result<Option<settings::Model>, RightsError> {
+        Ok(settings::Entity::find_by_id(tenant.to_owned())
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Saves the tenant's settings; the answer is the tenant id.
+    pub async fn put_settings(
+        &self,
+        row: settings::Model,
+        key: Option<&Key>,
+    ) -> Result<String, RightsError> {
+        let tenant = row.tenant_id.clone();
+        Ok(commit_once(&self.db, key, tenant, move |txn| {
+            Box::pin(async move {
+                settings::Entity::delete_by_id(row.tenant_id.clone())
+                    .exec(txn)
+                    .await?;
+                row.into_active_model().reset_all().insert(txn).await?;
+                Ok::<_, RightsError>(())
+            })
+        })
+        .await?)
+    }
+}
+
+/// How an event is named.
+#[derive(Debug, Clone, Copy)]
+pub enum EventRef<'a> {
+    /// By id.
+    Id(&'a str),
+    /// By seq.
+    Seq(i64),
+}
+
+async fn events_of_request(
+    db: &impl ConnectionTrait,
+    tenant: &str,
+    id: &str,
+) -> Result<Vec<event::Model>, RightsError> {
+    Ok(event::Entity::find()
+        .filter(event::Column::TenantId.eq(tenant))
+        .filter(event::Column::RightsRequestId.eq(id))
+        .order_by_asc(event::Column::Seq)
+        .all(db)
+        .await?)
+}
+
+async fn acks_of(
+    db: &impl ConnectionTrait,
+    tenant: &str,
+    event_ids: &[String],
+) -> Result<Vec<ack::Model>, RightsError> {
+    if event_ids.is_empty() {
+        return Ok(vec![]);
+    }
+    Ok(ack::Entity::find()
+        .filter(ack::Column::TenantId.eq(tenant))
+        .filter(ack::Column::EventId.is_in(event_ids.iter().map(String::as_str)))
+        .order_by_asc(ack::Column::AckTime)
+        .order_by_asc(ack::Column::System)
+        .all(db)
+        .await?)
+}
+
+/// Completes a fulfilled IN_PROGRESS request once every required system confirmed
+/// every one of its events.
+async fn complete_if_confirmed(
+    txn: &impl ConnectionTrait,
+    tenant: &str,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), RightsError> {
+    let Some(row) = request::Entity::find_by_id((tenant.to_owned(), id.to_owned()))
+        .one(txn)
+        .await?
+    else {
+        return Ok(());
+    };
+    if row.status != RequestStatus::InProgress.as_str() || !row.fulfilled {
+        return Ok(());
+    }
+    let required: Vec<String> =
+        serde_json::from_str(&row.required_systems).map_err(|_| RightsError::Corrupt("systems"))?;
+    let events = events_of_request(txn, tenant, id).await?;
+    let ids: Vec<String> = events.into_iter().map(|e| e.event_id).collect();
+    let acks: Vec<(String, String)> = acks_of(txn, tenant, &ids)
+        .await?
+        .into_iter()
+        .map(|a| (a.event_id, a.system))
+        .collect();
+    if !domain::pending_systems(&required, true, &ids, &acks).is_empty() {
+        return Ok(());
+    }
+    let version = row.version;
+    let updated = request::Model {
+        status: RequestStatus::Completed.as_str().to_owned(),
+        complete_time: Some(now),
+        version: version + 1,
+        update_time: std::cmp::max(now, row.update_time),
+        ..row
+    };
+    write_request(txn, updated, version).await
+}
+
+/// Assigns gap-free seqs to `events` and inserts them. The feed head row is updated in
+/// the same transaction, so concurrent appenders serialise on it and a rolled-back
+/// transaction leaves no gap.
+async fn append_events(
+    txn: &impl ConnectionTrait,
+    tenant: &str,
+    events: Vec<NewEvent>,
+) -> Result<(), RightsError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let n = events.len() as i64;
+    let bumped = head::Entity::update_many()
+        .col_expr(
+            head::Column::LastSeq,
+            Expr::col(head::Column::LastSeq).add(n),
+        )
+        .filter(head::Column::TenantId.eq(tenant))
+        .exec(txn)
+        .await?
+        .rows_affected;
+    let last = if bumped == 1 {
+        head::Entity::find_by_id(tenant.to_owned())
+            .one(txn)
+            .await?
+            .map(|h| h.last_seq)
+            .ok_or(RightsError::Corrupt("feed head"))?
+    } else {
+        let inserted = head::ActiveModel {
+            tenant_id: Set(tenant.to_owned()),
+            last_seq: Set(n),
+        }
+        .insert(txn)
+        .await;
+        match inserted {
+            Ok(_) => n,
+            Err(e) if classify(&e) == DbFailure::UniqueViolation => return Err(aborted()),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let first = last - n + 1;
+    for (i, mut e) in events.into_iter().enumerate() {
+        e.tenant_id = tenant.to_owned();
+        e.seq = first + i as i64;
+        e.into_active_model().reset_all().insert(txn).await?;
+    }
+    Ok(())
+}
+
+async fn write_request(
+    txn: &impl ConnectionTrait,
+    updated: request::Model,
+    expected_version: i64,
+) -> Result<(), RightsError> {
+    let tenant = updated.tenant_id.clone();
+    let id = updated.rights_request_id.clone();
+    let changed = request::Entity::update_many()
+        .set(updated.into_active_model().reset_all())
+        .filter(request::Column::TenantId.eq(tenant))
+        .filter(request::Column::RightsRequestId.eq(id))
+        .filter(request::Column::Version.eq(expected_version))
+        .exec(txn)
+        .await?
+        .rows_affected;
+    if changed != 1 {
+        return Err(aborted());
+    }
+    Ok(())
+}

@@ -1,0 +1,491 @@
+//! Store tests of the rights service, on SQLite and PostgreSQL.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use vern_kit::db::DbTarget;
+use vern_kit::idempotency::Key;
+use vern_rights::domain::{EventType, RequestStatus};
+use vern_rights::store::entities::{event, request};
+use vern_rights::store::{EventFilter, EventRef, RequestFilter, RightsStore};
+
+vern_kit::store_test_suite!("rights":
+    requests_list_in_deadline_order_with_filters_and_pages,
+    feed_seqs_are_gap_free_under_concurrency_and_failures,
+    the_last_required_ack_completes_the_request,
+    events_filter_by_type_request_and_unacked_system,
+    tenants_are_isolated,
+    idempotent_commits_answer_once,
+);
+
+fn at(d: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, d, 9, 0, 0)
+        .single()
+        .expect("t")
+}
+
+fn row(tenant: &str, id: &str, due: DateTime<Utc>, status: RequestStatus) -> request::Model {
+    request::Model {
+        tenant_id: tenant.into(),
+        rights_request_id: id.into(),
+        request_type: "ACCESS".into(),
+        status: status.as_str().into(),
+        subject_id: String::new(),
+        channel: "EMAIL".into(),
+        request_id: String::new(),
+        wrapped_key: vec![1, 2, 3],
+        personal: vec![4, 5, 6],
+        purposes: "[]".into(),
+        received_at: due - Duration::days(30),
+        due_at: due,
+        original_due_at: due,
+        extended: false,
+        extension_months: 0,
+        extension_reason: String::new(),
+        subject_informed_at: None,
+        verify_time: None,
+        verified_by: String::new(),
+        verification_method: String::new(),
+        verification_note: String::new(),
+        rejection_ground: String::new(),
+        rejection_reason: String::new(),
+        reject_time: None,
+        complete_time: None,
+        fulfilled: false,
+        outcome: None,
+        required_systems: "[]".into(),
+        version: 1,
+        create_time: at(1),
+        update_time: at(1),
+    }
+}
+
+fn ev(tenant: &str, request: &str, t: EventType) -> event::Model {
+    event::Model {
+        tenant_id: tenant.into(),
+        seq: 0,
+        event_id: uuid::Uuid::now_v7().to_string(),
+        event_type: t.as_str().into(),
+        subject_id: "s-1".into(),
+        external_refs: r#"[{"system":"crm","id":"C-1"}]"#.into(),
+        rights_request_id: request.into(),
+        purposes: "[]".into(),
+        fields: "[]".into(),
+        retain_until_time: None,
+        occur_time: at(2),
+    }
+}
+
+async fn requests_list_in_deadline_order_with_filters_and_pages(target: DbTarget) {
+    let s = RightsStore::open(&target).await.expect("open");
+    let ids: Vec<String> = (0..5).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let specs = [
+        (20, RequestStatus::Received),
+        (5, RequestStatus::Verified),
+        (12, RequestStatus::Completed),
+        (5, RequestStatus::Received),
+        (28, RequestStatus::Rejected),
+    ];
+    for (id, (day, status)) in ids.iter().zip(specs) {
+        let mut r = row("t1", id, at(day), status);
+        if day == 20 {
+            r.subject_id = "11111111-1111-1111-1111-111111111111".into();
+            r.request_type = "ERASURE".into();
+        }
+        s.insert_request(r, None).await.expect("insert");
+    }
+    let all = s
+        .list_requests("t1", &RequestFilter::default(), None, 100)
+        .await
+        .expect("list");
+    let dues: Vec<u32> = all
+        .items
+        .iter()
+        .map(|r| r.due_at.format("%d").to_string().parse().expect("day"))
+        .collect();
+    assert_eq!(dues, vec![5, 5, 12, 20, 28], "ordered by due_at");
+    assert!(!all.more);
+
+    // Overdue as of the 15th: due before and not COMPLETED/REJECTED.
+    let overdue = s
+        .list_requests(
+            "t1",
+            &RequestFilter {
+                overdue_at: Some(at(15)),
+                ..Default::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .expect("overdue");
+    assert_eq!(overdue.items.len(), 2);
+    assert!(
+        overdue
+            .items
+            .iter()
+            .all(|r| r.due_at < at(15) && r.status != "COMPLETED" && r.status != "REJECTED")
+    );
+
+    let received = s
+        .list_requests(
+            "t1",
+            &RequestFilter {
+                status: Some(RequestStatus::Received),
+                ..Default::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .expect("status");
+    assert_eq!(received.items.len(), 2);
+    let erasures = s
+        .list_requests(
+            "t1",
+            &RequestFilter {
+                request_type: Some("ERASURE".into()),
+                subject_id: Some("11111111-1111-1111-1111-111111111111".into()),
+                ..Default::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .expect("type");
+    assert_eq!(erasures.items.len(), 1);
+    let before = s
+        .list_requests(
+            "t1",
+            &RequestFilter {
+                due_before: Some(at(13)),
+                ..Default::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .expect("due before");
+    assert_eq!(before.items.len(), 3);
+
+    // Pages of two, resumed by (due_at, id), see every request once in order.
+    let mut seen = vec![];
+    let mut after = None;
+    loop {
+        let p = s
+            .list_requests("t1", &RequestFilter::default(), after.clone(), 2)
+            .await
+            .expect("page");
+        seen.extend(p.items.iter().map(|r| r.rights_request_id.clone()));
+        let last = p
+            .items
+            .last()
+            .map(|r| (r.due_at, r.rights_request_id.clone()));
+        if !p.more {
+            break;
+        }
+        after = last;
+    }
+    let expected: Vec<String> = all
+        .items
+        .iter()
+        .map(|r| r.rights_request_id.clone())
+        .collect();
+    assert_eq!(seen, expected);
+}
+
+async fn feed_seqs_are_gap_free_under_concurrency_and_failures(target: DbTarget) {
+    let s = RightsStore::open(&target).await.expect("open");
+    let mut ids = vec![];
+    for i in 0..8 {
+        let id = uuid::Uuid::now_v7().to_string();
+        s.insert_request(row("t1", &id, at(10 + i), RequestStatus::InProgress), None)
+            .await
+            .expect("insert");
+        ids.push(id);
+    }
+    // A commit that loses its compare-and-set appends nothing.
+    let stale = row("t1", &ids[0], at(10), RequestStatus::Completed);
+    let err = s
+        .commit_request(
+            stale,
+            99,
+            vec![ev("t1", &ids[0], EventType::Erased)],
+            None,
+            None,
+        )
+        .await;
+    assert!(err.is_err(), "stale version refused");
+    let mut tasks = vec![];
+    for id in ids.clone() {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut updated = row("t1", &id, at(10), RequestStatus::Completed);
+            updated.version = 2;
+            let events = vec![
+                ev("t1", &id, EventType::Erased),
+                ev("t1", &id, EventType::Restricted),
+            ];
+            s.commit_request(updated, 1, events, None, None).await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join").expect("commit");
+    }
+    let page = s
+        .list_events("t1", &EventFilter::default(), 0, 1000)
+        .await
+        .expect("events");
+    let seqs: Vec<i64> = page.items.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=16).collect::<Vec<_>>(), "gap-free from 1");
+    // Each request's two events are adjacent (one transaction).
+    for id in &ids {
+        let mine = s.events_of_request("t1", id).await.expect("mine");
+        assert_eq!(mine.len(), 2);
+        assert_eq!(mine[1].seq, mine[0].seq + 1);
+    }
+    // Resuming after a seq.
+    let rest = s
+        .list_events("t1", &EventFilter::default(), 10, 1000)
+        .await
+        .expect("rest");
+    assert_eq!(rest.items.first().map(|e| e.seq), Some(11));
+    assert_eq!(rest.items.len(), 6);
+}
+
+async fn the_last_required_ack_completes_the_request(target: DbTarget) {
+    let s = RightsStore::open(&target).await.expect("open");
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut r = row("t1", &id, at(20), RequestStatus::Verified);
+    r.required_systems = r#"["accounting","crm"]"#.into();
+    s.insert_request(r.clone(), None).await.expect("insert");
+    let mut done = r.clone();
+    done.status = RequestStatus::InProgress.as_str().into();
+    done.fulfilled = true;
+    done.version = 2;
+    let e1 = ev("t1", &id, EventType::Erased);
+    let e2 = ev("t1", &id, EventType::Restricted);
+    s.commit_request(done, 1, vec![e1.clone(), e2.clone()], None, None)
+        .await
+        .expect("fulfil");
+    let stored = |seq| s.event("t1", EventRef::Seq(seq));
+    let e1 = stored(1).await.expect("e1").expect("e1");
+    let e2 = stored(2).await.expect("e2").expect("e2");
+    let status = || async {
+        s.request("t1", &id)
+            .await
+            .expect("get")
+            .expect("row")
+            .status
+    };
+    s.ack("t1", e1.clone(), "crm", "crm-svc", at(21), None)
+        .await
+        .expect("ack");
+    s.ack("t1", e2.clone(), "crm", "crm-svc", at(21), None)
+        .await
+        .expect("ack");
+    assert_eq!(status().await, "IN_PROGRESS", "accounting still pending");
+    // Acknowledging again is a no-op.
+    s.ack("t1", e1.clone(), "crm", "someone-else", at(22), None)
+        .await
+        .expect("again");
+    let acks = s
+        .acks_of("t1", std::slice::from_ref(&e1.event_id))
+        .await
+        .expect("acks");
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].acked_by, "crm-svc", "first ack kept");
+    s.ack("t1", e1.clone(), "accounting", "acc", at(23), None)
+        .await
+        .expect("ack");
+    assert_eq!(status().await, "IN_PROGRESS", "e2 not acked by accounting");
+    s.ack("t1", e2.clone(), "accounting", "acc", at(23), None)
+        .await
+        .expect("ack");
+    let final_row = s.request("t1", &id).await.expect("get").expect("row");
+    assert_eq!(final_row.status, "COMPLETED");
+    assert_eq!(final_row.complete_time, Some(at(23)));
+    // An unrequired system's ack changes nothing further.
+    s.ack("t1", e2, "newsletter-tool", "x", at(24), None)
+        .await
+        .expect("ack");
+    assert_eq!(status().await, "COMPLETED");
+}
+
+async fn events_filter_by_type_request_and_unacked_system(target: DbTarget) {
+    let s = RightsStore::open(&target).await.expect("open");
+    let (a, b) = (
+        uuid::Uuid::now_v7().to_string(),
+        uuid::Uuid::now_v7().to_string(),
+    );
+    for id in [&a, &b] {
+        s.insert_request(row("t1", id, at(20), RequestStatus::InProgress), None)
+            .await
+            .expect("insert");
+    }
+    let mut ua = row("t1", &a, at(20), RequestStatus::Completed);
+    ua.version = 2;
+    s.commit_request(
+        ua,
+        1,
+        vec![
+            ev("t1", &a, EventType::Erased),
+            ev("t1", &a, EventType::Objected),
+        ],
+        None,
+        None,
+    )
+    .await
+    .expect("a");
+    let mut ub = row("t1", &b, at(20), RequestStatus::Completed);
+    ub.version = 2;
+    s.commit_request(ub, 1, vec![ev("t1", &b, EventType::Erased)], None, None)
+        .await
+        .expect("b");
+    let erased = s
+        .list_events(
+            "t1",
+            &EventFilter {
+                types: vec![EventType::Erased.as_str().into()],
+                ..Default::default()
+            },
+            0,
+            100,
+        )
+        .await
+        .expect("erased");
+    assert_eq!(
+        erased.items.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+    let of_a = s
+        .list_events(
+            "t1",
+            &EventFilter {
+                rights_request_id: Some(a.clone()),
+                ..Default::default()
+            },
+            0,
+            100,
+        )
+        .await
+        .expect("of a");
+    assert_eq!(of_a.items.len(), 2);
+    let first = s
+        .event("t1", EventRef::Seq(1))
+        .await
+        .expect("e")
+        .expect("e");
+    s.ack("t1", first, "crm", "crm", at(21), None)
+        .await
+        .expect("ack");
+    let unacked = s
+        .list_events(
+            "t1",
+            &EventFilter {
+                unacked_by: Some("crm".into()),
+                ..Default::default()
+            },
+            0,
+            100,
+        )
+        .await
+        .expect("unacked");
+    assert_eq!(
+        unacked.items.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    let page = s
+        .list_events("t1", &EventFilter::default(), 0, 2)
+        .await
+        .expect("page");
+    assert!(page.more);
+    assert_eq!(page.items.len(), 2);
+}
+
+async fn tenants_are_isolated(target: DbTarget) {
+    let s = RightsStore::open(&target).await.expect("open");
+    let id = uuid::Uuid::now_v7().to_string();
+    s.insert_request(row("t1", &id, at(20), RequestStatus::InProgress), None)
+        .await
+        .expect("insert");
+    let mut u = row("t1", &id, at(20), RequestStatus::Completed);
+    u.version = 2;
+    let e = ev("t1", &id, EventType::Erased);
+    let eid = e.event_id.clone();
+    s.commit_request(u, 1, vec![e], None, None)
+        .await
+        .expect("commit");
+    assert!(s.request("t2", &id).await.expect("get").is_none());
+    assert!(
+        s.event("t2", EventRef::Id(&eid))
+            .await
+            .expect("ev")
+            .is_none()
+    );
+    assert!(
+        s.list_events("t2", &EventFilter::default(), 0, 100)
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
+    assert!(
+        s.list_requests("t2", &RequestFilter::default(), None, 100)
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
+    // Each tenant's feed starts at 1.
+    let other = uuid::Uuid::now_v7().to_string();
+    s.insert_request(row("t2", &other, at(20), RequestStatus::InProgress), None)
+        .await
+        .expect("insert");
+    let mut u2 = row("t2", &other, at(20), RequestStatus::Completed);
+    u2.version = 2;
+    s.commit_request(u2, 1, vec![ev("t2", &other, EventType::Erased)], None, None)
+        .await
+        .expect("commit");
+    let t2 = s
+        .list_events("t2", &EventFilter::default(), 0, 100)
+        .await
+        .expect("t2");
+    assert_eq!(t2.items.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1]);
+}
+
+async fn idempotent_commits_answer_once(target: DbTarget) {
+    let s = RightsStore::open(&target).await.expect("open");
+    let id = uuid::Uuid::now_v7().to_string();
+    let key = Key::new(Some("t1"), "submit-1", "SubmitRequest", b"req");
+    let first = s
+        .insert_request(
+            row("t1", &id, at(20), RequestStatus::Received),
+            key.as_ref(),
+        )
+        .await
+        .expect("insert");
+    assert_eq!(first, id);
+    let replayed: Option<String> = s.replay(key.as_ref()).await.expect("replay");
+    assert_eq!(replayed.as_deref(), Some(id.as_str()));
+    // The same key with another request is refused.
+    let other = Key::new(Some("t1"), "submit-1", "SubmitRequest", b"different");
+    assert!(s.replay::<String>(other.as_ref()).await.is_err());
+    // A second insert under the same key (a lost race) returns the first answer.
+    let again = s
+        .insert_request(
+            row(
+                "t1",
+                &uuid::Uuid::now_v7().to_string(),
+                at(20),
+                RequestStatus::Received,
+            ),
+            key.as_ref(),
+        )
+        .await
+        .expect("raced");
+    assert_eq!(again, id);
+    let all = s
+        .list_requests("t1", &RequestFilter::default(), None, 100)
+        .await
+        .expect("list");
+    assert_eq!(all.items.len(), 1, "no second write");
+}
