@@ -22,6 +22,8 @@ use vern_tests::{Backend, Suite, authed, token};
 const TENANT: &str = "kultur";
 const EMAIL: &str = "kari.nordmann@example.no";
 const NAME: &str = "Kari Nordmann";
+/// The erasure request's description (personal data, destroyed with the subject).
+const ERASURE_WORDS: &str = "delete everything about Kari";
 
 #[tokio::test]
 async fn rights_on_sqlite() {
@@ -38,7 +40,8 @@ async fn rights_on_sqlite() {
             continue;
         }
         let bytes = std::fs::read(&path).expect("read");
-        for secret in [EMAIL, NAME, "please send me everything"] {
+        // Sealed at rest, and since the erasure also gone from free pages and the WAL.
+        for secret in [EMAIL, NAME, "please send me everything", ERASURE_WORDS] {
             assert!(
                 !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
                 "plaintext personal data in {}",
@@ -296,8 +299,8 @@ async fn setup(ch: &Channel) -> Fixture {
 
 async fn scenario(ch: &Channel) {
     let fx = setup(ch).await;
-    access(ch, &fx).await;
-    erasure(ch, &fx).await;
+    let access_rid = access(ch, &fx).await;
+    erasure(ch, &fx, &access_rid).await;
     other_rights(ch).await;
 }
 
@@ -759,7 +762,8 @@ async fn other_rights(ch: &Channel) {
 
 /// An access request: the deadline (one calendar month, extended once by at most two),
 /// and the Art. 15 report.
-async fn access(ch: &Channel, fx: &Fixture) {
+/// Returns the id of the fulfilled access request.
+async fn access(ch: &Channel, fx: &Fixture) -> String {
     let officer = token(&["privacy-officer"], &[TENANT], 600);
     let mut rights = pb::rights_service_client::RightsServiceClient::new(ch.clone());
     let submit = pb::SubmitRequestRequest {
@@ -1071,12 +1075,13 @@ async fn access(ch: &Channel, fx: &Fixture) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(found, "GetReport audited");
+    rid
 }
 
 /// An erasure of a customer with an invoice under the bookkeeping duty: the newsletter
 /// data goes, the invoice is kept restricted, the report cites the reference; a CRM
 /// watching the feed receives the erasure and its acknowledgement completes the request.
-async fn erasure(ch: &Channel, fx: &Fixture) {
+async fn erasure(ch: &Channel, fx: &Fixture, access_rid: &str) {
     let admin = token(&["tenant-admin"], &[TENANT], 600);
     let officer = token(&["privacy-officer"], &[TENANT], 600);
     let crm = token(&["integration"], &[TENANT], 600);
@@ -1125,6 +1130,7 @@ async fn erasure(ch: &Channel, fx: &Fixture) {
                 )),
                 channel: pb::RequestChannel::WebForm as i32,
                 request_id: "erase-1".into(),
+                description: ERASURE_WORDS.into(),
                 ..Default::default()
             },
             &crm,
@@ -1291,6 +1297,85 @@ async fn erasure(ch: &Channel, fx: &Fixture) {
         .expect("list events")
         .into_inner();
     assert_eq!(all.events.len(), 1);
+
+    // Art. 17 reaches the rights service's own copies: the earlier access report (every
+    // record value) is destroyed with the subject, and no request of the subject shows
+    // its identity or description any more; ids, type, status, dates and the outcome
+    // stay as evidence.
+    let err = rights
+        .get_report(authed(
+            pb::GetReportRequest {
+                rights_request_id: access_rid.to_owned(),
+            },
+            &officer,
+        ))
+        .await
+        .expect_err("access report erased");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message()
+            .contains("report content was erased with the subject on "),
+        "{}",
+        err.message()
+    );
+    for (id, ty) in [
+        (access_rid, pb::RequestType::Access),
+        (rid.as_str(), pb::RequestType::Erasure),
+    ] {
+        let r = rights
+            .get_request(authed(
+                pb::GetRequestRequest {
+                    rights_request_id: id.to_owned(),
+                },
+                &officer,
+            ))
+            .await
+            .expect("get after erasure")
+            .into_inner();
+        assert_eq!(r.r#type, ty as i32);
+        assert_eq!(r.subject_id, fx.subject_id);
+        assert_eq!(r.description, "", "{ty:?}: description destroyed");
+        assert!(r.identity.is_none());
+        assert_eq!(r.status, pb::RequestStatus::Completed as i32);
+        assert!(r.outcome.is_some(), "the outcome stays as evidence");
+    }
+    // A replayed submission answers from the shredded request: its stored answer is the
+    // id only.
+    let replayed = rights
+        .submit_request(authed(
+            pb::SubmitRequestRequest {
+                r#type: pb::RequestType::Erasure as i32,
+                requester: Some(pb::submit_request_request::Requester::SubjectId(
+                    fx.subject_id.clone(),
+                )),
+                channel: pb::RequestChannel::WebForm as i32,
+                request_id: "erase-1".into(),
+                description: ERASURE_WORDS.into(),
+                ..Default::default()
+            },
+            &crm,
+        ))
+        .await
+        .expect("replay")
+        .into_inner();
+    assert_eq!(replayed.rights_request_id, rid);
+    assert_eq!(
+        replayed.rights_request.expect("request").description,
+        "",
+        "no personal data replayed"
+    );
+    // The erasure's own report (counts, what was kept) stays.
+    let kept = rights
+        .get_report(authed(
+            pb::GetReportRequest {
+                rights_request_id: rid.clone(),
+            },
+            &officer,
+        ))
+        .await
+        .expect("erasure report after erasure")
+        .into_inner();
+    assert_eq!(kept.erased_record_count, 2);
 
     // Another tenant sees none of it.
     let other = token(&["privacy-officer"], &["okorad"], 600);

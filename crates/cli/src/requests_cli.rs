@@ -217,7 +217,10 @@ async fn export(config: &Config, args: ExportArgs) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    let text = render(&report, args.format)?;
+    let mut text = render(&report, args.format)?;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
     match &args.out {
         None => {
             std::io::stdout().write_all(text.as_bytes())?;

@@ -176,9 +176,16 @@ impl Rights {
         let complete = req.required_systems.is_empty() || event_ids.is_empty();
         let mut outcome = done.outcome;
         outcome.event_ids = event_ids;
-        let dek = self
-            .sealer
-            .key(t, &req.rights_request_id, &row.wrapped_key)?;
+        // A request whose key was destroyed with its erased subject gets a fresh one for
+        // the report of what is (still) held.
+        let (dek, wrapped_key) = if row.wrapped_key.is_empty() {
+            self.sealer.new_key(t, &req.rights_request_id)?
+        } else {
+            let dek = self
+                .sealer
+                .key(t, &req.rights_request_id, &row.wrapped_key)?;
+            (dek, row.wrapped_key.clone())
+        };
         let sealed =
             self.sealer
                 .seal(&dek, t, &req.rights_request_id, Kind::Report, &done.report)?;
@@ -199,6 +206,7 @@ impl Rights {
             ),
             version: version + 1,
             update_time: now.max(row.update_time),
+            wrapped_key,
             ..row
         };
         let report = report_row::Model {
@@ -207,10 +215,27 @@ impl Rights {
             sealed,
             generate_time: done.report.generate_time,
         };
-        let id = self
-            .store
-            .commit_request(updated, version, done.events, Some(report), key.as_ref())
-            .await?;
+        let erasure = req.request_type == RequestType::Erasure && !req.subject_id.is_empty();
+        let id = if erasure {
+            // The rights service's own copies go with the subject, in the same commit.
+            let id = self
+                .store
+                .commit_erasure(
+                    updated,
+                    version,
+                    done.events,
+                    Some(report),
+                    now,
+                    key.as_ref(),
+                )
+                .await?;
+            self.store.checkpoint().await;
+            id
+        } else {
+            self.store
+                .commit_request(updated, version, done.events, Some(report), key.as_ref())
+                .await?
+        };
         if has_events {
             self.feed.notify_waiters();
         }

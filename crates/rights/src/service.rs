@@ -306,6 +306,7 @@ impl Rights {
             version: 1,
             create_time: now,
             update_time: now,
+            personal_erased_at: None,
         };
         vern_kit::audit::subject(&subject);
         let id = self.store.insert_request(row, key.as_ref()).await?;
@@ -338,10 +339,14 @@ impl Rights {
     pub(crate) async fn hydrate(&self, row: request::Model) -> Result<RightsRequest, RightsError> {
         let t = row.tenant_id.as_str();
         let id = row.rights_request_id.as_str();
-        let dek = self.sealer.key(t, id, &row.wrapped_key)?;
-        let personal: Personal = self
-            .sealer
-            .open(&dek, t, id, Kind::Personal, &row.personal)?;
+        // Empty once destroyed with the erased subject.
+        let personal: Personal = if row.personal.is_empty() {
+            Personal::default()
+        } else {
+            let dek = self.sealer.key(t, id, &row.wrapped_key)?;
+            self.sealer
+                .open(&dek, t, id, Kind::Personal, &row.personal)?
+        };
         let required: Vec<String> = from_json(&row.required_systems, "required_systems")?;
         let events = self.store.events_of_request(t, id).await?;
         let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
@@ -613,11 +618,18 @@ impl Rights {
         vern_kit::audit::subject(&row.subject_id);
         vern_kit::audit::resource("rights_report", &row.rights_request_id);
         let t = tenant.as_str();
-        let stored = self
-            .store
-            .report(t, &row.rights_request_id)
-            .await?
-            .ok_or(RightsError::ReportNotFound)?;
+        let Some(stored) = self.store.report(t, &row.rights_request_id).await? else {
+            return Err(match row.personal_erased_at {
+                Some(at) => RightsError::state(
+                    "REPORT_ERASED",
+                    format!(
+                        "report content was erased with the subject on {}",
+                        at.format("%Y-%m-%d")
+                    ),
+                ),
+                None => RightsError::ReportNotFound,
+            });
+        };
         let dek = self
             .sealer
             .key(t, &row.rights_request_id, &row.wrapped_key)?;

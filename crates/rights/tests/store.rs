@@ -4,7 +4,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use vern_kit::db::DbTarget;
 use vern_kit::idempotency::Key;
 use vern_rights::domain::{EventType, RequestStatus};
-use vern_rights::store::entities::{event, request};
+use vern_rights::store::entities::{event, report, request};
 use vern_rights::store::{EventFilter, EventRef, RequestFilter, RightsStore};
 
 vern_kit::store_test_suite!("rights":
@@ -14,6 +14,7 @@ vern_kit::store_test_suite!("rights":
     events_filter_by_type_request_and_unacked_system,
     tenants_are_isolated,
     idempotent_commits_answer_once,
+    erasure_destroys_the_subjects_personal_content,
 );
 
 fn at(d: u32) -> DateTime<Utc> {
@@ -55,6 +56,7 @@ fn row(tenant: &str, id: &str, due: DateTime<Utc>, status: RequestStatus) -> req
         version: 1,
         create_time: at(1),
         update_time: at(1),
+        personal_erased_at: None,
     }
 }
 
@@ -488,4 +490,212 @@ async fn idempotent_commits_answer_once(target: DbTarget) {
         .await
         .expect("list");
     assert_eq!(all.items.len(), 1, "no second write");
+}
+
+/// `n` bytes nobody else writes (random, so a search for them in the files is exact).
+fn unique_bytes(n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n + 16);
+    while out.len() < n {
+        out.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The SQLite database file and its WAL, concatenated (empty on PostgreSQL).
+fn sqlite_files(target: &DbTarget) -> Vec<u8> {
+    let Some(rest) = target.url.strip_prefix("sqlite://") else {
+        return vec![];
+    };
+    let path = rest.split('?').next().expect("path");
+    let mut bytes = std::fs::read(path).expect("db file");
+    if let Ok(wal) = std::fs::read(format!("{path}-wal")) {
+        bytes.extend_from_slice(&wal);
+    }
+    bytes
+}
+
+async fn erasure_destroys_the_subjects_personal_content(target: DbTarget) {
+    let s = RightsStore::open(&target).await.expect("open");
+    let subject = uuid::Uuid::new_v4().to_string();
+    let other_subject = uuid::Uuid::new_v4().to_string();
+    let new = |tenant: &str, subject: &str, ty: &str| {
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut r = row(tenant, &id, at(20), RequestStatus::Verified);
+        r.subject_id = subject.to_owned();
+        r.request_type = ty.to_owned();
+        r.wrapped_key = unique_bytes(60);
+        r.personal = unique_bytes(200);
+        r
+    };
+    // An earlier access request of the subject, fulfilled with a (large) report; a
+    // rectification; the erasure; the same subject id in another tenant; another
+    // subject in the tenant.
+    let access = new("t1", &subject, "ACCESS");
+    let rectify = new("t1", &subject, "RECTIFICATION");
+    let erasure = new("t1", &subject, "ERASURE");
+    let foreign = new("t2", &subject, "ACCESS");
+    let bystander = new("t1", &other_subject, "ACCESS");
+    for r in [&access, &rectify, &erasure, &foreign, &bystander] {
+        s.insert_request(r.clone(), None).await.expect("insert");
+    }
+    let report_of = |r: &request::Model| report::Model {
+        tenant_id: r.tenant_id.clone(),
+        rights_request_id: r.rights_request_id.clone(),
+        sealed: unique_bytes(6000),
+        generate_time: at(3),
+    };
+    let access_report = report_of(&access);
+    for (r, rep) in [
+        (&access, access_report.clone()),
+        (&foreign, report_of(&foreign)),
+        (&bystander, report_of(&bystander)),
+    ] {
+        let done = request::Model {
+            status: RequestStatus::Completed.as_str().into(),
+            fulfilled: true,
+            version: 2,
+            ..r.clone()
+        };
+        s.commit_request(done, 1, vec![], Some(rep), None)
+            .await
+            .expect("fulfil");
+    }
+    // A writer that read the access request before the erasure.
+    let stale = s
+        .request("t1", &access.rights_request_id)
+        .await
+        .expect("read")
+        .expect("row");
+
+    let erased_at = at(5);
+    let fulfilled = request::Model {
+        status: RequestStatus::Completed.as_str().into(),
+        fulfilled: true,
+        outcome: Some(r#"{"summary":"erased 2 records; nothing kept"}"#.into()),
+        version: 2,
+        ..erasure.clone()
+    };
+    let erasure_report = report_of(&erasure);
+    let key = Key::new(Some("t1"), "fulfil-erase", "FulfilRequest", b"f");
+    let answer = s
+        .commit_erasure(
+            fulfilled,
+            1,
+            vec![ev("t1", &erasure.rights_request_id, EventType::Erased)],
+            Some(erasure_report.clone()),
+            erased_at,
+            key.as_ref(),
+        )
+        .await
+        .expect("erasure");
+    assert_eq!(answer, erasure.rights_request_id);
+    let replayed: Option<String> = s.replay(key.as_ref()).await.expect("replay");
+    assert_eq!(replayed, Some(answer), "the stored answer is the id only");
+
+    let get = |r: &request::Model| {
+        let s = s.clone();
+        let (t, id) = (r.tenant_id.clone(), r.rights_request_id.clone());
+        async move { s.request(&t, &id).await.expect("get").expect("row") }
+    };
+    for (r, keeps_key) in [(&access, false), (&rectify, false), (&erasure, true)] {
+        let now = get(r).await;
+        assert!(
+            now.personal.is_empty(),
+            "{}: personal content",
+            r.request_type
+        );
+        assert_eq!(now.personal_erased_at, Some(erased_at));
+        assert_eq!(
+            now.wrapped_key == r.wrapped_key,
+            keeps_key,
+            "{}: the data key is destroyed unless it seals an erasure report",
+            r.request_type
+        );
+        if !keeps_key {
+            assert!(now.wrapped_key.is_empty());
+        }
+        // Accountability evidence stays.
+        assert_eq!(
+            (now.request_type.as_str(), now.subject_id.as_str()),
+            (r.request_type.as_str(), subject.as_str())
+        );
+        assert!(now.version > r.version);
+    }
+    assert_eq!(
+        get(&erasure).await.status,
+        RequestStatus::Completed.as_str()
+    );
+    assert!(
+        s.report("t1", &access.rights_request_id)
+            .await
+            .expect("report")
+            .is_none(),
+        "the access report is gone"
+    );
+    assert_eq!(
+        s.report("t1", &erasure.rights_request_id)
+            .await
+            .expect("report")
+            .map(|r| r.sealed),
+        Some(erasure_report.sealed.clone()),
+        "the erasure report (ids, counts, what was kept) stays"
+    );
+    // Other tenants and other subjects are untouched.
+    for r in [&foreign, &bystander] {
+        let now = get(r).await;
+        assert_eq!(
+            (now.personal.clone(), now.wrapped_key.clone()),
+            (r.personal.clone(), r.wrapped_key.clone())
+        );
+        assert_eq!(now.personal_erased_at, None);
+        assert!(
+            s.report(&r.tenant_id, &r.rights_request_id)
+                .await
+                .expect("report")
+                .is_some()
+        );
+    }
+    // The stale writer cannot put the personal content back.
+    let err = s
+        .update_request(
+            request::Model {
+                version: stale.version + 1,
+                ..stale.clone()
+            },
+            stale.version,
+            None,
+        )
+        .await
+        .expect_err("stale write");
+    assert!(matches!(
+        err,
+        vern_rights::error::RightsError::Api(vern_kit::ApiError::Aborted(_))
+    ));
+    assert!(get(&access).await.personal.is_empty());
+
+    // On SQLite the destroyed key, content and report are not left in the database
+    // file's free space nor in its WAL (secure_delete plus a truncating checkpoint).
+    s.checkpoint().await;
+    let files = sqlite_files(&target);
+    if !files.is_empty() {
+        assert!(
+            contains(&files, &foreign.wrapped_key) && contains(&files, &erasure.wrapped_key),
+            "kept keys are found: the search works"
+        );
+        for (what, secret) in [
+            ("access key", &access.wrapped_key),
+            ("access personal", &access.personal),
+            ("rectification key", &rectify.wrapped_key),
+            ("erasure personal", &erasure.personal),
+            ("access report", &access_report.sealed[..64].to_vec()),
+            ("access report end", &access_report.sealed[5900..].to_vec()),
+        ] {
+            assert!(!contains(&files, secret), "{what} left in the SQLite files");
+        }
+    }
 }

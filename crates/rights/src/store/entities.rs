@@ -47,6 +47,9 @@ pub mod request {
         pub version: i64,
         pub create_time: ChronoDateTimeUtc,
         pub update_time: ChronoDateTimeUtc,
+        /// When the personal content (identity, description, corrections, report) was
+        /// destroyed because the subject was erased; `personal` is then empty.
+        pub personal_erased_at: Option<ChronoDateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

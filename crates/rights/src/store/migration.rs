@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
             Box::new(vern_kit::idempotency::Migration),
             Box::new(vern_kit::outbox::Migration),
             Box::new(M0001Rights),
+            Box::new(M0002PersonalErasedAt),
         ]
     }
 }
@@ -309,5 +310,38 @@ impl MigrationTrait for M0001Rights {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Adds `rights_requests.personal_erased_at`: when the request's personal content was
+/// destroyed with its subject (Art. 17).
+struct M0002PersonalErasedAt;
+
+impl MigrationName for M0002PersonalErasedAt {
+    fn name(&self) -> &str {
+        "m0002_rights_personal_erased_at"
+    }
+}
+
+#[derive(DeriveIden)]
+enum ErasedAt {
+    PersonalErasedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002PersonalErasedAt {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        if m.has_column("rights_requests", "personal_erased_at")
+            .await?
+        {
+            return Ok(());
+        }
+        m.alter_table(
+            Table::alter()
+                .table(RightsRequests::Table)
+                .add_column(opt_time(ErasedAt::PersonalErasedAt))
+                .to_owned(),
+        )
+        .await
     }
 }

@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
-    DatabaseConnection, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+    DatabaseConnection, DbBackend, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
 };
 use vern_kit::ApiError;
 use vern_kit::db::{DbFailure, DbTarget, classify};
@@ -202,11 +203,54 @@ impl RightsStore {
         report: Option<report::Model>,
         key: Option<&Key>,
     ) -> Result<String, RightsError> {
+        self.commit(updated, expected_version, events, report, None, key)
+            .await
+    }
+
+    /// The end of a fulfilled ERASURE: like [`RightsStore::commit_request`], and in the
+    /// same transaction the personal content of every request of the erased subject is
+    /// destroyed (see [`shred_subject`]).
+    pub async fn commit_erasure(
+        &self,
+        updated: request::Model,
+        expected_version: i64,
+        events: Vec<NewEvent>,
+        report: Option<report::Model>,
+        erased_at: DateTime<Utc>,
+        key: Option<&Key>,
+    ) -> Result<String, RightsError> {
+        let shred = Shred {
+            subject_id: updated.subject_id.clone(),
+            at: erased_at,
+        };
+        if shred.subject_id.is_empty() {
+            return Err(RightsError::Api(ApiError::Internal(
+                "erasure without a subject",
+            )));
+        }
+        self.commit(updated, expected_version, events, report, Some(shred), key)
+            .await
+    }
+
+    async fn commit(
+        &self,
+        updated: request::Model,
+        expected_version: i64,
+        events: Vec<NewEvent>,
+        report: Option<report::Model>,
+        shred: Option<Shred>,
+        key: Option<&Key>,
+    ) -> Result<String, RightsError> {
         let id = updated.rights_request_id.clone();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (updated, events, report) = (updated.clone(), events.clone(), report.clone());
+            let (updated, events, report, shred) = (
+                updated.clone(),
+                events.clone(),
+                report.clone(),
+                shred.clone(),
+            );
             let result = commit_once(&self.db, key, id.clone(), move |txn| {
                 Box::pin(async move {
                     let tenant = updated.tenant_id.clone();
@@ -220,13 +264,41 @@ impl RightsStore {
                         .await?;
                         r.into_active_model().reset_all().insert(txn).await?;
                     }
-                    write_request(txn, updated, expected_version).await
+                    write_request(txn, updated, expected_version).await?;
+                    if let Some(shred) = shred {
+                        shred_subject(txn, &tenant, &shred.subject_id, shred.at).await?;
+                    }
+                    Ok::<_, RightsError>(())
                 })
             })
             .await;
             match result {
                 Err(ApiError::Aborted(_)) if attempt < MAX_ATTEMPTS => continue,
                 other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Empties the SQLite write-ahead log into the database file and truncates it, so
+    /// page images written before a shredding (which still hold the destroyed keys) do
+    /// not linger in `-wal`. Best effort: a busy checkpoint is retried by SQLite's own
+    /// automatic checkpoints later. A no-op on PostgreSQL.
+    pub async fn checkpoint(&self) {
+        if self.db.get_database_backend() != DbBackend::Sqlite {
+            return;
+        }
+        let res = self
+            .db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA wal_checkpoint(TRUNCATE)",
+            ))
+            .await;
+        match res {
+            Ok(Some(row)) if row.try_get_by_index::<i32>(0).unwrap_or(1) == 0 => {}
+            Ok(_) => tracing::warn!(kind = "checkpoint_busy", "WAL checkpoint incomplete"),
+            Err(e) => {
+                tracing::warn!(kind = ?classify(&e), "WAL checkpoint failed");
             }
         }
     }
@@ -527,6 +599,63 @@ async fn append_events(
         e.seq = first + i as i64;
         e.into_active_model().reset_all().insert(txn).await?;
     }
+    Ok(())
+}
+
+/// Whose personal content an erasure destroys, and when.
+#[derive(Debug, Clone)]
+struct Shred {
+    subject_id: String,
+    at: DateTime<Utc>,
+}
+
+/// Destroys the personal content the rights service holds about an erased subject
+/// (Art. 17; crypto-shredding): for every request of the subject in the tenant the
+/// sealed identity, description and corrections are deleted and — except for ERASURE requests, whose reports hold
+/// only ids, counts and what was kept — the data key and the sealed report deleted.
+/// What stays is accountability evidence without personal content (Art. 5(2)): ids,
+/// type, status, dates, outcome, events and confirmations. The version is bumped, so a
+/// concurrent write of a row read before the shredding fails its compare-and-set
+/// instead of writing the personal content back.
+pub(crate) async fn shred_subject(
+    txn: &impl ConnectionTrait,
+    tenant: &str,
+    subject: &str,
+    at: DateTime<Utc>,
+) -> Result<(), RightsError> {
+    use request::Column as C;
+    let erasure = domain::RequestType::Erasure.as_str();
+    let of_subject = || {
+        Condition::all()
+            .add(C::TenantId.eq(tenant))
+            .add(C::SubjectId.eq(subject))
+    };
+    let mut keyed = Query::select();
+    keyed
+        .column(C::RightsRequestId)
+        .from(request::Entity)
+        .cond_where(of_subject().add(C::RequestType.ne(erasure)));
+    report::Entity::delete_many()
+        .filter(report::Column::TenantId.eq(tenant))
+        .filter(report::Column::RightsRequestId.in_subquery(keyed.to_owned()))
+        .exec(txn)
+        .await?;
+    request::Entity::update_many()
+        .col_expr(C::WrappedKey, Expr::value(Vec::<u8>::new()))
+        .filter(of_subject().add(C::RequestType.ne(erasure)))
+        .exec(txn)
+        .await?;
+    request::Entity::update_many()
+        .col_expr(C::Personal, Expr::value(Vec::<u8>::new()))
+        .col_expr(
+            C::PersonalErasedAt,
+            Expr::col(C::PersonalErasedAt).if_null(at),
+        )
+        .col_expr(C::Version, Expr::col(C::Version).add(1))
+        .col_expr(C::UpdateTime, Expr::value(at))
+        .filter(of_subject())
+        .exec(txn)
+        .await?;
     Ok(())
 }
 
