@@ -92,6 +92,11 @@ impl Suite {
         })
     }
 
+    /// The suite's traces and metrics (started from `telemetry.*` in the config).
+    pub fn telemetry(&self) -> Option<&vern_kit::telemetry::Telemetry> {
+        self.running.as_ref().map(|r| &r.telemetry)
+    }
+
     /// The suite's data directory (SQLite files).
     pub fn data_dir(&self) -> &std::path::Path {
         self._dir.path()

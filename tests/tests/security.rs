@@ -271,6 +271,7 @@ async fn standalone_gateway_forwards_to_remote_services() {
                 routes,
                 health_names: vern_proto::SERVICE_NAMES.to_vec(),
                 denials: None,
+                telemetry: vern_kit::telemetry::Telemetry::off(),
             },
             gw_listener,
             &server_config,

@@ -41,6 +41,13 @@ pub async fn build(
     let signer = keys::AuditSigner::from_config(config, true)?;
     let policy = keys::CheckpointPolicy::from_env()?;
     let store = store::AuditStore::open(target).await?;
+    // vern_audit_chain_length: a head's seq is its chain's length (seq is gap-free).
+    vern_kit::metrics::poll_sql_gauge(
+        store.connection().clone(),
+        "SELECT CAST(COALESCE(SUM(seq), 0) AS BIGINT) AS n FROM chain_heads",
+        std::time::Duration::from_secs(15),
+        vern_kit::metrics::set_audit_chain_length,
+    );
     let log = service::AuditLog::new(store, signer, policy);
     log.spawn_checkpointer();
     tracing::debug!(

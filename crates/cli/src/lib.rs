@@ -2,8 +2,10 @@
 //! end-to-end tests) and the individual services.
 
 pub mod audit_cli;
+pub mod bench_host;
 pub mod import;
 pub mod remote;
+pub mod requests_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -121,6 +123,8 @@ pub async fn suite_of(config: &Config, services: &[&str]) -> anyhow::Result<Serv
         routes: routes.routes(),
         health_names: names,
         denials: denial_sink(config),
+        // The caller starts telemetry for the component it serves.
+        telemetry: vern_kit::telemetry::Telemetry::off(),
     })
 }
 
@@ -172,6 +176,8 @@ pub struct Running {
     pub shutdown: tokio::sync::oneshot::Sender<()>,
     /// Resolves when the server has stopped.
     pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The suite's traces and metrics (`telemetry.*` in the config).
+    pub telemetry: vern_kit::telemetry::Telemetry,
 }
 
 /// Starts the whole suite on `listener` (the `vern dev` gateway).
@@ -192,7 +198,11 @@ pub async fn start_suite(config: Config, listener: TcpListener) -> anyhow::Resul
         endpoint.url = here.clone();
     }
     let verifier = verifier(&config)?;
-    let served = suite(&config).await?;
+    let mut served = suite(&config).await?;
+    served.telemetry = vern_kit::telemetry::Telemetry::start(&config.telemetry, "dev")
+        .await
+        .context("starting telemetry")?;
+    let telemetry = served.telemetry.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server_config = config.server.clone();
     let handle = tokio::spawn(async move {
@@ -207,6 +217,7 @@ pub async fn start_suite(config: Config, listener: TcpListener) -> anyhow::Resul
         addr,
         shutdown: tx,
         handle,
+        telemetry,
     })
 }
 

@@ -90,6 +90,16 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Rights requests: deadlines (`list --overdue`) and reports (`export`).
+    Requests {
+        #[command(subcommand)]
+        command: vern_cli::requests_cli::RequestsCommand,
+    },
+    /// Benchmarks on this machine, side by side with a bare tonic echo (loopback only).
+    Bench {
+        #[command(subcommand)]
+        command: vern_bench::BenchCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -260,13 +270,14 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
         }
         Command::Serve { service, listen } => {
             vern_kit::telemetry::init(config.log_format, &config.log_level);
-            let (addr, served) = if service == "gateway" {
+            let (addr, mut served) = if service == "gateway" {
                 let routes = vern_gateway::forwarding_routes(&config.services)
                     .context("backend addresses")?;
                 let served = vern_kit::server::Served {
                     routes,
                     health_names: vern_proto::SERVICE_NAMES.to_vec(),
                     denials: vern_cli::denial_sink(&config),
+                    telemetry: vern_kit::telemetry::Telemetry::off(),
                 };
                 (listen.unwrap_or(config.listen), served)
             } else {
@@ -288,6 +299,9 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
                     vern_cli::suite_of(&config, &[service.as_str()]).await?,
                 )
             };
+            served.telemetry = vern_kit::telemetry::Telemetry::start(&config.telemetry, &service)
+                .await
+                .context("starting telemetry")?;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding {addr}"))?;
@@ -319,8 +333,13 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Bench { command } => {
+            vern_kit::telemetry::init(config.log_format, "warn");
+            vern_bench::run(&vern_cli::bench_host::CliHost, &config, command).await
+        }
         Command::Subjects { command } => subjects(&config, command).await,
         Command::Consents { command } => consents(&config, command).await,
+        Command::Requests { command } => vern_cli::requests_cli::run(&config, command).await,
         Command::Audit { command } => match command {
             AuditCommand::Export(a) => vern_cli::audit_cli::export(&config, a).await,
             AuditCommand::Verify(a) => vern_cli::audit_cli::verify(a),

@@ -107,11 +107,10 @@ fn state_pb(tenant: &str, s: StoredState) -> pb::ConsentState {
 }
 
 fn decision_fields(d: &Decision) -> (bool, i32, String) {
-    (
-        d.allowed,
-        pb::CheckReason::from_str_name(d.reason.as_str()).map_or(0, |r| r as i32),
-        d.evidence_id.clone().unwrap_or_default(),
-    )
+    let reason = pb::CheckReason::from_str_name(d.reason.as_str()).map_or(0, |r| r as i32);
+    // Every Check and BatchCheck decision passes here.
+    vern_kit::metrics::consent_check(d.allowed, reason);
+    (d.allowed, reason, d.evidence_id.clone().unwrap_or_default())
 }
 
 #[tonic::async_trait]

@@ -44,12 +44,12 @@ pub async fn build(
     )?);
     let purposes = Arc::new(purposes::PurposeCache::new(Arc::new(
         remote::TenantsClient {
-            channel: vern_kit::client::channel(&config.services.tenants.url)?,
+            channel: vern_kit::client::traced_channel(&config.services.tenants.url)?,
             tokens: tokens.clone(),
         },
     )));
     let subjects = Arc::new(remote::SubjectsClient {
-        channel: vern_kit::client::channel(&config.services.subjects.url)?,
+        channel: vern_kit::client::traced_channel(&config.services.subjects.url)?,
         tokens,
     });
     let audit_tokens = vern_kit::auth::ServiceTokens::from_config(config)?

@@ -26,8 +26,9 @@ pub const NEGATIVE_TTL: Duration = Duration::from_secs(2);
 /// Most entries kept; beyond it the cache starts over.
 const MAX_ENTRIES: usize = 100_000;
 
-/// (tenant, key) → what is known and since when.
-type Entries = HashMap<(String, String), (Option<PurposeRule>, Instant)>;
+/// tenant → key → what is known and since when. Nested so that a hit looks up by
+/// `&str` without allocating (Check passes here on every call).
+type Entries = HashMap<String, HashMap<String, (Option<PurposeRule>, Instant)>>;
 
 /// The cache.
 pub struct PurposeCache {
@@ -53,7 +54,7 @@ impl PurposeCache {
     /// The rule of `key` in `tenant`, from the cache or the source.
     pub async fn get(&self, tenant: &str, key: &str) -> Result<Option<PurposeRule>, ConsentError> {
         if let Ok(entries) = self.entries.read()
-            && let Some((rule, at)) = entries.get(&(tenant.to_owned(), key.to_owned()))
+            && let Some((rule, at)) = entries.get(tenant).and_then(|t| t.get(key))
         {
             let ttl = if rule.is_some() { TTL } else { NEGATIVE_TTL };
             if at.elapsed() < ttl {
@@ -68,10 +69,13 @@ impl PurposeCache {
     /// Stores what is known about a purpose (`None`: it does not exist).
     pub fn put(&self, tenant: &str, key: &str, rule: Option<PurposeRule>) {
         if let Ok(mut entries) = self.entries.write() {
-            if entries.len() >= MAX_ENTRIES {
+            if entries.values().map(HashMap::len).sum::<usize>() >= MAX_ENTRIES {
                 entries.clear();
             }
-            entries.insert((tenant.to_owned(), key.to_owned()), (rule, Instant::now()));
+            entries
+                .entry(tenant.to_owned())
+                .or_default()
+                .insert(key.to_owned(), (rule, Instant::now()));
         }
     }
 }

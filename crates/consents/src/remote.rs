@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use tonic::Code;
-use tonic::transport::Channel;
 use vern_kit::auth::ServiceTokens;
+use vern_kit::client::TracedChannel as Channel;
 use vern_kit::client::request;
 use vern_proto::subjects::v1 as subjects_pb;
 use vern_proto::tenants::v1 as tenants_pb;

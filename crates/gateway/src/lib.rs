@@ -20,7 +20,7 @@ use tonic::Status;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::Routes;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tower::Service;
 use vern_kit::config::ServicesConfig;
 
@@ -43,7 +43,9 @@ pub fn owning_service(path: &str) -> Option<&'static str> {
 /// Forwards every call of service `vern_proto::SERVICE_NAMES[I]` to one backend.
 #[derive(Clone, Debug)]
 pub struct Forward<const I: usize> {
-    channel: Channel,
+    // Traced: inside a traced call the forwarded call gets a client span and carries
+    // it as the service's parent; otherwise the caller's `traceparent` passes as is.
+    channel: vern_kit::client::TracedChannel,
 }
 
 impl<const I: usize> NamedService for Forward<I> {
@@ -82,12 +84,14 @@ impl<const I: usize> Forward<I> {
     const NAME_FOR_LOG: &'static str = vern_proto::SERVICE_NAMES[I];
 }
 
-fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(std::time::Duration::from_secs(30))
-        .connect_lazy())
+fn channel(url: &str) -> Result<vern_kit::client::TracedChannel, tonic::transport::Error> {
+    Ok(vern_kit::telemetry::Traced::new(
+        Endpoint::from_shared(url.to_owned())?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+            .connect_lazy(),
+    ))
 }
 
 /// Routes forwarding each of the six services to its URL in `services`.

@@ -216,6 +216,8 @@ impl Auditor {
         service: &'static str,
         policy: fn(&str) -> Audit,
     ) -> Self {
+        // The outbox backlog gauge of this service (read only while metrics are on).
+        crate::metrics::watch_outbox(service, db.clone(), std::time::Duration::from_secs(15));
         Self {
             db,
             relay,
@@ -314,14 +316,13 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let action = req
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        let how = (self.auditor.policy)(&action);
+        let rpc = req.uri().path().rsplit('/').next().unwrap_or_default();
+        let how = (self.auditor.policy)(rpc);
+        // Un-audited calls (Check, the hot path) pass straight through without allocating.
+        if how == Audit::No {
+            return Box::pin(inner.call(req));
+        }
+        let action = rpc.to_owned();
         let ctx = req.extensions().get::<CallContext>().cloned();
         let (how, ctx) = match (how, ctx) {
             (Audit::No, _) | (_, None) => return Box::pin(inner.call(req)),
@@ -372,7 +373,15 @@ where
                         }
                         _ => pb::Outcome::Failed,
                     };
-                    auditor.write_alone(build(&cell, outcome, code, "")).await;
+                    let event = build(&cell, outcome, code, "");
+                    if code == tonic::Code::Unavailable as i32 {
+                        // The database is likely down: the event's own transaction would
+                        // wait out the pool's acquire timeout again. Try it off the
+                        // caller's path, so UNAVAILABLE is answered at once.
+                        tokio::spawn(async move { auditor.write_alone(event).await });
+                    } else {
+                        auditor.write_alone(event).await;
+                    }
                 }
             }
             result

@@ -22,5 +22,16 @@ pub fn request<T>(msg: T, token: &str) -> Result<tonic::Request<T>, tonic::Statu
         .parse()
         .map_err(|_| tonic::Status::internal("service token is not valid metadata"))?;
     req.metadata_mut().insert("authorization", value);
+    // The callee's spans join the current call's trace.
+    crate::telemetry::inject_current(req.metadata_mut());
     Ok(req)
+}
+
+/// A channel whose calls, inside a traced call, get a client span and carry it as
+/// the callee's parent.
+pub type TracedChannel = crate::telemetry::Traced<Channel>;
+
+/// A lazily connected, traced channel to `url`.
+pub fn traced_channel(url: &str) -> Result<TracedChannel, tonic::transport::Error> {
+    Ok(crate::telemetry::Traced::new(channel(url)?))
 }

@@ -45,6 +45,55 @@ pub struct Config {
     pub services: ServicesConfig,
     /// Keys protecting personal data at rest.
     pub keys: KeysConfig,
+    /// Retention sweeps.
+    pub retention: RetentionConfig,
+    /// Traces and metrics (OpenTelemetry, Prometheus).
+    pub telemetry: TelemetryConfig,
+}
+
+/// Traces and metrics. Both are off unless configured; telemetry never carries
+/// personal data (ids, kinds, codes and counts only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`: traces and metrics are pushed
+    /// there. Unset or empty: no export.
+    pub otlp_endpoint: Option<String>,
+    /// Serve `GET /metrics` (Prometheus text format) on this address. Unset or empty: off.
+    #[serde(default, deserialize_with = "empty_is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// `service.name` prefix; each component reports `<service_name>-<component>`.
+    pub service_name: String,
+    /// How often metrics are pushed over OTLP, seconds.
+    pub metrics_export_interval_seconds: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            metrics_listen: None,
+            service_name: "vern".into(),
+            metrics_export_interval_seconds: 15,
+        }
+    }
+}
+
+/// Retention sweeps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetentionConfig {
+    /// Seconds between scheduled sweeps of every tenant with retention policies (the
+    /// first one interval after start); 0 turns scheduled sweeps off.
+    pub sweep_interval_seconds: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            sweep_interval_seconds: 3600,
+        }
+    }
 }
 
 /// Keys protecting personal data at rest (envelope encryption and blind indexes).
@@ -74,6 +123,8 @@ impl Default for Config {
             server: ServerConfig::default(),
             services: ServicesConfig::default(),
             keys: KeysConfig::default(),
+            retention: RetentionConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -223,6 +274,16 @@ impl Config {
     }
 }
 
+/// An address that may be given as an empty string (e.g. `VERN_TELEMETRY__METRICS_LISTEN=`)
+/// to mean "off".
+fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let raw: Option<String> = serde::Deserialize::deserialize(d)?;
+    match raw.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,10 +305,31 @@ mod tests {
                 "listen = \"127.0.0.1:6000\"\nlog_format = \"json\"\n[auth]\nissuer = \"file\"\n",
             )?;
             jail.set_env("VERN_AUTH__ISSUER", "env");
+            jail.set_env("VERN_TELEMETRY__OTLP_ENDPOINT", "http://127.0.0.1:4317");
+            jail.set_env("VERN_TELEMETRY__METRICS_LISTEN", "127.0.0.1:9464");
             let c = Config::load(Some(Path::new("custom.toml"))).map_err(|e| *e)?;
+            assert_eq!(
+                c.telemetry.otlp_endpoint.as_deref(),
+                Some("http://127.0.0.1:4317")
+            );
+            assert_eq!(c.telemetry.metrics_listen.map(|a| a.port()), Some(9464));
+            assert_eq!(c.telemetry.service_name, "vern");
             assert_eq!(c.listen.port(), 6000);
             assert_eq!(c.log_format, LogFormat::Json);
             assert_eq!(c.auth.issuer, "env");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's own test helper
+    fn empty_metrics_listen_is_off() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("m.toml", "[telemetry]\nmetrics_listen = \"\"\n")?;
+            let c = Config::load(Some(Path::new("m.toml"))).map_err(|e| *e)?;
+            assert!(c.telemetry.metrics_listen.is_none());
+            jail.set_env("VERN_TELEMETRY__METRICS_LISTEN", "not an address");
+            assert!(Config::load(Some(Path::new("m.toml"))).is_err());
             Ok(())
         });
     }

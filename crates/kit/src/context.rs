@@ -161,6 +161,7 @@ fn bearer(headers: &http::HeaderMap) -> Result<&str, TokenError> {
 
 fn unauthenticated(e: TokenError) -> Status {
     DENIED_CALLS.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::auth_denied(crate::metrics::token_reason(&e));
     // Only the reason; never the token.
     tracing::info!(reason = %e, "call unauthenticated");
     Status::unauthenticated(e.to_string())
@@ -168,6 +169,7 @@ fn unauthenticated(e: TokenError) -> Status {
 
 fn deny(path: &str, reason: &'static str, status: Status) -> Status {
     DENIED_CALLS.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::auth_denied(reason);
     // Audit hook until the audit service lands: ids only.
     tracing::info!(method = path, reason, code = ?status.code(), "call denied");
     status

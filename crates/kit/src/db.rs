@@ -87,8 +87,7 @@ pub fn classify(err: &DbErr) -> DbFailure {
                 E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => {
                     DbFailure::Unavailable
                 }
-                E::Database(d) if d.code().is_some_and(|c| c == "5" || c == "6") => {
-                    // SQLITE_BUSY / SQLITE_LOCKED
+                E::Database(d) if d.code().is_some_and(|c| sqlite_busy(&c)) => {
                     DbFailure::Unavailable
                 }
                 _ => DbFailure::Other,
@@ -96,6 +95,13 @@ pub fn classify(err: &DbErr) -> DbFailure {
         }
         _ => DbFailure::Other,
     }
+}
+
+/// SQLITE_BUSY / SQLITE_LOCKED, including their extended codes (sqlx reports extended
+/// codes: e.g. 517 SQLITE_BUSY_SNAPSHOT, when a transaction that read first tries to
+/// write after another connection committed): the primary code is the low byte.
+fn sqlite_busy(code: &str) -> bool {
+    code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 /// Maps a database error that has no domain meaning to an API error, logging its kind
@@ -149,15 +155,24 @@ pub async fn connect(target: &DbTarget) -> Result<DatabaseConnection, DbErr> {
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true)
+                // Deleted content (shredded keys, erased values) is overwritten, not
+                // left in free pages.
+                .pragma("secure_delete", "on")
         });
     } else {
-        opts.max_connections(16);
+        // Fail fast when the server is gone (a refused connect is retried until the
+        // acquire timeout): callers get UNAVAILABLE well within their deadline.
+        opts.max_connections(16)
+            .connect_timeout(Duration::from_secs(3))
+            .acquire_timeout(Duration::from_secs(3));
     }
     if let Some(schema) = &target.schema {
         ensure_schema(&target.url, schema).await?;
         opts.set_schema_search_path(schema.clone());
     }
-    let db = Database::connect(opts).await?;
+    let mut db = Database::connect(opts).await?;
+    // Database spans of traced calls (a flag check otherwise).
+    db.set_metric_callback(crate::telemetry::db_query);
     Ok(db)
 }
 
@@ -219,5 +234,87 @@ mod tests {
         assert_eq!(t.schema.as_deref(), Some("vern_audit"));
         assert_eq!(sqlite_path("sqlite://a/b.db?mode=rwc"), Some("a/b.db"));
         assert_eq!(sqlite_path("sqlite::memory:"), None);
+    }
+
+    #[test]
+    fn extended_busy_codes_are_unavailable() {
+        for c in ["5", "6", "261", "517", "773", "262"] {
+            assert!(sqlite_busy(c), "{c}");
+        }
+        for c in ["1", "19", "2067", "23505", "x"] {
+            assert!(!sqlite_busy(c), "{c}");
+        }
+    }
+
+    async fn sqlite_table() -> (tempfile::TempDir, DatabaseConnection) {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = connect(&DbTarget::for_service(None, dir.path(), "busy"))
+            .await
+            .expect("connect");
+        db.execute_unprepared("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+            .await
+            .expect("table");
+        (dir, db)
+    }
+
+    /// A deferred transaction that read before another connection committed cannot
+    /// write (SQLITE_BUSY_SNAPSHOT, 517, not retried by busy_timeout): that is a
+    /// retryable UNAVAILABLE, not INTERNAL.
+    #[tokio::test]
+    async fn a_stale_snapshot_is_unavailable() {
+        use sea_orm::TransactionTrait;
+        let (_dir, db) = sqlite_table().await;
+        let txn = db.begin().await.expect("begin");
+        txn.execute_unprepared("SELECT count(*) FROM t")
+            .await
+            .expect("read");
+        db.execute_unprepared("INSERT INTO t VALUES (1)")
+            .await
+            .expect("other writer");
+        let err = txn
+            .execute_unprepared("INSERT INTO t VALUES (2)")
+            .await
+            .expect_err("stale snapshot");
+        assert_eq!(classify(&err), DbFailure::Unavailable);
+    }
+
+    struct TestErr(DbErr);
+    impl From<DbErr> for TestErr {
+        fn from(e: DbErr) -> Self {
+            TestErr(e)
+        }
+    }
+    impl From<TestErr> for ApiError {
+        fn from(e: TestErr) -> Self {
+            api_error(&e.0)
+        }
+    }
+
+    /// `commit_once` takes the write lock at BEGIN on SQLite, so a writer committing
+    /// between its read and its write waits instead of failing it.
+    #[tokio::test]
+    async fn commit_once_reads_then_writes_beside_another_writer() {
+        let (_dir, db) = sqlite_table().await;
+        for i in 0..5i64 {
+            let other = db.clone();
+            let answer = crate::idempotency::commit_once(&db, None, i, move |txn| {
+                Box::pin(async move {
+                    txn.execute_unprepared("SELECT count(*) FROM t").await?;
+                    let writer = tokio::spawn(async move {
+                        other
+                            .execute_unprepared(&format!("INSERT INTO t VALUES ({})", 100 + i))
+                            .await
+                    });
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    txn.execute_unprepared(&format!("INSERT INTO t VALUES ({i})"))
+                        .await?;
+                    drop(writer);
+                    Ok::<_, TestErr>(())
+                })
+            })
+            .await
+            .expect("commit despite the other writer");
+            assert_eq!(answer, i);
+        }
     }
 }

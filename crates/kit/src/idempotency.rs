@@ -127,6 +127,10 @@ pub async fn replay_after_failure<R: DeserializeOwned>(
     key: Option<&Key>,
     failure: ApiError,
 ) -> Result<R, ApiError> {
+    // The database is unreachable: asking it again only doubles the time to fail.
+    if matches!(failure, ApiError::Unavailable) {
+        return Err(failure);
+    }
     match replay(db, key).await {
         Ok(Some(r)) => Ok(r),
         _ => Err(failure),
@@ -157,8 +161,19 @@ where
         serde_json::to_value(&answer).ok().as_ref(),
         key.map_or("", |k| k.request_id.as_str()),
     );
-    let attempt: Result<(), E> = async {
-        let txn = db.begin().await?;
+    let attempt: Result<(), E> = crate::telemetry::db_span("transaction", async {
+        // On SQLite the write lock is taken at BEGIN (waiting under busy_timeout): a
+        // deferred transaction that reads first fails at once with SQLITE_BUSY_SNAPSHOT
+        // when another connection (e.g. an outbox relay) commits before its first write.
+        let txn = if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+            db.begin_with_options(sea_orm::TransactionOptions {
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await?
+        } else {
+            db.begin().await?
+        };
         work(&txn).await?;
         record(&txn, key, &answer).await?;
         if let Some(event) = &audit {
@@ -166,7 +181,7 @@ where
         }
         txn.commit().await?;
         Ok(())
-    }
+    })
     .await;
     match attempt {
         Ok(()) => {

@@ -150,10 +150,19 @@ impl RateState {
                 buckets.clear();
             }
         }
-        let b = buckets.entry(client.to_owned()).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
+        // Allocates the key only for a new client (every call passes here).
+        if !buckets.contains_key(client) {
+            buckets.insert(
+                client.to_owned(),
+                Bucket {
+                    tokens: self.burst,
+                    at: now,
+                },
+            );
+        }
+        let Some(b) = buckets.get_mut(client) else {
+            return true;
+        };
         let refill = now.duration_since(b.at).as_secs_f64() * self.per_second;
         b.tokens = (b.tokens + refill).min(self.burst);
         b.at = now;
@@ -211,6 +220,108 @@ where
     }
 }
 
+/// Enforces the caller's deadline (`grpc-timeout`) and the server's request timeout
+/// with DEADLINE_EXCEEDED. tonic's own timer answers CANCELLED; this one fires just
+/// before it (and is polled first), so callers see the code the gRPC spec names. A
+/// deadline that has already passed (0) is refused before any work starts, so it can
+/// write nothing.
+#[derive(Clone, Debug)]
+pub struct DeadlineLayer {
+    server_timeout: Option<std::time::Duration>,
+}
+
+impl DeadlineLayer {
+    /// Deadlines capped at `server_timeout` (the server's `request_timeout_seconds`).
+    pub fn new(server_timeout: Option<std::time::Duration>) -> Self {
+        Self { server_timeout }
+    }
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Deadline {
+            inner,
+            server_timeout: self.server_timeout,
+        }
+    }
+}
+
+/// The service of [`DeadlineLayer`].
+#[derive(Clone, Debug)]
+pub struct Deadline<S> {
+    inner: S,
+    server_timeout: Option<std::time::Duration>,
+}
+
+/// The `grpc-timeout` header: 1–8 digits and a unit (H, M, S, m, u, n).
+pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| digits.parse().ok())??;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+impl<S, B> Service<http::Request<B>> for Deadline<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let limit = match (grpc_timeout(req.headers()), self.server_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if limit.is_some_and(|d| d < std::time::Duration::from_millis(1)) {
+            return Box::pin(async {
+                Ok(
+                    Status::deadline_exceeded("deadline expired before the call started")
+                        .into_http(),
+                )
+            });
+        }
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let fut = inner.call(req);
+        let Some(limit) = limit else {
+            return Box::pin(fut);
+        };
+        // 1 ms ahead of tonic's timer, which would answer CANCELLED.
+        let limit = limit.saturating_sub(std::time::Duration::from_millis(1));
+        Box::pin(async move {
+            match tokio::time::timeout(limit, fut).await {
+                Ok(res) => res,
+                Err(_) => Ok(Status::deadline_exceeded("deadline exceeded").into_http()),
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,5 +376,54 @@ mod tests {
         assert!(first.await.expect("join").is_ok());
         let h = h.await.expect("join").expect("health");
         assert!(Status::from_header_map(h.headers()).is_none());
+    }
+
+    #[test]
+    fn grpc_timeout_header() {
+        use std::time::Duration;
+        let h = |v: &str| {
+            let mut m = http::HeaderMap::new();
+            m.insert("grpc-timeout", v.parse().expect("value"));
+            grpc_timeout(&m)
+        };
+        assert_eq!(h("0n"), Some(Duration::ZERO));
+        assert_eq!(h("150m"), Some(Duration::from_millis(150)));
+        assert_eq!(h("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(h("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(h("m"), None);
+        assert_eq!(h("123456789S"), None);
+        assert_eq!(h("-1S"), None);
+    }
+
+    #[tokio::test]
+    async fn expired_deadlines_are_deadline_exceeded_without_calling_the_service() {
+        use tower::ServiceExt;
+        let called = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = called.clone();
+        let slow = tower::service_fn(move |_req: http::Request<()>| {
+            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))
+            }
+        });
+        let svc = DeadlineLayer::new(Some(Duration::from_secs(30))).layer(slow);
+        let req = |t: &str| {
+            http::Request::builder()
+                .uri("/vern.x.v1.X/Y")
+                .header("grpc-timeout", t)
+                .body(())
+                .expect("req")
+        };
+        let r = svc.clone().oneshot(req("0n")).await.expect("answer");
+        let code = Status::from_header_map(r.headers()).expect("status").code();
+        assert_eq!(code, tonic::Code::DeadlineExceeded);
+        assert!(
+            !called.load(std::sync::atomic::Ordering::SeqCst),
+            "no work for an expired call"
+        );
+        let r = svc.clone().oneshot(req("50m")).await.expect("answer");
+        let code = Status::from_header_map(r.headers()).expect("status").code();
+        assert_eq!(code, tonic::Code::DeadlineExceeded);
     }
 }

@@ -6,7 +6,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
@@ -15,7 +14,7 @@ use tonic_health::server::HealthReporter;
 use crate::auth::TokenVerifier;
 use crate::config::ServerConfig;
 use crate::context::AuthLayer;
-use crate::limits::{ConcurrencyLimitLayer, RateLimitLayer};
+use crate::limits::{ConcurrencyLimitLayer, DeadlineLayer, RateLimitLayer};
 
 /// Message size limits applied to every generated service.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +55,8 @@ pub struct Served {
     pub health_names: Vec<&'static str>,
     /// Where denied calls are reported (the audit hook), if anywhere.
     pub denials: Option<crate::audit::DenialSink>,
+    /// Traces and metrics of this component ([`crate::telemetry::Telemetry::off`]: none).
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// Serves `served` on `listener` until `shutdown` resolves, then stops accepting,
@@ -108,6 +109,11 @@ pub async fn serve(
         // The one place cross-cutting layers are composed, outermost first.
         .layer(
             tower::ServiceBuilder::new()
+                // Outermost, so refusals by the layers below are counted and traced too.
+                .option_layer(served.telemetry.layer())
+                .layer(DeadlineLayer::new(Some(Duration::from_secs(
+                    config.request_timeout_seconds,
+                ))))
                 .layer(ConcurrencyLimitLayer::new(config.concurrency_limit))
                 .layer(AuthLayer::new(verifier).with_denials(served.denials.clone()))
                 .layer(RateLimitLayer::new(
@@ -116,15 +122,22 @@ pub async fn serve(
                 )),
         )
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(
+            // Small answers must not wait for Nagle (40 ms stalls against delayed ACKs).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            signal,
+        );
     tokio::pin!(server);
-    tokio::select! {
+    let result = tokio::select! {
         res = &mut server => res,
         _ = async { if stop_rx.await.is_ok() { tokio::time::sleep(grace).await } else { std::future::pending::<()>().await } } => {
             tracing::warn!(grace_seconds = grace.as_secs(), "shutdown grace elapsed; closing remaining calls");
             Ok(())
         }
-    }
+    };
+    // The last spans and metrics leave before the process does.
+    served.telemetry.flush().await;
+    result
 }
 
 async fn set_all(reporter: &HealthReporter, names: &[&'static str], status: ServingStatus) {

@@ -44,7 +44,7 @@ pub fn optional_text(field: &str, value: &str, max: usize) -> Result<(), FieldVi
     }
     if value
         .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
+        .any(|c| (c.is_control() && c != '\n' && c != '\t') || is_bidi_control(c))
     {
         return Err(FieldViolation::new(
             field,
@@ -54,11 +54,23 @@ pub fn optional_text(field: &str, value: &str, max: usize) -> Result<(), FieldVi
     Ok(())
 }
 
+/// Bidirectional embedding, override and isolate controls (U+202A–U+202E,
+/// U+2066–U+2069): they make text display in an order other than the stored one
+/// ("Trojan Source"), so an audit reader or a privacy officer could be shown something
+/// else than what was recorded. Right-to-left text itself needs none of them.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// An e-mail address: one '@', a non-empty local part, a dotted domain of
 /// letters, digits and '-', no whitespace; at most 254 characters.
 pub fn email(field: &str, value: &str) -> Result<(), FieldViolation> {
     let bad = || FieldViolation::new(field, "must be a valid e-mail address");
-    if value.len() > 254 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if value.len() > 254
+        || value
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || is_bidi_control(c))
+    {
         return Err(bad());
     }
     let (local, domain) = value.split_once('@').ok_or_else(bad)?;
@@ -133,6 +145,10 @@ mod tests {
         assert!(text("t", "hello", 3).is_err());
         assert!(text("t", "a\u{0}b", 10).is_err());
         assert!(text("t", "a\nb", 10).is_ok());
+        assert!(text("t", "abc\u{202e}fed", 10).is_err(), "bidi override");
+        assert!(text("t", "\u{2067}x", 10).is_err(), "bidi isolate");
+        assert!(text("t", "مرحبا", 10).is_ok(), "right-to-left text itself");
+        assert!(email("e", "a\u{202e}b@example.no").is_err());
         assert!(optional_text("t", "", 10).is_ok());
     }
 

@@ -67,6 +67,34 @@ pub async fn build(
         tokens.clone(),
     ));
     let store = store::RightsStore::open(target).await?;
+    // vern_rights_requests{status} and vern_rights_requests_overdue, polled while
+    // metrics are on.
+    let gauges = store.clone();
+    vern_kit::metrics::poll_gauge(
+        std::time::Duration::from_secs(15),
+        move || {
+            let store = gauges.clone();
+            async move {
+                let (by_status, overdue) = store.status_counts(chrono::Utc::now()).await.ok()?;
+                // Every status, so one that emptied drops to 0.
+                for status in [
+                    "RECEIVED",
+                    "VERIFIED",
+                    "IN_PROGRESS",
+                    "COMPLETED",
+                    "REJECTED",
+                ] {
+                    let n = by_status
+                        .iter()
+                        .find(|(s, _)| s == status)
+                        .map_or(0, |(_, n)| *n);
+                    vern_kit::metrics::set_rights_requests(status, n);
+                }
+                Some(overdue)
+            }
+        },
+        vern_kit::metrics::set_rights_requests_overdue,
+    );
     let router = TopicRouter::new().route(
         AUDIT_TOPIC,
         Arc::new(AuditDelivery::new(&config.services.audit.url, tokens)?),

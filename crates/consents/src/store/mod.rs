@@ -1,10 +1,12 @@
 //! Persistence of consent events and the two projections Check reads: the consent state
 //! per (subject, purpose) and the state of each subject. Every query is scoped by tenant.
 
+pub mod cache;
 pub mod entities;
 pub mod migration;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, JoinType, Query};
@@ -66,13 +68,62 @@ const MAX_ATTEMPTS: usize = 5;
 #[derive(Clone, Debug)]
 pub struct ConsentStore {
     db: DatabaseConnection,
+    /// What Check reads, in memory; only where this process is the only writer (SQLite),
+    /// see [`cache`]. Every write to `subject_states` or `consent_states` must go
+    /// through an [`Invalidate`] guard.
+    cache: Option<Arc<cache::CheckCache>>,
+}
+
+/// Invalidates a subject's cached Check rows when dropped: after its write returned, or
+/// when the write was cancelled (then also a little later, should a commit already sent
+/// to the database land after the cancellation).
+struct Invalidate<'a> {
+    cache: Option<&'a Arc<cache::CheckCache>>,
+    tenant: &'a str,
+    subject: &'a str,
+    finished: bool,
+}
+
+impl Drop for Invalidate<'_> {
+    fn drop(&mut self) {
+        let Some(cache) = self.cache else { return };
+        cache.invalidate(self.tenant, self.subject);
+        if !self.finished
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let (cache, tenant, subject) = (
+                cache.clone(),
+                self.tenant.to_owned(),
+                self.subject.to_owned(),
+            );
+            rt.spawn(async move {
+                for wait in [100, 1000, 5000] {
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                    cache.invalidate(&tenant, &subject);
+                }
+            });
+        }
+    }
 }
 
 impl ConsentStore {
     /// Connects to `target` and runs the migrations.
     pub async fn open(target: &DbTarget) -> Result<Self, DbErr> {
         let db = vern_kit::db::connect_and_migrate::<Migrator>(target).await?;
-        Ok(Self { db })
+        // SQLite: one file that only this process writes. PostgreSQL may be shared by
+        // replicas whose writes would not reach this cache.
+        let cache = (db.get_database_backend() == sea_orm::DbBackend::Sqlite)
+            .then(|| Arc::new(cache::CheckCache::new(cache::MAX_SUBJECTS)));
+        Ok(Self { db, cache })
+    }
+
+    fn invalidate<'a>(&'a self, tenant: &'a str, subject: &'a str) -> Invalidate<'a> {
+        Invalidate {
+            cache: self.cache.as_ref(),
+            tenant,
+            subject,
+            finished: false,
+        }
     }
 
     /// The connection.
@@ -95,8 +146,9 @@ impl ConsentStore {
         event: &ConsentEvent,
         key: Option<&Key>,
     ) -> Result<ConsentEvent, ConsentError> {
+        let mut guard = self.invalidate(&event.tenant_id, &event.subject_id);
         let mut attempt = 0;
-        loop {
+        let result = loop {
             attempt += 1;
             let row = event_row(event);
             let e = event.clone();
@@ -111,9 +163,11 @@ impl ConsentStore {
             .await;
             match result {
                 Err(ApiError::Aborted(_)) if attempt < MAX_ATTEMPTS => continue,
-                other => return Ok(other?),
+                other => break other,
             }
-        }
+        };
+        guard.finished = true;
+        Ok(result?)
     }
 
     /// The consent state of (subject, purpose), if any event was recorded.
@@ -245,6 +299,22 @@ impl ConsentStore {
         version: i64,
         at: DateTime<Utc>,
     ) -> Result<bool, ConsentError> {
+        let mut guard = self.invalidate(tenant, subject_id);
+        let result = self
+            .apply_one_now(tenant, subject_id, status, version, at)
+            .await;
+        guard.finished = true;
+        result
+    }
+
+    async fn apply_one_now(
+        &self,
+        tenant: &str,
+        subject_id: &str,
+        status: SubjectStatus,
+        version: i64,
+        at: DateTime<Utc>,
+    ) -> Result<bool, ConsentError> {
         for _ in 0..MAX_ATTEMPTS {
             let updated = subject_state::Entity::update_many()
                 .col_expr(subject_state::Column::State, Expr::value(status.as_str()))
@@ -282,9 +352,42 @@ impl ConsentStore {
         )))
     }
 
-    /// Check's one indexed read for a batch of subjects: each subject's state joined with
-    /// its consent state for `purpose`. Subjects never notified are absent.
+    /// What Check needs for a batch of subjects: each subject's state and its consent
+    /// state for `purpose`. Subjects never notified are absent. From the cache where it
+    /// holds them, else one indexed read.
     pub async fn check_rows(
+        &self,
+        tenant: &str,
+        purpose: &str,
+        subject_ids: &[String],
+    ) -> Result<HashMap<String, CheckRow>, ConsentError> {
+        let Some(cache) = &self.cache else {
+            return self.read_check_rows(tenant, purpose, subject_ids).await;
+        };
+        let mut out = HashMap::with_capacity(subject_ids.len());
+        let mut misses = vec![];
+        for s in subject_ids {
+            match cache.get(tenant, s, purpose) {
+                cache::Cached::Row(r) => {
+                    out.insert(s.clone(), r);
+                }
+                cache::Cached::Unknown => {}
+                cache::Cached::Miss => misses.push(s.clone()),
+            }
+        }
+        if misses.is_empty() {
+            return Ok(out);
+        }
+        // Read before the database read: a write committing meanwhile voids the fill.
+        let epoch = cache.epoch();
+        let rows = self.read_check_rows(tenant, purpose, &misses).await?;
+        cache.fill(epoch, tenant, purpose, &misses, &rows);
+        out.extend(rows);
+        Ok(out)
+    }
+
+    /// Check's one indexed read (subject_states LEFT JOIN consent_states).
+    async fn read_check_rows(
         &self,
         tenant: &str,
         purpose: &str,

@@ -125,6 +125,33 @@ impl RightsStore {
         )
     }
 
+    /// Requests of all tenants by status, and how many open ones are past `now` — the
+    /// `vern_rights_requests` gauges (counts only, no tenant or personal data).
+    pub async fn status_counts(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<(String, i64)>, i64), RightsError> {
+        use request::Column as C;
+        use sea_orm::{PaginatorTrait, QuerySelect};
+        let by_status: Vec<(String, i64)> = request::Entity::find()
+            .select_only()
+            .column(C::Status)
+            .column_as(C::RightsRequestId.count(), "n")
+            .group_by(C::Status)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let overdue = request::Entity::find()
+            .filter(C::DueAt.lt(now))
+            .filter(C::Status.is_not_in([
+                RequestStatus::Completed.as_str(),
+                RequestStatus::Rejected.as_str(),
+            ]))
+            .count(&self.db)
+            .await?;
+        Ok((by_status, i64::try_from(overdue).unwrap_or(i64::MAX)))
+    }
+
     /// A page of requests ordered by (due_at, id), after `after`.
     pub async fn list_requests(
         &self,

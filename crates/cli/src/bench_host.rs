@@ -1,0 +1,54 @@
+//! What `vern bench` borrows from this crate: the suite assembly of `vern dev` and the
+//! CSV import of `vern subjects import` (vern-bench cannot depend on vern-cli).
+
+use std::path::PathBuf;
+
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use vern_bench::{Host, ImportCounts, SuiteHandle};
+use vern_kit::config::Config;
+
+/// The [`Host`] of the `vern` binary.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CliHost;
+
+#[async_trait::async_trait]
+impl Host for CliHost {
+    async fn start_suite(
+        &self,
+        config: Config,
+        listener: TcpListener,
+    ) -> anyhow::Result<SuiteHandle> {
+        let running = crate::start_suite(config, listener).await?;
+        let (shutdown, handle) = (running.shutdown, running.handle);
+        Ok(SuiteHandle {
+            addr: running.addr,
+            stop: Box::new(move || {
+                Box::pin(async move {
+                    let _ = shutdown.send(());
+                    let _ = handle.await;
+                })
+            }),
+        })
+    }
+
+    async fn import_csv(
+        &self,
+        channel: Channel,
+        token: String,
+        tenant: String,
+        csv: PathBuf,
+        concurrency: usize,
+    ) -> anyhow::Result<ImportCounts> {
+        let client = crate::remote::Client::with_channel(channel, token);
+        let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let r = crate::import::import_csv(&client, &tenant, &csv, concurrency, progress).await?;
+        Ok(ImportCounts {
+            rows: r.rows,
+            created: r.created,
+            present: r.present,
+            invalid: r.invalid.len(),
+            failed: r.failed.len(),
+        })
+    }
+}

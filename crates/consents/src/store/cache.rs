@@ -1,0 +1,210 @@
+//! What Check reads, kept in memory: per (tenant, subject) the subject's state and its
+//! consent state per purpose, filled from the database on a miss.
+//!
+//! Correctness rests on two rules, both kept by [`super::ConsentStore`]:
+//! - every write to `subject_states` or `consent_states` calls [`CheckCache::invalidate`]
+//!   for its subject **after** the write is committed, and cannot be cancelled between
+//!   the commit and the invalidation (the store runs its writes in a task of their own);
+//! - a fill carries the epoch read **before** its database read, and is dropped when any
+//!   invalidation happened since. Fill and invalidation take the same lock, so a read
+//!   that started before a commit can never put the pre-commit state back.
+//!
+//! Only for a store that this process alone writes (SQLite: one file, one process). On a
+//! database shared by several replicas another replica's write would not invalidate this
+//! cache, so PostgreSQL stores run without it.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use crate::domain::{ConsentState, SubjectStatus};
+
+use super::CheckRow;
+
+/// Subjects kept before the cache starts over (about 150 bytes each).
+pub const MAX_SUBJECTS: usize = 1_000_000;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// `None`: the subject was never notified (Check answers SUBJECT_UNKNOWN).
+    subject: Option<SubjectStatus>,
+    /// Consent state per purpose read so far.
+    consents: Vec<(String, ConsentState)>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    epoch: u64,
+    len: usize,
+    tenants: HashMap<String, HashMap<String, Entry>>,
+}
+
+/// The cache; see the module docs.
+#[derive(Debug)]
+pub struct CheckCache {
+    inner: RwLock<Inner>,
+    max_subjects: usize,
+}
+
+/// What the cache knows about one (subject, purpose).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cached {
+    /// Not in the cache: read the database.
+    Miss,
+    /// The subject was never notified.
+    Unknown,
+    /// The subject's state and its consent state for the purpose.
+    Row(CheckRow),
+}
+
+impl CheckCache {
+    /// An empty cache of at most `max_subjects` subjects.
+    pub fn new(max_subjects: usize) -> Self {
+        Self {
+            inner: RwLock::new(Inner::default()),
+            max_subjects: max_subjects.max(1),
+        }
+    }
+
+    /// The epoch to pass to [`CheckCache::fill`]; read it before the database read.
+    pub fn epoch(&self) -> u64 {
+        self.inner.read().map_or(u64::MAX, |i| i.epoch)
+    }
+
+    /// What is cached about (`subject`, `purpose`) of `tenant`.
+    pub fn get(&self, tenant: &str, subject: &str, purpose: &str) -> Cached {
+        let Ok(inner) = self.inner.read() else {
+            return Cached::Miss;
+        };
+        let Some(e) = inner.tenants.get(tenant).and_then(|t| t.get(subject)) else {
+            return Cached::Miss;
+        };
+        let Some(status) = e.subject else {
+            return Cached::Unknown;
+        };
+        match e.consents.iter().find(|(p, _)| p == purpose) {
+            Some((_, state)) => Cached::Row(CheckRow {
+                subject: status,
+                consent: state.clone(),
+            }),
+            None => Cached::Miss,
+        }
+    }
+
+    /// Remembers what a database read that began at `epoch` found for `subjects` and
+    /// `purpose` (a subject absent from `rows` was never notified). Ignored when an
+    /// invalidation happened since `epoch`.
+    pub fn fill(
+        &self,
+        epoch: u64,
+        tenant: &str,
+        purpose: &str,
+        subjects: &[String],
+        rows: &HashMap<String, CheckRow>,
+    ) {
+        let Ok(mut inner) = self.inner.write() else {
+            return;
+        };
+        if inner.epoch != epoch {
+            return;
+        }
+        if inner.len + subjects.len() > self.max_subjects {
+            inner.tenants.clear();
+            inner.len = 0;
+        }
+        let mut added = 0;
+        let map = inner.tenants.entry(tenant.to_owned()).or_default();
+        for s in subjects {
+            let row = rows.get(s);
+            let e = map.entry(s.clone()).or_insert_with(|| {
+                added += 1;
+                Entry {
+                    subject: row.map(|r| r.subject),
+                    consents: vec![],
+                }
+            });
+            // The same epoch means nothing changed since: the row and the entry agree.
+            e.subject = row.map(|r| r.subject);
+            if let Some(r) = row
+                && !e.consents.iter().any(|(p, _)| p == purpose)
+            {
+                e.consents.push((purpose.to_owned(), r.consent.clone()));
+            }
+        }
+        inner.len += added;
+    }
+
+    /// Forgets `subject` of `tenant`; call after a committed change of its state or of
+    /// any of its consent states.
+    pub fn invalidate(&self, tenant: &str, subject: &str) {
+        let Ok(mut inner) = self.inner.write() else {
+            return;
+        };
+        inner.epoch = inner.epoch.wrapping_add(1);
+        let removed = inner
+            .tenants
+            .get_mut(tenant)
+            .and_then(|t| t.remove(subject))
+            .is_some();
+        if removed {
+            inner.len -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(status: SubjectStatus) -> CheckRow {
+        CheckRow {
+            subject: status,
+            consent: ConsentState::default(),
+        }
+    }
+
+    #[test]
+    fn fills_hits_and_invalidates() {
+        let c = CheckCache::new(10);
+        let subjects = vec!["s1".to_owned(), "s2".to_owned()];
+        let rows = HashMap::from([("s1".to_owned(), row(SubjectStatus::Active))]);
+        assert_eq!(c.get("t", "s1", "p"), Cached::Miss);
+        c.fill(c.epoch(), "t", "p", &subjects, &rows);
+        assert_eq!(
+            c.get("t", "s1", "p"),
+            Cached::Row(row(SubjectStatus::Active))
+        );
+        assert_eq!(c.get("t", "s2", "p"), Cached::Unknown, "never notified");
+        assert_eq!(c.get("t", "s1", "other"), Cached::Miss, "per purpose");
+        assert_eq!(c.get("u", "s1", "p"), Cached::Miss, "per tenant");
+        c.invalidate("t", "s1");
+        assert_eq!(c.get("t", "s1", "p"), Cached::Miss);
+        assert_eq!(c.get("t", "s2", "p"), Cached::Unknown, "others stay");
+    }
+
+    #[test]
+    fn a_fill_that_raced_an_invalidation_is_dropped() {
+        let c = CheckCache::new(10);
+        let subjects = vec!["s1".to_owned()];
+        let before = c.epoch();
+        // A write commits and invalidates while the read is in flight …
+        c.invalidate("t", "s1");
+        // … so the read's (possibly pre-commit) answer must not be kept.
+        let stale = HashMap::from([("s1".to_owned(), row(SubjectStatus::Active))]);
+        c.fill(before, "t", "p", &subjects, &stale);
+        assert_eq!(c.get("t", "s1", "p"), Cached::Miss);
+    }
+
+    #[test]
+    fn bounded() {
+        let c = CheckCache::new(2);
+        let rows = HashMap::new();
+        for s in ["a", "b", "c"] {
+            c.fill(c.epoch(), "t", "p", &[s.to_owned()], &rows);
+        }
+        let known = ["a", "b", "c"]
+            .iter()
+            .filter(|s| c.get("t", s, "p") != Cached::Miss)
+            .count();
+        assert!(known <= 2 && c.get("t", "c", "p") == Cached::Unknown);
+    }
+}

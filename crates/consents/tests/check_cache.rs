@@ -1,0 +1,229 @@
+//! The in-memory Check cache (SQLite stores) never answers from a state older than the
+//! last acknowledged write: consent events, withdrawals, objections, restriction and
+//! erasure show at once, also while Checks run concurrently with the writes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use vern_consents::domain::{
+    Channel, ConsentAction, Decision, LegalBasis, PurposeRule, Reason, SubjectStatus,
+};
+use vern_consents::error::ConsentError;
+use vern_consents::purposes::{PurposeCache, PurposeSource};
+use vern_consents::remote::SubjectSource;
+use vern_consents::service::{Consents, NewEvent};
+use vern_consents::store::ConsentStore;
+use vern_kit::context::TenantId;
+use vern_kit::db::DbTarget;
+use vern_kit::testing::TestDb;
+
+struct Purposes;
+
+#[async_trait::async_trait]
+impl PurposeSource for Purposes {
+    async fn fetch(&self, _tenant: &str, key: &str) -> Result<Option<PurposeRule>, ConsentError> {
+        Ok(match key {
+            "newsletter" => Some(PurposeRule {
+                legal_basis: LegalBasis::Consent,
+                direct_marketing: true,
+            }),
+            "analytics" => Some(PurposeRule {
+                legal_basis: LegalBasis::LegitimateInterests,
+                direct_marketing: false,
+            }),
+            _ => None,
+        })
+    }
+}
+
+struct NoSubjects;
+
+#[async_trait::async_trait]
+impl SubjectSource for NoSubjects {
+    async fn fetch_state(
+        &self,
+        _tenant: &str,
+        _subject_id: &str,
+    ) -> Result<Option<SubjectStatus>, ConsentError> {
+        Ok(None)
+    }
+}
+
+async fn consents(target: &DbTarget) -> Consents {
+    Consents::new(
+        ConsentStore::open(target).await.expect("open"),
+        Arc::new(PurposeCache::new(Arc::new(Purposes))),
+        Arc::new(NoSubjects),
+    )
+}
+
+fn tenant() -> TenantId {
+    TenantId::new("kultur")
+}
+
+fn event(subject: &str, purpose: &str, action: ConsentAction) -> NewEvent {
+    NewEvent {
+        subject_id: subject.into(),
+        purpose: purpose.into(),
+        action: Some(action),
+        channel: Some(Channel::WebForm),
+        notice_version: "2026-01".into(),
+        evidence: "form".into(),
+        actor: String::new(),
+        rights_request_id: String::new(),
+        occur_time: None,
+        expires_at: None,
+    }
+}
+
+async fn record(c: &Consents, subject: &str, purpose: &str, action: ConsentAction) {
+    c.record(&tenant(), "test", event(subject, purpose, action), "", None)
+        .await
+        .expect("record");
+}
+
+async fn set_state(c: &Consents, subject: &str, status: SubjectStatus, version: i64) {
+    c.apply_subject_states(
+        &tenant(),
+        vec![(
+            subject.to_owned(),
+            Some(status),
+            version,
+            chrono::Utc::now(),
+        )],
+    )
+    .await
+    .expect("apply");
+}
+
+async fn check(c: &Consents, subject: &str, purpose: &str) -> Decision {
+    c.check(&tenant(), subject, purpose).await.expect("check").0
+}
+
+/// What the database says, through a store whose cache is empty.
+async fn from_db(target: &DbTarget, subject: &str, purpose: &str) -> Decision {
+    check(&consents(target).await, subject, purpose).await
+}
+
+#[tokio::test]
+async fn every_change_shows_at_once() {
+    let db = TestDb::sqlite("consents");
+    let c = consents(&db.target).await;
+    let s = uuid::Uuid::now_v7().to_string();
+    // Unknown subject, cached as unknown; then notified.
+    assert_eq!(
+        check(&c, &s, "newsletter").await.reason,
+        Reason::SubjectUnknown
+    );
+    set_state(&c, &s, SubjectStatus::Active, 1).await;
+    assert_eq!(check(&c, &s, "newsletter").await.reason, Reason::NoConsent);
+    assert_eq!(check(&c, &s, "analytics").await.reason, Reason::NoObjection);
+    let steps: [(&str, ConsentAction, &str, Reason); 4] = [
+        (
+            "newsletter",
+            ConsentAction::Grant,
+            "newsletter",
+            Reason::ConsentGranted,
+        ),
+        (
+            "newsletter",
+            ConsentAction::Withdraw,
+            "newsletter",
+            Reason::ConsentWithdrawn,
+        ),
+        (
+            "analytics",
+            ConsentAction::Object,
+            "analytics",
+            Reason::SubjectObjected,
+        ),
+        (
+            "newsletter",
+            ConsentAction::Grant,
+            "newsletter",
+            Reason::ConsentGranted,
+        ),
+    ];
+    for (purpose, action, asked, want) in steps {
+        // Warm the cache, change, ask again.
+        check(&c, &s, asked).await;
+        record(&c, &s, purpose, action).await;
+        assert_eq!(check(&c, &s, asked).await.reason, want, "after {action:?}");
+        assert_eq!(from_db(&db.target, &s, asked).await.reason, want);
+    }
+    check(&c, &s, "newsletter").await;
+    set_state(&c, &s, SubjectStatus::Restricted, 2).await;
+    assert_eq!(
+        check(&c, &s, "newsletter").await.reason,
+        Reason::SubjectRestricted
+    );
+    set_state(&c, &s, SubjectStatus::Active, 3).await;
+    assert_eq!(
+        check(&c, &s, "newsletter").await.reason,
+        Reason::ConsentGranted
+    );
+    set_state(&c, &s, SubjectStatus::Erased, 4).await;
+    assert_eq!(
+        check(&c, &s, "newsletter").await.reason,
+        Reason::SubjectErased
+    );
+    // BatchCheck reads the same cache.
+    let (batch, _) = c
+        .batch_check(&tenant(), "newsletter", std::slice::from_ref(&s))
+        .await
+        .expect("batch");
+    assert_eq!(batch[0].1.reason, Reason::SubjectErased);
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checks_never_keep_a_stale_state() {
+    let db = TestDb::sqlite("consents");
+    let c = consents(&db.target).await;
+    let subjects: Vec<String> = (0..4).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    for s in &subjects {
+        set_state(&c, s, SubjectStatus::Active, 1).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = vec![];
+    for r in 0..4 {
+        let (c, subjects, stop) = (c.clone(), subjects.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let s = &subjects[(n as usize + r) % subjects.len()];
+                c.check(&tenant(), s, "newsletter").await.expect("check");
+                n += 1;
+                // A cache hit never suspends: let the writer's tasks (the pool's
+                // connection returns) have the worker threads too.
+                tokio::task::yield_now().await;
+            }
+            n
+        }));
+    }
+    let mut last: HashMap<String, Reason> = HashMap::new();
+    for i in 0..40 {
+        let s = &subjects[i % subjects.len()];
+        let (action, want) = if i % 3 == 2 {
+            (ConsentAction::Withdraw, Reason::ConsentWithdrawn)
+        } else {
+            (ConsentAction::Grant, Reason::ConsentGranted)
+        };
+        record(&c, s, "newsletter", action).await;
+        // Acknowledged: every Check from now on sees it.
+        assert_eq!(check(&c, s, "newsletter").await.reason, want, "write {i}");
+        last.insert(s.clone(), want);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut reads = 0;
+    for r in readers {
+        reads += r.await.expect("reader");
+    }
+    assert!(reads > 0);
+    for (s, want) in &last {
+        assert_eq!(check(&c, s, "newsletter").await.reason, *want);
+        assert_eq!(from_db(&db.target, s, "newsletter").await.reason, *want);
+    }
+    db.cleanup().await;
+}
