@@ -39,6 +39,23 @@ pub async fn build(
 ) -> Result<Audited<ConsentServiceServer<api::ConsentApi>>, BuildError> {
     let limits = Limits::from(&config.server);
     let store = store::ConsentStore::open(target).await?;
+    {
+        // Warm the Check cache in the background: Checks answer meanwhile (from the
+        // database on a miss), and a page racing a write is simply dropped.
+        let store = store.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            match store.warm_check_cache().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    subjects = n,
+                    ms = started.elapsed().as_millis() as u64,
+                    "check cache warmed"
+                ),
+                Err(e) => tracing::warn!(error = %e, "warming the check cache failed"),
+            }
+        });
+    }
     let tokens = Arc::new(vern_kit::auth::ServiceTokens::from_config(config)?.ok_or(
         "the consents service calls the tenants and subjects services: configure auth.service_key_file or auth.hs256_secret",
     )?);

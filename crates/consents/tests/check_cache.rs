@@ -227,3 +227,49 @@ async fn concurrent_checks_never_keep_a_stale_state() {
     }
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_warmed_cache_answers_like_the_database_and_follows_writes() {
+    let db = TestDb::sqlite("consents");
+    let c = consents(&db.target).await;
+    let subjects: Vec<String> = (0..5).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    for s in &subjects {
+        set_state(&c, s, SubjectStatus::Active, 1).await;
+    }
+    record(&c, &subjects[0], "newsletter", ConsentAction::Grant).await;
+    record(&c, &subjects[1], "analytics", ConsentAction::Object).await;
+    set_state(&c, &subjects[2], SubjectStatus::Restricted, 2).await;
+
+    // A fresh store (as after a restart) warms its cache from the database …
+    let store = ConsentStore::open(&db.target).await.expect("open");
+    assert_eq!(
+        store.warm_check_cache().await.expect("warm"),
+        subjects.len()
+    );
+    let warm = Consents::new(
+        store,
+        Arc::new(PurposeCache::new(Arc::new(Purposes))),
+        Arc::new(NoSubjects),
+    );
+    // … and answers every (subject, purpose) as the database does.
+    for s in &subjects {
+        for p in ["newsletter", "analytics"] {
+            assert_eq!(check(&warm, s, p).await, from_db(&db.target, s, p).await);
+        }
+    }
+    assert_eq!(
+        check(&warm, &subjects[0], "newsletter").await.reason,
+        Reason::ConsentGranted
+    );
+    // A write through the warmed store shows at once.
+    record(&warm, &subjects[0], "newsletter", ConsentAction::Withdraw).await;
+    assert_eq!(
+        check(&warm, &subjects[0], "newsletter").await.reason,
+        Reason::ConsentWithdrawn
+    );
+    record(&warm, &subjects[3], "newsletter", ConsentAction::Grant).await;
+    assert_eq!(
+        check(&warm, &subjects[3], "newsletter").await.reason,
+        Reason::ConsentGranted
+    );
+}

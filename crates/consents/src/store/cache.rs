@@ -1,5 +1,6 @@
-//! What Check reads, kept in memory: per (tenant, subject) the subject's state and its
-//! consent state per purpose, filled from the database on a miss.
+//! What Check reads, kept in memory: per (tenant, subject) the subject's state and all of
+//! its consent states, filled from the database on a miss (one read per subject, not per
+//! subject and purpose) and, at start, for the first subjects of the store.
 //!
 //! Correctness rests on two rules, both kept by [`super::ConsentStore`]:
 //! - every write to `subject_states` or `consent_states` calls [`CheckCache::invalidate`]
@@ -27,9 +28,12 @@ pub const MAX_SUBJECTS: usize = 1_000_000;
 struct Entry {
     /// `None`: the subject was never notified (Check answers SUBJECT_UNKNOWN).
     subject: Option<SubjectStatus>,
-    /// Consent state per purpose read so far.
+    /// Every consent state of the subject; a purpose absent has nothing recorded.
     consents: Vec<(String, ConsentState)>,
 }
+
+/// What the database holds about one subject: its state and every consent state.
+pub type SubjectRows = (SubjectStatus, Vec<(String, ConsentState)>);
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -81,25 +85,42 @@ impl CheckCache {
         let Some(status) = e.subject else {
             return Cached::Unknown;
         };
-        match e.consents.iter().find(|(p, _)| p == purpose) {
-            Some((_, state)) => Cached::Row(CheckRow {
-                subject: status,
-                consent: state.clone(),
-            }),
-            None => Cached::Miss,
-        }
+        let consent = e
+            .consents
+            .iter()
+            .find(|(p, _)| p == purpose)
+            .map(|(_, state)| state.clone())
+            .unwrap_or_default();
+        Cached::Row(CheckRow {
+            subject: status,
+            consent,
+        })
     }
 
-    /// Remembers what a database read that began at `epoch` found for `subjects` and
-    /// `purpose` (a subject absent from `rows` was never notified). Ignored when an
-    /// invalidation happened since `epoch`.
+    /// Subjects held now.
+    pub fn len(&self) -> usize {
+        self.inner.read().map_or(0, |i| i.len)
+    }
+
+    /// Whether the cache holds no subject.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the cache is full (a start-up fill stops there).
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.max_subjects
+    }
+
+    /// Remembers what a database read that began at `epoch` found for `subjects` (a
+    /// subject absent from `rows` was never notified). Ignored when an invalidation
+    /// happened since `epoch`.
     pub fn fill(
         &self,
         epoch: u64,
         tenant: &str,
-        purpose: &str,
         subjects: &[String],
-        rows: &HashMap<String, CheckRow>,
+        rows: &HashMap<String, SubjectRows>,
     ) {
         let Ok(mut inner) = self.inner.write() else {
             return;
@@ -114,20 +135,19 @@ impl CheckCache {
         let mut added = 0;
         let map = inner.tenants.entry(tenant.to_owned()).or_default();
         for s in subjects {
-            let row = rows.get(s);
-            let e = map.entry(s.clone()).or_insert_with(|| {
-                added += 1;
-                Entry {
-                    subject: row.map(|r| r.subject),
+            // The same epoch means nothing changed since: the rows are current.
+            let entry = match rows.get(s) {
+                Some((status, consents)) => Entry {
+                    subject: Some(*status),
+                    consents: consents.clone(),
+                },
+                None => Entry {
+                    subject: None,
                     consents: vec![],
-                }
-            });
-            // The same epoch means nothing changed since: the row and the entry agree.
-            e.subject = row.map(|r| r.subject);
-            if let Some(r) = row
-                && !e.consents.iter().any(|(p, _)| p == purpose)
-            {
-                e.consents.push((purpose.to_owned(), r.consent.clone()));
+                },
+            };
+            if map.insert(s.clone(), entry).is_none() {
+                added += 1;
             }
         }
         inner.len += added;
@@ -162,23 +182,42 @@ mod tests {
         }
     }
 
+    fn rows(status: SubjectStatus, purposes: &[&str]) -> SubjectRows {
+        let granted = ConsentState {
+            last_grant_time: Some(chrono::Utc::now()),
+            ..ConsentState::default()
+        };
+        (
+            status,
+            purposes
+                .iter()
+                .map(|p| ((*p).to_owned(), granted.clone()))
+                .collect(),
+        )
+    }
+
     #[test]
     fn fills_hits_and_invalidates() {
         let c = CheckCache::new(10);
         let subjects = vec!["s1".to_owned(), "s2".to_owned()];
-        let rows = HashMap::from([("s1".to_owned(), row(SubjectStatus::Active))]);
+        let data = HashMap::from([("s1".to_owned(), rows(SubjectStatus::Active, &["p"]))]);
         assert_eq!(c.get("t", "s1", "p"), Cached::Miss);
-        c.fill(c.epoch(), "t", "p", &subjects, &rows);
+        c.fill(c.epoch(), "t", &subjects, &data);
+        let Cached::Row(hit) = c.get("t", "s1", "p") else {
+            panic!("filled")
+        };
+        assert!(hit.consent.last_grant_time.is_some());
         assert_eq!(
-            c.get("t", "s1", "p"),
-            Cached::Row(row(SubjectStatus::Active))
+            c.get("t", "s1", "other"),
+            Cached::Row(row(SubjectStatus::Active)),
+            "a purpose without a state has nothing recorded"
         );
         assert_eq!(c.get("t", "s2", "p"), Cached::Unknown, "never notified");
-        assert_eq!(c.get("t", "s1", "other"), Cached::Miss, "per purpose");
         assert_eq!(c.get("u", "s1", "p"), Cached::Miss, "per tenant");
         c.invalidate("t", "s1");
         assert_eq!(c.get("t", "s1", "p"), Cached::Miss);
         assert_eq!(c.get("t", "s2", "p"), Cached::Unknown, "others stay");
+        assert_eq!(c.len(), 1);
     }
 
     #[test]
@@ -189,22 +228,23 @@ mod tests {
         // A write commits and invalidates while the read is in flight …
         c.invalidate("t", "s1");
         // … so the read's (possibly pre-commit) answer must not be kept.
-        let stale = HashMap::from([("s1".to_owned(), row(SubjectStatus::Active))]);
-        c.fill(before, "t", "p", &subjects, &stale);
+        let stale = HashMap::from([("s1".to_owned(), rows(SubjectStatus::Active, &[]))]);
+        c.fill(before, "t", &subjects, &stale);
         assert_eq!(c.get("t", "s1", "p"), Cached::Miss);
     }
 
     #[test]
     fn bounded() {
         let c = CheckCache::new(2);
-        let rows = HashMap::new();
+        let data = HashMap::new();
         for s in ["a", "b", "c"] {
-            c.fill(c.epoch(), "t", "p", &[s.to_owned()], &rows);
+            c.fill(c.epoch(), "t", &[s.to_owned()], &data);
         }
         let known = ["a", "b", "c"]
             .iter()
             .filter(|s| c.get("t", s, "p") != Cached::Miss)
             .count();
         assert!(known <= 2 && c.get("t", "c", "p") == Cached::Unknown);
+        assert!(c.len() <= 2);
     }
 }

@@ -380,9 +380,131 @@ impl ConsentStore {
         }
         // Read before the database read: a write committing meanwhile voids the fill.
         let epoch = cache.epoch();
-        let rows = self.read_check_rows(tenant, purpose, &misses).await?;
-        cache.fill(epoch, tenant, purpose, &misses, &rows);
-        out.extend(rows);
+        let rows = self.read_subject_rows(tenant, &misses).await?;
+        cache.fill(epoch, tenant, &misses, &rows);
+        for (subject_id, (status, consents)) in rows {
+            let consent = consents
+                .into_iter()
+                .find(|(p, _)| p == purpose)
+                .map(|(_, c)| c)
+                .unwrap_or_default();
+            out.insert(
+                subject_id,
+                CheckRow {
+                    subject: status,
+                    consent,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Fills the Check cache (SQLite only) with the store's first subjects, in pages, so
+    /// that the first Checks after a start do not each read the database. Stops when the
+    /// cache is full; a page that raced a write is dropped (and read again on a miss).
+    pub async fn warm_check_cache(&self) -> Result<usize, ConsentError> {
+        let Some(cache) = &self.cache else {
+            return Ok(0);
+        };
+        const PAGE: u64 = 1000;
+        let mut after: Option<(String, String)> = None;
+        let mut warmed = 0;
+        while !cache.is_full() {
+            use subject_state::Column as S;
+            let mut q = subject_state::Entity::find()
+                .select_only()
+                .column(S::TenantId)
+                .column(S::SubjectId)
+                .order_by_asc(S::TenantId)
+                .order_by_asc(S::SubjectId)
+                .limit(PAGE);
+            if let Some((t, id)) = &after {
+                q = q.filter(
+                    sea_orm::Condition::any()
+                        .add(S::TenantId.gt(t.as_str()))
+                        .add(
+                            sea_orm::Condition::all()
+                                .add(S::TenantId.eq(t.as_str()))
+                                .add(S::SubjectId.gt(id.as_str())),
+                        ),
+                );
+            }
+            let page: Vec<(String, String)> = q.into_tuple().all(&self.db).await?;
+            let Some(last) = page.last().cloned() else {
+                break;
+            };
+            let mut i = 0;
+            while i < page.len() {
+                let tenant = &page[i].0;
+                let j = page[i..]
+                    .iter()
+                    .position(|(t, _)| t != tenant)
+                    .map_or(page.len(), |n| i + n);
+                let ids: Vec<String> = page[i..j].iter().map(|(_, s)| s.clone()).collect();
+                let epoch = cache.epoch();
+                let rows = self.read_subject_rows(tenant, &ids).await?;
+                cache.fill(epoch, tenant, &ids, &rows);
+                warmed += ids.len();
+                i = j;
+            }
+            after = Some(last);
+        }
+        Ok(warmed)
+    }
+
+    /// Each subject's state and every consent state, for the Check cache: one indexed
+    /// read (subject_states LEFT JOIN consent_states). Subjects never notified are absent.
+    async fn read_subject_rows(
+        &self,
+        tenant: &str,
+        subject_ids: &[String],
+    ) -> Result<HashMap<String, cache::SubjectRows>, ConsentError> {
+        use consent_state::Column as C;
+        use subject_state::Column as S;
+        let (s, c) = (subject_state::Entity, consent_state::Entity);
+        let mut q = Query::select();
+        q.columns([(s, S::SubjectId), (s, S::State)])
+            .columns([
+                (c, C::Purpose),
+                (c, C::LatestEventId),
+                (c, C::LatestAction),
+                (c, C::LatestOccurTime),
+                (c, C::LatestExpiresAt),
+                (c, C::ObjectionEventId),
+                (c, C::ObjectionOccurTime),
+                (c, C::LastGrantTime),
+            ])
+            .from(s)
+            .join(
+                JoinType::LeftJoin,
+                c,
+                Expr::col((c, C::TenantId))
+                    .equals((s, S::TenantId))
+                    .and(Expr::col((c, C::SubjectId)).equals((s, S::SubjectId))),
+            )
+            .and_where(Expr::col((s, S::TenantId)).eq(tenant));
+        if let [one] = subject_ids {
+            q.and_where(Expr::col((s, S::SubjectId)).eq(one.as_str()));
+        } else {
+            q.and_where(Expr::col((s, S::SubjectId)).is_in(subject_ids.iter().map(String::as_str)));
+        }
+        let rows = self.db.query_all(&q).await?;
+        let mut out: HashMap<String, cache::SubjectRows> = HashMap::with_capacity(rows.len());
+        for r in rows {
+            let subject_id: String = r.try_get("", "subject_id")?;
+            let state: String = r.try_get("", "state")?;
+            let purpose: Option<String> = r.try_get("", "purpose")?;
+            let consent = consent_from_row(&r)?;
+            let entry = match out.entry(subject_id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert((parse_subject(&state)?, vec![]))
+                }
+            };
+            if let Some(p) = purpose {
+                entry.1.push((p, consent));
+            }
+        }
         Ok(out)
     }
 
@@ -427,34 +549,7 @@ impl ConsentStore {
         for r in rows {
             let subject_id: String = r.try_get("", "subject_id")?;
             let state: String = r.try_get("", "state")?;
-            let latest_event_id: Option<String> = r.try_get("", "latest_event_id")?;
-            let consent = match latest_event_id {
-                None => ConsentState::default(),
-                Some(event_id) => {
-                    let action: String = r.try_get("", "latest_action")?;
-                    let objection_id: Option<String> = r.try_get("", "objection_event_id")?;
-                    let objection_time: Option<DateTime<Utc>> =
-                        r.try_get("", "objection_occur_time")?;
-                    ConsentState {
-                        latest: Some(LatestEvent {
-                            event_id,
-                            action: parse_action(&action)?,
-                            occur_time: r.try_get("", "latest_occur_time")?,
-                            expires_at: r.try_get("", "latest_expires_at")?,
-                        }),
-                        standing_objection: match (objection_id, objection_time) {
-                            (Some(id), Some(t)) => Some(LatestEvent {
-                                event_id: id,
-                                action: ConsentAction::Object,
-                                occur_time: t,
-                                expires_at: None,
-                            }),
-                            _ => None,
-                        },
-                        last_grant_time: r.try_get("", "last_grant_time")?,
-                    }
-                }
-            };
+            let consent = consent_from_row(&r)?;
             out.insert(
                 subject_id,
                 CheckRow {
@@ -465,6 +560,35 @@ impl ConsentStore {
         }
         Ok(out)
     }
+}
+
+/// The consent state in a row of Check's join (default when nothing is recorded).
+fn consent_from_row(r: &sea_orm::QueryResult) -> Result<ConsentState, ConsentError> {
+    let latest_event_id: Option<String> = r.try_get("", "latest_event_id")?;
+    let Some(event_id) = latest_event_id else {
+        return Ok(ConsentState::default());
+    };
+    let action: String = r.try_get("", "latest_action")?;
+    let objection_id: Option<String> = r.try_get("", "objection_event_id")?;
+    let objection_time: Option<DateTime<Utc>> = r.try_get("", "objection_occur_time")?;
+    Ok(ConsentState {
+        latest: Some(LatestEvent {
+            event_id,
+            action: parse_action(&action)?,
+            occur_time: r.try_get("", "latest_occur_time")?,
+            expires_at: r.try_get("", "latest_expires_at")?,
+        }),
+        standing_objection: match (objection_id, objection_time) {
+            (Some(id), Some(t)) => Some(LatestEvent {
+                event_id: id,
+                action: ConsentAction::Object,
+                occur_time: t,
+                expires_at: None,
+            }),
+            _ => None,
+        },
+        last_grant_time: r.try_get("", "last_grant_time")?,
+    })
 }
 
 /// Reads the (subject, purpose) state inside `txn`, folds `event` into it and writes it
