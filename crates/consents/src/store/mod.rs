@@ -70,8 +70,40 @@ pub struct ConsentStore {
     db: DatabaseConnection,
     /// What Check reads, in memory; only where this process is the only writer (SQLite),
     /// see [`cache`]. Every write to `subject_states` or `consent_states` must go
-    /// through [`ConsentStore::write_then_invalidate`].
+    /// through an [`Invalidate`] guard.
     cache: Option<Arc<cache::CheckCache>>,
+}
+
+/// Invalidates a subject's cached Check rows when dropped: after its write returned, or
+/// when the write was cancelled (then also a little later, should a commit already sent
+/// to the database land after the cancellation).
+struct Invalidate<'a> {
+    cache: Option<&'a Arc<cache::CheckCache>>,
+    tenant: &'a str,
+    subject: &'a str,
+    finished: bool,
+}
+
+impl Drop for Invalidate<'_> {
+    fn drop(&mut self) {
+        let Some(cache) = self.cache else { return };
+        cache.invalidate(self.tenant, self.subject);
+        if !self.finished
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let (cache, tenant, subject) = (
+                cache.clone(),
+                self.tenant.to_owned(),
+                self.subject.to_owned(),
+            );
+            rt.spawn(async move {
+                for wait in [100, 1000, 5000] {
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                    cache.invalidate(&tenant, &subject);
+                }
+            });
+        }
+    }
 }
 
 impl ConsentStore {
@@ -85,33 +117,13 @@ impl ConsentStore {
         Ok(Self { db, cache })
     }
 
-    /// Runs `write` of (tenant, subject) in a task of its own and then forgets the
-    /// subject's cached Check rows, whatever the outcome. A caller that gives up cannot
-    /// stop the task between the commit and the invalidation, so the cache never keeps a
-    /// state older than a committed write.
-    async fn write_then_invalidate<T, F, Fut>(
-        &self,
-        tenant: &str,
-        subject: &str,
-        write: F,
-    ) -> Result<T, ConsentError>
-    where
-        F: FnOnce(ConsentStore) -> Fut,
-        Fut: std::future::Future<Output = Result<T, ConsentError>> + Send + 'static,
-        T: Send + 'static,
-    {
-        let Some(cache) = self.cache.clone() else {
-            return write(self.clone()).await;
-        };
-        let (tenant, subject) = (tenant.to_owned(), subject.to_owned());
-        let task = write(self.clone());
-        tokio::spawn(async move {
-            let result = task.await;
-            cache.invalidate(&tenant, &subject);
-            result
-        })
-        .await
-        .map_err(|_| ConsentError::Api(ApiError::Internal("consent write task")))?
+    fn invalidate<'a>(&'a self, tenant: &'a str, subject: &'a str) -> Invalidate<'a> {
+        Invalidate {
+            cache: self.cache.as_ref(),
+            tenant,
+            subject,
+            finished: false,
+        }
     }
 
     /// The connection.
@@ -134,30 +146,28 @@ impl ConsentStore {
         event: &ConsentEvent,
         key: Option<&Key>,
     ) -> Result<ConsentEvent, ConsentError> {
-        let (event, key) = (event.clone(), key.cloned());
-        let (tenant, subject) = (event.tenant_id.clone(), event.subject_id.clone());
-        self.write_then_invalidate(&tenant, &subject, move |store| async move {
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let row = event_row(&event);
-                let e = event.clone();
-                let result = commit_once(&store.db, key.as_ref(), event.clone(), move |txn| {
-                    Box::pin(async move {
-                        // Write first: SQLite then takes the write lock at once instead of
-                        // failing a read-to-write upgrade under concurrency.
-                        row.insert(txn).await?;
-                        fold_into_state(txn, &e).await
-                    })
+        let mut guard = self.invalidate(&event.tenant_id, &event.subject_id);
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            let row = event_row(event);
+            let e = event.clone();
+            let result = commit_once(&self.db, key, event.clone(), move |txn| {
+                Box::pin(async move {
+                    // Write first: SQLite then takes the write lock at once instead of
+                    // failing a read-to-write upgrade under concurrency.
+                    row.insert(txn).await?;
+                    fold_into_state(txn, &e).await
                 })
-                .await;
-                match result {
-                    Err(ApiError::Aborted(_)) if attempt < MAX_ATTEMPTS => continue,
-                    other => break Ok(other?),
-                }
+            })
+            .await;
+            match result {
+                Err(ApiError::Aborted(_)) if attempt < MAX_ATTEMPTS => continue,
+                other => break other,
             }
-        })
-        .await
+        };
+        guard.finished = true;
+        Ok(result?)
     }
 
     /// The consent state of (subject, purpose), if any event was recorded.
@@ -289,11 +299,12 @@ impl ConsentStore {
         version: i64,
         at: DateTime<Utc>,
     ) -> Result<bool, ConsentError> {
-        let (t, s) = (tenant.to_owned(), subject_id.to_owned());
-        self.write_then_invalidate(tenant, subject_id, move |store| async move {
-            store.apply_one_now(&t, &s, status, version, at).await
-        })
-        .await
+        let mut guard = self.invalidate(tenant, subject_id);
+        let result = self
+            .apply_one_now(tenant, subject_id, status, version, at)
+            .await;
+        guard.finished = true;
+        result
     }
 
     async fn apply_one_now(
