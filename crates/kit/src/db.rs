@@ -4,8 +4,10 @@
 //! schema (`vern_<service>` by default), so services never share a table and the same
 //! migrations run on both.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+mod wal;
 
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
@@ -158,6 +160,8 @@ pub async fn connect(target: &DbTarget) -> Result<DatabaseConnection, DbErr> {
                 // Deleted content (shredded keys, erased values) is overwritten, not
                 // left in free pages.
                 .pragma("secure_delete", "on")
+                // After the log restarts, its file is cut back to the guard's limit.
+                .pragma("journal_size_limit", wal::JOURNAL_SIZE_LIMIT)
         });
     } else {
         // Fail fast when the server is gone (a refused connect is retried until the
@@ -171,6 +175,9 @@ pub async fn connect(target: &DbTarget) -> Result<DatabaseConnection, DbErr> {
         opts.set_schema_search_path(schema.clone());
     }
     let mut db = Database::connect(opts).await?;
+    if let Some(path) = sqlite_path(&target.url) {
+        wal::spawn_guard(PathBuf::from(path));
+    }
     // Database spans of traced calls (a flag check otherwise).
     db.set_metric_callback(crate::telemetry::db_query);
     Ok(db)

@@ -515,12 +515,15 @@ async fn events_of_request(
     tenant: &str,
     id: &str,
 ) -> Result<Vec<event::Model>, RightsError> {
-    Ok(event::Entity::find()
+    // Sorted here, not in SQL: ORDER BY seq lets SQLite's planner walk the primary key
+    // through the tenant's whole feed instead of the request index.
+    let mut events = event::Entity::find()
         .filter(event::Column::TenantId.eq(tenant))
         .filter(event::Column::RightsRequestId.eq(id))
-        .order_by_asc(event::Column::Seq)
         .all(db)
-        .await?)
+        .await?;
+    events.sort_by_key(|e| e.seq);
+    Ok(events)
 }
 
 async fn acks_of(

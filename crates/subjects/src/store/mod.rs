@@ -162,13 +162,16 @@ impl SubjectStore {
         if ids.is_empty() {
             return Ok(vec![]);
         }
-        Ok(external_ref::Entity::find()
+        // Sorted here, not in SQL: with an ORDER BY SQLite's planner (without statistics)
+        // walks the tenant's whole primary key to skip the sort instead of using the
+        // subject index — 20 ms a call at 20,000 subjects, growing with the tenant.
+        let mut refs = external_ref::Entity::find()
             .filter(external_ref::Column::TenantId.eq(tenant))
             .filter(external_ref::Column::SubjectId.is_in(ids.iter().map(String::as_str)))
-            .order_by_asc(external_ref::Column::System)
-            .order_by_asc(external_ref::Column::RefId)
             .all(&self.db)
-            .await?)
+            .await?;
+        refs.sort_by(|a, b| (&a.system, &a.ref_id).cmp(&(&b.system, &b.ref_id)));
+        Ok(refs)
     }
 
     /// The records of these subjects, ordered by `collected_at` then id.
@@ -180,13 +183,15 @@ impl SubjectStore {
         if ids.is_empty() {
             return Ok(vec![]);
         }
-        Ok(record::Entity::find()
+        // Sorted here for the reason given in `refs_of` (the planner would walk
+        // `records_collected_idx` through the whole tenant).
+        let mut records = record::Entity::find()
             .filter(record::Column::TenantId.eq(tenant))
             .filter(record::Column::SubjectId.is_in(ids.iter().map(String::as_str)))
-            .order_by_asc(record::Column::CollectedAt)
-            .order_by_asc(record::Column::RecordId)
             .all(&self.db)
-            .await?)
+            .await?;
+        records.sort_by(|a, b| (a.collected_at, &a.record_id).cmp(&(b.collected_at, &b.record_id)));
+        Ok(records)
     }
 
     /// Records by id (any subject of the tenant).
@@ -289,6 +294,14 @@ impl SubjectStore {
         filter: &PurgeFilter,
         limit: u64,
     ) -> Result<Vec<record::Model>, SubjectError> {
+        if !filter.subject_ids.is_empty() {
+            // Named subjects: their records through the subject index, sorted here (an
+            // ORDER BY record_id would have SQLite walk the tenant's primary key).
+            let mut records = purge_query(tenant, filter).all(&self.db).await?;
+            records.sort_by(|a, b| a.record_id.cmp(&b.record_id));
+            records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            return Ok(records);
+        }
         Ok(purge_query(tenant, filter)
             .order_by_asc(record::Column::RecordId)
             .limit(limit)
