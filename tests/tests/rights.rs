@@ -52,6 +52,118 @@ async fn rights_on_sqlite() {
     suite.stop().await;
 }
 
+/// A report above the message limit: GetReport refuses it with a pointer to
+/// ExportReport, which streams the whole JSON document in chunks under the limit.
+#[tokio::test]
+async fn a_report_above_the_message_limit_is_exported_in_chunks() {
+    const LIMIT: usize = 64 * 1024;
+    let suite = Suite::start_with(Backend::Sqlite, |c| c.server.max_message_bytes = LIMIT)
+        .await
+        .expect("suite");
+    let ch = &suite.channel;
+    let platform = token(&["platform-admin"], &[], 600);
+    let officer = token(&["privacy-officer"], &[TENANT], 600);
+    let crm = token(&["integration"], &[TENANT], 600);
+    tpb::tenant_service_client::TenantServiceClient::new(ch.clone())
+        .create_tenant(authed(
+            tpb::CreateTenantRequest {
+                tenant_id: TENANT.into(),
+                name: "Oslo Kulturfabrikk".into(),
+                org_number: "989990748".into(),
+                dpo_email: "personvern@kulturfabrikk.example".into(),
+                ..Default::default()
+            },
+            &platform,
+        ))
+        .await
+        .expect("tenant");
+    // 120 records of ~300 bytes: ~40 KB of data, a report (data and its JSON) of ~90 KB.
+    let records: Vec<spb::Record> = (0..120)
+        .map(|i| spb::Record {
+            category: DataCategory::Contact as i32,
+            field: format!("note-{i:03}"),
+            value: format!("{i:03} {}", "Kari Nordmann ringte om billetter. ".repeat(8)),
+            source: "crm".into(),
+            purposes: vec!["service".into()],
+            ..Default::default()
+        })
+        .collect();
+    let subject = spb::subject_service_client::SubjectServiceClient::new(ch.clone())
+        .create_subject(authed(
+            spb::CreateSubjectRequest {
+                email: EMAIL.into(),
+                records,
+                request_id: "big-subject".into(),
+                ..Default::default()
+            },
+            &crm,
+        ))
+        .await
+        .expect("subject")
+        .into_inner();
+    let rid = submit(
+        ch,
+        pb::RequestType::Access,
+        &subject.subject_id,
+        &[],
+        vec![],
+    )
+    .await;
+    let (done, _) = fulfil_and_confirm(ch, &rid).await;
+    assert_eq!(done.status, pb::RequestStatus::Completed as i32);
+
+    let mut rights = pb::rights_service_client::RightsServiceClient::new(ch.clone());
+    let err = rights
+        .get_report(authed(
+            pb::GetReportRequest {
+                rights_request_id: rid.clone(),
+            },
+            &officer,
+        ))
+        .await
+        .expect_err("above the limit");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(err.message().contains("ExportReport"), "{}", err.message());
+    assert!(
+        !err.message().contains("Kari"),
+        "no personal data in errors"
+    );
+
+    let mut stream = rights
+        .export_report(authed(
+            pb::ExportReportRequest {
+                rights_request_id: rid.clone(),
+            },
+            &officer,
+        ))
+        .await
+        .expect("export")
+        .into_inner();
+    let (mut json, mut chunks) = (Vec::new(), 0);
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        assert_eq!(chunk.offset, json.len() as i64, "chunks in order, no gaps");
+        assert!(chunk.json.len() <= LIMIT / 2);
+        json.extend_from_slice(&chunk.json);
+        assert!(json.len() as i64 <= chunk.total_bytes);
+        chunks += 1;
+    }
+    assert!(chunks >= 2, "{chunks} chunks");
+    let doc: serde_json::Value = serde_json::from_slice(&json).expect("one JSON document");
+    let data = doc["data"].as_array().expect("data");
+    assert_eq!(data.len(), 120, "every record");
+    assert!(data.iter().any(|d| {
+        d["field"] == "note-119"
+            && d["value"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("119 Kari"))
+    }));
+    // The same document the CLI renders (`vern requests export`).
+    use vern_cli::requests_cli::{Format, render};
+    let text = render(std::str::from_utf8(&json).expect("utf-8"), Format::Text).expect("text");
+    assert!(text.contains("note-119"), "{text}");
+    suite.stop().await;
+}
+
 #[tokio::test]
 async fn rights_on_postgres() {
     let Some(suite) = Suite::start(Backend::Postgres).await else {
@@ -1025,7 +1137,7 @@ async fn access(ch: &Channel, fx: &Fixture) -> String {
     assert!(json["generate_time"].as_str().expect("time").contains('T'));
     // `vern requests export`: the readable copy and the JSON document.
     use vern_cli::requests_cli::{Format, render, table};
-    let text = render(&report, Format::Text).expect("text");
+    let text = render(&report.json, Format::Text).expect("text");
     for needle in [
         "Access to your personal data (GDPR Art. 15)",
         NAME,
@@ -1042,7 +1154,7 @@ async fn access(ch: &Channel, fx: &Fixture) -> String {
         );
     }
     assert_eq!(
-        render(&report, Format::Json).expect("json").trim(),
+        render(&report.json, Format::Json).expect("json").trim(),
         report.json.trim()
     );
     // `vern requests list --overdue`: the table names no personal data.

@@ -194,13 +194,13 @@ async fn list(config: &Config, args: ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The report in `format`: the JSON document as returned, or its readable rendering.
-pub fn render(report: &pb::Report, format: Format) -> anyhow::Result<String> {
+/// The report in `format`: its JSON document as returned, or its readable rendering.
+pub fn render(json: &str, format: Format) -> anyhow::Result<String> {
     match format {
-        Format::Json => Ok(format!("{}\n", report.json)),
+        Format::Json => Ok(format!("{json}\n")),
         Format::Text => {
             let parsed: vern_rights::report::Report =
-                serde_json::from_str(&report.json).context("the report's JSON is not readable")?;
+                serde_json::from_str(json).context("the report's JSON is not readable")?;
             Ok(vern_rights::report::render_text(&parsed))
         }
     }
@@ -210,14 +210,26 @@ async fn export(config: &Config, args: ExportArgs) -> anyhow::Result<()> {
     let c = connect(config, &args.client).await?;
     let mut rights = pb::rights_service_client::RightsServiceClient::new(c.channel.clone())
         .max_decoding_message_size(config.server.max_message_bytes);
-    let report = rights
-        .get_report(c.request(pb::GetReportRequest {
+    // Streamed in chunks, so a report of any size arrives (GetReport is one message).
+    let mut chunks = rights
+        .export_report(c.request(pb::ExportReportRequest {
             rights_request_id: args.id.clone(),
         }))
         .await
         .map_err(status_error)?
         .into_inner();
-    let mut text = render(&report, args.format)?;
+    let mut json = Vec::new();
+    while let Some(chunk) = chunks.message().await.map_err(status_error)? {
+        if chunk.offset != json.len() as i64 {
+            anyhow::bail!("the report stream skipped bytes (at {})", json.len());
+        }
+        json.extend_from_slice(&chunk.json);
+        if json.len() as i64 > chunk.total_bytes {
+            anyhow::bail!("the report stream sent more than it announced");
+        }
+    }
+    let json = String::from_utf8(json).context("the report is not UTF-8")?;
+    let mut text = render(&json, args.format)?;
     if !text.ends_with('\n') {
         text.push('\n');
     }

@@ -4,7 +4,7 @@
 use crate::auth::Permission::{self, *};
 
 /// Every RPC path with its permission.
-pub const TABLE: [(&str, Permission); 65] = [
+pub const TABLE: [(&str, Permission); 66] = [
     // vern.tenants.v1.TenantService
     (
         "/vern.tenants.v1.TenantService/CreateTenant",
@@ -165,6 +165,7 @@ pub const TABLE: [(&str, Permission); 65] = [
     ("/vern.rights.v1.RightsService/RejectRequest", RightsHandle),
     ("/vern.rights.v1.RightsService/FulfilRequest", RightsHandle),
     ("/vern.rights.v1.RightsService/GetReport", RightsRead),
+    ("/vern.rights.v1.RightsService/ExportReport", RightsRead),
     ("/vern.rights.v1.RightsService/WatchEvents", RightsEvents),
     ("/vern.rights.v1.RightsService/ListEvents", RightsEvents),
     ("/vern.rights.v1.RightsService/AckEvent", RightsEvents),

@@ -17,6 +17,7 @@ use vern_proto::rights::v1 as pb;
 use crate::domain::{
     Channel, EventType, RejectionGround, RequestStatus, RequestType, VerificationMethod,
 };
+use crate::error::RightsError;
 use crate::model::{
     Confirmation, Event, ExternalRef, Identity, Rectification, RetainedItem, RightsRequest,
     Settings,
@@ -33,12 +34,27 @@ pub const WATCH_POLL: Duration = Duration::from_secs(1);
 #[derive(Clone, Debug)]
 pub struct RightsApi {
     rights: Rights,
+    /// The server's largest message (`server.max_message_bytes`): a report above it is
+    /// refused by GetReport with a pointer to ExportReport instead of failing to encode.
+    max_message_bytes: usize,
 }
+
+/// Bytes of the report's JSON per ExportReport chunk (less under a lower message limit).
+pub const REPORT_CHUNK_BYTES: usize = 1024 * 1024;
 
 impl RightsApi {
     /// Handlers over the use cases.
     pub fn new(rights: Rights) -> Self {
-        Self { rights }
+        Self {
+            rights,
+            max_message_bytes: usize::MAX,
+        }
+    }
+
+    /// Answers GetReport with REPORT_TOO_LARGE above `bytes` (the server's limit).
+    pub fn with_message_limit(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
     }
 }
 
@@ -217,11 +233,16 @@ fn settings_pb(s: Settings) -> pb::RightsSettings {
     }
 }
 
+/// The report as its JSON document (Report.json, ExportReport).
+pub fn report_json(r: &Report) -> Result<String, Status> {
+    serde_json::to_string_pretty(r)
+        .map_err(|_| Status::from(ApiError::Internal("report not serialisable")))
+}
+
 /// The stored report as the `Report` message, with `json` the same report as one
 /// JSON document.
 pub fn report_pb(r: &Report) -> Result<pb::Report, Status> {
-    let json = serde_json::to_string_pretty(r)
-        .map_err(|_| Status::from(ApiError::Internal("report not serialisable")))?;
+    let json = report_json(r)?;
     Ok(pb::Report {
         rights_request_id: r.rights_request_id.clone(),
         r#type: pb::RequestType::from_str_name(&r.request_type).map_or(0, |t| t as i32),
@@ -603,7 +624,48 @@ impl pb::rights_service_server::RightsService for RightsApi {
         let tenant = ctx.tenant()?.clone();
         let r = req.into_inner();
         let report = self.rights.report(&tenant, &r.rights_request_id).await?;
-        Ok(Response::new(report_pb(&report)?))
+        let answer = report_pb(&report)?;
+        // Refused here with a way out, rather than by the encoder as OUT_OF_RANGE.
+        let size = answer.encoded_len();
+        if size > self.max_message_bytes {
+            return Err(RightsError::state(
+                "REPORT_TOO_LARGE",
+                format!(
+                    "the report ({} records, {size} bytes) is above the message limit of {} \
+                     bytes: read it with ExportReport",
+                    report.data.len(),
+                    self.max_message_bytes
+                ),
+            )
+            .into());
+        }
+        Ok(Response::new(answer))
+    }
+
+    async fn export_report(
+        &self,
+        req: Request<pb::ExportReportRequest>,
+    ) -> Result<Response<BoxStream<pb::ReportChunk>>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let r = req.into_inner();
+        let report = self.rights.report(&tenant, &r.rights_request_id).await?;
+        let json = report_json(&report)?.into_bytes();
+        let total = json.len() as i64;
+        // Each chunk well inside the message limit, whatever it is set to.
+        let size = REPORT_CHUNK_BYTES.min(self.max_message_bytes / 2).max(1024);
+        let chunks: Vec<Result<pb::ReportChunk, Status>> = json
+            .chunks(size)
+            .enumerate()
+            .map(|(i, c)| {
+                Ok(pb::ReportChunk {
+                    json: c.to_vec(),
+                    offset: (i * size) as i64,
+                    total_bytes: total,
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
     async fn watch_events(

@@ -108,7 +108,9 @@ pub async fn build(
     );
     let rights = service::Rights::new(store, seal::Sealer::new(keyring), upstream);
     Ok(AuditLayer::new(auditor).layer(vern_kit::limited!(
-        RightsServiceServer::new(RightsApi::new(rights)),
+        RightsServiceServer::new(
+            RightsApi::new(rights).with_message_limit(limits.max_message_bytes)
+        ),
         limits
     )))
 }
@@ -124,7 +126,7 @@ pub fn audit_policy(rpc: &str) -> Audit {
         | "FulfilRequest"
         | "AckEvent"
         | "UpdateRightsSettings" => Audit::Change,
-        "GetRequest" | "ListRequests" | "GetReport" => Audit::Read,
+        "GetRequest" | "ListRequests" | "GetReport" | "ExportReport" => Audit::Read,
         _ => Audit::No,
     }
 }
