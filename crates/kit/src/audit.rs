@@ -127,6 +127,45 @@ pub(crate) fn mark_emitted() {
     let _ = SCOPE.try_with(|s| s.borrow_mut().emitted = true);
 }
 
+/// Runs `fut` to completion in a task of its own, even if the caller is cancelled, with
+/// the caller's audit scope (so a change commits its audit event, as in the caller's
+/// task) and trace context. When it finishes, what it recorded in the scope (e.g. that
+/// its event was committed) is copied back to the caller's scope.
+///
+/// For a write whose completion must be followed by an action (the consents service
+/// invalidates its Check cache after a write): with the write in the caller's task, a
+/// cancelled call could still commit after its follow-up ran.
+pub async fn in_own_task<F>(fut: F) -> Result<F::Output, tokio::task::JoinError>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use opentelemetry::trace::FutureExt as _;
+    let scope = SCOPE.try_with(|s| s.borrow().clone()).ok();
+    let cx = opentelemetry::Context::current();
+    let task = tokio::spawn(
+        async move {
+            match scope {
+                None => (fut.await, None),
+                Some(scope) => {
+                    SCOPE
+                        .scope(RefCell::new(scope), async move {
+                            let out = fut.await;
+                            (out, Some(SCOPE.with(|s| s.borrow().clone())))
+                        })
+                        .await
+                }
+            }
+        }
+        .with_context(cx),
+    );
+    let (out, scope) = task.await?;
+    if let Some(after) = scope {
+        let _ = SCOPE.try_with(|s| *s.borrow_mut() = after);
+    }
+    Ok(out)
+}
+
 fn build(
     scope: &Scope,
     outcome: pb::Outcome,
@@ -509,6 +548,53 @@ impl Deliver for TopicRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn in_scope(tenant: &str) -> RefCell<Scope> {
+        RefCell::new(Scope {
+            tenant: tenant.into(),
+            action: "RecordConsent".into(),
+            ..Default::default()
+        })
+    }
+
+    /// The task sees the caller's scope, and what it records there comes back.
+    #[tokio::test]
+    async fn own_task_carries_the_audit_scope_in_and_out() {
+        let after = SCOPE
+            .scope(in_scope("kultur"), async {
+                let seen = in_own_task(async {
+                    subject("s-1");
+                    mark_emitted();
+                    SCOPE.with(|s| s.borrow().tenant.clone())
+                })
+                .await
+                .expect("task");
+                assert_eq!(seen, "kultur");
+                SCOPE.with(|s| s.borrow().clone())
+            })
+            .await;
+        assert_eq!(after.subject_id, "s-1");
+        assert!(after.emitted);
+    }
+
+    /// A cancelled caller does not cancel the work: it runs to its end.
+    #[tokio::test]
+    async fn own_task_finishes_when_the_caller_is_cancelled() {
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let caller = tokio::spawn(SCOPE.scope(in_scope("kultur"), async move {
+            in_own_task(async move {
+                let _ = started_tx.send(());
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let _ = done_tx.send(SCOPE.with(|s| s.borrow().tenant.clone()));
+            })
+            .await
+        }));
+        started.await.expect("started");
+        caller.abort();
+        assert!(caller.await.expect_err("aborted").is_cancelled());
+        assert_eq!(done.await.expect("the work finished"), "kultur");
+    }
 
     #[test]
     fn resource_types_from_actions() {

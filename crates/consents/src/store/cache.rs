@@ -4,10 +4,10 @@
 //!
 //! Correctness rests on two rules, both kept by [`super::ConsentStore`]:
 //! - every write to `subject_states` or `consent_states` calls [`CheckCache::invalidate`]
-//!   for its subject **after** the write returns (a drop guard). A call cancelled while
-//!   its commit is already on its way invalidates at the drop and again 0.1, 1 and 5 s
-//!   later: a best effort, since the write cannot simply move to a task of its own
-//!   (the audit scope it commits with is task-local);
+//!   for its subject **after** the write finished. The write runs in a task of its own
+//!   (`vern_kit::audit::in_own_task`, which carries the call's audit scope in and out),
+//!   so a cancelled call still completes its write and then invalidates: no commit can
+//!   land after its invalidation;
 //! - a fill carries the epoch read **before** its database read, and is dropped when any
 //!   invalidation happened since. Fill and invalidation take the same lock, so a read
 //!   that started before a commit can never put the pre-commit state back.

@@ -70,40 +70,8 @@ pub struct ConsentStore {
     db: DatabaseConnection,
     /// What Check reads, in memory; only where this process is the only writer (SQLite),
     /// see [`cache`]. Every write to `subject_states` or `consent_states` must go
-    /// through an [`Invalidate`] guard.
+    /// through [`ConsentStore::write_then_invalidate`].
     cache: Option<Arc<cache::CheckCache>>,
-}
-
-/// Invalidates a subject's cached Check rows when dropped: after its write returned, or
-/// when the write was cancelled (then also a little later, should a commit already sent
-/// to the database land after the cancellation).
-struct Invalidate<'a> {
-    cache: Option<&'a Arc<cache::CheckCache>>,
-    tenant: &'a str,
-    subject: &'a str,
-    finished: bool,
-}
-
-impl Drop for Invalidate<'_> {
-    fn drop(&mut self) {
-        let Some(cache) = self.cache else { return };
-        cache.invalidate(self.tenant, self.subject);
-        if !self.finished
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            let (cache, tenant, subject) = (
-                cache.clone(),
-                self.tenant.to_owned(),
-                self.subject.to_owned(),
-            );
-            rt.spawn(async move {
-                for wait in [100, 1000, 5000] {
-                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
-                    cache.invalidate(&tenant, &subject);
-                }
-            });
-        }
-    }
 }
 
 impl ConsentStore {
@@ -117,13 +85,32 @@ impl ConsentStore {
         Ok(Self { db, cache })
     }
 
-    fn invalidate<'a>(&'a self, tenant: &'a str, subject: &'a str) -> Invalidate<'a> {
-        Invalidate {
-            cache: self.cache.as_ref(),
-            tenant,
-            subject,
-            finished: false,
-        }
+    /// Runs `write` (a change of `subject`'s `subject_states` or `consent_states`) and
+    /// then invalidates the subject's cached Check rows. With a cache the write runs in
+    /// a task of its own, carrying the call's audit scope: a cancelled call still
+    /// finishes its write and only then invalidates, so no commit can land after the
+    /// invalidation and leave a stale answer cached.
+    async fn write_then_invalidate<T, F>(
+        &self,
+        tenant: &str,
+        subject: &str,
+        write: F,
+    ) -> Result<T, ConsentError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, ConsentError>> + Send + 'static,
+    {
+        let Some(cache) = self.cache.clone() else {
+            return write.await;
+        };
+        let (tenant, subject) = (tenant.to_owned(), subject.to_owned());
+        vern_kit::audit::in_own_task(async move {
+            let result = write.await;
+            cache.invalidate(&tenant, &subject);
+            result
+        })
+        .await
+        .map_err(|_| ConsentError::Api(ApiError::Internal("consent write task failed")))?
     }
 
     /// The connection.
@@ -146,28 +133,31 @@ impl ConsentStore {
         event: &ConsentEvent,
         key: Option<&Key>,
     ) -> Result<ConsentEvent, ConsentError> {
-        let mut guard = self.invalidate(&event.tenant_id, &event.subject_id);
-        let mut attempt = 0;
-        let result = loop {
-            attempt += 1;
-            let row = event_row(event);
-            let e = event.clone();
-            let result = commit_once(&self.db, key, event.clone(), move |txn| {
-                Box::pin(async move {
-                    // Write first: SQLite then takes the write lock at once instead of
-                    // failing a read-to-write upgrade under concurrency.
-                    row.insert(txn).await?;
-                    fold_into_state(txn, &e).await
+        let (db, event, key) = (self.db.clone(), event.clone(), key.cloned());
+        let (tenant, subject) = (event.tenant_id.clone(), event.subject_id.clone());
+        self.write_then_invalidate(&tenant, &subject, async move {
+            let mut attempt = 0;
+            let result = loop {
+                attempt += 1;
+                let row = event_row(&event);
+                let e = event.clone();
+                let result = commit_once(&db, key.as_ref(), event.clone(), move |txn| {
+                    Box::pin(async move {
+                        // Write first: SQLite then takes the write lock at once instead
+                        // of failing a read-to-write upgrade under concurrency.
+                        row.insert(txn).await?;
+                        fold_into_state(txn, &e).await
+                    })
                 })
-            })
-            .await;
-            match result {
-                Err(ApiError::Aborted(_)) if attempt < MAX_ATTEMPTS => continue,
-                other => break other,
-            }
-        };
-        guard.finished = true;
-        Ok(result?)
+                .await;
+                match result {
+                    Err(ApiError::Aborted(_)) if attempt < MAX_ATTEMPTS => continue,
+                    other => break other,
+                }
+            };
+            Ok(result?)
+        })
+        .await
     }
 
     /// The consent state of (subject, purpose), if any event was recorded.
@@ -299,12 +289,12 @@ impl ConsentStore {
         version: i64,
         at: DateTime<Utc>,
     ) -> Result<bool, ConsentError> {
-        let mut guard = self.invalidate(tenant, subject_id);
-        let result = self
-            .apply_one_now(tenant, subject_id, status, version, at)
-            .await;
-        guard.finished = true;
-        result
+        let store = self.clone();
+        let (t, s) = (tenant.to_owned(), subject_id.to_owned());
+        self.write_then_invalidate(tenant, subject_id, async move {
+            store.apply_one_now(&t, &s, status, version, at).await
+        })
+        .await
     }
 
     async fn apply_one_now(
