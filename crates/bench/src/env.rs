@@ -62,7 +62,9 @@ pub trait Host: Send + Sync {
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct TargetArgs {
     /// A running vern gateway (e.g. http://127.0.0.1:50051) instead of an in-process
-    /// suite. Loopback only.
+    /// suite. Loopback only. Its per-client rate limit applies (20,000/s by default):
+    /// start it with VERN_SERVER__RATE_LIMIT_PER_CLIENT and VERN_SERVER__RATE_LIMIT_BURST
+    /// raised to measure beyond it.
     #[arg(long)]
     pub target: Option<String>,
     /// With --target: the data directory of its `vern dev` (the dev signing key).

@@ -43,7 +43,7 @@ pub enum BenchCommand {
     Import(scenarios::ImportArgs),
     /// Audit chain: append (events/s) and verification (events/s).
     Audit(scenarios::AuditArgs),
-    /// Access report (GetReport) for a subject with 10,000 records.
+    /// Access report for a subject with 10,000 records: FulfilRequest, then ExportReport.
     Report(scenarios::ReportArgs),
     /// `vern dev` start-up until ready.
     Startup(scenarios::StartupArgs),
