@@ -61,56 +61,9 @@ async fn a_report_above_the_message_limit_is_exported_in_chunks() {
         .await
         .expect("suite");
     let ch = &suite.channel;
-    let platform = token(&["platform-admin"], &[], 600);
     let officer = token(&["privacy-officer"], &[TENANT], 600);
-    let crm = token(&["integration"], &[TENANT], 600);
-    tpb::tenant_service_client::TenantServiceClient::new(ch.clone())
-        .create_tenant(authed(
-            tpb::CreateTenantRequest {
-                tenant_id: TENANT.into(),
-                name: "Oslo Kulturfabrikk".into(),
-                org_number: "989990748".into(),
-                dpo_email: "personvern@kulturfabrikk.example".into(),
-                ..Default::default()
-            },
-            &platform,
-        ))
-        .await
-        .expect("tenant");
     // 120 records of ~300 bytes: ~40 KB of data, a report (data and its JSON) of ~90 KB.
-    let records: Vec<spb::Record> = (0..120)
-        .map(|i| spb::Record {
-            category: DataCategory::Contact as i32,
-            field: format!("note-{i:03}"),
-            value: format!("{i:03} {}", "Kari Nordmann ringte om billetter. ".repeat(8)),
-            source: "crm".into(),
-            purposes: vec!["service".into()],
-            ..Default::default()
-        })
-        .collect();
-    let subject = spb::subject_service_client::SubjectServiceClient::new(ch.clone())
-        .create_subject(authed(
-            spb::CreateSubjectRequest {
-                email: EMAIL.into(),
-                records,
-                request_id: "big-subject".into(),
-                ..Default::default()
-            },
-            &crm,
-        ))
-        .await
-        .expect("subject")
-        .into_inner();
-    let rid = submit(
-        ch,
-        pb::RequestType::Access,
-        &subject.subject_id,
-        &[],
-        vec![],
-    )
-    .await;
-    let (done, _) = fulfil_and_confirm(ch, &rid).await;
-    assert_eq!(done.status, pb::RequestStatus::Completed as i32);
+    let (_, rid) = reported_subject(ch, 120).await;
 
     let mut rights = pb::rights_service_client::RightsServiceClient::new(ch.clone());
     let err = rights
@@ -161,6 +114,156 @@ async fn a_report_above_the_message_limit_is_exported_in_chunks() {
     use vern_cli::requests_cli::{Format, render};
     let text = render(std::str::from_utf8(&json).expect("utf-8"), Format::Text).expect("text");
     assert!(text.contains("note-119"), "{text}");
+    suite.stop().await;
+}
+
+/// A tenant, a subject with `records` notes of ~300 bytes each, and a fulfilled access
+/// request of it: the subject id and the request id.
+async fn reported_subject(ch: &Channel, records: usize) -> (String, String) {
+    let platform = token(&["platform-admin"], &[], 600);
+    let crm = token(&["integration"], &[TENANT], 600);
+    tpb::tenant_service_client::TenantServiceClient::new(ch.clone())
+        .create_tenant(authed(
+            tpb::CreateTenantRequest {
+                tenant_id: TENANT.into(),
+                name: "Oslo Kulturfabrikk".into(),
+                org_number: "989990748".into(),
+                dpo_email: "personvern@kulturfabrikk.example".into(),
+                ..Default::default()
+            },
+            &platform,
+        ))
+        .await
+        .expect("tenant");
+    let records: Vec<spb::Record> = (0..records)
+        .map(|i| spb::Record {
+            category: DataCategory::Contact as i32,
+            field: format!("note-{i:03}"),
+            value: format!("{i:03} {}", "Kari Nordmann ringte om billetter. ".repeat(8)),
+            source: "crm".into(),
+            purposes: vec!["service".into()],
+            ..Default::default()
+        })
+        .collect();
+    let subject = spb::subject_service_client::SubjectServiceClient::new(ch.clone())
+        .create_subject(authed(
+            spb::CreateSubjectRequest {
+                email: EMAIL.into(),
+                records,
+                request_id: "reported-subject".into(),
+                ..Default::default()
+            },
+            &crm,
+        ))
+        .await
+        .expect("subject")
+        .into_inner();
+    let rid = submit(
+        ch,
+        pb::RequestType::Access,
+        &subject.subject_id,
+        &[],
+        vec![],
+    )
+    .await;
+    let (done, _) = fulfil_and_confirm(ch, &rid).await;
+    assert_eq!(done.status, pb::RequestStatus::Completed as i32);
+    (subject.subject_id, rid)
+}
+
+/// A subject erased directly (EraseSubject, not through a rights request) takes the
+/// rights service's copies with it: the subjects service's outbox tells the rights
+/// service, which destroys the earlier access report and the request's identity.
+#[tokio::test]
+async fn a_subject_erased_directly_takes_its_rights_reports_with_it() {
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    let ch = &suite.channel;
+    let officer = token(&["privacy-officer"], &[TENANT], 600);
+    let (subject_id, rid) = reported_subject(ch, 3).await;
+    let mut rights = pb::rights_service_client::RightsServiceClient::new(ch.clone());
+    let reader = rights.clone();
+    let get_report = || {
+        let mut rights = reader.clone();
+        let req = authed(
+            pb::GetReportRequest {
+                rights_request_id: rid.clone(),
+            },
+            &officer,
+        );
+        async move { rights.get_report(req).await }
+    };
+    let report = get_report().await.expect("report").into_inner();
+    assert!(
+        report.json.contains("note-002"),
+        "the report holds the data"
+    );
+
+    // Only services may tell the rights service of erasures.
+    let err = rights
+        .apply_subject_erasures(authed(
+            pb::ApplySubjectErasuresRequest {
+                erasures: vec![pb::SubjectErasure {
+                    subject_id: subject_id.clone(),
+                    erase_time: Some(ts(2026, 1, 1, 0)),
+                    ..Default::default()
+                }],
+                request_id: "not-mine".into(),
+            },
+            &officer,
+        ))
+        .await
+        .expect_err("service only");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let report = get_report().await.expect("report still there");
+    assert!(report.into_inner().json.contains("note-002"));
+
+    let erased = spb::subject_service_client::SubjectServiceClient::new(ch.clone())
+        .erase_subject(authed(
+            spb::EraseSubjectRequest {
+                subject_id: subject_id.clone(),
+                reason: "the customer asked at the counter".into(),
+                request_id: "erase-at-counter".into(),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("erase")
+        .into_inner();
+    assert!(erased.fully_erased);
+
+    // Delivered by the outbox relay: at once, normally; give it a few seconds.
+    let mut last = None;
+    for _ in 0..100 {
+        match get_report().await {
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => {
+                last = Some(e);
+                break;
+            }
+        }
+    }
+    let err = last.expect("the report is destroyed within 10 s");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(
+        err.message()
+            .contains("report content was erased with the subject on "),
+        "{}",
+        err.message()
+    );
+    // The request stays as evidence.
+    let r = rights
+        .get_request(authed(
+            pb::GetRequestRequest {
+                rights_request_id: rid.clone(),
+            },
+            &officer,
+        ))
+        .await
+        .expect("request stays")
+        .into_inner();
+    assert_eq!(r.status, pb::RequestStatus::Completed as i32);
+    assert_eq!(r.subject_id, subject_id);
     suite.stop().await;
 }
 

@@ -191,12 +191,22 @@ enum KeysCommand {
 fn main() -> std::process::ExitCode {
     match run_cli() {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader of our output went away (`vern requests export ID | head`): it has
+        // what it wanted, as with any Unix tool.
+        Err(e) if reader_gone(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // The chain of causes, no backtrace: this is for people at a terminal.
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn reader_gone(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn run_cli() -> anyhow::Result<()> {
@@ -600,4 +610,20 @@ async fn consents(config: &Config, command: ConsentsCommand) -> anyhow::Result<(
 /// A gRPC error as a one-line message (vern's messages already name bad fields).
 fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_closed_output_pipe_ends_quietly() {
+        let gone = anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            .context("writing the report");
+        assert!(reader_gone(&gone));
+        let refused =
+            anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(!reader_gone(&refused));
+        assert!(!reader_gone(&anyhow::anyhow!("Unavailable: broken pipe")));
+    }
 }

@@ -171,6 +171,8 @@ pub enum Permission {
     RightsConfigure,
     /// Keep the consent service's projections current (service only).
     ConsentsSync,
+    /// Tell the rights service of erasures done by the subjects service (service only).
+    RightsSync,
     /// Append audit events (service only).
     AuditAppend,
     /// Query, verify and export the audit trail.

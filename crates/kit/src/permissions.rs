@@ -4,7 +4,7 @@
 use crate::auth::Permission::{self, *};
 
 /// Every RPC path with its permission.
-pub const TABLE: [(&str, Permission); 66] = [
+pub const TABLE: [(&str, Permission); 67] = [
     // vern.tenants.v1.TenantService
     (
         "/vern.tenants.v1.TenantService/CreateTenant",
@@ -176,6 +176,10 @@ pub const TABLE: [(&str, Permission); 66] = [
     (
         "/vern.rights.v1.RightsService/UpdateRightsSettings",
         RightsConfigure,
+    ),
+    (
+        "/vern.rights.v1.RightsService/ApplySubjectErasures",
+        RightsSync,
     ),
     // vern.audit.v1.AuditService
     ("/vern.audit.v1.AuditService/AppendEvents", AuditAppend),

@@ -7,7 +7,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 use vern_kit::context::CallContext;
-use vern_kit::error::{ApiError, FieldViolation};
+use vern_kit::error::{ApiError, FieldViolation, Violations};
 use vern_kit::idempotency::Key;
 use vern_kit::page;
 use vern_kit::time::{from_timestamp, to_timestamp};
@@ -23,8 +23,8 @@ use crate::model::{
     Settings,
 };
 use crate::report::Report;
-use crate::service::{NewRequest, Rights, WATCH_BATCH};
-use crate::store::{EventFilter, EventRef, RequestFilter};
+use crate::service::{NewRequest, Rights, WATCH_BATCH, request_id_of, subject_id};
+use crate::store::{ErasedSubject, EventFilter, EventRef, RequestFilter};
 
 /// How often a watcher re-reads the feed when nothing woke it: events committed by
 /// another replica appear within this time.
@@ -829,6 +829,54 @@ impl pb::rights_service_server::RightsService for RightsApi {
         let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let out = self.rights.update_settings(&tenant, new, &mask, k).await?;
         Ok(Response::new(settings_pb(out)))
+    }
+
+    async fn apply_subject_erasures(
+        &self,
+        req: Request<pb::ApplySubjectErasuresRequest>,
+    ) -> Result<Response<pb::ApplySubjectErasuresResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let r = req.into_inner();
+        check_request_id(&r.request_id)?;
+        let k = key(
+            tenant.as_str(),
+            &r.request_id,
+            "ApplySubjectErasures",
+            &r.encode_to_vec(),
+        );
+        let mut v = Violations::new();
+        let mut erasures = Vec::with_capacity(r.erasures.len());
+        for (i, e) in r.erasures.into_iter().enumerate() {
+            let subject = v.check(subject_id(
+                &format!("erasures[{i}].subject_id"),
+                &e.subject_id,
+            ));
+            let at = e.erase_time.as_ref().and_then(from_timestamp);
+            if at.is_none() {
+                v.add(format!("erasures[{i}].erase_time"), "is required");
+            }
+            let by_request = if e.rights_request_id.is_empty() {
+                None
+            } else {
+                v.check(request_id_of(
+                    &format!("erasures[{i}].rights_request_id"),
+                    &e.rights_request_id,
+                ))
+            };
+            if let (Some(subject_id), Some(at)) = (subject, at) {
+                erasures.push(ErasedSubject {
+                    subject_id,
+                    at,
+                    by_request,
+                });
+            }
+        }
+        v.finish()?;
+        let applied = self.rights.apply_erasures(&tenant, erasures, k).await?;
+        Ok(Response::new(pb::ApplySubjectErasuresResponse {
+            applied_count: applied,
+        }))
     }
 }
 

@@ -125,7 +125,8 @@ pub fn audit_policy(rpc: &str) -> Audit {
         | "RejectRequest"
         | "FulfilRequest"
         | "AckEvent"
-        | "UpdateRightsSettings" => Audit::Change,
+        | "UpdateRightsSettings"
+        | "ApplySubjectErasures" => Audit::Change,
         "GetRequest" | "ListRequests" | "GetReport" | "ExportReport" => Audit::Read,
         _ => Audit::No,
     }

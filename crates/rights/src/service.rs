@@ -24,7 +24,10 @@ use crate::remote::Upstream;
 use crate::report::Report;
 use crate::seal::{Kind, Sealer};
 use crate::store::entities::{event, request, settings};
-use crate::store::{EventFilter, EventRef, Page, RequestFilter, RightsStore};
+use crate::store::{ErasedSubject, EventFilter, EventRef, Page, RequestFilter, RightsStore};
+
+/// Erasures an ApplySubjectErasures call may carry (the subjects relay sends 200).
+pub const MAX_ERASURES: usize = 1000;
 
 /// Input of SubmitRequest after decoding.
 #[derive(Debug, Clone, Default)]
@@ -759,6 +762,36 @@ impl Rights {
                 update_time: Some(row.update_time),
             },
         })
+    }
+
+    /// ApplySubjectErasures (from the subjects service's outbox): destroys the personal
+    /// content held about each erased subject. At most [`MAX_ERASURES`] a call.
+    pub async fn apply_erasures(
+        &self,
+        tenant: &TenantId,
+        erasures: Vec<ErasedSubject>,
+        key: Option<Key>,
+    ) -> Result<i32, RightsError> {
+        if erasures.len() > MAX_ERASURES {
+            return Err(
+                ApiError::invalid("erasures", format!("at most {MAX_ERASURES} a call")).into(),
+            );
+        }
+        if let Some(done) = self.store.replay::<i32>(key.as_ref()).await? {
+            return Ok(done);
+        }
+        let applied = self
+            .store
+            .shred_erased(tenant.as_str(), erasures, key.as_ref())
+            .await?;
+        // Page images of the destroyed content must not linger in the SQLite log.
+        self.store.checkpoint().await;
+        tracing::info!(
+            tenant = tenant.as_str(),
+            erasures = applied,
+            "erased subjects' copies destroyed"
+        );
+        Ok(applied)
     }
 
     /// UpdateRightsSettings for the fields named in `mask`.

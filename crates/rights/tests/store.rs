@@ -5,7 +5,7 @@ use vern_kit::db::DbTarget;
 use vern_kit::idempotency::Key;
 use vern_rights::domain::{EventType, RequestStatus};
 use vern_rights::store::entities::{event, report, request};
-use vern_rights::store::{EventFilter, EventRef, RequestFilter, RightsStore};
+use vern_rights::store::{ErasedSubject, EventFilter, EventRef, RequestFilter, RightsStore};
 
 vern_kit::store_test_suite!("rights":
     requests_list_in_deadline_order_with_filters_and_pages,
@@ -15,6 +15,7 @@ vern_kit::store_test_suite!("rights":
     tenants_are_isolated,
     idempotent_commits_answer_once,
     erasure_destroys_the_subjects_personal_content,
+    erasures_from_the_subjects_service_spare_only_the_request_carrying_them_out,
 );
 
 fn at(d: u32) -> DateTime<Utc> {
@@ -698,4 +699,115 @@ async fn erasure_destroys_the_subjects_personal_content(target: DbTarget) {
             assert!(!contains(&files, secret), "{what} left in the SQLite files");
         }
     }
+}
+
+/// ApplySubjectErasures: a subject erased by the subjects service (EraseSubject called
+/// directly, or its last kept record purged) loses its personal content here too; an
+/// erasure carried out by a rights request spares that request, whose own commit
+/// shreds.
+async fn erasures_from_the_subjects_service_spare_only_the_request_carrying_them_out(
+    target: DbTarget,
+) {
+    let s = RightsStore::open(&target).await.expect("open");
+    let erased = uuid::Uuid::new_v4().to_string();
+    let by_request = uuid::Uuid::new_v4().to_string();
+    let bystander = uuid::Uuid::new_v4().to_string();
+    let new = |tenant: &str, subject: &str, ty: &str| {
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut r = row(tenant, &id, at(20), RequestStatus::Verified);
+        r.subject_id = subject.to_owned();
+        r.request_type = ty.to_owned();
+        r.wrapped_key = unique_bytes(60);
+        r.personal = unique_bytes(200);
+        r
+    };
+    let access = new("t1", &erased, "ACCESS");
+    let foreign = new("t2", &erased, "ACCESS");
+    let other = new("t1", &bystander, "ACCESS");
+    let pending_access = new("t1", &by_request, "ACCESS");
+    let in_flight = new("t1", &by_request, "ERASURE");
+    for r in [&access, &foreign, &other, &pending_access, &in_flight] {
+        s.insert_request(r.clone(), None).await.expect("insert");
+    }
+    for r in [&access, &foreign, &other] {
+        let done = request::Model {
+            status: RequestStatus::Completed.as_str().into(),
+            fulfilled: true,
+            version: 2,
+            ..r.clone()
+        };
+        let rep = report::Model {
+            tenant_id: r.tenant_id.clone(),
+            rights_request_id: r.rights_request_id.clone(),
+            sealed: unique_bytes(600),
+            generate_time: at(3),
+        };
+        s.commit_request(done, 1, vec![], Some(rep), None)
+            .await
+            .expect("fulfil");
+    }
+    let erased_at = at(6);
+    let key = Key::new(Some("t1"), "outbox-1", "ApplySubjectErasures", b"e");
+    let erasures = vec![
+        ErasedSubject {
+            subject_id: erased.clone(),
+            at: erased_at,
+            by_request: None,
+        },
+        ErasedSubject {
+            subject_id: by_request.clone(),
+            at: erased_at,
+            by_request: Some(in_flight.rights_request_id.clone()),
+        },
+    ];
+    let applied = s
+        .shred_erased("t1", erasures.clone(), key.as_ref())
+        .await
+        .expect("apply");
+    assert_eq!(applied, 2);
+    let get = |r: &request::Model| {
+        let s = s.clone();
+        let (t, id) = (r.tenant_id.clone(), r.rights_request_id.clone());
+        async move { s.request(&t, &id).await.expect("get").expect("row") }
+    };
+    for r in [&access, &pending_access] {
+        let now = get(r).await;
+        assert!(now.personal.is_empty() && now.wrapped_key.is_empty());
+        assert_eq!(now.personal_erased_at, Some(erased_at));
+        assert!(now.version > r.version);
+    }
+    assert!(
+        s.report("t1", &access.rights_request_id)
+            .await
+            .expect("report")
+            .is_none(),
+        "the access report is gone"
+    );
+    // The in-flight erasure is untouched: its fulfilment's compare-and-set still holds.
+    let now = get(&in_flight).await;
+    assert_eq!(
+        (now.personal.clone(), now.version, now.personal_erased_at),
+        (in_flight.personal.clone(), in_flight.version, None)
+    );
+    // Other tenants and other subjects are untouched.
+    for r in [&foreign, &other] {
+        let now = get(r).await;
+        assert_eq!(now.personal, r.personal);
+        assert_eq!(now.personal_erased_at, None);
+        assert!(
+            s.report(&r.tenant_id, &r.rights_request_id)
+                .await
+                .expect("report")
+                .is_some()
+        );
+    }
+    // A repeat answers the same and destroys nothing more.
+    let replayed: Option<i32> = s.replay(key.as_ref()).await.expect("replay");
+    assert_eq!(replayed, Some(2));
+    let again = s
+        .shred_erased("t1", erasures, None)
+        .await
+        .expect("apply again");
+    assert_eq!(again, 2);
+    assert_eq!(get(&access).await.personal_erased_at, Some(erased_at));
 }

@@ -478,7 +478,14 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
             .collect::<Result<Vec<_>, Status>>()?;
         let o = self
             .subjects
-            .erase(&t, &r.subject_id, &r.reason, retain, idem)
+            .erase(
+                &t,
+                &r.subject_id,
+                &r.reason,
+                retain,
+                &r.rights_request_id,
+                idem,
+            )
             .await?;
         Ok(Response::new(erase_pb(o)))
     }

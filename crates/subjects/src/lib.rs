@@ -22,7 +22,7 @@ use vern_kit::server::Limits;
 use vern_proto::subjects::v1::subject_service_server::SubjectServiceServer;
 
 use crate::domain::keyring::Keyring;
-use crate::relay::ConsentsDelivery;
+use crate::relay::{ConsentsDelivery, RightsDelivery};
 use crate::store::{KeyStore, SubjectStore};
 use tower::Layer;
 use vern_kit::audit::{
@@ -53,7 +53,7 @@ pub fn key_store_target(config: &Config) -> DbTarget {
 }
 
 /// Resolves the personal-data keys, opens the main store and the key store (running
-/// their migrations), starts the outbox relay to the consents service (so it must run
+/// their migrations), starts the outbox relay to the consents and rights services (so it must run
 /// inside a tokio runtime) and builds the gRPC service.
 ///
 /// Fails when no key protects personal data (neither `keys.master_key` nor
@@ -77,12 +77,20 @@ pub async fn build(
     let keys = KeyStore::open(&key_store_target(config)).await?;
     let channel = vern_kit::client::channel(&config.services.consents.url)
         .map_err(|e| format!("subjects: services.consents.url is not usable: {e}"))?;
+    let rights_channel = vern_kit::client::channel(&config.services.rights.url)
+        .map_err(|e| format!("subjects: services.rights.url is not usable: {e}"))?;
+    let rights_tokens =
+        ServiceTokens::from_config(config)?.ok_or("subjects: no key to sign service tokens")?;
     let audit_tokens =
         ServiceTokens::from_config(config)?.ok_or("subjects: no key to sign service tokens")?;
     let router = TopicRouter::new()
         .route(
             crate::store::STATE_TOPIC,
             Arc::new(ConsentsDelivery::new(channel, tokens)),
+        )
+        .route(
+            crate::store::ERASURE_TOPIC,
+            Arc::new(RightsDelivery::new(rights_channel, rights_tokens)),
         )
         .route(
             AUDIT_TOPIC,

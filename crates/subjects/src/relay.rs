@@ -1,10 +1,15 @@
-//! Subject state changes for the consents service.
+//! Subject state changes for the consents service, erasures for the rights service.
 //!
 //! Every state change (create, restrict, lift, erase) enqueues a
 //! `vern.consents.v1.SubjectStateChange` in the outbox in the same transaction as the
 //! change ([`state_change`]); the outbox relay delivers them per tenant, in order and
 //! at least once, to `ConsentService.ApplySubjectStates` ([`ConsentsDelivery`]).
 //! Consents ignores changes whose version is not above the one it holds.
+//!
+//! Every erasure also enqueues a `vern.rights.v1.SubjectErasure` ([`erasure_notice`]),
+//! delivered the same way to `RightsService.ApplySubjectErasures` ([`RightsDelivery`]):
+//! the rights service then destroys the personal content of its copies (identities and
+//! reports of the subject's rights requests), whoever erased the subject.
 
 use chrono::{DateTime, Utc};
 use prost::Message;
@@ -14,9 +19,11 @@ use vern_kit::auth::ServiceTokens;
 use vern_kit::outbox::Deliver;
 use vern_proto::consents::v1 as consents;
 use vern_proto::consents::v1::consent_service_client::ConsentServiceClient;
+use vern_proto::rights::v1 as rights;
+use vern_proto::rights::v1::rights_service_client::RightsServiceClient;
 
 use crate::domain::SubjectState;
-use crate::store::STATE_TOPIC;
+use crate::store::{ERASURE_TOPIC, STATE_TOPIC};
 
 /// Rows the relay delivers per round.
 pub const BATCH: u64 = 200;
@@ -42,28 +49,55 @@ pub fn state_change(
     .encode_to_vec()
 }
 
-/// The ApplySubjectStates request of one batch. Its `request_id` is derived from the
-/// payloads, so a retried batch carries the same id. Undecodable payloads (never
-/// written by this build) are skipped.
-pub fn batch_request(payloads: &[Vec<u8>]) -> consents::ApplySubjectStatesRequest {
+/// The outbox payload of an erasure: `by_request` is the rights request it carries
+/// out, if any.
+pub fn erasure_notice(
+    subject_id: &str,
+    erase_time: DateTime<Utc>,
+    by_request: Option<&str>,
+) -> Vec<u8> {
+    rights::SubjectErasure {
+        subject_id: subject_id.to_owned(),
+        erase_time: Some(vern_kit::time::to_timestamp(erase_time)),
+        rights_request_id: by_request.unwrap_or_default().to_owned(),
+    }
+    .encode_to_vec()
+}
+
+/// Decodes one batch's payloads and derives its `request_id` from them, so a retried
+/// batch carries the same id. Undecodable payloads (never written by this build) are
+/// skipped.
+fn decode_batch<M: Message + Default>(payloads: &[Vec<u8>], what: &str) -> (Vec<M>, String) {
     let mut hash = Sha256::new();
-    let mut changes = Vec::with_capacity(payloads.len());
+    let mut items = Vec::with_capacity(payloads.len());
     for p in payloads {
         hash.update((p.len() as u64).to_be_bytes());
         hash.update(p);
-        match consents::SubjectStateChange::decode(p.as_slice()) {
-            Ok(c) => changes.push(c),
-            Err(_) => tracing::error!(
-                kind = "outbox_payload",
-                "undecodable subject state change skipped"
-            ),
+        match M::decode(p.as_slice()) {
+            Ok(c) => items.push(c),
+            Err(_) => tracing::error!(kind = "outbox_payload", what, "undecodable payload skipped"),
         }
     }
     let digest = hash.finalize();
     let id: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    (items, format!("subjects-outbox-{id}"))
+}
+
+/// The ApplySubjectStates request of one batch.
+pub fn batch_request(payloads: &[Vec<u8>]) -> consents::ApplySubjectStatesRequest {
+    let (changes, request_id) = decode_batch(payloads, "subject state change");
     consents::ApplySubjectStatesRequest {
         changes,
-        request_id: format!("subjects-outbox-{id}"),
+        request_id,
+    }
+}
+
+/// The ApplySubjectErasures request of one batch.
+pub fn erasure_request(payloads: &[Vec<u8>]) -> rights::ApplySubjectErasuresRequest {
+    let (erasures, request_id) = decode_batch(payloads, "subject erasure");
+    rights::ApplySubjectErasuresRequest {
+        erasures,
+        request_id,
     }
 }
 
@@ -101,12 +135,7 @@ impl Deliver for ConsentsDelivery {
             tracing::error!(topic, "unknown outbox topic dropped");
             return Ok(());
         }
-        let req = batch_request(&payloads);
-        let token = self
-            .tokens
-            .for_tenant(tenant_id)
-            .map_err(|_| "signing a service token failed".to_owned())?;
-        let req = vern_kit::client::request(req, &token).map_err(|s| s.message().to_owned())?;
+        let req = signed(&self.tokens, tenant_id, batch_request(&payloads))?;
         let mut client = self.client.clone();
         client
             .apply_subject_states(req)
@@ -114,6 +143,58 @@ impl Deliver for ConsentsDelivery {
             .map_err(|s| format!("ApplySubjectStates failed: {:?}", s.code()))?;
         Ok(())
     }
+}
+
+/// Delivers erasures to RightsService with a `service` token for the batch's tenant.
+pub struct RightsDelivery {
+    client: RightsServiceClient<Channel>,
+    tokens: ServiceTokens,
+}
+
+impl std::fmt::Debug for RightsDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RightsDelivery").finish_non_exhaustive()
+    }
+}
+
+impl RightsDelivery {
+    /// Delivery over `channel` (to the rights service) signing with `tokens`.
+    pub fn new(channel: Channel, tokens: ServiceTokens) -> Self {
+        Self {
+            client: RightsServiceClient::new(channel),
+            tokens,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Deliver for RightsDelivery {
+    async fn deliver(
+        &self,
+        tenant_id: &str,
+        topic: &str,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<(), String> {
+        if topic != ERASURE_TOPIC {
+            tracing::error!(topic, "unknown outbox topic dropped");
+            return Ok(());
+        }
+        let req = signed(&self.tokens, tenant_id, erasure_request(&payloads))?;
+        let mut client = self.client.clone();
+        client
+            .apply_subject_erasures(req)
+            .await
+            .map_err(|s| format!("ApplySubjectErasures failed: {:?}", s.code()))?;
+        Ok(())
+    }
+}
+
+/// `msg` as a request carrying a `service` token for `tenant_id`.
+fn signed<T>(tokens: &ServiceTokens, tenant_id: &str, msg: T) -> Result<tonic::Request<T>, String> {
+    let token = tokens
+        .for_tenant(tenant_id)
+        .map_err(|_| "signing a service token failed".to_owned())?;
+    vern_kit::client::request(msg, &token).map_err(|s| s.message().to_owned())
 }
 
 #[cfg(test)]
@@ -138,5 +219,29 @@ mod tests {
         );
         assert_ne!(req.request_id, batch_request(&[a]).request_id);
         assert!(req.request_id.len() <= vern_kit::validate::MAX_REQUEST_ID_LEN);
+    }
+
+    #[test]
+    fn erasure_notices_round_trip_with_the_request_they_carry_out() {
+        let t = vern_kit::time::now();
+        let direct = erasure_notice("s-1", t, None);
+        let by_request = erasure_notice("s-2", t, Some("r-1"));
+        let req = erasure_request(&[direct.clone(), vec![0xff, 0xff], by_request.clone()]);
+        assert_eq!(req.erasures.len(), 2, "garbage skipped");
+        assert_eq!(req.erasures[0].subject_id, "s-1");
+        assert_eq!(req.erasures[0].rights_request_id, "");
+        assert_eq!(
+            req.erasures[0]
+                .erase_time
+                .as_ref()
+                .and_then(vern_kit::time::from_timestamp),
+            Some(t)
+        );
+        assert_eq!(req.erasures[1].rights_request_id, "r-1");
+        assert_eq!(
+            req.request_id,
+            erasure_request(&[direct.clone(), vec![0xff, 0xff], by_request]).request_id
+        );
+        assert_ne!(req.request_id, erasure_request(&[direct]).request_id);
     }
 }

@@ -15,7 +15,7 @@ use sea_orm::{
 use vern_kit::ApiError;
 use vern_kit::context::TenantId;
 use vern_kit::db::DbTarget;
-use vern_kit::outbox::{Deliver, deliver_once};
+use vern_kit::outbox::{Deliver, deliver_topic};
 use vern_proto::consents::v1 as consents;
 use vern_subjects::domain::crypto::{KEY_LEN, MasterKey, TenantKey};
 use vern_subjects::domain::identifiers::NationalIdKind;
@@ -218,19 +218,45 @@ async fn count(db: &DatabaseConnection, table: &str) -> i64 {
     row.try_get::<i64>("", "n").expect("n")
 }
 
-/// The outbox's state changes, in order.
-async fn outbox(db: &DatabaseConnection) -> Vec<(String, consents::SubjectStateChange)> {
-    vern_kit::outbox::entity::Entity::find()
+const STATE: &str = vern_subjects::store::STATE_TOPIC;
+
+/// The outbox's messages of `topic`, in order.
+async fn outbox_of<M: Message + Default>(db: &DatabaseConnection, topic: &str) -> Vec<(String, M)> {
+    let rows = vern_kit::outbox::entity::Entity::find()
         .all(db)
         .await
-        .expect("outbox")
-        .into_iter()
+        .expect("outbox");
+    for r in &rows {
+        assert!(
+            [STATE, vern_subjects::store::ERASURE_TOPIC].contains(&r.topic.as_str()),
+            "{}",
+            r.topic
+        );
+    }
+    rows.into_iter()
+        .filter(|r| r.topic == topic)
         .map(|r| {
-            assert_eq!(r.topic, "subject_state");
             (
                 r.tenant_id,
-                consents::SubjectStateChange::decode(r.payload.as_slice()).expect("payload"),
+                M::decode(r.payload.as_slice()).expect("payload"),
             )
+        })
+        .collect()
+}
+
+/// The outbox's state changes, in order.
+async fn outbox(db: &DatabaseConnection) -> Vec<(String, consents::SubjectStateChange)> {
+    outbox_of(db, STATE).await
+}
+
+/// The outbox's erasures for the rights service: (tenant, subject, rights request).
+async fn erasures(db: &DatabaseConnection) -> Vec<(String, String, String)> {
+    outbox_of::<vern_proto::rights::v1::SubjectErasure>(db, vern_subjects::store::ERASURE_TOPIC)
+        .await
+        .into_iter()
+        .map(|(t, e)| {
+            assert!(e.erase_time.is_some());
+            (t, e.subject_id, e.rights_request_id)
         })
         .collect()
 }
@@ -495,7 +521,7 @@ async fn tenants_are_isolated(target: DbTarget) {
         ),
         (
             "erase",
-            e.s.erase(&b, id, "Art. 17", vec![], None).await.err(),
+            e.s.erase(&b, id, "Art. 17", vec![], "", None).await.err(),
         ),
         (
             "restrict",
@@ -1077,7 +1103,7 @@ async fn state_changes_land_in_the_outbox_with_increasing_versions(target: DbTar
     e.s.restrict(&a, id, "objection", None)
         .await
         .expect("restrict");
-    e.s.erase(&a, id, "Art. 17 request", vec![], None)
+    e.s.erase(&a, id, "Art. 17 request", vec![], "", None)
         .await
         .expect("erase");
     let other =
@@ -1102,14 +1128,23 @@ async fn state_changes_land_in_the_outbox_with_increasing_versions(target: DbTar
         ]
     );
     assert!(changes.iter().all(|(_, c)| c.change_time.is_some()));
+    assert_eq!(
+        erasures(e.db()).await,
+        [("dept-a".to_owned(), id.to_owned(), String::new())],
+        "the rights service is told of the erasure"
+    );
 
     // The relay delivers per tenant, in order, and keeps what failed.
     let fake = FakeConsents::default();
     fake.fail.store(true, std::sync::atomic::Ordering::SeqCst);
-    assert!(deliver_once(e.db(), &fake, 100).await.is_err());
+    assert!(
+        deliver_topic(e.db(), &fake, 100, Some(STATE))
+            .await
+            .is_err()
+    );
     assert_eq!(outbox(e.db()).await.len(), 6, "kept for a retry");
     fake.fail.store(false, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(deliver_once(e.db(), &fake, 100).await, Ok(6));
+    assert_eq!(deliver_topic(e.db(), &fake, 100, Some(STATE)).await, Ok(6));
     assert!(outbox(e.db()).await.is_empty());
     let got = fake.got.lock().expect("lock").clone();
     assert_eq!(got.len(), 2, "one batch per tenant");
@@ -1133,20 +1168,20 @@ async fn erased_subject_is_a_tombstone(target: DbTarget) {
         e.s.request_key(&a, "erase-1", "EraseSubject", b"erase")
             .expect("key");
     let out =
-        e.s.erase(&a, id, "Art. 17 request", vec![], key.clone())
+        e.s.erase(&a, id, "Art. 17 request", vec![], "", key.clone())
             .await
             .expect("erase");
     assert!(out.fully_erased);
     assert_eq!(out.state, SubjectState::Erased);
     assert_eq!(out.erased_record_count, 2);
     assert_eq!(
-        e.s.erase(&a, id, "Art. 17 request", vec![], key)
+        e.s.erase(&a, id, "Art. 17 request", vec![], "", key)
             .await
             .expect("retry"),
         out
     );
     let again =
-        e.s.erase(&a, id, "again", vec![], None)
+        e.s.erase(&a, id, "again", vec![], "", None)
             .await
             .expect("repeat");
     assert!(again.fully_erased);
@@ -1265,16 +1300,35 @@ async fn erasure_with_retained_records_restricts_until_purged(target: DbTarget) 
                 record_id: uuid::Uuid::now_v7().to_string(),
                 ..keep.clone()
             }],
+            "",
             None,
         )
         .await
         .expect_err("unknown record");
     assert_eq!(fields(err), ["retain[0].record_id"]);
-
-    let out =
-        e.s.erase(&a, id, "Art. 17 request", vec![keep.clone()], None)
+    let err =
+        e.s.erase(&a, id, "Art. 17", vec![], "R-17", None)
             .await
-            .expect("erase");
+            .expect_err("not a rights request id");
+    assert_eq!(fields(err), ["rights_request_id"]);
+
+    let rights_request = uuid::Uuid::now_v7().to_string();
+    let out =
+        e.s.erase(
+            &a,
+            id,
+            "Art. 17 request",
+            vec![keep.clone()],
+            &rights_request,
+            None,
+        )
+        .await
+        .expect("erase");
+    assert_eq!(
+        erasures(e.db()).await,
+        [("dept-a".to_owned(), id.to_owned(), rights_request.clone())],
+        "the rights service is told, with the request that carries the erasure out"
+    );
     assert!(!out.fully_erased);
     assert_eq!(out.state, SubjectState::Restricted);
     assert_eq!(out.erased_record_count, 2);
@@ -1361,6 +1415,14 @@ async fn erasure_with_retained_records_restricts_until_purged(target: DbTarget) 
     assert_eq!(
         states,
         [C::Active as i32, C::Restricted as i32, C::Erased as i32]
+    );
+    assert_eq!(
+        erasures(e.db()).await,
+        [
+            ("dept-a".to_owned(), id.to_owned(), rights_request),
+            ("dept-a".to_owned(), id.to_owned(), String::new())
+        ],
+        "and again when the purge completes the erasure"
     );
     e.done().await;
 }
@@ -1552,7 +1614,7 @@ async fn crypto_shredding_survives_restoring_rows_from_a_backup(target: DbTarget
     assert_eq!(record_copies.len(), 2);
     assert!(subject_copy.email_ct.is_some());
 
-    e.s.erase(&a, &id, "Art. 17 request", vec![], None)
+    e.s.erase(&a, &id, "Art. 17 request", vec![], "", None)
         .await
         .expect("erase");
 
@@ -1606,7 +1668,7 @@ async fn crypto_shredding_survives_restoring_rows_from_a_backup(target: DbTarget
     assert!(vern_subjects::domain::crypto::open(&fresh, &ct, &aad).is_err());
     // Erasing again cleans the restored rows up.
     let out =
-        e.s.erase(&a, &id, "restored from backup", vec![], None)
+        e.s.erase(&a, &id, "restored from backup", vec![], "", None)
             .await
             .expect("erase again");
     assert!(out.fully_erased);

@@ -293,7 +293,7 @@ impl RightsStore {
                     }
                     write_request(txn, updated, expected_version).await?;
                     if let Some(shred) = shred {
-                        shred_subject(txn, &tenant, &shred.subject_id, shred.at).await?;
+                        shred_subject(txn, &tenant, &shred.subject_id, shred.at, None).await?;
                     }
                     Ok::<_, RightsError>(())
                 })
@@ -499,6 +499,52 @@ impl RightsStore {
         })
         .await?)
     }
+
+    /// ApplySubjectErasures: destroys the personal content held about each subject
+    /// erased by the subjects service (see [`shred_subject`]), all in one transaction.
+    /// An erasure carried out by one of this service's own requests spares that
+    /// request: its fulfilment shreds in the same transaction as its completion, and a
+    /// shredding here would fail that completion's compare-and-set. The answer is the
+    /// number of erasures applied.
+    pub async fn shred_erased(
+        &self,
+        tenant: &str,
+        erasures: Vec<ErasedSubject>,
+        key: Option<&Key>,
+    ) -> Result<i32, RightsError> {
+        let applied = i32::try_from(erasures.len()).unwrap_or(i32::MAX);
+        let tenant = tenant.to_owned();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (tenant, erasures) = (tenant.clone(), erasures.clone());
+            let result = commit_once(&self.db, key, applied, move |txn| {
+                Box::pin(async move {
+                    for e in erasures {
+                        shred_subject(txn, &tenant, &e.subject_id, e.at, e.by_request.as_deref())
+                            .await?;
+                    }
+                    Ok::<_, RightsError>(())
+                })
+            })
+            .await;
+            match result {
+                Err(ApiError::Aborted(_)) if attempt < MAX_ATTEMPTS => continue,
+                other => return Ok(other?),
+            }
+        }
+    }
+}
+
+/// A subject the subjects service erased (ApplySubjectErasures).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasedSubject {
+    /// The subject.
+    pub subject_id: String,
+    /// When it was erased.
+    pub at: DateTime<Utc>,
+    /// The rights request of this service that carried the erasure out, if any.
+    pub by_request: Option<String>,
 }
 
 /// How an event is named.
@@ -646,19 +692,24 @@ struct Shred {
 /// What stays is accountability evidence without personal content (Art. 5(2)): ids,
 /// type, status, dates, outcome, events and confirmations. The version is bumped, so a
 /// concurrent write of a row read before the shredding fails its compare-and-set
-/// instead of writing the personal content back.
+/// instead of writing the personal content back. `except` names a request left alone.
 pub(crate) async fn shred_subject(
     txn: &impl ConnectionTrait,
     tenant: &str,
     subject: &str,
     at: DateTime<Utc>,
+    except: Option<&str>,
 ) -> Result<(), RightsError> {
     use request::Column as C;
     let erasure = domain::RequestType::Erasure.as_str();
     let of_subject = || {
-        Condition::all()
+        let c = Condition::all()
             .add(C::TenantId.eq(tenant))
-            .add(C::SubjectId.eq(subject))
+            .add(C::SubjectId.eq(subject));
+        match except {
+            Some(id) => c.add(C::RightsRequestId.ne(id)),
+            None => c,
+        }
     };
     let mut keyed = Query::select();
     keyed

@@ -16,7 +16,7 @@ use crate::domain::{
     Subject, SubjectState, View, validate_retain,
 };
 use crate::error::SubjectError;
-use crate::relay::state_change;
+use crate::relay::{erasure_notice, state_change};
 use crate::store::entities::{record, subject};
 use crate::store::{Batch, corrupt, from_json};
 
@@ -134,17 +134,27 @@ impl Subjects {
     /// the named ones restricted (until when, why), keeps the key and the references,
     /// and the subject becomes RESTRICTED awaiting erasure; PurgeRecords erases it when
     /// the last kept record goes. An erased subject answers as erased.
+    ///
+    /// Either way the rights service is told, through the outbox, to destroy its copies
+    /// (identity and reports of the subject's rights requests); `rights_request_id`
+    /// names the rights request the erasure carries out, if any.
     pub async fn erase(
         &self,
         tenant: &TenantId,
         subject_id: &str,
         reason: &str,
         retain: Vec<Retain>,
+        rights_request_id: &str,
         idem: Option<Key>,
     ) -> Result<EraseOutcome, SubjectError> {
         let mut v = Violations::new();
         let id = v.check(domain::subject_id("subject_id", subject_id));
         v.check(validate::text("reason", reason, 1000));
+        let by_request = if rights_request_id.is_empty() {
+            None
+        } else {
+            v.check(domain::subject_id("rights_request_id", rights_request_id))
+        };
         let retain = validate_retain("retain", retain, &mut v);
         v.finish()?;
         let id = id.unwrap_or_default();
@@ -177,6 +187,7 @@ impl Subjects {
         let now = vern_kit::time::now();
         let mut batch = Batch {
             delete_lookups: vec![(id.clone(), None)],
+            erasures: vec![erasure_notice(&id, now, by_request.as_deref())],
             ..Default::default()
         };
         let outcome = if retain.is_empty() {
@@ -358,6 +369,9 @@ impl Subjects {
                 tomb.version,
                 now,
             ));
+            batch
+                .erasures
+                .push(erasure_notice(&s.subject_id, now, None));
             batch.update_subjects.push((tomb, s.update_time));
             batch.delete_lookups.push((s.subject_id.clone(), None));
             batch.delete_refs_of.push(s.subject_id.clone());

@@ -27,8 +27,10 @@ use entities::{external_ref, lookup, record, subject};
 pub use keys::KeyStore;
 pub use migration::{KeyMigrator, Migrator};
 
-/// Outbox topic of subject state changes.
+/// Outbox topic of subject state changes (for the consents service).
 pub const STATE_TOPIC: &str = "subject_state";
+/// Outbox topic of erasures (for the rights service, which destroys its copies).
+pub const ERASURE_TOPIC: &str = "subject_erasure";
 
 /// A page of results and whether more follow.
 #[derive(Debug, Clone)]
@@ -76,6 +78,8 @@ pub struct Batch {
     pub insert_records: Vec<record::Model>,
     /// Encoded state changes for the outbox (topic [`STATE_TOPIC`]).
     pub outbox: Vec<Vec<u8>>,
+    /// Encoded erasures for the outbox (topic [`ERASURE_TOPIC`]).
+    pub erasures: Vec<Vec<u8>>,
 }
 
 /// The subjects service's main store.
@@ -457,6 +461,9 @@ async fn write(txn: &DatabaseTransaction, tenant: &str, b: Batch) -> Result<(), 
     }
     for payload in b.outbox {
         vern_kit::outbox::enqueue(txn, tenant, STATE_TOPIC, payload).await?;
+    }
+    for payload in b.erasures {
+        vern_kit::outbox::enqueue(txn, tenant, ERASURE_TOPIC, payload).await?;
     }
     Ok(())
 }
