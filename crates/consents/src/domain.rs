@@ -415,7 +415,7 @@ pub fn validate_event(
     if action == ConsentAction::Grant && notice_version.trim().is_empty() {
         v.add("notice_version", "is required for GRANT");
     } else {
-        v.check(vern_kit::validate::optional_text(
+        v.check(vern_kit::validate::optional_line(
             "notice_version",
             notice_version,
             MAX_NOTICE_VERSION_LEN,

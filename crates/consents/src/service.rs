@@ -115,8 +115,8 @@ impl Consents {
             v.add("channel", "is required");
         }
         v.check(validate::optional_text("evidence", &new.evidence, 4096));
-        v.check(validate::optional_text("actor", &new.actor, 200));
-        v.check(validate::optional_text(
+        v.check(validate::optional_line("actor", &new.actor, 200));
+        v.check(validate::optional_line(
             "rights_request_id",
             &new.rights_request_id,
             64,

@@ -54,6 +54,27 @@ pub fn optional_text(field: &str, value: &str, max: usize) -> Result<(), FieldVi
     Ok(())
 }
 
+/// A required single line (a name, a reference, an id): like [`text`], but no
+/// newline or tab either. A line break in a name would split a CSV export row, a log
+/// line or a report heading in two.
+pub fn line(field: &str, value: &str, max: usize) -> Result<(), FieldViolation> {
+    if value.trim().is_empty() {
+        return Err(FieldViolation::new(field, "is required"));
+    }
+    optional_line(field, value, max)
+}
+
+/// An optional single line: see [`line`].
+pub fn optional_line(field: &str, value: &str, max: usize) -> Result<(), FieldViolation> {
+    if value.contains(['\n', '\r', '\t']) {
+        return Err(FieldViolation::new(
+            field,
+            "must be one line (no line breaks or tabs)",
+        ));
+    }
+    optional_text(field, value, max)
+}
+
 /// Bidirectional embedding, override and isolate controls (U+202A–U+202E,
 /// U+2066–U+2069): they make text display in an order other than the stored one
 /// ("Trojan Source"), so an audit reader or a privacy officer could be shown something
@@ -120,6 +141,33 @@ mod tests {
         assert!(slug("f", "Abc", 3, 63).is_err());
         assert!(slug("f", "ab c", 3, 63).is_err());
         assert!(slug("f", &"a".repeat(64), 3, 63).is_err());
+    }
+
+    #[test]
+    fn lines_are_text_without_breaks() {
+        assert!(line("name", "Oslo Kulturfabrikk — Avd. Øst", 200).is_ok());
+        assert!(optional_line("name", "", 200).is_ok());
+        assert_eq!(
+            line("name", "  ", 200).unwrap_err().description,
+            "is required"
+        );
+        for bad in [
+            "Oslo\nKulturfabrikk",
+            "Oslo\r",
+            "Oslo\tKultur",
+            "a\u{202e}b",
+            "a\u{7}",
+        ] {
+            let err = optional_line("name", bad, 200).unwrap_err();
+            assert_eq!(err.field, "name");
+            assert!(
+                !err.description.contains("Oslo"),
+                "value must not be echoed"
+            );
+        }
+        // Free text keeps its line breaks.
+        assert!(text("description", "line one\nline two\tx", 200).is_ok());
+        assert!(optional_line("name", &"a".repeat(201), 200).is_err());
     }
 
     #[test]

@@ -369,13 +369,13 @@ impl PolicyInput {
     pub fn validate(self, prefix: &str, v: &mut Violations) -> Option<PolicySpec> {
         let f = |n: &str| format!("{prefix}{n}");
         let name = self.name.trim().to_owned();
-        v.check(validate::optional_text(&f("name"), &name, 200));
+        v.check(validate::optional_line(&f("name"), &name, 200));
         let purpose = self.purpose.trim().to_owned();
         if !purpose.is_empty() {
             v.check(purpose_key(&f("purpose"), &purpose));
         }
         let field = self.field.trim().to_owned();
-        v.check(validate::optional_text(&f("field"), &field, 100));
+        v.check(validate::optional_line(&f("field"), &field, 100));
         if self.category.is_none() && purpose.is_empty() {
             v.add(
                 f("category"),
@@ -400,7 +400,7 @@ impl PolicyInput {
             v.add(f("action"), "is required");
         }
         let legal_reference = self.legal_reference.trim().to_owned();
-        v.check(validate::text(&f("legal_reference"), &legal_reference, 500));
+        v.check(validate::line(&f("legal_reference"), &legal_reference, 500));
         Some(PolicySpec {
             name,
             category: self.category,

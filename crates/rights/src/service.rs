@@ -130,16 +130,16 @@ fn validate_identity(v: &mut Violations, id: &Identity) {
     if !id.email.is_empty() {
         v.check(validate::email("identity.email", &id.email));
     }
-    v.check(validate::optional_text("identity.phone", &id.phone, 32));
-    v.check(validate::optional_text(
+    v.check(validate::optional_line("identity.phone", &id.phone, 32));
+    v.check(validate::optional_line(
         "identity.national_id",
         &id.national_id,
         32,
     ));
-    v.check(validate::optional_text("identity.name", &id.name, 200));
+    v.check(validate::optional_line("identity.name", &id.name, 200));
     if let Some(r) = &id.external_ref {
         v.check(system_name("identity.external_ref.system", &r.system));
-        v.check(validate::text("identity.external_ref.id", &r.id, 200));
+        v.check(validate::line("identity.external_ref.id", &r.id, 200));
     }
 }
 
@@ -221,7 +221,7 @@ impl Rights {
             );
         }
         for (i, r) in new.rectifications.iter().enumerate() {
-            v.check(validate::text(
+            v.check(validate::line(
                 &format!("rectifications[{i}].field"),
                 &r.field,
                 63,

@@ -189,15 +189,15 @@ impl TenantProfile {
     /// (e.g. `tenant.` for UpdateTenant).
     pub fn validate(mut self, prefix: &str, v: &mut Violations) -> Self {
         let f = |name: &str| format!("{prefix}{name}");
-        v.check(validate::text(&f("name"), &self.name, 200));
+        v.check(validate::line(&f("name"), &self.name, 200));
         self.name = self.name.trim().to_owned();
         if let Some(n) = v.check(org_number(&f("org_number"), &self.org_number)) {
             self.org_number = n;
         }
         self.dpo_email = self.dpo_email.trim().to_ascii_lowercase();
         v.check(validate::email(&f("dpo_email"), &self.dpo_email));
-        v.check(validate::optional_text(&f("dpo_name"), &self.dpo_name, 200));
-        v.check(validate::optional_text(
+        v.check(validate::optional_line(&f("dpo_name"), &self.dpo_name, 200));
+        v.check(validate::optional_line(
             &f("supervisory_authority"),
             &self.supervisory_authority,
             200,
@@ -212,7 +212,7 @@ impl TenantProfile {
             v.add(f("security_measures"), "at most 100 entries");
         }
         for (i, m) in self.security_measures.iter().enumerate() {
-            v.check(validate::text(
+            v.check(validate::line(
                 &format!("{}[{i}]", f("security_measures")),
                 m,
                 500,
@@ -316,7 +316,7 @@ impl PurposeSpec {
             v.add(f("subject_categories"), "at most 50 entries");
         }
         for (i, s) in self.subject_categories.iter().enumerate() {
-            v.check(validate::text(
+            v.check(validate::line(
                 &format!("{}[{i}]", f("subject_categories")),
                 s,
                 200,
@@ -374,7 +374,7 @@ pub struct NewRecipient {
 impl NewRecipient {
     /// Checks the recipient rules (except that purposes exist, which needs the store).
     pub fn validate(mut self, v: &mut Violations) -> Self {
-        v.check(validate::text("name", &self.name, 200));
+        v.check(validate::line("name", &self.name, 200));
         self.name = self.name.trim().to_owned();
         if self.role.is_none() {
             v.add("role", "is required");

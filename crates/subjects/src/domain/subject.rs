@@ -277,7 +277,7 @@ impl ExternalRef {
             .check(validate::slug(&format!("{field}.system"), &system, 1, 63))
             .is_some();
         let ok_id = v
-            .check(validate::text(&format!("{field}.id"), &id, 255))
+            .check(validate::line(&format!("{field}.id"), &id, 255))
             .is_some();
         (ok_system && ok_id).then_some(Self { system, id })
     }
@@ -381,7 +381,7 @@ impl RecordInput {
             bad = true;
         }
         bad |= v
-            .check(validate::text(&f("field"), &self.field, 100))
+            .check(validate::line(&f("field"), &self.field, 100))
             .is_none();
         bad |= v
             .check(validate::optional_text(
@@ -391,7 +391,7 @@ impl RecordInput {
             ))
             .is_none();
         bad |= v
-            .check(validate::text(&f("source"), &self.source, 100))
+            .check(validate::line(&f("source"), &self.source, 100))
             .is_none();
         let purposes = purposes(&f("purposes"), self.purposes, v);
         bad |= purposes.is_none();
@@ -631,7 +631,7 @@ pub fn validate_retain(field: &str, retain: Vec<Retain>, v: &mut Violations) -> 
     for (i, r) in retain.into_iter().enumerate() {
         let f = format!("{field}[{i}]");
         let id = v.check(record_id(&format!("{f}.record_id"), &r.record_id));
-        let reference = v.check(validate::text(
+        let reference = v.check(validate::line(
             &format!("{f}.legal_reference"),
             &r.legal_reference,
             500,
@@ -728,7 +728,7 @@ impl PurgeRequest {
             v.check(purpose_key("purpose", p));
         }
         if let Some(field) = &f.field {
-            v.check(validate::text("field", field, 100));
+            v.check(validate::line("field", field, 100));
         }
         for (name, ids) in [
             ("subject_ids", &mut f.subject_ids),
