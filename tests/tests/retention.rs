@@ -83,6 +83,111 @@ async fn scheduled_sweep_on_sqlite() {
 }
 
 /// The tenant's audit events of `action`, once at least `want` reached the chain.
+/// A subject erased while under an open-ended legal hold keeps its held records,
+/// restricted, with no end; once the hold is released, the next sweep decides again:
+/// the old e-mail goes, the invoice stays under its bookkeeping duty with that end.
+#[tokio::test]
+async fn records_kept_under_a_released_hold_are_swept_or_kept_by_their_duty() {
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    let ch = &suite.channel;
+    setup_tenant(ch, "acme").await;
+    let admin = token(&["tenant-admin"], &["acme"], 600);
+    let officer = token(&["privacy-officer"], &["acme"], 600);
+    let crm = token(&["integration"], &["acme"], 600);
+    let mut retention = rpb::retention_service_client::RetentionServiceClient::new(ch.clone());
+    let (_, _) = create_policies(&mut retention, &admin).await;
+    let (mail_at, invoice_at) = (now() - 800 * DAY, now() - 400 * DAY);
+    let kari = create_subject(ch, &crm, "K-1", mail_at, invoice_at).await;
+    let hold = retention
+        .place_hold(authed(
+            rpb::PlaceHoldRequest {
+                scope: rpb::HoldScope::Subject as i32,
+                subject_id: kari.clone(),
+                reason: "tvistesak 2026/118".into(),
+                request_id: "hold-kari".into(),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("hold")
+        .into_inner();
+    // The erasure as a rights request carries it out: everything held, no end.
+    let records = get_records(ch, &crm, &kari).await;
+    let mut subjects = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
+    let erased = subjects
+        .erase_subject(authed(
+            spb::EraseSubjectRequest {
+                subject_id: kari.clone(),
+                reason: "Art. 17 request".into(),
+                retain: records
+                    .iter()
+                    .map(|r| spb::RetainedRecord {
+                        record_id: r.record_id.clone(),
+                        retain_until_time: None,
+                        legal_reference: format!("legal hold {}", hold.hold_id),
+                    })
+                    .collect(),
+                request_id: "erase-kari".into(),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("erase")
+        .into_inner();
+    assert!(!erased.fully_erased);
+    let sweeper = retention.clone();
+    let sweep = |n: &str| {
+        let mut retention = sweeper.clone();
+        let req = authed(
+            rpb::RunSweepRequest {
+                request_id: format!("sweep-{n}"),
+                ..Default::default()
+            },
+            &admin,
+        );
+        async move { retention.run_sweep(req).await.expect("sweep").into_inner() }
+    };
+    sweep("held").await;
+    assert_eq!(
+        get_records(ch, &crm, &kari).await.len(),
+        2,
+        "held: all kept"
+    );
+
+    retention
+        .release_hold(authed(
+            rpb::ReleaseHoldRequest {
+                hold_id: hold.hold_id.clone(),
+                reason: "saken er avsluttet".into(),
+                request_id: "release-kari".into(),
+            },
+            &officer,
+        ))
+        .await
+        .expect("release");
+    let run = sweep("released").await;
+    let after = run
+        .policy_results
+        .iter()
+        .find(|p| p.policy_id.is_empty())
+        .expect("the after-erasure result");
+    assert_eq!(
+        (after.matched_count, after.deleted_count),
+        (2, 1),
+        "{after:?}"
+    );
+    let left = get_records(ch, &crm, &kari).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].field, "invoice");
+    assert!(left[0].restricted);
+    assert_eq!(left[0].legal_reference, "bokføringsloven § 13");
+    let invoice_year = civil(invoice_at.div_euclid(DAY)).0;
+    assert_eq!(left[0].retain_until_time, ts(new_year(invoice_year + 6)));
+    suite.stop().await;
+}
+
 async fn audited(ch: &Channel, tenant: &str, action: &str, want: usize) -> Vec<apb::AuditEvent> {
     let auditor = token(&["auditor"], &[tenant], 600);
     let mut audit = apb::audit_service_client::AuditServiceClient::new(ch.clone());

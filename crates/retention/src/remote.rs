@@ -52,6 +52,8 @@ pub struct PurgeCall {
     pub relationship_end_before: Option<DateTime<Utc>>,
     /// Kept-after-erasure records whose duty ended before.
     pub retain_until_before: Option<DateTime<Utc>>,
+    /// With `retain_until_before`: also kept-after-erasure records without an end.
+    pub include_open_ended: bool,
     /// Only these subjects (empty: all).
     pub subject_ids: Vec<String>,
     /// Never these subjects.
@@ -66,6 +68,28 @@ pub struct PurgeCall {
     pub policy_id: String,
     /// Idempotency key.
     pub request_id: String,
+}
+
+/// One EraseSubject call of a sweep: a subject awaiting erasure decided again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EraseCall {
+    /// The subject.
+    pub subject_id: String,
+    /// The records still to keep (every other record is erased; none: the subject is).
+    pub retain: Vec<KeptRecord>,
+    /// Idempotency key.
+    pub request_id: String,
+}
+
+/// A record to keep, restricted, with until when and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptRecord {
+    /// The record.
+    pub record_id: String,
+    /// Until when; `None`: open-ended (a hold until released, a duty not yet started).
+    pub retain_until: Option<DateTime<Utc>>,
+    /// Why (the duty's legal reference, or the hold).
+    pub legal_reference: String,
 }
 
 /// A record matched by a purge.
@@ -120,6 +144,8 @@ pub trait Upstream: Send + Sync + 'static {
     ) -> Result<Vec<Withdrawal>, RetentionError>;
     /// SubjectService.PurgeRecords.
     async fn purge(&self, tenant: &str, call: PurgeCall) -> Result<PurgeOutcome, RetentionError>;
+    /// SubjectService.EraseSubject; the number of records erased.
+    async fn erase(&self, tenant: &str, call: EraseCall) -> Result<i64, RetentionError>;
 }
 
 /// [`Upstream`] over gRPC.
@@ -282,6 +308,7 @@ impl Upstream for GrpcUpstream {
             exclude_subject_ids: call.exclude_subject_ids,
             relationship_end_before: call.relationship_end_before.map(to_timestamp),
             retain_until_before: call.retain_until_before.map(to_timestamp),
+            include_open_ended: call.include_open_ended,
             limit: call.limit,
             policy_id: call.policy_id,
             request_id: call.request_id,
@@ -315,5 +342,33 @@ impl Upstream for GrpcUpstream {
             items,
             truncated: r.truncated,
         })
+    }
+
+    async fn erase(&self, tenant: &str, call: EraseCall) -> Result<i64, RetentionError> {
+        let mut c = spb::subject_service_client::SubjectServiceClient::new(self.subjects.clone());
+        let msg = spb::EraseSubjectRequest {
+            subject_id: call.subject_id,
+            reason: "retention sweep: what was kept after the erasure, decided again".into(),
+            retain: call
+                .retain
+                .into_iter()
+                .map(|k| spb::RetainedRecord {
+                    record_id: k.record_id,
+                    retain_until_time: k.retain_until.map(to_timestamp),
+                    legal_reference: k.legal_reference,
+                })
+                .collect(),
+            rights_request_id: String::new(),
+            request_id: call.request_id,
+        };
+        let r = c
+            .erase_subject(self.req(msg, tenant, "subjects")?)
+            .await
+            .map_err(|s| {
+                tracing::warn!(code = ?s.code(), "EraseSubject failed");
+                RetentionError::Upstream("subjects")
+            })?
+            .into_inner();
+        Ok(i64::from(r.erased_record_count))
     }
 }

@@ -350,7 +350,16 @@ impl Retention {
         let subject_id = subject_id.unwrap_or_default();
         vern_kit::audit::subject(&subject_id);
         let now = at.unwrap_or_else(vern_kit::time::now);
-        let t = tenant.as_str();
+        self.evaluate_at(tenant.as_str(), subject_id, now).await
+    }
+
+    /// The decisions for every record of a (validated) subject at `now`.
+    pub(crate) async fn evaluate_at(
+        &self,
+        t: &str,
+        subject_id: String,
+        now: DateTime<Utc>,
+    ) -> Result<Evaluation, RetentionError> {
         let subject = self
             .upstream
             .subject(t, &subject_id)

@@ -11,8 +11,9 @@
 //! 3. counts what was left, `matched - purged`, as kept.
 //!
 //! CONSENT_WITHDRAWN policies first ask ConsentService for the subjects whose consent
-//! for the purpose was withdrawn or objected to before the cut-off. Finally, records
-//! kept after an erasure whose duty has ended are removed (so such subjects become
+//! for the purpose was withdrawn or objected to before the cut-off. Finally, subjects
+//! with records kept after an erasure whose end has passed (or that have none) are
+//! decided again, and what nothing keeps any more is erased (so such subjects become
 //! ERASED); they appear as a result with an empty policy_id. A tenant-wide legal hold
 //! stops the whole sweep (SKIPPED_HOLD).
 
@@ -28,11 +29,11 @@ use vern_kit::error::Violations;
 use vern_kit::idempotency::Key;
 
 use crate::domain::{
-    self, Action, Expiry, HoldScope, Policy, PolicyResult, SweepItem, SweepRun, SweepStatus,
-    SweepTrigger,
+    self, Action, Disposition, Expiry, HoldScope, Policy, PolicyResult, SweepItem, SweepRun,
+    SweepStatus, SweepTrigger,
 };
 use crate::error::RetentionError;
-use crate::remote::{PurgeCall, PurgeOutcome, PurgedRecord};
+use crate::remote::{EraseCall, KeptRecord, PurgeCall, PurgeOutcome, PurgedRecord};
 use crate::service::Retention;
 
 /// Most subject ids one PurgeRecords call takes (its limit).
@@ -364,6 +365,7 @@ impl Retention {
             older_than: Some(e.older_than.unwrap_or(now)),
             relationship_end_before: e.relationship_end_before,
             retain_until_before: None,
+            include_open_ended: false,
             subject_ids: vec![],
             exclude_subject_ids: vec![],
             action: s.action,
@@ -421,29 +423,38 @@ impl Retention {
         })
     }
 
-    /// Records kept, restricted, after an erasure whose retention duty has ended.
+    /// Records kept, restricted, after an erasure whose end has passed, or that were
+    /// kept without an end (an open-ended hold, a duty whose start was not known): each
+    /// such subject, unless held, is evaluated again as at its erasure. Records no duty
+    /// or hold keeps any more are erased through EraseSubject, which keeps the others
+    /// with their new end (`retain`) and erases the subject once nothing is kept. So a
+    /// hold's end is not taken for a duty's end: a bookkeeping record held past a hold
+    /// stays until its bookkeeping period ends, and a record held until released goes
+    /// after the release.
     async fn sweep_after_erasure(
         &self,
         ctx: &mut Ctx<'_>,
         now: DateTime<Utc>,
     ) -> Result<PolicyResult, RetentionError> {
-        let base = PurgeCall {
+        let due = PurgeCall {
             category: None,
             purpose: None,
             field: None,
             older_than: None,
             relationship_end_before: None,
             retain_until_before: Some(now),
+            include_open_ended: true,
             subject_ids: vec![],
-            exclude_subject_ids: vec![],
+            exclude_subject_ids: ctx.held.clone(),
             action: Action::Delete,
             dry_run: true,
             limit: 1,
             policy_id: String::new(),
             request_id: String::new(),
         };
-        let (matched, _) = self
-            .purge_all(ctx, base.clone(), &Subjects::All, true, 0)
+        // Up to MAX_ITEMS records a sweep; the next sweep goes on with the rest.
+        let (matched, listed) = self
+            .purge_all(ctx, due, &Subjects::All, true, MAX_ITEMS)
             .await?;
         let mut result = PolicyResult {
             legal_reference: AFTER_ERASURE.into(),
@@ -451,46 +462,82 @@ impl Retention {
             matched_count: matched,
             ..Default::default()
         };
-        if matched == 0 {
-            return Ok(result);
-        }
-        let mut go = base;
-        go.exclude_subject_ids = ctx.held.clone();
-        let room = ctx.max_items.saturating_sub(ctx.items.len());
-        let (count, listed) = self
-            .purge_all(ctx, go, &Subjects::All, ctx.dry_run, room)
-            .await?;
-        if ctx.dry_run {
-            if count as usize > listed.len() {
-                ctx.truncated = true;
+        let subjects: BTreeSet<String> = listed.into_iter().map(|r| r.subject_id).collect();
+        let mut erased = 0;
+        for subject_id in subjects {
+            let eval = match self.evaluate_at(ctx.tenant, subject_id.clone(), now).await {
+                Ok(e) => e,
+                // Erased meanwhile.
+                Err(RetentionError::SubjectNotFound) => continue,
+                Err(e) => return Err(e),
+            };
+            let (keep, go): (Vec<_>, Vec<_>) = eval.decisions.into_iter().partition(|(_, d)| {
+                matches!(d.disposition, Disposition::MustKeep | Disposition::Held)
+            });
+            let retain: Vec<KeptRecord> = keep
+                .iter()
+                .map(|(_, d)| KeptRecord {
+                    record_id: d.record_id.clone(),
+                    retain_until: d.retain_until,
+                    legal_reference: if d.legal_reference.trim().is_empty() {
+                        AFTER_ERASURE_KEPT.into()
+                    } else {
+                        d.legal_reference.clone()
+                    },
+                })
+                .collect();
+            // Nothing to do when every record stays with the end it has (an open-ended
+            // duty, looked at again at every sweep until it gets an end).
+            let unchanged = go.is_empty()
+                && keep
+                    .iter()
+                    .zip(&retain)
+                    .all(|((r, _), k)| r.restricted && r.retain_until == k.retain_until);
+            if unchanged {
+                continue;
             }
-            for r in listed {
-                if !ctx.listed.insert(r.record_id.clone()) {
-                    continue;
+            if ctx.dry_run {
+                for (r, _) in go {
+                    if ctx.items.len() >= ctx.max_items {
+                        ctx.truncated = true;
+                        break;
+                    }
+                    if !ctx.listed.insert(r.record_id.clone()) {
+                        continue;
+                    }
+                    ctx.items.push(SweepItem {
+                        policy_id: String::new(),
+                        subject_id: subject_id.clone(),
+                        record_id: r.record_id,
+                        category: r.category,
+                        field: r.field,
+                        purposes: r.purposes,
+                        collected_at: r.collected_at,
+                        expire_time: None,
+                        action: Action::Delete,
+                        reason: "kept after erasure; no duty or hold keeps it any more".into(),
+                    });
                 }
-                ctx.items.push(SweepItem {
-                    policy_id: String::new(),
-                    subject_id: r.subject_id,
-                    record_id: r.record_id,
-                    category: r.category,
-                    field: r.field,
-                    purposes: r.purposes,
-                    collected_at: r.collected_at,
-                    expire_time: None,
-                    action: Action::Delete,
-                    reason: "kept after erasure; its retention duty has ended".into(),
-                });
+                continue;
             }
-        } else {
-            result.deleted_count = count;
+            let call = EraseCall {
+                request_id: format!("sweep-{}-erase-{subject_id}", ctx.run_id),
+                subject_id,
+                retain,
+            };
+            erased += self.upstream.erase(ctx.tenant, call).await?;
+            self.store.heartbeat(ctx.tenant, &ctx.run_id).await?;
         }
-        result.kept_count = (matched - count).max(0);
+        result.deleted_count = erased;
+        result.kept_count = (matched - erased).max(0);
         Ok(result)
     }
 }
 
 /// The legal reference shown for records kept after an erasure.
 pub const AFTER_ERASURE: &str = "retention duty after erasure ended";
+/// The reference of a record kept again whose deciding duty names none.
+const AFTER_ERASURE_KEPT: &str = "retention duty";
 
 fn item(p: &Policy, r: PurgedRecord, expire: Option<DateTime<Utc>>, reason: String) -> SweepItem {
     SweepItem {

@@ -18,7 +18,7 @@ use vern_retention::domain::{
 };
 use vern_retention::error::RetentionError;
 use vern_retention::remote::{
-    PurgeCall, PurgeOutcome, PurgedRecord, SubjectSnapshot, Upstream, Withdrawal,
+    EraseCall, PurgeCall, PurgeOutcome, PurgedRecord, SubjectSnapshot, Upstream, Withdrawal,
 };
 use vern_retention::service::Retention;
 use vern_retention::store::{PolicyFilter, RetentionStore};
@@ -33,6 +33,7 @@ vern_kit::store_test_suite!("retention":
     holds_exclude_subjects_and_tenant_hold_skips,
     longer_legal_duty_keeps_records,
     consent_withdrawn_and_erasure_leftovers,
+    records_kept_after_erasure_are_decided_again_when_their_end_passes,
     one_sweep_per_tenant_at_a_time,
     a_dead_sweep_is_taken_over,
     evaluate_decides_per_record,
@@ -56,6 +57,8 @@ struct Fake {
     purge_calls: AtomicUsize,
     /// Each purge call waits this long (to hold a sweep open).
     purge_delay: Mutex<Duration>,
+    /// EraseSubject calls, in order.
+    erase_calls: Mutex<Vec<EraseCall>>,
 }
 
 fn matches(r: &FakeRecord, tenant: &str, c: &PurgeCall) -> bool {
@@ -72,7 +75,13 @@ fn matches(r: &FakeRecord, tenant: &str, c: &PurgeCall) -> bool {
         && c.relationship_end_before
             .is_none_or(|t| r.relationship_end.is_some_and(|e| e < t))
         && match c.retain_until_before {
-            Some(t) => i.restricted && i.retain_until.is_some_and(|u| u < t),
+            Some(t) => {
+                i.restricted
+                    && match i.retain_until {
+                        Some(u) => u < t,
+                        None => c.include_open_ended,
+                    }
+            }
             None => !i.restricted,
         }
 }
@@ -171,9 +180,35 @@ impl Upstream for Fake {
             truncated: hits.len() > limit,
         })
     }
+
+    async fn erase(&self, tenant: &str, call: EraseCall) -> Result<i64, RetentionError> {
+        Ok(self.erase_now(tenant, &call))
+    }
 }
 
 impl Fake {
+    /// EraseSubject as the subjects service does it: every record not retained goes,
+    /// the retained ones are kept restricted with their (new) end.
+    fn erase_now(&self, tenant: &str, call: &EraseCall) -> i64 {
+        let mut all = self.records.lock().expect("lock");
+        let before = all.len();
+        all.retain(|r| {
+            r.tenant != tenant
+                || r.subject != call.subject_id
+                || call.retain.iter().any(|k| k.record_id == r.info.record_id)
+        });
+        let erased = (before - all.len()) as i64;
+        for r in all.iter_mut() {
+            if let Some(k) = call.retain.iter().find(|k| k.record_id == r.info.record_id) {
+                r.info.restricted = true;
+                r.info.retain_until = k.retain_until;
+                r.info.legal_reference = k.legal_reference.clone();
+            }
+        }
+        self.erase_calls.lock().expect("lock").push(call.clone());
+        erased
+    }
+
     fn with_purposes(tenant: &str, keys: &[&str]) -> Self {
         Fake {
             purposes: keys
@@ -1219,4 +1254,141 @@ async fn a_dead_sweep_is_taken_over(target: DbTarget) {
     assert_eq!(old.status, SweepStatus::Failed);
     assert!(old.error.starts_with("interrupted"), "{}", old.error);
     assert!(old.end_time.is_some());
+}
+
+/// What was kept after an erasure is decided again when its end passes or, kept
+/// without an end, at every sweep: a hold's end is not a duty's end, and a record held
+/// until released goes once the hold is released.
+async fn records_kept_after_erasure_are_decided_again_when_their_end_passes(target: DbTarget) {
+    let fake = Fake::with_purposes("kultur", &["bookkeeping", "customer"]);
+    let erased = uuid::Uuid::new_v4().to_string();
+    let held = uuid::Uuid::new_v4().to_string();
+    // Kept under a hold that ended yesterday; its bookkeeping duty runs for years yet.
+    let invoice = fake.add(
+        "kultur",
+        &erased,
+        DataCategory::Financial,
+        "invoice",
+        &["bookkeeping"],
+        ago(400),
+    );
+    // Kept under the same hold; nothing else keeps it.
+    let note = fake.add(
+        "kultur",
+        &erased,
+        DataCategory::Contact,
+        "note",
+        &["customer"],
+        ago(400),
+    );
+    // Kept under a hold until released (no end), of another subject.
+    let letter = fake.add(
+        "kultur",
+        &held,
+        DataCategory::Contact,
+        "letter",
+        &["customer"],
+        ago(100),
+    );
+    for r in fake.records.lock().expect("lock").iter_mut() {
+        r.info.restricted = true;
+        r.info.legal_reference = "legal hold h-1".into();
+        r.info.retain_until = if r.info.record_id == letter {
+            None
+        } else {
+            Some(ago(1))
+        };
+    }
+    let (r, fake) = setup(target, fake).await;
+    let k = tenant("kultur");
+    r.create_policy(
+        &k,
+        PolicyInput {
+            name: "Bookkeeping".into(),
+            purpose: "bookkeeping".into(),
+            period: "P5Y".into(),
+            anchor: Some(Anchor::EndOfFinancialYear),
+            action: Some(Action::Delete),
+            legal_reference: "bokføringsloven § 13".into(),
+            legal_duty: true,
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .expect("policy");
+    let hold = r
+        .place_hold(
+            &k,
+            HoldInput {
+                scope: Some(HoldScope::Subject),
+                subject_id: held.clone(),
+                reason: "court case".into(),
+                end_time: None,
+            },
+            "officer",
+            None,
+        )
+        .await
+        .expect("hold");
+
+    let dry = r.run_sweep(&k, sweep(true), None, None).await.expect("dry");
+    let listed: Vec<&str> = dry.items.iter().map(|i| i.record_id.as_str()).collect();
+    assert_eq!(listed, [note.as_str()], "{:?}", dry.items);
+    assert!(
+        fake.erase_calls.lock().expect("lock").is_empty(),
+        "a dry run erases nothing"
+    );
+
+    let real = r
+        .run_sweep(&k, sweep(false), None, None)
+        .await
+        .expect("sweep");
+    let after = real
+        .policy_results
+        .iter()
+        .find(|p| p.policy_id.is_empty())
+        .expect("erasure leftovers result");
+    assert_eq!((after.matched_count, after.deleted_count), (2, 1));
+    let left = fake.ids();
+    assert!(!left.contains(&note), "nothing keeps the note");
+    assert!(left.contains(&letter), "still held");
+    let kept = fake
+        .records
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|x| x.info.record_id == invoice)
+        .map(|x| x.info.clone())
+        .expect("the invoice stays: its bookkeeping duty runs on");
+    assert!(kept.restricted);
+    assert!(
+        kept.retain_until.is_some_and(|u| u > ago(-365 * 3)),
+        "{kept:?}"
+    );
+    assert_eq!(kept.legal_reference, "bokføringsloven § 13");
+    let calls = fake.erase_calls.lock().expect("lock").clone();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].subject_id, erased);
+
+    // The next sweep finds nothing new to decide.
+    r.run_sweep(&k, sweep(false), None, None)
+        .await
+        .expect("again");
+    assert_eq!(fake.erase_calls.lock().expect("lock").len(), 1);
+
+    // Released, the held letter goes (and with it the subject, in the subjects service).
+    r.release_hold(&k, &hold.hold_id, "case closed", "officer", None)
+        .await
+        .expect("release");
+    r.run_sweep(&k, sweep(false), None, None)
+        .await
+        .expect("after release");
+    assert!(!fake.ids().contains(&letter));
+    let calls = fake.erase_calls.lock().expect("lock").clone();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(
+        (calls[1].subject_id.as_str(), calls[1].retain.len()),
+        (held.as_str(), 0)
+    );
 }

@@ -523,6 +523,7 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
                     r.relationship_end_before.as_ref(),
                 )?,
                 retain_until_before: time("retain_until_before", r.retain_until_before.as_ref())?,
+                include_open_ended: r.include_open_ended,
             },
             action,
             dry_run: r.dry_run,

@@ -44,6 +44,7 @@ vern_kit::store_test_suite!("subjects":
     state_changes_land_in_the_outbox_with_increasing_versions,
     erased_subject_is_a_tombstone,
     erasure_with_retained_records_restricts_until_purged,
+    records_kept_without_end_match_only_when_asked,
     raw_tables_hold_no_plaintext_identifier,
     crypto_shredding_survives_restoring_rows_from_a_backup,
     purge_dry_run_real_run_and_exclusions,
@@ -1424,6 +1425,60 @@ async fn erasure_with_retained_records_restricts_until_purged(target: DbTarget) 
         ],
         "and again when the purge completes the erasure"
     );
+    e.done().await;
+}
+
+/// A record kept after an erasure without an end (an open-ended legal hold) is never
+/// matched by the end-of-duty filter alone; `include_open_ended` lists it so that the
+/// retention service can decide again. Records of a subject merely restricted (Art. 18)
+/// never match.
+async fn records_kept_without_end_match_only_when_asked(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let held = e.s.create(&a, ola(), None).await.expect("create");
+    let hid = held.subject_id.as_str();
+    let keep = Retain {
+        record_id: held.records[0].record_id.clone(),
+        retain_until_time: None,
+        legal_reference: "legal hold 7".into(),
+    };
+    e.s.erase(&a, hid, "Art. 17 request", vec![keep], "", None)
+        .await
+        .expect("erase keeping one record");
+    let restricted =
+        e.s.create(&a, email_only("kari@example.no"), None)
+            .await
+            .expect("create");
+    e.s.restrict(&a, &restricted.subject_id, "objection", None)
+        .await
+        .expect("restrict");
+    let probe = |include_open_ended: bool| PurgeRequest {
+        filter: PurgeFilter {
+            retain_until_before: Some(vern_kit::time::now() + Duration::days(3650)),
+            include_open_ended,
+            ..Default::default()
+        },
+        action: Some(PurgeAction::Delete),
+        dry_run: true,
+        limit: 0,
+        policy_id: String::new(),
+    };
+    let out = e.s.purge(&a, probe(false), None).await.expect("dry");
+    assert_eq!(
+        out.matched_count, 0,
+        "no end: not matched by the end filter"
+    );
+    let out = e.s.purge(&a, probe(true), None).await.expect("dry");
+    assert_eq!(out.matched_count, 1);
+    assert_eq!(out.items[0].record_id, held.records[0].record_id);
+    let mut bad = probe(true);
+    bad.filter.retain_until_before = None;
+    bad.filter.older_than = Some(vern_kit::time::now());
+    let err =
+        e.s.purge(&a, bad, None)
+            .await
+            .expect_err("without the end filter");
+    assert_eq!(fields(err), ["include_open_ended"]);
     e.done().await;
 }
 

@@ -688,6 +688,8 @@ pub struct PurgeFilter {
     /// Only records kept after an erasure whose duty ends before this time. Without
     /// it, kept records are never matched.
     pub retain_until_before: Option<DateTime<Utc>>,
+    /// With `retain_until_before`: also records kept after an erasure without an end.
+    pub include_open_ended: bool,
 }
 
 /// Default and largest number of records one purge handles.
@@ -722,6 +724,12 @@ impl PurgeRequest {
             v.add(
                 "older_than",
                 "is required unless retain_until_before is set",
+            );
+        }
+        if f.include_open_ended && f.retain_until_before.is_none() {
+            v.add(
+                "include_open_ended",
+                "needs retain_until_before (it widens that filter)",
             );
         }
         if let Some(p) = &f.purpose {

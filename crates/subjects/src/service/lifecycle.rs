@@ -219,7 +219,9 @@ impl Subjects {
                 national_id_ct: None,
                 restriction_reason: ERASURE_RESTRICTION.to_owned(),
                 restrict_time: row.restrict_time.or(Some(now)),
-                erase_request_time: Some(now),
+                // A later erasure call (the retention sweep deciding again) keeps the
+                // time the erasure was first asked for.
+                erase_request_time: row.erase_request_time.or(Some(now)),
                 update_time: later(row.update_time),
                 ..row.clone()
             };

@@ -325,8 +325,9 @@ impl SubjectStore {
 
 /// The records a purge matches: every set filter ANDed; never anonymised records,
 /// never excluded subjects. Records kept after an erasure match only through
-/// `retain_until_before`; otherwise only records of ACTIVE subjects match (an Art. 18
-/// restriction keeps data from being swept).
+/// `retain_until_before` (and, with `include_open_ended`, those kept without an end),
+/// and only of subjects awaiting erasure; otherwise only records of ACTIVE subjects
+/// match (an Art. 18 restriction keeps data from being swept).
 fn purge_query(tenant: &str, f: &PurgeFilter) -> Select<record::Entity> {
     let mut q = record::Entity::find()
         .filter(record::Column::TenantId.eq(tenant))
@@ -359,9 +360,12 @@ fn purge_query(tenant: &str, f: &PurgeFilter) -> Select<record::Entity> {
         .to_owned();
     match f.retain_until_before {
         Some(t) => {
-            q = q
-                .filter(record::Column::Restricted.eq(true))
-                .filter(record::Column::RetainUntilTime.lt(t));
+            let mut ends = Condition::any().add(record::Column::RetainUntilTime.lt(t));
+            if f.include_open_ended {
+                ends = ends.add(record::Column::RetainUntilTime.is_null());
+            }
+            q = q.filter(record::Column::Restricted.eq(true)).filter(ends);
+            subjects.and_where(subject::Column::EraseRequestTime.is_not_null());
         }
         None => {
             q = q.filter(record::Column::Restricted.eq(false));
