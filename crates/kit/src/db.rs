@@ -183,13 +183,59 @@ pub async fn connect(target: &DbTarget) -> Result<DatabaseConnection, DbErr> {
     Ok(db)
 }
 
-/// Connects and runs the pending migrations of `M`.
+/// Connects and runs the pending migrations of `M` (see [`migrate`]).
 pub async fn connect_and_migrate<M: MigratorTrait>(
     target: &DbTarget,
 ) -> Result<DatabaseConnection, DbErr> {
     let db = connect(target).await?;
-    M::up(&db, None).await?;
+    migrate::<M>(&db).await?;
     Ok(db)
+}
+
+/// What [`migrate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrated {
+    /// The schema is this build's (pending migrations, if any, were run).
+    Current,
+    /// The database holds this many migrations newer than this build and all of this
+    /// build's: an older build after a rollback, running on the newer schema.
+    Newer(usize),
+}
+
+/// Runs the pending migrations of `M`. A database that has migrations this build does
+/// not know — a rollback to an older image after a newer one migrated — is used as it
+/// is, with a warning, as long as it has every migration this build knows: vern's
+/// migrations only add (tables, nullable columns, indexes), so an older build runs on
+/// a newer schema. (sea-orm's own `up` refuses such a database, and an older pod would
+/// crash-loop through a rollout's rollback.)
+pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<Migrated, DbErr> {
+    let known: std::collections::HashSet<String> = M::migrations()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    let applied: std::collections::HashSet<String> = M::get_migration_models(db)
+        .await?
+        .into_iter()
+        .map(|m| m.version)
+        .collect();
+    let newer = applied.difference(&known).count();
+    if newer == 0 {
+        M::up(db, None).await?;
+        return Ok(Migrated::Current);
+    }
+    let mut missing: Vec<&String> = known.difference(&applied).collect();
+    if !missing.is_empty() {
+        missing.sort();
+        return Err(DbErr::Custom(format!(
+            "the database has {newer} migration(s) newer than this build but lacks {missing:?}: \
+             run this build's migrations from a build that knows both"
+        )));
+    }
+    tracing::warn!(
+        newer,
+        "the database schema is newer than this build (a rollback?): running on it unmigrated"
+    );
+    Ok(Migrated::Newer(newer))
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {
@@ -251,6 +297,83 @@ mod tests {
         for c in ["1", "19", "2067", "23505", "x"] {
             assert!(!sqlite_busy(c), "{c}");
         }
+    }
+
+    mod rollback {
+        use sea_orm_migration::prelude::*;
+
+        /// A migration that only names itself.
+        pub struct Named(pub &'static str);
+
+        impl MigrationName for Named {
+            fn name(&self) -> &str {
+                self.0
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl MigrationTrait for Named {
+            async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+                m.get_connection()
+                    .execute_unprepared(&format!("CREATE TABLE {} (id INTEGER)", self.0))
+                    .await
+                    .map(|_| ())
+            }
+        }
+
+        /// The older build: m1.
+        pub struct Old;
+        impl MigratorTrait for Old {
+            fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+                vec![Box::new(Named("m1"))]
+            }
+        }
+
+        /// The newer build: m1, m2.
+        pub struct New;
+        impl MigratorTrait for New {
+            fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+                vec![Box::new(Named("m1")), Box::new(Named("m2"))]
+            }
+        }
+
+        /// Another line of builds: m1, m3.
+        pub struct Other;
+        impl MigratorTrait for Other {
+            fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+                vec![Box::new(Named("m1")), Box::new(Named("m3"))]
+            }
+        }
+    }
+
+    /// After a rollout migrated the database, the previous image still starts on it
+    /// (a rollback); a database from another line of migrations is refused.
+    #[tokio::test]
+    async fn an_older_build_runs_on_a_newer_schema() {
+        let dir = tempfile::tempdir().expect("dir");
+        let target = DbTarget::for_service(None, dir.path(), "rollback");
+        let db = connect(&target).await.expect("connect");
+        assert_eq!(
+            migrate::<rollback::Old>(&db).await.expect("old"),
+            Migrated::Current
+        );
+        assert_eq!(
+            migrate::<rollback::New>(&db).await.expect("new"),
+            Migrated::Current
+        );
+        db.execute_unprepared("INSERT INTO m2 (id) VALUES (1)")
+            .await
+            .expect("m2 ran");
+        assert_eq!(
+            migrate::<rollback::Old>(&db).await.expect("rollback"),
+            Migrated::Newer(1)
+        );
+        let err = migrate::<rollback::Other>(&db)
+            .await
+            .expect_err("another line");
+        assert!(err.to_string().contains("\"m3\""), "{err}");
+        // sea-orm alone refuses the rollback, which is why `migrate` exists.
+        assert!(rollback::Old::up(&db, None).await.is_err());
     }
 
     async fn sqlite_table() -> (tempfile::TempDir, DatabaseConnection) {
