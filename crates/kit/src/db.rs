@@ -188,7 +188,19 @@ pub async fn connect_and_migrate<M: MigratorTrait>(
     target: &DbTarget,
 ) -> Result<DatabaseConnection, DbErr> {
     let db = connect(target).await?;
-    migrate::<M>(&db).await?;
+    if let Migrated::Newer(newer) = migrate::<M>(&db).await? {
+        // Which store: the schema, or the SQLite file's name (never the URL: credentials).
+        let store = target.schema.clone().unwrap_or_else(|| {
+            sqlite_path(&target.url)
+                .and_then(|p| Path::new(p).file_stem())
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+        });
+        tracing::warn!(
+            store,
+            newer,
+            "the database schema is newer than this build (a rollback?): running on it unmigrated"
+        );
+    }
     Ok(db)
 }
 
@@ -204,7 +216,7 @@ pub enum Migrated {
 
 /// Runs the pending migrations of `M`. A database that has migrations this build does
 /// not know — a rollback to an older image after a newer one migrated — is used as it
-/// is, with a warning, as long as it has every migration this build knows: vern's
+/// is (the caller warns), as long as it has every migration this build knows: vern's
 /// migrations only add (tables, nullable columns, indexes), so an older build runs on
 /// a newer schema. (sea-orm's own `up` refuses such a database, and an older pod would
 /// crash-loop through a rollout's rollback.)
@@ -231,10 +243,6 @@ pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<Migrat
              run this build's migrations from a build that knows both"
         )));
     }
-    tracing::warn!(
-        newer,
-        "the database schema is newer than this build (a rollback?): running on it unmigrated"
-    );
     Ok(Migrated::Newer(newer))
 }
 
