@@ -62,6 +62,7 @@ async fn scenario(suite: &Suite) {
             spb::GetSubjectRequest {
                 subject_id: s.subject_id.clone(),
                 view: 0,
+                ..Default::default()
             },
             &crm,
         ))
@@ -73,6 +74,7 @@ async fn scenario(suite: &Suite) {
             spb::GetSubjectRequest {
                 subject_id: uuid::Uuid::now_v7().to_string(),
                 view: 0,
+                ..Default::default()
             },
             &crm,
         ))
@@ -143,6 +145,7 @@ async fn scenario(suite: &Suite) {
             spb::GetSubjectRequest {
                 subject_id: s.subject_id.clone(),
                 view: 0,
+                ..Default::default()
             },
             &auditor,
         ))

@@ -359,6 +359,7 @@ async fn get_records(ch: &Channel, crm: &str, subject: &str) -> Vec<spb::Record>
             spb::GetSubjectRequest {
                 subject_id: subject.into(),
                 view: spb::SubjectView::Basic as i32,
+                ..Default::default()
             },
             crm,
         ))

@@ -62,8 +62,9 @@ async fn a_report_above_the_message_limit_is_exported_in_chunks() {
         .expect("suite");
     let ch = &suite.channel;
     let officer = token(&["privacy-officer"], &[TENANT], 600);
-    // 120 records of ~300 bytes: ~40 KB of data, a report (data and its JSON) of ~90 KB.
-    let (_, rid) = reported_subject(ch, 120).await;
+    // 300 records of ~300 bytes: ~100 KB of data, more than one message holds, so the
+    // fulfilment reads them a page at a time; a report (data and its JSON) of ~220 KB.
+    let (_, rid) = reported_subject(ch, 300).await;
 
     let mut rights = pb::rights_service_client::RightsServiceClient::new(ch.clone());
     let err = rights
@@ -103,17 +104,17 @@ async fn a_report_above_the_message_limit_is_exported_in_chunks() {
     assert!(chunks >= 2, "{chunks} chunks");
     let doc: serde_json::Value = serde_json::from_slice(&json).expect("one JSON document");
     let data = doc["data"].as_array().expect("data");
-    assert_eq!(data.len(), 120, "every record");
+    assert_eq!(data.len(), 300, "every record");
     assert!(data.iter().any(|d| {
-        d["field"] == "note-119"
+        d["field"] == "note-299"
             && d["value"]
                 .as_str()
-                .is_some_and(|v| v.starts_with("119 Kari"))
+                .is_some_and(|v| v.starts_with("299 Kari"))
     }));
     // The same document the CLI renders (`vern requests export`).
     use vern_cli::requests_cli::{Format, render};
     let text = render(std::str::from_utf8(&json).expect("utf-8"), Format::Text).expect("text");
-    assert!(text.contains("note-119"), "{text}");
+    assert!(text.contains("note-299"), "{text}");
     suite.stop().await;
 }
 
@@ -135,7 +136,7 @@ async fn reported_subject(ch: &Channel, records: usize) -> (String, String) {
         ))
         .await
         .expect("tenant");
-    let records: Vec<spb::Record> = (0..records)
+    let mut records: Vec<spb::Record> = (0..records)
         .map(|i| spb::Record {
             category: DataCategory::Contact as i32,
             field: format!("note-{i:03}"),
@@ -145,7 +146,10 @@ async fn reported_subject(ch: &Channel, records: usize) -> (String, String) {
             ..Default::default()
         })
         .collect();
-    let subject = spb::subject_service_client::SubjectServiceClient::new(ch.clone())
+    // 100 records a call: under any message limit the tests use.
+    let mut later = records.split_off(records.len().min(100));
+    let mut subjects = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
+    let subject = subjects
         .create_subject(authed(
             spb::CreateSubjectRequest {
                 email: EMAIL.into(),
@@ -158,6 +162,22 @@ async fn reported_subject(ch: &Channel, records: usize) -> (String, String) {
         .await
         .expect("subject")
         .into_inner();
+    let mut n = 0;
+    while !later.is_empty() {
+        let rest = later.split_off(later.len().min(100));
+        n += 1;
+        subjects
+            .add_records(authed(
+                spb::AddRecordsRequest {
+                    subject_id: subject.subject_id.clone(),
+                    records: std::mem::replace(&mut later, rest),
+                    request_id: format!("reported-subject-{n}"),
+                },
+                &crm,
+            ))
+            .await
+            .expect("more records");
+    }
     let rid = submit(
         ch,
         pb::RequestType::Access,
@@ -760,6 +780,7 @@ async fn other_rights(ch: &Channel) {
             spb::GetSubjectRequest {
                 subject_id: sid.clone(),
                 view: spb::SubjectView::Full as i32,
+                ..Default::default()
             },
             &officer,
         ))
@@ -815,6 +836,7 @@ async fn other_rights(ch: &Channel) {
             spb::GetSubjectRequest {
                 subject_id: sid.clone(),
                 view: spb::SubjectView::Basic as i32,
+                ..Default::default()
             },
             &officer,
         ))
@@ -1404,6 +1426,7 @@ async fn erasure(ch: &Channel, fx: &Fixture, access_rid: &str) {
             spb::GetSubjectRequest {
                 subject_id: fx.subject_id.clone(),
                 view: spb::SubjectView::Basic as i32,
+                ..Default::default()
             },
             &officer,
         ))

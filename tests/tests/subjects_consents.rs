@@ -446,6 +446,7 @@ async fn scenario(suite: &Suite) -> Vec<String> {
             spb::GetSubjectRequest {
                 subject_id: sid.clone(),
                 view: 0,
+                ..Default::default()
             },
             &okorad_admin,
         ))
@@ -484,6 +485,7 @@ async fn scenario(suite: &Suite) -> Vec<String> {
                 spb::GetSubjectRequest {
                     subject_id: sid.clone(),
                     view: 0,
+                    ..Default::default()
                 },
                 &t,
             ))
@@ -530,6 +532,7 @@ async fn scenario(suite: &Suite) -> Vec<String> {
             spb::GetSubjectRequest {
                 subject_id: sid.clone(),
                 view: 0,
+                ..Default::default()
             },
             &crm,
         ))

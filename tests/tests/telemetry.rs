@@ -427,6 +427,7 @@ async fn scenario(suite: &Suite, pii: &Pii) -> String {
         .get_subject(tonic::Request::new(spb::GetSubjectRequest {
             subject_id: sid.clone(),
             view: 0,
+            ..Default::default()
         }))
         .await
         .expect_err("no token");

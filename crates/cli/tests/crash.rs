@@ -165,6 +165,7 @@ async fn kill_9_loses_no_audit_event_of_a_committed_change() {
                 spb::GetSubjectRequest {
                     subject_id: id.clone(),
                     view: 0,
+                    ..Default::default()
                 },
                 &crm,
             ))

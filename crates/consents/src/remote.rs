@@ -90,6 +90,7 @@ impl SubjectSource for SubjectsClient {
         let msg = subjects_pb::GetSubjectRequest {
             subject_id: subject_id.to_owned(),
             view: subjects_pb::SubjectView::Basic as i32,
+            ..Default::default()
         };
         let req = request(msg, &token(&self.tokens, tenant)?)
             .map_err(|_| ConsentError::Upstream("subjects"))?;

@@ -218,6 +218,7 @@ impl Upstream for GrpcUpstream {
         let msg = spb::GetSubjectRequest {
             subject_id: subject_id.to_owned(),
             view: spb::SubjectView::Basic as i32,
+            ..Default::default()
         };
         let s = match c.get_subject(self.req(msg, tenant, "subjects")?).await {
             Ok(s) => s.into_inner(),

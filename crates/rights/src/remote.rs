@@ -39,6 +39,9 @@ fn up(which: &'static str) -> impl Fn(tonic::Status) -> RightsError {
     move |s| RightsError::Upstream(which, s.code())
 }
 
+/// Records per GetSubject page (fewer when they fill half a message).
+const RECORDS_PAGE: i32 = 1000;
+
 impl Upstream {
     /// Clients over lazily connected channels.
     pub fn new(
@@ -180,14 +183,33 @@ impl Upstream {
         } else {
             spb::SubjectView::Basic
         };
-        let msg = spb::GetSubjectRequest {
-            subject_id: subject_id.to_owned(),
-            view: view as i32,
-        };
-        match c.get_subject(self.req(tenant, msg)?).await {
-            Ok(s) => Ok(Some(s.into_inner())),
-            Err(s) if s.code() == Code::NotFound => Ok(None),
-            Err(s) => Err(RightsError::Upstream("subjects", s.code())),
+        // Records a page at a time, so a subject whose records exceed one message is
+        // still read whole (the report itself is streamed by ExportReport).
+        let mut subject: Option<spb::Subject> = None;
+        let mut token = String::new();
+        loop {
+            let msg = spb::GetSubjectRequest {
+                subject_id: subject_id.to_owned(),
+                view: view as i32,
+                records_page_size: RECORDS_PAGE,
+                records_page_token: std::mem::take(&mut token),
+            };
+            let page = match c.get_subject(self.req(tenant, msg)?).await {
+                Ok(s) => s.into_inner(),
+                Err(s) if s.code() == Code::NotFound => return Ok(None),
+                Err(s) => return Err(RightsError::Upstream("subjects", s.code())),
+            };
+            token = page.next_records_page_token.clone();
+            match &mut subject {
+                None => subject = Some(page),
+                Some(s) => s.records.extend(page.records),
+            }
+            if token.is_empty() {
+                return Ok(subject.map(|mut s| {
+                    s.next_records_page_token.clear();
+                    s
+                }));
+            }
         }
     }
 

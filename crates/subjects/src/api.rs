@@ -17,7 +17,7 @@ use crate::domain::{
     PurgeOutcome, PurgeRequest, Record, RecordInput, Retain, Subject, SubjectChanges, SubjectState,
     View,
 };
-use crate::service::{self, Lookup, Subjects};
+use crate::service::{self, Lookup, RecordsPage, Subjects};
 use crate::store::ListFilter;
 
 /// Name of the ListSubjects page-token list.
@@ -27,12 +27,24 @@ const LIST: &str = "subjects";
 #[derive(Clone, Debug)]
 pub struct SubjectApi {
     subjects: Subjects,
+    /// The server's largest message (`server.max_message_bytes`): a page of records
+    /// fills at most half of it.
+    max_message_bytes: usize,
 }
 
 impl SubjectApi {
     /// Handlers over the use cases.
     pub fn new(subjects: Subjects) -> Self {
-        Self { subjects }
+        Self {
+            subjects,
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
+
+    /// Pages of records fill at most half of `bytes` (the server's limit).
+    pub fn with_message_limit(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
     }
 
     /// The use cases.
@@ -181,6 +193,7 @@ fn subject_pb(s: Subject) -> pb::Subject {
         relationship_end_time: s.relationship_end_time.map(to_timestamp),
         create_time: Some(to_timestamp(s.create_time)),
         update_time: Some(to_timestamp(s.update_time)),
+        next_records_page_token: String::new(),
     }
 }
 
@@ -259,8 +272,19 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
         let r = req.into_inner();
         vern_kit::audit::subject(&r.subject_id);
         let v = view(r.view, View::Full)?;
-        let s = self.subjects.get(&t, &r.subject_id, v).await?;
-        Ok(Response::new(subject_pb(s)))
+        if r.records_page_size == 0 && r.records_page_token.is_empty() {
+            let s = self.subjects.get(&t, &r.subject_id, v).await?;
+            return Ok(Response::new(subject_pb(s)));
+        }
+        let page = RecordsPage::new(
+            r.records_page_size,
+            &r.records_page_token,
+            self.max_message_bytes / 2,
+        )?;
+        let (s, next) = self.subjects.get_page(&t, &r.subject_id, v, page).await?;
+        let mut out = subject_pb(s);
+        out.next_records_page_token = next.unwrap_or_default();
+        Ok(Response::new(out))
     }
 
     async fn find_subject(
@@ -656,6 +680,7 @@ mod tests {
                 pb::GetSubjectRequest {
                     subject_id: s.subject_id.clone(),
                     view: 0,
+                    ..Default::default()
                 },
             )
         };

@@ -108,7 +108,9 @@ pub async fn build(
     );
     let subjects = service::Subjects::new(store, keys, keyring).with_relay(relay);
     Ok(AuditLayer::new(auditor).layer(vern_kit::limited!(
-        SubjectServiceServer::new(SubjectApi::new(subjects)),
+        SubjectServiceServer::new(
+            SubjectApi::new(subjects).with_message_limit(limits.max_message_bytes)
+        ),
         limits
     )))
 }

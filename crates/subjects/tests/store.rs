@@ -25,7 +25,7 @@ use vern_subjects::domain::{
     Retain, SubjectChanges, SubjectState, View,
 };
 use vern_subjects::error::SubjectError;
-use vern_subjects::service::{Lookup, Subjects};
+use vern_subjects::service::{Lookup, RecordsPage, Subjects};
 use vern_subjects::store::entities::{lookup, record, subject};
 use vern_subjects::store::{KeyStore, ListFilter, SubjectStore};
 
@@ -45,6 +45,7 @@ vern_kit::store_test_suite!("subjects":
     erased_subject_is_a_tombstone,
     erasure_with_retained_records_restricts_until_purged,
     records_kept_without_end_match_only_when_asked,
+    records_come_a_page_at_a_time,
     raw_tables_hold_no_plaintext_identifier,
     crypto_shredding_survives_restoring_rows_from_a_backup,
     purge_dry_run_real_run_and_exclusions,
@@ -1479,6 +1480,68 @@ async fn records_kept_without_end_match_only_when_asked(target: DbTarget) {
             .await
             .expect_err("without the end filter");
     assert_eq!(fields(err), ["include_open_ended"]);
+    e.done().await;
+}
+
+/// GetSubject a page of records at a time: pages in order, each within its size and
+/// byte budget, together the whole list; bad sizes and tokens name their field.
+async fn records_come_a_page_at_a_time(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let mut new = ola();
+    for i in 0..23 {
+        new.records.push(rec(
+            DataCategory::Contact,
+            &format!("note-{i:02}"),
+            &format!("{i:02} {}", "x".repeat(200)),
+            &["customer-service"],
+        ));
+    }
+    let s = e.s.create(&a, new, None).await.expect("create");
+    let all =
+        e.s.get(&a, &s.subject_id, View::Full)
+            .await
+            .expect("get")
+            .records;
+    assert_eq!(all.len(), 25);
+    let read_all = |size: i32, budget: usize| {
+        let (s, e) = (s.clone(), &e);
+        async move {
+            let (mut got, mut token, mut pages) = (vec![], String::new(), vec![]);
+            loop {
+                let page = RecordsPage::new(size, &token, budget).expect("page");
+                let (sub, next) =
+                    e.s.get_page(&tenant_a(), &s.subject_id, View::Full, page)
+                        .await
+                        .expect("page");
+                pages.push(sub.records.len());
+                got.extend(sub.records);
+                match next {
+                    Some(t) => token = t,
+                    None => return (got, pages),
+                }
+            }
+        }
+    };
+    let (got, pages) = read_all(10, 1 << 20).await;
+    assert_eq!(pages, [10, 10, 5]);
+    assert_eq!(got, all, "together, in order, the whole list");
+    // A budget of ~2 records' worth: pages of 2, never empty.
+    let (got, pages) = read_all(10, 700).await;
+    assert!(pages.iter().all(|n| (1..=2).contains(n)), "{pages:?}");
+    assert_eq!(got, all);
+    let (got, pages) = read_all(10, 1).await;
+    assert_eq!(pages.len(), 25, "at least one record a page");
+    assert_eq!(got, all);
+
+    for (size, token, field) in [
+        (-1, "", "records_page_size"),
+        (5, "nope", "records_page_token"),
+        (5, "123/not-a-uuid", "records_page_token"),
+    ] {
+        let err = RecordsPage::new(size, token, 1 << 20).expect_err("bad page");
+        assert_eq!(fields(err), [field]);
+    }
     e.done().await;
 }
 

@@ -589,6 +589,7 @@ pub async fn check_acknowledged(ch: &Channel, vern: &Vern, subjects: &[String], 
                     spb::GetSubjectRequest {
                         subject_id: s.subject_id.clone(),
                         view: 0,
+                        ..Default::default()
                     },
                     &crm,
                 ))

@@ -41,7 +41,7 @@ impl Subjects {
         let row = self.subject_row(t, &id).await?;
         match state(&row)? {
             SubjectState::Erased => return Err(SubjectError::Erased),
-            SubjectState::Restricted => return self.read(t, row, View::Full).await,
+            SubjectState::Restricted => return self.read(t, row, View::Full, None).await,
             SubjectState::Active => {}
         }
         let now = vern_kit::time::now();

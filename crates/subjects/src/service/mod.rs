@@ -216,7 +216,27 @@ impl Subjects {
     ) -> Result<Subject, SubjectError> {
         let id = domain::subject_id("subject_id", subject_id).map_err(invalid)?;
         let row = self.subject_row(tenant.as_str(), &id).await?;
-        self.read(tenant.as_str(), row, view).await
+        self.read(tenant.as_str(), row, view, None).await
+    }
+
+    /// GetSubject a page of records at a time (see [`RecordsPage`]): the subject with
+    /// the page's records, and the token of the next page when more follow.
+    pub async fn get_page(
+        &self,
+        tenant: &TenantId,
+        subject_id: &str,
+        view: View,
+        page: RecordsPage,
+    ) -> Result<(Subject, Option<String>), SubjectError> {
+        let id = domain::subject_id("subject_id", subject_id).map_err(invalid)?;
+        let t = tenant.as_str();
+        let row = self.subject_row(t, &id).await?;
+        if row.state == SubjectState::Erased.as_str() {
+            return Ok((self.read(t, row, view, None).await?, None));
+        }
+        let mut page = page;
+        let s = self.read(t, row, view, Some(&mut page)).await?;
+        Ok((s, page.next))
     }
 
     /// FindSubject: through the blind index (after normalising) or an external
@@ -249,7 +269,7 @@ impl Subjects {
         };
         let id = found.ok_or(SubjectError::SubjectNotFound)?;
         let row = self.subject_row(t, &id).await?;
-        self.read(t, row, view).await
+        self.read(t, row, view, None).await
     }
 
     /// ListSubjects: a page ordered by (`create_time`, `subject_id`) after the cursor
@@ -460,13 +480,17 @@ impl Subjects {
         tenant: &str,
         row: subject::Model,
         view: View,
+        page: Option<&mut RecordsPage>,
     ) -> Result<Subject, SubjectError> {
         if row.state == SubjectState::Erased.as_str() {
             return subject_view(tenant, row, vec![], vec![], None);
         }
         let ids = [row.subject_id.clone()];
         let refs = self.store.refs_of(tenant, &ids).await?;
-        let records = self.store.records_of(tenant, &ids).await?;
+        let mut records = self.store.records_of(tenant, &ids).await?;
+        if let Some(page) = page {
+            records = page.take(records);
+        }
         let dek = match view {
             View::Basic => None,
             View::Full => {
@@ -481,6 +505,96 @@ impl Subjects {
         if let Some(r) = &self.relay {
             r.nudge();
         }
+    }
+}
+
+/// Records a page holds when the caller names no size.
+pub const RECORDS_PAGE_DEFAULT: usize = 1000;
+/// Records a page holds at most.
+pub const RECORDS_PAGE_MAX: usize = 10_000;
+
+/// One page of a subject's records (GetSubject with `records_page_size`), oldest first
+/// by (collected_at, record_id): at most `size` records whose values and names take at
+/// most `budget` bytes (at least one record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordsPage {
+    size: usize,
+    budget: usize,
+    after: Option<(DateTime<Utc>, String)>,
+    /// After [`RecordsPage::take`]: the token of the next page, if more follow.
+    pub next: Option<String>,
+}
+
+impl RecordsPage {
+    /// A page of `size` records (0: the default) after `token` (empty: the first).
+    pub fn new(size: i32, token: &str, budget: usize) -> Result<Self, SubjectError> {
+        let size = match size {
+            n if n < 0 => {
+                return Err(invalid(FieldViolation::new(
+                    "records_page_size",
+                    "must not be negative",
+                )));
+            }
+            0 => RECORDS_PAGE_DEFAULT,
+            n => (n as usize).min(RECORDS_PAGE_MAX),
+        };
+        let after = if token.is_empty() {
+            None
+        } else {
+            let bad = || {
+                invalid(FieldViolation::new(
+                    "records_page_token",
+                    "is not a token GetSubject issued",
+                ))
+            };
+            let (micros, id) = token.split_once('/').ok_or_else(bad)?;
+            let at = micros
+                .parse::<i64>()
+                .ok()
+                .and_then(DateTime::from_timestamp_micros)
+                .ok_or_else(bad)?;
+            let id = domain::record_id("records_page_token", id).map_err(|_| bad())?;
+            Some((at, id))
+        };
+        Ok(Self {
+            size,
+            budget,
+            after,
+            next: None,
+        })
+    }
+
+    /// This page's records of `all` (in the order `records_of` gives), and notes the
+    /// next page's token.
+    pub(crate) fn take(&mut self, all: Vec<record::Model>) -> Vec<record::Model> {
+        let mut out: Vec<record::Model> = Vec::new();
+        let mut bytes = 0;
+        let mut more = false;
+        let after = self.after.as_ref();
+        for r in all
+            .into_iter()
+            .filter(|r| after.is_none_or(|(at, id)| (r.collected_at, &r.record_id) > (*at, id)))
+        {
+            // Sealed value (its plaintext is a little shorter) plus names and metadata.
+            let size = r.value_ct.as_ref().map_or(0, Vec::len)
+                + r.field.len()
+                + r.source.len()
+                + r.purposes.len()
+                + r.legal_reference.len()
+                + 128;
+            if !out.is_empty() && (out.len() == self.size || bytes + size > self.budget) {
+                more = true;
+                break;
+            }
+            bytes += size;
+            out.push(r);
+        }
+        // The next page starts after this page's last record.
+        self.next = out
+            .last()
+            .filter(|_| more)
+            .map(|r| format!("{}/{}", r.collected_at.timestamp_micros(), r.record_id));
+        out
     }
 }
 
