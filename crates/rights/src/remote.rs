@@ -39,8 +39,9 @@ fn up(which: &'static str) -> impl Fn(tonic::Status) -> RightsError {
     move |s| RightsError::Upstream(which, s.code())
 }
 
-/// Records per GetSubject page (fewer when they fill half a message).
-const RECORDS_PAGE: i32 = 1000;
+/// Records per GetSubject page, the most it takes: half the subjects server's message
+/// limit bounds a page first (2 MiB by default), so pages are few and each fits.
+const RECORDS_PAGE: i32 = 10_000;
 
 impl Upstream {
     /// Clients over lazily connected channels.

@@ -32,7 +32,9 @@ use crate::domain::{
 use crate::error::SubjectError;
 use crate::relay::state_change;
 use crate::store::entities::{external_ref, lookup, record, subject};
-use crate::store::{Batch, KeyStore, ListFilter, Page, SubjectStore, corrupt, from_json, json};
+use crate::store::{
+    Batch, KeyStore, ListFilter, Page, RecordKey, SubjectStore, corrupt, from_json, json,
+};
 
 /// How a subject is looked up by FindSubject.
 #[derive(Clone)]
@@ -487,10 +489,23 @@ impl Subjects {
         }
         let ids = [row.subject_id.clone()];
         let refs = self.store.refs_of(tenant, &ids).await?;
-        let mut records = self.store.records_of(tenant, &ids).await?;
-        if let Some(page) = page {
-            records = page.take(records);
-        }
+        let records = match page {
+            None => self.store.records_of(tenant, &ids).await?,
+            Some(page) => {
+                // The page's rows only: the keys are small, the contents are read once.
+                let keys = self.store.record_keys_of(tenant, &row.subject_id).await?;
+                let wanted = page.take(keys);
+                let mut rows = self.store.records(tenant, &wanted).await?;
+                let order: HashMap<&str, usize> = wanted
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| (id.as_str(), i))
+                    .collect();
+                rows.retain(|r| r.subject_id.as_deref() == Some(row.subject_id.as_str()));
+                rows.sort_by_key(|r| order.get(r.record_id.as_str()).copied());
+                rows
+            }
+        };
         let dek = match view {
             View::Basic => None,
             View::Full => {
@@ -564,37 +579,32 @@ impl RecordsPage {
         })
     }
 
-    /// This page's records of `all` (in the order `records_of` gives), and notes the
-    /// next page's token.
-    pub(crate) fn take(&mut self, all: Vec<record::Model>) -> Vec<record::Model> {
-        let mut out: Vec<record::Model> = Vec::new();
+    /// The ids of this page's records among `keys` (in the order of
+    /// [`SubjectStore::record_keys_of`]), noting the next page's token.
+    pub(crate) fn take(&mut self, keys: Vec<RecordKey>) -> Vec<String> {
+        let mut out: Vec<RecordKey> = Vec::new();
         let mut bytes = 0;
         let mut more = false;
         let after = self.after.as_ref();
-        for r in all
+        for k in keys
             .into_iter()
-            .filter(|r| after.is_none_or(|(at, id)| (r.collected_at, &r.record_id) > (*at, id)))
+            .filter(|k| after.is_none_or(|(at, id)| (k.collected_at, &k.record_id) > (*at, id)))
         {
-            // Sealed value (its plaintext is a little shorter) plus names and metadata.
-            let size = r.value_ct.as_ref().map_or(0, Vec::len)
-                + r.field.len()
-                + r.source.len()
-                + r.purposes.len()
-                + r.legal_reference.len()
-                + 128;
+            // Sealed value (its plaintext is a little shorter), names and metadata.
+            let size = k.bytes + 128;
             if !out.is_empty() && (out.len() == self.size || bytes + size > self.budget) {
                 more = true;
                 break;
             }
             bytes += size;
-            out.push(r);
+            out.push(k);
         }
         // The next page starts after this page's last record.
         self.next = out
             .last()
             .filter(|_| more)
-            .map(|r| format!("{}/{}", r.collected_at.timestamp_micros(), r.record_id));
-        out
+            .map(|k| format!("{}/{}", k.collected_at.timestamp_micros(), k.record_id));
+        out.into_iter().map(|k| k.record_id).collect()
     }
 }
 

@@ -41,6 +41,17 @@ pub struct Page<T> {
     pub more: bool,
 }
 
+/// Where a record sorts among its subject's records, and its stored size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordKey {
+    /// When collected.
+    pub collected_at: DateTime<Utc>,
+    /// The record.
+    pub record_id: String,
+    /// Bytes of its sealed value, field, source, purposes and legal reference.
+    pub bytes: usize,
+}
+
 /// Filter of ListSubjects.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
@@ -196,6 +207,42 @@ impl SubjectStore {
             .await?;
         records.sort_by(|a, b| (a.collected_at, &a.record_id).cmp(&(b.collected_at, &b.record_id)));
         Ok(records)
+    }
+
+    /// Where each record of a subject sorts and how large it is, without its content,
+    /// in the order of [`SubjectStore::records_of`] (for pages of records).
+    pub async fn record_keys_of(
+        &self,
+        tenant: &str,
+        subject_id: &str,
+    ) -> Result<Vec<RecordKey>, SubjectError> {
+        use sea_orm::QuerySelect;
+        use sea_orm::sea_query::Expr;
+        // Stored bytes of the sealed value and the names and metadata sent with it.
+        let bytes = Expr::cust(
+            "CAST(COALESCE(LENGTH(\"value_ct\"), 0) + LENGTH(\"field\") + LENGTH(\"source\") \
+             + LENGTH(\"purposes\") + LENGTH(\"legal_reference\") AS BIGINT)",
+        );
+        let rows: Vec<(DateTime<Utc>, String, i64)> = record::Entity::find()
+            .select_only()
+            .column(record::Column::CollectedAt)
+            .column(record::Column::RecordId)
+            .column_as(bytes, "bytes")
+            .filter(record::Column::TenantId.eq(tenant))
+            .filter(record::Column::SubjectId.eq(subject_id))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut keys: Vec<RecordKey> = rows
+            .into_iter()
+            .map(|(collected_at, record_id, bytes)| RecordKey {
+                collected_at,
+                record_id,
+                bytes: usize::try_from(bytes).unwrap_or(0),
+            })
+            .collect();
+        keys.sort_by(|a, b| (a.collected_at, &a.record_id).cmp(&(b.collected_at, &b.record_id)));
+        Ok(keys)
     }
 
     /// Records by id (any subject of the tenant).
