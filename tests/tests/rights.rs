@@ -118,24 +118,28 @@ async fn a_report_above_the_message_limit_is_exported_in_chunks() {
     suite.stop().await;
 }
 
+async fn create_tenant(ch: &Channel, platform: &str, id: &str, name: &str) {
+    tpb::tenant_service_client::TenantServiceClient::new(ch.clone())
+        .create_tenant(authed(
+            tpb::CreateTenantRequest {
+                tenant_id: id.into(),
+                name: name.into(),
+                org_number: "989990748".into(),
+                dpo_email: "personvern@kulturfabrikk.example".into(),
+                ..Default::default()
+            },
+            platform,
+        ))
+        .await
+        .expect("tenant");
+}
+
 /// A tenant, a subject with `records` notes of ~300 bytes each, and a fulfilled access
 /// request of it: the subject id and the request id.
 async fn reported_subject(ch: &Channel, records: usize) -> (String, String) {
     let platform = token(&["platform-admin"], &[], 600);
     let crm = token(&["integration"], &[TENANT], 600);
-    tpb::tenant_service_client::TenantServiceClient::new(ch.clone())
-        .create_tenant(authed(
-            tpb::CreateTenantRequest {
-                tenant_id: TENANT.into(),
-                name: "Oslo Kulturfabrikk".into(),
-                org_number: "989990748".into(),
-                dpo_email: "personvern@kulturfabrikk.example".into(),
-                ..Default::default()
-            },
-            &platform,
-        ))
-        .await
-        .expect("tenant");
+    create_tenant(ch, &platform, TENANT, "Oslo Kulturfabrikk").await;
     let mut records: Vec<spb::Record> = (0..records)
         .map(|i| spb::Record {
             category: DataCategory::Contact as i32,
@@ -342,22 +346,10 @@ async fn setup(ch: &Channel) -> Fixture {
     let admin = token(&["tenant-admin"], &[TENANT], 600);
     let officer = token(&["privacy-officer"], &[TENANT], 600);
     let crm = token(&["integration"], &[TENANT], 600);
-    let mut tenants = tpb::tenant_service_client::TenantServiceClient::new(ch.clone());
     for (id, name) in [(TENANT, "Oslo Kulturfabrikk"), ("okorad", "ØkoRåd Oslo")] {
-        tenants
-            .create_tenant(authed(
-                tpb::CreateTenantRequest {
-                    tenant_id: id.into(),
-                    name: name.into(),
-                    org_number: "989990748".into(),
-                    dpo_email: "personvern@kulturfabrikk.example".into(),
-                    ..Default::default()
-                },
-                &platform,
-            ))
-            .await
-            .expect("tenant");
+        create_tenant(ch, &platform, id, name).await;
     }
+    let mut tenants = tpb::tenant_service_client::TenantServiceClient::new(ch.clone());
     for (key, basis, cats, dm) in [
         (
             "newsletter",

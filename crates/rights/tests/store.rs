@@ -520,51 +520,55 @@ fn sqlite_files(target: &DbTarget) -> Vec<u8> {
     bytes
 }
 
+/// A verified request of `subject` with a data key and sealed personal content.
+fn personal_request(tenant: &str, subject: &str, ty: &str) -> request::Model {
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut r = row(tenant, &id, at(20), RequestStatus::Verified);
+    r.subject_id = subject.to_owned();
+    r.request_type = ty.to_owned();
+    r.wrapped_key = unique_bytes(60);
+    r.personal = unique_bytes(200);
+    r
+}
+
+/// Completes `r` (version 1 → 2) with the report `sealed`.
+async fn complete_with_report(s: &RightsStore, r: &request::Model, sealed: Vec<u8>) {
+    let done = request::Model {
+        status: RequestStatus::Completed.as_str().into(),
+        fulfilled: true,
+        version: 2,
+        ..r.clone()
+    };
+    let rep = report::Model {
+        tenant_id: r.tenant_id.clone(),
+        rights_request_id: r.rights_request_id.clone(),
+        sealed,
+        generate_time: at(3),
+    };
+    s.commit_request(done, 1, vec![], Some(rep), None)
+        .await
+        .expect("fulfil");
+}
+
 async fn erasure_destroys_the_subjects_personal_content(target: DbTarget) {
     let s = RightsStore::open(&target).await.expect("open");
     let subject = uuid::Uuid::new_v4().to_string();
     let other_subject = uuid::Uuid::new_v4().to_string();
-    let new = |tenant: &str, subject: &str, ty: &str| {
-        let id = uuid::Uuid::now_v7().to_string();
-        let mut r = row(tenant, &id, at(20), RequestStatus::Verified);
-        r.subject_id = subject.to_owned();
-        r.request_type = ty.to_owned();
-        r.wrapped_key = unique_bytes(60);
-        r.personal = unique_bytes(200);
-        r
-    };
     // An earlier access request of the subject, fulfilled with a (large) report; a
     // rectification; the erasure; the same subject id in another tenant; another
     // subject in the tenant.
-    let access = new("t1", &subject, "ACCESS");
-    let rectify = new("t1", &subject, "RECTIFICATION");
-    let erasure = new("t1", &subject, "ERASURE");
-    let foreign = new("t2", &subject, "ACCESS");
-    let bystander = new("t1", &other_subject, "ACCESS");
+    let access = personal_request("t1", &subject, "ACCESS");
+    let rectify = personal_request("t1", &subject, "RECTIFICATION");
+    let erasure = personal_request("t1", &subject, "ERASURE");
+    let foreign = personal_request("t2", &subject, "ACCESS");
+    let bystander = personal_request("t1", &other_subject, "ACCESS");
     for r in [&access, &rectify, &erasure, &foreign, &bystander] {
         s.insert_request(r.clone(), None).await.expect("insert");
     }
-    let report_of = |r: &request::Model| report::Model {
-        tenant_id: r.tenant_id.clone(),
-        rights_request_id: r.rights_request_id.clone(),
-        sealed: unique_bytes(6000),
-        generate_time: at(3),
-    };
-    let access_report = report_of(&access);
-    for (r, rep) in [
-        (&access, access_report.clone()),
-        (&foreign, report_of(&foreign)),
-        (&bystander, report_of(&bystander)),
-    ] {
-        let done = request::Model {
-            status: RequestStatus::Completed.as_str().into(),
-            fulfilled: true,
-            version: 2,
-            ..r.clone()
-        };
-        s.commit_request(done, 1, vec![], Some(rep), None)
-            .await
-            .expect("fulfil");
+    let access_report = unique_bytes(6000);
+    complete_with_report(&s, &access, access_report.clone()).await;
+    for r in [&foreign, &bystander] {
+        complete_with_report(&s, r, unique_bytes(6000)).await;
     }
     // A writer that read the access request before the erasure.
     let stale = s
@@ -581,7 +585,12 @@ async fn erasure_destroys_the_subjects_personal_content(target: DbTarget) {
         version: 2,
         ..erasure.clone()
     };
-    let erasure_report = report_of(&erasure);
+    let erasure_report = report::Model {
+        tenant_id: erasure.tenant_id.clone(),
+        rights_request_id: erasure.rights_request_id.clone(),
+        sealed: unique_bytes(6000),
+        generate_time: at(3),
+    };
     let key = Key::new(Some("t1"), "fulfil-erase", "FulfilRequest", b"f");
     let answer = s
         .commit_erasure(
@@ -693,8 +702,8 @@ async fn erasure_destroys_the_subjects_personal_content(target: DbTarget) {
             ("access personal", &access.personal),
             ("rectification key", &rectify.wrapped_key),
             ("erasure personal", &erasure.personal),
-            ("access report", &access_report.sealed[..64].to_vec()),
-            ("access report end", &access_report.sealed[5900..].to_vec()),
+            ("access report", &access_report[..64].to_vec()),
+            ("access report end", &access_report[5900..].to_vec()),
         ] {
             assert!(!contains(&files, secret), "{what} left in the SQLite files");
         }
@@ -712,39 +721,16 @@ async fn erasures_from_the_subjects_service_spare_only_the_request_carrying_them
     let erased = uuid::Uuid::new_v4().to_string();
     let by_request = uuid::Uuid::new_v4().to_string();
     let bystander = uuid::Uuid::new_v4().to_string();
-    let new = |tenant: &str, subject: &str, ty: &str| {
-        let id = uuid::Uuid::now_v7().to_string();
-        let mut r = row(tenant, &id, at(20), RequestStatus::Verified);
-        r.subject_id = subject.to_owned();
-        r.request_type = ty.to_owned();
-        r.wrapped_key = unique_bytes(60);
-        r.personal = unique_bytes(200);
-        r
-    };
-    let access = new("t1", &erased, "ACCESS");
-    let foreign = new("t2", &erased, "ACCESS");
-    let other = new("t1", &bystander, "ACCESS");
-    let pending_access = new("t1", &by_request, "ACCESS");
-    let in_flight = new("t1", &by_request, "ERASURE");
+    let access = personal_request("t1", &erased, "ACCESS");
+    let foreign = personal_request("t2", &erased, "ACCESS");
+    let other = personal_request("t1", &bystander, "ACCESS");
+    let pending_access = personal_request("t1", &by_request, "ACCESS");
+    let in_flight = personal_request("t1", &by_request, "ERASURE");
     for r in [&access, &foreign, &other, &pending_access, &in_flight] {
         s.insert_request(r.clone(), None).await.expect("insert");
     }
     for r in [&access, &foreign, &other] {
-        let done = request::Model {
-            status: RequestStatus::Completed.as_str().into(),
-            fulfilled: true,
-            version: 2,
-            ..r.clone()
-        };
-        let rep = report::Model {
-            tenant_id: r.tenant_id.clone(),
-            rights_request_id: r.rights_request_id.clone(),
-            sealed: unique_bytes(600),
-            generate_time: at(3),
-        };
-        s.commit_request(done, 1, vec![], Some(rep), None)
-            .await
-            .expect("fulfil");
+        complete_with_report(&s, r, unique_bytes(600)).await;
     }
     let erased_at = at(6);
     let key = Key::new(Some("t1"), "outbox-1", "ApplySubjectErasures", b"e");

@@ -28,6 +28,8 @@ use tower::Layer;
 use vern_kit::audit::{
     AUDIT_TOPIC, Audit, AuditDelivery, AuditLayer, Audited, Auditor, TopicRouter,
 };
+use vern_proto::consents::v1::consent_service_client::ConsentServiceClient;
+use vern_proto::rights::v1::rights_service_client::RightsServiceClient;
 
 pub use api::SubjectApi;
 
@@ -86,11 +88,17 @@ pub async fn build(
     let router = TopicRouter::new()
         .route(
             crate::store::STATE_TOPIC,
-            Arc::new(ConsentsDelivery::new(channel, tokens)),
+            Arc::new(ConsentsDelivery::new(
+                ConsentServiceClient::new(channel),
+                tokens,
+            )),
         )
         .route(
             crate::store::ERASURE_TOPIC,
-            Arc::new(RightsDelivery::new(rights_channel, rights_tokens)),
+            Arc::new(RightsDelivery::new(
+                RightsServiceClient::new(rights_channel),
+                rights_tokens,
+            )),
         )
         .route(
             AUDIT_TOPIC,

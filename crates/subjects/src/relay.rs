@@ -101,27 +101,30 @@ pub fn erasure_request(payloads: &[Vec<u8>]) -> rights::ApplySubjectErasuresRequ
     }
 }
 
-/// Delivers batches to ConsentService with a `service` token for the batch's tenant.
-pub struct ConsentsDelivery {
-    client: ConsentServiceClient<Channel>,
+/// Delivers one outbox topic to another service's client `C`, with a `service` token
+/// for the batch's tenant.
+pub struct ServiceDelivery<C> {
+    client: C,
     tokens: ServiceTokens,
 }
 
-impl std::fmt::Debug for ConsentsDelivery {
+impl<C> std::fmt::Debug for ServiceDelivery<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConsentsDelivery").finish_non_exhaustive()
+        f.debug_struct("ServiceDelivery").finish_non_exhaustive()
     }
 }
 
-impl ConsentsDelivery {
-    /// Delivery over `channel` (to the consents service) signing with `tokens`.
-    pub fn new(channel: Channel, tokens: ServiceTokens) -> Self {
-        Self {
-            client: ConsentServiceClient::new(channel),
-            tokens,
-        }
+impl<C> ServiceDelivery<C> {
+    /// Delivery through `client`, signing with `tokens`.
+    pub fn new(client: C, tokens: ServiceTokens) -> Self {
+        Self { client, tokens }
     }
 }
+
+/// State changes to ConsentService.ApplySubjectStates.
+pub type ConsentsDelivery = ServiceDelivery<ConsentServiceClient<Channel>>;
+/// Erasures to RightsService.ApplySubjectErasures.
+pub type RightsDelivery = ServiceDelivery<RightsServiceClient<Channel>>;
 
 #[async_trait::async_trait]
 impl Deliver for ConsentsDelivery {
@@ -142,28 +145,6 @@ impl Deliver for ConsentsDelivery {
             .await
             .map_err(|s| format!("ApplySubjectStates failed: {:?}", s.code()))?;
         Ok(())
-    }
-}
-
-/// Delivers erasures to RightsService with a `service` token for the batch's tenant.
-pub struct RightsDelivery {
-    client: RightsServiceClient<Channel>,
-    tokens: ServiceTokens,
-}
-
-impl std::fmt::Debug for RightsDelivery {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RightsDelivery").finish_non_exhaustive()
-    }
-}
-
-impl RightsDelivery {
-    /// Delivery over `channel` (to the rights service) signing with `tokens`.
-    pub fn new(channel: Channel, tokens: ServiceTokens) -> Self {
-        Self {
-            client: RightsServiceClient::new(channel),
-            tokens,
-        }
     }
 }
 
