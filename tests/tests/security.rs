@@ -272,6 +272,8 @@ async fn standalone_gateway_forwards_to_remote_services() {
                 health_names: vern_proto::SERVICE_NAMES.to_vec(),
                 denials: None,
                 telemetry: vern_kit::telemetry::Telemetry::off(),
+                exposure: vern_kit::context::Exposure::Public,
+                tenants: None,
             },
             gw_listener,
             &server_config,

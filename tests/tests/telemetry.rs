@@ -648,6 +648,8 @@ async fn one_trace_spans_gateway_and_service() {
         health_names: vern_proto::SERVICE_NAMES.to_vec(),
         denials: None,
         telemetry: gateway_telemetry.clone(),
+        exposure: vern_kit::context::Exposure::Public,
+        tenants: None,
     };
     let (gw_addr, stop_gw, gateway) = serve(served, &config).await;
 

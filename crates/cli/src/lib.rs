@@ -125,6 +125,46 @@ pub async fn suite_of(config: &Config, services: &[&str]) -> anyhow::Result<Serv
         denials: denial_sink(config),
         // The caller starts telemetry for the component it serves.
         telemetry: vern_kit::telemetry::Telemetry::off(),
+        // A service's own listener: reached by the gateway and the other services.
+        exposure: vern_kit::context::Exposure::Internal,
+        tenants: tenant_gate(config),
+    })
+}
+
+/// The check that each call's tenant exists and is active, asking the tenants service
+/// at `services.tenants.url` with service tokens. `None` (with a warning) when no
+/// service token can be signed.
+pub fn tenant_gate(config: &Config) -> Option<vern_kit::tenancy::TenantGate> {
+    let tokens = match vern_kit::auth::ServiceTokens::from_config(config) {
+        Ok(Some(t)) => t,
+        _ => {
+            tracing::warn!(
+                "no service signing key: tenants named by tokens are not checked against the tenants service"
+            );
+            return None;
+        }
+    };
+    let directory =
+        vern_gateway::RemoteTenants::new(&config.services.tenants.url, std::sync::Arc::new(tokens))
+            .ok()?;
+    Some(vern_kit::tenancy::TenantGate::new(
+        std::sync::Arc::new(directory),
+        std::time::Duration::from_secs(config.auth.tenant_status_ttl_seconds.max(1)),
+    ))
+}
+
+/// The standalone gateway (`vern serve gateway`): the public listener, forwarding each
+/// call to its service.
+pub fn gateway(config: &Config) -> anyhow::Result<Served> {
+    let routes =
+        vern_gateway::forwarding_routes(&config.services).context("backend addresses")?;
+    Ok(Served {
+        routes,
+        health_names: vern_proto::SERVICE_NAMES.to_vec(),
+        denials: denial_sink(config),
+        telemetry: vern_kit::telemetry::Telemetry::off(),
+        exposure: vern_kit::context::Exposure::Public,
+        tenants: tenant_gate(config),
     })
 }
 
@@ -172,6 +212,9 @@ pub fn verifier(config: &Config) -> anyhow::Result<TokenVerifier> {
 pub struct Running {
     /// Where the gateway listens.
     pub addr: SocketAddr,
+    /// The suite's internal listener (loopback), where its services call each other
+    /// with `service` tokens; the gateway refuses that role.
+    pub internal_addr: SocketAddr,
     /// Stops the suite (drains in-flight calls).
     pub shutdown: tokio::sync::oneshot::Sender<()>,
     /// Resolves when the server has stopped.
@@ -180,13 +223,18 @@ pub struct Running {
     pub telemetry: vern_kit::telemetry::Telemetry,
 }
 
-/// Starts the whole suite on `listener` (the `vern dev` gateway).
+/// Starts the whole suite on `listener` (the `vern dev` gateway). The services also
+/// listen on an internal loopback port of their own, where they reach each other: the
+/// gateway's listener refuses the `service` role.
 pub async fn start_suite(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let started = Instant::now();
     let addr = listener.local_addr()?;
-    // In one process the services reach each other through the suite's own listener.
+    let internal = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .context("binding the internal listener")?;
+    let internal_addr = internal.local_addr()?;
     let mut config = config;
-    let here = format!("http://{addr}");
+    let here = format!("http://{internal_addr}");
     for endpoint in [
         &mut config.services.tenants,
         &mut config.services.subjects,
@@ -199,22 +247,56 @@ pub async fn start_suite(config: Config, listener: TcpListener) -> anyhow::Resul
     }
     let verifier = verifier(&config)?;
     let mut served = suite(&config).await?;
+    served.exposure = vern_kit::context::Exposure::Public;
     served.telemetry = vern_kit::telemetry::Telemetry::start(&config.telemetry, "dev")
         .await
         .context("starting telemetry")?;
     let telemetry = served.telemetry.clone();
+    let inner = Served {
+        routes: served.routes.clone(),
+        health_names: served.health_names.clone(),
+        denials: None,
+        telemetry: served.telemetry.clone(),
+        exposure: vern_kit::context::Exposure::Internal,
+        tenants: served.tenants.clone(),
+    };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server_config = config.server.clone();
-    let handle = tokio::spawn(async move {
-        vern_kit::server::serve(served, listener, &server_config, verifier, async move {
-            let _ = rx.await;
+    let internal_server = {
+        let verifier = verifier.clone();
+        let server_config = server_config.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            vern_kit::server::serve(inner, internal, &server_config, verifier, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
         })
-        .await
-        .context("serving")
+    };
+    let handle = tokio::spawn(async move {
+        let mut stop = stop_rx;
+        let public = vern_kit::server::serve(served, listener, &server_config, verifier, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        tokio::pin!(public);
+        let public = tokio::select! {
+            r = &mut public => r,
+            _ = rx => {
+                let _ = stop_tx.send(true);
+                public.await
+            }
+        };
+        let _ = stop_tx.send(true);
+        // The internal listener drains with the public one.
+        let internal = internal_server.await;
+        public.context("serving")?;
+        internal.context("internal listener task")?.context("serving internally")
     });
-    tracing::info!(%addr, ready_ms = started.elapsed().as_millis() as u64, "vern suite ready");
+    tracing::info!(%addr, %internal_addr, ready_ms = started.elapsed().as_millis() as u64, "vern suite ready");
     Ok(Running {
         addr,
+        internal_addr,
         shutdown: tx,
         handle,
         telemetry,

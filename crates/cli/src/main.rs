@@ -252,6 +252,8 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
             config.data_dir = data_dir;
             config.listen = listen;
             config.auth.dev_key = true;
+            // Tooling against the dev suite (grpcurl list/describe) needs no token.
+            config.server.reflection = vern_kit::config::ReflectionMode::Open;
             vern_kit::telemetry::init(config.log_format, &config.log_level);
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
@@ -281,15 +283,7 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
         Command::Serve { service, listen } => {
             vern_kit::telemetry::init(config.log_format, &config.log_level);
             let (addr, mut served) = if service == "gateway" {
-                let routes = vern_gateway::forwarding_routes(&config.services)
-                    .context("backend addresses")?;
-                let served = vern_kit::server::Served {
-                    routes,
-                    health_names: vern_proto::SERVICE_NAMES.to_vec(),
-                    denials: vern_cli::denial_sink(&config),
-                    telemetry: vern_kit::telemetry::Telemetry::off(),
-                };
-                (listen.unwrap_or(config.listen), served)
+                (listen.unwrap_or(config.listen), vern_cli::gateway(&config)?)
             } else {
                 let endpoint = match service.as_str() {
                     "tenants" => &config.services.tenants,

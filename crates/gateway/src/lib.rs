@@ -119,6 +119,57 @@ pub fn forwarding_routes(services: &ServicesConfig) -> Result<Routes, tonic::tra
     Ok(b.routes())
 }
 
+/// The tenant directory of [`vern_kit::tenancy`] backed by the tenants service: a
+/// `GetTenant` with a service token acting for the tenant asked about.
+pub struct RemoteTenants {
+    channel: tonic::transport::Channel,
+    tokens: std::sync::Arc<vern_kit::auth::ServiceTokens>,
+}
+
+impl RemoteTenants {
+    /// A directory asking the tenants service at `url`.
+    pub fn new(
+        url: &str,
+        tokens: std::sync::Arc<vern_kit::auth::ServiceTokens>,
+    ) -> Result<Self, tonic::transport::Error> {
+        Ok(Self {
+            channel: vern_kit::client::channel(url)?,
+            tokens,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl vern_kit::tenancy::TenantDirectory for RemoteTenants {
+    async fn status(&self, tenant: &str) -> Result<vern_kit::tenancy::TenantStatus, String> {
+        use vern_kit::tenancy::TenantStatus;
+        use vern_proto::tenants::v1 as pb;
+        let token = self
+            .tokens
+            .for_tenant(tenant)
+            .map_err(|_| "signing a service token failed".to_owned())?;
+        let mut req = vern_kit::client::request(
+            pb::GetTenantRequest {
+                tenant_id: tenant.to_owned(),
+            },
+            &token,
+        )
+        .map_err(|s| s.message().to_owned())?;
+        req.set_timeout(std::time::Duration::from_secs(3));
+        match pb::tenant_service_client::TenantServiceClient::new(self.channel.clone())
+            .get_tenant(req)
+            .await
+        {
+            Ok(t) if t.get_ref().status == pb::TenantStatus::Suspended as i32 => {
+                Ok(TenantStatus::Suspended)
+            }
+            Ok(_) => Ok(TenantStatus::Active),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(TenantStatus::Unknown),
+            Err(s) => Err(format!("GetTenant failed: {:?}", s.code())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,7 @@ pub enum Role {
     Integration,
     /// Reads and verifies the audit trail only.
     Auditor,
-    /// Another vern service.
+    /// Another vern service. Never accepted through the gateway.
     Service,
 }
 
@@ -51,6 +51,12 @@ impl Role {
             Role::Auditor => "auditor",
             Role::Service => "service",
         }
+    }
+
+    /// Whether the role acts platform-wide (no tenant) for the platform-level
+    /// permissions it holds. Every other role acts inside exactly one tenant.
+    pub fn platform_wide(self) -> bool {
+        matches!(self, Role::PlatformAdmin)
     }
 
     /// Whether this role grants `permission`.
@@ -201,10 +207,15 @@ pub fn permission_for(path: &str) -> Option<Permission> {
         .map(|(_, perm)| *perm)
 }
 
-/// Paths that need no token: health and reflection (probes, tooling).
+/// Paths that need no permission: health (probes) and reflection (tooling; whether it
+/// needs a token is the server's `reflection` setting).
 pub fn is_public(path: &str) -> bool {
-    path.starts_with("/grpc.health.v1.Health/")
-        || path.starts_with("/grpc.reflection.v1.ServerReflection/")
+    path.starts_with("/grpc.health.v1.Health/") || is_reflection(path)
+}
+
+/// Server reflection paths.
+pub fn is_reflection(path: &str) -> bool {
+    path.starts_with("/grpc.reflection.v1.ServerReflection/")
         || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")
 }
 
@@ -225,7 +236,9 @@ pub struct Claims {
     pub roles: Vec<String>,
     /// Issuer.
     pub iss: String,
-    /// Audience.
+    /// Audience: a string, or a list (RFC 7519 §4.1.3) of which one must be vern's.
+    /// Verification checks it; afterwards only the first entry is kept here.
+    #[serde(deserialize_with = "first_of_one_or_many")]
     pub aud: String,
     /// Expiry, seconds since the epoch.
     pub exp: i64,
@@ -249,6 +262,45 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
         Some(OneOrMany::One(s)) => vec![s],
         Some(OneOrMany::Many(v)) => v,
     })
+}
+
+fn first_of_one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s,
+        OneOrMany::Many(v) => v.into_iter().next().unwrap_or_default(),
+    })
+}
+
+/// Longest token `sub` accepted, characters: the audit service's limit for
+/// `actor.sub`, so whatever a caller is named, its audit events are accepted.
+pub const MAX_SUB_CHARS: usize = 256;
+
+/// Checks the claims every component relies on after the signature: `sub` a single
+/// line the audit trail accepts, every tenant a well-formed tenant id. Returns the
+/// claim at fault.
+pub fn check_claims(claims: &Claims) -> Result<(), &'static str> {
+    if claims.sub.trim().is_empty()
+        || crate::validate::line("sub", &claims.sub, MAX_SUB_CHARS).is_err()
+    {
+        return Err("sub");
+    }
+    if claims
+        .tenant
+        .iter()
+        .any(|t| crate::validate::tenant_id("tenant", t).is_err())
+    {
+        return Err("tenant");
+    }
+    if claims.roles.len() > 16 || claims.tenant.len() > 64 {
+        return Err("roles");
+    }
+    Ok(())
 }
 
 /// A verified caller.

@@ -152,6 +152,12 @@ pub struct AuthConfig {
     pub jwks_refresh_seconds: u64,
     /// Verified tokens kept in memory (RS256/ES256 verification is expensive).
     pub token_cache_size: usize,
+    /// Longest token lifetime accepted (`exp` at most this far ahead), seconds; 0 turns
+    /// the check off. A token valid for longer is refused whoever signed it.
+    pub max_token_lifetime_seconds: u64,
+    /// How long a tenant's status (exists, active) is trusted before it is asked again,
+    /// seconds: a suspension takes effect everywhere within this time.
+    pub tenant_status_ttl_seconds: u64,
     /// Private key (PEM) the services sign their own service-role tokens with when they
     /// call each other; its public key must be in the JWKS. Unset: the HS256 secret.
     pub service_key_file: Option<PathBuf>,
@@ -171,6 +177,8 @@ impl Default for AuthConfig {
             jwks_url: None,
             jwks_refresh_seconds: 300,
             token_cache_size: 10_000,
+            max_token_lifetime_seconds: 24 * 60 * 60,
+            tenant_status_ttl_seconds: 5,
             service_key_file: None,
             service_key_id: None,
         }
@@ -193,6 +201,24 @@ pub struct ServerConfig {
     pub request_timeout_seconds: u64,
     /// How long shutdown waits for in-flight calls, seconds.
     pub shutdown_grace_seconds: u64,
+    /// Calls one client (tenant and token subject) may have in progress at once, so
+    /// one client cannot take the whole `concurrency_limit` from every other tenant.
+    pub concurrency_limit_per_client: usize,
+    /// Server reflection: `open` (no token; `vern dev`), `authenticated` (any valid
+    /// token) or `off`.
+    pub reflection: ReflectionMode,
+}
+
+/// Who may use server reflection (the RPC list with every proto comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReflectionMode {
+    /// Anyone, without a token (tooling against `vern dev`).
+    Open,
+    /// Callers with a valid token.
+    Authenticated,
+    /// Nobody: reflection answers UNIMPLEMENTED.
+    Off,
 }
 
 impl Default for ServerConfig {
@@ -204,6 +230,8 @@ impl Default for ServerConfig {
             rate_limit_burst: 40_000,
             request_timeout_seconds: 30,
             shutdown_grace_seconds: 20,
+            concurrency_limit_per_client: 256,
+            reflection: ReflectionMode::Authenticated,
         }
     }
 }

@@ -12,6 +12,7 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 use crate::auth::{self, Permission, Principal, Role, TokenError, TokenVerifier};
+use crate::tenancy::{TenantGate, TenantRefusal};
 
 /// Header a multi-tenant token uses to select the tenant of a call.
 pub const TENANT_HEADER: &str = "x-vern-tenant";
@@ -83,17 +84,36 @@ impl CallContext {
     }
 }
 
+/// Where a server is reached from, which decides whether the `service` role counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// The gateway's public listener: a token carrying the `service` role is refused,
+    /// so service-only RPCs (AppendEvents, ApplyPurposes, PurgeRecords, …) are never
+    /// reachable from outside.
+    Public,
+    /// A service's own listener, reached by the gateway and the other components.
+    Internal,
+}
+
 /// Decides whether a call may proceed and in which context.
 pub fn authorize(
     verifier: &TokenVerifier,
     path: &str,
     headers: &http::HeaderMap,
+    exposure: Exposure,
 ) -> Result<Option<CallContext>, Status> {
     if auth::is_public(path) {
         return Ok(None);
     }
     let token = bearer(headers).map_err(unauthenticated)?;
     let principal = verifier.verify(token).map_err(unauthenticated)?;
+    if exposure == Exposure::Public && principal.roles.contains(&Role::Service) {
+        return Err(deny(
+            path,
+            "service_role",
+            Status::permission_denied("the service role is not accepted through the gateway"),
+        ));
+    }
     let Some(permission) = auth::permission_for(path) else {
         return Err(deny(
             path,
@@ -118,6 +138,10 @@ pub fn authorize(
     }))
 }
 
+/// The tenant a call acts for. Only a platform role, for a platform-level permission
+/// it holds, acts platform-wide (no tenant: the call names the tenant it concerns).
+/// Every other caller acts in exactly one tenant: the one its token names, or the one
+/// it selects with `x-vern-tenant` among those its token names.
 fn effective_tenant(
     principal: &Principal,
     headers: &http::HeaderMap,
@@ -127,24 +151,25 @@ fn effective_tenant(
         Some(v) => Some(v.to_str().map_err(|_| "x-vern-tenant is not valid text")?),
         None => None,
     };
-    let tenant = match (selected, principal.tenants.as_slice()) {
-        (Some(sel), names) => {
-            if !names.iter().any(|t| t == sel) {
-                return Err("the token does not name the tenant selected by x-vern-tenant");
-            }
-            Some(TenantId::new(sel))
-        }
-        (None, []) => None,
-        (None, [one]) => Some(TenantId::new(one.clone())),
-        (None, _) if permission.tenant_scoped() => {
-            return Err("the token names several tenants: select one with x-vern-tenant");
-        }
-        (None, _) => None,
-    };
-    if permission.tenant_scoped() && tenant.is_none() {
-        return Err("the token names no tenant");
+    if let Some(sel) = selected
+        && !principal.tenants.iter().any(|t| t == sel)
+    {
+        return Err("the token does not name the tenant selected by x-vern-tenant");
     }
-    Ok(tenant)
+    let platform_wide = !permission.tenant_scoped()
+        && principal
+            .roles
+            .iter()
+            .any(|r| r.platform_wide() && r.grants(permission));
+    if platform_wide {
+        return Ok(None);
+    }
+    match (selected, principal.tenants.as_slice()) {
+        (Some(sel), _) => Ok(Some(TenantId::new(sel))),
+        (None, [one]) => Ok(Some(TenantId::new(one.clone()))),
+        (None, []) => Err("the token names no tenant"),
+        (None, _) => Err("the token names several tenants: select one with x-vern-tenant"),
+    }
 }
 
 fn bearer(headers: &http::HeaderMap) -> Result<&str, TokenError> {
@@ -175,50 +200,63 @@ fn deny(path: &str, reason: &'static str, status: Status) -> Status {
     status
 }
 
-/// Hands a denied call to the audit hook, in the chain of the tenant the caller acts
-/// for (the one its token names, or the one it selected among them). A token naming no
-/// tenant (platform level) belongs to no chain: it is counted and logged only.
-fn report_denial(
-    sink: &crate::audit::DenialSink,
-    verifier: &TokenVerifier,
-    path: &str,
-    headers: &http::HeaderMap,
-    code: tonic::Code,
-) {
-    let Ok(token) = bearer(headers) else { return };
-    let Ok(principal) = verifier.verify(token) else {
-        return;
-    };
+/// The tenant a denied call belongs to: the one its token names, or the one it
+/// selected among them. A token naming no tenant (platform level) belongs to no chain.
+fn denial_tenant(principal: &Principal, headers: &http::HeaderMap) -> Option<String> {
     let selected = headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok());
-    let tenant = match (selected, principal.tenants.as_slice()) {
+    match (selected, principal.tenants.as_slice()) {
         (Some(sel), names) if names.iter().any(|t| t == sel) => Some(sel.to_owned()),
         (_, [one]) => Some(one.clone()),
         _ => None,
-    };
-    if let Some(tenant) = tenant {
-        sink.report(&tenant, path, &principal, code, headers);
     }
 }
 
-/// Tower layer running [`authorize`] before the inner service.
+/// Tower layer running [`authorize`] before the inner service, then (for calls with a
+/// tenant) the [`TenantGate`]: the tenant must exist and be active.
 #[derive(Clone, Debug)]
 pub struct AuthLayer {
     verifier: Arc<TokenVerifier>,
     denials: Option<crate::audit::DenialSink>,
+    exposure: Exposure,
+    tenants: Option<TenantGate>,
+    open_reflection: bool,
 }
 
 impl AuthLayer {
-    /// A layer verifying tokens with `verifier`.
+    /// A layer verifying tokens with `verifier` on an internal listener.
     pub fn new(verifier: TokenVerifier) -> Self {
         Self {
             verifier: Arc::new(verifier),
             denials: None,
+            exposure: Exposure::Internal,
+            tenants: None,
+            open_reflection: true,
         }
     }
 
-    /// Also hands every denied call that names a tenant to `sink` (the audit hook).
+    /// Whether server reflection needs no token (`false`: any valid token).
+    pub fn with_open_reflection(mut self, open: bool) -> Self {
+        self.open_reflection = open;
+        self
+    }
+
+    /// Also hands every denied call of an existing tenant to `sink` (the audit hook).
     pub fn with_denials(mut self, sink: Option<crate::audit::DenialSink>) -> Self {
         self.denials = sink;
+        self
+    }
+
+    /// Serves a listener of this exposure.
+    pub fn with_exposure(mut self, exposure: Exposure) -> Self {
+        self.exposure = exposure;
+        self
+    }
+
+    /// Checks every call's tenant against `gate` (exists and is active). Calls by the
+    /// `service` role are not checked: vern's own components act for tenants they
+    /// were told of, and the gate's own lookups are such calls.
+    pub fn with_tenants(mut self, gate: Option<TenantGate>) -> Self {
+        self.tenants = gate;
         self
     }
 }
@@ -230,6 +268,9 @@ impl<S> Layer<S> for AuthLayer {
             inner,
             verifier: self.verifier.clone(),
             denials: self.denials.clone(),
+            exposure: self.exposure,
+            tenants: self.tenants.clone(),
+            open_reflection: self.open_reflection,
         }
     }
 }
@@ -240,9 +281,28 @@ pub struct Auth<S> {
     inner: S,
     verifier: Arc<TokenVerifier>,
     denials: Option<crate::audit::DenialSink>,
+    exposure: Exposure,
+    tenants: Option<TenantGate>,
+    open_reflection: bool,
 }
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+fn tenant_denied(path: &str, refusal: TenantRefusal) -> Status {
+    match refusal {
+        TenantRefusal::Unavailable => Status::unavailable(refusal.to_string()),
+        TenantRefusal::Unknown => deny(
+            path,
+            "unknown_tenant",
+            Status::permission_denied(refusal.to_string()),
+        ),
+        TenantRefusal::Suspended => deny(
+            path,
+            "suspended_tenant",
+            Status::permission_denied(refusal.to_string()),
+        ),
+    }
+}
 
 impl<S, B> Service<http::Request<B>> for Auth<S>
 where
@@ -259,29 +319,119 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        match authorize(&self.verifier, req.uri().path(), req.headers()) {
-            Ok(Some(ctx)) => {
-                req.extensions_mut().insert(ctx);
-            }
-            Ok(None) => {}
-            Err(status) => {
-                if status.code() == tonic::Code::PermissionDenied
-                    && let Some(sink) = &self.denials
-                {
-                    report_denial(
-                        sink,
-                        &self.verifier,
-                        req.uri().path(),
-                        req.headers(),
-                        status.code(),
-                    );
-                }
+        let path = req.uri().path().to_owned();
+        if auth::is_reflection(&path) && !self.open_reflection {
+            // Any caller with a valid token may list the API; nobody else.
+            if let Err(e) = bearer(req.headers()).and_then(|t| self.verifier.verify(t)) {
+                let status = unauthenticated(e);
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         }
+        let caller = match authorize(&self.verifier, &path, req.headers(), self.exposure) {
+            Ok(Some(ctx)) => {
+                // The caller as the audit hook names it, acting in the call's tenant.
+                let caller = match (&self.tenants, &ctx.tenant) {
+                    (Some(_), Some(t)) if !ctx.roles.contains(&Role::Service) => Some(Principal {
+                        sub: ctx.sub.clone(),
+                        roles: ctx.roles.clone(),
+                        tenants: vec![t.as_str().to_owned()],
+                    }),
+                    _ => None,
+                };
+                req.extensions_mut().insert(ctx);
+                caller
+            }
+            Ok(None) => None,
+            Err(status) => {
+                let report = (status.code() == tonic::Code::PermissionDenied)
+                    .then(|| {
+                        let principal = bearer(req.headers())
+                            .ok()
+                            .and_then(|t| self.verifier.verify(t).ok())?;
+                        let tenant = denial_tenant(&principal, req.headers())?;
+                        Some((principal, tenant))
+                    })
+                    .flatten();
+                let sink = self.denials.clone();
+                let gate = self.tenants.clone();
+                let headers = req.headers().clone();
+                return Box::pin(async move {
+                    if let (Some(sink), Some((principal, tenant))) = (sink, report) {
+                        // Only a tenant that exists gets the denial in its chain.
+                        let exists = match &gate {
+                            Some(g) => !matches!(
+                                g.check(&tenant).await,
+                                Err(TenantRefusal::Unknown | TenantRefusal::Unavailable)
+                            ),
+                            None => true,
+                        };
+                        if exists {
+                            sink.report(&tenant, &path, &principal, status.code(), &headers);
+                        }
+                    }
+                    Ok(status.into_http())
+                });
+            }
+        };
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(inner.call(req))
+        let (Some(caller), Some(gate)) = (caller, self.tenants.clone()) else {
+            return Box::pin(inner.call(req));
+        };
+        let tenant = caller.tenants.first().cloned().unwrap_or_default();
+        // The hot path: a fresh answer costs a map lookup, no await.
+        match gate.check_cached(&tenant) {
+            Some(Ok(())) => Box::pin(inner.call(req)),
+            Some(Err(refusal)) => {
+                let status = tenant_denied(&path, refusal);
+                report_tenant_denial(
+                    self.denials.as_ref(),
+                    refusal,
+                    &caller,
+                    &path,
+                    req.headers(),
+                    &status,
+                );
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+            None => {
+                let sink = self.denials.clone();
+                Box::pin(async move {
+                    match gate.check(&tenant).await {
+                        Ok(()) => inner.call(req).await,
+                        Err(refusal) => {
+                            let status = tenant_denied(&path, refusal);
+                            report_tenant_denial(
+                                sink.as_ref(),
+                                refusal,
+                                &caller,
+                                &path,
+                                req.headers(),
+                                &status,
+                            );
+                            Ok(status.into_http())
+                        }
+                    }
+                })
+            }
+        }
+    }
+}
+
+/// A call refused because its tenant is suspended is audited in that tenant's chain;
+/// a tenant that does not exist has no chain.
+fn report_tenant_denial(
+    sink: Option<&crate::audit::DenialSink>,
+    refusal: TenantRefusal,
+    principal: &Principal,
+    path: &str,
+    headers: &http::HeaderMap,
+    status: &Status,
+) {
+    if let (Some(sink), TenantRefusal::Suspended, Some(tenant)) =
+        (sink, refusal, principal.tenants.first())
+    {
+        sink.report(tenant, path, principal, status.code(), headers);
     }
 }
 
@@ -328,7 +478,7 @@ mod tests {
     fn public_paths_need_no_token() {
         let v = TokenVerifier::hs256(b"k", &AuthConfig::default());
         assert_eq!(
-            authorize(&v, "/grpc.health.v1.Health/Check", &http::HeaderMap::new()).ok(),
+            authorize(&v, "/grpc.health.v1.Health/Check", &http::HeaderMap::new(), Exposure::Public).ok(),
             Some(None)
         );
     }
@@ -336,10 +486,10 @@ mod tests {
     #[test]
     fn missing_and_bad_tokens_are_unauthenticated() {
         let v = TokenVerifier::hs256(b"k", &AuthConfig::default());
-        let e = authorize(&v, GET_TENANT, &http::HeaderMap::new()).expect_err("denied");
+        let e = authorize(&v, GET_TENANT, &http::HeaderMap::new(), Exposure::Public).expect_err("denied");
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        let t = token(&["tenant-admin"], &["a"]);
-        let e = authorize(&v, GET_TENANT, &headers(&format!("{t}x"), None)).expect_err("denied");
+        let t = token(&["tenant-admin"], &["dept-a"]);
+        let e = authorize(&v, GET_TENANT, &headers(&format!("{t}x"), None), Exposure::Public).expect_err("denied");
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
         assert!(!e.message().contains(&t[..20]), "token not echoed");
     }
@@ -347,30 +497,30 @@ mod tests {
     #[test]
     fn effective_tenant_rules() {
         let v = TokenVerifier::hs256(b"k", &AuthConfig::default());
-        let single = token(&["tenant-admin"], &["a"]);
-        let ctx = authorize(&v, CREATE_PURPOSE, &headers(&single, None))
+        let single = token(&["tenant-admin"], &["dept-a"]);
+        let ctx = authorize(&v, CREATE_PURPOSE, &headers(&single, None), Exposure::Public)
             .expect("ok")
             .expect("ctx");
-        assert_eq!(ctx.tenant, Some(TenantId::new("a")));
+        assert_eq!(ctx.tenant, Some(TenantId::new("dept-a")));
         // selecting a tenant the token does not name
-        let e = authorize(&v, CREATE_PURPOSE, &headers(&single, Some("b"))).expect_err("denied");
+        let e = authorize(&v, CREATE_PURPOSE, &headers(&single, Some("dept-b")), Exposure::Public).expect_err("denied");
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
         // multi-tenant token: must select
-        let multi = token(&["tenant-admin"], &["a", "b"]);
+        let multi = token(&["tenant-admin"], &["dept-a", "dept-b"]);
         assert_eq!(
-            authorize(&v, CREATE_PURPOSE, &headers(&multi, None))
+            authorize(&v, CREATE_PURPOSE, &headers(&multi, None), Exposure::Public)
                 .expect_err("denied")
                 .code(),
             tonic::Code::PermissionDenied
         );
-        let ctx = authorize(&v, CREATE_PURPOSE, &headers(&multi, Some("b")))
+        let ctx = authorize(&v, CREATE_PURPOSE, &headers(&multi, Some("dept-b")), Exposure::Public)
             .expect("ok")
             .expect("ctx");
-        assert_eq!(ctx.tenant, Some(TenantId::new("b")));
+        assert_eq!(ctx.tenant, Some(TenantId::new("dept-b")));
         // tenant-scoped permission without any tenant
         let none = token(&["tenant-admin"], &[]);
         assert_eq!(
-            authorize(&v, CREATE_PURPOSE, &headers(&none, None))
+            authorize(&v, CREATE_PURPOSE, &headers(&none, None), Exposure::Public)
                 .expect_err("denied")
                 .code(),
             tonic::Code::PermissionDenied
@@ -380,9 +530,9 @@ mod tests {
     #[test]
     fn roles_are_checked() {
         let v = TokenVerifier::hs256(b"k", &AuthConfig::default());
-        let auditor = token(&["auditor"], &["a"]);
+        let auditor = token(&["auditor"], &["dept-a"]);
         assert_eq!(
-            authorize(&v, GET_TENANT, &headers(&auditor, None))
+            authorize(&v, GET_TENANT, &headers(&auditor, None), Exposure::Public)
                 .expect_err("denied")
                 .code(),
             tonic::Code::PermissionDenied
@@ -392,9 +542,87 @@ mod tests {
             &v,
             "/vern.tenants.v1.TenantService/CreateTenant",
             &headers(&admin, None),
+            Exposure::Public,
         )
         .expect("ok")
         .expect("ctx");
         assert_eq!(ctx.tenant, None);
+    }
+
+    #[test]
+    fn tenant_scoped_roles_never_act_platform_wide() {
+        let v = TokenVerifier::hs256(b"k", &AuthConfig::default());
+        for tenants in [&["dept-a", "dept-b"][..], &[][..]] {
+            let t = token(&["tenant-admin"], tenants);
+            for path in [
+                GET_TENANT,
+                "/vern.tenants.v1.TenantService/ListTenants",
+                "/vern.tenants.v1.TenantService/UpdateTenant",
+            ] {
+                let e = authorize(&v, path, &headers(&t, None), Exposure::Public)
+                    .expect_err("a tenant admin needs exactly one tenant");
+                assert_eq!(e.code(), tonic::Code::PermissionDenied, "{path} {tenants:?}");
+            }
+        }
+        // One tenant selected among two: that tenant only.
+        let t = token(&["tenant-admin"], &["dept-a", "dept-b"]);
+        let ctx = authorize(&v, GET_TENANT, &headers(&t, Some("dept-a")), Exposure::Public)
+            .expect("ok")
+            .expect("ctx");
+        assert_eq!(ctx.tenant, Some(TenantId::new("dept-a")));
+        // A platform admin acts platform-wide even if its token names a tenant.
+        let t = token(&["platform-admin"], &["dept-a"]);
+        let ctx = authorize(&v, GET_TENANT, &headers(&t, None), Exposure::Public)
+            .expect("ok")
+            .expect("ctx");
+        assert_eq!(ctx.tenant, None);
+        // With both roles, the tenant role's calls stay in the tenant.
+        let t = token(&["platform-admin", "tenant-admin"], &["dept-a"]);
+        let ctx = authorize(&v, CREATE_PURPOSE, &headers(&t, None), Exposure::Public)
+            .expect("ok")
+            .expect("ctx");
+        assert_eq!(ctx.tenant, Some(TenantId::new("dept-a")));
+    }
+
+    #[test]
+    fn the_service_role_is_refused_on_the_public_listener_only() {
+        let v = TokenVerifier::hs256(b"k", &AuthConfig::default());
+        let t = token(&["service"], &["dept-a"]);
+        let path = "/vern.audit.v1.AuditService/AppendEvents";
+        let e = authorize(&v, path, &headers(&t, None), Exposure::Public).expect_err("refused");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        // Hiding it among other roles does not help.
+        let t2 = token(&["integration", "service"], &["dept-a"]);
+        let e = authorize(
+            &v,
+            "/vern.consents.v1.ConsentService/Check",
+            &headers(&t2, None),
+            Exposure::Public,
+        )
+        .expect_err("refused");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(
+            authorize(&v, path, &headers(&t, None), Exposure::Internal)
+                .expect("internal")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn malformed_tenant_claims_are_unauthenticated() {
+        let v = TokenVerifier::hs256(b"k", &AuthConfig::default());
+        let long = "t".repeat(300);
+        for bad in ["TENA", "tena ", "", "../tena", long.as_str()] {
+            let t = token(&["integration"], &[bad]);
+            let e = authorize(
+                &v,
+                "/vern.subjects.v1.SubjectService/ListSubjects",
+                &headers(&t, None),
+                Exposure::Public,
+            )
+            .expect_err("refused");
+            assert_eq!(e.code(), tonic::Code::Unauthenticated, "{bad:?}");
+            assert!(!e.message().contains("../"), "value not echoed");
+        }
     }
 }

@@ -18,6 +18,7 @@ pub mod page;
 pub mod permissions;
 pub mod server;
 pub mod telemetry;
+pub mod tenancy;
 #[cfg(feature = "test-util")]
 pub mod testing;
 pub mod time;

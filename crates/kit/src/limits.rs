@@ -99,11 +99,14 @@ where
     }
 }
 
-/// Token bucket per client: `per_second` sustained, `burst` at once. A client is the
-/// verified token subject (so a forged token cannot spend another client's budget).
+/// Limits per client, after authentication: a token bucket (`per_second` sustained,
+/// `burst` at once) and at most `concurrent` calls in progress. A client is the verified
+/// tenant and token subject, so a forged token cannot spend another client's budget and
+/// one department's integration cannot take the whole server from the others.
 #[derive(Clone, Debug)]
 pub struct RateLimitLayer {
     state: Option<Arc<RateState>>,
+    in_flight: Arc<InFlight>,
 }
 
 #[derive(Debug)]
@@ -119,12 +122,60 @@ struct Bucket {
     at: Instant,
 }
 
+/// Calls in progress per client.
+#[derive(Debug)]
+struct InFlight {
+    max: usize,
+    calls: Mutex<HashMap<String, usize>>,
+}
+
+/// Releases a client's in-flight slot when the call ends (or is dropped).
+struct Slot {
+    in_flight: Arc<InFlight>,
+    client: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut calls) = self.in_flight.calls.lock()
+            && let Some(n) = calls.get_mut(&self.client)
+        {
+            *n -= 1;
+            if *n == 0 {
+                calls.remove(&self.client);
+            }
+        }
+    }
+}
+
+impl InFlight {
+    fn enter(self: &Arc<Self>, client: &str) -> Option<Slot> {
+        let mut calls = self.calls.lock().ok()?;
+        let n = calls.entry(client.to_owned()).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            in_flight: self.clone(),
+            client: client.to_owned(),
+        })
+    }
+}
+
 /// Most clients tracked before idle ones are forgotten.
 const MAX_CLIENTS: usize = 100_000;
 
+/// The client a call is limited as: its tenant and token subject.
+fn client_key(ctx: &CallContext) -> String {
+    let tenant = ctx.tenant.as_ref().map(|t| t.as_str()).unwrap_or("");
+    format!("{tenant}\u{0}{}", ctx.sub)
+}
+
 impl RateLimitLayer {
-    /// A limit of `per_second` calls per client with bursts of `burst`; 0 disables it.
-    pub fn new(per_second: u32, burst: u32) -> Self {
+    /// A limit of `per_second` calls per client with bursts of `burst` (0 disables
+    /// it) and `concurrent` calls in progress per client (0: no per-client limit).
+    pub fn new(per_second: u32, burst: u32, concurrent: usize) -> Self {
         Self {
             state: (per_second > 0).then(|| {
                 Arc::new(RateState {
@@ -132,6 +183,14 @@ impl RateLimitLayer {
                     burst: f64::from(burst.max(per_second)),
                     buckets: Mutex::new(HashMap::new()),
                 })
+            }),
+            in_flight: Arc::new(InFlight {
+                max: if concurrent == 0 {
+                    usize::MAX
+                } else {
+                    concurrent
+                },
+                calls: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -181,6 +240,7 @@ impl<S> Layer<S> for RateLimitLayer {
         RateLimit {
             inner,
             state: self.state.clone(),
+            in_flight: self.in_flight.clone(),
         }
     }
 }
@@ -190,6 +250,7 @@ impl<S> Layer<S> for RateLimitLayer {
 pub struct RateLimit<S> {
     inner: S,
     state: Option<Arc<RateState>>,
+    in_flight: Arc<InFlight>,
 }
 
 impl<S, B> Service<http::Request<B>> for RateLimit<S>
@@ -208,15 +269,32 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if let Some(state) = &self.state
-            && let Some(ctx) = req.extensions().get::<CallContext>()
-            && !state.admit(&ctx.sub, Instant::now())
-        {
-            return refuse("rate limit exceeded for this client, retry later");
+        let mut slot = None;
+        if let Some(ctx) = req.extensions().get::<CallContext>() {
+            let client = client_key(ctx);
+            if let Some(state) = &self.state
+                && !state.admit(&client, Instant::now())
+            {
+                return refuse("rate limit exceeded for this client, retry later");
+            }
+            match self.in_flight.enter(&client) {
+                Some(s) => slot = Some(s),
+                None => {
+                    return refuse(
+                        "too many calls in progress for this client, retry with backoff",
+                    );
+                }
+            }
         }
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(inner.call(req))
+        let fut = inner.call(req);
+        Box::pin(async move {
+            let res = fut.await;
+            // Held until the answer's head is ready (a stream's body may run longer).
+            drop(slot);
+            res
+        })
     }
 }
 
@@ -341,6 +419,29 @@ mod tests {
         assert!(!s.admit("a", t0), "burst spent");
         assert!(s.admit("b", t0), "other clients unaffected");
         assert!(s.admit("a", t0 + Duration::from_millis(150)), "refilled");
+    }
+
+    #[test]
+    fn in_flight_calls_are_bounded_per_client_and_released() {
+        let f = Arc::new(InFlight {
+            max: 2,
+            calls: Mutex::new(HashMap::new()),
+        });
+        let a1 = f.enter("acme\u{0}crm").expect("first");
+        let _a2 = f.enter("acme\u{0}crm").expect("second");
+        assert!(f.enter("acme\u{0}crm").is_none(), "third refused");
+        assert!(
+            f.enter("other\u{0}crm").is_some(),
+            "the same subject in another tenant is another client"
+        );
+        drop(a1);
+        assert!(f.enter("acme\u{0}crm").is_some(), "released on drop");
+        let ctx = CallContext::for_tests(
+            Some("acme"),
+            &[crate::auth::Role::Integration],
+            crate::auth::Permission::ConsentsCheck,
+        );
+        assert_eq!(client_key(&ctx), "acme\u{0}test");
     }
 
     #[tokio::test]

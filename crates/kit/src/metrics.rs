@@ -260,6 +260,8 @@ pub fn token_reason(e: &TokenError) -> &'static str {
         TokenError::WrongAudience => "wrong_audience",
         TokenError::MissingClaim => "missing_claim",
         TokenError::NoKey => "no_key",
+        TokenError::InvalidClaim(_) => "invalid_claim",
+        TokenError::LifetimeTooLong => "lifetime_too_long",
     }
 }
 

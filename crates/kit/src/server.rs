@@ -13,7 +13,8 @@ use tonic_health::server::HealthReporter;
 
 use crate::auth::TokenVerifier;
 use crate::config::ServerConfig;
-use crate::context::AuthLayer;
+use crate::config::ReflectionMode;
+use crate::context::{AuthLayer, Exposure};
 use crate::limits::{ConcurrencyLimitLayer, DeadlineLayer, RateLimitLayer};
 
 /// Message size limits applied to every generated service.
@@ -57,6 +58,26 @@ pub struct Served {
     pub denials: Option<crate::audit::DenialSink>,
     /// Traces and metrics of this component ([`crate::telemetry::Telemetry::off`]: none).
     pub telemetry: crate::telemetry::Telemetry,
+    /// Who reaches this listener: [`Exposure::Public`] for the gateway (the `service`
+    /// role is refused), [`Exposure::Internal`] for a service's own listener.
+    pub exposure: Exposure,
+    /// Checks that each call's tenant exists and is active (`None`: not checked).
+    pub tenants: Option<crate::tenancy::TenantGate>,
+}
+
+impl Served {
+    /// `routes` served on an internal listener, with no denial hook, telemetry or
+    /// tenant check (tests and tools; the assembly sets them).
+    pub fn internal(routes: Routes, health_names: Vec<&'static str>) -> Self {
+        Self {
+            routes,
+            health_names,
+            denials: None,
+            telemetry: crate::telemetry::Telemetry::off(),
+            exposure: Exposure::Internal,
+            tenants: None,
+        }
+    }
 }
 
 /// Serves `served` on `listener` until `shutdown` resolves, then stops accepting,
@@ -85,11 +106,14 @@ pub async fn serve(
         .ok();
 
     let mut routes = served.routes.add_service(health);
-    if let Some(r) = reflection_v1 {
-        routes = routes.add_service(r);
-    }
-    if let Some(r) = reflection_v1alpha {
-        routes = routes.add_service(r);
+    // Off: reflection answers UNIMPLEMENTED (the proto comments stay private).
+    if config.reflection != ReflectionMode::Off {
+        if let Some(r) = reflection_v1 {
+            routes = routes.add_service(r);
+        }
+        if let Some(r) = reflection_v1alpha {
+            routes = routes.add_service(r);
+        }
     }
 
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
@@ -115,10 +139,17 @@ pub async fn serve(
                     config.request_timeout_seconds,
                 ))))
                 .layer(ConcurrencyLimitLayer::new(config.concurrency_limit))
-                .layer(AuthLayer::new(verifier).with_denials(served.denials.clone()))
+                .layer(
+                    AuthLayer::new(verifier)
+                        .with_denials(served.denials.clone())
+                        .with_exposure(served.exposure)
+                        .with_tenants(served.tenants.clone())
+                        .with_open_reflection(config.reflection == ReflectionMode::Open),
+                )
                 .layer(RateLimitLayer::new(
                     config.rate_limit_per_client,
                     config.rate_limit_burst,
+                    config.concurrency_limit_per_client,
                 )),
         )
         .add_routes(routes)

@@ -24,6 +24,12 @@ pub fn slug(field: &str, value: &str, min: usize, max: usize) -> Result<(), Fiel
     Ok(())
 }
 
+/// A tenant (controller) id: a slug of 3–63 characters. The one rule for tenant ids
+/// in requests and in tokens.
+pub fn tenant_id(field: &str, value: &str) -> Result<(), FieldViolation> {
+    slug(field, value, 3, 63)
+}
+
 /// Required free text: non-empty after trimming, at most `max` characters, no
 /// control characters other than newline and tab.
 pub fn text(field: &str, value: &str, max: usize) -> Result<(), FieldViolation> {

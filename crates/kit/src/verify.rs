@@ -57,6 +57,13 @@ pub enum TokenError {
     /// A required claim is absent or empty.
     #[error("token lacks a required claim")]
     MissingClaim,
+    /// A claim the suite relies on is malformed (an over-long or multi-line `sub`, a
+    /// tenant id that is not a slug); names the claim, never its value.
+    #[error("token claim {0} is not valid")]
+    InvalidClaim(&'static str),
+    /// `exp` lies further ahead than the longest lifetime accepted.
+    #[error("token lifetime exceeds the maximum accepted")]
+    LifetimeTooLong,
     /// No verification key is configured.
     #[error("no token verification key configured")]
     NoKey,
@@ -179,6 +186,7 @@ struct Inner {
     issuer: String,
     audience: String,
     leeway: u64,
+    max_lifetime: i64,
     cache: Mutex<HashMap<[u8; 32], Cached>>,
     cache_size: usize,
 }
@@ -224,6 +232,7 @@ impl TokenVerifier {
                 issuer: auth.issuer.clone(),
                 audience: auth.audience.clone(),
                 leeway: auth.leeway_seconds.min(30),
+                max_lifetime: i64::try_from(auth.max_token_lifetime_seconds).unwrap_or(i64::MAX),
                 cache: Mutex::new(HashMap::new()),
                 cache_size: auth.token_cache_size,
             }),
@@ -351,10 +360,22 @@ impl TokenVerifier {
         if claims.sub.trim().is_empty() {
             return Err(TokenError::MissingClaim);
         }
+        crate::auth::check_claims(&claims).map_err(TokenError::InvalidClaim)?;
+        // A token valid for years is a standing credential: refuse it whatever signed it.
+        if self.inner.max_lifetime > 0 && claims.exp.saturating_sub(now) > self.inner.max_lifetime + leeway {
+            return Err(TokenError::LifetimeTooLong);
+        }
+        let mut roles: Vec<crate::auth::Role> =
+            claims.roles.iter().filter_map(|r| r.parse().ok()).collect();
+        roles.dedup();
+        // A tenant named twice is one tenant.
+        let mut tenants = claims.tenant;
+        let mut seen = std::collections::HashSet::new();
+        tenants.retain(|t| seen.insert(t.clone()));
         let principal = Principal {
             sub: claims.sub,
-            roles: claims.roles.iter().filter_map(|r| r.parse().ok()).collect(),
-            tenants: claims.tenant,
+            roles,
+            tenants,
         };
         if cacheable && self.inner.cache_size > 0 {
             self.remember(digest, &principal, claims.exp, claims.nbf, generation, now);

@@ -224,7 +224,7 @@ impl TenantProfile {
 
 /// Validates a tenant id.
 pub fn tenant_id(field: &str, id: &str) -> Result<(), FieldViolation> {
-    validate::slug(field, id, 3, 63)
+    validate::tenant_id(field, id)
 }
 
 /// A purpose of processing.

@@ -1,0 +1,191 @@
+//! Whether the tenant a call acts for exists and is active.
+//!
+//! A token's signature proves who issued it, not that the tenant it names is one of
+//! vern's: an identity provider may name a department that was never created, one
+//! that is suspended, or one spelled differently. [`TenantGate`] asks a
+//! [`TenantDirectory`] (the tenants service, through a client the assembly provides)
+//! and remembers the answer for a short time, so the hot path (Check) pays a map
+//! lookup, and a suspension takes effect everywhere within that time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the directory knows of a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantStatus {
+    /// Exists and operates normally.
+    Active,
+    /// Exists; suspended by the platform team (its calls are refused).
+    Suspended,
+    /// No such tenant.
+    Unknown,
+}
+
+/// Where tenant statuses come from.
+#[async_trait::async_trait]
+pub trait TenantDirectory: Send + Sync + 'static {
+    /// The status of `tenant`; an error when the directory cannot be asked now.
+    async fn status(&self, tenant: &str) -> Result<TenantStatus, String>;
+}
+
+/// Why a call's tenant was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TenantRefusal {
+    /// The tenant does not exist.
+    #[error("the token's tenant is not a tenant of this deployment")]
+    Unknown,
+    /// The tenant is suspended.
+    #[error("the tenant is suspended: its calls are refused")]
+    Suspended,
+    /// The directory could not be asked and nothing recent is known.
+    #[error("the tenant's status cannot be checked now, retry later")]
+    Unavailable,
+}
+
+/// How long an answer is kept when the directory cannot be asked: a short outage of
+/// the tenants service does not stop a department that was active a moment ago.
+const STALE_GRACE: Duration = Duration::from_secs(300);
+/// Most tenants remembered.
+const MAX_ENTRIES: usize = 100_000;
+
+struct Entry {
+    status: TenantStatus,
+    at: Instant,
+}
+
+/// Checks tenants against a directory, caching answers for `ttl`.
+#[derive(Clone)]
+pub struct TenantGate {
+    directory: Arc<dyn TenantDirectory>,
+    ttl: Duration,
+    cache: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+impl std::fmt::Debug for TenantGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantGate")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantGate {
+    /// A gate asking `directory`, trusting an answer for `ttl`.
+    pub fn new(directory: Arc<dyn TenantDirectory>, ttl: Duration) -> Self {
+        Self {
+            directory,
+            ttl,
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn cached(&self, tenant: &str, now: Instant, within: Duration) -> Option<TenantStatus> {
+        let cache = self.cache.lock().ok()?;
+        cache
+            .get(tenant)
+            .filter(|e| now.duration_since(e.at) <= within)
+            .map(|e| e.status)
+    }
+
+    /// A fresh answer from the cache, if there is one (no I/O).
+    pub fn check_cached(&self, tenant: &str) -> Option<Result<(), TenantRefusal>> {
+        self.cached(tenant, Instant::now(), self.ttl).map(verdict)
+    }
+
+    /// Whether calls for `tenant` may proceed.
+    pub async fn check(&self, tenant: &str) -> Result<(), TenantRefusal> {
+        let now = Instant::now();
+        if let Some(status) = self.cached(tenant, now, self.ttl) {
+            return verdict(status);
+        }
+        match self.directory.status(tenant).await {
+            Ok(status) => {
+                if let Ok(mut cache) = self.cache.lock() {
+                    if cache.len() >= MAX_ENTRIES {
+                        cache.clear();
+                    }
+                    cache.insert(
+                        tenant.to_owned(),
+                        Entry {
+                            status,
+                            at: Instant::now(),
+                        },
+                    );
+                }
+                verdict(status)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "tenant status not available");
+                match self.cached(tenant, now, STALE_GRACE) {
+                    Some(status) => verdict(status),
+                    None => Err(TenantRefusal::Unavailable),
+                }
+            }
+        }
+    }
+
+    /// Forgets what is known of `tenant` (after this process changed its status).
+    pub fn forget(&self, tenant: &str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.remove(tenant);
+        }
+    }
+}
+
+fn verdict(status: TenantStatus) -> Result<(), TenantRefusal> {
+    match status {
+        TenantStatus::Active => Ok(()),
+        TenantStatus::Suspended => Err(TenantRefusal::Suspended),
+        TenantStatus::Unknown => Err(TenantRefusal::Unknown),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Fixed {
+        calls: AtomicUsize,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl TenantDirectory for Fixed {
+        async fn status(&self, tenant: &str) -> Result<TenantStatus, String> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.fail.load(Ordering::SeqCst) {
+                return Err("down".into());
+            }
+            Ok(match tenant {
+                "acme" => TenantStatus::Active,
+                "frozen" => TenantStatus::Suspended,
+                _ => TenantStatus::Unknown,
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_are_cached_and_survive_a_short_outage() {
+        let dir = Arc::new(Fixed {
+            calls: AtomicUsize::new(0),
+            fail: false.into(),
+        });
+        let gate = TenantGate::new(dir.clone(), Duration::from_millis(50));
+        assert_eq!(gate.check("acme").await, Ok(()));
+        assert_eq!(gate.check("acme").await, Ok(()));
+        assert_eq!(dir.calls.load(Ordering::SeqCst), 1, "cached");
+        assert_eq!(gate.check("frozen").await, Err(TenantRefusal::Suspended));
+        assert_eq!(gate.check("ghost").await, Err(TenantRefusal::Unknown));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        dir.fail.store(true, Ordering::SeqCst);
+        assert_eq!(gate.check("acme").await, Ok(()), "stale answer during outage");
+        assert_eq!(
+            gate.check("never-seen").await,
+            Err(TenantRefusal::Unavailable)
+        );
+        gate.forget("acme");
+        assert_eq!(gate.check("acme").await, Err(TenantRefusal::Unavailable));
+    }
+}
