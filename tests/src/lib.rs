@@ -16,6 +16,9 @@ pub struct Suite {
     pub addr: SocketAddr,
     /// Channel to the gateway.
     pub channel: Channel,
+    /// Channel to the suite's internal listener, where `service` tokens are accepted
+    /// (the gateway refuses them).
+    pub internal: Channel,
     running: Option<vern_cli::Running>,
     _dir: tempfile::TempDir,
     pg_schemas: Option<(String, Vec<String>)>,
@@ -47,6 +50,8 @@ impl Suite {
         config.auth.hs256_secret = Some(SECRET.into());
         // Dev keys in the temp data dir (audit checkpoint signing).
         config.auth.dev_key = true;
+        // As `vern dev`: reflection without a token.
+        config.server.reflection = vern_kit::config::ReflectionMode::Open;
         // 32 bytes, base64: the test master key for personal data.
         config.keys.master_key = Some("dmVybi1lMmUtdGVzdC1tYXN0ZXIta2V5LTMyYnl0ZXM=".into());
         adjust(&mut config);
@@ -83,9 +88,15 @@ impl Suite {
             .connect()
             .await
             .expect("connect");
+        let internal = Channel::from_shared(format!("http://{}", running.internal_addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect internal");
         Some(Suite {
             addr,
             channel,
+            internal,
             running: Some(running),
             _dir: dir,
             pg_schemas,
@@ -134,6 +145,26 @@ pub fn token(roles: &[&str], tenants: &[&str], expires_in: i64) -> String {
         SECRET.as_bytes(),
     )
     .expect("sign")
+}
+
+/// Creates tenant `id` (named `name`) as a platform admin through `channel`.
+pub async fn create_tenant(channel: &Channel, id: &str, name: &str) {
+    use vern_proto::tenants::v1 as tpb;
+    let platform = token(&["platform-admin"], &[], 600);
+    tpb::tenant_service_client::TenantServiceClient::new(channel.clone())
+        .create_tenant(authed(
+            tpb::CreateTenantRequest {
+                tenant_id: id.into(),
+                name: name.into(),
+                org_number: "989990748".into(),
+                dpo_email: format!("personvern@{id}.example"),
+                request_id: format!("create-{id}"),
+                ..Default::default()
+            },
+            &platform,
+        ))
+        .await
+        .expect("tenant created");
 }
 
 /// Calls any RPC by path with an empty message (valid for every proto3 request) and

@@ -13,9 +13,11 @@ async fn serve(
     service: &str,
     listener: tokio::net::TcpListener,
 ) -> tokio::sync::oneshot::Sender<()> {
-    let served = vern_cli::suite_of(config, &[service])
+    let mut served = vern_cli::suite_of(config, &[service])
         .await
         .expect("service builds");
+    // No tenants service runs here: this test is about the audit outage, not tenancy.
+    served.tenants = None;
     let verifier = vern_cli::verifier(config).expect("verifier");
     let server_config = config.server.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -493,8 +493,9 @@ async fn scenario(suite: &Suite) {
         again.policy_id, mail.policy_id,
         "request_id makes CreatePolicy idempotent"
     );
-    // The rights service reads the policies with a service token.
-    let listed = retention
+    // The rights service reads the policies with a service token, on the internal
+    // listener (the gateway refuses the service role).
+    let listed = rpb::retention_service_client::RetentionServiceClient::new(suite.internal.clone())
         .list_policies(authed(rpb::ListPoliciesRequest::default(), &service))
         .await
         .expect("list policies")
@@ -687,7 +688,7 @@ async fn scenario(suite: &Suite) {
     // Evaluate: the invoice must be kept until 1 Jan (Y+1) + 5 years, under the
     // bookkeeping reference.
     let invoice_year = civil(invoice_at.div_euclid(DAY)).0;
-    let eval = retention
+    let eval = rpb::retention_service_client::RetentionServiceClient::new(suite.internal.clone())
         .evaluate(authed(
             rpb::EvaluateRequest {
                 subject_id: kari.clone(),

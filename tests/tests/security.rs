@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 use vern_kit::auth::{Role, permission_for};
 use vern_kit::context::TENANT_HEADER;
-use vern_tests::{Backend, Suite, all_rpcs, raw_call, token, token_with_key};
+use vern_tests::{Backend, Suite, all_rpcs, create_tenant, raw_call, token, token_with_key};
 
 #[tokio::test]
 async fn matrix_every_rpc_every_role_own_and_foreign_tenant() {
     let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    create_tenant(&suite.channel, "tenant-a", "Avdeling A").await;
+    create_tenant(&suite.channel, "tenant-b", "Avdeling B").await;
     let rpcs = all_rpcs();
     assert!(rpcs.len() > 50, "{} RPCs", rpcs.len());
     let mut checked = 0usize;
@@ -33,7 +35,22 @@ async fn matrix_every_rpc_every_role_own_and_foreign_tenant() {
                 std::slice::from_ref(&auth),
             )
             .await;
-            if role.grants(permission) {
+            if role == Role::Service {
+                // Never through the gateway; on the internal listener where granted.
+                assert_eq!(own, Code::PermissionDenied, "{path} as service via gateway");
+                let internal = raw_call(
+                    &suite.internal,
+                    path,
+                    *streaming,
+                    std::slice::from_ref(&auth),
+                )
+                .await;
+                assert_eq!(
+                    matches!(internal, Code::PermissionDenied | Code::Unauthenticated),
+                    !role.grants(permission),
+                    "{path} as service on the internal listener: {internal:?}"
+                );
+            } else if role.grants(permission) {
                 assert!(
                     !matches!(own, Code::PermissionDenied | Code::Unauthenticated),
                     "{path} as {} (own tenant) must pass the gateway, got {own:?}",
