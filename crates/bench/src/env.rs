@@ -17,6 +17,8 @@ use crate::load::BoxFuture;
 pub struct SuiteHandle {
     /// Where its gateway listens.
     pub addr: SocketAddr,
+    /// Its internal listener (service-role calls).
+    pub internal_addr: SocketAddr,
     /// Stops it (drains in-flight calls).
     pub stop: Box<dyn FnOnce() -> BoxFuture<()> + Send>,
 }
@@ -67,6 +69,11 @@ pub struct TargetArgs {
     /// raised to measure beyond it.
     #[arg(long)]
     pub target: Option<String>,
+    /// With --target: the internal listener where service-role calls are accepted
+    /// (`vern dev` prints it; in a deployed suite, the consents service's own address),
+    /// for seeding the consents projection. The gateway refuses the service role.
+    #[arg(long)]
+    pub internal: Option<String>,
     /// With --target: the data directory of its `vern dev` (the dev signing key).
     #[arg(long, default_value = "vern-data")]
     pub data_dir: PathBuf,
@@ -82,6 +89,8 @@ pub struct TargetArgs {
 pub struct Env {
     /// The gateway URL.
     pub url: String,
+    /// The internal listener's URL (service-role calls), if known.
+    pub internal_url: Option<String>,
     /// "in-process" or the target URL.
     pub label: String,
     secret: Vec<u8>,
@@ -117,8 +126,12 @@ impl Env {
             let secret = vern_kit::auth::hs256_secret(&config)
                 .context("reading the target's dev signing key (--data-dir)")?
                 .context("no dev signing key")?;
+            if let Some(internal) = &args.internal {
+                ensure_loopback(internal)?;
+            }
             return Ok(Self {
                 url: url.clone(),
+                internal_url: args.internal.clone(),
                 label: url.clone(),
                 secret,
                 issuer: config.auth.issuer,
@@ -152,6 +165,7 @@ impl Env {
         let suite = host.start_suite(config.clone(), listener).await?;
         Ok(Self {
             url: format!("http://{}", suite.addr),
+            internal_url: Some(format!("http://{}", suite.internal_addr)),
             label: match &pg {
                 Some(_) => "in-process (PostgreSQL)".into(),
                 None => "in-process (SQLite)".into(),

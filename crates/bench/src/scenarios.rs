@@ -289,7 +289,7 @@ pub async fn record_consent(
     let result = async {
         let setup = load::connect(&env.url, 1).await?.remove(0);
         let (_tenant, tokens) = seed::tenant(&setup, &env).await?;
-        let subjects = seed::subjects(&setup, &tokens, args.subjects.max(1), progress).await?;
+        let subjects = seed::subjects(&env, &tokens, args.subjects.max(1), progress).await?;
         let clients: Arc<Vec<_>> = Arc::new(
             load::connect(&env.url, env_connections(&args.target))
                 .await?

@@ -40,8 +40,11 @@ pub struct Seeded {
 pub struct Tokens {
     /// platform-admin, no tenant.
     pub admin: MetadataValue<Ascii>,
-    /// tenant-admin and service of the tenant (purposes, subject projection).
+    /// tenant-admin of the tenant (purposes).
     pub setup: MetadataValue<Ascii>,
+    /// service role of the tenant (the consents service's subject projection), for the
+    /// suite's internal listener only: the gateway refuses the role.
+    pub service: MetadataValue<Ascii>,
     /// integration of the tenant: the CRM calling Check and RecordConsent.
     pub crm: MetadataValue<Ascii>,
     /// The crm token without the "Bearer " prefix.
@@ -54,7 +57,8 @@ impl Tokens {
         let crm_raw = env.token(&["integration"], Some(tenant))?;
         Ok(Self {
             admin: bearer(&env.token(&["platform-admin"], None)?)?,
-            setup: bearer(&env.token(&["tenant-admin", "service"], Some(tenant))?)?,
+            setup: bearer(&env.token(&["tenant-admin"], Some(tenant))?)?,
+            service: bearer(&env.token(&["service"], Some(tenant))?)?,
             crm: bearer(&crm_raw)?,
             crm_raw,
         })
@@ -131,13 +135,18 @@ pub async fn tenant(channel: &Channel, env: &Env) -> anyhow::Result<(String, Tok
 }
 
 /// Registers `n` subjects in the consents service's projection (ACTIVE; every 100th
-/// RESTRICTED), `STATE_BATCH` per call, 4 calls in flight.
+/// RESTRICTED), `STATE_BATCH` per call, 4 calls in flight, through the suite's internal
+/// listener (ApplySubjectStates is service-only).
 pub async fn subjects(
-    channel: &Channel,
+    env: &Env,
     tokens: &Tokens,
     n: usize,
     progress: bool,
 ) -> anyhow::Result<Arc<Vec<String>>> {
+    let internal = env.internal_url.as_deref().context(
+        "seeding subjects needs the suite's internal listener: pass --internal with --target",
+    )?;
+    let channel = &crate::load::connect(internal, 1).await?.remove(0);
     let ids: Arc<Vec<String>> =
         Arc::new((0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect());
     let b = bar(n as u64, "subjects", progress);
@@ -147,7 +156,7 @@ pub async fn subjects(
     for (chunk_no, start) in (0..n).step_by(STATE_BATCH).enumerate() {
         let permit = permits.clone().acquire_owned().await?;
         let ids = ids.clone();
-        let token = tokens.setup.clone();
+        let token = tokens.service.clone();
         let mut client = cpb::consent_service_client::ConsentServiceClient::new(channel.clone());
         tasks.spawn(async move {
             let end = (start + STATE_BATCH).min(ids.len());
@@ -284,7 +293,7 @@ pub async fn check_data(
 ) -> anyhow::Result<(Seeded, Tokens)> {
     let started = Instant::now();
     let (tenant, tokens) = tenant(channel, env).await?;
-    let subjects = subjects(channel, &tokens, n, progress).await?;
+    let subjects = subjects(env, &tokens, n, progress).await?;
     let consent_events = consents(channel, &tokens, &subjects, progress).await?;
     Ok((
         Seeded {

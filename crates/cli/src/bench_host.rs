@@ -23,6 +23,7 @@ impl Host for CliHost {
         let (shutdown, handle) = (running.shutdown, running.handle);
         Ok(SuiteHandle {
             addr: running.addr,
+            internal_addr: running.internal_addr,
             stop: Box::new(move || {
                 Box::pin(async move {
                     let _ = shutdown.send(());

@@ -156,8 +156,7 @@ pub fn tenant_gate(config: &Config) -> Option<vern_kit::tenancy::TenantGate> {
 /// The standalone gateway (`vern serve gateway`): the public listener, forwarding each
 /// call to its service.
 pub fn gateway(config: &Config) -> anyhow::Result<Served> {
-    let routes =
-        vern_gateway::forwarding_routes(&config.services).context("backend addresses")?;
+    let routes = vern_gateway::forwarding_routes(&config.services).context("backend addresses")?;
     Ok(Served {
         routes,
         health_names: vern_proto::SERVICE_NAMES.to_vec(),
@@ -276,9 +275,10 @@ pub async fn start_suite(config: Config, listener: TcpListener) -> anyhow::Resul
     };
     let handle = tokio::spawn(async move {
         let mut stop = stop_rx;
-        let public = vern_kit::server::serve(served, listener, &server_config, verifier, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
+        let public =
+            vern_kit::server::serve(served, listener, &server_config, verifier, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
         tokio::pin!(public);
         let public = tokio::select! {
             r = &mut public => r,
@@ -291,7 +291,9 @@ pub async fn start_suite(config: Config, listener: TcpListener) -> anyhow::Resul
         // The internal listener drains with the public one.
         let internal = internal_server.await;
         public.context("serving")?;
-        internal.context("internal listener task")?.context("serving internally")
+        internal
+            .context("internal listener task")?
+            .context("serving internally")
     });
     tracing::info!(%addr, %internal_addr, ready_ms = started.elapsed().as_millis() as u64, "vern suite ready");
     Ok(Running {

@@ -261,9 +261,10 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
             let running = vern_cli::start_suite(config.clone(), listener).await?;
             let dir = vern_cli::data_dir_display(&config);
             println!(
-                "vern dev ready in {} ms\n  gateway   {} (gRPC, reflection and health for all six services)\n  data      {}\n  token     vern token --role platform-admin --data-dir {}\n            vern token --role tenant-admin --tenant <tenant-id> --data-dir {}\n  try       grpcurl -plaintext -H \"authorization: Bearer $(vern token --role platform-admin --data-dir {})\" {} list",
+                "vern dev ready in {} ms\n  gateway   {} (gRPC, reflection and health for all six services)\n  internal  {} (service-to-service calls only; the gateway refuses the service role)\n  data      {}\n  token     vern token --role platform-admin --data-dir {}\n            vern token --role tenant-admin --tenant <tenant-id> --data-dir {}\n  try       grpcurl -plaintext -H \"authorization: Bearer $(vern token --role platform-admin --data-dir {})\" {} list",
                 started.elapsed().as_millis(),
                 running.addr,
+                running.internal_addr,
                 dir.display(),
                 dir.display(),
                 dir.display(),

@@ -27,7 +27,7 @@ use tower::{Layer, Service};
 use vern_proto::audit::v1 as pb;
 
 use crate::context::CallContext;
-use crate::outbox::{self, Deliver, Relay};
+use crate::outbox::{self, Deliver, DeliveryError, Relay};
 
 /// Outbox topic of audit events.
 pub const AUDIT_TOPIC: &str = "audit";
@@ -166,34 +166,74 @@ where
     Ok(out)
 }
 
+/// The limits AuditService.AppendEvents applies to each field (crates/audit's
+/// `EventInput::validate`). An event is built within them, so what a service emits its
+/// receiver accepts: a value from a refused request (a subject id of 1,000 characters,
+/// a resource id with a line break) is left out, never sent to be refused.
+mod limits {
+    pub const SUB: usize = 256;
+    pub const CLIENT: usize = 256;
+    pub const ACTION: usize = 256;
+    pub const SERVICE: usize = 64;
+    pub const SUBJECT_ID: usize = 128;
+    pub const RESOURCE_TYPE: usize = 64;
+    pub const RESOURCE_ID: usize = 256;
+    pub const REQUEST_ID: usize = 128;
+    pub const TRACE_ID: usize = 64;
+    pub const FIELD_NAME: usize = 128;
+    pub const FIELDS: usize = 200;
+}
+
+/// `value` if it is one line of at most `max` characters the receiver accepts, else
+/// empty.
+fn fit(value: &str, max: usize) -> String {
+    if crate::validate::optional_line("", value, max).is_ok() {
+        value.to_owned()
+    } else {
+        String::new()
+    }
+}
+
 fn build(
     scope: &Scope,
     outcome: pb::Outcome,
     status_code: i32,
     request_id: &str,
 ) -> pb::AuditEvent {
+    use limits as l;
     pb::AuditEvent {
         event_id: uuid::Uuid::now_v7().to_string(),
         tenant_id: scope.tenant.clone(),
         actor: Some(pb::Actor {
-            sub: scope.sub.clone(),
+            // Empty only if the token's sub escaped the edge's check; the receiver
+            // then still records the call.
+            sub: fit(&scope.sub, l::SUB),
             roles: scope.roles.clone(),
-            client: scope.client.clone(),
+            client: fit(&scope.client, l::CLIENT),
         }),
-        action: scope.action.clone(),
-        service: scope.service.to_owned(),
-        subject_id: scope.subject_id.clone(),
-        resource_type: if scope.resource_type.is_empty() {
-            resource_type_of(&scope.action)
-        } else {
-            scope.resource_type.clone()
-        },
-        resource_id: scope.resource_id.clone(),
+        action: fit(&scope.action, l::ACTION),
+        service: fit(scope.service, l::SERVICE),
+        subject_id: fit(&scope.subject_id, l::SUBJECT_ID),
+        resource_type: fit(
+            &if scope.resource_type.is_empty() {
+                resource_type_of(&scope.action)
+            } else {
+                scope.resource_type.clone()
+            },
+            l::RESOURCE_TYPE,
+        ),
+        resource_id: fit(&scope.resource_id, l::RESOURCE_ID),
         outcome: outcome as i32,
         status_code,
-        changed_fields: scope.changed_fields.clone(),
-        request_id: request_id.to_owned(),
-        trace_id: scope.trace_id.clone(),
+        changed_fields: scope
+            .changed_fields
+            .iter()
+            .map(|f| fit(f, l::FIELD_NAME))
+            .filter(|f| !f.is_empty())
+            .take(l::FIELDS)
+            .collect(),
+        request_id: fit(request_id, l::REQUEST_ID),
+        trace_id: fit(&scope.trace_id, l::TRACE_ID),
         occur_time: Some(crate::time::to_timestamp(crate::time::now())),
         ..Default::default()
     }
@@ -480,12 +520,13 @@ impl Deliver for AuditDelivery {
         tenant_id: &str,
         _topic: &str,
         payloads: Vec<Vec<u8>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DeliveryError> {
         let events = payloads
             .iter()
             .map(|p| pb::AuditEvent::decode(p.as_slice()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| "undecodable audit event".to_owned())?;
+            // It never will decode: park it rather than retry it for ever.
+            .map_err(|_| DeliveryError::Refused("undecodable audit event".to_owned()))?;
         let token = self
             .tokens
             .for_tenant(tenant_id)
@@ -502,7 +543,7 @@ impl Deliver for AuditDelivery {
             .append_events(req)
             .await
             .map(|_| ())
-            .map_err(|s| format!("AppendEvents failed: {:?}", s.code()))
+            .map_err(|s| DeliveryError::from_status("AppendEvents", &s))
     }
 }
 
@@ -537,10 +578,12 @@ impl Deliver for TopicRouter {
         tenant_id: &str,
         topic: &str,
         payloads: Vec<Vec<u8>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DeliveryError> {
         match self.routes.get(topic) {
             Some(d) => d.deliver(tenant_id, topic, payloads).await,
-            None => Err(format!("no delivery for outbox topic {topic:?}")),
+            None => Err(DeliveryError::Retry(format!(
+                "no delivery for outbox topic {topic:?}"
+            ))),
         }
     }
 }
@@ -594,6 +637,40 @@ mod tests {
         caller.abort();
         assert!(caller.await.expect_err("aborted").is_cancelled());
         assert_eq!(done.await.expect("the work finished"), "kultur");
+    }
+
+    #[test]
+    fn events_are_built_within_the_receivers_limits() {
+        let scope = Scope {
+            tenant: "acme".into(),
+            service: "subjects",
+            action: "GetSubject".into(),
+            sub: "crm".into(),
+            subject_id: "x".repeat(1000),
+            resource_id: "line\nbreak".into(),
+            changed_fields: vec!["email".into(), String::new(), "y".repeat(200)],
+            ..Default::default()
+        };
+        let e = build(&scope, pb::Outcome::Failed, 3, &"r".repeat(129));
+        assert_eq!(
+            e.subject_id, "",
+            "a subject id the receiver refuses is left out"
+        );
+        assert_eq!(e.resource_id, "");
+        assert_eq!(e.request_id, "");
+        assert_eq!(e.changed_fields, vec!["email".to_owned()]);
+        assert_eq!(e.actor.expect("actor").sub, "crm");
+        let ok = build(
+            &Scope {
+                subject_id: "0191c1a2-0000-7000-8000-000000000000".into(),
+                ..scope
+            },
+            pb::Outcome::Success,
+            0,
+            "req-1",
+        );
+        assert_eq!(ok.subject_id, "0191c1a2-0000-7000-8000-000000000000");
+        assert_eq!(ok.request_id, "req-1");
     }
 
     #[test]

@@ -478,7 +478,13 @@ mod tests {
     fn public_paths_need_no_token() {
         let v = TokenVerifier::hs256(b"k", &AuthConfig::default());
         assert_eq!(
-            authorize(&v, "/grpc.health.v1.Health/Check", &http::HeaderMap::new(), Exposure::Public).ok(),
+            authorize(
+                &v,
+                "/grpc.health.v1.Health/Check",
+                &http::HeaderMap::new(),
+                Exposure::Public
+            )
+            .ok(),
             Some(None)
         );
     }
@@ -486,10 +492,17 @@ mod tests {
     #[test]
     fn missing_and_bad_tokens_are_unauthenticated() {
         let v = TokenVerifier::hs256(b"k", &AuthConfig::default());
-        let e = authorize(&v, GET_TENANT, &http::HeaderMap::new(), Exposure::Public).expect_err("denied");
+        let e = authorize(&v, GET_TENANT, &http::HeaderMap::new(), Exposure::Public)
+            .expect_err("denied");
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
         let t = token(&["tenant-admin"], &["dept-a"]);
-        let e = authorize(&v, GET_TENANT, &headers(&format!("{t}x"), None), Exposure::Public).expect_err("denied");
+        let e = authorize(
+            &v,
+            GET_TENANT,
+            &headers(&format!("{t}x"), None),
+            Exposure::Public,
+        )
+        .expect_err("denied");
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
         assert!(!e.message().contains(&t[..20]), "token not echoed");
     }
@@ -498,12 +511,23 @@ mod tests {
     fn effective_tenant_rules() {
         let v = TokenVerifier::hs256(b"k", &AuthConfig::default());
         let single = token(&["tenant-admin"], &["dept-a"]);
-        let ctx = authorize(&v, CREATE_PURPOSE, &headers(&single, None), Exposure::Public)
-            .expect("ok")
-            .expect("ctx");
+        let ctx = authorize(
+            &v,
+            CREATE_PURPOSE,
+            &headers(&single, None),
+            Exposure::Public,
+        )
+        .expect("ok")
+        .expect("ctx");
         assert_eq!(ctx.tenant, Some(TenantId::new("dept-a")));
         // selecting a tenant the token does not name
-        let e = authorize(&v, CREATE_PURPOSE, &headers(&single, Some("dept-b")), Exposure::Public).expect_err("denied");
+        let e = authorize(
+            &v,
+            CREATE_PURPOSE,
+            &headers(&single, Some("dept-b")),
+            Exposure::Public,
+        )
+        .expect_err("denied");
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
         // multi-tenant token: must select
         let multi = token(&["tenant-admin"], &["dept-a", "dept-b"]);
@@ -513,9 +537,14 @@ mod tests {
                 .code(),
             tonic::Code::PermissionDenied
         );
-        let ctx = authorize(&v, CREATE_PURPOSE, &headers(&multi, Some("dept-b")), Exposure::Public)
-            .expect("ok")
-            .expect("ctx");
+        let ctx = authorize(
+            &v,
+            CREATE_PURPOSE,
+            &headers(&multi, Some("dept-b")),
+            Exposure::Public,
+        )
+        .expect("ok")
+        .expect("ctx");
         assert_eq!(ctx.tenant, Some(TenantId::new("dept-b")));
         // tenant-scoped permission without any tenant
         let none = token(&["tenant-admin"], &[]);
@@ -561,14 +590,23 @@ mod tests {
             ] {
                 let e = authorize(&v, path, &headers(&t, None), Exposure::Public)
                     .expect_err("a tenant admin needs exactly one tenant");
-                assert_eq!(e.code(), tonic::Code::PermissionDenied, "{path} {tenants:?}");
+                assert_eq!(
+                    e.code(),
+                    tonic::Code::PermissionDenied,
+                    "{path} {tenants:?}"
+                );
             }
         }
         // One tenant selected among two: that tenant only.
         let t = token(&["tenant-admin"], &["dept-a", "dept-b"]);
-        let ctx = authorize(&v, GET_TENANT, &headers(&t, Some("dept-a")), Exposure::Public)
-            .expect("ok")
-            .expect("ctx");
+        let ctx = authorize(
+            &v,
+            GET_TENANT,
+            &headers(&t, Some("dept-a")),
+            Exposure::Public,
+        )
+        .expect("ok")
+        .expect("ctx");
         assert_eq!(ctx.tenant, Some(TenantId::new("dept-a")));
         // A platform admin acts platform-wide even if its token names a tenant.
         let t = token(&["platform-admin"], &["dept-a"]);

@@ -107,7 +107,7 @@ impl Method {
 }
 
 /// Reasons an auth denial is counted under (`vern_auth_denials_total{reason}`).
-pub const AUTH_REASONS: [&str; 15] = [
+pub const AUTH_REASONS: [&str; 20] = [
     "missing_token",
     "malformed_token",
     "bad_signature",
@@ -122,6 +122,11 @@ pub const AUTH_REASONS: [&str; 15] = [
     "unknown_method",
     "role",
     "tenant",
+    "invalid_claim",
+    "lifetime_too_long",
+    "service_role",
+    "unknown_tenant",
+    "suspended_tenant",
     "other",
 ];
 
@@ -149,6 +154,7 @@ struct Registry {
     rights_overdue: AtomicI64,
     audit_chain_length: AtomicI64,
     outbox: Mutex<BTreeMap<(&'static str, String), i64>>,
+    outbox_parked: Mutex<BTreeMap<(&'static str, String), i64>>,
 }
 
 fn leak(s: String) -> &'static str {
@@ -189,6 +195,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
         rights_overdue: AtomicI64::new(UNSET),
         audit_chain_length: AtomicI64::new(UNSET),
         outbox: Mutex::new(BTreeMap::new()),
+        outbox_parked: Mutex::new(BTreeMap::new()),
     }
 });
 
@@ -290,6 +297,21 @@ pub fn set_audit_chain_length(n: i64) {
 /// Sets the outbox backlog of `service` for `topic` (topics are code constants; a
 /// malformed one is reported as `other`).
 pub fn set_outbox_backlog(service: &'static str, topic: &str, n: i64) {
+    set_outbox(&REGISTRY.outbox, service, topic, n);
+}
+
+/// Sets the number of parked outbox rows (refused by their receiver) of `service` for
+/// `topic`.
+pub fn set_outbox_parked(service: &'static str, topic: &str, n: i64) {
+    set_outbox(&REGISTRY.outbox_parked, service, topic, n);
+}
+
+fn set_outbox(
+    gauge: &Mutex<BTreeMap<(&'static str, String), i64>>,
+    service: &'static str,
+    topic: &str,
+    n: i64,
+) {
     let topic = if !topic.is_empty()
         && topic.len() <= 40
         && topic
@@ -300,7 +322,7 @@ pub fn set_outbox_backlog(service: &'static str, topic: &str, n: i64) {
     } else {
         "other"
     };
-    if let Ok(mut m) = REGISTRY.outbox.lock() {
+    if let Ok(mut m) = gauge.lock() {
         m.insert((service, topic.to_owned()), n);
     }
 }
@@ -325,12 +347,14 @@ pub fn watch_outbox(service: &'static str, db: sea_orm::DatabaseConnection, inte
                 Ok(counts) => {
                     // Topics that drained since the last look read 0, not their old value.
                     for t in &seen {
-                        if !counts.iter().any(|(c, _)| c == t) {
-                            set_outbox_backlog(service, t, 0);
+                        for parked in [false, true] {
+                            if !counts.iter().any(|(c, p, _)| c == t && *p == parked) {
+                                set(service, t, parked, 0);
+                            }
                         }
                     }
-                    for (t, n) in &counts {
-                        set_outbox_backlog(service, t, *n);
+                    for (t, parked, n) in &counts {
+                        set(service, t, *parked, *n);
                         if !seen.contains(t) {
                             seen.push(t.clone());
                         }
@@ -344,20 +368,31 @@ pub fn watch_outbox(service: &'static str, db: sea_orm::DatabaseConnection, inte
     });
 }
 
+fn set(service: &'static str, topic: &str, parked: bool, n: i64) {
+    if parked {
+        set_outbox_parked(service, topic, n);
+    } else {
+        set_outbox_backlog(service, topic, n);
+    }
+}
+
+/// Rows per topic, waiting (`false`) and parked (`true`).
 async fn outbox_counts(
     db: &sea_orm::DatabaseConnection,
-) -> Result<Vec<(String, i64)>, sea_orm::DbErr> {
+) -> Result<Vec<(String, bool, i64)>, sea_orm::DbErr> {
     use sea_orm::{ConnectionTrait, Statement};
     let rows = db
         .query_all_raw(Statement::from_string(
             db.get_database_backend(),
-            "SELECT topic, CAST(COUNT(*) AS BIGINT) AS n FROM outbox GROUP BY topic",
+            "SELECT topic, CAST(CASE WHEN parked_at IS NULL THEN 0 ELSE 1 END AS BIGINT) AS parked, \
+             CAST(COUNT(*) AS BIGINT) AS n FROM outbox GROUP BY topic, parked_at IS NULL",
         ))
         .await?;
     rows.iter()
         .map(|r| {
             Ok((
                 r.try_get::<String>("", "topic")?,
+                r.try_get::<i64>("", "parked")? == 1,
                 r.try_get::<i64>("", "n")?,
             ))
         })
@@ -430,6 +465,8 @@ pub(crate) struct Snapshot {
     pub audit_chain_length: Option<i64>,
     /// (service, topic, n).
     pub outbox: Vec<(&'static str, String, i64)>,
+    /// Parked outbox rows by service and topic.
+    pub outbox_parked: Vec<(&'static str, String, i64)>,
 }
 
 fn check_reason_name(i: usize) -> String {
@@ -491,6 +528,12 @@ pub(crate) fn snapshot() -> Snapshot {
     s.audit_chain_length = Some(r.audit_chain_length.load(Relaxed)).filter(|n| *n != UNSET);
     if let Ok(m) = r.outbox.lock() {
         s.outbox = m
+            .iter()
+            .map(|((svc, topic), n)| (*svc, topic.clone(), *n))
+            .collect();
+    }
+    if let Ok(m) = r.outbox_parked.lock() {
+        s.outbox_parked = m
             .iter()
             .map(|((svc, topic), n)| (*svc, topic.clone(), *n))
             .collect();
@@ -593,6 +636,20 @@ pub fn render_prometheus() -> String {
             let _ = writeln!(
                 out,
                 "vern_outbox_backlog{{service=\"{svc}\",topic=\"{topic}\"}} {n}"
+            );
+        }
+    }
+    if !s.outbox_parked.is_empty() {
+        head(
+            &mut out,
+            "vern_outbox_parked",
+            "gauge",
+            "Outbox notifications refused by their receiver and parked, by topic.",
+        );
+        for (svc, topic, n) in &s.outbox_parked {
+            let _ = writeln!(
+                out,
+                "vern_outbox_parked{{service=\"{svc}\",topic=\"{topic}\"}} {n}"
             );
         }
     }

@@ -4,6 +4,12 @@
 //! A crash loses nothing that was committed; delivery is at least once, so receivers
 //! are idempotent (by version or event id).
 //!
+//! A row its receiver refuses for its content (INVALID_ARGUMENT: it will never be
+//! accepted) is **parked**: kept with the time and reason, skipped by the relay,
+//! counted in `vern_outbox_parked` and logged, so one bad row never holds up the rows
+//! behind it (of its tenant or any other). Rows that fail for any other reason (the
+//! receiver is down) are retried in order.
+//!
 //! Each service owns its own `outbox` table (its own file or schema).
 
 use std::sync::Arc;
@@ -40,6 +46,10 @@ pub mod entity {
         pub attempts: i32,
         /// When it was enqueued.
         pub create_time: ChronoDateTimeUtc,
+        /// When the receiver refused it for good; the relay skips parked rows.
+        pub parked_at: Option<ChronoDateTimeUtc>,
+        /// Why it was parked (the receiver's status code and message; never values).
+        pub park_reason: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -61,6 +71,8 @@ pub async fn enqueue(
         payload: Set(payload),
         attempts: Set(0),
         create_time: Set(crate::time::now()),
+        parked_at: Set(None),
+        park_reason: Set(None),
         ..Default::default()
     }
     .insert(txn)
@@ -68,22 +80,71 @@ pub async fn enqueue(
     Ok(())
 }
 
-/// Notifications waiting for delivery.
+/// Notifications waiting for delivery (parked ones not counted).
 pub async fn backlog(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
     use sea_orm::PaginatorTrait;
-    entity::Entity::find().count(db).await
+    entity::Entity::find()
+        .filter(entity::Column::ParkedAt.is_null())
+        .count(db)
+        .await
+}
+
+/// Parked notifications: refused by their receiver, kept for an operator to look at.
+pub async fn parked(db: &impl ConnectionTrait) -> Result<Vec<entity::Model>, DbErr> {
+    entity::Entity::find()
+        .filter(entity::Column::ParkedAt.is_not_null())
+        .order_by_asc(entity::Column::Id)
+        .all(db)
+        .await
+}
+
+/// Why a delivery failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// The receiver could not be reached or failed: retry later, in order.
+    #[error("{0}")]
+    Retry(String),
+    /// The receiver refused the content: it never will accept it. With several
+    /// payloads, at least one of them is refused.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+impl From<String> for DeliveryError {
+    fn from(e: String) -> Self {
+        DeliveryError::Retry(e)
+    }
+}
+
+impl DeliveryError {
+    /// The error for a call of `rpc` that answered `status`: INVALID_ARGUMENT and
+    /// OUT_OF_RANGE refuse the content, anything else is retried.
+    pub fn from_status(rpc: &str, status: &tonic::Status) -> Self {
+        match status.code() {
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => {
+                // Receivers name fields, never values, in their messages.
+                DeliveryError::Refused(format!(
+                    "{rpc}: {:?}: {}",
+                    status.code(),
+                    status.message().chars().take(500).collect::<String>()
+                ))
+            }
+            code => DeliveryError::Retry(format!("{rpc} failed: {code:?}")),
+        }
+    }
 }
 
 /// Delivers one batch of notifications of one tenant and topic, in order.
 #[async_trait::async_trait]
 pub trait Deliver: Send + Sync + 'static {
-    /// Delivers `payloads` (in enqueue order); an error leaves them for a retry.
+    /// Delivers `payloads` (in enqueue order); an error leaves them for a retry, or
+    /// (refused) has the relay find and park the refused ones.
     async fn deliver(
         &self,
         tenant_id: &str,
         topic: &str,
         payloads: Vec<Vec<u8>>,
-    ) -> Result<(), String>;
+    ) -> Result<(), DeliveryError>;
 }
 
 /// Handle of a running relay (one loop per topic it serves).
@@ -174,7 +235,9 @@ pub async fn deliver_topic(
     batch: u64,
     topic: Option<&str>,
 ) -> Result<usize, String> {
-    let mut query = entity::Entity::find().order_by_asc(entity::Column::Id);
+    let mut query = entity::Entity::find()
+        .filter(entity::Column::ParkedAt.is_null())
+        .order_by_asc(entity::Column::Id);
     if let Some(t) = topic {
         query = query.filter(entity::Column::Topic.eq(t));
     }
@@ -192,7 +255,6 @@ pub async fn deliver_topic(
             j += 1;
         }
         let group = &rows[i..j];
-        let ids: Vec<i64> = group.iter().map(|r| r.id).collect();
         match deliver
             .deliver(
                 tenant,
@@ -202,28 +264,135 @@ pub async fn deliver_topic(
             .await
         {
             Ok(()) => {
-                entity::Entity::delete_many()
-                    .filter(entity::Column::Id.is_in(ids))
-                    .exec(db)
-                    .await
-                    .map_err(|_| "clearing delivered outbox rows failed".to_owned())?;
+                delete(db, group.iter().map(|r| r.id).collect()).await?;
                 delivered += group.len();
             }
-            Err(e) => {
-                let _ = entity::Entity::update_many()
-                    .col_expr(
-                        entity::Column::Attempts,
-                        Expr::col(entity::Column::Attempts).add(1),
-                    )
-                    .filter(entity::Column::Id.is_in(ids))
-                    .exec(db)
-                    .await;
+            Err(DeliveryError::Refused(_)) => {
+                // Find the refused rows one by one: the others go, in order.
+                for row in group {
+                    match deliver
+                        .deliver(tenant, topic, vec![row.payload.clone()])
+                        .await
+                    {
+                        Ok(()) => {
+                            delete(db, vec![row.id]).await?;
+                            delivered += 1;
+                        }
+                        Err(DeliveryError::Refused(reason)) => park(db, row, &reason).await?,
+                        Err(DeliveryError::Retry(e)) => {
+                            count_attempt(db, vec![row.id]).await;
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+            Err(DeliveryError::Retry(e)) => {
+                count_attempt(db, group.iter().map(|r| r.id).collect()).await;
                 return Err(e);
             }
         }
         i = j;
     }
     Ok(delivered)
+}
+
+async fn delete(db: &DatabaseConnection, ids: Vec<i64>) -> Result<(), String> {
+    entity::Entity::delete_many()
+        .filter(entity::Column::Id.is_in(ids))
+        .exec(db)
+        .await
+        .map(|_| ())
+        .map_err(|_| "clearing delivered outbox rows failed".to_owned())
+}
+
+async fn count_attempt(db: &DatabaseConnection, ids: Vec<i64>) {
+    let _ = entity::Entity::update_many()
+        .col_expr(
+            entity::Column::Attempts,
+            Expr::col(entity::Column::Attempts).add(1),
+        )
+        .filter(entity::Column::Id.is_in(ids))
+        .exec(db)
+        .await;
+}
+
+/// Rows parked since start (for metrics).
+pub static PARKED_ROWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+async fn park(db: &DatabaseConnection, row: &entity::Model, reason: &str) -> Result<(), String> {
+    entity::Entity::update_many()
+        .col_expr(entity::Column::ParkedAt, Expr::value(crate::time::now()))
+        .col_expr(
+            entity::Column::ParkReason,
+            Expr::value(reason.chars().take(1000).collect::<String>()),
+        )
+        .col_expr(
+            entity::Column::Attempts,
+            Expr::col(entity::Column::Attempts).add(1),
+        )
+        .filter(entity::Column::Id.eq(row.id))
+        .exec(db)
+        .await
+        .map_err(|_| "parking a refused outbox row failed".to_owned())?;
+    PARKED_ROWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::error!(
+        outbox_id = row.id,
+        tenant = %row.tenant_id,
+        topic = %row.topic,
+        reason,
+        "outbox row refused by its receiver: parked (see vern_outbox_parked)"
+    );
+    Ok(())
+}
+
+/// Adds `parked_at` and `park_reason` to the `outbox` table.
+pub struct ParkingMigration;
+
+impl MigrationName for ParkingMigration {
+    fn name(&self) -> &str {
+        "m0000_outbox_parking"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ParkingMigration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // SQLite adds one column per ALTER TABLE.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Outbox::Table)
+                    .add_column(
+                        ColumnDef::new(Outbox::ParkedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Outbox::Table)
+                    .add_column(ColumnDef::new(Outbox::ParkReason).string().null())
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for col in [Outbox::ParkedAt, Outbox::ParkReason] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Outbox::Table)
+                        .drop_column(col)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Creates the `outbox` table.
@@ -244,6 +413,8 @@ enum Outbox {
     Payload,
     Attempts,
     CreateTime,
+    ParkedAt,
+    ParkReason,
 }
 
 #[async_trait::async_trait]

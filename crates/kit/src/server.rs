@@ -12,8 +12,8 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::auth::TokenVerifier;
-use crate::config::ServerConfig;
 use crate::config::ReflectionMode;
+use crate::config::ServerConfig;
 use crate::context::{AuthLayer, Exposure};
 use crate::limits::{ConcurrencyLimitLayer, DeadlineLayer, RateLimitLayer};
 

@@ -180,7 +180,11 @@ mod tests {
         assert_eq!(gate.check("ghost").await, Err(TenantRefusal::Unknown));
         tokio::time::sleep(Duration::from_millis(60)).await;
         dir.fail.store(true, Ordering::SeqCst);
-        assert_eq!(gate.check("acme").await, Ok(()), "stale answer during outage");
+        assert_eq!(
+            gate.check("acme").await,
+            Ok(()),
+            "stale answer during outage"
+        );
         assert_eq!(
             gate.check("never-seen").await,
             Err(TenantRefusal::Unavailable)

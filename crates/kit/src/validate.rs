@@ -30,6 +30,20 @@ pub fn tenant_id(field: &str, value: &str) -> Result<(), FieldViolation> {
     slug(field, value, 3, 63)
 }
 
+/// A `tenant_id` inside a request body (a resource sent back for an update): empty, or
+/// the caller's effective tenant. A body naming another tenant is refused, never
+/// silently applied to the caller's own.
+pub fn own_tenant(field: &str, body: &str, effective: &str) -> Result<(), FieldViolation> {
+    if body.is_empty() || body == effective {
+        Ok(())
+    } else {
+        Err(FieldViolation::new(
+            field,
+            "must be empty or the caller's tenant",
+        ))
+    }
+}
+
 /// Required free text: non-empty after trimming, at most `max` characters, no
 /// control characters other than newline and tab.
 pub fn text(field: &str, value: &str, max: usize) -> Result<(), FieldViolation> {

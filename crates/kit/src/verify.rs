@@ -362,7 +362,9 @@ impl TokenVerifier {
         }
         crate::auth::check_claims(&claims).map_err(TokenError::InvalidClaim)?;
         // A token valid for years is a standing credential: refuse it whatever signed it.
-        if self.inner.max_lifetime > 0 && claims.exp.saturating_sub(now) > self.inner.max_lifetime + leeway {
+        if self.inner.max_lifetime > 0
+            && claims.exp.saturating_sub(now) > self.inner.max_lifetime + leeway
+        {
             return Err(TokenError::LifetimeTooLong);
         }
         let mut roles: Vec<crate::auth::Role> =

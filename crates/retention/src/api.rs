@@ -350,6 +350,8 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
         let p = r
             .policy
             .ok_or_else(|| invalid(FieldViolation::new("policy", "is required")))?;
+        vern_kit::validate::own_tenant("policy.tenant_id", &p.tenant_id, tenant.as_str())
+            .map_err(invalid)?;
         let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
         vern_kit::audit::changed_fields(&mask);
         vern_kit::audit::resource("policy", &p.policy_id);

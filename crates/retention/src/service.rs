@@ -240,6 +240,13 @@ impl Retention {
             vern_kit::audit::resource("hold", &h.hold_id);
             return Ok(h);
         }
+        // A hold names a subject of this tenant: an id from elsewhere (another
+        // department's, a typo) would hold nothing and look as if it did.
+        if let Some(s) = &subject_id
+            && self.upstream.subject(tenant.as_str(), s).await?.is_none()
+        {
+            return Err(RetentionError::SubjectNotFound);
+        }
         let h = Hold {
             tenant_id: tenant.as_str().to_owned(),
             hold_id: uuid::Uuid::now_v7().to_string(),

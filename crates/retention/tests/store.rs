@@ -539,9 +539,45 @@ async fn request_id_makes_writes_idempotent(target: DbTarget) {
 }
 
 async fn holds_lifecycle(target: DbTarget) {
-    let (r, _) = setup(target, Fake::default()).await;
+    let (r, fake) = setup(target, Fake::default()).await;
     let k = tenant("kultur");
     let subject = uuid::Uuid::new_v4().to_string();
+    let second = uuid::Uuid::new_v4().to_string();
+    for s in [&subject, &second] {
+        fake.add(
+            "kultur",
+            s,
+            DataCategory::Contact,
+            "email",
+            &[],
+            vern_kit::time::now(),
+        );
+    }
+    // A subject the tenant does not hold (another department's, a typo) is refused.
+    let foreign = uuid::Uuid::new_v4().to_string();
+    fake.add(
+        "other-dept",
+        &foreign,
+        DataCategory::Contact,
+        "email",
+        &[],
+        vern_kit::time::now(),
+    );
+    let err = r
+        .place_hold(
+            &k,
+            HoldInput {
+                scope: Some(HoldScope::Subject),
+                subject_id: foreign.clone(),
+                reason: "case 2026/18".into(),
+                end_time: None,
+            },
+            "officer",
+            None,
+        )
+        .await
+        .expect_err("unknown in the tenant");
+    assert!(matches!(err, RetentionError::SubjectNotFound), "{err:?}");
     let h1 = r
         .place_hold(
             &k,
@@ -576,7 +612,7 @@ async fn holds_lifecycle(target: DbTarget) {
             &k,
             HoldInput {
                 scope: Some(HoldScope::Subject),
-                subject_id: uuid::Uuid::new_v4().to_string(),
+                subject_id: second.clone(),
                 reason: "case 2".into(),
                 end_time: None,
             },

@@ -820,6 +820,8 @@ impl pb::rights_service_server::RightsService for RightsApi {
             &r.encode_to_vec(),
         );
         let s = r.settings.unwrap_or_default();
+        vern_kit::validate::own_tenant("settings.tenant_id", &s.tenant_id, tenant.as_str())
+            .map_err(|v| invalid(&v.field, &v.description))?;
         let new = Settings {
             tenant_id: tenant.as_str().to_owned(),
             required_systems: s.required_systems,

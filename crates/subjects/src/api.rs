@@ -368,6 +368,8 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
         let s = r
             .subject
             .ok_or_else(|| invalid(FieldViolation::new("subject", "is required")))?;
+        vern_kit::validate::own_tenant("subject.tenant_id", &s.tenant_id, t.as_str())
+            .map_err(invalid)?;
         let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
         vern_kit::audit::subject(&s.subject_id);
         vern_kit::audit::changed_fields(&mask);

@@ -16,7 +16,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 use vern_kit::auth::ServiceTokens;
-use vern_kit::outbox::Deliver;
+use vern_kit::outbox::{Deliver, DeliveryError};
 use vern_proto::consents::v1 as consents;
 use vern_proto::consents::v1::consent_service_client::ConsentServiceClient;
 use vern_proto::rights::v1 as rights;
@@ -133,7 +133,7 @@ impl Deliver for ConsentsDelivery {
         tenant_id: &str,
         topic: &str,
         payloads: Vec<Vec<u8>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DeliveryError> {
         if topic != STATE_TOPIC {
             tracing::error!(topic, "unknown outbox topic dropped");
             return Ok(());
@@ -143,7 +143,7 @@ impl Deliver for ConsentsDelivery {
         client
             .apply_subject_states(req)
             .await
-            .map_err(|s| format!("ApplySubjectStates failed: {:?}", s.code()))?;
+            .map_err(|s| DeliveryError::from_status("ApplySubjectStates", &s))?;
         Ok(())
     }
 }
@@ -155,7 +155,7 @@ impl Deliver for RightsDelivery {
         tenant_id: &str,
         topic: &str,
         payloads: Vec<Vec<u8>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DeliveryError> {
         if topic != ERASURE_TOPIC {
             tracing::error!(topic, "unknown outbox topic dropped");
             return Ok(());
@@ -165,7 +165,7 @@ impl Deliver for RightsDelivery {
         client
             .apply_subject_erasures(req)
             .await
-            .map_err(|s| format!("ApplySubjectErasures failed: {:?}", s.code()))?;
+            .map_err(|s| DeliveryError::from_status("ApplySubjectErasures", &s))?;
         Ok(())
     }
 }

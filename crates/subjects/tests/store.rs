@@ -15,7 +15,7 @@ use sea_orm::{
 use vern_kit::ApiError;
 use vern_kit::context::TenantId;
 use vern_kit::db::DbTarget;
-use vern_kit::outbox::{Deliver, deliver_topic};
+use vern_kit::outbox::{Deliver, DeliveryError, deliver_topic};
 use vern_proto::consents::v1 as consents;
 use vern_subjects::domain::crypto::{KEY_LEN, MasterKey, TenantKey};
 use vern_subjects::domain::identifiers::NationalIdKind;
@@ -42,6 +42,7 @@ vern_kit::store_test_suite!("subjects":
     records_are_added_rectified_and_deleted,
     subjects_page_in_order_with_filters,
     state_changes_land_in_the_outbox_with_increasing_versions,
+    a_refused_outbox_row_is_parked_and_holds_up_nothing,
     erased_subject_is_a_tombstone,
     erasure_with_retained_records_restricts_until_purged,
     records_kept_without_end_match_only_when_asked,
@@ -1045,11 +1046,13 @@ async fn subjects_page_in_order_with_filters(target: DbTarget) {
 /// One delivered batch: tenant, topic, payloads.
 type Delivered = (String, String, Vec<Vec<u8>>);
 
-/// Records what the relay delivers; fails while `fail` is set.
+/// Records what the relay delivers; fails while `fail` is set; refuses (as an
+/// INVALID_ARGUMENT receiver would) any batch holding a change of version `refuse`.
 #[derive(Default)]
 struct FakeConsents {
     got: Mutex<Vec<Delivered>>,
     fail: std::sync::atomic::AtomicBool,
+    refuse: std::sync::atomic::AtomicI64,
 }
 
 #[async_trait::async_trait]
@@ -1059,9 +1062,20 @@ impl Deliver for FakeConsents {
         tenant: &str,
         topic: &str,
         payloads: Vec<Vec<u8>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DeliveryError> {
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err("consents unavailable".into());
+            return Err(DeliveryError::Retry("consents unavailable".into()));
+        }
+        let refuse = self.refuse.load(std::sync::atomic::Ordering::SeqCst);
+        if refuse > 0
+            && vern_subjects::relay::batch_request(&payloads)
+                .changes
+                .iter()
+                .any(|c| c.version == refuse)
+        {
+            return Err(DeliveryError::Refused(
+                "ApplySubjectStates: InvalidArgument: changes[0].version".into(),
+            ));
         }
         self.got
             .lock()
@@ -1158,6 +1172,69 @@ async fn state_changes_land_in_the_outbox_with_increasing_versions(target: DbTar
     let versions: Vec<i64> = req.changes.iter().map(|c| c.version).collect();
     assert_eq!(versions, [1, 2, 3, 4, 5]);
     assert_eq!(got[1].0, "dept-b");
+    e.done().await;
+}
+
+/// One row its receiver refuses (INVALID_ARGUMENT) is parked, visible and counted;
+/// the rows behind it, of its tenant and of the others, are delivered in order.
+async fn a_refused_outbox_row_is_parked_and_holds_up_nothing(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let s = e.s.create(&a, ola(), None).await.expect("create");
+    let id = s.subject_id.as_str();
+    e.s.restrict(&a, id, "accuracy contested", None)
+        .await
+        .expect("restrict");
+    e.s.lift_restriction(&a, id, "verified", None)
+        .await
+        .expect("lift");
+    e.s.create(&tenant_b(), email_only("x@example.no"), None)
+        .await
+        .expect("b");
+    let fake = FakeConsents::default();
+    // Version 2 of dept-a's subject is poison.
+    fake.refuse.store(2, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        deliver_topic(e.db(), &fake, 100, Some(STATE)).await,
+        Ok(3),
+        "everything but the refused row is delivered at once"
+    );
+    let got = fake.got.lock().expect("lock").clone();
+    let delivered: Vec<(String, Vec<i64>)> = got
+        .iter()
+        .map(|(t, _, p)| {
+            let versions = vern_subjects::relay::batch_request(p)
+                .changes
+                .iter()
+                .map(|c| c.version)
+                .collect();
+            (t.clone(), versions)
+        })
+        .collect();
+    assert_eq!(
+        delivered,
+        vec![
+            ("dept-a".to_owned(), vec![1]),
+            ("dept-a".to_owned(), vec![3]),
+            ("dept-b".to_owned(), vec![1]),
+        ]
+    );
+    let parked = vern_kit::outbox::parked(e.db()).await.expect("parked");
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].tenant_id, "dept-a");
+    assert!(parked[0].parked_at.is_some());
+    assert!(
+        parked[0]
+            .park_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("InvalidArgument")),
+        "{:?}",
+        parked[0].park_reason
+    );
+    assert_eq!(vern_kit::outbox::backlog(e.db()).await.expect("backlog"), 0);
+    // The parked row stays parked: later relays skip it.
+    fake.refuse.store(0, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(deliver_topic(e.db(), &fake, 100, Some(STATE)).await, Ok(0));
     e.done().await;
 }
 

@@ -431,6 +431,8 @@ impl pb::tenant_service_server::TenantService for TenantApi {
         let p = r
             .purpose
             .ok_or_else(|| invalid(FieldViolation::new("purpose", "is required")))?;
+        vern_kit::validate::own_tenant("purpose.tenant_id", &p.tenant_id, tenant(&ctx)?.as_str())
+            .map_err(invalid)?;
         let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
         vern_kit::audit::changed_fields(&mask);
         let changes = purpose_spec(&p, "purpose.", Some(&mask))?;

@@ -90,17 +90,20 @@ impl vern_kit::outbox::Deliver for PurposeDelivery {
         tenant_id: &str,
         topic: &str,
         payloads: Vec<Vec<u8>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), vern_kit::outbox::DeliveryError> {
         use prost::Message;
+        use vern_kit::outbox::DeliveryError;
         use vern_proto::consents::v1 as pb;
         if topic != store::PURPOSE_TOPIC {
-            return Err(format!("unknown outbox topic {topic:?}"));
+            return Err(DeliveryError::Retry(format!(
+                "unknown outbox topic {topic:?}"
+            )));
         }
         let purposes = payloads
             .iter()
             .map(|p| pb::PurposeDefinition::decode(p.as_slice()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| "undecodable purpose notification".to_owned())?;
+            .map_err(|_| DeliveryError::Refused("undecodable purpose notification".to_owned()))?;
         let token = self
             .tokens
             .for_tenant(tenant_id)
@@ -117,6 +120,6 @@ impl vern_kit::outbox::Deliver for PurposeDelivery {
             .apply_purposes(req)
             .await
             .map(|_| ())
-            .map_err(|s| format!("ApplyPurposes failed: {:?}", s.code()))
+            .map_err(|s| DeliveryError::from_status("ApplyPurposes", &s))
     }
 }

@@ -138,6 +138,10 @@ impl Registry {
             return Ok(t);
         }
         let current = self.get_tenant(vis, tenant_id).await?;
+        // A suspended controller's record of processing is frozen with it.
+        if current.status == TenantStatus::Suspended {
+            return Err(TenantError::TenantSuspended);
+        }
         let mut merged = TenantProfile {
             name: current.name.clone(),
             org_number: current.org_number.clone(),

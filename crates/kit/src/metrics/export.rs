@@ -247,6 +247,16 @@ impl OtlpPusher {
                     .collect(),
             ));
         }
+        if !s.outbox_parked.is_empty() {
+            metrics.push(gauge(
+                "vern_outbox_parked",
+                "Outbox notifications refused by their receiver and parked, by topic.",
+                s.outbox_parked
+                    .iter()
+                    .map(|(svc, t, n)| int_point(vec![kv("service", svc), kv("topic", t)], *n))
+                    .collect(),
+            ));
+        }
         if let Some(n) = s.audit_chain_length {
             metrics.push(gauge(
                 "vern_audit_chain_length",

@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
             Box::new(vern_kit::idempotency::Migration),
             Box::new(vern_kit::outbox::Migration),
             Box::new(M0001Retention),
+            Box::new(vern_kit::outbox::ParkingMigration),
         ]
     }
 }

@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(vern_kit::outbox::Migration),
             Box::new(M0001Rights),
             Box::new(M0002PersonalErasedAt),
+            Box::new(vern_kit::outbox::ParkingMigration),
         ]
     }
 }

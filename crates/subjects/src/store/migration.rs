@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(vern_kit::idempotency::Migration),
             Box::new(vern_kit::outbox::Migration),
             Box::new(M0001Subjects),
+            Box::new(vern_kit::outbox::ParkingMigration),
         ]
     }
 }
