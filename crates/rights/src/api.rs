@@ -889,7 +889,7 @@ mod tests {
     use vern_kit::auth::{Permission, Role, ServiceTokens};
     use vern_kit::context::TenantId;
     use vern_proto::rights::v1::rights_service_server::RightsService;
-    use vern_subjects::domain::keyring::Keyring;
+    use vern_seal::keyring::Keyring;
 
     use super::*;
     use crate::model::Identity;

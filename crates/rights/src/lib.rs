@@ -29,7 +29,7 @@ use vern_kit::config::Config;
 use vern_kit::db::DbTarget;
 use vern_kit::server::Limits;
 use vern_proto::rights::v1::rights_service_server::RightsServiceServer;
-use vern_subjects::domain::keyring::Keyring;
+use vern_seal::keyring::Keyring;
 
 pub use api::RightsApi;
 

@@ -5,8 +5,8 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use vern_subjects::domain::crypto::{self, DataKey};
-use vern_subjects::domain::keyring::Keyring;
+use vern_seal::crypto::{self, DataKey};
+use vern_seal::keyring::Keyring;
 
 use crate::error::RightsError;
 
