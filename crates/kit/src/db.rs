@@ -246,6 +246,11 @@ pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<Migrat
     Ok(Migrated::Newer(newer))
 }
 
+/// The SQLite file of `target`, if it is one.
+pub fn sqlite_file(target: &DbTarget) -> Option<PathBuf> {
+    sqlite_path(&target.url).map(PathBuf::from)
+}
+
 fn sqlite_path(url: &str) -> Option<&str> {
     let rest = url
         .strip_prefix("sqlite://")
