@@ -113,6 +113,21 @@ impl Suite {
         self._dir.path()
     }
 
+    /// Where `service` keeps its data: its SQLite file in the data dir, or the
+    /// PostgreSQL URL with its schema.
+    pub fn db_target(&self, service: &str) -> vern_kit::db::DbTarget {
+        match &self.pg_schemas {
+            Some((url, schemas)) => vern_kit::db::DbTarget {
+                url: url.clone(),
+                schema: schemas
+                    .iter()
+                    .find(|s| s.ends_with(&format!("_{service}")))
+                    .cloned(),
+            },
+            None => vern_kit::db::DbTarget::for_service(None, self.data_dir(), service),
+        }
+    }
+
     /// Stops the suite and drops PostgreSQL schemas.
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {

@@ -139,7 +139,7 @@ pub fn parse_public_key(hex_text: &str) -> Option<VerifyingKey> {
 fn create_seed_file(path: &Path) -> std::io::Result<()> {
     use std::io::Write;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        vern_kit::db::create_private_dir(dir)?;
     }
     let seed = hex::encode(rand::random::<[u8; 32]>());
     let tmp = path.with_extension(format!("key.{}", std::process::id()));

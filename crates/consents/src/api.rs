@@ -4,7 +4,6 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 use vern_kit::context::CallContext;
 use vern_kit::error::{ApiError, FieldViolation};
-use vern_kit::idempotency::Key;
 use vern_kit::page;
 use vern_kit::time::{from_timestamp, to_timestamp};
 use vern_proto::common::v1 as common;
@@ -124,12 +123,12 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
         let r = req.into_inner();
         vern_kit::audit::subject(&r.subject_id);
         vern_kit::validate::request_id(&r.request_id).map_err(invalid)?;
-        let key = Key::new(
-            Some(tenant.as_str()),
+        let key = self.consents.request_key(
+            &tenant,
             &r.request_id,
             "RecordConsent",
             &r.encode_to_vec(),
-        );
+        )?;
         let action = match r.action {
             0 => None,
             v => Some(

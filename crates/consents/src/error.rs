@@ -21,6 +21,12 @@ pub enum ConsentError {
     /// A service this one depends on (tenants, subjects) did not answer.
     #[error("dependency unavailable")]
     Upstream(&'static str),
+    /// No key protects the tenant's personal data (configuration).
+    #[error("no key for the tenant's personal data")]
+    NoTenantKey,
+    /// A stored ciphertext or key could not be used (never says which value).
+    #[error("stored value unreadable: {0}")]
+    Corrupt(&'static str),
     /// Database failure.
     #[error("database error")]
     Db(#[from] DbErr),
@@ -44,6 +50,14 @@ impl From<ConsentError> for ApiError {
             ConsentError::Upstream(which) => {
                 tracing::warn!(dependency = which, "dependency unavailable");
                 ApiError::Unavailable
+            }
+            ConsentError::NoTenantKey => {
+                tracing::error!("no key configured for the tenant's personal data");
+                ApiError::Internal("no key for the tenant's personal data")
+            }
+            ConsentError::Corrupt(what) => {
+                tracing::error!(what, "stored value unreadable");
+                ApiError::Internal("stored value unreadable")
             }
             ConsentError::Db(e) => vern_kit::db::api_error(&e),
         }

@@ -5,13 +5,16 @@
 //! Layers: [`api`] (tonic handlers) → [`service`] (use cases) → [`domain`] (the legal
 //! basis rules, pure) and [`store`] (sea-orm). Check reads only what this service holds:
 //! purposes cached from the tenants service ([`purposes`]) and its own projection of
-//! subject states kept current by the subjects service's outbox.
+//! subject states kept current by the subjects service's outbox. Evidence is sealed
+//! under a per-subject data key wrapped by the tenant key ([`seal`]) and shredded when
+//! the projection learns the subject is erased.
 
 pub mod api;
 pub mod domain;
 pub mod error;
 pub mod purposes;
 pub mod remote;
+pub mod seal;
 pub mod service;
 pub mod store;
 
@@ -32,13 +35,25 @@ pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = "vern.consents.v1.ConsentService";
 
-/// Opens the store (running migrations) and builds the gRPC service.
+/// Resolves the personal-data keys, opens the store (running migrations, then sealing
+/// evidence stored in plaintext by older versions) and builds the gRPC service.
 pub async fn build(
     config: &Config,
     target: &DbTarget,
 ) -> Result<Audited<ConsentServiceServer<api::ConsentApi>>, BuildError> {
     let limits = Limits::from(&config.server);
-    let store = store::ConsentStore::open(target).await?;
+    let master = vern_kit::auth::master_key(config)
+        .map_err(|e| format!("consents: reading the dev master key failed: {e}"))?;
+    let keyring =
+        vern_seal::keyring::Keyring::from_base64(master.as_deref(), &config.keys.tenant_keys)
+            .map_err(|e| format!("consents: {e}"))?;
+    let store = store::ConsentStore::open(target, keyring).await?;
+    match store.seal_legacy().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(rows = n, "sealed consent evidence stored in plaintext"),
+        // Retried at the next start; the rows stay readable meanwhile.
+        Err(e) => tracing::warn!(error = %e, "sealing plaintext consent evidence failed"),
+    }
     {
         // Warm the Check cache in the background: Checks answer meanwhile (from the
         // database on a miss), and a page racing a write is simply dropped.

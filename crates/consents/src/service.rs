@@ -95,6 +95,28 @@ impl Consents {
         &self.purposes
     }
 
+    /// The idempotency key of a call. The request carries evidence, so it is
+    /// fingerprinted with the tenant's blind-index key: the stored hash is not an
+    /// unkeyed hash of personal data. `None` when `request_id` is empty.
+    pub fn request_key(
+        &self,
+        tenant: &TenantId,
+        request_id: &str,
+        method: &'static str,
+        request: &[u8],
+    ) -> Result<Option<Key>, ConsentError> {
+        if request_id.is_empty() {
+            return Ok(None);
+        }
+        let fingerprint = self.store.sealer().fingerprint(tenant.as_str(), request)?;
+        Ok(Key::new(
+            Some(tenant.as_str()),
+            request_id,
+            method,
+            &fingerprint,
+        ))
+    }
+
     /// RecordConsent: validates, checks purpose and subject, appends the event.
     pub async fn record(
         &self,
@@ -121,14 +143,17 @@ impl Consents {
             &new.rights_request_id,
             64,
         ));
-        let occur_time = new.occur_time.unwrap_or(now);
+        // Microseconds, as stored: a retry re-reads the event and answers the same.
+        let micros = |t: DateTime<Utc>| DateTime::from_timestamp_micros(t.timestamp_micros());
+        let occur_time = new.occur_time.map_or(now, |t| micros(t).unwrap_or(t));
+        let expires_at = new.expires_at.map(|t| micros(t).unwrap_or(t));
         if let Some(action) = new.action {
             domain::validate_event(
                 &mut v,
                 action,
                 &new.notice_version,
                 occur_time,
-                new.expires_at,
+                expires_at,
                 now,
             );
         }
@@ -139,8 +164,19 @@ impl Consents {
                 "validated input missing",
             )));
         };
-        if let Some(e) = self.store.replay(key.as_ref()).await? {
-            return Ok(e);
+        // The stored answer holds ids only: read the event again (evidence opened).
+        if let Some(r) = self
+            .store
+            .replay::<crate::store::Recorded>(key.as_ref())
+            .await?
+        {
+            return self
+                .store
+                .event(tenant.as_str(), &r.event_id)
+                .await?
+                .ok_or(ConsentError::Api(vern_kit::ApiError::Internal(
+                    "recorded event missing",
+                )));
         }
         if self
             .purposes
@@ -169,7 +205,7 @@ impl Consents {
             request_id: request_id.to_owned(),
             rights_request_id: new.rights_request_id,
             occur_time,
-            expires_at: new.expires_at,
+            expires_at,
             create_time: now,
         };
         self.store.record_event(&event, key.as_ref()).await

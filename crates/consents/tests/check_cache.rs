@@ -52,7 +52,7 @@ impl SubjectSource for NoSubjects {
 
 async fn consents(target: &DbTarget) -> Consents {
     Consents::new(
-        ConsentStore::open(target).await.expect("open"),
+        ConsentStore::open(target, keyring()).await.expect("open"),
         Arc::new(PurposeCache::new(Arc::new(Purposes))),
         Arc::new(NoSubjects),
     )
@@ -241,7 +241,9 @@ async fn a_warmed_cache_answers_like_the_database_and_follows_writes() {
     set_state(&c, &subjects[2], SubjectStatus::Restricted, 2).await;
 
     // A fresh store (as after a restart) warms its cache from the database …
-    let store = ConsentStore::open(&db.target).await.expect("open");
+    let store = ConsentStore::open(&db.target, keyring())
+        .await
+        .expect("open");
     assert_eq!(
         store.warm_check_cache().await.expect("warm"),
         subjects.len()
@@ -272,4 +274,12 @@ async fn a_warmed_cache_answers_like_the_database_and_follows_writes() {
         check(&warm, &subjects[3], "newsletter").await.reason,
         Reason::ConsentGranted
     );
+}
+
+fn keyring() -> vern_seal::keyring::Keyring {
+    vern_seal::keyring::Keyring::new(
+        Some(vern_seal::crypto::MasterKey::from_bytes([7; 32])),
+        HashMap::new(),
+    )
+    .expect("keyring")
 }

@@ -27,6 +27,9 @@ vern_kit::store_test_suite!("consents":
     subject_projection_follows_versions,
     tenants_are_isolated,
     bad_input_is_rejected_without_writes,
+    evidence_is_sealed_at_rest,
+    erasure_shreds_the_evidence,
+    plaintext_evidence_of_older_versions_is_sealed,
 );
 
 struct Purposes;
@@ -67,7 +70,7 @@ impl SubjectSource for Subjects {
 }
 
 async fn setup(target: DbTarget) -> (Consents, Arc<Subjects>) {
-    let store = ConsentStore::open(&target).await.expect("open");
+    let store = ConsentStore::open(&target, keyring()).await.expect("open");
     let subjects = Arc::new(Subjects::default());
     (
         Consents::new(
@@ -585,4 +588,328 @@ async fn bad_input_is_rejected_without_writes(target: DbTarget) {
             .is_empty(),
         "nothing written"
     );
+}
+
+fn keyring() -> vern_seal::keyring::Keyring {
+    vern_seal::keyring::Keyring::new(
+        Some(vern_seal::crypto::MasterKey::from_bytes([7; 32])),
+        HashMap::new(),
+    )
+    .expect("keyring")
+}
+
+// ---- evidence at rest ----
+
+const EVIDENCE: &str = "signed form of kari.nordmann@example.no";
+
+fn with_evidence(subject: &str, action: ConsentAction, evidence: &str) -> NewEvent {
+    NewEvent {
+        evidence: evidence.into(),
+        ..event(subject, "newsletter", action)
+    }
+}
+
+/// Every cell of every table, and on SQLite the raw bytes of the database file, its
+/// write-ahead log and shared memory: where `needle` occurs.
+async fn found_at_rest(c: &Consents, target: &DbTarget, needle: &str) -> Vec<String> {
+    use vern_kit::testing::raw;
+    let mut found = raw::cells_containing(c.store().connection(), needle.as_bytes()).await;
+    for (file, bytes) in raw::sqlite_files(target) {
+        if raw::contains(&bytes, needle.as_bytes()) {
+            found.push(file.display().to_string());
+        }
+    }
+    found
+}
+
+async fn count(c: &Consents, sql: &str) -> i64 {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = c.store().connection();
+    db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .expect("count")
+        .expect("row")
+        .try_get::<i64>("", "n")
+        .expect("n")
+}
+
+async fn evidence_is_sealed_at_rest(target: DbTarget) {
+    let (c, subjects) = setup(target.clone()).await;
+    let s = new_subject(&subjects);
+    let key = || {
+        c.request_key(
+            &tenant(),
+            "req-sealed",
+            "RecordConsent",
+            EVIDENCE.as_bytes(),
+        )
+        .expect("key")
+    };
+    let first = c
+        .record(
+            &tenant(),
+            "crm",
+            with_evidence(&s, ConsentAction::Grant, EVIDENCE),
+            "req-sealed",
+            key(),
+        )
+        .await
+        .expect("record");
+    assert_eq!(first.evidence, EVIDENCE, "the answer carries the evidence");
+    // A retry answers the same, evidence included, from the ids it stored.
+    let again = c
+        .record(
+            &tenant(),
+            "crm",
+            with_evidence(&s, ConsentAction::Grant, EVIDENCE),
+            "req-sealed",
+            key(),
+        )
+        .await
+        .expect("retry");
+    assert_eq!(first, again);
+    let history = c
+        .history(&tenant(), &s, None, None, 50)
+        .await
+        .expect("history");
+    assert_eq!(history.items.len(), 1);
+    assert_eq!(history.items[0].evidence, EVIDENCE);
+    // At rest: no evidence anywhere, also not in the stored answer.
+    assert_eq!(
+        found_at_rest(&c, &target, EVIDENCE).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        found_at_rest(&c, &target, "kari.nordmann").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT COUNT(*) AS n FROM idempotency_keys WHERE request_id = 'req-sealed'"
+        )
+        .await,
+        1,
+        "the answer is stored"
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT COUNT(*) AS n FROM consent_events WHERE evidence_ct IS NOT NULL"
+        )
+        .await,
+        1,
+        "sealed"
+    );
+    assert_eq!(count(&c, "SELECT COUNT(*) AS n FROM consent_keys").await, 1);
+    // An event without evidence needs no key and seals nothing.
+    let bare = c
+        .record(
+            &tenant(),
+            "crm",
+            with_evidence(&s, ConsentAction::Withdraw, ""),
+            "",
+            None,
+        )
+        .await
+        .expect("bare");
+    assert_eq!(bare.evidence, "");
+}
+
+async fn erasure_shreds_the_evidence(target: DbTarget) {
+    let (c, subjects) = setup(target.clone()).await;
+    let s = new_subject(&subjects);
+    let other = new_subject(&subjects);
+    set_subject(&c, &s, SubjectStatus::Active, 1).await;
+    let key = || {
+        c.request_key(&tenant(), "req-erase", "RecordConsent", b"grant")
+            .expect("key")
+    };
+    c.record(
+        &tenant(),
+        "crm",
+        with_evidence(&s, ConsentAction::Grant, EVIDENCE),
+        "req-erase",
+        key(),
+    )
+    .await
+    .expect("grant");
+    c.record(
+        &tenant(),
+        "crm",
+        with_evidence(&s, ConsentAction::Withdraw, "withdrawn by phone, kari"),
+        "",
+        None,
+    )
+    .await
+    .expect("withdraw");
+    c.record(
+        &tenant(),
+        "crm",
+        with_evidence(&other, ConsentAction::Grant, "other subject's form"),
+        "",
+        None,
+    )
+    .await
+    .expect("other");
+    assert_eq!(count(&c, "SELECT COUNT(*) AS n FROM consent_keys").await, 2);
+
+    set_subject(&c, &s, SubjectStatus::Erased, 2).await;
+
+    let history = c
+        .history(&tenant(), &s, None, None, 50)
+        .await
+        .expect("history");
+    assert_eq!(
+        history.items.len(),
+        2,
+        "the events stay (ids, actions, times)"
+    );
+    assert!(
+        history.items.iter().all(|e| e.evidence.is_empty()),
+        "{history:?}"
+    );
+    assert!(
+        c.state(&tenant(), &s, "newsletter")
+            .await
+            .expect("state")
+            .is_some(),
+        "the state still reads"
+    );
+    // A retry of a call made before the erasure answers without evidence.
+    let replayed = c
+        .record(
+            &tenant(),
+            "crm",
+            with_evidence(&s, ConsentAction::Grant, EVIDENCE),
+            "req-erase",
+            key(),
+        )
+        .await
+        .expect("replay after erasure");
+    assert_eq!(replayed.evidence, "");
+    // The key row is gone and no ciphertext is left; the other subject keeps its own.
+    let subject_keys = format!("SELECT COUNT(*) AS n FROM consent_keys WHERE subject_id = '{s}'");
+    assert_eq!(count(&c, &subject_keys).await, 0, "key deleted");
+    let sealed = format!(
+        "SELECT COUNT(*) AS n FROM consent_events WHERE subject_id = '{s}' AND (evidence_ct IS NOT NULL OR evidence <> '')"
+    );
+    assert_eq!(count(&c, &sealed).await, 0, "evidence blanked");
+    let others = c
+        .history(&tenant(), &other, None, None, 50)
+        .await
+        .expect("other");
+    assert_eq!(others.items[0].evidence, "other subject's form");
+    // Redelivery of the erasure is a no-op.
+    set_subject(&c, &s, SubjectStatus::Erased, 2).await;
+    // No new consent for the erased subject.
+    let e = c
+        .record(
+            &tenant(),
+            "crm",
+            with_evidence(&s, ConsentAction::Grant, "x"),
+            "",
+            None,
+        )
+        .await
+        .expect_err("erased");
+    assert!(matches!(e, ConsentError::SubjectErased), "{e:?}");
+    assert_eq!(count(&c, &subject_keys).await, 0, "no key created again");
+    assert_eq!(
+        found_at_rest(&c, &target, EVIDENCE).await,
+        Vec::<String>::new()
+    );
+}
+
+async fn plaintext_evidence_of_older_versions_is_sealed(target: DbTarget) {
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+    use vern_consents::store::entities::consent_event;
+    let (c, subjects) = setup(target.clone()).await;
+    let s = new_subject(&subjects);
+    let gone = new_subject(&subjects);
+    set_subject(&c, &s, SubjectStatus::Active, 1).await;
+    set_subject(&c, &gone, SubjectStatus::Erased, 1).await;
+    let db = c.store().connection();
+    // Rows as a version before m0002 wrote them: plaintext evidence, and the whole
+    // event as the stored answer.
+    let mut ids = vec![];
+    for (subject, evidence) in [(&s, EVIDENCE), (&gone, "erased subject's form")] {
+        let id = uuid::Uuid::now_v7().to_string();
+        let now = vern_kit::time::now();
+        consent_event::ActiveModel {
+            event_id: Set(id.clone()),
+            tenant_id: Set("kultur".into()),
+            subject_id: Set(subject.clone()),
+            purpose: Set("newsletter".into()),
+            action: Set("GRANT".into()),
+            channel: Set("WEB_FORM".into()),
+            notice_version: Set("2022-11-20".into()),
+            evidence: Set(evidence.into()),
+            actor: Set(String::new()),
+            recorded_by: Set("crm".into()),
+            request_id: Set(format!("legacy-{id}")),
+            rights_request_id: Set(String::new()),
+            occur_time: Set(now),
+            expires_at: Set(None),
+            create_time: Set(now),
+            evidence_ct: Set(None),
+        }
+        .insert(db)
+        .await
+        .expect("legacy row");
+        ids.push(id);
+    }
+    let legacy_answer = serde_json::json!({
+        "tenant_id": "kultur", "event_id": ids[0], "subject_id": s, "purpose": "newsletter",
+        "evidence": EVIDENCE,
+    });
+    let key = c
+        .request_key(&tenant(), "req-legacy", "RecordConsent", b"legacy")
+        .expect("key");
+    vern_kit::idempotency::record(db, key.as_ref(), &legacy_answer)
+        .await
+        .expect("legacy answer");
+    assert!(
+        !found_at_rest(&c, &target, EVIDENCE).await.is_empty(),
+        "plaintext before"
+    );
+
+    let changed = c.store().seal_legacy().await.expect("seal");
+    assert_eq!(changed, 3, "two rows and one answer");
+    assert_eq!(
+        c.store().seal_legacy().await.expect("again"),
+        0,
+        "idempotent"
+    );
+
+    let cells = vern_kit::testing::raw::cells_containing(db, EVIDENCE.as_bytes()).await;
+    assert_eq!(cells, Vec::<String>::new());
+    let history = c
+        .history(&tenant(), &s, None, None, 50)
+        .await
+        .expect("history");
+    assert_eq!(
+        history.items[0].evidence, EVIDENCE,
+        "sealed, still readable"
+    );
+    let gone_history = c
+        .history(&tenant(), &gone, None, None, 50)
+        .await
+        .expect("gone");
+    assert_eq!(
+        gone_history.items[0].evidence, "",
+        "an erased subject's is blanked"
+    );
+    let replayed = c
+        .record(
+            &tenant(),
+            "crm",
+            with_evidence(&s, ConsentAction::Grant, EVIDENCE),
+            "req-legacy",
+            key,
+        )
+        .await
+        .expect("legacy replay");
+    assert_eq!(replayed.event_id, ids[0]);
+    assert_eq!(replayed.evidence, EVIDENCE);
 }

@@ -488,7 +488,7 @@ fn create_once(data_dir: &Path, name: &str) -> std::io::Result<Vec<u8>> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         Err(_) => {}
     }
-    std::fs::create_dir_all(data_dir)?;
+    crate::db::create_private_dir(data_dir)?;
     let secret = hex::encode(rand::random::<[u8; 32]>());
     let tmp = data_dir.join(format!("{name}.{}", std::process::id()));
     {

@@ -135,15 +135,62 @@ fn db_err_variant(err: &DbErr) -> &'static str {
     }
 }
 
-/// Opens a connection pool to `target`, creating the SQLite file's directory or the
-/// PostgreSQL schema when missing.
-pub async fn connect(target: &DbTarget) -> Result<DatabaseConnection, DbErr> {
-    if let Some(path) = sqlite_path(&target.url)
-        && let Some(dir) = Path::new(path).parent()
-        && !dir.as_os_str().is_empty()
+/// Creates `dir` and its missing parents with mode 0700 (owner only); an existing
+/// directory is left as it is (a mounted volume may need its group).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
     {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| DbErr::Custom(format!("creating {}: {e}", dir.display())))?;
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Makes the SQLite database at `path` owner-only (0600): creates it empty with that
+/// mode when missing (SQLite gives its `-wal` and `-shm` files the database file's
+/// mode), and narrows the database and its `-wal`/`-shm` files of older versions,
+/// which were created with the umask's 0644.
+fn private_sqlite_file(path: &Path) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    drop(opts.open(path)?);
+    #[cfg(unix)]
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::metadata(&p) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Opens a connection pool to `target`, creating the SQLite file's directory (0700)
+/// and file (0600) or the PostgreSQL schema when missing.
+pub async fn connect(target: &DbTarget) -> Result<DatabaseConnection, DbErr> {
+    if let Some(path) = sqlite_path(&target.url) {
+        let path = Path::new(path);
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            create_private_dir(dir)
+                .map_err(|e| DbErr::Custom(format!("creating {}: {e}", dir.display())))?;
+        }
+        private_sqlite_file(path)
+            .map_err(|e| DbErr::Custom(format!("protecting {}: {e}", path.display())))?;
     }
     let mut opts = ConnectOptions::new(target.url.clone());
     opts.sqlx_logging(false)
@@ -246,6 +293,11 @@ pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<Migrat
     Ok(Migrated::Newer(newer))
 }
 
+/// The SQLite file of `target`, if it is one.
+pub fn sqlite_file(target: &DbTarget) -> Option<PathBuf> {
+    sqlite_path(&target.url).map(PathBuf::from)
+}
+
 fn sqlite_path(url: &str) -> Option<&str> {
     let rest = url
         .strip_prefix("sqlite://")
@@ -295,6 +347,52 @@ mod tests {
         assert_eq!(t.schema.as_deref(), Some("vern_audit"));
         assert_eq!(sqlite_path("sqlite://a/b.db?mode=rwc"), Some("a/b.db"));
         assert_eq!(sqlite_path("sqlite::memory:"), None);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn sqlite_files_are_owner_only() {
+        use sea_orm::ConnectionTrait;
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| {
+            std::fs::metadata(p)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        let tmp = tempfile::tempdir().expect("tmp");
+        let data = tmp.path().join("data").join("nested");
+        // A fresh data dir and database.
+        let target = DbTarget::for_service(None, &data, "modes");
+        let db = connect(&target).await.expect("connect");
+        db.execute_unprepared("CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('x')")
+            .await
+            .expect("write");
+        assert_eq!(mode(&data), 0o700, "data dir");
+        assert_eq!(mode(&tmp.path().join("data")), 0o700, "created parents");
+        for f in ["modes.db", "modes.db-wal", "modes.db-shm"] {
+            assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+        }
+        db.close().await.expect("close");
+        // A database an older version left world-readable is narrowed at connect.
+        let old = tmp.path().join("old");
+        std::fs::create_dir(&old).expect("dir");
+        let target = DbTarget::for_service(None, &old, "legacy");
+        let db = connect(&target).await.expect("connect");
+        db.execute_unprepared("CREATE TABLE t (v TEXT)")
+            .await
+            .expect("write");
+        for f in ["legacy.db", "legacy.db-wal", "legacy.db-shm"] {
+            std::fs::set_permissions(old.join(f), std::fs::Permissions::from_mode(0o644))
+                .expect("chmod");
+        }
+        let again = connect(&target).await.expect("reconnect");
+        for f in ["legacy.db", "legacy.db-wal", "legacy.db-shm"] {
+            assert_eq!(mode(&old.join(f)), 0o600, "{f}");
+        }
+        again.close().await.expect("close");
+        db.close().await.expect("close");
     }
 
     #[test]

@@ -100,3 +100,102 @@ macro_rules! store_test_suite {
         )+
     };
 }
+
+/// Raw reads of a store for tests that prove no plaintext is at rest.
+pub mod raw {
+    use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement};
+
+    use crate::db::DbTarget;
+
+    /// The tables of the connection's schema (SQLite: the file).
+    pub async fn tables(db: &DatabaseConnection) -> Vec<String> {
+        let sql = match db.get_database_backend() {
+            DbBackend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table'",
+            _ => {
+                "SELECT table_name::text AS name FROM information_schema.tables WHERE table_schema = current_schema()"
+            }
+        };
+        db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+            .await
+            .expect("tables")
+            .iter()
+            .map(|r| r.try_get::<String>("", "name").expect("name"))
+            .collect()
+    }
+
+    /// A cell rendered: blobs as their bytes, everything else as text.
+    fn render(row: &QueryResult, col: &str) -> Vec<u8> {
+        if let Ok(v) = row.try_get::<Option<Vec<u8>>>("", col) {
+            return v.unwrap_or_default();
+        }
+        let text = if let Ok(v) = row.try_get::<Option<String>>("", col) {
+            v
+        } else if let Ok(v) = row.try_get::<Option<i64>>("", col) {
+            v.map(|x| x.to_string())
+        } else if let Ok(v) = row.try_get::<Option<i32>>("", col) {
+            v.map(|x| x.to_string())
+        } else if let Ok(v) = row.try_get::<Option<bool>>("", col) {
+            v.map(|x| x.to_string())
+        } else if let Ok(v) = row.try_get::<Option<chrono::DateTime<chrono::Utc>>>("", col) {
+            v.map(|x| x.to_rfc3339())
+        } else if let Ok(v) = row.try_get::<Option<chrono::NaiveDateTime>>("", col) {
+            v.map(|x| x.to_string())
+        } else {
+            // Types no store uses for values (e.g. floats) render as nothing.
+            None
+        };
+        text.unwrap_or_default().into_bytes()
+    }
+
+    /// (`table.column`, cell) of every cell of every table, by `SELECT *`.
+    pub async fn dump(db: &DatabaseConnection) -> Vec<(String, Vec<u8>)> {
+        let mut out = vec![];
+        for table in tables(db).await {
+            let rows = db
+                .query_all_raw(Statement::from_string(
+                    db.get_database_backend(),
+                    format!("SELECT * FROM \"{table}\""),
+                ))
+                .await
+                .expect("select");
+            for row in &rows {
+                for col in row.column_names() {
+                    out.push((format!("{table}.{col}"), render(row, &col)));
+                }
+            }
+        }
+        out
+    }
+
+    /// The cells of `dump` that contain `needle`, by name.
+    pub async fn cells_containing(db: &DatabaseConnection, needle: &[u8]) -> Vec<String> {
+        dump(db)
+            .await
+            .into_iter()
+            .filter(|(_, v)| contains(v, needle))
+            .map(|(c, _)| c)
+            .collect()
+    }
+
+    /// Whether `needle` occurs in `hay`.
+    pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// The SQLite file of `target` and its `-wal` and `-shm` files, those that exist
+    /// (none for PostgreSQL).
+    pub fn sqlite_files(target: &DbTarget) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let Some(path) = crate::db::sqlite_file(target) else {
+            return vec![];
+        };
+        ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut p = path.clone().into_os_string();
+                p.push(suffix);
+                let p = std::path::PathBuf::from(p);
+                std::fs::read(&p).ok().map(|b| (p, b))
+            })
+            .collect()
+    }
+}

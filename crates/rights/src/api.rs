@@ -891,7 +891,7 @@ mod tests {
     use vern_kit::auth::{Permission, Role, ServiceTokens};
     use vern_kit::context::TenantId;
     use vern_proto::rights::v1::rights_service_server::RightsService;
-    use vern_subjects::domain::keyring::Keyring;
+    use vern_seal::keyring::Keyring;
 
     use super::*;
     use crate::model::Identity;
@@ -983,6 +983,7 @@ mod tests {
             fields: "[]".into(),
             retain_until_time: None,
             occur_time: vern_kit::time::now(),
+            external_refs_ct: None,
         };
         let event_id = ev.event_id.clone();
         rights
@@ -1011,6 +1012,151 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         db.cleanup().await;
+    }
+
+    /// Feed references at rest: sealed with the request's key (also rows of an older
+    /// version, by the pass at start); an erasure drops those of every request but the
+    /// ERASURE one, whose references downstream systems still need.
+    async fn feed_references_are_sealed(db: vern_kit::testing::TestDb) {
+        use vern_kit::testing::raw;
+        const REF: &str = "CRM-REF-4711";
+        let rights = rights(&db).await;
+        let tenant = TenantId::new("t1");
+        let subject = uuid::Uuid::now_v7().to_string();
+        let mut requests = vec![];
+        for t in [RequestType::Erasure, RequestType::Access] {
+            let submitted = rights
+                .submit(
+                    &tenant,
+                    NewRequest {
+                        request_type: Some(t),
+                        identity: Some(Identity {
+                            email: "kari@example.no".into(),
+                            ..Default::default()
+                        }),
+                        channel: Some(Channel::Email),
+                        ..Default::default()
+                    },
+                    "",
+                    None,
+                )
+                .await
+                .expect("submit");
+            let row = rights
+                .store()
+                .request("t1", &submitted.rights_request_id)
+                .await
+                .expect("row")
+                .expect("row");
+            let version = row.version;
+            let updated = crate::store::entities::request::Model {
+                version: version + 1,
+                subject_id: subject.clone(),
+                ..row
+            };
+            // As a version before m0003 wrote it: the references in plaintext.
+            let ev = event::Model {
+                tenant_id: "t1".into(),
+                seq: 0,
+                event_id: uuid::Uuid::now_v7().to_string(),
+                event_type: EventType::Erased.as_str().into(),
+                subject_id: subject.clone(),
+                external_refs: format!(r#"[{{"system":"crm","id":"{REF}"}}]"#),
+                rights_request_id: submitted.rights_request_id.clone(),
+                purposes: "[]".into(),
+                fields: "[]".into(),
+                retain_until_time: None,
+                occur_time: vern_kit::time::now(),
+                external_refs_ct: None,
+            };
+            rights
+                .store()
+                .commit_request(updated, version, vec![ev], None, None)
+                .await
+                .expect("commit");
+            requests.push(submitted.rights_request_id);
+        }
+        let db_conn = rights.store().connection().clone();
+        assert!(
+            !raw::cells_containing(&db_conn, REF.as_bytes())
+                .await
+                .is_empty()
+        );
+        assert_eq!(rights.seal_legacy_feed().await.expect("seal"), 2);
+        assert_eq!(rights.seal_legacy_feed().await.expect("again"), 0);
+        assert_eq!(
+            raw::cells_containing(&db_conn, REF.as_bytes()).await,
+            Vec::<String>::new(),
+            "no plaintext reference in any table"
+        );
+        let refs_of = |request: String| {
+            let rights = rights.clone();
+            async move {
+                let filter = crate::store::EventFilter {
+                    rights_request_id: Some(request),
+                    ..Default::default()
+                };
+                let page = rights
+                    .list_events("t1", &filter, 0, 10)
+                    .await
+                    .expect("events");
+                page.items[0]
+                    .external_refs
+                    .iter()
+                    .map(|r| r.id.clone())
+                    .collect::<Vec<_>>()
+            }
+        };
+        for r in &requests {
+            assert_eq!(refs_of(r.clone()).await, [REF], "readable with the key");
+        }
+        // The subject is erased (EraseSubject called directly).
+        rights
+            .store()
+            .shred_erased(
+                "t1",
+                vec![crate::store::ErasedSubject {
+                    subject_id: subject.clone(),
+                    at: vern_kit::time::now(),
+                    by_request: None,
+                }],
+                None,
+            )
+            .await
+            .expect("shred");
+        assert_eq!(
+            refs_of(requests[0].clone()).await,
+            [REF],
+            "ERASURE keeps them"
+        );
+        assert!(
+            refs_of(requests[1].clone()).await.is_empty(),
+            "ACCESS: shredded"
+        );
+        let sealed: Vec<String> = raw::dump(&db_conn)
+            .await
+            .into_iter()
+            .filter(|(c, v)| c == "rights_events.external_refs_ct" && !v.is_empty())
+            .map(|(c, _)| c)
+            .collect();
+        assert_eq!(
+            sealed.len(),
+            1,
+            "only the ERASURE event's ciphertext is left"
+        );
+        db.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn feed_references_are_sealed_sqlite() {
+        feed_references_are_sealed(vern_kit::testing::TestDb::sqlite("rights")).await;
+    }
+
+    #[tokio::test]
+    async fn feed_references_are_sealed_postgres() {
+        if let Some(db) = vern_kit::testing::TestDb::postgres("rights") {
+            feed_references_are_sealed(db).await;
+        }
     }
 
     #[test]

@@ -189,8 +189,19 @@ impl Rights {
         let sealed =
             self.sealer
                 .seal(&dek, t, &req.rights_request_id, Kind::Report, &done.report)?;
+        // The events' external references are personal data: sealed with the request's
+        // key, which an ERASURE request keeps, so downstream systems can still read the
+        // references of an erasure after the subject is gone.
+        let mut events = done.events;
+        for e in &mut events {
+            let refs = std::mem::replace(&mut e.external_refs, "[]".to_owned());
+            e.external_refs_ct = (refs != "[]").then(|| {
+                self.sealer
+                    .seal_refs(&dek, t, &req.rights_request_id, &e.event_id, &refs)
+            });
+        }
         let version = row.version;
-        let has_events = !done.events.is_empty();
+        let has_events = !events.is_empty();
         let updated = request::Model {
             status: if complete {
                 RequestStatus::Completed
@@ -220,20 +231,13 @@ impl Rights {
             // The rights service's own copies go with the subject, in the same commit.
             let id = self
                 .store
-                .commit_erasure(
-                    updated,
-                    version,
-                    done.events,
-                    Some(report),
-                    now,
-                    key.as_ref(),
-                )
+                .commit_erasure(updated, version, events, Some(report), now, key.as_ref())
                 .await?;
             self.store.checkpoint().await;
             id
         } else {
             self.store
-                .commit_request(updated, version, done.events, Some(report), key.as_ref())
+                .commit_request(updated, version, events, Some(report), key.as_ref())
                 .await?
         };
         if has_events {
@@ -269,6 +273,8 @@ impl Rights {
             fields: to_json(&fields)?,
             retain_until_time: retain_until,
             occur_time: vern_kit::time::now(),
+            // Sealed by `fulfil` with the request's key before it is stored.
+            external_refs_ct: None,
         })
     }
 

@@ -29,7 +29,7 @@ use vern_kit::config::Config;
 use vern_kit::db::DbTarget;
 use vern_kit::server::Limits;
 use vern_proto::rights::v1::rights_service_server::RightsServiceServer;
-use vern_subjects::domain::keyring::Keyring;
+use vern_seal::keyring::Keyring;
 
 pub use api::RightsApi;
 
@@ -107,6 +107,12 @@ pub async fn build(
         audit_policy,
     );
     let rights = service::Rights::new(store, seal::Sealer::new(keyring), upstream);
+    match rights.seal_legacy_feed().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(events = n, "sealed feed references stored in plaintext"),
+        // Retried at the next start; the references stay readable meanwhile.
+        Err(e) => tracing::warn!(error = %e, "sealing plaintext feed references failed"),
+    }
     Ok(AuditLayer::new(auditor).layer(vern_kit::limited!(
         RightsServiceServer::new(
             RightsApi::new(rights).with_message_limit(limits.max_message_bytes)

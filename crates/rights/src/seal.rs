@@ -5,8 +5,8 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use vern_subjects::domain::crypto::{self, DataKey};
-use vern_subjects::domain::keyring::Keyring;
+use vern_seal::crypto::{self, DataKey};
+use vern_seal::keyring::Keyring;
 
 use crate::error::RightsError;
 
@@ -48,7 +48,38 @@ fn value_aad(tenant: &str, request: &str, kind: Kind) -> Vec<u8> {
     format!("vern/rights/{}/v1\0{tenant}\0{request}", kind.label()).into_bytes()
 }
 
+fn refs_aad(tenant: &str, request: &str, event: &str) -> Vec<u8> {
+    format!("vern/rights/refs/v1\0{tenant}\0{request}\0{event}").into_bytes()
+}
+
 impl Sealer {
+    /// The external references of a feed event (JSON), sealed with its request's key
+    /// and bound to the event.
+    pub fn seal_refs(
+        &self,
+        key: &DataKey,
+        tenant: &str,
+        request: &str,
+        event: &str,
+        refs_json: &str,
+    ) -> Vec<u8> {
+        crypto::seal(key, refs_json.as_bytes(), &refs_aad(tenant, request, event))
+    }
+
+    /// Sealed references of a feed event opened (JSON).
+    pub fn open_refs(
+        &self,
+        key: &DataKey,
+        tenant: &str,
+        request: &str,
+        event: &str,
+        sealed: &[u8],
+    ) -> Result<String, RightsError> {
+        let plain = crypto::open(key, sealed, &refs_aad(tenant, request, event))
+            .map_err(|_| RightsError::Corrupt("sealed references"))?;
+        String::from_utf8(plain).map_err(|_| RightsError::Corrupt("sealed references"))
+    }
+
     /// A sealer over the tenants' keys.
     pub fn new(keyring: Keyring) -> Self {
         Self { keyring }

@@ -2,6 +2,7 @@
 //! reading requests and reports, the event feed and its confirmations, and the
 //! settings. Fulfilment is in [`crate::fulfil`]. No tonic types here.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -645,6 +646,43 @@ impl Rights {
         )
     }
 
+    /// Seals the feed references that versions before m0003 stored in plaintext, with
+    /// each event's request key (dropped when that key was destroyed with its erased
+    /// subject). Run once at start; a no-op once done. Returns the events changed.
+    pub async fn seal_legacy_feed(&self) -> Result<u64, RightsError> {
+        let mut changed = 0;
+        loop {
+            let rows = self.store.plaintext_feed_events(500).await?;
+            if rows.is_empty() {
+                return Ok(changed);
+            }
+            let mut progress = false;
+            for e in &rows {
+                let t = e.tenant_id.as_str();
+                let sealed = match self.store.request(t, &e.rights_request_id).await? {
+                    Some(r) if !r.wrapped_key.is_empty() => {
+                        let key = self.sealer.key(t, &r.rights_request_id, &r.wrapped_key)?;
+                        Some(self.sealer.seal_refs(
+                            &key,
+                            t,
+                            &e.rights_request_id,
+                            &e.event_id,
+                            &e.external_refs,
+                        ))
+                    }
+                    _ => None,
+                };
+                if self.store.seal_feed_refs(e, sealed).await? {
+                    changed += 1;
+                    progress = true;
+                }
+            }
+            if !progress {
+                return Ok(changed);
+            }
+        }
+    }
+
     /// Events as the feed shows them, with their confirmations.
     pub async fn events(
         &self,
@@ -653,12 +691,44 @@ impl Rights {
     ) -> Result<Vec<Event>, RightsError> {
         let ids: Vec<String> = rows.iter().map(|e| e.event_id.clone()).collect();
         let acks = self.store.acks_of(tenant, &ids).await?;
+        // The data keys of the requests whose events carry sealed references; a key
+        // destroyed with its erased subject leaves the references unreadable (none).
+        let mut keys: HashMap<String, Option<vern_seal::crypto::DataKey>> = HashMap::new();
+        for e in rows.iter().filter(|e| e.external_refs_ct.is_some()) {
+            if keys.contains_key(&e.rights_request_id) {
+                continue;
+            }
+            let key = match self.store.request(tenant, &e.rights_request_id).await? {
+                Some(r) if !r.wrapped_key.is_empty() => Some(self.sealer.key(
+                    tenant,
+                    &r.rights_request_id,
+                    &r.wrapped_key,
+                )?),
+                _ => None,
+            };
+            keys.insert(e.rights_request_id.clone(), key);
+        }
         rows.into_iter()
             .map(|e| {
+                let refs = match (&e.external_refs_ct, keys.get(&e.rights_request_id)) {
+                    (Some(ct), Some(Some(key))) => from_json::<Vec<ExternalRef>>(
+                        &self.sealer.open_refs(
+                            key,
+                            tenant,
+                            &e.rights_request_id,
+                            &e.event_id,
+                            ct,
+                        )?,
+                        "refs",
+                    )?,
+                    (Some(_), _) => vec![],
+                    // Plaintext of an older version, until sealed at start.
+                    (None, _) => from_json::<Vec<ExternalRef>>(&e.external_refs, "refs")?,
+                };
                 Ok(Event {
                     event_type: EventType::parse(&e.event_type)
                         .ok_or_else(|| corrupt("event type"))?,
-                    external_refs: from_json::<Vec<ExternalRef>>(&e.external_refs, "refs")?,
+                    external_refs: refs,
                     purposes: from_json(&e.purposes, "purposes")?,
                     fields: from_json(&e.fields, "fields")?,
                     confirmations: acks

@@ -74,6 +74,7 @@ fn ev(tenant: &str, request: &str, t: EventType) -> event::Model {
         fields: "[]".into(),
         retain_until_time: None,
         occur_time: at(2),
+        external_refs_ct: None,
     }
 }
 

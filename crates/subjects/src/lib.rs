@@ -115,6 +115,12 @@ pub async fn build(
         audit_policy,
     );
     let subjects = service::Subjects::new(store, keys, keyring).with_relay(relay);
+    match subjects.seal_legacy_refs().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(rows = n, "sealed external references stored in plaintext"),
+        // Retried at the next start; the rows stay readable and findable meanwhile.
+        Err(e) => tracing::warn!(error = %e, "sealing plaintext external references failed"),
+    }
     Ok(AuditLayer::new(auditor).layer(vern_kit::limited!(
         SubjectServiceServer::new(
             SubjectApi::new(subjects).with_message_limit(limits.max_message_bytes)

@@ -50,6 +50,8 @@ vern_kit::store_test_suite!("subjects":
     raw_tables_hold_no_plaintext_identifier,
     crypto_shredding_survives_restoring_rows_from_a_backup,
     purge_dry_run_real_run_and_exclusions,
+    external_references_are_sealed_and_shredded,
+    plaintext_references_of_older_versions_are_sealed,
 );
 
 // ---- fixtures ----
@@ -2103,5 +2105,145 @@ async fn purge_dry_run_real_run_and_exclusions(target: DbTarget) {
         let got = e.s.get(&a, &s.subject_id, View::Full).await.expect("get");
         assert_eq!(got.records.len(), 3);
     }
+    e.done().await;
+}
+
+// ---- external references at rest ----
+
+/// Where `needle` occurs at rest: any cell of either store, or the raw bytes of the
+/// SQLite files (main, -wal, -shm).
+async fn found_at_rest(e: &Env, needle: &str) -> Vec<String> {
+    use vern_kit::testing::raw;
+    let mut found = raw::cells_containing(e.db(), needle.as_bytes()).await;
+    found.extend(raw::cells_containing(e.keys_db(), needle.as_bytes()).await);
+    for t in [&e.main_target, &e.key_target] {
+        for (file, bytes) in raw::sqlite_files(t) {
+            if raw::contains(&bytes, needle.as_bytes()) {
+                found.push(file.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+async fn external_references_are_sealed_and_shredded(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let key =
+        e.s.request_key(&a, "req-refs", "CreateSubject", b"refs")
+            .expect("key");
+    let s = e.s.create(&a, ola(), key).await.expect("create");
+    let none: Vec<String> = vec![];
+    for n in ["cust-1001", "K-77"] {
+        assert_eq!(found_at_rest(&e, n).await, none, "{n}");
+    }
+    // Found by reference, shown in both views, sorted by system then id.
+    let found =
+        e.s.find(&a, Lookup::ExternalRef(crm("cust-1001")), View::Basic)
+            .await;
+    assert_eq!(found.expect("find").subject_id, s.subject_id);
+    for view in [View::Basic, View::Full] {
+        let got = e.s.get(&a, &s.subject_id, view).await.expect("get");
+        let refs: Vec<(&str, &str)> = got
+            .external_refs
+            .iter()
+            .map(|r| (r.system.as_str(), r.id.as_str()))
+            .collect();
+        assert_eq!(
+            refs,
+            [("accounting", "K-77"), ("crm", "cust-1001")],
+            "{view:?}"
+        );
+    }
+    let listed =
+        e.s.list(&a, None, 10, ListFilter::default(), View::Basic)
+            .await
+            .expect("list");
+    assert_eq!(listed.items[0].external_refs.len(), 2);
+    // Still unique per tenant.
+    let taken =
+        e.s.create(
+            &a,
+            NewSubject {
+                external_refs: vec![crm("cust-1001")],
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .expect_err("taken");
+    assert!(matches!(taken, SubjectError::ExternalRefTaken), "{taken:?}");
+    // Erasure removes them.
+    e.s.erase(&a, &s.subject_id, "Art. 17", vec![], "", None)
+        .await
+        .expect("erase");
+    let gone =
+        e.s.find(&a, Lookup::ExternalRef(crm("cust-1001")), View::Basic)
+            .await;
+    assert!(
+        matches!(gone, Err(SubjectError::SubjectNotFound)),
+        "{gone:?}"
+    );
+    let rows = e
+        .db()
+        .query_one_raw(Statement::from_string(
+            e.db().get_database_backend(),
+            format!(
+                "SELECT COUNT(*) AS n FROM external_refs WHERE subject_id = '{}'",
+                s.subject_id
+            ),
+        ))
+        .await
+        .expect("count")
+        .expect("row")
+        .try_get::<i64>("", "n")
+        .expect("n");
+    assert_eq!(rows, 0);
+    e.done().await;
+}
+
+async fn plaintext_references_of_older_versions_is_sealed_body(e: &Env) {
+    let a = tenant_a();
+    let s =
+        e.s.create(&a, email_only("legacy@example.no"), None)
+            .await
+            .expect("create");
+    // A row as versions before m0002 wrote it.
+    e.db()
+        .execute_raw(Statement::from_string(
+            e.db().get_database_backend(),
+            format!(
+                "INSERT INTO external_refs (tenant_id, system, ref_id, subject_id) VALUES ('{}', 'crm', 'LEGACY-4711', '{}')",
+                a.as_str(),
+                s.subject_id
+            ),
+        ))
+        .await
+        .expect("legacy row");
+    // Readable and findable before the pass …
+    let found =
+        e.s.find(&a, Lookup::ExternalRef(crm("LEGACY-4711")), View::Basic)
+            .await;
+    assert_eq!(
+        found.expect("find legacy").external_refs[0].id,
+        "LEGACY-4711"
+    );
+    assert_eq!(e.s.seal_legacy_refs().await.expect("seal"), 1);
+    assert_eq!(e.s.seal_legacy_refs().await.expect("again"), 0);
+    // … and after it, with no plaintext left in the tables.
+    let cells = vern_kit::testing::raw::cells_containing(e.db(), b"LEGACY-4711").await;
+    assert_eq!(cells, Vec::<String>::new());
+    let found =
+        e.s.find(&a, Lookup::ExternalRef(crm("LEGACY-4711")), View::Basic)
+            .await;
+    assert_eq!(
+        found.expect("find sealed").external_refs[0].id,
+        "LEGACY-4711"
+    );
+}
+
+async fn plaintext_references_of_older_versions_are_sealed(target: DbTarget) {
+    let e = env(target).await;
+    plaintext_references_of_older_versions_is_sealed_body(&e).await;
     e.done().await;
 }

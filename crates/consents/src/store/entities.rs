@@ -15,6 +15,8 @@ pub mod consent_event {
         pub action: String,
         pub channel: String,
         pub notice_version: String,
+        /// Plaintext evidence of rows written before sealing (m0002); `""` for every row
+        /// written since, and blanked by the legacy sealing pass and by erasure.
         pub evidence: String,
         pub actor: String,
         pub recorded_by: String,
@@ -22,6 +24,31 @@ pub mod consent_event {
         pub rights_request_id: String,
         pub occur_time: ChronoDateTimeUtc,
         pub expires_at: Option<ChronoDateTimeUtc>,
+        pub create_time: ChronoDateTimeUtc,
+        /// The evidence sealed under the subject's data key (`consent_keys`); `None` when
+        /// there is none, or once the subject is erased.
+        pub evidence_ct: Option<Vec<u8>>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `consent_keys`: each subject's data key in this service, wrapped by the tenant key.
+/// Deleted when the subject is erased (crypto-shredding).
+pub mod consent_key {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "consent_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub subject_id: String,
+        pub wrapped_key: Vec<u8>,
         pub create_time: ChronoDateTimeUtc,
     }
 

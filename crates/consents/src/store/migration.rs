@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0001Consents),
             Box::new(vern_kit::outbox::Migration),
             Box::new(vern_kit::outbox::ParkingMigration),
+            Box::new(M0002SealedEvidence),
         ]
     }
 }
@@ -288,6 +289,80 @@ impl MigrationTrait for M0001Consents {
         m.drop_table(Table::drop().table(ConsentStates::Table).to_owned())
             .await?;
         m.drop_table(Table::drop().table(ConsentEvents::Table).to_owned())
+            .await
+    }
+}
+
+/// Sealed evidence: the subjects' data keys (`consent_keys`) and the sealed column
+/// `consent_events.evidence_ct`. Additive; rows written before keep their plaintext
+/// `evidence` until the store seals them at start ([`super::ConsentStore::seal_legacy`]).
+struct M0002SealedEvidence;
+
+impl MigrationName for M0002SealedEvidence {
+    fn name(&self) -> &str {
+        "m0002_sealed_evidence"
+    }
+}
+
+#[derive(DeriveIden)]
+enum ConsentKeys {
+    Table,
+    TenantId,
+    SubjectId,
+    WrappedKey,
+    CreateTime,
+}
+
+#[derive(DeriveIden)]
+enum SealedEvents {
+    EvidenceCt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002SealedEvidence {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(ConsentKeys::Table)
+                .if_not_exists()
+                .col(
+                    ColumnDef::new(ConsentKeys::TenantId)
+                        .string_len(63)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(ConsentKeys::SubjectId)
+                        .string_len(36)
+                        .not_null(),
+                )
+                .col(ColumnDef::new(ConsentKeys::WrappedKey).blob().not_null())
+                .col(
+                    ColumnDef::new(ConsentKeys::CreateTime)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .primary_key(
+                    Index::create()
+                        .col(ConsentKeys::TenantId)
+                        .col(ConsentKeys::SubjectId),
+                )
+                .to_owned(),
+        )
+        .await?;
+        if !m.has_column("consent_events", "evidence_ct").await? {
+            m.alter_table(
+                Table::alter()
+                    .table(ConsentEvents::Table)
+                    .add_column(ColumnDef::new(SealedEvents::EvidenceCt).blob().null())
+                    .to_owned(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(ConsentKeys::Table).to_owned())
             .await
     }
 }

@@ -11,18 +11,22 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, JoinType, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
 };
 use vern_kit::ApiError;
 use vern_kit::db::{DbFailure, DbTarget, classify};
 use vern_kit::idempotency::{self, Key, commit_once};
+use vern_seal::crypto::DataKey;
+use vern_seal::keyring::Keyring;
 
 use crate::domain::{
     Channel, ConsentAction, ConsentEvent, ConsentState, LatestEvent, SubjectStatus,
 };
 use crate::error::ConsentError;
-use entities::{consent_event, consent_state, subject_state};
+use crate::seal::Sealer;
+use entities::{consent_event, consent_key, consent_state, subject_state};
 
 pub use migration::Migrator;
 
@@ -61,6 +65,17 @@ pub struct CheckRow {
     pub consent: ConsentState,
 }
 
+/// The stored idempotency answer of RecordConsent: ids only, never the evidence. A
+/// retry reads the event again by id (and opens its seal). Answers stored before
+/// m0002 (the whole event) read as this too: unknown fields are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Recorded {
+    /// The recorded event.
+    pub event_id: String,
+    /// Its subject.
+    pub subject_id: String,
+}
+
 /// Attempts at a read-modify-write of one consent state before giving up.
 const MAX_ATTEMPTS: usize = 5;
 
@@ -68,6 +83,7 @@ const MAX_ATTEMPTS: usize = 5;
 #[derive(Clone, Debug)]
 pub struct ConsentStore {
     db: DatabaseConnection,
+    sealer: Sealer,
     /// What Check reads, in memory; only where this process is the only writer (SQLite),
     /// see [`cache`]. Every write to `subject_states` or `consent_states` must go
     /// through [`ConsentStore::write_then_invalidate`].
@@ -75,14 +91,23 @@ pub struct ConsentStore {
 }
 
 impl ConsentStore {
-    /// Connects to `target` and runs the migrations.
-    pub async fn open(target: &DbTarget) -> Result<Self, DbErr> {
+    /// Connects to `target` and runs the migrations; `keyring` protects the evidence.
+    pub async fn open(target: &DbTarget, keyring: Keyring) -> Result<Self, DbErr> {
         let db = vern_kit::db::connect_and_migrate::<Migrator>(target).await?;
         // SQLite: one file that only this process writes. PostgreSQL may be shared by
         // replicas whose writes would not reach this cache.
         let cache = (db.get_database_backend() == sea_orm::DbBackend::Sqlite)
             .then(|| Arc::new(cache::CheckCache::new(cache::MAX_SUBJECTS)));
-        Ok(Self { db, cache })
+        Ok(Self {
+            db,
+            sealer: Sealer::new(keyring),
+            cache,
+        })
+    }
+
+    /// The sealer of this store's personal data.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
     }
 
     /// Runs `write` (a change of `subject`'s `subject_states` or `consent_states`) and
@@ -126,38 +151,189 @@ impl ConsentStore {
         Ok(idempotency::replay(&self.db, key).await?)
     }
 
-    /// Appends `event` and folds it into the consent state, in one transaction. Retries
-    /// when a concurrent event for the same (subject, purpose) wins the race.
+    /// Appends `event` (its evidence sealed under the subject's data key, created on
+    /// first use) and folds it into the consent state, in one transaction; the stored
+    /// idempotency answer holds ids only. Retries when a concurrent event for the same
+    /// (subject, purpose) wins the race. Refused if the projection has the subject
+    /// erased by the time the transaction runs (an erasure racing the call).
     pub async fn record_event(
         &self,
         event: &ConsentEvent,
         key: Option<&Key>,
     ) -> Result<ConsentEvent, ConsentError> {
         let (db, event, key) = (self.db.clone(), event.clone(), key.cloned());
+        let sealer = self.sealer.clone();
         let (tenant, subject) = (event.tenant_id.clone(), event.subject_id.clone());
-        self.write_then_invalidate(&tenant, &subject, async move {
-            let mut attempt = 0;
-            let result = loop {
-                attempt += 1;
-                let row = event_row(&event);
-                let e = event.clone();
-                let result = commit_once(&db, key.as_ref(), event.clone(), move |txn| {
-                    Box::pin(async move {
-                        // Write first: SQLite then takes the write lock at once instead
-                        // of failing a read-to-write upgrade under concurrency.
-                        row.insert(txn).await?;
-                        fold_into_state(txn, &e).await
+        let answer = Recorded {
+            event_id: event.event_id.clone(),
+            subject_id: event.subject_id.clone(),
+        };
+        let recorded = {
+            let event = event.clone();
+            self.write_then_invalidate(&tenant, &subject, async move {
+                let mut attempt = 0;
+                let result = loop {
+                    attempt += 1;
+                    let (e, sealer) = (event.clone(), sealer.clone());
+                    let result = commit_once(&db, key.as_ref(), answer.clone(), move |txn| {
+                        Box::pin(async move {
+                            // SQLite: the transaction holds the write lock from BEGIN.
+                            let row = sealed_event_row(txn, &sealer, &e).await?;
+                            row.insert(txn).await?;
+                            refuse_erased(txn, &e.tenant_id, &e.subject_id).await?;
+                            fold_into_state(txn, &e).await
+                        })
                     })
-                })
-                .await;
-                match result {
-                    Err(ApiError::Aborted(_)) if attempt < MAX_ATTEMPTS => continue,
-                    other => break other,
+                    .await;
+                    match result {
+                        Err(ApiError::Aborted(_)) if attempt < MAX_ATTEMPTS => continue,
+                        other => break other,
+                    }
+                };
+                Ok(result?)
+            })
+            .await?
+        };
+        if recorded.event_id == event.event_id {
+            return Ok(event);
+        }
+        // A concurrent call with the same request id won: its event is the answer.
+        self.event(&tenant, &recorded.event_id)
+            .await?
+            .ok_or(ConsentError::Api(ApiError::Internal(
+                "recorded event missing",
+            )))
+    }
+
+    /// One event by id, its evidence opened (empty once the subject is erased).
+    pub async fn event(
+        &self,
+        tenant: &str,
+        event_id: &str,
+    ) -> Result<Option<ConsentEvent>, ConsentError> {
+        let Some(row) = consent_event::Entity::find_by_id(event_id.to_owned())
+            .filter(consent_event::Column::TenantId.eq(tenant))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut events = self
+            .open_events(tenant, &row.subject_id.clone(), vec![row])
+            .await?;
+        Ok(events.pop())
+    }
+
+    /// Rows of one subject as events, their evidence opened with the subject's data
+    /// key. Without a key (the subject was erased) sealed evidence reads as empty.
+    async fn open_events(
+        &self,
+        tenant: &str,
+        subject_id: &str,
+        rows: Vec<consent_event::Model>,
+    ) -> Result<Vec<ConsentEvent>, ConsentError> {
+        let dek = if rows.iter().any(|r| r.evidence_ct.is_some()) {
+            subject_key(&self.db, &self.sealer, tenant, subject_id).await?
+        } else {
+            None
+        };
+        rows.into_iter()
+            .map(|mut m| {
+                let sealed = m.evidence_ct.take();
+                let mut e = event_from_row(m)?;
+                if let Some(ct) = sealed {
+                    e.evidence = match &dek {
+                        Some(k) => self.sealer.open_evidence(
+                            k,
+                            &e.tenant_id,
+                            &e.subject_id,
+                            &e.event_id,
+                            &ct,
+                        )?,
+                        None => String::new(),
+                    };
                 }
+                Ok(e)
+            })
+            .collect()
+    }
+
+    /// Seals the plaintext evidence of rows written before m0002 (blanks it for erased
+    /// subjects) and reduces stored RecordConsent answers of that time (whole events) to
+    /// ids. Run once at start; a no-op once done. Returns the number of rows changed.
+    pub async fn seal_legacy(&self) -> Result<u64, ConsentError> {
+        const PAGE: u64 = 500;
+        let mut changed = 0;
+        loop {
+            let rows = consent_event::Entity::find()
+                .filter(consent_event::Column::Evidence.ne(""))
+                .order_by_asc(consent_event::Column::TenantId)
+                .order_by_asc(consent_event::Column::SubjectId)
+                .limit(PAGE)
+                .all(&self.db)
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut groups: Vec<((String, String), Vec<consent_event::Model>)> = vec![];
+            for r in rows {
+                match groups.last_mut() {
+                    Some(((t, s), g)) if *t == r.tenant_id && *s == r.subject_id => g.push(r),
+                    _ => groups.push(((r.tenant_id.clone(), r.subject_id.clone()), vec![r])),
+                }
+            }
+            for ((tenant, subject), rows) in groups {
+                let txn = begin(&self.db).await?;
+                let erased = matches!(
+                    subject_state::Entity::find_by_id((tenant.clone(), subject.clone()))
+                        .one(&txn)
+                        .await?
+                        .map(|r| r.state),
+                    Some(s) if s == SubjectStatus::Erased.as_str()
+                );
+                let dek = if erased {
+                    None
+                } else {
+                    Some(subject_key_or_new(&txn, &self.sealer, &tenant, &subject).await?)
+                };
+                for r in rows {
+                    let ct = dek.as_ref().map(|k| {
+                        self.sealer
+                            .seal_evidence(k, &tenant, &subject, &r.event_id, &r.evidence)
+                    });
+                    changed += consent_event::Entity::update_many()
+                        .col_expr(consent_event::Column::Evidence, Expr::value(""))
+                        .col_expr(consent_event::Column::EvidenceCt, Expr::value(ct))
+                        .filter(consent_event::Column::EventId.eq(r.event_id.as_str()))
+                        .filter(consent_event::Column::Evidence.eq(r.evidence.as_str()))
+                        .exec(&txn)
+                        .await?
+                        .rows_affected;
+                }
+                txn.commit().await?;
+            }
+        }
+        // Stored answers of that time held the whole event, evidence included.
+        use idempotency::entity as idem;
+        let answers = idem::Entity::find()
+            .filter(idem::Column::Method.eq("RecordConsent"))
+            .filter(idem::Column::Response.like("%\"evidence\"%"))
+            .all(&self.db)
+            .await?;
+        for a in answers {
+            let Ok(ids) = serde_json::from_str::<Recorded>(&a.response) else {
+                continue;
             };
-            Ok(result?)
-        })
-        .await
+            let response = serde_json::to_string(&ids).map_err(|e| DbErr::Json(e.to_string()))?;
+            changed += idem::Entity::update_many()
+                .col_expr(idem::Column::Response, Expr::value(response))
+                .filter(idem::Column::Scope.eq(a.scope.as_str()))
+                .filter(idem::Column::RequestId.eq(a.request_id.as_str()))
+                .exec(&self.db)
+                .await?
+                .rows_affected;
+        }
+        Ok(changed)
     }
 
     /// The consent state of (subject, purpose), if any event was recorded.
@@ -235,10 +411,7 @@ impl ConsentStore {
             q = q.filter(consent_event::Column::EventId.gt(a));
         }
         let rows = q.limit(limit + 1).all(&self.db).await?;
-        let mut items = rows
-            .into_iter()
-            .map(event_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut items = self.open_events(tenant, subject_id, rows).await?;
         let more = items.len() as u64 > limit;
         items.truncate(limit as usize);
         Ok(Page { items, more })
@@ -297,6 +470,9 @@ impl ConsentStore {
         .await
     }
 
+    /// Applies one change in a transaction. An ERASED change (also a repeated or stale
+    /// one: erasure is final) shreds the subject's evidence in the same transaction: its
+    /// data key is deleted and every sealed (or legacy plaintext) evidence blanked.
     async fn apply_one_now(
         &self,
         tenant: &str,
@@ -306,6 +482,7 @@ impl ConsentStore {
         at: DateTime<Utc>,
     ) -> Result<bool, ConsentError> {
         for _ in 0..MAX_ATTEMPTS {
+            let txn = begin(&self.db).await?;
             let updated = subject_state::Entity::update_many()
                 .col_expr(subject_state::Column::State, Expr::value(status.as_str()))
                 .col_expr(subject_state::Column::Version, Expr::value(version))
@@ -313,29 +490,39 @@ impl ConsentStore {
                 .filter(subject_state::Column::TenantId.eq(tenant))
                 .filter(subject_state::Column::SubjectId.eq(subject_id))
                 .filter(subject_state::Column::Version.lt(version))
-                .exec(&self.db)
+                .exec(&txn)
                 .await?
                 .rows_affected;
-            if updated == 1 {
-                return Ok(true);
+            let applied = if updated == 1 {
+                true
+            } else if subject_state::Entity::find_by_id((tenant.to_owned(), subject_id.to_owned()))
+                .one(&txn)
+                .await?
+                .is_some()
+            {
+                false
+            } else {
+                let inserted = subject_state::ActiveModel {
+                    tenant_id: Set(tenant.to_owned()),
+                    subject_id: Set(subject_id.to_owned()),
+                    state: Set(status.as_str().to_owned()),
+                    version: Set(version),
+                    change_time: Set(at),
+                }
+                .insert(&txn)
+                .await;
+                match inserted {
+                    Ok(_) => true,
+                    // Dropping the transaction rolls it back.
+                    Err(e) if classify(&e) == DbFailure::UniqueViolation => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            if status == SubjectStatus::Erased {
+                shred(&txn, tenant, subject_id).await?;
             }
-            if self.subject_state(tenant, subject_id).await?.is_some() {
-                return Ok(false);
-            }
-            let inserted = subject_state::ActiveModel {
-                tenant_id: Set(tenant.to_owned()),
-                subject_id: Set(subject_id.to_owned()),
-                state: Set(status.as_str().to_owned()),
-                version: Set(version),
-                change_time: Set(at),
-            }
-            .insert(&self.db)
-            .await;
-            match inserted {
-                Ok(_) => return Ok(true),
-                Err(e) if classify(&e) == DbFailure::UniqueViolation => continue,
-                Err(e) => return Err(e.into()),
-            }
+            txn.commit().await?;
+            return Ok(applied);
         }
         Err(ConsentError::Api(ApiError::Aborted(
             "subject state changed concurrently; retry",
@@ -651,6 +838,123 @@ async fn fold_into_state(txn: &impl ConnectionTrait, e: &ConsentEvent) -> Result
     Ok(())
 }
 
+/// A transaction; on SQLite it takes the write lock at BEGIN (see `commit_once`).
+async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+        db.begin_with_options(sea_orm::TransactionOptions {
+            sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+            ..Default::default()
+        })
+        .await
+    } else {
+        db.begin().await
+    }
+}
+
+/// The subject's data key, if it has one.
+async fn subject_key(
+    db: &impl ConnectionTrait,
+    sealer: &Sealer,
+    tenant: &str,
+    subject: &str,
+) -> Result<Option<DataKey>, ConsentError> {
+    consent_key::Entity::find_by_id((tenant.to_owned(), subject.to_owned()))
+        .one(db)
+        .await?
+        .map(|k| sealer.key(tenant, subject, &k.wrapped_key))
+        .transpose()
+}
+
+/// The subject's data key, created (and stored wrapped) when it has none. A concurrent
+/// creation is `Aborted` (the caller retries and then reads the winner's key).
+async fn subject_key_or_new(
+    txn: &impl ConnectionTrait,
+    sealer: &Sealer,
+    tenant: &str,
+    subject: &str,
+) -> Result<DataKey, ConsentError> {
+    if let Some(k) = subject_key(txn, sealer, tenant, subject).await? {
+        return Ok(k);
+    }
+    let (dek, wrapped) = sealer.new_key(tenant, subject)?;
+    let inserted = consent_key::ActiveModel {
+        tenant_id: Set(tenant.to_owned()),
+        subject_id: Set(subject.to_owned()),
+        wrapped_key: Set(wrapped),
+        create_time: Set(vern_kit::time::now()),
+    }
+    .insert(txn)
+    .await;
+    match inserted {
+        Ok(_) => Ok(dek),
+        Err(e) if classify(&e) == DbFailure::UniqueViolation => Err(ConsentError::Api(
+            ApiError::Aborted("subject key created concurrently; retry"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The event's row, its evidence sealed (under the subject's key, created if needed).
+async fn sealed_event_row(
+    txn: &impl ConnectionTrait,
+    sealer: &Sealer,
+    e: &ConsentEvent,
+) -> Result<consent_event::ActiveModel, ConsentError> {
+    let mut row = event_row(e);
+    if !e.evidence.is_empty() {
+        let dek = subject_key_or_new(txn, sealer, &e.tenant_id, &e.subject_id).await?;
+        row.evidence_ct = Set(Some(sealer.seal_evidence(
+            &dek,
+            &e.tenant_id,
+            &e.subject_id,
+            &e.event_id,
+            &e.evidence,
+        )));
+    }
+    Ok(row)
+}
+
+/// `SubjectErased` when the projection has the subject erased (read in `txn`).
+async fn refuse_erased(
+    txn: &impl ConnectionTrait,
+    tenant: &str,
+    subject: &str,
+) -> Result<(), ConsentError> {
+    let state = subject_state::Entity::find_by_id((tenant.to_owned(), subject.to_owned()))
+        .one(txn)
+        .await?;
+    match state {
+        Some(s) if s.state == SubjectStatus::Erased.as_str() => Err(ConsentError::SubjectErased),
+        _ => Ok(()),
+    }
+}
+
+/// Crypto-shreds a subject's evidence: deletes its data key (first) and blanks every
+/// sealed or plaintext evidence of its events. Repeating it is a no-op.
+async fn shred(txn: &impl ConnectionTrait, tenant: &str, subject: &str) -> Result<(), DbErr> {
+    consent_key::Entity::delete_many()
+        .filter(consent_key::Column::TenantId.eq(tenant))
+        .filter(consent_key::Column::SubjectId.eq(subject))
+        .exec(txn)
+        .await?;
+    consent_event::Entity::update_many()
+        .col_expr(consent_event::Column::Evidence, Expr::value(""))
+        .col_expr(
+            consent_event::Column::EvidenceCt,
+            Expr::value(Option::<Vec<u8>>::None),
+        )
+        .filter(consent_event::Column::TenantId.eq(tenant))
+        .filter(consent_event::Column::SubjectId.eq(subject))
+        .filter(
+            consent_event::Column::Evidence
+                .ne("")
+                .or(consent_event::Column::EvidenceCt.is_not_null()),
+        )
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
 fn corrupt(what: &str) -> DbErr {
     DbErr::Type(format!("unknown stored value in {what}"))
 }
@@ -672,7 +976,9 @@ fn event_row(e: &ConsentEvent) -> consent_event::ActiveModel {
         action: Set(e.action.as_str().to_owned()),
         channel: Set(e.channel.as_str().to_owned()),
         notice_version: Set(e.notice_version.clone()),
-        evidence: Set(e.evidence.clone()),
+        // Never the plaintext: the sealed form goes to `evidence_ct` (`sealed_event_row`).
+        evidence: Set(String::new()),
+        evidence_ct: Set(None),
         actor: Set(e.actor.clone()),
         recorded_by: Set(e.recorded_by.clone()),
         request_id: Set(e.request_id.clone()),

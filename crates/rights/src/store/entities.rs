@@ -79,7 +79,8 @@ pub mod report {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-/// `rights_events`: the per-tenant feed, gap-free by `seq`. Ids only.
+/// `rights_events`: the per-tenant feed, gap-free by `seq`. Ids, and the external
+/// references sealed with the request's data key.
 pub mod event {
     use sea_orm::entity::prelude::*;
 
@@ -93,7 +94,8 @@ pub mod event {
         pub event_id: String,
         pub event_type: String,
         pub subject_id: String,
-        /// JSON array of {system, id}.
+        /// `[]`; rows of versions before m0003 held the JSON array of {system, id} in
+        /// plaintext here until the pass at start sealed them.
         pub external_refs: String,
         pub rights_request_id: String,
         /// JSON array of purpose keys.
@@ -102,6 +104,9 @@ pub mod event {
         pub fields: String,
         pub retain_until_time: Option<ChronoDateTimeUtc>,
         pub occur_time: ChronoDateTimeUtc,
+        /// The JSON array of {system, id}, sealed with the request's data key; `None`
+        /// when there are none, or once that key is destroyed.
+        pub external_refs_ct: Option<Vec<u8>>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

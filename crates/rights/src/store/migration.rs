@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0001Rights),
             Box::new(M0002PersonalErasedAt),
             Box::new(vern_kit::outbox::ParkingMigration),
+            Box::new(M0003SealedFeedRefs),
         ]
     }
 }
@@ -341,6 +342,38 @@ impl MigrationTrait for M0002PersonalErasedAt {
             Table::alter()
                 .table(RightsRequests::Table)
                 .add_column(opt_time(ErasedAt::PersonalErasedAt))
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+/// Adds `rights_events.external_refs_ct`: the event's external references sealed with
+/// its request's data key. Rows written before are sealed by a pass at start
+/// (`Rights::seal_legacy_feed`): migrations have no keys.
+struct M0003SealedFeedRefs;
+
+impl MigrationName for M0003SealedFeedRefs {
+    fn name(&self) -> &str {
+        "m0003_rights_sealed_feed_refs"
+    }
+}
+
+#[derive(DeriveIden)]
+enum SealedFeedRefs {
+    ExternalRefsCt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003SealedFeedRefs {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        if m.has_column("rights_events", "external_refs_ct").await? {
+            return Ok(());
+        }
+        m.alter_table(
+            Table::alter()
+                .table(RightsEvents::Table)
+                .add_column(ColumnDef::new(SealedFeedRefs::ExternalRefsCt).blob().null())
                 .to_owned(),
         )
         .await

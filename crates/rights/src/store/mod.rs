@@ -112,6 +112,38 @@ impl RightsStore {
         .await?)
     }
 
+    /// Up to `limit` feed events of older versions whose references are plaintext.
+    pub async fn plaintext_feed_events(
+        &self,
+        limit: u64,
+    ) -> Result<Vec<event::Model>, RightsError> {
+        Ok(event::Entity::find()
+            .filter(event::Column::ExternalRefs.ne("[]"))
+            .filter(event::Column::ExternalRefsCt.is_null())
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Replaces an event's plaintext references by `sealed` (`None`: dropped, their
+    /// key is gone). False when the row changed meanwhile.
+    pub async fn seal_feed_refs(
+        &self,
+        old: &event::Model,
+        sealed: Option<Vec<u8>>,
+    ) -> Result<bool, RightsError> {
+        Ok(event::Entity::update_many()
+            .col_expr(event::Column::ExternalRefs, Expr::value("[]"))
+            .col_expr(event::Column::ExternalRefsCt, Expr::value(sealed))
+            .filter(event::Column::TenantId.eq(old.tenant_id.as_str()))
+            .filter(event::Column::Seq.eq(old.seq))
+            .filter(event::Column::ExternalRefs.eq(old.external_refs.as_str()))
+            .exec(&self.db)
+            .await?
+            .rows_affected
+            == 1)
+    }
+
     /// One request of the tenant.
     pub async fn request(
         &self,
@@ -719,6 +751,18 @@ pub(crate) async fn shred_subject(
     report::Entity::delete_many()
         .filter(report::Column::TenantId.eq(tenant))
         .filter(report::Column::RightsRequestId.in_subquery(keyed.to_owned()))
+        .exec(txn)
+        .await?;
+    // The feed references sealed with those keys go with them (an ERASURE request's
+    // stay: downstream systems need them to act on the erasure).
+    event::Entity::update_many()
+        .col_expr(event::Column::ExternalRefs, Expr::value("[]"))
+        .col_expr(
+            event::Column::ExternalRefsCt,
+            Expr::value(Option::<Vec<u8>>::None),
+        )
+        .filter(event::Column::TenantId.eq(tenant))
+        .filter(event::Column::RightsRequestId.in_subquery(keyed.to_owned()))
         .exec(txn)
         .await?;
     request::Entity::update_many()

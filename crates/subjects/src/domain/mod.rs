@@ -1,13 +1,13 @@
 //! The subjects' rules, pure: no I/O, no database, no tonic.
 //!
 //! - [`identifiers`]: validation and normalisation of e-mail, phone and national id.
-//! - [`crypto`]: envelope encryption of personal data and the identifiers' blind index.
-//! - [`keyring`]: which key protects which tenant.
+//! - [`crypto`], [`keyring`]: the envelope encryption and the tenants' keys, from
+//!   `vern-seal` (re-exported; shared with the consents and rights services).
 //! - [`subject`]: subjects, records, their validation and the ciphertexts' associated data.
 
-pub mod crypto;
 pub mod identifiers;
-pub mod keyring;
 pub mod subject;
+
+pub use vern_seal::{crypto, keyring};
 
 pub use subject::*;

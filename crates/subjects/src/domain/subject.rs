@@ -815,6 +815,21 @@ pub fn record_aad(tenant: &str, subject: &str, record: &str) -> Vec<u8> {
 }
 
 /// `vern/subjects/v1` ‖ (0x00 ‖ part)*: the parts (ids without NUL bytes) stay apart.
+/// Associated data of a sealed external reference id: binds it to tenant, subject and
+/// system.
+pub fn ref_aad(tenant: &str, subject: &str, system: &str) -> Vec<u8> {
+    aad(&["external_ref", tenant, subject, system])
+}
+
+/// The blind-index kind of external references (never an identifier kind).
+pub const REF_INDEX_KIND: &str = "external_ref";
+
+/// The value an external reference is blind-indexed by: `system ‖ 0x00 ‖ id` (a system
+/// is a slug, so the split is unambiguous).
+pub fn ref_index_value(system: &str, id: &str) -> String {
+    format!("{system}\0{id}")
+}
+
 fn aad(parts: &[&str]) -> Vec<u8> {
     let mut out = b"vern/subjects/v1".to_vec();
     for p in parts {

@@ -25,9 +25,9 @@ use crate::domain::crypto::{self, CryptoError, DataKey};
 use crate::domain::identifiers::NationalIdKind;
 use crate::domain::keyring::{Keyring, TenantKeys};
 use crate::domain::{
-    self, DataCategory, ExternalRef, IdentifierKind, Identifiers, NewSubject, Record, RecordData,
-    SUBJECT_UPDATABLE, Subject, SubjectChanges, SubjectState, View, check_mask, identifier_aad,
-    key_aad, record_aad,
+    self, DataCategory, ExternalRef, IdentifierKind, Identifiers, NewSubject, REF_INDEX_KIND,
+    Record, RecordData, SUBJECT_UPDATABLE, Subject, SubjectChanges, SubjectState, View, check_mask,
+    identifier_aad, key_aad, record_aad, ref_aad, ref_index_value,
 };
 use crate::error::SubjectError;
 use crate::relay::state_change;
@@ -143,7 +143,13 @@ impl Subjects {
             }
         }
         for r in &valid.external_refs {
-            if self.store.find_by_ref(t, &r.system, &r.id).await?.is_some() {
+            let digest = ref_digest(&keys, r);
+            if self
+                .store
+                .find_by_ref(t, &r.system, &digest, &r.id)
+                .await?
+                .is_some()
+            {
                 return Err(SubjectError::ExternalRefTaken);
             }
         }
@@ -189,7 +195,7 @@ impl Subjects {
             insert_refs: valid
                 .external_refs
                 .iter()
-                .map(|r| ref_row(t, &subject_id, r))
+                .map(|r| ref_row(t, &subject_id, r, &keys, &dek))
                 .collect(),
             insert_records: valid
                 .records
@@ -262,7 +268,10 @@ impl Subjects {
                 let r = r.validate("external_ref", &mut v);
                 v.finish()?;
                 match r {
-                    Some(r) => self.store.find_by_ref(t, &r.system, &r.id).await?,
+                    Some(r) => {
+                        let digest = ref_digest(&self.tenant_keys(t)?, &r);
+                        self.store.find_by_ref(t, &r.system, &digest, &r.id).await?
+                    }
                     None => None,
                 }
             }
@@ -295,16 +304,24 @@ impl Subjects {
         let mut records = group(self.store.records_of(t, &ids).await?, |r| {
             r.subject_id.clone().unwrap_or_default()
         });
-        let deks = match view {
-            View::Basic => HashMap::new(),
-            View::Full => {
+        // FULL opens everything; BASIC still opens the external references.
+        let needs_key = |id: &String| {
+            view == View::Full
+                || refs
+                    .get(id)
+                    .is_some_and(|r| r.iter().any(|r| r.ref_ct.is_some()))
+        };
+        let live: Vec<String> = page
+            .items
+            .iter()
+            .filter(|s| s.state != SubjectState::Erased.as_str())
+            .map(|s| s.subject_id.clone())
+            .filter(needs_key)
+            .collect();
+        let deks = match live.is_empty() {
+            true => HashMap::new(),
+            false => {
                 let keys = self.tenant_keys(t)?;
-                let live: Vec<String> = page
-                    .items
-                    .iter()
-                    .filter(|s| s.state != SubjectState::Erased.as_str())
-                    .map(|s| s.subject_id.clone())
-                    .collect();
                 let wrapped = self.keys.get_many(t, &live).await?;
                 let mut deks = HashMap::new();
                 for id in live {
@@ -326,6 +343,7 @@ impl Subjects {
                     refs.remove(&id).unwrap_or_default(),
                     records.remove(&id).unwrap_or_default(),
                     deks.get(&id),
+                    view,
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -406,14 +424,19 @@ impl Subjects {
         let has_refs = match &refs {
             Some(refs) => {
                 for r in refs {
-                    if let Some(holder) = self.store.find_by_ref(t, &r.system, &r.id).await?
+                    let digest = ref_digest(&keys, r);
+                    if let Some(holder) =
+                        self.store.find_by_ref(t, &r.system, &digest, &r.id).await?
                         && holder != id
                     {
                         return Err(SubjectError::ExternalRefTaken);
                     }
                 }
                 batch.delete_refs_of.push(id.clone());
-                batch.insert_refs = refs.iter().map(|r| ref_row(t, &id, r)).collect();
+                batch.insert_refs = refs
+                    .iter()
+                    .map(|r| ref_row(t, &id, r, &keys, &dek))
+                    .collect();
                 !refs.is_empty()
             }
             None => !self
@@ -440,6 +463,40 @@ impl Subjects {
         let id = self.store.apply(t, batch, idem.as_ref(), id).await?;
         tracing::info!(tenant = t, subject_id = %id, fields = ?mask, "subject rectified");
         self.get(tenant, &id, View::Full).await
+    }
+
+    /// Seals the external references that versions before m0002 stored in plaintext:
+    /// each row is replaced by its blind index and the id sealed with the subject's
+    /// data key. Run once at start; a no-op once done. Returns the rows sealed.
+    pub async fn seal_legacy_refs(&self) -> Result<u64, SubjectError> {
+        let mut sealed = 0;
+        loop {
+            let rows = self.store.plaintext_refs(500).await?;
+            let mut progress = false;
+            for old in &rows {
+                let t = old.tenant_id.as_str();
+                let keys = self.tenant_keys(t)?;
+                let dek = match self.data_key(t, &keys, &old.subject_id).await {
+                    Ok(dek) => dek,
+                    // No key: nothing of the subject can be opened; leave the row to
+                    // its erasure (which deletes references) and go on.
+                    Err(SubjectError::DataKeyMissing) => continue,
+                    Err(e) => return Err(e),
+                };
+                let r = ExternalRef {
+                    system: old.system.clone(),
+                    id: old.ref_id.clone(),
+                };
+                let new = ref_row(t, &old.subject_id, &r, &keys, &dek);
+                if self.store.seal_ref(old, new).await? {
+                    sealed += 1;
+                }
+                progress = true;
+            }
+            if !progress {
+                return Ok(sealed);
+            }
+        }
     }
 
     // ---- helpers shared by the use cases ----
@@ -483,7 +540,7 @@ impl Subjects {
         page: Option<&mut RecordsPage>,
     ) -> Result<Subject, SubjectError> {
         if row.state == SubjectState::Erased.as_str() {
-            return subject_view(tenant, row, vec![], vec![], None);
+            return subject_view(tenant, row, vec![], vec![], None, view);
         }
         let ids = [row.subject_id.clone()];
         let refs = self.store.refs_of(tenant, &ids).await?;
@@ -504,14 +561,14 @@ impl Subjects {
                 rows
             }
         };
-        let dek = match view {
-            View::Basic => None,
-            View::Full => {
-                let keys = self.tenant_keys(tenant)?;
-                Some(self.data_key(tenant, &keys, &row.subject_id).await?)
-            }
+        // FULL opens everything; BASIC still opens the external references.
+        let dek = if view == View::Full || refs.iter().any(|r| r.ref_ct.is_some()) {
+            let keys = self.tenant_keys(tenant)?;
+            Some(self.data_key(tenant, &keys, &row.subject_id).await?)
+        } else {
+            None
         };
-        subject_view(tenant, row, refs, records, dek.as_ref())
+        subject_view(tenant, row, refs, records, dek.as_ref(), view)
     }
 
     fn nudge(&self) {
@@ -708,12 +765,36 @@ fn lookup_row(
     }
 }
 
-fn ref_row(tenant: &str, subject: &str, r: &ExternalRef) -> external_ref::Model {
+/// The blind index of an external reference (hex), its key in `external_refs`.
+fn ref_digest(keys: &TenantKeys, r: &ExternalRef) -> String {
+    crypto::blind_index(
+        &keys.blind,
+        REF_INDEX_KIND,
+        &ref_index_value(&r.system, &r.id),
+    )
+    .iter()
+    .map(|b| format!("{b:02x}"))
+    .collect()
+}
+
+/// An external reference row: keyed by its blind index, the id sealed.
+fn ref_row(
+    tenant: &str,
+    subject: &str,
+    r: &ExternalRef,
+    keys: &TenantKeys,
+    dek: &DataKey,
+) -> external_ref::Model {
     external_ref::Model {
         tenant_id: tenant.to_owned(),
         system: r.system.clone(),
-        ref_id: r.id.clone(),
+        ref_id: ref_digest(keys, r),
         subject_id: subject.to_owned(),
+        ref_ct: Some(crypto::seal(
+            dek,
+            r.id.as_bytes(),
+            &ref_aad(tenant, subject, &r.system),
+        )),
     }
 }
 
@@ -795,13 +876,14 @@ fn subject_view(
     refs: Vec<external_ref::Model>,
     records: Vec<record::Model>,
     dek: Option<&DataKey>,
+    view: View,
 ) -> Result<Subject, SubjectError> {
     let state = SubjectState::parse(&row.state).ok_or_else(|| corrupt("subjects.state"))?;
     let mut identifiers = Identifiers::default();
     let (refs, records) = if state == SubjectState::Erased {
         (vec![], vec![])
     } else {
-        if let Some(dek) = dek {
+        if let Some(dek) = dek.filter(|_| view == View::Full) {
             for kind in IdentifierKind::ALL {
                 if let Some(ct) = ciphertext(&row, kind) {
                     let aad = identifier_aad(tenant, &row.subject_id, kind);
@@ -816,13 +898,25 @@ fn subject_view(
                 })
                 .transpose()?;
         }
-        let refs = refs
+        let mut refs = refs
             .into_iter()
-            .map(|r| ExternalRef {
-                system: r.system,
-                id: r.ref_id,
+            .map(|r| {
+                let id = match (&r.ref_ct, dek) {
+                    (Some(ct), Some(dek)) => {
+                        open_text(dek, ct, &ref_aad(tenant, &row.subject_id, &r.system))?
+                    }
+                    (Some(_), None) => return Err(SubjectError::DataKeyMissing),
+                    // A row of an older version, not sealed yet.
+                    (None, _) => r.ref_id,
+                };
+                Ok(ExternalRef {
+                    system: r.system,
+                    id,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, SubjectError>>()?;
+        refs.sort_by(|a, b| (&a.system, &a.id).cmp(&(&b.system, &b.id)));
+        let dek = dek.filter(|_| view == View::Full);
         let records = records
             .into_iter()
             .map(|r| record_view(tenant, r, dek))

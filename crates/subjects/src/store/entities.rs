@@ -94,11 +94,15 @@ pub mod external_ref {
         /// The other system.
         #[sea_orm(primary_key, auto_increment = false)]
         pub system: String,
-        /// The subject's id there.
+        /// The blind index of (system, id): hex of HMAC-SHA-256 under the tenant's
+        /// blind-index key. Rows of versions before m0002 hold the id itself until
+        /// the pass at start seals them (`ref_ct` is then `None`).
         #[sea_orm(primary_key, auto_increment = false)]
         pub ref_id: String,
         /// The subject.
         pub subject_id: String,
+        /// The subject's id there, sealed with the subject's data key.
+        pub ref_ct: Option<Vec<u8>>,
     }
 
     /// No relations are navigated.

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(vern_kit::outbox::Migration),
             Box::new(M0001Subjects),
             Box::new(vern_kit::outbox::ParkingMigration),
+            Box::new(M0002SealedRefs),
         ]
     }
 }
@@ -341,5 +342,37 @@ impl MigrationTrait for M0001SubjectKeys {
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_table(Table::drop().table(SubjectKeys::Table).to_owned())
             .await
+    }
+}
+
+/// Adds `external_refs.ref_ct`: the reference id sealed with the subject's data key;
+/// `ref_id` then holds its blind index. Rows written before are sealed by a pass at
+/// start (`Subjects::seal_legacy_refs`): migrations have no keys.
+struct M0002SealedRefs;
+
+impl MigrationName for M0002SealedRefs {
+    fn name(&self) -> &str {
+        "m0002_sealed_external_refs"
+    }
+}
+
+#[derive(DeriveIden)]
+enum SealedRefs {
+    RefCt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002SealedRefs {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        if m.has_column("external_refs", "ref_ct").await? {
+            return Ok(());
+        }
+        m.alter_table(
+            Table::alter()
+                .table(ExternalRefs::Table)
+                .add_column(ColumnDef::new(SealedRefs::RefCt).blob().null())
+                .to_owned(),
+        )
+        .await
     }
 }

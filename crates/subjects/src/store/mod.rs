@@ -278,21 +278,73 @@ impl SubjectStore {
         .map(|l| l.subject_id))
     }
 
-    /// The subject holding this external reference, if any.
+    /// The subject holding this external reference, by its blind index `digest` (hex)
+    /// or, for a row of an older version not sealed yet, by the plaintext `ref_id`.
     pub async fn find_by_ref(
         &self,
         tenant: &str,
         system: &str,
+        digest: &str,
         ref_id: &str,
     ) -> Result<Option<String>, SubjectError> {
+        let by_digest = external_ref::Entity::find_by_id((
+            tenant.to_owned(),
+            system.to_owned(),
+            digest.to_owned(),
+        ))
+        .one(&self.db)
+        .await?;
+        if let Some(r) = by_digest {
+            return Ok(Some(r.subject_id));
+        }
         Ok(external_ref::Entity::find_by_id((
             tenant.to_owned(),
             system.to_owned(),
             ref_id.to_owned(),
         ))
+        .filter(external_ref::Column::RefCt.is_null())
         .one(&self.db)
         .await?
         .map(|r| r.subject_id))
+    }
+
+    /// Up to `limit` external references of older versions, still in plaintext.
+    pub async fn plaintext_refs(
+        &self,
+        limit: u64,
+    ) -> Result<Vec<external_ref::Model>, SubjectError> {
+        Ok(external_ref::Entity::find()
+            .filter(external_ref::Column::RefCt.is_null())
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Replaces a plaintext reference row by its sealed form (blind index as `ref_id`,
+    /// the id sealed), in one transaction. False when the row changed meanwhile.
+    pub async fn seal_ref(
+        &self,
+        old: &external_ref::Model,
+        sealed: external_ref::Model,
+    ) -> Result<bool, SubjectError> {
+        use sea_orm::TransactionTrait;
+        let txn = self.db.begin().await?;
+        let deleted = external_ref::Entity::delete_many()
+            .filter(external_ref::Column::TenantId.eq(old.tenant_id.as_str()))
+            .filter(external_ref::Column::System.eq(old.system.as_str()))
+            .filter(external_ref::Column::RefId.eq(old.ref_id.as_str()))
+            .filter(external_ref::Column::RefCt.is_null())
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if deleted != 1 {
+            return Ok(false);
+        }
+        external_ref::Entity::insert(sealed.into_active_model())
+            .exec_without_returning(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(true)
     }
 
     /// A page of a tenant's subjects ordered by (`create_time`, `subject_id`), after

@@ -266,7 +266,8 @@ pub fn open(key: &DataKey, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoE
 /// `kind` (e.g. `email`, `phone`, `national_id`) separates the identifier types, so an
 /// e-mail and a phone number never share an index entry; it must not contain a NUL
 /// byte. `normalised` must be the normalised form from
-/// [`identifiers`](super::identifiers), so that equal identifiers match.
+/// the owning service (e.g. `vern_subjects::domain::identifiers`), so that equal
+/// identifiers match.
 pub fn blind_index(key: &BlindIndexKey, kind: &str, normalised: &str) -> [u8; 32] {
     debug_assert!(!kind.contains('\0'), "blind index kind contains NUL");
     let mut mac = hmac(key.bytes());

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use super::crypto::{self, BlindIndexKey, CryptoError, MasterKey, TenantKey};
+use crate::crypto::{self, BlindIndexKey, CryptoError, MasterKey, TenantKey};
 
 /// Why the configured keys cannot be used. Names the tenant, never key material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,7 +97,7 @@ impl Keyring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::crypto::{DataKey, KEY_LEN, unwrap_data_key, wrap_data_key};
+    use crate::crypto::{DataKey, KEY_LEN, unwrap_data_key, wrap_data_key};
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
 
