@@ -1170,6 +1170,8 @@ async fn send_time(
         category: DataCategory::Contact as i32,
         field: "address".into(),
         value: "Storgata 1".into(),
+        source: "web form".into(),
+        purposes: vec![PURPOSE.into()],
         collected_at: t,
         ..Default::default()
     };
@@ -1273,6 +1275,7 @@ async fn send_time(
             .map(drop),
         ("PurgeRecords", f) => {
             let mut r = spb::PurgeRecordsRequest {
+                action: spb::PurgeAction::Delete as i32,
                 dry_run: true,
                 request_id: id(),
                 ..Default::default()
@@ -1587,6 +1590,26 @@ async fn out_of_range_timestamps_are_refused_naming_the_field() {
                     notice_version: "2026-11".into(),
                     occur_time: Some(at("1900-01-01T00:00:00Z")),
                     expires_at: Some(at("2200-01-01T00:00:00Z")),
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .expect("the edges of the ranges are accepted");
+        spb::subject_service_client::SubjectServiceClient::new(ch.clone())
+            .create_subject(authed(
+                spb::CreateSubjectRequest {
+                    email: "edges@example.no".into(),
+                    relationship_end_time: Some(at("2200-01-01T00:00:00Z")),
+                    records: vec![spb::Record {
+                        category: DataCategory::Contact as i32,
+                        field: "address".into(),
+                        value: "Storgata 1".into(),
+                        source: "web form".into(),
+                        purposes: vec![PURPOSE.into()],
+                        collected_at: Some(at("1900-01-01T00:00:00Z")),
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 },
                 &officer,
