@@ -66,15 +66,32 @@ impl tonic::codec::Codec for Raw {
     }
 }
 
-/// Sends `bytes` as the message of `path`; returns the status code.
-async fn raw_bytes(suite: &Suite, path: &str, bytes: Vec<u8>, tok: &str) -> Code {
-    let mut grpc = tonic::client::Grpc::new(suite.channel.clone());
+/// Sends `bytes` as the message of `path` (a server-streaming RPC when `streaming`) on
+/// `channel`; returns the status code (of the first item, for a stream).
+async fn raw_bytes(
+    channel: &tonic::transport::Channel,
+    path: &str,
+    streaming: bool,
+    bytes: Vec<u8>,
+    tok: &str,
+) -> Code {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready().await.expect("ready");
     let req = authed(bytes, tok);
-    let res = grpc
-        .unary::<Vec<u8>, Vec<u8>, Raw>(req, PathAndQuery::try_from(path).expect("path"), Raw)
-        .await;
-    match res {
+    let path = PathAndQuery::try_from(path).expect("path");
+    if streaming {
+        let res = grpc
+            .server_streaming::<Vec<u8>, Vec<u8>, Raw>(req, path, Raw)
+            .await;
+        return match res {
+            Ok(mut stream) => match stream.get_mut().message().await {
+                Ok(_) => Code::Ok,
+                Err(s) => s.code(),
+            },
+            Err(s) => s.code(),
+        };
+    }
+    match grpc.unary::<Vec<u8>, Vec<u8>, Raw>(req, path, Raw).await {
         Ok(_) => Code::Ok,
         Err(s) => s.code(),
     }
@@ -513,79 +530,171 @@ async fn malformed_oversized_and_out_of_range_requests_get_their_codes() {
         valid.extend([3 << 3, 1, 4 << 3, 1]);
         valid.extend(ld(5, b"2026-11"));
 
-        // Undecodable bytes are INTERNAL: the code gRPC's statuscodes.md gives to "error
-        // parsing request proto" (tonic-prost follows it). Oversized is OUT_OF_RANGE
-        // (tonic) or RESOURCE_EXHAUSTED.
+        // Undecodable bytes are the caller's fault: INVALID_ARGUMENT (tonic-prost says
+        // INTERNAL; kit::wire rewrites it). A message over the limit is
+        // RESOURCE_EXHAUSTED (tonic says OUT_OF_RANGE). Unary and server-streaming RPCs
+        // alike: both decode their one request before the handler runs.
+        let watch = "/vern.rights.v1.RightsService/WatchEvents";
+        let export = "/vern.audit.v1.AuditService/ExportEvents";
+        let auditor = token(&["auditor"], &[TENANT], 600);
         let mut bad_utf8 = ld(1, &[0xc3, 0x28, 0xff]);
         bad_utf8.extend(ld(2, PURPOSE.as_bytes()));
         let mut bad_utf8_tenant = ld(1, b"utf");
         bad_utf8_tenant.extend(ld(2, &[b'n', 0xfe, 0xfe]));
-        type Case<'a> = (&'a str, &'a str, Vec<u8>, &'a str, &'a [Code]);
+        let five_mb = |mut m: Vec<u8>, tag: u8| {
+            m.extend(ld(tag, &vec![b'e'; 5 * 1024 * 1024]));
+            m
+        };
+        let bad_varint = vec![
+            0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ];
+        type Case<'a> = (&'a str, &'a str, bool, Vec<u8>, &'a str, Code);
+        let invalid = Code::InvalidArgument;
         let cases: Vec<Case> = vec![
-            ("garbage", record, vec![0xff; 16], &crm, &[Code::Internal]),
+            ("garbage", record, false, vec![0xff; 16], &crm, invalid),
             (
                 "truncated field",
                 record,
+                false,
                 vec![0x0a, 0x20, b'a'],
                 &crm,
-                &[Code::Internal],
+                invalid,
             ),
             (
                 "bad varint",
                 record,
-                vec![
-                    0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                ],
+                false,
+                bad_varint.clone(),
                 &crm,
-                &[Code::Internal],
+                invalid,
             ),
             (
                 "invalid utf-8 subject_id",
                 record,
+                false,
                 bad_utf8,
                 &crm,
-                &[Code::Internal],
+                invalid,
             ),
             (
                 "invalid utf-8 tenant name",
                 create_tenant,
-                bad_utf8_tenant,
+                false,
+                bad_utf8_tenant.clone(),
                 &admin,
-                &[Code::Internal],
+                invalid,
             ),
             (
                 "group 0 wire type",
                 record,
+                false,
                 vec![0x03, 0x04],
                 &crm,
-                &[Code::Internal],
+                invalid,
             ),
             (
                 "5 MB message",
                 record,
-                {
-                    let mut m = valid.clone();
-                    m.extend(ld(6, &vec![b'e'; 5 * 1024 * 1024]));
-                    m
-                },
+                false,
+                five_mb(valid.clone(), 6),
                 &crm,
-                &[Code::OutOfRange, Code::ResourceExhausted],
+                Code::ResourceExhausted,
             ),
             (
                 "unknown field numbers only",
                 record,
+                false,
                 vec![0xf8, 0x07, 0x01],
                 &crm,
-                &[Code::InvalidArgument],
+                invalid,
+            ),
+            // Server-streaming RPCs.
+            (
+                "WatchEvents invalid utf-8 cursor",
+                watch,
+                true,
+                ld(1, &[0xff, 0xfe]),
+                &crm,
+                invalid,
+            ),
+            (
+                "WatchEvents truncated field",
+                watch,
+                true,
+                vec![0x1a, 0x10, b'c'],
+                &crm,
+                invalid,
+            ),
+            (
+                "WatchEvents 5 MB message",
+                watch,
+                true,
+                five_mb(vec![], 3),
+                &crm,
+                Code::ResourceExhausted,
+            ),
+            (
+                "ExportEvents bad varint",
+                export,
+                true,
+                vec![
+                    0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                ],
+                &auditor,
+                invalid,
+            ),
+            (
+                "ExportEvents garbage",
+                export,
+                true,
+                vec![0xff; 16],
+                &auditor,
+                invalid,
+            ),
+            (
+                "ExportEvents 5 MB message",
+                export,
+                true,
+                five_mb(vec![], 9),
+                &auditor,
+                Code::ResourceExhausted,
             ),
         ];
         let mut wrong = vec![];
-        for (label, path, bytes, tok, want) in cases {
-            let got = raw_bytes(&suite, path, bytes, tok).await;
-            if !want.contains(&got) {
+        for (label, path, streaming, bytes, tok, want) in cases {
+            let got = raw_bytes(&suite.channel, path, streaming, bytes, tok).await;
+            if got != want {
                 wrong.push(format!("{label}: {got:?}, want {want:?}"));
             }
         }
+
+        // `vern serve`: a standalone service and a standalone gateway forwarding to it
+        // (each through kit::server::serve) answer the same.
+        let standalone = Standalone::start().await;
+        for (where_, channel) in [
+            ("standalone tenants", &standalone.service),
+            ("standalone gateway", &standalone.gateway),
+        ] {
+            for (label, bytes, want) in [
+                (
+                    "invalid utf-8 tenant name",
+                    bad_utf8_tenant.clone(),
+                    invalid,
+                ),
+                ("bad varint", bad_varint.clone(), invalid),
+                (
+                    "5 MB message",
+                    five_mb(ld(1, b"big"), 2),
+                    Code::ResourceExhausted,
+                ),
+            ] {
+                let got = raw_bytes(channel, create_tenant, false, bytes, &admin).await;
+                if got != want {
+                    wrong.push(format!("{where_} {label}: {got:?}, want {want:?}"));
+                }
+            }
+        }
+        standalone.stop().await;
 
         // Unknown enum values (proto3 keeps them): INVALID_ARGUMENT naming the field.
         let mut consents =
@@ -767,7 +876,6 @@ async fn malformed_oversized_and_out_of_range_requests_get_their_codes() {
                 r,
             );
         }
-        let auditor = token(&["auditor"], &[TENANT], 600);
         let mut subjects =
             spb::subject_service_client::SubjectServiceClient::new(suite.channel.clone());
         let mut audit = apb::audit_service_client::AuditServiceClient::new(suite.channel.clone());
@@ -943,4 +1051,642 @@ async fn h2_call(
     }
     let trailers = body.trailers().await.expect("trailers").unwrap_or_default();
     Code::from_i32(status_of(&trailers).expect("grpc-status"))
+}
+
+/// A tenants service served on its own (`vern serve tenants`) and a gateway forwarding
+/// to it (`vern serve gateway`), each through `kit::server::serve`.
+struct Standalone {
+    service: tonic::transport::Channel,
+    gateway: tonic::transport::Channel,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Standalone {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut config = vern_kit::config::Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        config.auth.hs256_secret = Some("e2e-test-secret".into());
+        config.keys.master_key = Some("dmVybi1lMmUtdGVzdC1tYXN0ZXIta2V5LTMyYnl0ZXM=".into());
+        let mut stops = vec![];
+        let mut tasks = vec![];
+        let mut serve = |served: vern_kit::server::Served,
+                         listener: tokio::net::TcpListener,
+                         config: &vern_kit::config::Config| {
+            let verifier = vern_cli::verifier(config).expect("verifier");
+            let server_config = config.server.clone();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            stops.push(stop);
+            tasks.push(tokio::spawn(async move {
+                vern_kit::server::serve(served, listener, &server_config, verifier, async {
+                    let _ = stopped.await;
+                })
+                .await
+            }));
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let service_addr = listener.local_addr().expect("addr");
+        let served = vern_cli::suite_of(&config, &["tenants"])
+            .await
+            .expect("tenants");
+        serve(served, listener, &config);
+
+        config.services.tenants.url = format!("http://{service_addr}");
+        let routes = vern_gateway::forwarding_routes(&config.services).expect("routes");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let gateway_addr = listener.local_addr().expect("addr");
+        serve(
+            vern_kit::server::Served {
+                routes,
+                health_names: vern_proto::SERVICE_NAMES.to_vec(),
+                denials: None,
+                telemetry: vern_kit::telemetry::Telemetry::off(),
+            },
+            listener,
+            &config,
+        );
+        let connect = |addr: std::net::SocketAddr| async move {
+            tonic::transport::Channel::from_shared(format!("http://{addr}"))
+                .expect("uri")
+                .connect()
+                .await
+                .expect("connect")
+        };
+        Self {
+            service: connect(service_addr).await,
+            gateway: connect(gateway_addr).await,
+            stops,
+            tasks,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        for stop in self.stops {
+            let _ = stop.send(());
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Which range a request timestamp field has (see `vern_kit::time::Bounds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Range {
+    /// Any valid protobuf Timestamp (filters).
+    Protobuf,
+    /// 1900 to now + 5 minutes (something that happened).
+    Event,
+    /// 1900 to 2200 (ends, expiries, as-of times, times from other services).
+    Business,
+}
+
+/// Sends `t` in `field` of one request of `rpc` (everything else valid enough to reach
+/// the field's check); returns the answer.
+async fn send_time(
+    suite: &Suite,
+    subject: &str,
+    rpc: &str,
+    field: &str,
+    t: prost_types::Timestamp,
+) -> Result<(), tonic::Status> {
+    use vern_proto::retention::v1 as rpb;
+    use vern_proto::rights::v1 as qpb;
+    let ch = suite.channel.clone();
+    let officer = token(&["privacy-officer"], &[TENANT], 600);
+    let service = token(&["service"], &[TENANT], 600);
+    let id = || uuid::Uuid::new_v4().to_string();
+    let t = Some(t);
+    let record = |t: Option<prost_types::Timestamp>| spb::Record {
+        category: DataCategory::Contact as i32,
+        field: "address".into(),
+        value: "Storgata 1".into(),
+        source: "web form".into(),
+        purposes: vec![PURPOSE.into()],
+        collected_at: t,
+        ..Default::default()
+    };
+    let mut subjects = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
+    let mut consents = cpb::consent_service_client::ConsentServiceClient::new(ch.clone());
+    let mut retention = rpb::retention_service_client::RetentionServiceClient::new(ch.clone());
+    let mut rights = qpb::rights_service_client::RightsServiceClient::new(ch.clone());
+    let mut audit = apb::audit_service_client::AuditServiceClient::new(ch);
+    match (rpc, field) {
+        ("RecordConsent", f) => {
+            let mut r = cpb::RecordConsentRequest {
+                subject_id: subject.into(),
+                purpose: PURPOSE.into(),
+                action: cpb::ConsentAction::Grant as i32,
+                channel: cpb::ConsentChannel::WebForm as i32,
+                notice_version: "2026-11".into(),
+                request_id: id(),
+                ..Default::default()
+            };
+            if f == "occur_time" {
+                r.occur_time = t;
+            } else {
+                r.expires_at = t;
+            }
+            consents.record_consent(authed(r, &officer)).await.map(drop)
+        }
+        ("CreateSubject", f) => {
+            let mut r = spb::CreateSubjectRequest {
+                email: format!("{}@example.no", id()),
+                request_id: id(),
+                ..Default::default()
+            };
+            if f == "relationship_end_time" {
+                r.relationship_end_time = t;
+            } else {
+                r.records = vec![record(t)];
+            }
+            subjects.create_subject(authed(r, &officer)).await.map(drop)
+        }
+        ("AddRecords", _) => subjects
+            .add_records(authed(
+                spb::AddRecordsRequest {
+                    subject_id: subject.into(),
+                    records: vec![record(None), record(t)],
+                    request_id: id(),
+                },
+                &officer,
+            ))
+            .await
+            .map(drop),
+        ("UpdateRecord", _) => subjects
+            .update_record(authed(
+                spb::UpdateRecordRequest {
+                    subject_id: subject.into(),
+                    record: Some(spb::Record {
+                        record_id: id(),
+                        ..record(t)
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["collected_at".into()],
+                    }),
+                    request_id: id(),
+                },
+                &officer,
+            ))
+            .await
+            .map(drop),
+        ("UpdateSubject", _) => subjects
+            .update_subject(authed(
+                spb::UpdateSubjectRequest {
+                    subject: Some(spb::Subject {
+                        subject_id: subject.into(),
+                        relationship_end_time: t,
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["relationship_end_time".into()],
+                    }),
+                    request_id: id(),
+                },
+                &officer,
+            ))
+            .await
+            .map(drop),
+        ("EraseSubject", _) => subjects
+            .erase_subject(authed(
+                spb::EraseSubjectRequest {
+                    subject_id: subject.into(),
+                    reason: "test".into(),
+                    retain: vec![spb::RetainedRecord {
+                        record_id: id(),
+                        retain_until_time: t,
+                        legal_reference: "bokføringsloven § 13".into(),
+                    }],
+                    request_id: id(),
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .map(drop),
+        ("PurgeRecords", f) => {
+            let mut r = spb::PurgeRecordsRequest {
+                action: spb::PurgeAction::Delete as i32,
+                dry_run: true,
+                request_id: id(),
+                ..Default::default()
+            };
+            match f {
+                "older_than" => r.older_than = t,
+                "relationship_end_before" => r.relationship_end_before = t,
+                _ => r.retain_until_before = t,
+            }
+            subjects.purge_records(authed(r, &service)).await.map(drop)
+        }
+        ("ListConsentStates", _) => consents
+            .list_consent_states(authed(
+                cpb::ListConsentStatesRequest {
+                    update_before: t,
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .map(drop),
+        ("ApplySubjectStates", _) => consents
+            .apply_subject_states(authed(
+                cpb::ApplySubjectStatesRequest {
+                    changes: vec![
+                        cpb::SubjectStateChange {
+                            subject_id: subject.into(),
+                            state: cpb::SubjectState::Active as i32,
+                            version: 1_000,
+                            change_time: None,
+                        },
+                        cpb::SubjectStateChange {
+                            subject_id: subject.into(),
+                            state: cpb::SubjectState::Restricted as i32,
+                            version: 1_001,
+                            change_time: t,
+                        },
+                    ],
+                    request_id: id(),
+                },
+                &service,
+            ))
+            .await
+            .map(drop),
+        ("PlaceHold", _) => retention
+            .place_hold(authed(
+                rpb::PlaceHoldRequest {
+                    scope: rpb::HoldScope::Subject as i32,
+                    subject_id: subject.into(),
+                    reason: "tvist".into(),
+                    end_time: t,
+                    request_id: id(),
+                },
+                &officer,
+            ))
+            .await
+            .map(drop),
+        ("Evaluate", _) => retention
+            .evaluate(authed(
+                rpb::EvaluateRequest {
+                    subject_id: subject.into(),
+                    evaluate_time: t,
+                },
+                &officer,
+            ))
+            .await
+            .map(drop),
+        ("SubmitRequest", _) => rights
+            .submit_request(authed(
+                qpb::SubmitRequestRequest {
+                    r#type: qpb::RequestType::Access as i32,
+                    requester: Some(qpb::submit_request_request::Requester::SubjectId(
+                        subject.into(),
+                    )),
+                    channel: qpb::RequestChannel::Email as i32,
+                    request_id: id(),
+                    received_at: t,
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .map(drop),
+        ("ListRequests", _) => rights
+            .list_requests(authed(
+                qpb::ListRequestsRequest {
+                    due_before: t,
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .map(drop),
+        ("ExtendDeadline", _) => rights
+            .extend_deadline(authed(
+                qpb::ExtendDeadlineRequest {
+                    rights_request_id: id(),
+                    reason: "complex".into(),
+                    months: 1,
+                    subject_informed_at: t,
+                    request_id: id(),
+                },
+                &officer,
+            ))
+            .await
+            .map(drop),
+        ("ApplySubjectErasures", _) => rights
+            .apply_subject_erasures(authed(
+                qpb::ApplySubjectErasuresRequest {
+                    erasures: vec![qpb::SubjectErasure {
+                        subject_id: subject.into(),
+                        erase_time: t,
+                        rights_request_id: String::new(),
+                    }],
+                    request_id: id(),
+                },
+                &service,
+            ))
+            .await
+            .map(drop),
+        ("AppendEvents", _) => audit
+            .append_events(authed(
+                apb::AppendEventsRequest {
+                    events: vec![apb::AuditEvent {
+                        event_id: id(),
+                        action: "Test".into(),
+                        service: "tests".into(),
+                        outcome: apb::Outcome::Success as i32,
+                        occur_time: t,
+                        ..Default::default()
+                    }],
+                    request_id: id(),
+                },
+                &service,
+            ))
+            .await
+            .map(drop),
+        ("QueryEvents", f) => {
+            let mut r = apb::QueryEventsRequest::default();
+            if f == "from" {
+                r.from = t;
+            } else {
+                r.to = t;
+            }
+            audit
+                .query_events(authed(r, &token(&["auditor"], &[TENANT], 600)))
+                .await
+                .map(drop)
+        }
+        other => panic!("no request for {other:?}"),
+    }
+}
+
+/// Every timestamp a request carries, out of the protobuf range (year 10000, year 0,
+/// nanos outside 0..=999,999,999) or out of its field's business range (before 1900,
+/// an event in the future, an end after 2200), is INVALID_ARGUMENT naming the field,
+/// nothing is written, and list calls afterwards answer times every client decodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_timestamps_are_refused_naming_the_field() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        use prost_types::Timestamp;
+        use vern_proto::retention::v1 as rpb;
+        use vern_proto::rights::v1 as qpb;
+        let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+        let subject = setup(&suite).await;
+        let before = counts(&suite, &subject).await;
+        let at = |s: &str| {
+            let t = chrono::DateTime::parse_from_rfc3339(s).expect("time");
+            Timestamp {
+                seconds: t.timestamp(),
+                nanos: t.timestamp_subsec_nanos() as i32,
+            }
+        };
+        let tomorrow = Timestamp {
+            seconds: chrono::Utc::now().timestamp() + 86_400,
+            nanos: 0,
+        };
+        // (label, value, refused in: Protobuf, Event, Business)
+        let values: Vec<(&str, Timestamp, [bool; 3])> = vec![
+            (
+                "year 10000",
+                Timestamp {
+                    seconds: 253_402_300_800,
+                    nanos: 0,
+                },
+                [true; 3],
+            ),
+            (
+                "year 0",
+                Timestamp {
+                    seconds: -62_135_596_801,
+                    nanos: 0,
+                },
+                [true; 3],
+            ),
+            (
+                "i64::MAX seconds",
+                Timestamp {
+                    seconds: i64::MAX,
+                    nanos: 0,
+                },
+                [true; 3],
+            ),
+            (
+                "nanos 1e9",
+                Timestamp {
+                    seconds: 1_767_225_600,
+                    nanos: 1_000_000_000,
+                },
+                [true; 3],
+            ),
+            (
+                "nanos -1",
+                Timestamp {
+                    seconds: 1_767_225_600,
+                    nanos: -1,
+                },
+                [true; 3],
+            ),
+            ("year 0001", at("0001-01-01T00:00:00Z"), [false, true, true]),
+            ("1899", at("1899-12-31T23:59:59Z"), [false, true, true]),
+            ("tomorrow", tomorrow, [false, true, false]),
+            ("year 2201", at("2201-01-01T00:00:00Z"), [false, true, true]),
+        ];
+        use Range::{Business, Event, Protobuf};
+        let fields: &[(&str, &str, Range)] = &[
+            ("RecordConsent", "occur_time", Event),
+            ("RecordConsent", "expires_at", Business),
+            ("CreateSubject", "records[0].collected_at", Event),
+            ("CreateSubject", "relationship_end_time", Business),
+            ("AddRecords", "records[1].collected_at", Event),
+            ("UpdateRecord", "record.collected_at", Event),
+            ("UpdateSubject", "subject.relationship_end_time", Business),
+            ("EraseSubject", "retain[0].retain_until_time", Protobuf),
+            ("PurgeRecords", "older_than", Protobuf),
+            ("PurgeRecords", "relationship_end_before", Protobuf),
+            ("PurgeRecords", "retain_until_before", Protobuf),
+            ("ListConsentStates", "update_before", Protobuf),
+            ("ApplySubjectStates", "changes[1].change_time", Business),
+            ("PlaceHold", "end_time", Business),
+            ("Evaluate", "evaluate_time", Business),
+            ("SubmitRequest", "received_at", Event),
+            ("ListRequests", "due_before", Protobuf),
+            ("ExtendDeadline", "subject_informed_at", Event),
+            ("ApplySubjectErasures", "erasures[0].erase_time", Business),
+            ("AppendEvents", "events[0].occur_time", Business),
+            ("QueryEvents", "from", Protobuf),
+            ("QueryEvents", "to", Protobuf),
+        ];
+        let mut wrong = vec![];
+        let mut refused = 0;
+        for (rpc, field, range) in fields {
+            for (label, t, refused_in) in &values {
+                let refuse = match range {
+                    Protobuf => refused_in[0],
+                    Event => refused_in[1],
+                    Business => refused_in[2],
+                };
+                if !refuse {
+                    continue;
+                }
+                refused += 1;
+                match send_time(&suite, &subject, rpc, field, *t).await {
+                    Err(s) if s.code() == Code::InvalidArgument => {
+                        let named: Vec<String> = s
+                            .get_details_bad_request()
+                            .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+                            .unwrap_or_default();
+                        if !named.iter().any(|f| f == field) {
+                            wrong.push(format!("{rpc} {field} {label}: names {named:?}"));
+                        }
+                    }
+                    other => wrong.push(format!(
+                        "{rpc} {field} {label}: {:?}, want INVALID_ARGUMENT",
+                        other.map_err(|s| (s.code(), s.message().to_owned()))
+                    )),
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} of {refused} wrong:\n{}",
+            wrong.len(),
+            wrong.join("\n")
+        );
+        eprintln!("{refused} out-of-range timestamps refused naming their field");
+
+        // Nothing was written.
+        let after = counts(&suite, &subject).await;
+        assert_eq!(after.tenants, before.tenants, "tenants");
+        assert_eq!(after.subjects, before.subjects, "subjects");
+        assert_eq!(
+            after.consent_events, before.consent_events,
+            "consent events"
+        );
+
+        // Valid times still work, and every time a list answers is one standard
+        // clients decode (inside the protobuf range).
+        let ok = |t: &Option<Timestamp>| {
+            t.as_ref()
+                .is_none_or(|t| vern_kit::time::from_timestamp(t).is_some())
+        };
+        let officer = token(&["privacy-officer"], &[TENANT], 600);
+        let ch = suite.channel.clone();
+        cpb::consent_service_client::ConsentServiceClient::new(ch.clone())
+            .record_consent(authed(
+                cpb::RecordConsentRequest {
+                    subject_id: subject.clone(),
+                    purpose: PURPOSE.into(),
+                    action: cpb::ConsentAction::Grant as i32,
+                    channel: cpb::ConsentChannel::WebForm as i32,
+                    notice_version: "2026-11".into(),
+                    occur_time: Some(at("1900-01-01T00:00:00Z")),
+                    expires_at: Some(at("2200-01-01T00:00:00Z")),
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .expect("the edges of the ranges are accepted");
+        spb::subject_service_client::SubjectServiceClient::new(ch.clone())
+            .create_subject(authed(
+                spb::CreateSubjectRequest {
+                    email: "edges@example.no".into(),
+                    relationship_end_time: Some(at("2200-01-01T00:00:00Z")),
+                    records: vec![spb::Record {
+                        category: DataCategory::Contact as i32,
+                        field: "address".into(),
+                        value: "Storgata 1".into(),
+                        source: "web form".into(),
+                        purposes: vec![PURPOSE.into()],
+                        collected_at: Some(at("1900-01-01T00:00:00Z")),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .expect("the edges of the ranges are accepted");
+        let history = cpb::consent_service_client::ConsentServiceClient::new(ch.clone())
+            .list_consent_history(authed(
+                cpb::ListConsentHistoryRequest {
+                    subject_id: subject.clone(),
+                    page_size: 100,
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .expect("history decodes")
+            .into_inner();
+        assert_eq!(history.events.len(), before.consent_events + 1);
+        for e in &history.events {
+            assert!(ok(&e.occur_time) && ok(&e.expires_at) && ok(&e.create_time));
+        }
+        let listed = spb::subject_service_client::SubjectServiceClient::new(ch.clone())
+            .list_subjects(authed(
+                spb::ListSubjectsRequest {
+                    page_size: 100,
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .expect("subjects decode")
+            .into_inner();
+        for s in &listed.subjects {
+            assert!(ok(&s.relationship_end_time) && ok(&s.create_time) && ok(&s.update_time));
+            for r in &s.records {
+                assert!(ok(&r.collected_at) && ok(&r.retain_until_time));
+            }
+        }
+        let holds = rpb::retention_service_client::RetentionServiceClient::new(ch.clone())
+            .list_holds(authed(
+                rpb::ListHoldsRequest {
+                    include_inactive: true,
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .expect("holds decode")
+            .into_inner();
+        assert!(holds.holds.is_empty(), "no hold was placed");
+        let requests = qpb::rights_service_client::RightsServiceClient::new(ch.clone())
+            .list_requests(authed(qpb::ListRequestsRequest::default(), &officer))
+            .await
+            .expect("requests decode")
+            .into_inner();
+        assert!(
+            requests.rights_requests.is_empty(),
+            "no request was submitted"
+        );
+        let events = apb::audit_service_client::AuditServiceClient::new(ch)
+            .query_events(authed(
+                apb::QueryEventsRequest {
+                    page_size: 1000,
+                    ..Default::default()
+                },
+                &token(&["auditor"], &[TENANT], 600),
+            ))
+            .await
+            .expect("audit events decode")
+            .into_inner();
+        for e in &events.events {
+            assert!(ok(&e.occur_time) && ok(&e.append_time));
+            assert_ne!(e.action, "Test", "no appended test event");
+        }
+        suite.stop().await;
+    })
+    .await
+    .expect("bounded in time");
 }

@@ -6,8 +6,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 use vern_kit::context::CallContext;
-use vern_kit::error::ApiError;
+use vern_kit::error::{ApiError, Violations};
 use vern_kit::page;
+use vern_kit::time::Bounds;
 use vern_proto::audit::v1 as pb;
 
 use crate::chain::{Checkpoint, FailureKind};
@@ -73,9 +74,9 @@ fn timestamp(micros: i64) -> Option<prost_types::Timestamp> {
 }
 
 fn micros(field: &str, t: &prost_types::Timestamp) -> Result<i64, Status> {
-    vern_kit::time::from_timestamp(t)
+    vern_kit::time::check(field, t, Bounds::Protobuf, vern_kit::time::now())
         .map(|t| t.timestamp_micros())
-        .ok_or_else(|| ApiError::invalid(field, "must be a valid time").into())
+        .map_err(|v| ApiError::InvalidArgument(vec![v]).into())
 }
 
 fn input(e: pb::AuditEvent) -> EventInput {
@@ -183,6 +184,21 @@ impl pb::audit_service_server::AuditService for AuditApi {
         let r = req.into_inner();
         vern_kit::validate::request_id(&r.request_id)
             .map_err(|v| Status::from(ApiError::InvalidArgument(vec![v])))?;
+        // Event times are the services' clocks: a business time, checked here so the
+        // violation says why (the domain only sees a missing time).
+        let mut v = Violations::new();
+        let now = vern_kit::time::now();
+        for (i, e) in r.events.iter().enumerate() {
+            if let Some(t) = &e.occur_time {
+                v.check(vern_kit::time::check(
+                    &format!("events[{i}].occur_time"),
+                    t,
+                    Bounds::Business,
+                    now,
+                ));
+            }
+        }
+        v.finish()?;
         let out = self
             .log
             .append(&tenant, r.events.into_iter().map(input).collect())

@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 use vern_kit::context::CallContext;
 use vern_kit::error::{ApiError, FieldViolation};
 use vern_kit::page;
-use vern_kit::time::{from_timestamp, to_timestamp};
+use vern_kit::time::{Bounds, to_timestamp};
 use vern_proto::common::v1 as common;
 use vern_proto::consents::v1 as pb;
 
@@ -35,13 +35,9 @@ fn invalid(v: FieldViolation) -> Status {
 fn time(
     field: &str,
     t: Option<&prost_types::Timestamp>,
+    bounds: Bounds,
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
-    match t {
-        None => Ok(None),
-        Some(t) => from_timestamp(t)
-            .map(Some)
-            .ok_or_else(|| invalid(FieldViolation::new(field, "is not a valid time"))),
-    }
+    vern_kit::time::field(field, t, bounds).map_err(invalid)
 }
 
 fn enum_named<E: Copy>(
@@ -164,8 +160,8 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
             evidence: r.evidence,
             actor: r.actor,
             rights_request_id: r.rights_request_id,
-            occur_time: time("occur_time", r.occur_time.as_ref())?,
-            expires_at: time("expires_at", r.expires_at.as_ref())?,
+            occur_time: time("occur_time", r.occur_time.as_ref(), Bounds::Event)?,
+            expires_at: time("expires_at", r.expires_at.as_ref(), Bounds::Business)?,
         };
         let e = self
             .consents
@@ -206,6 +202,8 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
         let tenant = ctx.tenant()?.clone();
         let r = req.into_inner();
         let limit = page::page_size(r.page_size)?;
+        // Checked like every request time (the filter itself is not applied yet).
+        time("update_before", r.update_before.as_ref(), Bounds::Protobuf)?;
         let after = page::decode_token("consent_states", &r.page_token)?
             .map(|k| match k.split_once('\n') {
                 Some((s, p)) => Ok((s.to_owned(), p.to_owned())),
@@ -346,21 +344,23 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
             .into_inner()
             .changes
             .into_iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(i, c)| {
                 let status = match pb::SubjectState::try_from(c.state) {
                     Ok(pb::SubjectState::Active) => Some(SubjectStatus::Active),
                     Ok(pb::SubjectState::Restricted) => Some(SubjectStatus::Restricted),
                     Ok(pb::SubjectState::Erased) => Some(SubjectStatus::Erased),
                     _ => None,
                 };
-                let at = c
-                    .change_time
-                    .as_ref()
-                    .and_then(from_timestamp)
-                    .unwrap_or_else(chrono::Utc::now);
-                (c.subject_id, status, c.version, at)
+                let at = time(
+                    &format!("changes[{i}].change_time"),
+                    c.change_time.as_ref(),
+                    Bounds::Business,
+                )?
+                .unwrap_or_else(chrono::Utc::now);
+                Ok((c.subject_id, status, c.version, at))
             })
-            .collect();
+            .collect::<Result<_, Status>>()?;
         let (applied, ignored) = self.consents.apply_subject_states(&tenant, changes).await?;
         Ok(Response::new(pb::ApplySubjectStatesResponse {
             applied_count: applied as i32,

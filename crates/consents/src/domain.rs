@@ -336,7 +336,7 @@ pub fn check(
 }
 
 /// How far in the future an `occur_time` may lie, for clock skew between systems.
-pub const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
+pub const MAX_CLOCK_SKEW: TimeDelta = vern_kit::time::CLOCK_SKEW;
 
 text_enum!(
     /// How the consent event was collected.

@@ -437,11 +437,13 @@ where
             if let Ok(resp) = &result
                 && !cell.emitted
             {
-                let code = resp
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok())
+                // The code the caller is answered (kit::wire rewrites decode errors).
+                let code = crate::wire::rewritten(resp.headers())
+                    .map(|c| c as i32)
+                    .or_else(|| {
+                        let v = resp.headers().get("grpc-status")?;
+                        v.to_str().ok()?.parse::<i32>().ok()
+                    })
                     .unwrap_or(0);
                 // A change that failed, or any read: recorded on its own.
                 if code != 0 || how == Audit::Read {

@@ -24,6 +24,7 @@ pub mod testing;
 pub mod time;
 pub mod validate;
 pub mod verify;
+pub mod wire;
 
 pub use context::CallContext;
 pub use error::{ApiError, FieldViolation};

@@ -135,6 +135,7 @@ pub async fn serve(
             tower::ServiceBuilder::new()
                 // Outermost, so refusals by the layers below are counted and traced too.
                 .option_layer(served.telemetry.layer())
+                .layer(crate::wire::DecodeErrorLayer)
                 .layer(DeadlineLayer::new(Some(Duration::from_secs(
                     config.request_timeout_seconds,
                 ))))

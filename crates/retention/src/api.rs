@@ -9,7 +9,7 @@ use vern_kit::context::{CallContext, TenantId};
 use vern_kit::error::{ApiError, FieldViolation, Violations};
 use vern_kit::idempotency::Key;
 use vern_kit::page;
-use vern_kit::time::{from_timestamp, to_timestamp};
+use vern_kit::time::{Bounds, to_timestamp};
 use vern_proto::retention::v1 as pb;
 
 use crate::domain::{
@@ -265,13 +265,9 @@ fn policy_input(
 fn time_field(
     field: &str,
     t: Option<&prost_types::Timestamp>,
+    bounds: Bounds,
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
-    match t {
-        None => Ok(None),
-        Some(t) => from_timestamp(t)
-            .map(Some)
-            .ok_or_else(|| invalid(FieldViolation::new(field, "is not a valid time"))),
-    }
+    vern_kit::time::field(field, t, bounds).map_err(invalid)
 }
 
 #[tonic::async_trait]
@@ -412,7 +408,7 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
             scope,
             subject_id: r.subject_id,
             reason: r.reason,
-            end_time: time_field("end_time", r.end_time.as_ref())?,
+            end_time: time_field("end_time", r.end_time.as_ref(), Bounds::Business)?,
         };
         let h = self
             .retention
@@ -546,7 +542,7 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
     ) -> Result<Response<pb::EvaluateResponse>, Status> {
         let ctx = CallContext::of(&req)?;
         let r = req.into_inner();
-        let at = time_field("evaluate_time", r.evaluate_time.as_ref())?;
+        let at = time_field("evaluate_time", r.evaluate_time.as_ref(), Bounds::Business)?;
         let e = self
             .retention
             .evaluate(ctx.tenant()?, &r.subject_id, at)

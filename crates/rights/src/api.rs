@@ -10,7 +10,7 @@ use vern_kit::context::CallContext;
 use vern_kit::error::{ApiError, FieldViolation, Violations};
 use vern_kit::idempotency::Key;
 use vern_kit::page;
-use vern_kit::time::{from_timestamp, to_timestamp};
+use vern_kit::time::{Bounds, to_timestamp};
 use vern_proto::common::v1 as common;
 use vern_proto::rights::v1 as pb;
 
@@ -65,13 +65,9 @@ fn invalid(field: &str, why: &str) -> Status {
 fn time(
     field: &str,
     t: Option<&prost_types::Timestamp>,
+    bounds: Bounds,
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
-    match t {
-        None => Ok(None),
-        Some(t) => from_timestamp(t)
-            .map(Some)
-            .ok_or_else(|| invalid(field, "is not a valid time")),
-    }
+    vern_kit::time::field(field, t, bounds).map_err(|v| ApiError::InvalidArgument(vec![v]).into())
 }
 
 /// A protobuf enum value as our enum: 0 → `None`, unknown → INVALID_ARGUMENT.
@@ -411,7 +407,7 @@ impl pb::rights_service_server::RightsService for RightsApi {
             subject_id,
             identity,
             channel,
-            received_at: time("received_at", r.received_at.as_ref())?,
+            received_at: time("received_at", r.received_at.as_ref(), Bounds::Event)?,
             description: r.description,
             purposes: r.purposes,
             rectifications: r
@@ -478,7 +474,7 @@ impl pb::rights_service_server::RightsService for RightsApi {
             )?
             .map(|t| t.as_str().to_owned()),
             subject_id: (!r.subject_id.is_empty()).then_some(r.subject_id),
-            due_before: time("due_before", r.due_before.as_ref())?,
+            due_before: time("due_before", r.due_before.as_ref(), Bounds::Protobuf)?,
         };
         let page = self.rights.list(&tenant, filter, after, limit).await?;
         let last = page
@@ -547,7 +543,11 @@ impl pb::rights_service_server::RightsService for RightsApi {
             "ExtendDeadline",
             &r.encode_to_vec(),
         );
-        let informed = time("subject_informed_at", r.subject_informed_at.as_ref())?;
+        let informed = time(
+            "subject_informed_at",
+            r.subject_informed_at.as_ref(),
+            Bounds::Event,
+        )?;
         let out = self
             .rights
             .extend(
@@ -854,10 +854,19 @@ impl pb::rights_service_server::RightsService for RightsApi {
                 &format!("erasures[{i}].subject_id"),
                 &e.subject_id,
             ));
-            let at = e.erase_time.as_ref().and_then(from_timestamp);
-            if at.is_none() {
-                v.add(format!("erasures[{i}].erase_time"), "is required");
-            }
+            let field = format!("erasures[{i}].erase_time");
+            let at = match e.erase_time.as_ref() {
+                None => {
+                    v.add(field, "is required");
+                    None
+                }
+                Some(t) => v.check(vern_kit::time::check(
+                    &field,
+                    t,
+                    Bounds::Business,
+                    vern_kit::time::now(),
+                )),
+            };
             let by_request = if e.rights_request_id.is_empty() {
                 None
             } else {

@@ -235,7 +235,7 @@ pub fn extend(
             why: "is required: the subject must be told of the extension within the original deadline",
         });
     };
-    if informed > now + chrono::Duration::minutes(5) {
+    if informed > now + vern_kit::time::CLOCK_SKEW {
         return Err(Invalid {
             field: "subject_informed_at",
             why: "must not be in the future",

@@ -197,7 +197,7 @@ impl Rights {
             }
         }
         let received = new.received_at.unwrap_or(now);
-        if received > now + chrono::Duration::minutes(5) {
+        if received > now + vern_kit::time::CLOCK_SKEW {
             v.add("received_at", "must not be in the future");
         }
         v.check(validate::optional_text(

@@ -7,7 +7,7 @@ use vern_kit::context::{CallContext, TenantId};
 use vern_kit::error::{ApiError, FieldViolation};
 use vern_kit::idempotency::Key;
 use vern_kit::page;
-use vern_kit::time::{from_timestamp, to_timestamp};
+use vern_kit::time::{Bounds, to_timestamp};
 use vern_proto::common::v1 as common;
 use vern_proto::subjects::v1 as pb;
 
@@ -76,11 +76,9 @@ fn tenant(ctx: &CallContext) -> Result<TenantId, Status> {
 fn time(
     field: &str,
     t: Option<&prost_types::Timestamp>,
+    bounds: Bounds,
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
-    t.map(|t| {
-        from_timestamp(t).ok_or_else(|| invalid(FieldViolation::new(field, "is not a valid time")))
-    })
-    .transpose()
+    vern_kit::time::field(field, t, bounds).map_err(invalid)
 }
 
 fn view(v: i32, default: View) -> Result<View, Status> {
@@ -134,7 +132,11 @@ fn refs(v: Vec<pb::ExternalRef>) -> Vec<ExternalRef> {
 fn record_input(field: &str, r: pb::Record) -> Result<RecordInput, Status> {
     Ok(RecordInput {
         category: category(r.category),
-        collected_at: time(&format!("{field}collected_at"), r.collected_at.as_ref())?,
+        collected_at: time(
+            &format!("{field}collected_at"),
+            r.collected_at.as_ref(),
+            Bounds::Event,
+        )?,
         field: r.field,
         value: r.value,
         source: r.source,
@@ -252,7 +254,11 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
         let r = req.into_inner();
         let idem = self.key(&t, &r.request_id, "CreateSubject", &r)?;
         let new = NewSubject {
-            relationship_end_time: time("relationship_end_time", r.relationship_end_time.as_ref())?,
+            relationship_end_time: time(
+                "relationship_end_time",
+                r.relationship_end_time.as_ref(),
+                Bounds::Business,
+            )?,
             records: record_inputs(r.records)?,
             email: r.email,
             phone: r.phone,
@@ -377,6 +383,7 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
             relationship_end_time: time(
                 "subject.relationship_end_time",
                 s.relationship_end_time.as_ref(),
+                Bounds::Business,
             )?,
             email: s.email,
             phone: s.phone,
@@ -496,6 +503,8 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
                     retain_until_time: time(
                         &format!("retain[{i}].retain_until_time"),
                         k.retain_until_time.as_ref(),
+                        // Derived by retention: up to 200 years after a business time.
+                        Bounds::Protobuf,
                     )?,
                     record_id: k.record_id,
                     legal_reference: k.legal_reference,
@@ -540,15 +549,20 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
             filter: PurgeFilter {
                 category,
                 purpose: non_empty(r.purpose),
-                older_than: time("older_than", r.older_than.as_ref())?,
+                older_than: time("older_than", r.older_than.as_ref(), Bounds::Protobuf)?,
                 field: non_empty(r.field),
                 subject_ids: r.subject_ids,
                 exclude_subject_ids: r.exclude_subject_ids,
                 relationship_end_before: time(
                     "relationship_end_before",
                     r.relationship_end_before.as_ref(),
+                    Bounds::Protobuf,
                 )?,
-                retain_until_before: time("retain_until_before", r.retain_until_before.as_ref())?,
+                retain_until_before: time(
+                    "retain_until_before",
+                    r.retain_until_before.as_ref(),
+                    Bounds::Protobuf,
+                )?,
                 include_open_ended: r.include_open_ended,
             },
             action,
