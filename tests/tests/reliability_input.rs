@@ -1109,6 +1109,8 @@ impl Standalone {
                 health_names: vern_proto::SERVICE_NAMES.to_vec(),
                 denials: None,
                 telemetry: vern_kit::telemetry::Telemetry::off(),
+                exposure: vern_kit::context::Exposure::Public,
+                tenants: None,
             },
             listener,
             &config,
