@@ -1182,6 +1182,8 @@ async fn send_time(
     let mut retention = rpb::retention_service_client::RetentionServiceClient::new(ch.clone());
     let mut rights = qpb::rights_service_client::RightsServiceClient::new(ch.clone());
     let mut audit = apb::audit_service_client::AuditServiceClient::new(ch);
+    // Service-only RPCs on the suite's internal listener (the gateway refuses the role).
+    let internal = suite.internal.clone();
     match (rpc, field) {
         ("RecordConsent", f) => {
             let mut r = cpb::RecordConsentRequest {
@@ -1287,7 +1289,10 @@ async fn send_time(
                 "relationship_end_before" => r.relationship_end_before = t,
                 _ => r.retain_until_before = t,
             }
-            subjects.purge_records(authed(r, &service)).await.map(drop)
+            spb::subject_service_client::SubjectServiceClient::new(internal.clone())
+                .purge_records(authed(r, &service))
+                .await
+                .map(drop)
         }
         ("ListConsentStates", _) => consents
             .list_consent_states(authed(
@@ -1299,29 +1304,31 @@ async fn send_time(
             ))
             .await
             .map(drop),
-        ("ApplySubjectStates", _) => consents
-            .apply_subject_states(authed(
-                cpb::ApplySubjectStatesRequest {
-                    changes: vec![
-                        cpb::SubjectStateChange {
-                            subject_id: subject.into(),
-                            state: cpb::SubjectState::Active as i32,
-                            version: 1_000,
-                            change_time: None,
-                        },
-                        cpb::SubjectStateChange {
-                            subject_id: subject.into(),
-                            state: cpb::SubjectState::Restricted as i32,
-                            version: 1_001,
-                            change_time: t,
-                        },
-                    ],
-                    request_id: id(),
-                },
-                &service,
-            ))
-            .await
-            .map(drop),
+        ("ApplySubjectStates", _) => {
+            cpb::consent_service_client::ConsentServiceClient::new(internal.clone())
+                .apply_subject_states(authed(
+                    cpb::ApplySubjectStatesRequest {
+                        changes: vec![
+                            cpb::SubjectStateChange {
+                                subject_id: subject.into(),
+                                state: cpb::SubjectState::Active as i32,
+                                version: 1_000,
+                                change_time: None,
+                            },
+                            cpb::SubjectStateChange {
+                                subject_id: subject.into(),
+                                state: cpb::SubjectState::Restricted as i32,
+                                version: 1_001,
+                                change_time: t,
+                            },
+                        ],
+                        request_id: id(),
+                    },
+                    &service,
+                ))
+                .await
+                .map(drop)
+        }
         ("PlaceHold", _) => retention
             .place_hold(authed(
                 rpb::PlaceHoldRequest {
@@ -1384,21 +1391,23 @@ async fn send_time(
             ))
             .await
             .map(drop),
-        ("ApplySubjectErasures", _) => rights
-            .apply_subject_erasures(authed(
-                qpb::ApplySubjectErasuresRequest {
-                    erasures: vec![qpb::SubjectErasure {
-                        subject_id: subject.into(),
-                        erase_time: t,
-                        rights_request_id: String::new(),
-                    }],
-                    request_id: id(),
-                },
-                &service,
-            ))
-            .await
-            .map(drop),
-        ("AppendEvents", _) => audit
+        ("ApplySubjectErasures", _) => {
+            qpb::rights_service_client::RightsServiceClient::new(internal.clone())
+                .apply_subject_erasures(authed(
+                    qpb::ApplySubjectErasuresRequest {
+                        erasures: vec![qpb::SubjectErasure {
+                            subject_id: subject.into(),
+                            erase_time: t,
+                            rights_request_id: String::new(),
+                        }],
+                        request_id: id(),
+                    },
+                    &service,
+                ))
+                .await
+                .map(drop)
+        }
+        ("AppendEvents", _) => apb::audit_service_client::AuditServiceClient::new(internal.clone())
             .append_events(authed(
                 apb::AppendEventsRequest {
                     events: vec![apb::AuditEvent {

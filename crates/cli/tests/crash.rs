@@ -71,7 +71,11 @@ fn token(data_dir: &std::path::Path, role: &str) -> String {
     vern_kit::auth::sign_hs256(
         &vern_kit::auth::Claims {
             sub: "crash-test".into(),
-            tenant: vec!["kultur".into()],
+            tenant: if role == "platform-admin" {
+                vec![]
+            } else {
+                vec!["kultur".into()]
+            },
             roles: vec![role.into()],
             iss: "vern-dev".into(),
             aud: "vern".into(),
@@ -99,6 +103,20 @@ async fn kill_9_loses_no_audit_event_of_a_committed_change() {
     let port = free_port();
     let mut vern = start(dir.path(), port);
     let ch = connect(port).await;
+    // Tokens must name a tenant that exists.
+    vern_proto::tenants::v1::tenant_service_client::TenantServiceClient::new(ch.clone())
+        .create_tenant(authed(
+            vern_proto::tenants::v1::CreateTenantRequest {
+                tenant_id: "kultur".into(),
+                name: "Oslo Kulturfabrikk".into(),
+                org_number: "989990748".into(),
+                dpo_email: "personvern@kultur.example".into(),
+                ..Default::default()
+            },
+            &token(dir.path(), "platform-admin"),
+        ))
+        .await
+        .expect("tenant");
     let crm = token(dir.path(), "integration");
     let mut subjects = spb::subject_service_client::SubjectServiceClient::new(ch);
     let mut acknowledged = vec![];

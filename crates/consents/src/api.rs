@@ -202,8 +202,7 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
         let tenant = ctx.tenant()?.clone();
         let r = req.into_inner();
         let limit = page::page_size(r.page_size)?;
-        // Checked like every request time (the filter itself is not applied yet).
-        time("update_before", r.update_before.as_ref(), Bounds::Protobuf)?;
+        let update_before = time("update_before", r.update_before.as_ref(), Bounds::Protobuf)?;
         let after = page::decode_token("consent_states", &r.page_token)?
             .map(|k| match k.split_once('\n') {
                 Some((s, p)) => Ok((s.to_owned(), p.to_owned())),
@@ -231,6 +230,7 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
                 &tenant,
                 (!r.subject_id.is_empty()).then_some(r.subject_id.as_str()),
                 (!r.purpose.is_empty()).then_some(r.purpose.as_str()),
+                update_before,
                 after,
                 limit,
             )

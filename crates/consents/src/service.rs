@@ -367,6 +367,7 @@ impl Consents {
         tenant: &TenantId,
         subject: Option<&str>,
         purpose: Option<&str>,
+        update_before: Option<DateTime<Utc>>,
         after: Option<(String, String)>,
         limit: u64,
     ) -> Result<Page<StoredState>, ConsentError> {
@@ -377,7 +378,14 @@ impl Consents {
         }
         v.finish()?;
         self.store
-            .list_states(tenant.as_str(), subject.as_deref(), purpose, after, limit)
+            .list_states(
+                tenant.as_str(),
+                subject.as_deref(),
+                purpose,
+                update_before,
+                after,
+                limit,
+            )
             .await
     }
 

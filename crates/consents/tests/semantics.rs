@@ -430,10 +430,44 @@ async fn history_and_state(target: DbTarget) {
             .is_none()
     );
     let states = c
-        .list_states(&tenant(), Some(&s), None, None, 10)
+        .list_states(&tenant(), Some(&s), None, None, None, 10)
         .await
         .expect("list");
     assert_eq!(states.items.len(), 2);
+    // update_before lists only states last changed before it (retention's
+    // CONSENT_WITHDRAWN sweep asks for "withdrawn more than a period ago").
+    let newest = states
+        .items
+        .iter()
+        .map(|st| st.update_time)
+        .max()
+        .expect("times");
+    let oldest = states
+        .items
+        .iter()
+        .map(|st| st.update_time)
+        .min()
+        .expect("times");
+    let before_all = c
+        .list_states(&tenant(), Some(&s), None, Some(oldest), None, 10)
+        .await
+        .expect("list");
+    assert!(
+        before_all.items.is_empty(),
+        "nothing changed before the oldest change"
+    );
+    let later = c
+        .list_states(
+            &tenant(),
+            Some(&s),
+            None,
+            Some(newest + chrono::Duration::microseconds(1)),
+            None,
+            10,
+        )
+        .await
+        .expect("list");
+    assert_eq!(later.items.len(), 2);
 }
 
 async fn subject_projection_follows_versions(target: DbTarget) {

@@ -266,7 +266,9 @@ impl Retention {
                 .withdrawals(tenant, None, Some(purpose), Some(*before))
                 .await?
                 .into_iter()
-                .filter(|w| &w.purpose == purpose)
+                // Not only trusted to the server's filter: a withdrawal at or after the
+                // cut-off keeps its data until its period has run.
+                .filter(|w| &w.purpose == purpose && w.time < *before)
                 .map(|w| w.subject_id)
                 .collect();
             set = Some(match set {

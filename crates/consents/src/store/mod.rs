@@ -359,6 +359,7 @@ impl ConsentStore {
         tenant: &str,
         subject_id: Option<&str>,
         purpose: Option<&str>,
+        update_before: Option<DateTime<Utc>>,
         after: Option<(String, String)>,
         limit: u64,
     ) -> Result<Page<StoredState>, ConsentError> {
@@ -371,6 +372,11 @@ impl ConsentStore {
         }
         if let Some(p) = purpose {
             q = q.filter(consent_state::Column::Purpose.eq(p));
+        }
+        // Retention's CONSENT_WITHDRAWN sweep relies on it: a state changed at or after
+        // the cut-off must not be listed, or its data goes before its period ends.
+        if let Some(t) = update_before {
+            q = q.filter(consent_state::Column::UpdateTime.lt(t));
         }
         if let Some((s, p)) = after {
             q = q.filter(
