@@ -17,6 +17,7 @@ async fn matrix_every_rpc_every_role_own_and_foreign_tenant() {
     let rpcs = all_rpcs();
     assert!(rpcs.len() > 50, "{} RPCs", rpcs.len());
     let mut checked = 0usize;
+    let mut tenant_probes = 0usize;
     for (path, streaming) in &rpcs {
         let permission = permission_for(path).unwrap_or_else(|| panic!("{path} has no permission"));
         // No token at all.
@@ -79,8 +80,40 @@ async fn matrix_every_rpc_every_role_own_and_foreign_tenant() {
                 role.as_str()
             );
             checked += 2;
+            if matches!(role, Role::PlatformAdmin | Role::Service) {
+                continue;
+            }
+            // A tenant role never acts without exactly one existing tenant: not for a
+            // tenant that does not exist, not with two tenants and no selection, not
+            // with none (issue 15: this made a tenant admin platform-wide).
+            for (named, what) in [
+                (&["ghost-tenant"][..], "an unknown tenant"),
+                (&["tenant-a", "tenant-b"][..], "two tenants, none selected"),
+                (&[][..], "no tenant"),
+            ] {
+                let t = token(&[role.as_str()], named, 300);
+                let code = raw_call(
+                    &suite.channel,
+                    path,
+                    *streaming,
+                    &[("authorization", format!("Bearer {t}"))],
+                )
+                .await;
+                assert_eq!(
+                    code,
+                    Code::PermissionDenied,
+                    "{path} as {} naming {what}",
+                    role.as_str()
+                );
+                tenant_probes += 1;
+            }
         }
     }
+    assert_eq!(
+        tenant_probes,
+        rpcs.len() * (Role::ALL.len() - 2) * 3,
+        "every RPC probed with bad tenants"
+    );
     assert_eq!(
         checked,
         rpcs.len() * Role::ALL.len() * 2,
