@@ -87,9 +87,14 @@ fn bench(c: &mut Criterion) {
     );
     c.bench_function("authorize Check (HS256)", |b| {
         b.iter(|| {
-            authorize(&hs, black_box(CHECK), black_box(&headers))
-                .expect("allowed")
-                .expect("context")
+            authorize(
+                &hs,
+                black_box(CHECK),
+                black_box(&headers),
+                vern_kit::context::Exposure::Public,
+            )
+            .expect("allowed")
+            .expect("context")
         })
     });
 }
