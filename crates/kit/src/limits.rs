@@ -149,16 +149,20 @@ impl Drop for Slot {
 }
 
 impl InFlight {
-    fn enter(self: &Arc<Self>, client: &str) -> Option<Slot> {
+    /// A slot for `client`, or `None` when it has `max` calls in progress. The key is
+    /// copied into the map only for a client with no call in progress.
+    fn enter(self: &Arc<Self>, client: String) -> Option<Slot> {
         let mut calls = self.calls.lock().ok()?;
-        let n = calls.entry(client.to_owned()).or_insert(0);
-        if *n >= self.max {
-            return None;
+        match calls.get_mut(&client) {
+            Some(n) if *n >= self.max => return None,
+            Some(n) => *n += 1,
+            None => {
+                calls.insert(client.clone(), 1);
+            }
         }
-        *n += 1;
         Some(Slot {
             in_flight: self.clone(),
-            client: client.to_owned(),
+            client,
         })
     }
 }
@@ -277,7 +281,7 @@ where
             {
                 return refuse("rate limit exceeded for this client, retry later");
             }
-            match self.in_flight.enter(&client) {
+            match self.in_flight.enter(client) {
                 Some(s) => slot = Some(s),
                 None => {
                     return refuse(
@@ -427,15 +431,16 @@ mod tests {
             max: 2,
             calls: Mutex::new(HashMap::new()),
         });
-        let a1 = f.enter("acme\u{0}crm").expect("first");
-        let _a2 = f.enter("acme\u{0}crm").expect("second");
-        assert!(f.enter("acme\u{0}crm").is_none(), "third refused");
+        let key = |k: &str| k.to_owned();
+        let a1 = f.enter(key("acme\u{0}crm")).expect("first");
+        let _a2 = f.enter(key("acme\u{0}crm")).expect("second");
+        assert!(f.enter(key("acme\u{0}crm")).is_none(), "third refused");
         assert!(
-            f.enter("other\u{0}crm").is_some(),
+            f.enter(key("other\u{0}crm")).is_some(),
             "the same subject in another tenant is another client"
         );
         drop(a1);
-        assert!(f.enter("acme\u{0}crm").is_some(), "released on drop");
+        assert!(f.enter(key("acme\u{0}crm")).is_some(), "released on drop");
         let ctx = CallContext::for_tests(
             Some("acme"),
             &[crate::auth::Role::Integration],
