@@ -5,13 +5,14 @@ use tonic::{Request, Response, Status};
 use vern_kit::context::CallContext;
 use vern_kit::error::{ApiError, FieldViolation};
 use vern_kit::page;
-use vern_kit::time::{Bounds, to_timestamp};
+use vern_kit::time::{Bounds, micros, to_timestamp};
 use vern_proto::common::v1 as common;
 use vern_proto::consents::v1 as pb;
 
 use crate::domain::{
     Channel, ConsentAction, ConsentEvent, Decision, LegalBasis, PurposeRule, SubjectStatus,
 };
+use crate::purposes::Versioned;
 use crate::service::{Consents, NewEvent};
 use crate::store::StoredState;
 
@@ -395,9 +396,11 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
                     direct_marketing: p.direct_marketing,
                 })
             };
-            defs.push((p.key, rule));
+            // Unversioned (0) definitions apply only where nothing newer is known.
+            let version = p.update_time.as_ref().map(micros).unwrap_or(0);
+            defs.push((p.key, Versioned { rule, version }));
         }
-        let n = self.consents.apply_purposes(&tenant, defs);
+        let n = self.consents.apply_purposes(&tenant, defs).await?;
         Ok(Response::new(pb::ApplyPurposesResponse {
             applied_count: n as i32,
         }))

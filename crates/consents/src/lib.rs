@@ -74,12 +74,15 @@ pub async fn build(
     let tokens = Arc::new(vern_kit::auth::ServiceTokens::from_config(config)?.ok_or(
         "the consents service calls the tenants and subjects services: configure auth.service_key_file or auth.hs256_secret",
     )?);
-    let purposes = Arc::new(purposes::PurposeCache::new(Arc::new(
-        remote::TenantsClient {
+    let purposes = Arc::new(purposes::PurposeCache::with_book(
+        Arc::new(remote::TenantsClient {
             channel: vern_kit::client::traced_channel(&config.services.tenants.url)?,
             tokens: tokens.clone(),
-        },
-    )));
+        }),
+        Arc::new(store.clone()),
+    ));
+    // Replicas share the purposes table: follow the others' changes.
+    purposes.watch(store.connection().clone());
     let subjects = Arc::new(remote::SubjectsClient {
         channel: vern_kit::client::traced_channel(&config.services.subjects.url)?,
         tokens,

@@ -13,7 +13,7 @@ use vern_proto::tenants::v1 as tenants_pb;
 
 use crate::domain::{LegalBasis, PurposeRule, SubjectStatus};
 use crate::error::ConsentError;
-use crate::purposes::PurposeSource;
+use crate::purposes::{PurposeSource, Versioned};
 
 /// Where a subject's state comes from when the projection has not heard of it yet.
 #[async_trait::async_trait]
@@ -43,6 +43,17 @@ pub struct TenantsClient {
 #[async_trait::async_trait]
 impl PurposeSource for TenantsClient {
     async fn fetch(&self, tenant: &str, key: &str) -> Result<Option<PurposeRule>, ConsentError> {
+        Ok(self
+            .fetch_versioned(tenant, key)
+            .await?
+            .and_then(|v| v.rule))
+    }
+
+    async fn fetch_versioned(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<Versioned>, ConsentError> {
         let mut client =
             tenants_pb::tenant_service_client::TenantServiceClient::new(self.channel.clone());
         let req = request(
@@ -59,9 +70,17 @@ impl PurposeSource for TenantsClient {
                     .ok()
                     .and_then(|b| LegalBasis::parse(b.as_str_name()))
                     .ok_or(ConsentError::Upstream("tenants"))?;
-                Ok(Some(PurposeRule {
-                    legal_basis: basis,
-                    direct_marketing: p.direct_marketing,
+                let version = p
+                    .update_time
+                    .as_ref()
+                    .map(vern_kit::time::micros)
+                    .unwrap_or(0);
+                Ok(Some(Versioned {
+                    rule: Some(PurposeRule {
+                        legal_basis: basis,
+                        direct_marketing: p.direct_marketing,
+                    }),
+                    version,
                 }))
             }
             Err(s) if matches!(s.code(), Code::NotFound | Code::InvalidArgument) => Ok(None),

@@ -13,7 +13,7 @@ use crate::domain::{
     self, Channel, ConsentAction, ConsentEvent, Decision, LegalBasis, PurposeRule, SubjectStatus,
 };
 use crate::error::ConsentError;
-use crate::purposes::PurposeCache;
+use crate::purposes::{PurposeCache, Versioned};
 use crate::remote::SubjectSource;
 use crate::store::{ConsentStore, Page, StoredState};
 
@@ -412,17 +412,14 @@ impl Consents {
             .await
     }
 
-    /// ApplyPurposes (from the tenants service's outbox): updates the cache.
-    pub fn apply_purposes(
+    /// ApplyPurposes (from the tenants service's outbox): stores the definitions newer
+    /// than the known ones, for every replica; returns how many were applied.
+    pub async fn apply_purposes(
         &self,
         tenant: &TenantId,
-        purposes: Vec<(String, Option<PurposeRule>)>,
-    ) -> usize {
-        let n = purposes.len();
-        for (key, rule) in purposes {
-            self.purposes.put(tenant.as_str(), &key, rule);
-        }
-        n
+        purposes: Vec<(String, Versioned)>,
+    ) -> Result<usize, ConsentError> {
+        self.purposes.apply(tenant.as_str(), purposes).await
     }
 }
 

@@ -10,7 +10,7 @@ use vern_consents::domain::{
     Channel, ConsentAction, LegalBasis, PurposeRule, Reason, SubjectStatus,
 };
 use vern_consents::error::ConsentError;
-use vern_consents::purposes::{PurposeCache, PurposeSource};
+use vern_consents::purposes::{PurposeCache, PurposeSource, Versioned};
 use vern_consents::remote::SubjectSource;
 use vern_consents::service::{Consents, NewEvent};
 use vern_consents::store::ConsentStore;
@@ -30,6 +30,7 @@ vern_kit::store_test_suite!("consents":
     evidence_is_sealed_at_rest,
     erasure_shreds_the_evidence,
     plaintext_evidence_of_older_versions_is_sealed,
+    purpose_changes_reach_every_replica_and_older_ones_are_ignored,
 );
 
 struct Purposes;
@@ -946,4 +947,85 @@ async fn plaintext_evidence_of_older_versions_is_sealed(target: DbTarget) {
         .expect("legacy replay");
     assert_eq!(replayed.event_id, ids[0]);
     assert_eq!(replayed.evidence, EVIDENCE);
+}
+
+/// A replica of the consents service: its own store connection and purpose cache over
+/// the shared purposes table, following the change generations.
+async fn replica(target: &DbTarget, subjects: Arc<Subjects>) -> Consents {
+    let store = ConsentStore::open(target, keyring()).await.expect("open");
+    let purposes = Arc::new(PurposeCache::with_book(
+        Arc::new(Purposes),
+        Arc::new(store.clone()),
+    ));
+    purposes.watch(store.connection().clone());
+    Consents::new(store, purposes, subjects)
+}
+
+async fn purpose_changes_reach_every_replica_and_older_ones_are_ignored(target: DbTarget) {
+    let subjects = Arc::new(Subjects::default());
+    let a = replica(&target, subjects.clone()).await;
+    let b = replica(&target, subjects.clone()).await;
+    let subject = new_subject(&subjects);
+    set_subject(&a, &subject, SubjectStatus::Active, 1).await;
+    let rule = |legal_basis| {
+        Some(PurposeRule {
+            legal_basis,
+            direct_marketing: false,
+        })
+    };
+    let at = |version: i64, basis| {
+        vec![(
+            "loyalty".to_owned(),
+            Versioned {
+                rule: rule(basis),
+                version,
+            },
+        )]
+    };
+    let allowed = |c: &Consents| {
+        let (c, subject) = (c.clone(), subject.clone());
+        async move {
+            c.check(&tenant(), &subject, "loyalty")
+                .await
+                .expect("check")
+                .0
+                .allowed
+        }
+    };
+    // v1: legitimate interests, announced to replica A only. B reads it from the table.
+    let applied = a
+        .apply_purposes(&tenant(), at(1_000, LegalBasis::LegitimateInterests))
+        .await
+        .expect("apply");
+    assert_eq!(applied, 1);
+    assert!(allowed(&a).await && allowed(&b).await, "v1 allows without consent");
+
+    // v2: consent is now required. A applies it; B, which cached v1, must follow.
+    a.apply_purposes(&tenant(), at(2_000, LegalBasis::Consent))
+        .await
+        .expect("apply");
+    assert!(!allowed(&a).await, "the writer answers the new rule at once");
+    let started = std::time::Instant::now();
+    while allowed(&b).await {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "replica B still decides on the old legal basis after 2 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // A late redelivery of v1, to either replica, changes nothing.
+    for c in [&a, &b] {
+        let applied = c
+            .apply_purposes(&tenant(), at(1_000, LegalBasis::LegitimateInterests))
+            .await
+            .expect("apply");
+        assert_eq!(applied, 0, "an older definition is ignored");
+    }
+    tokio::time::sleep(vern_kit::changes::WATCH_EVERY * 3).await;
+    assert!(!allowed(&a).await && !allowed(&b).await);
+
+    // A third replica started now reads the current rule.
+    let c = replica(&target, subjects.clone()).await;
+    assert!(!allowed(&c).await);
 }

@@ -8,7 +8,8 @@
 //! - `vern dev`: the services run in the same process and are mounted directly behind
 //!   the layers — no second HTTP/2 hop (DESIGN: a forwarding hop costs ~0.35× throughput).
 //! - Kubernetes (`vern serve gateway`): [`forwarding_routes`] forwards to each service's
-//!   address from config over one lazily connected HTTP/2 channel per service. The
+//!   address from config, spreading calls over every address the service's name
+//!   resolves to (`vern_kit::balance`: a headless Service in Kubernetes). The
 //!   `grpc-timeout` header travels with the call, so deadlines propagate; the service
 //!   verifies the token again (defence in depth).
 
@@ -20,7 +21,6 @@ use tonic::Status;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::Routes;
-use tonic::transport::Endpoint;
 use tower::Service;
 use vern_kit::config::ServicesConfig;
 
@@ -85,12 +85,9 @@ impl<const I: usize> Forward<I> {
 }
 
 fn channel(url: &str) -> Result<vern_kit::client::TracedChannel, tonic::transport::Error> {
+    // No default deadline: the caller's `grpc-timeout` travels with the call.
     Ok(vern_kit::telemetry::Traced::new(
-        Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(std::time::Duration::from_secs(30))
-            .connect_lazy(),
+        vern_kit::balance::Balanced::new(url, vern_kit::balance::Settings::default())?,
     ))
 }
 
@@ -122,7 +119,7 @@ pub fn forwarding_routes(services: &ServicesConfig) -> Result<Routes, tonic::tra
 /// The tenant directory of [`vern_kit::tenancy`] backed by the tenants service: a
 /// `GetTenant` with a service token acting for the tenant asked about.
 pub struct RemoteTenants {
-    channel: tonic::transport::Channel,
+    channel: vern_kit::client::ServiceChannel,
     tokens: std::sync::Arc<vern_kit::auth::ServiceTokens>,
 }
 

@@ -498,7 +498,7 @@ fn trace_id_of(headers: &http::HeaderMap) -> String {
 
 /// Delivers `audit` outbox rows to `AuditService/AppendEvents` with a service token.
 pub struct AuditDelivery {
-    channel: tonic::transport::Channel,
+    channel: crate::client::ServiceChannel,
     tokens: Arc<crate::auth::ServiceTokens>,
 }
 

@@ -4,15 +4,21 @@
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use crate::balance::{Balanced, Settings};
 
-/// A lazily connected channel to `url`.
-pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .tcp_nodelay(true)
-        .connect_lazy())
+/// A channel to one service: calls spread over every address its name resolves to
+/// ([`crate::balance`]).
+pub type ServiceChannel = Balanced;
+
+/// A lazily connected channel to `url`, balanced per call when `url` names a host.
+pub fn channel(url: &str) -> Result<ServiceChannel, tonic::transport::Error> {
+    Balanced::new(
+        url,
+        Settings {
+            timeout: Some(Duration::from_secs(30)),
+            ..Settings::default()
+        },
+    )
 }
 
 /// `msg` as a request authenticated with `token` (a service token for one tenant).
@@ -29,7 +35,7 @@ pub fn request<T>(msg: T, token: &str) -> Result<tonic::Request<T>, tonic::Statu
 
 /// A channel whose calls, inside a traced call, get a client span and carry it as
 /// the callee's parent.
-pub type TracedChannel = crate::telemetry::Traced<Channel>;
+pub type TracedChannel = crate::telemetry::Traced<ServiceChannel>;
 
 /// A lazily connected, traced channel to `url`.
 pub fn traced_channel(url: &str) -> Result<TracedChannel, tonic::transport::Error> {

@@ -207,6 +207,10 @@ pub struct ServerConfig {
     /// Server reflection: `open` (no token; `vern dev`), `authenticated` (any valid
     /// token) or `off`.
     pub reflection: ReflectionMode,
+    /// Longest a client connection lives before the server asks it (HTTP/2 GOAWAY,
+    /// in-flight calls finish) to reconnect, seconds; 0: no limit. Long-lived clients
+    /// then pick up replicas added since they connected.
+    pub max_connection_age_seconds: u64,
 }
 
 /// Who may use server reflection (the RPC list with every proto comment).
@@ -232,6 +236,7 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: 20,
             concurrency_limit_per_client: 256,
             reflection: ReflectionMode::Authenticated,
+            max_connection_age_seconds: 300,
         }
     }
 }

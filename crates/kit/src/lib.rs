@@ -4,6 +4,8 @@
 //! `request_id`, page tokens, telemetry and the server bootstrap.
 
 pub mod audit;
+pub mod balance;
+pub mod changes;
 pub mod auth;
 pub mod client;
 pub mod config;

@@ -127,7 +127,12 @@ pub async fn serve(
         let _ = stop_tx.send(());
     };
 
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if config.max_connection_age_seconds > 0 {
+        // No forced close after the age: streams in progress (audit tail) finish.
+        builder = builder.max_connection_age(Duration::from_secs(config.max_connection_age_seconds));
+    }
+    let server = builder
         .timeout(Duration::from_secs(config.request_timeout_seconds))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         // The one place cross-cutting layers are composed, outermost first.

@@ -108,6 +108,13 @@ pub fn field(
     t.map(|t| check(field, t, bounds, now())).transpose()
 }
 
+/// `t` as microseconds since the epoch (saturating): a version number.
+pub fn micros(t: &prost_types::Timestamp) -> i64 {
+    t.seconds
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(t.nanos / 1_000))
+}
+
 /// Now, truncated to microseconds so values round-trip through PostgreSQL unchanged.
 pub fn now() -> DateTime<Utc> {
     let t = Utc::now();

@@ -14,7 +14,7 @@
 use chrono::{DateTime, Utc};
 use prost::Message;
 use sha2::{Digest, Sha256};
-use tonic::transport::Channel;
+use vern_kit::client::ServiceChannel as Channel;
 use vern_kit::auth::ServiceTokens;
 use vern_kit::outbox::{Deliver, DeliveryError};
 use vern_proto::consents::v1 as consents;

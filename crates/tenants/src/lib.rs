@@ -79,7 +79,7 @@ pub fn audit_policy(rpc: &str) -> Audit {
 
 /// Delivers purpose changes to ConsentService/ApplyPurposes (its cache invalidation).
 struct PurposeDelivery {
-    channel: tonic::transport::Channel,
+    channel: vern_kit::client::ServiceChannel,
     tokens: vern_kit::auth::ServiceTokens,
 }
 

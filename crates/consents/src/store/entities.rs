@@ -113,3 +113,29 @@ pub mod subject_state {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// `purposes`: the purposes of each tenant as Check needs them, as the tenants service
+/// last announced them (ApplyPurposes), shared by every replica.
+pub mod purpose {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "purposes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub purpose_key: String,
+        /// The legal basis; `None` once the purpose is deleted.
+        pub legal_basis: Option<String>,
+        pub direct_marketing: bool,
+        /// The definition's `update_time` in the tenants service (µs): older
+        /// announcements are ignored.
+        pub version: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

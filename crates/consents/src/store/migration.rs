@@ -14,6 +14,8 @@ impl MigratorTrait for Migrator {
             Box::new(vern_kit::outbox::Migration),
             Box::new(vern_kit::outbox::ParkingMigration),
             Box::new(M0002SealedEvidence),
+            Box::new(vern_kit::changes::Migration),
+            Box::new(M0003Purposes),
         ]
     }
 }
@@ -363,6 +365,54 @@ impl MigrationTrait for M0002SealedEvidence {
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_table(Table::drop().table(ConsentKeys::Table).to_owned())
+            .await
+    }
+}
+
+/// Purposes shared by the replicas (`purposes`), versioned by the tenants service's
+/// `update_time`.
+struct M0003Purposes;
+
+impl MigrationName for M0003Purposes {
+    fn name(&self) -> &str {
+        "m0003_purposes"
+    }
+}
+
+#[derive(DeriveIden)]
+enum Purposes {
+    Table,
+    TenantId,
+    PurposeKey,
+    LegalBasis,
+    DirectMarketing,
+    Version,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003Purposes {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Purposes::Table)
+                .if_not_exists()
+                .col(ColumnDef::new(Purposes::TenantId).string_len(63).not_null())
+                .col(ColumnDef::new(Purposes::PurposeKey).string().not_null())
+                .col(ColumnDef::new(Purposes::LegalBasis).string().null())
+                .col(ColumnDef::new(Purposes::DirectMarketing).boolean().not_null())
+                .col(ColumnDef::new(Purposes::Version).big_integer().not_null())
+                .primary_key(
+                    Index::create()
+                        .col(Purposes::TenantId)
+                        .col(Purposes::PurposeKey),
+                )
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(Purposes::Table).to_owned())
             .await
     }
 }

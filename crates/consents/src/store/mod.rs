@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod entities;
 pub mod migration;
+mod purposes;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -75,7 +75,7 @@ async fn answer(mut sock: TcpStream) -> std::io::Result<()> {
 /// Pushes the registry to an OTLP/gRPC collector.
 #[derive(Debug, Clone)]
 pub struct OtlpPusher {
-    client: MetricsServiceClient<tonic::transport::Channel>,
+    client: MetricsServiceClient<crate::client::ServiceChannel>,
     resource: Resource,
     start_nanos: u64,
 }

@@ -1,0 +1,422 @@
+//! Per-call load balancing over every address a service name resolves to.
+//!
+//! Kubernetes balances *connections*, not calls: a client holding one HTTP/2
+//! connection to a ClusterIP sends every call to one pod, and pods the HPA adds get
+//! nothing. So a service URL naming a host (a headless Service, whose name resolves to
+//! every ready pod) is resolved here, again every [`RESOLVE_EVERY`] and soon after a
+//! connection error, and each call goes to the less loaded of two backends (calls in
+//! flight), skipping a backend whose connection just failed. A URL naming an IP
+//! address has one backend and no resolver.
+//!
+//! No buffer task sits in the path (tonic's `balance_channel` adds one): a call picks a
+//! backend and goes straight to its channel, so an extra hop costs nothing.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tonic::body::Body;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tower::{Service, ServiceExt};
+
+/// How often a name is resolved again (a headless Service's record follows its ready
+/// pods; CoreDNS answers with a 5 s TTL by default).
+pub const RESOLVE_EVERY: Duration = Duration::from_secs(5);
+/// Shortest pause between two resolutions (after connection errors).
+const RESOLVE_AT_MOST_EVERY: Duration = Duration::from_millis(500);
+/// How long a backend whose connection failed is skipped while others are up.
+const DOWN_FOR: Duration = Duration::from_secs(2);
+
+/// An error of a balanced call: the backend's transport error, or no backend at all.
+pub type BalanceError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How channels to one service are set up.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Connection timeout.
+    pub connect_timeout: Duration,
+    /// Default deadline of a call (a call's own `grpc-timeout` still applies).
+    pub timeout: Option<Duration>,
+    /// HTTP/2 keep-alive pings, so a dead peer is noticed between calls.
+    pub keepalive: Option<Duration>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            timeout: None,
+            keepalive: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// A channel spreading calls over a service's backends (see the module docs). Cheap
+/// to clone; the resolver stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct Balanced {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Balanced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balanced")
+            .field("target", &self.shared.target.origin)
+            .field("backends", &self.backends().len())
+            .finish()
+    }
+}
+
+struct Target {
+    /// The URL as configured (the `:authority` calls carry).
+    origin: Uri,
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+struct Shared {
+    target: Target,
+    settings: Settings,
+    backends: RwLock<Arc<Vec<Arc<Backend>>>>,
+    next: AtomicUsize,
+    /// Wakes the resolver early (a connection error).
+    resolve_now: Arc<tokio::sync::Notify>,
+    /// Bumped after every resolution, so a first call can wait for the first one.
+    resolved: tokio::sync::watch::Sender<u64>,
+    started: Instant,
+}
+
+/// One address of the service.
+struct Backend {
+    addr: SocketAddr,
+    channel: Channel,
+    in_flight: AtomicUsize,
+    /// Milliseconds since `Shared::started` until which the backend is skipped.
+    down_until_ms: AtomicU64,
+}
+
+impl Balanced {
+    /// A lazily connected channel to `url`; resolving starts at once when it names a
+    /// host. Must be called inside a tokio runtime.
+    pub fn new(url: &str, settings: Settings) -> Result<Self, tonic::transport::Error> {
+        // Validates the URL the way tonic does.
+        let endpoint = Endpoint::from_shared(url.to_owned())?;
+        let origin = endpoint.uri().clone();
+        let scheme = origin.scheme_str().unwrap_or("http").to_owned();
+        let host = origin
+            .host()
+            .unwrap_or("localhost")
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = origin
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        let literal = host.parse::<std::net::IpAddr>().ok();
+        let (resolved, _) = tokio::sync::watch::channel(0);
+        let shared = Arc::new(Shared {
+            target: Target {
+                origin,
+                scheme,
+                host,
+                port,
+            },
+            settings,
+            backends: RwLock::new(Arc::new(Vec::new())),
+            next: AtomicUsize::new(0),
+            resolve_now: Arc::new(tokio::sync::Notify::new()),
+            resolved,
+            started: Instant::now(),
+        });
+        match literal {
+            Some(ip) => shared.replace(vec![SocketAddr::new(ip, port)]),
+            None => spawn_resolver(&shared),
+        }
+        Ok(Self { shared })
+    }
+
+    /// The addresses currently balanced over.
+    pub fn backends(&self) -> Vec<SocketAddr> {
+        self.shared.snapshot().iter().map(|b| b.addr).collect()
+    }
+
+    /// Resolves now (for tests and after a topology change).
+    pub fn resolve_now(&self) {
+        self.shared.resolve_now.notify_one();
+    }
+}
+
+impl Shared {
+    fn snapshot(&self) -> Arc<Vec<Arc<Backend>>> {
+        match self.backends.read() {
+            Ok(b) => b.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Sets the backends to `addrs`, keeping the connections of addresses still there.
+    fn replace(&self, mut addrs: Vec<SocketAddr>) {
+        addrs.sort();
+        addrs.dedup();
+        let current = self.snapshot();
+        if current.iter().map(|b| b.addr).eq(addrs.iter().copied()) {
+            return;
+        }
+        let next: Vec<Arc<Backend>> = addrs
+            .into_iter()
+            .filter_map(|addr| {
+                if let Some(b) = current.iter().find(|b| b.addr == addr) {
+                    return Some(b.clone());
+                }
+                self.connect(addr)
+            })
+            .collect();
+        tracing::info!(
+            service = %self.target.origin,
+            backends = next.len(),
+            "service addresses changed"
+        );
+        let next = Arc::new(next);
+        match self.backends.write() {
+            Ok(mut b) => *b = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+    }
+
+    fn connect(&self, addr: SocketAddr) -> Option<Arc<Backend>> {
+        let t = &self.target;
+        let endpoint = Endpoint::from_shared(format!("{}://{addr}", t.scheme)).ok()?;
+        let mut endpoint = endpoint
+            // Calls name the service as configured, not the pod's address.
+            .origin(t.origin.clone())
+            .connect_timeout(self.settings.connect_timeout)
+            .tcp_nodelay(true);
+        if let Some(every) = self.settings.keepalive {
+            endpoint = endpoint.http2_keep_alive_interval(every);
+        }
+        if let Some(timeout) = self.settings.timeout {
+            endpoint = endpoint.timeout(timeout);
+        }
+        Some(Arc::new(Backend {
+            addr,
+            channel: endpoint.connect_lazy(),
+            in_flight: AtomicUsize::new(0),
+            down_until_ms: AtomicU64::new(0),
+        }))
+    }
+
+    /// The less loaded of two backends, preferring those whose connection is up.
+    fn pick(&self) -> Option<Arc<Backend>> {
+        let all = self.snapshot();
+        let now = self.now_ms();
+        let up: Vec<&Arc<Backend>> = all
+            .iter()
+            .filter(|b| b.down_until_ms.load(Ordering::Relaxed) <= now)
+            .collect();
+        let pool: Vec<&Arc<Backend>> = if up.is_empty() {
+            all.iter().collect()
+        } else {
+            up
+        };
+        match pool.len() {
+            0 => None,
+            1 => Some(pool[0].clone()),
+            n => {
+                // Round-robin over pairs, the less busy of each pair wins: spreads evenly
+                // under light load and steers away from a slow backend under heavy load.
+                let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+                let (a, b) = (pool[i], pool[(i + 1) % n]);
+                let busy = |x: &Backend| x.in_flight.load(Ordering::Relaxed);
+                Some(if busy(b) < busy(a) { b } else { a }.clone())
+            }
+        }
+    }
+
+    fn mark_down(&self, backend: &Backend) {
+        backend.down_until_ms.store(
+            self.now_ms() + DOWN_FOR.as_millis() as u64,
+            Ordering::Relaxed,
+        );
+        self.resolve_now.notify_one();
+    }
+
+    /// A backend, waiting (up to the connect timeout) for a first resolution.
+    async fn backend(&self) -> Result<Arc<Backend>, BalanceError> {
+        if let Some(b) = self.pick() {
+            return Ok(b);
+        }
+        let mut resolved = self.resolved.subscribe();
+        self.resolve_now.notify_one();
+        let wait = async {
+            loop {
+                if resolved.changed().await.is_err() {
+                    return None;
+                }
+                if let Some(b) = self.pick() {
+                    return Some(b);
+                }
+            }
+        };
+        match tokio::time::timeout(self.settings.connect_timeout, wait).await {
+            Ok(Some(b)) => Ok(b),
+            _ => Err(format!(
+                "no address for {}:{}",
+                self.target.host, self.target.port
+            )
+            .into()),
+        }
+    }
+}
+
+fn spawn_resolver(shared: &Arc<Shared>) {
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let wake = shared.resolve_now.clone();
+    let host = shared.target.host.clone();
+    let port = shared.target.port;
+    tokio::spawn(async move {
+        loop {
+            let found = tokio::net::lookup_host((host.as_str(), port)).await;
+            let Some(shared) = weak.upgrade() else { return };
+            match found {
+                Ok(addrs) => {
+                    let addrs: Vec<SocketAddr> = addrs.collect();
+                    if addrs.is_empty() {
+                        tracing::warn!(%host, "service name resolved to no address: keeping the last ones");
+                    } else {
+                        shared.replace(addrs);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%host, error = %e, "resolving a service name failed: keeping the last addresses")
+                }
+            }
+            shared.resolved.send_modify(|n| *n += 1);
+            drop(shared);
+            tokio::select! {
+                _ = tokio::time::sleep(RESOLVE_EVERY) => {}
+                _ = wake.notified() => tokio::time::sleep(RESOLVE_AT_MOST_EVERY).await,
+            }
+        }
+    });
+}
+
+/// Counts a call in flight on its backend until dropped.
+struct InFlight(Arc<Backend>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Service<http::Request<Body>> for Balanced {
+    type Response = http::Response<Body>;
+    type Error = BalanceError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is awaited per call on the chosen backend's channel.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let backend = shared.backend().await?;
+            backend.in_flight.fetch_add(1, Ordering::Relaxed);
+            let _counted = InFlight(backend.clone());
+            let mut channel = backend.channel.clone();
+            let result = match channel.ready().await {
+                Ok(ch) => ch.call(req).await,
+                Err(e) => Err(e),
+            };
+            // Statuses arrive as responses: an error here is the connection's.
+            result.map_err(|e| {
+                shared.mark_down(&backend);
+                Box::new(e) as BalanceError
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_address_is_one_backend_and_a_name_resolves_to_every_address() {
+        let one = Balanced::new("http://127.0.0.1:9", Settings::default()).expect("url");
+        assert_eq!(one.backends(), vec!["127.0.0.1:9".parse().expect("addr")]);
+
+        // `localhost` resolves through the system resolver, like a headless Service.
+        let named = Balanced::new("http://localhost:9", Settings::default()).expect("url");
+        let backend = named.shared.backend().await.expect("resolved");
+        assert_eq!(backend.addr.port(), 9);
+        assert!(backend.addr.ip().is_loopback());
+        assert!(!named.backends().is_empty());
+    }
+
+    #[tokio::test]
+    async fn calls_alternate_between_backends_and_skip_one_that_failed() {
+        let b = Balanced::new("http://127.0.0.1:9", Settings::default()).expect("url");
+        b.shared.replace(vec![
+            "127.0.0.2:9".parse().expect("addr"),
+            "127.0.0.3:9".parse().expect("addr"),
+        ]);
+        let picks: Vec<SocketAddr> = (0..10)
+            .map(|_| b.shared.pick().expect("backend").addr)
+            .collect();
+        let first = picks.iter().filter(|a| a.ip().to_string() == "127.0.0.2").count();
+        assert_eq!(first, 5, "even spread without load: {picks:?}");
+
+        let down = b.shared.snapshot()[0].clone();
+        b.shared.mark_down(&down);
+        for _ in 0..10 {
+            assert_ne!(b.shared.pick().expect("backend").addr, down.addr);
+        }
+
+        // A busy backend loses its pairings.
+        let all = b.shared.snapshot();
+        all[0].down_until_ms.store(0, Ordering::Relaxed);
+        all[0].in_flight.store(10, Ordering::Relaxed);
+        for _ in 0..10 {
+            assert_eq!(b.shared.pick().expect("backend").addr, all[1].addr);
+        }
+    }
+
+    #[tokio::test]
+    async fn keeps_connections_of_addresses_still_resolved() {
+        let b = Balanced::new("http://127.0.0.1:9", Settings::default()).expect("url");
+        let before = b.shared.snapshot()[0].clone();
+        b.shared.replace(vec![
+            "127.0.0.1:9".parse().expect("addr"),
+            "127.0.0.2:9".parse().expect("addr"),
+        ]);
+        let after = b.shared.snapshot();
+        assert_eq!(after.len(), 2);
+        assert!(after.iter().any(|x| Arc::ptr_eq(x, &before)));
+    }
+
+    #[tokio::test]
+    async fn a_call_to_a_closed_port_fails_and_marks_the_backend_down() {
+        // Port 9 (discard) is closed on loopback here.
+        let mut b = Balanced::new("http://127.0.0.1:9", Settings::default()).expect("url");
+        let req = http::Request::builder()
+            .uri("http://127.0.0.1:9/x.Y/Z")
+            .body(Body::empty())
+            .expect("request");
+        assert!(b.call(req).await.is_err());
+        let backend = b.shared.snapshot()[0].clone();
+        assert!(backend.down_until_ms.load(Ordering::Relaxed) > 0);
+        assert_eq!(backend.in_flight.load(Ordering::Relaxed), 0);
+    }
+}
