@@ -1,16 +1,30 @@
 #!/usr/bin/env bash
 # Starts vern as it is deployed, on this machine: every component its own
-# `vern serve` process on PostgreSQL over loopback — tenants, subjects, consents,
-# retention, rights and audit on 127.0.0.1:50061-50066 and the gateway on
-# 127.0.0.1:50051 — with a shared HS256 secret and master key (development values,
-# printed below). Stops them all on Ctrl-C or when the script is killed.
+# `vern serve` process on PostgreSQL over loopback, with a shared HS256 secret and
+# master key (development values, printed below). Stops them all on Ctrl-C or when
+# the script is killed.
 #
-#   deploy/local/topology.sh                 # build (debug) and start
+#   deploy/local/topology.sh                 # one of each: services on 127.0.0.1
+#   VERN_TOPOLOGY_REPLICAS=2 deploy/local/topology.sh
+#                                            # two replicas of every service, on
+#                                            # 127.0.0.2 and 127.0.0.3, behind one name
 #   VERN_BIN=target/release/vern deploy/local/topology.sh
 #   VERN_TOPOLOGY_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test ...
 #
+# Ports (VERN_TOPOLOGY_PORT_BASE, default 50050): the gateway on 127.0.0.1:base+1
+# (50051), tenants subjects consents retention rights audit on base+11..base+16
+# (50061-50066), each process's Prometheus /metrics on base+21..base+26 (same
+# address as the process) and the gateway's on 127.0.0.1:base+20.
+#
+# Replicas: replica i (1-based) of every service listens on 127.0.0.(i+1), and the
+# gateway and the services reach each service at http://$VERN_TOPOLOGY_NAME:<port>
+# (default vern-replicas.test), a name that must resolve to all of those addresses —
+# like a Kubernetes headless Service. The script adds the name to /etc/hosts when it
+# is missing and the file is writable (root); otherwise it says what to add.
+#
 # Each run uses a fresh schema prefix (`topo_<random>`), dropped at exit unless
 # VERN_TOPOLOGY_KEEP=1. Logs go to $VERN_TOPOLOGY_DIR (default a temp dir).
+# VERN_TOPOLOGY_READY_FILE: written (the schema prefix) once everything is SERVING.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -20,17 +34,50 @@ if [ -z "${VERN_BIN:-}" ]; then
 fi
 db=${VERN_TOPOLOGY_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 dir=${VERN_TOPOLOGY_DIR:-$(mktemp -d -t vern-topology.XXXXXX)}
+replicas=${VERN_TOPOLOGY_REPLICAS:-1}
+name=${VERN_TOPOLOGY_NAME:-vern-replicas.test}
+base=${VERN_TOPOLOGY_PORT_BASE:-50050}
 prefix="topo_$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 mkdir -p "$dir"
+services=(tenants subjects consents retention rights audit)
 
 export VERN_DATABASE_URL="$db"
 export VERN_DATABASE_SCHEMA_PREFIX="$prefix"
+# Every process keeps a small pool: replicas × stores share the server's max_connections.
+export VERN_DATABASE_MAX_CONNECTIONS=${VERN_DATABASE_MAX_CONNECTIONS:-4}
 export VERN_AUTH__HS256_SECRET=${VERN_AUTH__HS256_SECRET:-vern-topology-dev-secret}
 export VERN_KEYS__MASTER_KEY=${VERN_KEYS__MASTER_KEY:-dmVybi10b3BvbG9neS1kZXYtbWFzdGVyLWtleS0zMmI=}
 # The audit checkpoint key is created in the data dir (development only).
 export VERN_AUTH__DEV_KEY=true
 export VERN_DATA_DIR="$dir/data"
 export VERN_LOG_FORMAT=${VERN_LOG_FORMAT:-json}
+
+if [ "$replicas" -gt 1 ]; then
+  host=$name
+  want=()
+  for i in $(seq 1 "$replicas"); do want+=("127.0.0.$((i + 1))"); done
+  have=$(getent ahostsv4 "$name" 2>/dev/null | awk '{print $1}' | sort -u || true)
+  for ip in "${want[@]}"; do
+    if ! grep -qx "$ip" <<<"$have"; then
+      if [ -w /etc/hosts ]; then
+        echo "$ip $name" >>/etc/hosts
+        echo "added '$ip $name' to /etc/hosts" >&2
+      else
+        echo "$name must resolve to ${want[*]}: add '$ip $name' to /etc/hosts" >&2
+        exit 1
+      fi
+    fi
+  done
+else
+  host=127.0.0.1
+  want=(127.0.0.1)
+fi
+i=0
+for svc in "${services[@]}"; do
+  up=$(tr '[:lower:]' '[:upper:]' <<<"$svc")
+  export "VERN_SERVICES__${up}__URL=http://$host:$((base + 11 + i))"
+  i=$((i + 1))
+done
 
 pids=()
 cleanup() {
@@ -44,31 +91,48 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+  for _ in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
     sleep 0.1
   done
-  echo "port $1 did not open; see $dir/$2.log" >&2
+  echo "$1:$2 did not open; see $dir/$3.log" >&2
   return 1
 }
 
 # Migrations first, one process (as the Kubernetes migrate Job does).
 "$bin" migrate >"$dir/migrate.log" 2>&1
-port=50061
-for svc in tenants subjects consents retention rights audit; do
-  "$bin" serve "$svc" >"$dir/$svc.log" 2>&1 &
-  pids+=($!)
-  wait_port "$port" "$svc"
-  port=$((port + 1))
+i=0
+for svc in "${services[@]}"; do
+  port=$((base + 11 + i))
+  for r in $(seq 1 "$replicas"); do
+    ip=${want[$((r - 1))]}
+    log="$svc-$r"
+    [ "$replicas" -gt 1 ] || log=$svc
+    VERN_TELEMETRY__METRICS_LISTEN="$ip:$((base + 21 + i))" \
+      "$bin" serve "$svc" --listen "$ip:$port" >"$dir/$log.log" 2>&1 &
+    pids+=($!)
+  done
+  i=$((i + 1))
 done
-"$bin" serve gateway >"$dir/gateway.log" 2>&1 &
+i=0
+for svc in "${services[@]}"; do
+  for r in $(seq 1 "$replicas"); do
+    log="$svc-$r"
+    [ "$replicas" -gt 1 ] || log=$svc
+    wait_port "${want[$((r - 1))]}" $((base + 11 + i)) "$log"
+  done
+  i=$((i + 1))
+done
+VERN_TELEMETRY__METRICS_LISTEN="127.0.0.1:$((base + 20))" \
+  "$bin" serve gateway --listen "127.0.0.1:$((base + 1))" >"$dir/gateway.log" 2>&1 &
 pids+=($!)
-wait_port 50051 gateway
+wait_port 127.0.0.1 $((base + 1)) gateway
 
 cat <<EOF
 vern topology ready (schemas ${prefix}_*, logs in $dir)
-  gateway   127.0.0.1:50051
-  services  127.0.0.1:50061-50066 (tenants subjects consents retention rights audit)
+  gateway   127.0.0.1:$((base + 1))
+  services  ${want[*]} ports $((base + 11))-$((base + 16)) (${services[*]}), reached as http://$host:<port>
+  metrics   <address>:$((base + 21))-$((base + 26)) per service replica, 127.0.0.1:$((base + 20)) the gateway
   secret    VERN_AUTH__HS256_SECRET=$VERN_AUTH__HS256_SECRET (tokens: vern token --data-dir with the same secret in VERN_AUTH__HS256_SECRET)
 Ctrl-C stops every component.
 EOF

@@ -1,5 +1,8 @@
 //! Harness for end-to-end tests: boots the whole suite in process on a loopback port
-//! and hands out real gRPC clients and tokens.
+//! (or, [`Backend::Replicas`], as separate processes with replicas: [`topology`]) and
+//! hands out real gRPC clients and tokens.
+
+pub mod topology;
 
 use std::net::SocketAddr;
 
@@ -18,7 +21,9 @@ pub struct Suite {
     pub channel: Channel,
     /// Channel to the suite's internal listener, where `service` tokens are accepted
     /// (the gateway refuses them).
-    pub internal: Channel,
+    pub internal: Internal,
+    /// The separate processes, for [`Backend::Replicas`].
+    pub topology: Option<topology::Topology>,
     running: Option<vern_cli::Running>,
     _dir: tempfile::TempDir,
     pg_schemas: Option<(String, Vec<String>)>,
@@ -31,6 +36,58 @@ pub enum Backend {
     Sqlite,
     /// PostgreSQL from `VERN_TEST_DATABASE_URL`, a fresh schema per service.
     Postgres,
+    /// As deployed: every component its own `vern serve` process on PostgreSQL, two
+    /// replicas of every service behind one name (127.0.0.2 and 127.0.0.3), one
+    /// gateway ([`topology`]). The configuration hook does not apply.
+    Replicas,
+}
+
+/// The services' internal listener(s): one in process, or each service's own name
+/// (balanced over its replicas) in a topology.
+#[derive(Clone)]
+pub enum Internal {
+    /// The suite's one internal listener.
+    One(Channel),
+    /// Each service at its own URL.
+    PerService(std::sync::Arc<Vec<(&'static str, vern_kit::client::ServiceChannel)>>),
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Internal {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        use tower::ServiceExt;
+        match self {
+            Internal::One(ch) => {
+                let ch = ch.clone();
+                Box::pin(async move { Ok(ch.oneshot(req).await?) })
+            }
+            Internal::PerService(all) => {
+                let owner = vern_gateway::owning_service(req.uri().path());
+                let ch = all
+                    .iter()
+                    .find(|(name, _)| Some(*name) == owner)
+                    .map(|(_, ch)| ch.clone());
+                Box::pin(async move {
+                    match ch {
+                        Some(ch) => ch.oneshot(req).await,
+                        None => Err("no such service".into()),
+                    }
+                })
+            }
+        }
+    }
 }
 
 impl Suite {
@@ -55,6 +112,9 @@ impl Suite {
         // 32 bytes, base64: the test master key for personal data.
         config.keys.master_key = Some("dmVybi1lMmUtdGVzdC1tYXN0ZXIta2V5LTMyYnl0ZXM=".into());
         adjust(&mut config);
+        if let Backend::Replicas = backend {
+            return Self::start_topology(dir, &config).await;
+        }
         let mut pg_schemas = None;
         if let Backend::Postgres = backend {
             let Ok(url) = std::env::var(vern_kit::testing::PG_URL_VAR) else {
@@ -96,8 +156,63 @@ impl Suite {
         Some(Suite {
             addr,
             channel,
-            internal,
+            internal: Internal::One(internal),
+            topology: None,
             running: Some(running),
+            _dir: dir,
+            pg_schemas,
+        })
+    }
+
+    async fn start_topology(dir: tempfile::TempDir, config: &Config) -> Option<Suite> {
+        let Ok(url) = std::env::var(vern_kit::testing::PG_URL_VAR) else {
+            assert!(
+                std::env::var(vern_kit::testing::REQUIRE_PG_VAR).as_deref() != Ok("1"),
+                "PostgreSQL end-to-end tests must run"
+            );
+            eprintln!("skipping PostgreSQL end-to-end test: no URL");
+            return None;
+        };
+        let master = config.keys.master_key.clone().unwrap_or_default();
+        let topology = tokio::task::spawn_blocking(move || {
+            // As the in-process suite: reflection without a token.
+            topology::Topology::start(
+                2,
+                &url,
+                SECRET,
+                &master,
+                &[("VERN_SERVER__REFLECTION", "open")],
+            )
+        })
+        .await
+        .expect("topology task");
+        let addr = topology.gateway();
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to the gateway");
+        let internal = Internal::PerService(std::sync::Arc::new(
+            topology::SERVICES
+                .iter()
+                .map(|s| {
+                    (
+                        *s,
+                        vern_kit::client::channel(&topology.url(s)).expect("service url"),
+                    )
+                })
+                .collect(),
+        ));
+        let pg_schemas = Some((
+            std::env::var(vern_kit::testing::PG_URL_VAR).unwrap_or_default(),
+            topology.schemas(),
+        ));
+        Some(Suite {
+            addr,
+            channel,
+            internal,
+            topology: Some(topology),
+            running: None,
             _dir: dir,
             pg_schemas,
         })
@@ -109,8 +224,11 @@ impl Suite {
     }
 
     /// The suite's data directory (SQLite files).
-    pub fn data_dir(&self) -> &std::path::Path {
-        self._dir.path()
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        match &self.topology {
+            Some(t) => t.data_dir(),
+            None => self._dir.path().to_path_buf(),
+        }
     }
 
     /// Where `service` keeps its data: its SQLite file in the data dir, or the
@@ -123,8 +241,9 @@ impl Suite {
                     .iter()
                     .find(|s| s.ends_with(&format!("_{service}")))
                     .cloned(),
+                max_connections: None,
             },
-            None => vern_kit::db::DbTarget::for_service(None, self.data_dir(), service),
+            None => vern_kit::db::DbTarget::for_service(None, &self.data_dir(), service),
         }
     }
 
@@ -133,6 +252,11 @@ impl Suite {
         if let Some(r) = self.running.take() {
             let _ = r.shutdown.send(());
             let _ = r.handle.await;
+        }
+        if let Some(mut t) = self.topology.take() {
+            // The script drops its own schemas.
+            self.pg_schemas = None;
+            let _ = tokio::task::spawn_blocking(move || t.stop()).await;
         }
         if let Some((url, schemas)) = self.pg_schemas.take() {
             vern_kit::testing::drop_schemas(&url, &schemas).await;
@@ -184,12 +308,18 @@ pub async fn create_tenant(channel: &Channel, id: &str, name: &str) {
 
 /// Calls any RPC by path with an empty message (valid for every proto3 request) and
 /// returns the status code (`Ok` for success). Streaming RPCs are opened and dropped.
-pub async fn raw_call(
-    channel: &Channel,
+pub async fn raw_call<C>(
+    channel: &C,
     path: &str,
     server_streaming: bool,
     headers: &[(&'static str, String)],
-) -> tonic::Code {
+) -> tonic::Code
+where
+    C: tonic::client::GrpcService<tonic::body::Body> + Clone,
+    C::Error: Into<tonic::codegen::StdError>,
+    C::ResponseBody: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
+    <C::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
     use tonic::codegen::http::uri::PathAndQuery;
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     if grpc.ready().await.is_err() {
@@ -264,4 +394,31 @@ pub fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
     let value: MetadataValue<_> = format!("Bearer {token}").parse().expect("metadata");
     req.metadata_mut().insert("authorization", value);
     req
+}
+
+/// `GET /metrics` over a plain TCP connection (Prometheus text format).
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .expect("in time")
+        .expect("read");
+    let (head, body) = out.split_once("\r\n\r\n").expect("http response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    body.to_owned()
+}
+
+/// The value of the sample `series` (exact name and labels) in a scrape.
+pub fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+    })
 }

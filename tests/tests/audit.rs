@@ -16,6 +16,17 @@ async fn changes_and_reads_reach_the_chain_on_sqlite() {
     suite.stop().await;
 }
 
+/// The same scenario against the deployed shape: two replicas of every service as
+/// separate processes on PostgreSQL behind one name, one gateway.
+#[tokio::test]
+async fn changes_and_reads_reach_the_chain_on_replicas() {
+    let Some(suite) = Suite::start(Backend::Replicas).await else {
+        return;
+    };
+    scenario(&suite).await;
+    suite.stop().await;
+}
+
 #[tokio::test]
 async fn changes_and_reads_reach_the_chain_on_postgres() {
     let Some(suite) = Suite::start(Backend::Postgres).await else {

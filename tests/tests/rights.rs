@@ -298,6 +298,17 @@ async fn a_subject_erased_directly_takes_its_rights_reports_with_it() {
     suite.stop().await;
 }
 
+/// The same scenario against the deployed shape: two replicas of every service as
+/// separate processes on PostgreSQL behind one name, one gateway.
+#[tokio::test]
+async fn rights_on_replicas() {
+    let Some(suite) = Suite::start(Backend::Replicas).await else {
+        return;
+    };
+    scenario(&suite.channel).await;
+    suite.stop().await;
+}
+
 #[tokio::test]
 async fn rights_on_postgres() {
     let Some(suite) = Suite::start(Backend::Postgres).await else {

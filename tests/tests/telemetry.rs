@@ -27,7 +27,7 @@ use vern_proto::common::v1::{DataCategory, LegalBasis};
 use vern_proto::consents::v1 as cpb;
 use vern_proto::subjects::v1 as spb;
 use vern_proto::tenants::v1 as tpb;
-use vern_tests::{Backend, Suite, authed, token};
+use vern_tests::{Backend, Suite, authed, sample, scrape, token};
 
 // ---------------------------------------------------------------- test collector
 
@@ -134,32 +134,6 @@ impl Collector {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-/// `GET /metrics` over a plain TCP connection.
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .expect("write");
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
-        .await
-        .expect("in time")
-        .expect("read");
-    let (head, body) = out.split_once("\r\n\r\n").expect("http response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
-    body.to_owned()
-}
-
-/// The value of the sample `series` (exact name and labels) in a scrape.
-fn sample(scrape: &str, series: &str) -> Option<f64> {
-    scrape.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .and_then(|v| v.parse().ok())
-    })
 }
 
 // ---------------------------------------------------------------- log capture

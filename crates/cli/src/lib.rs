@@ -32,12 +32,15 @@ pub const SERVICES: [&str; 6] = [
 
 /// The database target of one service under `config`.
 pub fn target(config: &Config, service: &str) -> DbTarget {
-    DbTarget::with_prefix(
-        config.database_url.as_deref(),
-        &config.data_dir,
-        &config.database_schema_prefix,
-        service,
-    )
+    DbTarget {
+        max_connections: config.database_max_connections,
+        ..DbTarget::with_prefix(
+            config.database_url.as_deref(),
+            &config.data_dir,
+            &config.database_schema_prefix,
+            service,
+        )
+    }
 }
 
 /// Opens one service's store (running its migrations) and adds the service to

@@ -33,6 +33,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Prefix of the PostgreSQL schema names: `<prefix>_<service>`.
     pub database_schema_prefix: String,
+    /// Largest PostgreSQL connection pool of each store (unset: 16). Replicas ×
+    /// stores × this must stay under the server's `max_connections`.
+    pub database_max_connections: Option<u32>,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
@@ -117,6 +120,7 @@ impl Default for Config {
             data_dir: PathBuf::from("vern-data"),
             database_url: None,
             database_schema_prefix: "vern".into(),
+            database_max_connections: None,
             log_format: LogFormat::Human,
             log_level: "info,sea_orm_migration=warn".into(),
             auth: AuthConfig::default(),

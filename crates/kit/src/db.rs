@@ -23,6 +23,9 @@ pub struct DbTarget {
     pub url: String,
     /// PostgreSQL schema for the service's tables (ignored for SQLite).
     pub schema: Option<String>,
+    /// Largest PostgreSQL pool (`database_max_connections`); `None`: 16. Many
+    /// replicas on one server share its `max_connections`.
+    pub max_connections: Option<u32>,
 }
 
 impl DbTarget {
@@ -43,10 +46,12 @@ impl DbTarget {
             Some(url) if url.starts_with("postgres") => Self {
                 url: url.to_owned(),
                 schema: Some(format!("{prefix}_{service}")),
+                max_connections: None,
             },
             Some(url) => Self {
                 url: url.to_owned(),
                 schema: None,
+                max_connections: None,
             },
             None => Self {
                 url: format!(
@@ -54,6 +59,7 @@ impl DbTarget {
                     data_dir.join(format!("{service}.db")).display()
                 ),
                 schema: None,
+                max_connections: None,
             },
         }
     }
@@ -213,7 +219,7 @@ pub async fn connect(target: &DbTarget) -> Result<DatabaseConnection, DbErr> {
     } else {
         // Fail fast when the server is gone (a refused connect is retried until the
         // acquire timeout): callers get UNAVAILABLE well within their deadline.
-        opts.max_connections(16)
+        opts.max_connections(target.max_connections.unwrap_or(16).max(1))
             .connect_timeout(Duration::from_secs(3))
             .acquire_timeout(Duration::from_secs(3));
     }

@@ -50,6 +50,7 @@ impl TestDb {
             target: DbTarget {
                 url,
                 schema: Some(schema),
+                max_connections: None,
             },
             backend: "postgres",
             _dir: None,

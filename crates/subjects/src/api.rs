@@ -589,6 +589,7 @@ mod tests {
         let keys_target = vern_kit::db::DbTarget {
             url: db.target.url.replace("/subjects.db", "/subject_keys.db"),
             schema: None,
+            max_connections: None,
         };
         let store = SubjectStore::open(&db.target).await.expect("store");
         let keys = KeyStore::open(&keys_target).await.expect("keys");

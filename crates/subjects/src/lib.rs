@@ -46,12 +46,15 @@ pub const KEY_STORE: &str = "subject_keys";
 /// (`<data_dir>/subject_keys.db`) or PostgreSQL schema (`<prefix>_subject_keys`),
 /// backed up separately from the main store (see [`store::keys`]).
 pub fn key_store_target(config: &Config) -> DbTarget {
-    DbTarget::with_prefix(
-        config.database_url.as_deref(),
-        &config.data_dir,
-        &config.database_schema_prefix,
-        KEY_STORE,
-    )
+    DbTarget {
+        max_connections: config.database_max_connections,
+        ..DbTarget::with_prefix(
+            config.database_url.as_deref(),
+            &config.data_dir,
+            &config.database_schema_prefix,
+            KEY_STORE,
+        )
+    }
 }
 
 /// Resolves the personal-data keys, opens the main store and the key store (running

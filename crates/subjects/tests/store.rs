@@ -85,10 +85,12 @@ fn key_target(main: &DbTarget) -> DbTarget {
         Some(schema) => DbTarget {
             url: main.url.clone(),
             schema: Some(format!("{schema}_keys")),
+            max_connections: None,
         },
         None => DbTarget {
             url: main.url.replace("/subjects.db", "/subject_keys.db"),
             schema: None,
+            max_connections: None,
         },
     }
 }

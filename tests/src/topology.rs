@@ -1,0 +1,235 @@
+//! The suite as it is deployed: `deploy/local/topology.sh` starts every component as
+//! its own `vern serve` process on PostgreSQL, with replicas of every service on
+//! 127.0.0.2, 127.0.0.3, … behind one name, and the tests reach it through its gateway
+//! like any client.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The name every service's replicas are reached by (see the script).
+pub const NAME: &str = "vern-replicas.test";
+
+/// A running topology; stopped (and its schemas dropped) when dropped.
+pub struct Topology {
+    child: Option<Child>,
+    /// The schema prefix of this run.
+    pub prefix: String,
+    /// First port (the gateway is `base + 1`).
+    pub base: u16,
+    /// Replicas of each service.
+    pub replicas: u8,
+    /// Logs and data.
+    pub dir: tempfile::TempDir,
+}
+
+/// The six services in the script's port order.
+pub const SERVICES: [&str; 6] = vern_cli::SERVICES;
+
+impl Topology {
+    /// Starts `replicas` replicas of every service and one gateway, with `secret` and
+    /// `master_key`, on the PostgreSQL at `database_url`. Panics (the test fails) when
+    /// it does not come up within two minutes.
+    /// `env` adds configuration (`VERN_*` variables) to every component.
+    pub fn start(
+        replicas: u8,
+        database_url: &str,
+        secret: &str,
+        master_key: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let bin = vern_binary();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ready = dir.path().join("ready");
+        let base = free_base(replicas);
+        let mut cmd = Command::new("bash");
+        cmd.envs(env.iter().copied());
+        let child = cmd
+            .arg(root.join("deploy/local/topology.sh"))
+            .env("VERN_BIN", &bin)
+            .env("VERN_TOPOLOGY_REPLICAS", replicas.to_string())
+            .env("VERN_TOPOLOGY_PORT_BASE", base.to_string())
+            .env("VERN_TOPOLOGY_DATABASE_URL", database_url)
+            .env("VERN_TOPOLOGY_DIR", dir.path())
+            .env("VERN_TOPOLOGY_READY_FILE", &ready)
+            .env("VERN_TOPOLOGY_NAME", NAME)
+            .env("VERN_AUTH__HS256_SECRET", secret)
+            .env("VERN_KEYS__MASTER_KEY", master_key)
+            .env("VERN_LOG_FORMAT", "json")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting deploy/local/topology.sh");
+        let mut t = Topology {
+            child: Some(child),
+            prefix: String::new(),
+            base,
+            replicas,
+            dir,
+        };
+        let started = Instant::now();
+        loop {
+            if let Ok(p) = std::fs::read_to_string(&ready)
+                && !p.trim().is_empty()
+            {
+                t.prefix = p.trim().to_owned();
+                return t;
+            }
+            if let Some(Ok(Some(status))) = t.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "the topology exited ({status}) before it was ready; logs:\n{}",
+                    t.logs()
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the topology was not ready within 120 s; logs:\n{}",
+                t.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The gateway's address.
+    pub fn gateway(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.base + 1))
+    }
+
+    /// The port of `service`.
+    pub fn port(&self, service: &str) -> u16 {
+        let i = SERVICES
+            .iter()
+            .position(|s| *s == service)
+            .expect("a service");
+        self.base + 11 + i as u16
+    }
+
+    /// The URL every component reaches `service` by (the shared name).
+    pub fn url(&self, service: &str) -> String {
+        let host = if self.replicas > 1 { NAME } else { "127.0.0.1" };
+        format!("http://{host}:{}", self.port(service))
+    }
+
+    /// The address of replica `r` (0-based).
+    pub fn replica_ip(&self, r: u8) -> IpAddr {
+        if self.replicas > 1 {
+            IpAddr::from([127, 0, 0, r + 2])
+        } else {
+            IpAddr::from([127, 0, 0, 1])
+        }
+    }
+
+    /// The Prometheus endpoint of replica `r` of `service`.
+    pub fn metrics_addr(&self, service: &str, r: u8) -> SocketAddr {
+        let i = SERVICES
+            .iter()
+            .position(|s| *s == service)
+            .expect("a service");
+        SocketAddr::new(self.replica_ip(r), self.base + 21 + i as u16)
+    }
+
+    /// The schemas of this run.
+    pub fn schemas(&self) -> Vec<String> {
+        SERVICES
+            .iter()
+            .map(|s| format!("{}_{s}", self.prefix))
+            .chain(std::iter::once(format!("{}_subject_keys", self.prefix)))
+            .collect()
+    }
+
+    /// The data directory the processes share (dev keys).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Every component's log, for a failure message (JSON lines: no personal data).
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
+            let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            paths.sort();
+            for p in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                out.push_str(&format!("--- {}\n", p.display()));
+                for line in tail.into_iter().rev() {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// Stops every component (the script's trap drops the schemas).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(30) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The `vern` binary cargo built beside this test (`cargo nextest run --workspace`
+/// builds it for the CLI's own tests), or `$VERN_BIN`.
+fn vern_binary() -> PathBuf {
+    if let Ok(bin) = std::env::var("VERN_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> → target/<profile>/vern
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("vern"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p vern-cli --bin vern) or set VERN_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A port base whose ports are free on every address the topology uses.
+fn free_base(replicas: u8) -> u16 {
+    use std::net::TcpListener;
+    let ips: Vec<IpAddr> = if replicas > 1 {
+        (0..replicas).map(|r| IpAddr::from([127, 0, 0, r + 2])).collect()
+    } else {
+        vec![IpAddr::from([127, 0, 0, 1])]
+    };
+    for _ in 0..200 {
+        let base = 20_000 + 100 * (uuid::Uuid::new_v4().as_u128() % 400) as u16;
+        let ports = (1..=1).chain(20..=26).chain(11..=16).map(|o| base + o);
+        let free = ports.clone().all(|p| {
+            TcpListener::bind((IpAddr::from([127, 0, 0, 1]), p)).is_ok()
+                && ips.iter().all(|ip| TcpListener::bind((*ip, p)).is_ok())
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no free port range for the topology");
+}

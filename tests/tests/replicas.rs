@@ -1,0 +1,316 @@
+//! vern as deployed with replicas: two `vern serve` processes of every service on
+//! PostgreSQL, reached by one name that resolves to 127.0.0.2 and 127.0.0.3 (as a
+//! Kubernetes headless Service), and one gateway. A CRM workload through the gateway
+//! shows that calls spread over both replicas, that a purpose change reaches every
+//! replica within 2 s, that two systems acknowledging at once complete a request, and
+//! that each outbox row is delivered once.
+
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+use vern_proto::common::v1::{DataCategory, LegalBasis};
+use vern_proto::consents::v1 as cpb;
+use vern_proto::rights::v1 as rpb;
+use vern_proto::subjects::v1 as spb;
+use vern_proto::tenants::v1 as tpb;
+use vern_tests::{Backend, Suite, authed, create_tenant, scrape, token};
+
+const TENANT: &str = "kultur";
+const CONSENTS: &str = "vern.consents.v1.ConsentService";
+
+#[tokio::test]
+async fn two_replicas_of_every_service_share_the_work_and_agree() {
+    let Some(suite) = Suite::start(Backend::Replicas).await else {
+        return;
+    };
+    let ch = suite.channel.clone();
+    create_tenant(&ch, TENANT, "Oslo Kulturfabrikk").await;
+    let admin = token(&["tenant-admin"], &[TENANT], 600);
+    let crm = token(&["integration"], &[TENANT], 600);
+    tpb::tenant_service_client::TenantServiceClient::new(ch.clone())
+        .create_purpose(authed(
+            tpb::CreatePurposeRequest {
+                key: "loyalty".into(),
+                description: "loyalty programme".into(),
+                legal_basis: LegalBasis::LegitimateInterests as i32,
+                data_categories: vec![DataCategory::Contact as i32],
+                legitimate_interest: "rewarding regular visitors".into(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("purpose");
+
+    let mut subjects = vec![];
+    let mut client = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
+    for i in 0..20 {
+        let s = client
+            .create_subject(authed(
+                spb::CreateSubjectRequest {
+                    email: format!("kunde{i}@example.no"),
+                    request_id: format!("create-{i}"),
+                    ..Default::default()
+                },
+                &crm,
+            ))
+            .await
+            .expect("create subject")
+            .into_inner();
+        subjects.push(s.subject_id);
+    }
+    // The subjects' states reach the consents replicas through the outbox.
+    for s in &subjects {
+        wait_until(Duration::from_secs(10), || async {
+            check(&ch, &crm, s).await.reason == cpb::CheckReason::NoObjection as i32
+        })
+        .await;
+    }
+
+    // 2,000 Checks through the gateway land on both consents replicas.
+    let before = checks_per_replica(&suite).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for worker in 0..16 {
+        let (ch, crm, subjects) = (ch.clone(), crm.clone(), subjects.clone());
+        calls.spawn(async move {
+            for i in 0..125 {
+                let s = &subjects[(worker * 125 + i) % subjects.len()];
+                assert!(check(&ch, &crm, s).await.allowed);
+            }
+        });
+    }
+    while let Some(r) = calls.join_next().await {
+        r.expect("check worker");
+    }
+    let after = checks_per_replica(&suite).await;
+    let served: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    eprintln!("Checks per consents replica: {served:?}");
+    assert!(
+        served.iter().sum::<f64>() >= 2_000.0,
+        "every Check counted: {served:?}"
+    );
+    for (r, n) in served.iter().enumerate() {
+        assert!(
+            *n >= 500.0,
+            "consents replica {r} served {n} of 2,000 Checks: {served:?}"
+        );
+    }
+
+    // LEGITIMATE_INTERESTS → CONSENT: within 2 s no replica allows a subject who
+    // never consented.
+    tpb::tenant_service_client::TenantServiceClient::new(ch.clone())
+        .update_purpose(authed(
+            tpb::UpdatePurposeRequest {
+                purpose: Some(tpb::Purpose {
+                    key: "loyalty".into(),
+                    legal_basis: LegalBasis::Consent as i32,
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["legal_basis".into()],
+                }),
+                request_id: "loyalty-consent".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("update purpose");
+    let changed = Instant::now();
+    loop {
+        let allowed = checks_allowed(&ch, &crm, &subjects, 40).await;
+        if allowed == 0 {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(2),
+            "{allowed} of 40 Checks still allowed 2 s after the change"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let converged = changed.elapsed();
+    eprintln!("every replica denies {converged:?} after UpdatePurpose answered");
+    assert_eq!(
+        checks_allowed(&ch, &crm, &subjects, 400).await,
+        0,
+        "after converging ({converged:?}), no replica answers the old rule"
+    );
+
+    // Two required systems acknowledge at the same moment: the request completes.
+    rpb::rights_service_client::RightsServiceClient::new(ch.clone())
+        .update_rights_settings(authed(
+            rpb::UpdateRightsSettingsRequest {
+                settings: Some(rpb::RightsSettings {
+                    required_systems: vec!["crm".into(), "billing".into()],
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["required_systems".into()],
+                }),
+                request_id: "settings".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("settings");
+    for (i, subject) in subjects.iter().take(6).enumerate() {
+        acks_at_once_complete(&ch, subject, i).await;
+    }
+
+    suite.stop().await;
+}
+
+async fn check(ch: &Channel, tok: &str, subject: &str) -> cpb::CheckResponse {
+    cpb::consent_service_client::ConsentServiceClient::new(ch.clone())
+        .check(authed(
+            cpb::CheckRequest {
+                subject_id: subject.into(),
+                purpose: "loyalty".into(),
+            },
+            tok,
+        ))
+        .await
+        .expect("check")
+        .into_inner()
+}
+
+/// How many of `n` concurrent Checks (over `subjects`) are allowed.
+async fn checks_allowed(ch: &Channel, tok: &str, subjects: &[String], n: usize) -> usize {
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (ch, tok, s) = (ch.clone(), tok.to_owned(), subjects[i % subjects.len()].clone());
+        calls.spawn(async move { check(&ch, &tok, &s).await.allowed });
+    }
+    let mut allowed = 0;
+    while let Some(r) = calls.join_next().await {
+        allowed += usize::from(r.expect("check"));
+    }
+    allowed
+}
+
+/// Check calls each consents replica has answered (its `/metrics`).
+async fn checks_per_replica(suite: &Suite) -> Vec<f64> {
+    let t = suite.topology.as_ref().expect("a topology");
+    let mut out = vec![];
+    for r in 0..t.replicas {
+        let text = scrape(t.metrics_addr("consents", r)).await;
+        out.push(
+            text.lines()
+                .filter(|l| {
+                    l.starts_with("vern_rpc_requests_total{")
+                        && l.contains(&format!("service=\"{CONSENTS}\""))
+                        && l.contains("method=\"Check\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum(),
+        );
+    }
+    out
+}
+
+/// An erasure waiting for `crm` and `billing`, both acknowledging at once.
+async fn acks_at_once_complete(ch: &Channel, subject: &str, i: usize) {
+    let officer = token(&["privacy-officer"], &[TENANT], 600);
+    let crm = token(&["integration"], &[TENANT], 600);
+    let mut rights = rpb::rights_service_client::RightsServiceClient::new(ch.clone());
+    let rid = rights
+        .submit_request(authed(
+            rpb::SubmitRequestRequest {
+                r#type: rpb::RequestType::Erasure as i32,
+                requester: Some(rpb::submit_request_request::Requester::SubjectId(
+                    subject.into(),
+                )),
+                channel: rpb::RequestChannel::WebForm as i32,
+                request_id: format!("erase-{i}"),
+                description: "Slett alt om meg".into(),
+                ..Default::default()
+            },
+            &crm,
+        ))
+        .await
+        .expect("submit")
+        .into_inner()
+        .rights_request_id;
+    rights
+        .verify_identity(authed(
+            rpb::VerifyIdentityRequest {
+                rights_request_id: rid.clone(),
+                method: rpb::VerificationMethod::AuthenticatedSession as i32,
+                request_id: format!("verify-{i}"),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("verify");
+    let fulfilled = rights
+        .fulfil_request(authed(
+            rpb::FulfilRequestRequest {
+                rights_request_id: rid.clone(),
+                request_id: format!("fulfil-{i}"),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("fulfil")
+        .into_inner();
+    assert_eq!(fulfilled.status, rpb::RequestStatus::InProgress as i32);
+    let events = rights
+        .list_events(authed(
+            rpb::ListEventsRequest {
+                rights_request_id: rid.clone(),
+                ..Default::default()
+            },
+            &crm,
+        ))
+        .await
+        .expect("events")
+        .into_inner()
+        .events;
+    let event = events.first().expect("the erasure event").event_id.clone();
+    let ack = |system: &'static str| {
+        let (ch, crm, event) = (ch.clone(), crm.clone(), event.clone());
+        async move {
+            rpb::rights_service_client::RightsServiceClient::new(ch)
+                .ack_event(authed(
+                    rpb::AckEventRequest {
+                        event: Some(rpb::ack_event_request::Event::EventId(event)),
+                        system: system.into(),
+                        request_id: format!("ack-{system}-{i}"),
+                    },
+                    &crm,
+                ))
+                .await
+                .expect("ack")
+        }
+    };
+    tokio::join!(ack("crm"), ack("billing"));
+    let done = rights
+        .get_request(authed(
+            rpb::GetRequestRequest {
+                rights_request_id: rid.clone(),
+            },
+            &officer,
+        ))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        done.status,
+        rpb::RequestStatus::Completed as i32,
+        "request {i}: both systems acknowledged, pending {:?}",
+        done.pending_systems
+    );
+}
+
+async fn wait_until<F, Fut>(limit: Duration, mut ok: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !ok().await {
+        assert!(started.elapsed() < limit, "not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
