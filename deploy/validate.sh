@@ -14,7 +14,9 @@
 #    component has a Service, HorizontalPodAutoscaler and PodDisruptionBudget; the
 #    NetworkPolicies, the migration Job and the ConfigMaps are present; vern.toml
 #    parses and its listen addresses and service URLs agree with the container and
-#    Service ports; no Secret is rendered (secrets are referenced, never committed).
+#    Service ports; no Secret is rendered (secrets are referenced, never committed);
+#    every component references exactly the Secrets it needs; the services' Services
+#    are headless (the gateway's is not).
 # 3. Validates the core resources in k8s/examples/* the same way (custom resources
 #    such as a CloudNativePG Cluster only need to parse: their schemas are not core).
 # 4. Parses grafana/*.json, parses every panel's PromQL (PyPI promql-parser) and
@@ -203,6 +205,68 @@ if config:
             problems.append("vern.toml: log_format must be json")
         if "telemetry" not in toml:
             problems.append("vern.toml: no [telemetry] section")
+# Every component gets exactly the Secrets it needs (least privilege): a pod that
+# lacks one cannot start (e.g. rights without its keys); one with more holds keys it
+# never uses.
+common = {"vern-service-key", "vern-jwks"}  # service tokens; token verification
+personal = {"vern-database", "vern-keys", "vern-tenant-keys"}  # sealed personal data
+needs = {
+    "Deployment/vern-gateway": common,
+    "Deployment/vern-tenants": common | {"vern-database"},
+    "Deployment/vern-subjects": common | personal,
+    "Deployment/vern-consents": common | personal,
+    "Deployment/vern-retention": common | {"vern-database"},
+    "Deployment/vern-rights": common | personal,
+    "Deployment/vern-audit": common | {"vern-database", "vern-audit-signing-key"},
+    # `vern migrate` runs migrations only.
+    "Job/vern-migrate": {"vern-database"},
+}
+
+
+def secrets_of(spec):
+    found = set()
+    for ctr in spec.get("containers", []) + spec.get("initContainers", []):
+        for e in ctr.get("env", []):
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                found.add(ref["name"])
+        for e in ctr.get("envFrom", []):
+            if "secretRef" in e:
+                found.add(e["secretRef"]["name"])
+    for v in spec.get("volumes", []):
+        if "secret" in v:
+            found.add(v["secret"]["secretName"])
+        for src in v.get("projected", {}).get("sources", []):
+            if "secret" in src:
+                found.add(src["secret"]["name"])
+    return found
+
+
+for key, want in needs.items():
+    kind, name = key.split("/")
+    d = by_kind.get(kind, {}).get(name)
+    if not d:
+        continue
+    have = secrets_of(d["spec"]["template"]["spec"])
+    if have != want:
+        missing, extra = sorted(want - have), sorted(have - want)
+        problems.append(f"{key}: Secrets {sorted(have)}; missing {missing}, not needed {extra}")
+# Every pod reads the per-environment overrides.
+for kind in ("Deployment", "Job"):
+    for name, d in by_kind.get(kind, {}).items():
+        for ctr in d["spec"]["template"]["spec"]["containers"]:
+            refs = [e["configMapRef"]["name"] for e in ctr.get("envFrom", []) if "configMapRef" in e]
+            if not any(r.startswith("vern-env") for r in refs):
+                problems.append(f"{kind} {name}: envFrom lacks the vern-env ConfigMap")
+# Pod-to-pod traffic goes to headless Services (per-call balancing over every pod);
+# the gateway's Service, reached by clients, is not headless.
+for c in components:
+    svc = by_kind.get("Service", {}).get(f"vern-{c}", {}).get("spec", {})
+    headless = svc.get("clusterIP") == "None"
+    if c == "gateway" and headless:
+        problems.append("Service vern-gateway must not be headless (clients reach it)")
+    if c != "gateway" and not headless:
+        problems.append(f"Service vern-{c} must be headless (clusterIP: None)")
 if by_kind.get("Secret"):
     problems.append("Secrets are rendered: reference them, never commit their values")
 
@@ -210,7 +274,7 @@ if problems:
     for p in problems:
         print(f"FAIL overlay {overlay}: {p}")
     sys.exit(1)
-print(f"ok   overlay {overlay}: probes, limits, security contexts, HPA, PDB, NetworkPolicy, Job, ConfigMaps, vern.toml ports and URLs")
+print(f"ok   overlay {overlay}: probes, limits, security contexts, HPA, PDB, NetworkPolicy, Job, ConfigMaps, vern.toml ports and URLs, Secrets per component, headless Services")
 PY
   then
     bad "overlay $name: policy checks"
