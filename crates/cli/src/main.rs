@@ -40,6 +40,20 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Ask a component whether it is SERVING (gRPC health), like a Kubernetes probe;
+    /// exit code 0 when it is, 1 otherwise.
+    Health {
+        /// The component's address.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// A gRPC service name (e.g. vern.rights.v1.RightsService); empty: the whole
+        /// process.
+        #[arg(long, default_value = "")]
+        service: String,
+        /// Keep asking until SERVING or this many seconds have passed.
+        #[arg(long, default_value_t = 0)]
+        wait_seconds: u64,
+    },
     /// Run the database migrations of one or all services, then exit.
     Migrate {
         /// Only this service (default: all).
@@ -338,6 +352,11 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Health {
+            addr,
+            service,
+            wait_seconds,
+        } => health(&addr, &service, wait_seconds).await,
         Command::Bench { command } => {
             vern_kit::telemetry::init(config.log_format, "warn");
             vern_bench::run(&vern_cli::bench_host::CliHost, &config, command).await
@@ -352,6 +371,35 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
             AuditCommand::PublicKey(a) => vern_cli::audit_cli::public_key(&config, a),
         },
         Command::Token { .. } | Command::Keys { .. } => unreachable!("handled without a runtime"),
+    }
+}
+
+/// `vern health`: SERVING within `wait_seconds`, or an error naming what was seen.
+async fn health(addr: &str, service: &str, wait_seconds: u64) -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = vern_kit::client::channel(addr).context("--addr")?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(wait_seconds);
+    loop {
+        let mut req = tonic::Request::new(HealthCheckRequest {
+            service: service.to_owned(),
+        });
+        req.set_timeout(std::time::Duration::from_secs(2));
+        let seen = match HealthClient::new(channel.clone()).check(req).await {
+            Ok(r) => match ServingStatus::try_from(r.into_inner().status) {
+                Ok(ServingStatus::Serving) => {
+                    println!("SERVING");
+                    return Ok(());
+                }
+                Ok(s) => s.as_str_name().to_owned(),
+                Err(_) => "an unknown status".to_owned(),
+            },
+            Err(s) => format!("{:?}: {}", s.code(), s.message()),
+        };
+        if Instant::now() >= deadline {
+            anyhow::bail!("{addr} is not SERVING: {seen}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
 
