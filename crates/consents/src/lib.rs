@@ -94,7 +94,10 @@ pub async fn build(
         )?),
     );
     let auditor_db = store.connection().clone();
-    let relay = router.spawn(auditor_db.clone(), 500);
+    let relay = router.spawn(
+        auditor_db.clone(),
+        vern_kit::outbox::RelaySettings::new(500, &config.outbox),
+    );
     let auditor = Auditor::new(auditor_db, Some(relay), "consents", audit_policy);
     let consents = service::Consents::new(store, purposes, subjects);
     Ok(AuditLayer::new(auditor).layer(vern_kit::limited!(

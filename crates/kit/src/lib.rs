@@ -19,7 +19,7 @@ pub mod permissions;
 pub mod server;
 pub mod telemetry;
 pub mod tenancy;
-#[cfg(feature = "test-util")]
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod time;
 pub mod validate;

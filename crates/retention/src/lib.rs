@@ -55,7 +55,10 @@ pub async fn build(
         Arc::new(AuditDelivery::new(&config.services.audit.url, tokens)?),
     );
     let db = store.connection().clone();
-    let relay = router.spawn(db.clone(), 500);
+    let relay = router.spawn(
+        db.clone(),
+        vern_kit::outbox::RelaySettings::new(500, &config.outbox),
+    );
     let auditor = Auditor::new(db, Some(relay.clone()), "retention", audit_policy);
     let retention = service::Retention::new(store, upstream);
     let scheduler = match config.retention.sweep_interval_seconds {

@@ -99,7 +99,10 @@ pub async fn build(
         AUDIT_TOPIC,
         Arc::new(AuditDelivery::new(&config.services.audit.url, tokens)?),
     );
-    let relay = router.spawn(store.connection().clone(), 500);
+    let relay = router.spawn(
+        store.connection().clone(),
+        vern_kit::outbox::RelaySettings::new(500, &config.outbox),
+    );
     let auditor = Auditor::new(
         store.connection().clone(),
         Some(relay),

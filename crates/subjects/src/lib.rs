@@ -107,7 +107,10 @@ pub async fn build(
                 Arc::new(audit_tokens),
             )?),
         );
-    let relay = router.spawn(store.connection().clone(), relay::BATCH);
+    let relay = router.spawn(
+        store.connection().clone(),
+        vern_kit::outbox::RelaySettings::new(relay::BATCH, &config.outbox),
+    );
     let auditor = Auditor::new(
         store.connection().clone(),
         Some(relay.clone()),

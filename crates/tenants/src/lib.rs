@@ -52,7 +52,10 @@ pub async fn build(
                 Arc::new(audit_tokens),
             )?),
         );
-    let relay = router.spawn(store.connection().clone(), 500);
+    let relay = router.spawn(
+        store.connection().clone(),
+        vern_kit::outbox::RelaySettings::new(500, &config.outbox),
+    );
     let auditor = Auditor::new(
         store.connection().clone(),
         Some(relay.clone()),
