@@ -39,6 +39,12 @@ pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = "vern.rights.v1.RightsService";
 
+/// Runs the pending migrations of the store at `target`, and nothing else (`vern
+/// migrate`).
+pub async fn migrate(target: &DbTarget) -> Result<vern_kit::db::Migrated, sea_orm::DbErr> {
+    vern_kit::db::migrate_target::<store::Migrator>(target).await
+}
+
 /// Resolves the personal-data keys, opens the store (running migrations), starts the
 /// audit relay (so it must run inside a tokio runtime) and builds the gRPC service.
 pub async fn build(
