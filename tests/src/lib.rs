@@ -404,10 +404,13 @@ pub async fn scrape(addr: std::net::SocketAddr) -> String {
         .await
         .expect("write");
     let mut out = String::new();
-    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_string(&mut out))
-        .await
-        .expect("in time")
-        .expect("read");
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        s.read_to_string(&mut out),
+    )
+    .await
+    .expect("in time")
+    .expect("read");
     let (head, body) = out.split_once("\r\n\r\n").expect("http response");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");

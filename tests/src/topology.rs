@@ -152,7 +152,10 @@ impl Topology {
         if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
             let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
             paths.sort();
-            for p in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
+            for p in paths
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            {
                 let text = std::fs::read_to_string(&p).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(15).collect();
                 out.push_str(&format!("--- {}\n", p.display()));
@@ -216,7 +219,9 @@ fn vern_binary() -> PathBuf {
 fn free_base(replicas: u8) -> u16 {
     use std::net::TcpListener;
     let ips: Vec<IpAddr> = if replicas > 1 {
-        (0..replicas).map(|r| IpAddr::from([127, 0, 0, r + 2])).collect()
+        (0..replicas)
+            .map(|r| IpAddr::from([127, 0, 0, r + 2]))
+            .collect()
     } else {
         vec![IpAddr::from([127, 0, 0, 1])]
     };

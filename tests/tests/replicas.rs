@@ -177,7 +177,11 @@ async fn check(ch: &Channel, tok: &str, subject: &str) -> cpb::CheckResponse {
 async fn checks_allowed(ch: &Channel, tok: &str, subjects: &[String], n: usize) -> usize {
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..n {
-        let (ch, tok, s) = (ch.clone(), tok.to_owned(), subjects[i % subjects.len()].clone());
+        let (ch, tok, s) = (
+            ch.clone(),
+            tok.to_owned(),
+            subjects[i % subjects.len()].clone(),
+        );
         calls.spawn(async move { check(&ch, &tok, &s).await.allowed });
     }
     let mut allowed = 0;

@@ -31,6 +31,12 @@ pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = "vern.audit.v1.AuditService";
 
+/// Runs the pending migrations of the store at `target`, and nothing else (`vern
+/// migrate`).
+pub async fn migrate(target: &DbTarget) -> Result<vern_kit::db::Migrated, sea_orm::DbErr> {
+    vern_kit::db::migrate_target::<store::Migrator>(target).await
+}
+
 /// Opens the store (running migrations), loads the checkpoint signing key (see
 /// [`keys`]), starts the periodic checkpointer and builds the gRPC service.
 pub async fn build(

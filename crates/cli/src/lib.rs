@@ -4,6 +4,7 @@
 pub mod audit_cli;
 pub mod bench_host;
 pub mod import;
+pub mod outbox_cli;
 pub mod remote;
 pub mod requests_cli;
 
@@ -41,6 +42,32 @@ pub fn target(config: &Config, service: &str) -> DbTarget {
             service,
         )
     }
+}
+
+/// Runs the pending migrations of one service's stores (subjects has two: its own and
+/// the key store) and nothing else: no relay, checkpointer, scheduler or server, and no
+/// key is needed. Returns each store's name and what was done.
+pub async fn migrate(
+    config: &Config,
+    service: &str,
+) -> anyhow::Result<Vec<(&'static str, vern_kit::db::Migrated)>> {
+    let t = target(config, service);
+    let one = |name: &'static str| move |m| vec![(name, m)];
+    let done = match service {
+        "tenants" => vern_tenants::migrate(&t).await.map(one("tenants")),
+        "subjects" => vern_subjects::migrate(&t, &vern_subjects::key_store_target(config))
+            .await
+            .map(Vec::from),
+        "consents" => vern_consents::migrate(&t).await.map(one("consents")),
+        "retention" => vern_retention::migrate(&t).await.map(one("retention")),
+        "rights" => vern_rights::migrate(&t).await.map(one("rights")),
+        "audit" => vern_audit::migrate(&t).await.map(one("audit")),
+        other => anyhow::bail!(
+            "unknown service {other:?} (expected one of: {})",
+            SERVICES.join(", ")
+        ),
+    };
+    done.with_context(|| format!("migrating the {service} database"))
 }
 
 /// Opens one service's store (running its migrations) and adds the service to

@@ -54,11 +54,19 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         wait_seconds: u64,
     },
-    /// Run the database migrations of one or all services, then exit.
+    /// Run the database migrations of one or all services, then exit. Starts nothing
+    /// else (no relay, sweep scheduler, checkpointer or server) and needs no keys; on
+    /// PostgreSQL, pods and Jobs migrating at once take turns.
     Migrate {
         /// Only this service (default: all).
         #[arg(long)]
         service: Option<String>,
+    },
+    /// Look at the services' outboxes (notifications waiting for another service) and
+    /// put parked rows back in the queue.
+    Outbox {
+        #[command(subcommand)]
+        command: vern_cli::outbox_cli::OutboxCommand,
     },
     /// Print a token signed with the dev key, for the `vern dev` gateway.
     Token {
@@ -343,12 +351,16 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
             };
             for s in services {
                 let started = Instant::now();
-                // Building a service opens its store, which runs its migrations.
-                vern_cli::suite_of(&config, &[s]).await?;
-                println!(
-                    "{s}: migrations applied ({} ms)",
-                    started.elapsed().as_millis()
-                );
+                for (store, done) in vern_cli::migrate(&config, s).await? {
+                    let what = match done {
+                        vern_kit::db::Migrated::Current(0) => "up to date".to_owned(),
+                        vern_kit::db::Migrated::Current(n) => format!("{n} migration(s) applied"),
+                        vern_kit::db::Migrated::Newer(n) => format!(
+                            "the schema has {n} migration(s) newer than this build (a rollback?): left as it is"
+                        ),
+                    };
+                    println!("{store}: {what} ({} ms)", started.elapsed().as_millis());
+                }
             }
             Ok(())
         }
@@ -364,6 +376,7 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
         Command::Subjects { command } => subjects(&config, command).await,
         Command::Consents { command } => consents(&config, command).await,
         Command::Requests { command } => vern_cli::requests_cli::run(&config, command).await,
+        Command::Outbox { command } => vern_cli::outbox_cli::run(&config, command).await,
         Command::Audit { command } => match command {
             AuditCommand::Export(a) => vern_cli::audit_cli::export(&config, a).await,
             AuditCommand::Verify(a) => vern_cli::audit_cli::verify(a),

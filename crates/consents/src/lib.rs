@@ -35,6 +35,12 @@ pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = "vern.consents.v1.ConsentService";
 
+/// Runs the pending migrations of the store at `target`, and nothing else (`vern
+/// migrate`).
+pub async fn migrate(target: &DbTarget) -> Result<vern_kit::db::Migrated, sea_orm::DbErr> {
+    vern_kit::db::migrate_target::<store::Migrator>(target).await
+}
+
 /// Resolves the personal-data keys, opens the store (running migrations, then sealing
 /// evidence stored in plaintext by older versions) and builds the gRPC service.
 pub async fn build(
@@ -97,7 +103,10 @@ pub async fn build(
         )?),
     );
     let auditor_db = store.connection().clone();
-    let relay = router.spawn(auditor_db.clone(), 500);
+    let relay = router.spawn(
+        auditor_db.clone(),
+        vern_kit::outbox::RelaySettings::new(500, &config.outbox),
+    );
     let auditor = Auditor::new(auditor_db, Some(relay), "consents", audit_policy);
     let consents = service::Consents::new(store, purposes, subjects);
     Ok(AuditLayer::new(auditor).layer(vern_kit::limited!(

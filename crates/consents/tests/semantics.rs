@@ -998,13 +998,19 @@ async fn purpose_changes_reach_every_replica_and_older_ones_are_ignored(target: 
         .await
         .expect("apply");
     assert_eq!(applied, 1);
-    assert!(allowed(&a).await && allowed(&b).await, "v1 allows without consent");
+    assert!(
+        allowed(&a).await && allowed(&b).await,
+        "v1 allows without consent"
+    );
 
     // v2: consent is now required. A applies it; B, which cached v1, must follow.
     a.apply_purposes(&tenant(), at(2_000, LegalBasis::Consent))
         .await
         .expect("apply");
-    assert!(!allowed(&a).await, "the writer answers the new rule at once");
+    assert!(
+        !allowed(&a).await,
+        "the writer answers the new rule at once"
+    );
     let started = std::time::Instant::now();
     while allowed(&b).await {
         assert!(

@@ -568,8 +568,8 @@ impl TopicRouter {
     }
 
     /// Starts one relay loop per routed topic over `db`'s outbox.
-    pub fn spawn(self, db: DatabaseConnection, batch: u64) -> Relay {
-        outbox::spawn_topic_relays(db, self.routes.into_iter().collect(), batch)
+    pub fn spawn(self, db: DatabaseConnection, settings: outbox::RelaySettings) -> Relay {
+        outbox::spawn_topic_relays(db, self.routes.into_iter().collect(), settings)
     }
 }
 

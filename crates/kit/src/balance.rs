@@ -266,11 +266,7 @@ impl Shared {
         };
         match tokio::time::timeout(self.settings.connect_timeout, wait).await {
             Ok(Some(b)) => Ok(b),
-            _ => Err(format!(
-                "no address for {}:{}",
-                self.target.host, self.target.port
-            )
-            .into()),
+            _ => Err(format!("no address for {}:{}", self.target.host, self.target.port).into()),
         }
     }
 }
@@ -375,7 +371,10 @@ mod tests {
         let picks: Vec<SocketAddr> = (0..10)
             .map(|_| b.shared.pick().expect("backend").addr)
             .collect();
-        let first = picks.iter().filter(|a| a.ip().to_string() == "127.0.0.2").count();
+        let first = picks
+            .iter()
+            .filter(|a| a.ip().to_string() == "127.0.0.2")
+            .count();
         assert_eq!(first, 5, "even spread without load: {picks:?}");
 
         let down = b.shared.snapshot()[0].clone();

@@ -50,6 +50,8 @@ pub struct Config {
     pub keys: KeysConfig,
     /// Retention sweeps.
     pub retention: RetentionConfig,
+    /// Outbox relays.
+    pub outbox: OutboxConfig,
     /// Traces and metrics (OpenTelemetry, Prometheus).
     pub telemetry: TelemetryConfig,
 }
@@ -99,6 +101,24 @@ impl Default for RetentionConfig {
     }
 }
 
+/// Outbox relays (each service's notifications to the others).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutboxConfig {
+    /// Deliveries a notification gets when its receiver keeps failing on it (any error
+    /// but a refusal, which parks it at once, and an unreachable or overloaded
+    /// receiver, which parks nothing) before it is parked for an operator (`vern
+    /// outbox list --parked`, `vern outbox retry`). Retries back off exponentially up
+    /// to 30 s, so 12 attempts take about 2 minutes. 0: retried for ever.
+    pub max_attempts: u32,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self { max_attempts: 12 }
+    }
+}
+
 /// Keys protecting personal data at rest (envelope encryption and blind indexes).
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -128,6 +148,7 @@ impl Default for Config {
             services: ServicesConfig::default(),
             keys: KeysConfig::default(),
             retention: RetentionConfig::default(),
+            outbox: OutboxConfig::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -331,6 +352,7 @@ mod tests {
         assert_eq!(c.listen.port(), 50051);
         assert_eq!(c.auth.leeway_seconds, 30);
         assert!(c.database_url.is_none());
+        assert_eq!(c.outbox.max_attempts, 12);
     }
 
     #[test]
@@ -342,6 +364,7 @@ mod tests {
                 "listen = \"127.0.0.1:6000\"\nlog_format = \"json\"\n[auth]\nissuer = \"file\"\n",
             )?;
             jail.set_env("VERN_AUTH__ISSUER", "env");
+            jail.set_env("VERN_OUTBOX__MAX_ATTEMPTS", "3");
             jail.set_env("VERN_TELEMETRY__OTLP_ENDPOINT", "http://127.0.0.1:4317");
             jail.set_env("VERN_TELEMETRY__METRICS_LISTEN", "127.0.0.1:9464");
             let c = Config::load(Some(Path::new("custom.toml"))).map_err(|e| *e)?;
@@ -354,6 +377,7 @@ mod tests {
             assert_eq!(c.listen.port(), 6000);
             assert_eq!(c.log_format, LogFormat::Json);
             assert_eq!(c.auth.issuer, "env");
+            assert_eq!(c.outbox.max_attempts, 3);
             Ok(())
         });
     }

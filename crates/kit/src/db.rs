@@ -260,8 +260,9 @@ pub async fn connect_and_migrate<M: MigratorTrait>(
 /// What [`migrate`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Migrated {
-    /// The schema is this build's (pending migrations, if any, were run).
-    Current,
+    /// The schema is this build's; this many pending migrations were run (0: none
+    /// was pending).
+    Current(usize),
     /// The database holds this many migrations newer than this build and all of this
     /// build's: an older build after a rollback, running on the newer schema.
     Newer(usize),
@@ -273,7 +274,35 @@ pub enum Migrated {
 /// migrations only add (tables, nullable columns, indexes), so an older build runs on
 /// a newer schema. (sea-orm's own `up` refuses such a database, and an older pod would
 /// crash-loop through a rollout's rollback.)
+///
+/// On PostgreSQL, pods starting at once take turns: everything runs in one
+/// transaction holding a transaction-level advisory lock on the schema's name, so the
+/// next pod finds the migrations applied. A transaction because it keeps one pooled
+/// connection for the lock and the DDL (a session lock taken through the pool could
+/// be released on another connection than the one that took it) and the lock goes
+/// with the commit or rollback, even if the process dies; sea-orm-migration runs each
+/// migration in a savepoint of it. SQLite has one writer and needs no lock.
 pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<Migrated, DbErr> {
+    use sea_orm::TransactionTrait;
+    if db.get_database_backend() != DbBackend::Postgres {
+        return migrate_on::<M, _>(db).await;
+    }
+    let txn = db.begin().await?;
+    txn.execute_unprepared(
+        "SELECT pg_advisory_xact_lock(hashtext('vern-migrate:' || current_schema()))",
+    )
+    .await?;
+    let migrated = migrate_on::<M, _>(&txn).await?;
+    txn.commit().await?;
+    Ok(migrated)
+}
+
+async fn migrate_on<'c, M, C>(db: &'c C) -> Result<Migrated, DbErr>
+where
+    M: MigratorTrait,
+    C: ConnectionTrait,
+    &'c C: sea_orm_migration::IntoSchemaManagerConnection<'c>,
+{
     let known: std::collections::HashSet<String> = M::migrations()
         .iter()
         .map(|m| m.name().to_owned())
@@ -285,8 +314,9 @@ pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<Migrat
         .collect();
     let newer = applied.difference(&known).count();
     if newer == 0 {
+        let pending = known.difference(&applied).count();
         M::up(db, None).await?;
-        return Ok(Migrated::Current);
+        return Ok(Migrated::Current(pending));
     }
     let mut missing: Vec<&String> = known.difference(&applied).collect();
     if !missing.is_empty() {
@@ -297,6 +327,16 @@ pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<Migrat
         )));
     }
     Ok(Migrated::Newer(newer))
+}
+
+/// Connects to `target`, runs the pending migrations of `M` (see [`migrate`]) and
+/// closes the connection: `vern migrate`, which starts nothing else.
+pub async fn migrate_target<M: MigratorTrait>(target: &DbTarget) -> Result<Migrated, DbErr> {
+    let db = connect(target).await?;
+    let migrated = migrate::<M>(&db).await;
+    // Best effort: the process is about to exit or move on.
+    let _ = db.close().await;
+    migrated
 }
 
 /// The SQLite file of `target`, if it is one.
@@ -467,11 +507,15 @@ mod tests {
         let db = connect(&target).await.expect("connect");
         assert_eq!(
             migrate::<rollback::Old>(&db).await.expect("old"),
-            Migrated::Current
+            Migrated::Current(1)
         );
         assert_eq!(
             migrate::<rollback::New>(&db).await.expect("new"),
-            Migrated::Current
+            Migrated::Current(1)
+        );
+        assert_eq!(
+            migrate::<rollback::New>(&db).await.expect("again"),
+            Migrated::Current(0)
         );
         db.execute_unprepared("INSERT INTO m2 (id) VALUES (1)")
             .await
@@ -486,6 +530,48 @@ mod tests {
         assert!(err.to_string().contains("\"m3\""), "{err}");
         // sea-orm alone refuses the rollback, which is why `migrate` exists.
         assert!(rollback::Old::up(&db, None).await.is_err());
+    }
+
+    /// What every service's migrator starts with: the kit's tables and indexes.
+    struct Realistic;
+    impl MigratorTrait for Realistic {
+        fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+            vec![
+                Box::new(crate::idempotency::Migration),
+                Box::new(crate::outbox::Migration),
+                Box::new(crate::outbox::ParkingMigration),
+                Box::new(crate::outbox::LeaseMigration),
+            ]
+        }
+    }
+
+    /// Pods starting at once on a fresh PostgreSQL schema all migrate it (without the
+    /// lock, concurrent `CREATE TABLE IF NOT EXISTS` fail with 23505); each migration
+    /// is recorded once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_migrations_on_postgres_all_succeed() {
+        let Some(db) = crate::testing::TestDb::postgres("migrate") else {
+            return;
+        };
+        let target = db.target.clone();
+        let pods: Vec<_> = (0..6)
+            .map(|_| {
+                let target = target.clone();
+                tokio::spawn(async move { connect_and_migrate::<Realistic>(&target).await })
+            })
+            .collect();
+        let mut conns = vec![];
+        for pod in pods {
+            conns.push(pod.await.expect("join").expect("every pod migrates"));
+        }
+        let applied = Realistic::get_migration_models(&conns[0])
+            .await
+            .expect("applied");
+        assert_eq!(applied.len(), Realistic::migrations().len());
+        for c in conns {
+            c.close().await.expect("close");
+        }
+        db.cleanup().await;
     }
 
     async fn sqlite_table() -> (tempfile::TempDir, DatabaseConnection) {

@@ -4,9 +4,9 @@
 //! `request_id`, page tokens, telemetry and the server bootstrap.
 
 pub mod audit;
+pub mod auth;
 pub mod balance;
 pub mod changes;
-pub mod auth;
 pub mod client;
 pub mod config;
 pub mod context;
@@ -21,7 +21,7 @@ pub mod permissions;
 pub mod server;
 pub mod telemetry;
 pub mod tenancy;
-#[cfg(feature = "test-util")]
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod time;
 pub mod validate;

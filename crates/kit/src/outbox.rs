@@ -1,21 +1,43 @@
 //! The transactional outbox: a service writes the notifications of a change in the
-//! same transaction as the change ([`enqueue`]); a relay task ([`spawn_relay`]) delivers
-//! them in order, in batches, with retry and backoff, and deletes what was delivered.
-//! A crash loses nothing that was committed; delivery is at least once, so receivers
-//! are idempotent (by version or event id).
+//! same transaction as the change ([`enqueue`]); relay loops ([`spawn_topic_relays`],
+//! one per topic) deliver them in order, in batches, with retry and backoff, and delete
+//! what was delivered. A crash loses nothing that was committed; delivery is at least
+//! once, so receivers are idempotent (by version or event id).
+//!
+//! **One replica delivers a topic at a time.** Each service's replicas share its
+//! outbox; the relay loop of a topic delivers only while it holds the topic's lease
+//! (a row of `outbox_leases`, see [`lease`]), so each row is normally delivered
+//! exactly once and in order within its (topic, tenant). A lease rather than
+//! `FOR UPDATE SKIP LOCKED`: row locks would let two replicas take different rows of
+//! the same tenant and deliver them out of order (keeping the order needs a lock per
+//! (topic, tenant) held across the receiver's call), they would hold a transaction
+//! open during a network call, and SQLite has no `SKIP LOCKED`. One holder per topic
+//! is enough throughput (a relay loop delivered a topic alone before), and the same
+//! code runs on both backends. A holder that loses its lease (a receiver call that
+//! outlasted it) stops before its next delivery; the row it was delivering may then
+//! be delivered twice, which receivers tolerate.
 //!
 //! A row its receiver refuses for its content (INVALID_ARGUMENT: it will never be
 //! accepted) is **parked**: kept with the time and reason, skipped by the relay,
 //! counted in `vern_outbox_parked` and logged, so one bad row never holds up the rows
-//! behind it (of its tenant or any other). Rows that fail for any other reason (the
-//! receiver is down) are retried in order.
+//! behind it (of its tenant or any other). A row its receiver keeps failing on
+//! ([`DeliveryError::Retry`]) is retried with backoff per (topic, tenant) — other
+//! tenants' rows go on meanwhile — and parked after `outbox.max_attempts`
+//! deliveries. A receiver that cannot be reached ([`DeliveryError::Unavailable`])
+//! holds up its topic and parks nothing: it is not the rows' fault. Operators list and
+//! re-queue parked rows with [`list`] and [`retry`] (`vern outbox`).
 //!
 //! Each service owns its own `outbox` table (its own file or schema).
+
+pub mod lease;
+mod relay;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
     EntityTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -24,6 +46,8 @@ use sea_orm_migration::prelude::{
     ColumnDef, DeriveIden, Index, MigrationName, MigrationTrait, SchemaManager, Table,
 };
 use tokio::sync::Notify;
+
+pub use relay::{Pass, RelayError, TopicRelay};
 
 /// Pending notifications.
 pub mod entity {
@@ -98,12 +122,95 @@ pub async fn parked(db: &impl ConnectionTrait) -> Result<Vec<entity::Model>, DbE
         .await
 }
 
+/// An outbox row as an operator sees it: everything but the payload (which holds the
+/// notification, possibly personal data).
+#[derive(Debug, Clone, PartialEq, Eq, sea_orm::FromQueryResult)]
+pub struct RowInfo {
+    /// Order of enqueueing (per service).
+    pub id: i64,
+    /// Tenant the notification belongs to.
+    pub tenant_id: String,
+    /// What kind of notification.
+    pub topic: String,
+    /// Failed delivery attempts.
+    pub attempts: i32,
+    /// When it was enqueued.
+    pub create_time: chrono::DateTime<chrono::Utc>,
+    /// When it was parked, if it is.
+    pub parked_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Why it was parked.
+    pub park_reason: Option<String>,
+}
+
+/// Up to `limit` rows in enqueue order, without their payloads: all of them, or only
+/// the parked ones.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    parked_only: bool,
+    limit: u64,
+) -> Result<Vec<RowInfo>, DbErr> {
+    use entity::Column as C;
+    let mut query = entity::Entity::find()
+        .select_only()
+        .columns([
+            C::Id,
+            C::TenantId,
+            C::Topic,
+            C::Attempts,
+            C::CreateTime,
+            C::ParkedAt,
+            C::ParkReason,
+        ])
+        .order_by_asc(C::Id)
+        .limit(limit);
+    if parked_only {
+        query = query.filter(C::ParkedAt.is_not_null());
+    }
+    query.into_model::<RowInfo>().all(db).await
+}
+
+/// Which parked rows [`retry`] puts back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue<'a> {
+    /// These rows (those of them that are parked).
+    Ids(&'a [i64]),
+    /// Every parked row.
+    AllParked,
+}
+
+/// Puts parked rows back in the queue with their attempts reset; returns how many.
+/// The relay delivers them at its next poll, after rows of their tenant that were
+/// delivered while they were parked (receivers order by version or event id).
+pub async fn retry(db: &impl ConnectionTrait, which: Requeue<'_>) -> Result<u64, DbErr> {
+    use entity::Column as C;
+    let mut update = entity::Entity::update_many()
+        .col_expr(
+            C::ParkedAt,
+            Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+        )
+        .col_expr(C::ParkReason, Expr::value(Option::<String>::None))
+        .col_expr(C::Attempts, Expr::value(0))
+        .filter(C::ParkedAt.is_not_null());
+    if let Requeue::Ids(ids) = which {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        update = update.filter(C::Id.is_in(ids.iter().copied()));
+    }
+    Ok(update.exec(db).await?.rows_affected)
+}
+
 /// Why a delivery failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeliveryError {
-    /// The receiver could not be reached or failed: retry later, in order.
+    /// The receiver failed on these notifications: retried later, in order, with
+    /// backoff per (topic, tenant), and parked after `outbox.max_attempts`.
     #[error("{0}")]
     Retry(String),
+    /// The receiver cannot take anything now (unreachable, overloaded, timed out):
+    /// the topic waits and nothing is counted against the rows.
+    #[error("{0}")]
+    Unavailable(String),
     /// The receiver refused the content: it never will accept it. With several
     /// payloads, at least one of them is refused.
     #[error("refused: {0}")]
@@ -118,10 +225,13 @@ impl From<String> for DeliveryError {
 
 impl DeliveryError {
     /// The error for a call of `rpc` that answered `status`: INVALID_ARGUMENT and
-    /// OUT_OF_RANGE refuse the content, anything else is retried.
+    /// OUT_OF_RANGE refuse the content; UNAVAILABLE, RESOURCE_EXHAUSTED,
+    /// DEADLINE_EXCEEDED and CANCELLED (tonic's client timeout) say the receiver
+    /// cannot take it now; anything else is the receiver failing on these rows.
     pub fn from_status(rpc: &str, status: &tonic::Status) -> Self {
+        use tonic::Code;
         match status.code() {
-            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => {
+            Code::InvalidArgument | Code::OutOfRange => {
                 // Receivers name fields, never values, in their messages.
                 DeliveryError::Refused(format!(
                     "{rpc}: {:?}: {}",
@@ -129,6 +239,10 @@ impl DeliveryError {
                     status.message().chars().take(500).collect::<String>()
                 ))
             }
+            code @ (Code::Unavailable
+            | Code::ResourceExhausted
+            | Code::DeadlineExceeded
+            | Code::Cancelled) => DeliveryError::Unavailable(format!("{rpc} failed: {code:?}")),
             code => DeliveryError::Retry(format!("{rpc} failed: {code:?}")),
         }
     }
@@ -147,10 +261,44 @@ pub trait Deliver: Send + Sync + 'static {
     ) -> Result<(), DeliveryError>;
 }
 
+/// How a relay loop works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelaySettings {
+    /// Rows read per pass (of every tenant).
+    pub batch: u64,
+    /// Deliveries a row gets when its receiver keeps failing on it before it is
+    /// parked; 0: never parked for failures.
+    pub max_attempts: u32,
+    /// How long a topic's lease lasts unless renewed (renewed after a third of it).
+    pub lease: Duration,
+}
+
+impl RelaySettings {
+    /// Batches of `batch` rows, `outbox.max_attempts` from `config`, the default lease.
+    pub fn new(batch: u64, config: &crate::config::OutboxConfig) -> Self {
+        Self {
+            batch,
+            max_attempts: config.max_attempts,
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            batch: 500,
+            max_attempts: crate::config::OutboxConfig::default().max_attempts,
+            lease: lease::LEASE,
+        }
+    }
+}
+
 /// Handle of a running relay (one loop per topic it serves).
 #[derive(Clone, Debug)]
 pub struct Relay {
     notify: Vec<Arc<Notify>>,
+    tasks: Vec<tokio::task::AbortHandle>,
 }
 
 impl Relay {
@@ -160,189 +308,155 @@ impl Relay {
             n.notify_one();
         }
     }
+
+    /// Stops the relay's loops (their leases lapse after `lease`).
+    pub fn stop(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 /// Longest pause between polls when idle.
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// First backoff after a failure.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest backoff after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Starts the relay: delivers batches of up to `batch` rows (of every topic) until the
-/// process ends.
-pub fn spawn_relay(db: DatabaseConnection, deliver: Arc<dyn Deliver>, batch: u64) -> Relay {
-    Relay {
-        notify: vec![spawn_loop(db, deliver, batch, None)],
-    }
-}
-
 /// Starts one relay loop per topic, so a topic whose receiver is down (say, audit) never
-/// holds up another (say, subject states); order is kept within each topic.
+/// holds up another (say, subject states); order is kept within each topic and tenant.
 pub fn spawn_topic_relays(
     db: DatabaseConnection,
     routes: Vec<(&'static str, Arc<dyn Deliver>)>,
-    batch: u64,
+    settings: RelaySettings,
 ) -> Relay {
-    Relay {
-        notify: routes
-            .into_iter()
-            .map(|(topic, deliver)| spawn_loop(db.clone(), deliver, batch, Some(topic)))
-            .collect(),
-    }
+    let (notify, tasks) = routes
+        .into_iter()
+        .map(|(topic, deliver)| spawn_loop(db.clone(), deliver, topic, settings.clone()))
+        .unzip();
+    Relay { notify, tasks }
 }
 
 fn spawn_loop(
     db: DatabaseConnection,
     deliver: Arc<dyn Deliver>,
-    batch: u64,
-    topic: Option<&'static str>,
-) -> Arc<Notify> {
+    topic: &'static str,
+    settings: RelaySettings,
+) -> (Arc<Notify>, tokio::task::AbortHandle) {
     let notify = Arc::new(Notify::new());
     let wake = notify.clone();
-    tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(100);
+    let task = tokio::spawn(async move {
+        let mut relay = TopicRelay::new(db, topic, settings);
+        let mut backoff = MIN_BACKOFF;
         loop {
-            match deliver_topic(&db, deliver.as_ref(), batch, topic).await {
-                Ok(n) if n > 0 => backoff = Duration::from_millis(100),
-                Ok(_) => {
-                    backoff = Duration::from_millis(100);
-                    let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
+            match relay.pass(deliver.as_ref()).await {
+                Ok(pass) => {
+                    backoff = MIN_BACKOFF;
+                    if !pass.held {
+                        // Another replica delivers this topic: ask again when its lease
+                        // may have lapsed (nudges are for the holder).
+                        tokio::time::sleep(relay.lease_retry()).await;
+                    } else if pass.delivered + pass.parked + pass.failed == 0 {
+                        // (After a failure the next pass goes at once: it leaves the
+                        // failing tenant out and reaches the rows behind it.)
+                        let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(topic = topic.unwrap_or("*"), error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox delivery failed");
+                    tracing::warn!(topic, error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox delivery failed");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
     });
-    notify
+    (notify, task.abort_handle())
 }
 
-/// Delivers up to `batch` rows; returns how many were delivered. Stops at the first
-/// failure so later notifications never overtake earlier ones.
-pub async fn deliver_once(
-    db: &DatabaseConnection,
-    deliver: &dyn Deliver,
-    batch: u64,
-) -> Result<usize, String> {
-    deliver_topic(db, deliver, batch, None).await
-}
-
-/// [`deliver_once`] for the rows of one topic (`None`: all topics).
+/// One pass over `topic`'s rows, up to `batch` of them, as a relay of its own: takes
+/// the topic's lease (or answers [`RelayError::Leased`] when another relay holds it),
+/// delivers, and gives the lease back. Returns how many rows were delivered, or the
+/// first failure (the rows of other tenants are delivered all the same).
 pub async fn deliver_topic(
     db: &DatabaseConnection,
     deliver: &dyn Deliver,
     batch: u64,
-    topic: Option<&str>,
-) -> Result<usize, String> {
-    let mut query = entity::Entity::find()
-        .filter(entity::Column::ParkedAt.is_null())
-        .order_by_asc(entity::Column::Id);
-    if let Some(t) = topic {
-        query = query.filter(entity::Column::Topic.eq(t));
+    topic: &str,
+) -> Result<usize, RelayError> {
+    let mut relay = TopicRelay::new(
+        db.clone(),
+        topic,
+        RelaySettings {
+            batch,
+            ..RelaySettings::default()
+        },
+    );
+    let pass = relay.pass(deliver).await;
+    // Best effort: an unreleased lease lapses by itself.
+    let _ = relay.release().await;
+    let pass = pass?;
+    if !pass.held {
+        return Err(RelayError::Leased);
     }
-    let rows = query
-        .limit(batch)
-        .all(db)
-        .await
-        .map_err(|_| "reading the outbox failed".to_owned())?;
-    let mut delivered = 0;
-    let mut i = 0;
-    while i < rows.len() {
-        let (tenant, topic) = (&rows[i].tenant_id, &rows[i].topic);
-        let mut j = i;
-        while j < rows.len() && &rows[j].tenant_id == tenant && &rows[j].topic == topic {
-            j += 1;
-        }
-        let group = &rows[i..j];
-        match deliver
-            .deliver(
-                tenant,
-                topic,
-                group.iter().map(|r| r.payload.clone()).collect(),
-            )
-            .await
-        {
-            Ok(()) => {
-                delete(db, group.iter().map(|r| r.id).collect()).await?;
-                delivered += group.len();
-            }
-            Err(DeliveryError::Refused(_)) => {
-                // Find the refused rows one by one: the others go, in order.
-                for row in group {
-                    match deliver
-                        .deliver(tenant, topic, vec![row.payload.clone()])
-                        .await
-                    {
-                        Ok(()) => {
-                            delete(db, vec![row.id]).await?;
-                            delivered += 1;
-                        }
-                        Err(DeliveryError::Refused(reason)) => park(db, row, &reason).await?,
-                        Err(DeliveryError::Retry(e)) => {
-                            count_attempt(db, vec![row.id]).await;
-                            return Err(e);
-                        }
-                    }
-                }
-            }
-            Err(DeliveryError::Retry(e)) => {
-                count_attempt(db, group.iter().map(|r| r.id).collect()).await;
-                return Err(e);
-            }
-        }
-        i = j;
+    match pass.failure {
+        Some(e) => Err(RelayError::Delivery(e)),
+        None => Ok(pass.delivered),
     }
-    Ok(delivered)
-}
-
-async fn delete(db: &DatabaseConnection, ids: Vec<i64>) -> Result<(), String> {
-    entity::Entity::delete_many()
-        .filter(entity::Column::Id.is_in(ids))
-        .exec(db)
-        .await
-        .map(|_| ())
-        .map_err(|_| "clearing delivered outbox rows failed".to_owned())
-}
-
-async fn count_attempt(db: &DatabaseConnection, ids: Vec<i64>) {
-    let _ = entity::Entity::update_many()
-        .col_expr(
-            entity::Column::Attempts,
-            Expr::col(entity::Column::Attempts).add(1),
-        )
-        .filter(entity::Column::Id.is_in(ids))
-        .exec(db)
-        .await;
 }
 
 /// Rows parked since start (for metrics).
 pub static PARKED_ROWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-async fn park(db: &DatabaseConnection, row: &entity::Model, reason: &str) -> Result<(), String> {
-    entity::Entity::update_many()
-        .col_expr(entity::Column::ParkedAt, Expr::value(crate::time::now()))
-        .col_expr(
-            entity::Column::ParkReason,
-            Expr::value(reason.chars().take(1000).collect::<String>()),
-        )
-        .col_expr(
-            entity::Column::Attempts,
-            Expr::col(entity::Column::Attempts).add(1),
-        )
-        .filter(entity::Column::Id.eq(row.id))
-        .exec(db)
-        .await
-        .map_err(|_| "parking a refused outbox row failed".to_owned())?;
-    PARKED_ROWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::error!(
-        outbox_id = row.id,
-        tenant = %row.tenant_id,
-        topic = %row.topic,
-        reason,
-        "outbox row refused by its receiver: parked (see vern_outbox_parked)"
-    );
-    Ok(())
+/// Creates `outbox_leases`: which relay delivers each topic, until when (see [`lease`]).
+pub struct LeaseMigration;
+
+impl MigrationName for LeaseMigration {
+    fn name(&self) -> &str {
+        "m0000_outbox_leases"
+    }
+}
+
+#[derive(DeriveIden)]
+enum OutboxLeases {
+    Table,
+    Topic,
+    Holder,
+    ExpiresAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for LeaseMigration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(OutboxLeases::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(OutboxLeases::Topic)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(OutboxLeases::Holder).string().not_null())
+                    // Milliseconds since the epoch by the database's clock, so replicas'
+                    // clocks need not agree.
+                    .col(
+                        ColumnDef::new(OutboxLeases::ExpiresAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(OutboxLeases::Table).to_owned())
+            .await
+    }
 }
 
 /// Adds `parked_at` and `park_reason` to the `outbox` table.

@@ -130,7 +130,8 @@ pub async fn serve(
     let mut builder = Server::builder();
     if config.max_connection_age_seconds > 0 {
         // No forced close after the age: streams in progress (audit tail) finish.
-        builder = builder.max_connection_age(Duration::from_secs(config.max_connection_age_seconds));
+        builder =
+            builder.max_connection_age(Duration::from_secs(config.max_connection_age_seconds));
     }
     let server = builder
         .timeout(Duration::from_secs(config.request_timeout_seconds))

@@ -32,6 +32,12 @@ pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = "vern.retention.v1.RetentionService";
 
+/// Runs the pending migrations of the store at `target`, and nothing else (`vern
+/// migrate`).
+pub async fn migrate(target: &DbTarget) -> Result<vern_kit::db::Migrated, sea_orm::DbErr> {
+    vern_kit::db::migrate_target::<store::Migrator>(target).await
+}
+
 /// Opens the store (running migrations), builds the gRPC service and starts the sweep
 /// scheduler (`retention.sweep_interval_seconds`; 0: off), which stops when the service
 /// is dropped.
@@ -55,7 +61,10 @@ pub async fn build(
         Arc::new(AuditDelivery::new(&config.services.audit.url, tokens)?),
     );
     let db = store.connection().clone();
-    let relay = router.spawn(db.clone(), 500);
+    let relay = router.spawn(
+        db.clone(),
+        vern_kit::outbox::RelaySettings::new(500, &config.outbox),
+    );
     let auditor = Auditor::new(db, Some(relay.clone()), "retention", audit_policy);
     let retention = service::Retention::new(store, upstream);
     let scheduler = match config.retention.sweep_interval_seconds {

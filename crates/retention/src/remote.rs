@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tonic::Code;
-use vern_kit::client::ServiceChannel as Channel;
 use vern_kit::auth::ServiceTokens;
+use vern_kit::client::ServiceChannel as Channel;
 use vern_kit::client::request;
 use vern_kit::time::{from_timestamp, to_timestamp};
 use vern_proto::consents::v1 as cpb;

@@ -39,6 +39,12 @@ pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = "vern.rights.v1.RightsService";
 
+/// Runs the pending migrations of the store at `target`, and nothing else (`vern
+/// migrate`).
+pub async fn migrate(target: &DbTarget) -> Result<vern_kit::db::Migrated, sea_orm::DbErr> {
+    vern_kit::db::migrate_target::<store::Migrator>(target).await
+}
+
 /// Resolves the personal-data keys, opens the store (running migrations), starts the
 /// audit relay (so it must run inside a tokio runtime) and builds the gRPC service.
 pub async fn build(
@@ -99,7 +105,10 @@ pub async fn build(
         AUDIT_TOPIC,
         Arc::new(AuditDelivery::new(&config.services.audit.url, tokens)?),
     );
-    let relay = router.spawn(store.connection().clone(), 500);
+    let relay = router.spawn(
+        store.connection().clone(),
+        vern_kit::outbox::RelaySettings::new(500, &config.outbox),
+    );
     let auditor = Auditor::new(
         store.connection().clone(),
         Some(relay),

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use tonic::Code;
-use vern_kit::client::ServiceChannel as Channel;
 use vern_kit::auth::ServiceTokens;
+use vern_kit::client::ServiceChannel as Channel;
 use vern_kit::client::request;
 use vern_proto::consents::v1 as cpb;
 use vern_proto::retention::v1 as rpb;

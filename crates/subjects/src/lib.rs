@@ -57,6 +57,24 @@ pub fn key_store_target(config: &Config) -> DbTarget {
     }
 }
 
+/// Runs the pending migrations of the main store at `target` and of the key store at
+/// `keys` (see [`key_store_target`]), and nothing else (`vern migrate`).
+pub async fn migrate(
+    target: &DbTarget,
+    keys: &DbTarget,
+) -> Result<[(&'static str, vern_kit::db::Migrated); 2], sea_orm::DbErr> {
+    Ok([
+        (
+            "subjects",
+            vern_kit::db::migrate_target::<store::Migrator>(target).await?,
+        ),
+        (
+            KEY_STORE,
+            vern_kit::db::migrate_target::<store::KeyMigrator>(keys).await?,
+        ),
+    ])
+}
+
 /// Resolves the personal-data keys, opens the main store and the key store (running
 /// their migrations), starts the outbox relay to the consents and rights services (so it must run
 /// inside a tokio runtime) and builds the gRPC service.
@@ -110,7 +128,10 @@ pub async fn build(
                 Arc::new(audit_tokens),
             )?),
         );
-    let relay = router.spawn(store.connection().clone(), relay::BATCH);
+    let relay = router.spawn(
+        store.connection().clone(),
+        vern_kit::outbox::RelaySettings::new(relay::BATCH, &config.outbox),
+    );
     let auditor = Auditor::new(
         store.connection().clone(),
         Some(relay.clone()),

@@ -14,8 +14,8 @@
 use chrono::{DateTime, Utc};
 use prost::Message;
 use sha2::{Digest, Sha256};
-use vern_kit::client::ServiceChannel as Channel;
 use vern_kit::auth::ServiceTokens;
+use vern_kit::client::ServiceChannel as Channel;
 use vern_kit::outbox::{Deliver, DeliveryError};
 use vern_proto::consents::v1 as consents;
 use vern_proto::consents::v1::consent_service_client::ConsentServiceClient;

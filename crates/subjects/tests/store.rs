@@ -1157,14 +1157,10 @@ async fn state_changes_land_in_the_outbox_with_increasing_versions(target: DbTar
     // The relay delivers per tenant, in order, and keeps what failed.
     let fake = FakeConsents::default();
     fake.fail.store(true, std::sync::atomic::Ordering::SeqCst);
-    assert!(
-        deliver_topic(e.db(), &fake, 100, Some(STATE))
-            .await
-            .is_err()
-    );
+    assert!(deliver_topic(e.db(), &fake, 100, STATE).await.is_err());
     assert_eq!(outbox(e.db()).await.len(), 6, "kept for a retry");
     fake.fail.store(false, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(deliver_topic(e.db(), &fake, 100, Some(STATE)).await, Ok(6));
+    assert_eq!(deliver_topic(e.db(), &fake, 100, STATE).await, Ok(6));
     assert!(outbox(e.db()).await.is_empty());
     let got = fake.got.lock().expect("lock").clone();
     assert_eq!(got.len(), 2, "one batch per tenant");
@@ -1199,7 +1195,7 @@ async fn a_refused_outbox_row_is_parked_and_holds_up_nothing(target: DbTarget) {
     // Version 2 of dept-a's subject is poison.
     fake.refuse.store(2, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(
-        deliver_topic(e.db(), &fake, 100, Some(STATE)).await,
+        deliver_topic(e.db(), &fake, 100, STATE).await,
         Ok(3),
         "everything but the refused row is delivered at once"
     );
@@ -1238,7 +1234,7 @@ async fn a_refused_outbox_row_is_parked_and_holds_up_nothing(target: DbTarget) {
     assert_eq!(vern_kit::outbox::backlog(e.db()).await.expect("backlog"), 0);
     // The parked row stays parked: later relays skip it.
     fake.refuse.store(0, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(deliver_topic(e.db(), &fake, 100, Some(STATE)).await, Ok(0));
+    assert_eq!(deliver_topic(e.db(), &fake, 100, STATE).await, Ok(0));
     e.done().await;
 }
 

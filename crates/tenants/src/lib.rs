@@ -27,6 +27,12 @@ pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
 /// The gRPC service name.
 pub const SERVICE_NAME: &str = "vern.tenants.v1.TenantService";
 
+/// Runs the pending migrations of the store at `target`, and nothing else (`vern
+/// migrate`).
+pub async fn migrate(target: &DbTarget) -> Result<vern_kit::db::Migrated, sea_orm::DbErr> {
+    vern_kit::db::migrate_target::<store::Migrator>(target).await
+}
+
 /// Opens the store (running migrations) and builds the gRPC service.
 pub async fn build(
     config: &Config,
@@ -52,7 +58,10 @@ pub async fn build(
                 Arc::new(audit_tokens),
             )?),
         );
-    let relay = router.spawn(store.connection().clone(), 500);
+    let relay = router.spawn(
+        store.connection().clone(),
+        vern_kit::outbox::RelaySettings::new(500, &config.outbox),
+    );
     let auditor = Auditor::new(
         store.connection().clone(),
         Some(relay.clone()),

@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0002SealedEvidence),
             Box::new(vern_kit::changes::Migration),
             Box::new(M0003Purposes),
+            Box::new(vern_kit::outbox::LeaseMigration),
         ]
     }
 }
@@ -399,7 +400,11 @@ impl MigrationTrait for M0003Purposes {
                 .col(ColumnDef::new(Purposes::TenantId).string_len(63).not_null())
                 .col(ColumnDef::new(Purposes::PurposeKey).string().not_null())
                 .col(ColumnDef::new(Purposes::LegalBasis).string().null())
-                .col(ColumnDef::new(Purposes::DirectMarketing).boolean().not_null())
+                .col(
+                    ColumnDef::new(Purposes::DirectMarketing)
+                        .boolean()
+                        .not_null(),
+                )
                 .col(ColumnDef::new(Purposes::Version).big_integer().not_null())
                 .primary_key(
                     Index::create()

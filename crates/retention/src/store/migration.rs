@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(vern_kit::outbox::Migration),
             Box::new(M0001Retention),
             Box::new(vern_kit::outbox::ParkingMigration),
+            Box::new(vern_kit::outbox::LeaseMigration),
         ]
     }
 }

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0002PersonalErasedAt),
             Box::new(vern_kit::outbox::ParkingMigration),
             Box::new(M0003SealedFeedRefs),
+            Box::new(vern_kit::outbox::LeaseMigration),
         ]
     }
 }

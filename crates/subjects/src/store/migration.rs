@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0001Subjects),
             Box::new(vern_kit::outbox::ParkingMigration),
             Box::new(M0002SealedRefs),
+            Box::new(vern_kit::outbox::LeaseMigration),
         ]
     }
 }
