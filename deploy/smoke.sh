@@ -217,11 +217,16 @@ for d in deployments:
     log = open(f"{root}/{name}.log", "w")
     started = time.time()
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    health = subprocess.run(
-        [vern, "health", "--addr", f"http://127.0.0.1:{probe['port']}",
-         "--service", probe.get("service", ""), "--wait-seconds", "60"],
-        capture_output=True, text=True,
-    )
+    # As a startup probe would: ask until SERVING, the process exits, or 60 s.
+    while True:
+        health = subprocess.run(
+            [vern, "health", "--addr", f"http://127.0.0.1:{probe['port']}",
+             "--service", probe.get("service", "")],
+            capture_output=True, text=True,
+        )
+        if health.returncode == 0 or proc.poll() is not None or time.time() - started > 60:
+            break
+        time.sleep(0.3)
     took = time.time() - started
     code = stop(proc, spec.get("terminationGracePeriodSeconds", 30))
     log.close()
