@@ -47,6 +47,8 @@ pub async fn build(
     let signer = keys::AuditSigner::from_config(config, true)?;
     let policy = keys::CheckpointPolicy::from_env()?;
     let store = store::AuditStore::open(target).await?;
+    // vern_audit_duplicate_events_total appears from the start (0: no redelivery yet).
+    vern_kit::metrics::add_audit_duplicates(0);
     // vern_audit_chain_length: a head's seq is its chain's length (seq is gap-free).
     vern_kit::metrics::poll_sql_gauge(
         store.connection().clone(),

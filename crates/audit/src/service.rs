@@ -104,6 +104,7 @@ impl AuditLog {
                 .await;
             match result {
                 Ok(out) => {
+                    vern_kit::metrics::add_audit_duplicates(out.duplicates as u64);
                     if out.appended > 0 {
                         self.inner.appended.send_modify(|n| *n = n.wrapping_add(1));
                     }

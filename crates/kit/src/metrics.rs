@@ -153,6 +153,7 @@ struct Registry {
     rights: [AtomicI64; RIGHTS_STATUSES.len()],
     rights_overdue: AtomicI64,
     audit_chain_length: AtomicI64,
+    audit_duplicates: AtomicI64,
     outbox: Mutex<BTreeMap<(&'static str, String), i64>>,
     outbox_parked: Mutex<BTreeMap<(&'static str, String), i64>>,
 }
@@ -194,6 +195,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
         rights: std::array::from_fn(|_| AtomicI64::new(UNSET)),
         rights_overdue: AtomicI64::new(UNSET),
         audit_chain_length: AtomicI64::new(UNSET),
+        audit_duplicates: AtomicI64::new(UNSET),
         outbox: Mutex::new(BTreeMap::new()),
         outbox_parked: Mutex::new(BTreeMap::new()),
     }
@@ -292,6 +294,17 @@ pub fn set_rights_requests_overdue(n: i64) {
 /// Sets the number of events in the audit chains (all tenants) of this process.
 pub fn set_audit_chain_length(n: i64) {
     REGISTRY.audit_chain_length.store(n, Relaxed);
+}
+
+/// Counts events offered to the audit chain again (already chained: a redelivery).
+/// `add_audit_duplicates(0)` makes the counter appear.
+pub fn add_audit_duplicates(n: u64) {
+    let _ = REGISTRY
+        .audit_duplicates
+        .compare_exchange(UNSET, 0, Relaxed, Relaxed);
+    REGISTRY
+        .audit_duplicates
+        .fetch_add(i64::try_from(n).unwrap_or(i64::MAX), Relaxed);
 }
 
 /// Sets the outbox backlog of `service` for `topic` (topics are code constants; a
@@ -463,6 +476,8 @@ pub(crate) struct Snapshot {
     pub rights: Vec<(&'static str, i64)>,
     pub rights_overdue: Option<i64>,
     pub audit_chain_length: Option<i64>,
+    /// Events offered to the audit chain again.
+    pub audit_duplicates: Option<i64>,
     /// (service, topic, n).
     pub outbox: Vec<(&'static str, String, i64)>,
     /// Parked outbox rows by service and topic.
@@ -526,6 +541,7 @@ pub(crate) fn snapshot() -> Snapshot {
     }
     s.rights_overdue = Some(r.rights_overdue.load(Relaxed)).filter(|n| *n != UNSET);
     s.audit_chain_length = Some(r.audit_chain_length.load(Relaxed)).filter(|n| *n != UNSET);
+    s.audit_duplicates = Some(r.audit_duplicates.load(Relaxed)).filter(|n| *n != UNSET);
     if let Ok(m) = r.outbox.lock() {
         s.outbox = m
             .iter()
@@ -661,6 +677,15 @@ pub fn render_prometheus() -> String {
             "Events in the audit hash chains of all tenants.",
         );
         let _ = writeln!(out, "vern_audit_chain_length {n}");
+    }
+    if let Some(n) = s.audit_duplicates {
+        head(
+            &mut out,
+            "vern_audit_duplicate_events_total",
+            "counter",
+            "Events offered to the audit chain that it already held (outbox redeliveries).",
+        );
+        let _ = writeln!(out, "vern_audit_duplicate_events_total {n}");
     }
     out
 }

@@ -264,6 +264,14 @@ impl OtlpPusher {
                 vec![int_point(vec![], n)],
             ));
         }
+        if let Some(n) = s.audit_duplicates {
+            metrics.push(sum(
+                "vern_audit_duplicate_events",
+                "{event}",
+                "Events offered to the audit chain that it already held (outbox redeliveries).",
+                vec![int_point(vec![], n)],
+            ));
+        }
         ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(self.resource.clone()),
