@@ -3,8 +3,8 @@
 //! and, before it returns, waits for the tracked tasks to record where they stopped, so
 //! a rollout leaves nothing half-recorded.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 pub struct Shutdown {
     tx: Arc<watch::Sender<bool>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    begun: Arc<OnceLock<Instant>>,
 }
 
 impl Default for Shutdown {
@@ -21,6 +22,7 @@ impl Default for Shutdown {
         Self {
             tx: Arc::new(watch::channel(false).0),
             tasks: Arc::default(),
+            begun: Arc::default(),
         }
     }
 }
@@ -47,12 +49,18 @@ impl Shutdown {
 
     /// Tells every subscriber that shutdown began.
     pub fn begin(&self) {
+        self.begun.get_or_init(Instant::now);
         self.tx.send_replace(true);
     }
 
-    /// Begins (if not yet) and waits up to `grace` for the tracked tasks.
+    /// Begins (if not yet) and waits for the tracked tasks until `grace` after the
+    /// beginning (they run while calls drain, within the same grace).
     pub async fn finish(&self, grace: Duration) {
         self.begin();
+        let grace = self
+            .begun
+            .get()
+            .map_or(grace, |t| grace.saturating_sub(t.elapsed()));
         let tasks = match self.tasks.lock() {
             Ok(mut t) => std::mem::take(&mut *t),
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
@@ -88,9 +96,9 @@ mod tests {
         }));
         s.finish(Duration::from_secs(5)).await;
         assert!(done.load(std::sync::atomic::Ordering::SeqCst));
-        // A task that never ends is cut off at the grace.
+        // A task that never ends is cut off at the grace, counted from the beginning.
         s.track(tokio::spawn(std::future::pending::<()>()));
-        let t = std::time::Instant::now();
+        let t = Instant::now();
         s.finish(Duration::from_millis(50)).await;
         assert!(t.elapsed() < Duration::from_secs(2));
     }
