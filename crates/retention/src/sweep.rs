@@ -692,13 +692,8 @@ impl Scheduler {
     /// no instance has claimed yet. A tenant whose sweep is running is skipped. Returns
     /// the runs recorded here.
     pub async fn run_once(&self, slot: DateTime<Utc>, stop: Option<Stop>) -> Vec<SweepRun> {
-        let store = &self.retention.store;
-        match store.interrupt_expired(vern_kit::time::now()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(runs = n, "sweeps whose instance died marked interrupted"),
-            Err(e) => tracing::warn!(error = %e, "scheduled sweep: expiring leases failed"),
-        }
-        let tenants = match store.tenants_with_policies().await {
+        self.expire_leases().await;
+        let tenants = match self.retention.store.tenants_with_policies().await {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, "scheduled sweep: listing tenants failed");
@@ -739,12 +734,30 @@ impl Scheduler {
         runs
     }
 
+    /// Marks sweeps whose instance died (lease expired) INTERRUPTED.
+    async fn expire_leases(&self) {
+        match self
+            .retention
+            .store
+            .interrupt_expired(vern_kit::time::now())
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(runs = n, "sweeps whose instance died marked interrupted"),
+            Err(e) => tracing::warn!(error = %e, "scheduled sweep: expiring leases failed"),
+        }
+    }
+
     /// Starts the loop: a round at every interval boundary (the first one at most an
-    /// interval after start) until the handle is stopped or dropped.
+    /// interval after start) until the handle is stopped or dropped. Between rounds,
+    /// sweeps whose instance died are marked INTERRUPTED every [`LEASE_RENEWAL`] × 3,
+    /// so none shows RUNNING for long.
     pub fn spawn(self) -> SchedulerHandle {
         let (stop, rx) = watch::channel(false);
         let mut halt = rx.clone();
         let task = tokio::spawn(async move {
+            let mut expiry = tokio::time::interval(LEASE_RENEWAL * 3);
+            expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let now = vern_kit::time::now();
                 let next = self.slot_of(now)
@@ -753,7 +766,12 @@ impl Scheduler {
                     );
                 let wait = (next - now).to_std().unwrap_or_default();
                 tokio::select! {
-                    _ = halt.wait_for(|v| *v) => break,
+                    // The guard wait_for answers is not Send: dropped inside.
+                    _ = async { drop(halt.wait_for(|v| *v).await) } => break,
+                    _ = expiry.tick() => {
+                        self.expire_leases().await;
+                        continue;
+                    }
                     _ = tokio::time::sleep(wait) => {}
                 }
                 // The boundary slept to, also when the timer fired a little early by
