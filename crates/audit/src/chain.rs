@@ -1068,7 +1068,7 @@ mod tests {
         let other = SigningKey::from_bytes(&[8; 32]);
         let cp = Checkpoint::sign(&other, "kultur", 4, events[3].hash, 1);
         assert_eq!(
-            failure(&verify(&events, &[cp.clone()])),
+            failure(&verify(&events, std::slice::from_ref(&cp))),
             (4, FailureKind::UnknownKey)
         );
         // Another key's signature under the known key's id.

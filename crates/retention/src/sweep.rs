@@ -760,11 +760,11 @@ impl Scheduler {
             expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let now = vern_kit::time::now();
-                let next = self.slot_of(now)
-                    + chrono::Duration::milliseconds(
-                        i64::try_from(self.interval.as_millis()).unwrap_or(i64::MAX),
-                    );
-                let wait = (next - now).to_std().unwrap_or_default();
+                // An interval too long to add to a date never comes round.
+                let next = chrono::Duration::from_std(self.interval)
+                    .ok()
+                    .and_then(|d| self.slot_of(now).checked_add_signed(d));
+                let wait = next.map(|n| (n - now).to_std().unwrap_or_default());
                 tokio::select! {
                     // The guard wait_for answers is not Send: dropped inside.
                     _ = async { drop(halt.wait_for(|v| *v).await) } => break,
@@ -772,12 +772,14 @@ impl Scheduler {
                         self.expire_leases().await;
                         continue;
                     }
-                    _ = tokio::time::sleep(wait) => {}
+                    Some(next) = async move { tokio::time::sleep(wait?).await; next } => {
+                        // The boundary slept to, also when the timer fired a little
+                        // early by the wall clock (a late wake-up runs the interval it
+                        // woke in).
+                        let slot = self.slot_of(vern_kit::time::now().max(next));
+                        self.run_once(slot, Some(rx.clone())).await;
+                    }
                 }
-                // The boundary slept to, also when the timer fired a little early by
-                // the wall clock (a late wake-up runs the interval it woke in).
-                let slot = self.slot_of(vern_kit::time::now().max(next));
-                self.run_once(slot, Some(rx.clone())).await;
                 if *rx.borrow() {
                     break;
                 }
