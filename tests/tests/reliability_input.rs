@@ -1111,6 +1111,7 @@ impl Standalone {
                 telemetry: vern_kit::telemetry::Telemetry::off(),
                 exposure: vern_kit::context::Exposure::Public,
                 tenants: None,
+                shutdown: vern_kit::shutdown::Shutdown::new(),
             },
             listener,
             &config,

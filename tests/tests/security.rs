@@ -324,6 +324,7 @@ async fn standalone_gateway_forwards_to_remote_services() {
                 telemetry: vern_kit::telemetry::Telemetry::off(),
                 exposure: vern_kit::context::Exposure::Public,
                 tenants: None,
+                shutdown: vern_kit::shutdown::Shutdown::new(),
             },
             gw_listener,
             &server_config,

@@ -624,6 +624,7 @@ async fn one_trace_spans_gateway_and_service() {
         telemetry: gateway_telemetry.clone(),
         exposure: vern_kit::context::Exposure::Public,
         tenants: None,
+        shutdown: vern_kit::shutdown::Shutdown::new(),
     };
     let (gw_addr, stop_gw, gateway) = serve(served, &config).await;
 

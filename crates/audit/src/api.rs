@@ -63,6 +63,7 @@ fn failure_pb(k: FailureKind) -> pb::ChainFailure {
         FailureKind::SeqGap => pb::ChainFailure::SeqGap,
         FailureKind::CheckpointMismatch => pb::ChainFailure::CheckpointMismatch,
         FailureKind::BadSignature => pb::ChainFailure::BadSignature,
+        FailureKind::UnknownKey => pb::ChainFailure::UnknownKey,
     }
 }
 
@@ -147,7 +148,8 @@ pub fn checkpoint_pb(c: Checkpoint) -> pb::Checkpoint {
     }
 }
 
-fn verification_pb(v: Verification) -> pb::VerifyChainResponse {
+/// A verification as the API returns it.
+pub fn verification_pb(v: Verification) -> pb::VerifyChainResponse {
     pb::VerifyChainResponse {
         ok: v.ok(),
         first_bad_seq: v.first_bad_seq(),
@@ -155,6 +157,11 @@ fn verification_pb(v: Verification) -> pb::VerifyChainResponse {
         head_hash: v.head_hash.to_vec(),
         checked: v.checked as i64,
         to_seq: v.to_seq,
+        reason: v
+            .failure
+            .as_ref()
+            .map(|f| f.reason.clone())
+            .unwrap_or_default(),
         checkpoint: v.checkpoint.map(checkpoint_pb),
     }
 }

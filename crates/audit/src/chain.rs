@@ -66,8 +66,11 @@
 //! | checkpoint_time             | `i64`, microseconds since the epoch (UTC) |
 //!
 //! The key id is the first 16 hex characters of SHA-256 of the 32-byte public key.
+//! Verification takes a [`KeySet`] (the current key and retired ones) and checks each
+//! checkpoint with the key its id names, so a chain signed across a key rotation (or
+//! with two replicas holding different keys during a rolling restart) verifies.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier as _, VerifyingKey};
 use sha2::{Digest, Sha256};
@@ -214,6 +217,50 @@ pub fn key_id(key: &VerifyingKey) -> String {
     hex::encode(&digest[..8])
 }
 
+/// The public keys checkpoints are verified with, by key id: the current signing key
+/// and the retired ones whose checkpoints are still in the chains.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySet {
+    keys: BTreeMap<String, VerifyingKey>,
+}
+
+impl KeySet {
+    /// The set of `keys`.
+    pub fn new(keys: impl IntoIterator<Item = VerifyingKey>) -> Self {
+        let mut set = Self::default();
+        for k in keys {
+            set.insert(k);
+        }
+        set
+    }
+
+    /// Adds `key` (under its [`key_id`]).
+    pub fn insert(&mut self, key: VerifyingKey) {
+        self.keys.insert(key_id(&key), key);
+    }
+
+    /// The key with id `key_id`.
+    pub fn get(&self, key_id: &str) -> Option<&VerifyingKey> {
+        self.keys.get(key_id)
+    }
+
+    /// The ids of the keys, sorted.
+    pub fn ids(&self) -> Vec<&str> {
+        self.keys.keys().map(String::as_str).collect()
+    }
+
+    /// True when the set holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+impl From<VerifyingKey> for KeySet {
+    fn from(key: VerifyingKey) -> Self {
+        Self::new([key])
+    }
+}
+
 /// A signed statement of a tenant's chain head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -297,6 +344,8 @@ pub enum FailureKind {
     CheckpointMismatch,
     /// A checkpoint's signature does not verify.
     BadSignature,
+    /// A checkpoint was signed by a key that is not among the keys given.
+    UnknownKey,
 }
 
 impl FailureKind {
@@ -308,6 +357,7 @@ impl FailureKind {
             Self::SeqGap => "sequence gap",
             Self::CheckpointMismatch => "checkpoint mismatch",
             Self::BadSignature => "bad signature",
+            Self::UnknownKey => "unknown key",
         }
     }
 }
@@ -375,8 +425,7 @@ impl Summary {
 ///   content at seq - 1: the predecessor was inserted (later events renumbered);
 /// - otherwise the event itself is out of place (removed, reordered or altered).
 pub struct Verifier {
-    key: VerifyingKey,
-    key_id: String,
+    keys: KeySet,
     tenant_id: Option<String>,
     started: bool,
     next_seq: i64,
@@ -395,7 +444,7 @@ pub struct Verifier {
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
-            .field("key_id", &self.key_id)
+            .field("key_ids", &self.keys.ids())
             .field("next_seq", &self.next_seq)
             .field("failure", &self.failure)
             .finish_non_exhaustive()
@@ -403,16 +452,16 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// A verifier checking checkpoint signatures with `key`. `tenant_id`: the chain's
-    /// tenant, or `None` to take it from the first event.
-    pub fn new(key: VerifyingKey, tenant_id: Option<&str>, start: Start) -> Self {
+    /// A verifier checking each checkpoint's signature with the key of `keys` its key
+    /// id names. `tenant_id`: the chain's tenant, or `None` to take it from the first
+    /// event.
+    pub fn new(keys: impl Into<KeySet>, tenant_id: Option<&str>, start: Start) -> Self {
         let (started, next_seq, head) = match start {
             Start::FirstEvent => (false, 0, ZERO_HASH),
             Start::At { seq, prev } => (true, seq.max(1), prev),
         };
         Self {
-            key_id: key_id(&key),
-            key,
+            keys: keys.into(),
             tenant_id: tenant_id.map(str::to_owned),
             started,
             next_seq,
@@ -596,15 +645,21 @@ impl Verifier {
             return false;
         }
         let seq = cp.seq;
-        if cp.key_id != self.key_id {
+        let Some(key) = self.keys.get(&cp.key_id) else {
+            let known = self.keys.ids();
             let reason = format!(
-                "the checkpoint at seq {seq} was signed by key {}, not by the given key {}",
-                cp.key_id, self.key_id
+                "the checkpoint at seq {seq} was signed by key {}, which is not among the keys given ({}): add that key's public key (a retired key, after a rotation)",
+                cp.key_id,
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
             );
             self.checkpoint = Some(cp);
-            return self.fail(seq, FailureKind::BadSignature, reason);
-        }
-        if !cp.verify(&self.key) {
+            return self.fail(seq, FailureKind::UnknownKey, reason);
+        };
+        if !cp.verify(key) {
             self.checkpoint = Some(cp);
             return self.fail(
                 seq,
@@ -734,7 +789,15 @@ mod tests {
     }
 
     fn verify(events: &[ChainedEvent], cps: &[Checkpoint]) -> Summary {
-        let mut v = Verifier::new(key().verifying_key(), Some("kultur"), Start::FirstEvent);
+        verify_with(key().verifying_key(), events, cps)
+    }
+
+    fn verify_with(
+        keys: impl Into<KeySet>,
+        events: &[ChainedEvent],
+        cps: &[Checkpoint],
+    ) -> Summary {
+        let mut v = Verifier::new(keys, Some("kultur"), Start::FirstEvent);
         for e in events {
             v.event(e);
             for cp in cps.iter().filter(|c| c.seq == e.event.seq) {
@@ -1005,11 +1068,52 @@ mod tests {
         let other = SigningKey::from_bytes(&[8; 32]);
         let cp = Checkpoint::sign(&other, "kultur", 4, events[3].hash, 1);
         assert_eq!(
-            failure(&verify(&events, &[cp])),
+            failure(&verify(&events, std::slice::from_ref(&cp))),
+            (4, FailureKind::UnknownKey)
+        );
+        // Another key's signature under the known key's id.
+        let forged = Checkpoint {
+            key_id: key_id(&key().verifying_key()),
+            ..cp
+        };
+        assert_eq!(
+            failure(&verify(&events, &[forged])),
             (4, FailureKind::BadSignature)
         );
         let good = Checkpoint::sign(&key(), "kultur", 4, events[3].hash, 1);
         assert!(good.verify(&key().verifying_key()));
+    }
+
+    /// Checkpoints signed before and after a key rotation (interleaved, as two replicas
+    /// restarting one after the other sign them) verify with both keys, each by its
+    /// key id; without the retired key the first of its checkpoints fails, naming it.
+    #[test]
+    fn checkpoints_across_a_key_rotation_verify_with_both_keys() {
+        let events = chain(12);
+        let (old, new) = (key(), SigningKey::from_bytes(&[9; 32]));
+        let cps = vec![
+            Checkpoint::sign(&old, "kultur", 3, events[2].hash, 1),
+            Checkpoint::sign(&new, "kultur", 6, events[5].hash, 2),
+            Checkpoint::sign(&old, "kultur", 9, events[8].hash, 3),
+            Checkpoint::sign(&new, "kultur", 12, events[11].hash, 4),
+        ];
+        let both = KeySet::new([new.verifying_key(), old.verifying_key()]);
+        let s = verify_with(both, &events, &cps);
+        assert!(s.ok(), "{:?}", s.failure);
+        assert_eq!((s.checked, s.checkpoints), (12, 4));
+
+        let s = verify_with(new.verifying_key(), &events, &cps);
+        let f = s.failure.as_ref().expect("a failure");
+        assert_eq!((f.seq, f.kind), (3, FailureKind::UnknownKey));
+        let old_id = key_id(&old.verifying_key());
+        assert!(f.reason.contains(&old_id), "{}", f.reason);
+        assert!(
+            f.reason.contains(&key_id(&new.verifying_key())),
+            "{}",
+            f.reason
+        );
+        assert_eq!(s.checkpoint.map(|c| c.key_id), Some(old_id));
+        assert_eq!(s.last_seq, 2, "verified up to the unverifiable checkpoint");
     }
 
     #[test]

@@ -13,7 +13,6 @@
 use std::io::BufRead;
 
 use chrono::{DateTime, SecondsFormat};
-use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use vern_proto::audit::v1 as pb;
 
@@ -238,12 +237,16 @@ pub struct OfflineReport {
     pub checkpoint_lines: u64,
 }
 
-/// Verifies an export read from `reader` with the public `key`: recomputes every hash,
-/// checks every link and every checkpoint's signature and head hash. Stops at the
-/// first failure. I/O errors are returned; anything wrong with the content is a
-/// failure in the report.
-pub fn verify_export<R: BufRead>(reader: R, key: VerifyingKey) -> std::io::Result<OfflineReport> {
-    let mut v = Verifier::new(key, None, Start::FirstEvent);
+/// Verifies an export read from `reader` with the public `keys` (one key, or a
+/// [`crate::chain::KeySet`] of the current and retired ones; each checkpoint by its key
+/// id): recomputes every hash, checks every link and every checkpoint's signature and
+/// head hash. Stops at the first failure. I/O errors are returned; anything wrong with
+/// the content is a failure in the report.
+pub fn verify_export<R: BufRead>(
+    reader: R,
+    keys: impl Into<crate::chain::KeySet>,
+) -> std::io::Result<OfflineReport> {
+    let mut v = Verifier::new(keys, None, Start::FirstEvent);
     let (mut events, mut checkpoints) = (0, 0);
     let mut tenant_id = None;
     for (i, line) in reader.lines().enumerate() {

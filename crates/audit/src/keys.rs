@@ -10,6 +10,9 @@
 //!
 //! Otherwise the service refuses to start: checkpoints nobody can verify later would be
 //! worse than none.
+//!
+//! Checkpoints are verified against the current key and the retired public keys of
+//! `audit.retired_public_keys` ([`verify_keys`]), each by the key id it carries.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,6 +52,13 @@ pub enum KeyError {
     /// A numeric setting is not a positive number.
     #[error("{0} must be a positive whole number")]
     Setting(&'static str),
+    /// A public key is neither 64 hex characters of an Ed25519 public key nor a
+    /// readable file holding them. `what` names where it was given.
+    #[error("{what}: expected 64 hex characters of an Ed25519 public key, or a file holding them")]
+    PublicKey {
+        /// Where the key was given (`audit.retired_public_keys[1]`, a file path).
+        what: String,
+    },
 }
 
 /// The checkpoint signing key and its id.
@@ -132,6 +142,36 @@ impl AuditSigner {
 pub fn parse_public_key(hex_text: &str) -> Option<VerifyingKey> {
     let bytes: [u8; 32] = hex::decode(hex_text.trim()).ok()?.try_into().ok()?;
     VerifyingKey::from_bytes(&bytes).ok()
+}
+
+/// A public key given as 64 hex characters or as the path of a file holding them
+/// (what `vern audit public-key` prints). `what` names the setting in errors.
+pub fn load_public_key(value: &str, what: &str) -> Result<VerifyingKey, KeyError> {
+    if let Some(k) = parse_public_key(value) {
+        return Ok(k);
+    }
+    let text = std::fs::read_to_string(value.trim()).map_err(|_| KeyError::PublicKey {
+        what: what.to_owned(),
+    })?;
+    parse_public_key(&text).ok_or_else(|| KeyError::PublicKey {
+        what: format!("{what} ({})", value.trim()),
+    })
+}
+
+/// The keys checkpoints are verified with: `current` (the signing key's public key)
+/// and every `audit.retired_public_keys` entry.
+pub fn verify_keys(
+    config: &Config,
+    current: VerifyingKey,
+) -> Result<crate::chain::KeySet, KeyError> {
+    let mut keys = crate::chain::KeySet::from(current);
+    for (i, value) in config.audit.retired_public_keys.iter().enumerate() {
+        keys.insert(load_public_key(
+            value,
+            &format!("audit.retired_public_keys[{i}]"),
+        )?);
+    }
+    Ok(keys)
 }
 
 /// Writes 32 random bytes as hex to `path` (mode 0600), unless another process created
@@ -248,6 +288,32 @@ mod tests {
         );
         assert!(parse_public_key("zz").is_none());
         assert!(!format!("{a:?}").contains(&hex::encode(a.signing_key().to_bytes())));
+    }
+
+    #[test]
+    fn retired_keys_load_inline_or_from_files() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (current, old, older) = (
+            AuditSigner::from_seed([1; 32]),
+            AuditSigner::from_seed([2; 32]),
+            AuditSigner::from_seed([3; 32]),
+        );
+        let file = dir.path().join("older.hex");
+        std::fs::write(&file, format!("{}\n", older.public_key_hex())).expect("write");
+        let mut config = Config::default();
+        let keys = verify_keys(&config, current.verifying_key()).expect("none retired");
+        assert_eq!(keys.ids(), vec![current.key_id()]);
+        config.audit.retired_public_keys =
+            vec![old.public_key_hex(), file.to_string_lossy().into_owned()];
+        let keys = verify_keys(&config, current.verifying_key()).expect("keys");
+        for s in [&current, &old, &older] {
+            assert_eq!(keys.get(s.key_id()), Some(&s.verifying_key()));
+        }
+        config.audit.retired_public_keys.push("abcd".into());
+        let err = verify_keys(&config, current.verifying_key())
+            .expect_err("bad entry")
+            .to_string();
+        assert!(err.contains("audit.retired_public_keys[2]"), "{err}");
     }
 
     #[test]

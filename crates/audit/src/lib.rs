@@ -37,14 +37,16 @@ pub async fn migrate(target: &DbTarget) -> Result<vern_kit::db::Migrated, sea_or
     vern_kit::db::migrate_target::<store::Migrator>(target).await
 }
 
-/// Opens the store (running migrations), loads the checkpoint signing key (see
-/// [`keys`]), starts the periodic checkpointer and builds the gRPC service.
+/// Opens the store (running migrations), loads the checkpoint signing key and the
+/// retired public keys (see [`keys`]), starts the periodic checkpointer and builds the
+/// gRPC service.
 pub async fn build(
     config: &Config,
     target: &DbTarget,
 ) -> Result<AuditServiceServer<AuditApi>, BuildError> {
     let limits = Limits::from(&config.server);
     let signer = keys::AuditSigner::from_config(config, true)?;
+    let verify_keys = keys::verify_keys(config, signer.verifying_key())?;
     let policy = keys::CheckpointPolicy::from_env()?;
     let store = store::AuditStore::open(target).await?;
     // vern_audit_duplicate_events_total appears from the start (0: no redelivery yet).
@@ -56,11 +58,12 @@ pub async fn build(
         std::time::Duration::from_secs(15),
         vern_kit::metrics::set_audit_chain_length,
     );
-    let log = service::AuditLog::new(store, signer, policy);
+    let log = service::AuditLog::with_keys(store, signer, verify_keys, policy);
     log.spawn_checkpointer();
-    tracing::debug!(
+    tracing::info!(
         key_id = log.signer().key_id(),
-        "audit checkpoint key loaded"
+        verify_key_ids = %log.verify_keys().ids().join(","),
+        "audit checkpoint keys loaded"
     );
     Ok(vern_kit::limited!(
         AuditServiceServer::new(AuditApi::new(log)),

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use vern_kit::ApiError;
 use vern_kit::context::TenantId;
 
-use crate::chain::{Checkpoint, Failure, FailureKind, Start, Verifier, ZERO_HASH};
+use crate::chain::{Checkpoint, Failure, FailureKind, KeySet, Start, Verifier, ZERO_HASH};
 use crate::domain::{
     self, AppendOutcome, EventFilter, EventInput, ExportItem, StoredEvent, Verification,
 };
@@ -37,6 +37,8 @@ pub struct AuditLog {
 struct Inner {
     store: AuditStore,
     signer: AuditSigner,
+    /// The keys checkpoints are verified with: the signer's and retired ones.
+    keys: KeySet,
     policy: CheckpointPolicy,
     /// One lock per tenant: appends of a tenant in this process run one at a time.
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -45,12 +47,27 @@ struct Inner {
 }
 
 impl AuditLog {
-    /// Use cases over `store`, signing checkpoints with `signer` as `policy` says.
+    /// Use cases over `store`, signing checkpoints with `signer` as `policy` says and
+    /// verifying them with the signer's key alone.
     pub fn new(store: AuditStore, signer: AuditSigner, policy: CheckpointPolicy) -> Self {
+        let keys = KeySet::from(signer.verifying_key());
+        Self::with_keys(store, signer, keys, policy)
+    }
+
+    /// Like [`AuditLog::new`], verifying checkpoints with `keys` (each by its key id;
+    /// the signer's key is added).
+    pub fn with_keys(
+        store: AuditStore,
+        signer: AuditSigner,
+        mut keys: KeySet,
+        policy: CheckpointPolicy,
+    ) -> Self {
+        keys.insert(signer.verifying_key());
         Self {
             inner: Arc::new(Inner {
                 store,
                 signer,
+                keys,
                 policy,
                 locks: std::sync::Mutex::new(HashMap::new()),
                 appended: watch::channel(0).0,
@@ -66,6 +83,11 @@ impl AuditLog {
     /// The checkpoint signer.
     pub fn signer(&self) -> &AuditSigner {
         &self.inner.signer
+    }
+
+    /// The keys checkpoints are verified with.
+    pub fn verify_keys(&self) -> &KeySet {
+        &self.inner.keys
     }
 
     fn tenant_lock(&self, tenant: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -313,7 +335,7 @@ impl AuditLog {
             .filter(|c| c.seq <= end || c.seq > stored_max)
             .peekable();
         let mut v = Verifier::new(
-            self.inner.signer.verifying_key(),
+            self.inner.keys.clone(),
             Some(t),
             Start::At {
                 seq: from,

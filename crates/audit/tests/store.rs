@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
-use vern_audit::chain::{self, FailureKind};
+use vern_audit::chain::{self, FailureKind, KeySet};
 use vern_audit::domain::{EventFilter, EventInput, ExportItem, Outcome};
 use vern_audit::error::AuditError;
 use vern_audit::export::{CheckpointLine, EventLine, verify_export};
@@ -34,6 +34,7 @@ vern_kit::store_test_suite!("audit":
     two_replicas_do_not_fork_the_chain,
     periodic_checkpoint_covers_new_events,
     bad_batches_write_nothing,
+    checkpoints_across_a_key_rotation_verify_with_the_retired_key,
 );
 
 const SEED: [u8; 32] = [42; 32];
@@ -561,7 +562,7 @@ async fn offline_verification_finds_an_edited_export(target: DbTarget) {
         .summary
         .failure
         .expect("failure");
-    assert_eq!((f.seq, f.kind), (10, FailureKind::BadSignature));
+    assert_eq!((f.seq, f.kind), (10, FailureKind::UnknownKey));
     // Garbage instead of an event.
     let mut junk = lines.clone();
     junk[3] = "{not json".into();
@@ -760,4 +761,97 @@ async fn bad_batches_write_nothing(target: DbTarget) {
     assert_eq!(log.store().head("kultur").await.expect("head").seq, 0);
     let out = log.append(&tenant("kultur"), vec![]).await.expect("empty");
     assert_eq!(out.results.len(), 0);
+}
+
+/// A rolling restart of two replicas during a key rotation: a replica with the old key
+/// and one with the new key append, and checkpoint, in turn; each knows the other's
+/// public key (`audit.retired_public_keys`). VerifyChain and the offline verification
+/// check each checkpoint by its key id; without the retired key they fail at its first
+/// checkpoint, naming its key id.
+async fn checkpoints_across_a_key_rotation_verify_with_the_retired_key(target: DbTarget) {
+    let (old, new) = (
+        AuditSigner::from_seed(SEED),
+        AuditSigner::from_seed([43; 32]),
+    );
+    let policy = CheckpointPolicy {
+        every_events: 5,
+        every: Duration::from_secs(3600),
+    };
+    let replica = |signer: &AuditSigner, other: &AuditSigner| {
+        let (signer, other) = (signer.clone(), other.verifying_key());
+        let target = target.clone();
+        async move {
+            AuditLog::with_keys(
+                AuditStore::open(&target).await.expect("open"),
+                signer,
+                KeySet::from(other),
+                policy,
+            )
+        }
+    };
+    let a = replica(&old, &new).await;
+    let b = replica(&new, &old).await;
+    for round in 0..4 {
+        fill(if round % 2 == 0 { &a } else { &b }, "kultur", 5, 5).await;
+    }
+    let cps = a
+        .list_checkpoints(&tenant("kultur"), None, 100)
+        .await
+        .expect("checkpoints");
+    let mut signed: Vec<(i64, String)> = cps
+        .items
+        .iter()
+        .map(|c| (c.seq, c.key_id.clone()))
+        .collect();
+    signed.sort();
+    let (o, n) = (old.key_id().to_owned(), new.key_id().to_owned());
+    assert_eq!(
+        signed,
+        vec![
+            (5, o.clone()),
+            (10, n.clone()),
+            (15, o.clone()),
+            (20, n.clone())
+        ]
+    );
+    for log in [&a, &b] {
+        let v = log.verify(&tenant("kultur"), 0, 0).await.expect("verify");
+        assert!(v.ok(), "{:?}", v.failure);
+        assert_eq!((v.checked, v.to_seq), (20, 20));
+    }
+
+    // The new key alone (the retired key not configured).
+    let alone = AuditLog::new(
+        AuditStore::open(&target).await.expect("open"),
+        new.clone(),
+        policy,
+    );
+    let v = alone.verify(&tenant("kultur"), 0, 0).await.expect("verify");
+    let f = v.failure.as_ref().expect("fails");
+    assert_eq!((f.seq, f.kind), (5, FailureKind::UnknownKey));
+    assert!(
+        f.reason.contains(&o),
+        "names the missing key id: {}",
+        f.reason
+    );
+    let pb = vern_audit::api::verification_pb(v);
+    assert_eq!(
+        pb.failure,
+        vern_proto::audit::v1::ChainFailure::UnknownKey as i32
+    );
+    assert!(pb.reason.contains(&o), "{}", pb.reason);
+
+    // Offline, the same.
+    let file = to_lines(&export_all(&a, "kultur", 0, 0).await).join("\n") + "\n";
+    let both = KeySet::new([old.verifying_key(), new.verifying_key()]);
+    let report = verify_export(file.as_bytes(), both).expect("read");
+    assert!(report.summary.ok(), "{:?}", report.summary.failure);
+    assert_eq!(report.summary.checkpoints, 4);
+    let f = verify_export(file.as_bytes(), new.verifying_key())
+        .expect("read")
+        .summary
+        .failure
+        .expect("fails");
+    assert_eq!((f.seq, f.kind), (5, FailureKind::UnknownKey));
+    assert!(f.reason.contains(&o), "{}", f.reason);
 }

@@ -39,10 +39,12 @@ pub struct VerifyArgs {
     /// The export to verify.
     #[arg(long)]
     pub file: PathBuf,
-    /// The audit service's checkpoint public key, 64 hex characters (`vern audit
-    /// public-key`).
-    #[arg(long)]
-    pub public_key: String,
+    /// A checkpoint public key: 64 hex characters (`vern audit public-key`) or a file
+    /// holding them. Repeat it for every key the export's checkpoints were signed with
+    /// (the current key and the keys retired by rotations); each checkpoint is checked
+    /// with the key its key id names.
+    #[arg(long, required = true)]
+    pub public_key: Vec<String>,
 }
 
 /// `vern audit tail`.
@@ -132,12 +134,17 @@ pub async fn export(config: &Config, args: ExportArgs) -> anyhow::Result<()> {
 /// checkpoint's signature and head. Prints `ok …` or where and why it failed; a
 /// failure is an error (exit code 1).
 pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
-    let key = vern_audit::keys::parse_public_key(&args.public_key)
-        .context("--public-key must be 64 hex characters of an Ed25519 public key")?;
+    let mut keys = vern_audit::chain::KeySet::default();
+    for (i, value) in args.public_key.iter().enumerate() {
+        keys.insert(vern_audit::keys::load_public_key(
+            value,
+            &format!("--public-key #{}", i + 1),
+        )?);
+    }
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("opening {}", args.file.display()))?;
     let reader: Box<dyn BufRead> = Box::new(std::io::BufReader::with_capacity(1 << 20, file));
-    let report = vern_audit::export::verify_export(reader, key)
+    let report = vern_audit::export::verify_export(reader, keys.clone())
         .with_context(|| format!("reading {}", args.file.display()))?;
     let s = &report.summary;
     let tenant = report.tenant_id.as_deref().unwrap_or("?");
@@ -149,10 +156,15 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
                 s.checked, s.first_seq, s.last_seq, s.checkpoints
             );
         }
-        if f.kind == FailureKind::BadSignature {
-            println!("the key given has id {}", vern_audit::chain::key_id(&key));
+        if matches!(f.kind, FailureKind::BadSignature | FailureKind::UnknownKey) {
+            println!("the keys given have ids {}", keys.ids().join(", "));
         }
-        anyhow::bail!("the export does not verify (first bad seq {})", f.seq);
+        anyhow::bail!(
+            "the export does not verify (first bad seq {}: {}: {})",
+            f.seq,
+            f.kind.as_str(),
+            f.reason
+        );
     }
     if s.checked == 0 {
         anyhow::bail!("the export holds no events");
@@ -271,10 +283,12 @@ mod tests {
     use vern_audit::chain::{ChainedEvent, Checkpoint, Event, ZERO_HASH, next_hash};
     use vern_audit::keys::AuditSigner;
 
-    fn export_file(name: &str, signer: &AuditSigner, edit: bool) -> PathBuf {
+    /// An export of 4 events with checkpoints at seq 2 (signed by `signers[0]`) and 4 (by
+    /// the last of `signers`).
+    fn export_file(name: &str, signers: &[&AuditSigner], edit: bool) -> PathBuf {
         let mut prev = ZERO_HASH;
         let mut lines = vec![];
-        for seq in 1..=3 {
+        for seq in 1..=4 {
             let event = Event {
                 tenant_id: "kultur".into(),
                 seq,
@@ -316,9 +330,18 @@ mod tests {
             }
             lines.push(serde_json::to_string(&EventLine::from_pb(&pb_event)).expect("json"));
             prev = hash;
+            let signer = match seq {
+                2 => signers.first(),
+                4 => signers.last(),
+                _ => None,
+            };
+            if let Some(signer) = signer {
+                let cp = Checkpoint::sign(signer.signing_key(), "kultur", seq, prev, seq);
+                lines.push(
+                    serde_json::to_string(&CheckpointLine::from_checkpoint(&cp)).expect("json"),
+                );
+            }
         }
-        let cp = Checkpoint::sign(signer.signing_key(), "kultur", 3, prev, 1);
-        lines.push(serde_json::to_string(&CheckpointLine::from_checkpoint(&cp)).expect("json"));
         let path =
             std::env::temp_dir().join(format!("vern-audit-{}-{name}.jsonl", std::process::id()));
         std::fs::write(&path, lines.join("\n") + "\n").expect("write");
@@ -328,11 +351,11 @@ mod tests {
     #[test]
     fn verify_accepts_an_intact_export_and_fails_on_an_edit() {
         let signer = AuditSigner::from_seed([4; 32]);
-        let good = export_file("good", &signer, false);
-        let bad = export_file("bad", &signer, true);
+        let good = export_file("good", &[&signer], false);
+        let bad = export_file("bad", &[&signer], true);
         let args = |file: &PathBuf, key: String| VerifyArgs {
             file: file.clone(),
-            public_key: key,
+            public_key: vec![key],
         };
         assert!(verify(args(&good, signer.public_key_hex())).is_ok());
         let e = verify(args(&bad, signer.public_key_hex())).expect_err("edited");
@@ -342,6 +365,41 @@ mod tests {
         assert!(verify(args(&good, "nothex".into())).is_err());
         let _ = std::fs::remove_file(good);
         let _ = std::fs::remove_file(bad);
+    }
+
+    /// An export whose checkpoints were signed before and after a key rotation verifies
+    /// with both public keys (inline or in files) and fails, naming the old key's id,
+    /// without it.
+    #[test]
+    fn verify_takes_the_keys_of_a_rotation() {
+        let (old, new) = (
+            AuditSigner::from_seed([6; 32]),
+            AuditSigner::from_seed([7; 32]),
+        );
+        let file = export_file("rotated", &[&old, &new], false);
+        let old_key =
+            std::env::temp_dir().join(format!("vern-audit-{}-old.hex", std::process::id()));
+        std::fs::write(&old_key, old.public_key_hex() + "\n").expect("write");
+        let args = |keys: Vec<String>| VerifyArgs {
+            file: file.clone(),
+            public_key: keys,
+        };
+        verify(args(vec![
+            new.public_key_hex(),
+            old_key.to_string_lossy().into_owned(),
+        ]))
+        .expect("both keys");
+        let e = verify(args(vec![new.public_key_hex()])).expect_err("old key missing");
+        let text = e.to_string();
+        assert!(text.contains("first bad seq 2: unknown key"), "{text}");
+        assert!(
+            text.contains(old.key_id()),
+            "names the missing key id: {text}"
+        );
+        let e = verify(args(vec!["/no/such/key.hex".into()])).expect_err("no file");
+        assert!(e.to_string().contains("--public-key #1"), "{e}");
+        let _ = std::fs::remove_file(file);
+        let _ = std::fs::remove_file(old_key);
     }
 
     #[test]

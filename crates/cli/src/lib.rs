@@ -71,11 +71,12 @@ pub async fn migrate(
 }
 
 /// Opens one service's store (running its migrations) and adds the service to
-/// `routes`; returns its gRPC name.
+/// `routes`; returns its gRPC name. Its background work stops with `shutdown`.
 pub async fn add_service(
     config: &Config,
     service: &str,
     routes: &mut RoutesBuilder,
+    shutdown: &vern_kit::shutdown::Shutdown,
 ) -> anyhow::Result<&'static str> {
     let t = target(config, service);
     let ctx = || format!("opening the {service} database");
@@ -109,7 +110,7 @@ pub async fn add_service(
         }
         "retention" => {
             routes.add_service(
-                vern_retention::build(config, &t)
+                vern_retention::build(config, &t, shutdown)
                     .await
                     .map_err(|e| anyhow::anyhow!(e))
                     .with_context(ctx)?,
@@ -146,8 +147,9 @@ pub async fn add_service(
 pub async fn suite_of(config: &Config, services: &[&str]) -> anyhow::Result<Served> {
     let mut routes = Routes::builder();
     let mut names = vec![];
+    let shutdown = vern_kit::shutdown::Shutdown::new();
     for service in services {
-        names.push(add_service(config, service, &mut routes).await?);
+        names.push(add_service(config, service, &mut routes, &shutdown).await?);
     }
     Ok(Served {
         routes: routes.routes(),
@@ -158,6 +160,7 @@ pub async fn suite_of(config: &Config, services: &[&str]) -> anyhow::Result<Serv
         // A service's own listener: reached by the gateway and the other services.
         exposure: vern_kit::context::Exposure::Internal,
         tenants: tenant_gate(config),
+        shutdown,
     })
 }
 
@@ -194,6 +197,7 @@ pub fn gateway(config: &Config) -> anyhow::Result<Served> {
         telemetry: vern_kit::telemetry::Telemetry::off(),
         exposure: vern_kit::context::Exposure::Public,
         tenants: tenant_gate(config),
+        shutdown: vern_kit::shutdown::Shutdown::new(),
     })
 }
 
@@ -288,6 +292,7 @@ pub async fn start_suite(config: Config, listener: TcpListener) -> anyhow::Resul
         telemetry: served.telemetry.clone(),
         exposure: vern_kit::context::Exposure::Internal,
         tenants: served.tenants.clone(),
+        shutdown: served.shutdown.clone(),
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -52,6 +52,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Outbox relays.
     pub outbox: OutboxConfig,
+    /// The audit service's checkpoint verification.
+    pub audit: AuditConfig,
     /// Traces and metrics (OpenTelemetry, Prometheus).
     pub telemetry: TelemetryConfig,
 }
@@ -119,6 +121,19 @@ impl Default for OutboxConfig {
     }
 }
 
+/// The audit service's checkpoint verification. (The signing key itself is
+/// `VERN_AUDIT_SIGNING_KEY_FILE`.)
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct AuditConfig {
+    /// Public keys of retired checkpoint signing keys, each 64 hex characters or the
+    /// path of a file holding them (`vern audit public-key` prints one). Checkpoints
+    /// are verified by their key id against these and the current key, so chains
+    /// signed before a rotation still verify. Env:
+    /// `VERN_AUDIT__RETIRED_PUBLIC_KEYS='["<hex>", "/etc/vern/audit-retired/2026.hex"]'`.
+    pub retired_public_keys: Vec<String>,
+}
+
 /// Keys protecting personal data at rest (envelope encryption and blind indexes).
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -149,6 +164,7 @@ impl Default for Config {
             keys: KeysConfig::default(),
             retention: RetentionConfig::default(),
             outbox: OutboxConfig::default(),
+            audit: AuditConfig::default(),
             telemetry: TelemetryConfig::default(),
         }
     }

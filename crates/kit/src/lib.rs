@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod page;
 pub mod permissions;
 pub mod server;
+pub mod shutdown;
 pub mod telemetry;
 pub mod tenancy;
 #[cfg(any(test, feature = "test-util"))]

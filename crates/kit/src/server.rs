@@ -63,6 +63,9 @@ pub struct Served {
     pub exposure: Exposure,
     /// Checks that each call's tenant exists and is active (`None`: not checked).
     pub tenants: Option<crate::tenancy::TenantGate>,
+    /// Background work of the served services, told when shutdown begins and waited
+    /// for (up to `shutdown_grace_seconds`) before [`serve`] returns.
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 impl Served {
@@ -76,12 +79,14 @@ impl Served {
             telemetry: crate::telemetry::Telemetry::off(),
             exposure: Exposure::Internal,
             tenants: None,
+            shutdown: crate::shutdown::Shutdown::new(),
         }
     }
 }
 
 /// Serves `served` on `listener` until `shutdown` resolves, then stops accepting,
-/// lets in-flight calls finish for up to `shutdown_grace_seconds`, and returns.
+/// lets in-flight calls finish for up to `shutdown_grace_seconds`, waits (as long
+/// again at most) for the services' background work to stop, and returns.
 pub async fn serve(
     served: Served,
     listener: TcpListener,
@@ -119,8 +124,11 @@ pub async fn serve(
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let names = served.health_names.clone();
+    let background = served.shutdown.clone();
     let signal = async move {
         shutdown.await;
+        // Background work stops while calls drain (a sweep records where it stopped).
+        background.begin();
         // Probes see NOT_SERVING while in-flight calls drain.
         set_all(&reporter, &names, ServingStatus::NotServing).await;
         tracing::info!("shutting down: draining in-flight calls");
@@ -173,6 +181,7 @@ pub async fn serve(
             Ok(())
         }
     };
+    served.shutdown.finish(grace).await;
     // The last spans and metrics leave before the process does.
     served.telemetry.flush().await;
     result

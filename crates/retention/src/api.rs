@@ -19,23 +19,31 @@ use crate::domain::{
 use crate::remote::category_pb;
 use crate::service::{Evaluation, Retention};
 use crate::store::PolicyFilter;
-use crate::sweep::{SchedulerHandle, SweepRequest};
+use crate::sweep::{SchedulerHandle, Stop, SweepRequest};
 
 /// The RetentionService implementation.
 #[derive(Clone, Debug)]
 pub struct RetentionApi {
     retention: Retention,
     /// Keeps the scheduler running while the service lives; dropping the last clone
-    /// (server shutdown) stops it.
+    /// stops it.
     _scheduler: Option<Arc<SchedulerHandle>>,
+    /// Cuts RunSweep's sweeps off at shutdown (they are recorded INTERRUPTED).
+    stop: Option<Stop>,
 }
 
 impl RetentionApi {
-    /// Handlers over `retention`, owning the scheduler's handle (if any).
-    pub fn new(retention: Retention, scheduler: Option<SchedulerHandle>) -> Self {
+    /// Handlers over `retention`, owning the scheduler's handle (if any); `stop` is
+    /// the server's shutdown signal.
+    pub fn new(
+        retention: Retention,
+        scheduler: Option<Arc<SchedulerHandle>>,
+        stop: Option<Stop>,
+    ) -> Self {
         Self {
             retention,
-            _scheduler: scheduler.map(Arc::new),
+            _scheduler: scheduler,
+            stop,
         }
     }
 }
@@ -155,6 +163,7 @@ fn run_pb(r: domain::SweepRun) -> pb::SweepRun {
             SweepStatus::Partial => pb::SweepStatus::Partial,
             SweepStatus::Failed => pb::SweepStatus::Failed,
             SweepStatus::SkippedHold => pb::SweepStatus::SkippedHold,
+            SweepStatus::Interrupted => pb::SweepStatus::Interrupted,
         } as i32,
         requested_by: r.requested_by,
         start_time: Some(to_timestamp(r.start_time)),
@@ -487,8 +496,12 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
             max_items: r.max_items,
             trigger: SweepTrigger::OnDemand,
             requested_by: ctx.sub.clone(),
+            slot: None,
         };
-        let run = self.retention.run_sweep(&tenant, sweep, idem, None).await?;
+        let run = self
+            .retention
+            .run_sweep(&tenant, sweep, idem, self.stop.clone())
+            .await?;
         Ok(Response::new(run_pb(run)))
     }
 

@@ -144,6 +144,8 @@ text_enum!(
         Failed = "FAILED",
         /// A tenant-wide legal hold stopped the sweep.
         SkippedHold = "SKIPPED_HOLD",
+        /// Cut off by a shutdown, or its holder died (its lease expired).
+        Interrupted = "INTERRUPTED",
     }
 );
 text_enum!(

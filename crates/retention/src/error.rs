@@ -30,6 +30,9 @@ pub enum RetentionError {
     /// Another sweep of the tenant is running.
     #[error("sweep running")]
     SweepRunning,
+    /// Another instance claimed this interval's scheduled sweep of the tenant.
+    #[error("sweep claimed")]
+    SweepClaimed,
     /// Another service failed (named; no message text from it).
     #[error("upstream {0} failed")]
     Upstream(&'static str),
@@ -63,6 +66,11 @@ impl From<RetentionError> for ApiError {
                 "SWEEP_RUNNING",
                 "sweep",
                 "another sweep of this tenant is running",
+            ),
+            RetentionError::SweepClaimed => ApiError::precondition(
+                "SWEEP_CLAIMED",
+                "sweep",
+                "this interval's scheduled sweep of the tenant was claimed by another instance",
             ),
             RetentionError::Upstream(service) => {
                 tracing::warn!(service, "upstream call failed");

@@ -39,11 +39,13 @@ pub async fn migrate(target: &DbTarget) -> Result<vern_kit::db::Migrated, sea_or
 }
 
 /// Opens the store (running migrations), builds the gRPC service and starts the sweep
-/// scheduler (`retention.sweep_interval_seconds`; 0: off), which stops when the service
-/// is dropped.
+/// scheduler (`retention.sweep_interval_seconds`; 0: off). When `shutdown` begins, the
+/// scheduler stops and running sweeps are recorded INTERRUPTED (`shutdown` waits for
+/// that); dropping the service also stops the scheduler.
 pub async fn build(
     config: &Config,
     target: &DbTarget,
+    shutdown: &vern_kit::shutdown::Shutdown,
 ) -> Result<Audited<RetentionServiceServer<api::RetentionApi>>, BuildError> {
     let limits = Limits::from(&config.server);
     let store = store::RetentionStore::open(target).await?;
@@ -69,12 +71,24 @@ pub async fn build(
     let retention = service::Retention::new(store, upstream);
     let scheduler = match config.retention.sweep_interval_seconds {
         0 => None,
-        n => Some(
-            sweep::Scheduler::new(retention.clone(), Some(relay)).spawn(Duration::from_secs(n)),
-        ),
+        n => Some(Arc::new(
+            sweep::Scheduler::new(retention.clone(), Some(relay), Duration::from_secs(n)).spawn(),
+        )),
     };
+    if let Some(handle) = &scheduler {
+        // Weak: a service dropped without a shutdown still stops its scheduler.
+        let handle = Arc::downgrade(handle);
+        let mut begun = shutdown.subscribe();
+        shutdown.track(tokio::spawn(async move {
+            let _ = begun.wait_for(|b| *b).await;
+            if let Some(h) = handle.upgrade() {
+                h.stop().await;
+            }
+        }));
+    }
+    let stop = shutdown.subscribe();
     Ok(AuditLayer::new(auditor).layer(vern_kit::limited!(
-        RetentionServiceServer::new(api::RetentionApi::new(retention, scheduler)),
+        RetentionServiceServer::new(api::RetentionApi::new(retention, scheduler, Some(stop))),
         limits
     )))
 }

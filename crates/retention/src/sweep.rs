@@ -2,7 +2,8 @@
 //! demand (RunSweep) and on a schedule ([`Scheduler`]).
 //!
 //! A sweep records its run first (status RUNNING; at most one per tenant, enforced by
-//! the database so it holds across instances), then per policy:
+//! the database so it holds across instances; the row is the tenant's sweep lease,
+//! renewed every [`LEASE_RENEWAL`] while the sweep runs), then per policy:
 //! 1. counts the records whose period has passed (a dry-run purge with the policy's own
 //!    expiry filters): `matched_count`;
 //! 2. purges (or, on a dry run, lists) the records with the policy's filters ANDed with
@@ -16,14 +17,19 @@
 //! decided again, and what nothing keeps any more is erased (so such subjects become
 //! ERASED); they appear as a result with an empty policy_id. A tenant-wide legal hold
 //! stops the whole sweep (SKIPPED_HOLD).
+//!
+//! A sweep cut off by its service's shutdown is recorded INTERRUPTED with what it had
+//! done; one whose instance died is marked INTERRUPTED by the next instance once its
+//! lease expires ([`crate::store::SWEEP_LEASE`]). The [`Scheduler`] of every instance wakes at the
+//! same interval boundaries and claims each tenant's interval in the database, so each
+//! interval's scheduled sweep of a tenant runs once, whatever the number of instances.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use prost::Message;
+use tokio::sync::watch;
 use vern_kit::context::TenantId;
 use vern_kit::error::Violations;
 use vern_kit::idempotency::Key;
@@ -35,6 +41,7 @@ use crate::domain::{
 use crate::error::RetentionError;
 use crate::remote::{EraseCall, KeptRecord, PurgeCall, PurgeOutcome, PurgedRecord};
 use crate::service::Retention;
+use crate::store::LEASE_RENEWAL;
 
 /// Most subject ids one PurgeRecords call takes (its limit).
 const MAX_IDS: usize = 10_000;
@@ -58,6 +65,28 @@ pub struct SweepRequest {
     pub trigger: SweepTrigger,
     /// The caller (empty for scheduled runs).
     pub requested_by: String,
+    /// Scheduled runs: the start of the interval this run claims for the tenant.
+    pub slot: Option<DateTime<Utc>>,
+}
+
+/// Turns true when the sweeps it is given to must stop (service shutdown).
+pub type Stop = watch::Receiver<bool>;
+
+/// Resolves once `stop` is true; never without one, or once its sender is gone without
+/// saying so.
+async fn stopped(stop: Option<Stop>) {
+    if let Some(mut s) = stop
+        && s.wait_for(|v| *v).await.is_ok()
+    {
+        return;
+    }
+    std::future::pending::<()>().await
+}
+
+/// Why a sweep ended before it finished.
+enum Cut {
+    Shutdown,
+    LeaseLost,
 }
 
 /// Which subjects a purge covers: all, or only these (possibly none).
@@ -79,12 +108,12 @@ struct Ctx<'a> {
     max_items: usize,
     truncated: bool,
     calls: u64,
-    stop: Option<&'a AtomicBool>,
 }
 
 impl Retention {
     /// RunSweep (and the scheduler's runs): records a run and applies the policies.
-    /// `stop`, when set, ends the sweep between policies (service shutdown).
+    /// When `stop` turns true the sweep is cut off where it is and recorded
+    /// INTERRUPTED (service shutdown).
     ///
     /// The work after the run is recorded runs in a task of its own, so a caller that
     /// gives up (deadline, disconnect) does not leave the run RUNNING: it finishes and
@@ -94,7 +123,7 @@ impl Retention {
         tenant: &TenantId,
         req: SweepRequest,
         key: Option<Key>,
-        stop: Option<Arc<AtomicBool>>,
+        stop: Option<Stop>,
     ) -> Result<SweepRun, RetentionError> {
         let mut v = Violations::new();
         let mut wanted = vec![];
@@ -149,7 +178,9 @@ impl Retention {
         };
         vern_kit::audit::resource("sweep_run", &run.sweep_run_id);
         let event = (req.trigger == SweepTrigger::Scheduled).then(|| scheduled_event(&run));
-        self.store.start_run(&run, key.as_ref(), event).await?;
+        self.store
+            .start_run(&run, key.as_ref(), event, req.slot)
+            .await?;
         let this = self.clone();
         let every_policy = wanted.is_empty();
         let dry_run = req.dry_run;
@@ -165,23 +196,46 @@ impl Retention {
                 max_items,
                 truncated: false,
                 calls: 0,
-                stop: stop.as_deref(),
             };
-            match this
-                .execute(&mut ctx, &mut run, &all, &selected, every_policy)
-                .await
-            {
-                Ok(status) => run.status = status,
-                Err(e) => {
+            let run_id = run.sweep_run_id.clone();
+            // Dropping the sweep's future at a cut leaves at most one call to the
+            // subjects service unanswered; its request id makes a repeat harmless.
+            let outcome = tokio::select! {
+                r = this.execute(&mut ctx, &mut run, &all, &selected, every_policy) => Ok(r),
+                cut = this.hold_lease(&tenant, &run_id, stop) => Err(cut),
+            };
+            match outcome {
+                Ok(Ok(status)) => run.status = status,
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "sweep failed");
                     run.status = SweepStatus::Failed;
                     run.error = failure_text(&e);
+                }
+                Err(cut) => {
+                    run.status = SweepStatus::Interrupted;
+                    run.error = match cut {
+                        Cut::Shutdown => "interrupted: the service shut down".into(),
+                        Cut::LeaseLost => "interrupted: the sweep lost its lease".into(),
+                    };
+                    for p in selected.iter().skip(run.policy_results.len()) {
+                        run.policy_results.push(PolicyResult {
+                            policy_id: p.policy_id.clone(),
+                            legal_reference: p.spec.legal_reference.clone(),
+                            action: Some(p.spec.action),
+                            error: "not applied: the sweep was interrupted".into(),
+                            ..Default::default()
+                        });
+                    }
+                    tracing::warn!(reason = %run.error, "sweep interrupted");
                 }
             }
             run.items = ctx.items;
             run.items_truncated = ctx.truncated;
             run.end_time = Some(vern_kit::time::now());
-            this.store.finish_run(&run).await?;
+            if !this.store.finish_run(&run).await? {
+                tracing::warn!("sweep finished after another instance marked it interrupted");
+                run.status = SweepStatus::Interrupted;
+            }
             if !run.dry_run {
                 let purged: i64 = run
                     .policy_results
@@ -194,6 +248,28 @@ impl Retention {
         });
         task.await
             .map_err(|_| RetentionError::Api(vern_kit::ApiError::Internal("sweep task")))?
+    }
+
+    /// Renews the run's lease until `stop` turns true or the lease is lost (another
+    /// instance took the run for dead); never returns otherwise.
+    async fn hold_lease(&self, tenant: &str, run_id: &str, stop: Option<Stop>) -> Cut {
+        let stop = stopped(stop);
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(LEASE_RENEWAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate; the lease was taken at the start.
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = &mut stop => return Cut::Shutdown,
+                _ = tick.tick() => match self.store.heartbeat(tenant, run_id).await {
+                    Ok(true) => {}
+                    Ok(false) => return Cut::LeaseLost,
+                    // A passing database failure: the lease holds until it expires.
+                    Err(e) => tracing::warn!(error = %e, "sweep lease renewal failed"),
+                },
+            }
+        }
     }
 
     async fn execute(
@@ -217,17 +293,6 @@ impl Retention {
         run.held_subject_count = held.len() as i64;
         ctx.held = held.into_iter().collect();
         for p in selected {
-            if ctx.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
-                run.policy_results.push(PolicyResult {
-                    policy_id: p.policy_id.clone(),
-                    legal_reference: p.spec.legal_reference.clone(),
-                    action: Some(p.spec.action),
-                    error: "not applied: the service was shutting down".into(),
-                    ..Default::default()
-                });
-                continue;
-            }
-            self.store.heartbeat(ctx.tenant, &ctx.run_id).await?;
             let result = match self.apply_policy(ctx, p, all, now).await {
                 Ok(r) => r,
                 Err(e) => PolicyResult {
@@ -240,7 +305,7 @@ impl Retention {
             };
             run.policy_results.push(result);
         }
-        if every_policy && !ctx.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+        if every_policy {
             let r = match self.sweep_after_erasure(ctx, now).await {
                 Ok(r) => r,
                 Err(e) => PolicyResult {
@@ -337,7 +402,6 @@ impl Retention {
                     if !out.truncated || out.purged_count == 0 {
                         break;
                     }
-                    self.store.heartbeat(ctx.tenant, &ctx.run_id).await?;
                 }
             }
         }
@@ -528,7 +592,6 @@ impl Retention {
                 retain,
             };
             erased += self.upstream.erase(ctx.tenant, call).await?;
-            self.store.heartbeat(ctx.tenant, &ctx.run_id).await?;
         }
         result.deleted_count = erased;
         result.kept_count = (matched - erased).max(0);
@@ -591,29 +654,45 @@ fn scheduled_event(run: &SweepRun) -> Vec<u8> {
 /// The actor of scheduled sweeps in the audit trail.
 pub const SCHEDULER_SUB: &str = "retention-scheduler";
 
-/// Runs scheduled sweeps of every tenant that has policies.
+/// Runs scheduled sweeps of every tenant that has policies, once per interval across
+/// all instances: intervals are aligned to the Unix epoch, every instance wakes at
+/// their boundaries, and the instance whose claim of a tenant's interval commits first
+/// sweeps it; the others skip it.
 #[derive(Clone, Debug)]
 pub struct Scheduler {
     retention: Retention,
     relay: Option<vern_kit::outbox::Relay>,
-    /// Skip a tenant whose last scheduled sweep started less than this ago (another
-    /// instance of the service swept it).
-    min_gap: Option<chrono::Duration>,
+    interval: Duration,
 }
 
 impl Scheduler {
-    /// A scheduler over `retention`; `relay` is nudged after audit events are written.
-    pub fn new(retention: Retention, relay: Option<vern_kit::outbox::Relay>) -> Self {
+    /// A scheduler over `retention` sweeping every `interval`; `relay` is nudged after
+    /// audit events are written.
+    pub fn new(
+        retention: Retention,
+        relay: Option<vern_kit::outbox::Relay>,
+        interval: Duration,
+    ) -> Self {
         Self {
             retention,
             relay,
-            min_gap: None,
+            interval: interval.max(Duration::from_millis(1)),
         }
     }
 
-    /// One round: a (real) sweep of each tenant with policies. A tenant whose sweep is
-    /// already running is skipped. Returns the runs recorded.
-    pub async fn run_once(&self, stop: Option<Arc<AtomicBool>>) -> Vec<SweepRun> {
+    /// The start of the interval `t` falls in.
+    pub fn slot_of(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        let every = i64::try_from(self.interval.as_millis()).unwrap_or(i64::MAX);
+        let ms = t.timestamp_millis();
+        DateTime::from_timestamp_millis(ms - ms.rem_euclid(every)).unwrap_or(t)
+    }
+
+    /// One round, for the interval starting at `slot`: marks sweeps whose instance died
+    /// (lease expired) INTERRUPTED, then sweeps each tenant with policies whose interval
+    /// no instance has claimed yet. A tenant whose sweep is running is skipped. Returns
+    /// the runs recorded here.
+    pub async fn run_once(&self, slot: DateTime<Utc>, stop: Option<Stop>) -> Vec<SweepRun> {
+        self.expire_leases().await;
         let tenants = match self.retention.store.tenants_with_policies().await {
             Ok(t) => t,
             Err(e) => {
@@ -623,14 +702,8 @@ impl Scheduler {
         };
         let mut runs = vec![];
         for t in tenants {
-            if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+            if stop.as_ref().is_some_and(|s| *s.borrow()) {
                 break;
-            }
-            if let Some(gap) = self.min_gap
-                && let Ok(Some(last)) = self.retention.store.last_scheduled_start(&t).await
-                && last > vern_kit::time::now() - gap
-            {
-                continue;
             }
             let req = SweepRequest {
                 dry_run: false,
@@ -638,6 +711,7 @@ impl Scheduler {
                 max_items: 0,
                 trigger: SweepTrigger::Scheduled,
                 requested_by: String::new(),
+                slot: Some(slot),
             };
             match self
                 .retention
@@ -645,6 +719,9 @@ impl Scheduler {
                 .await
             {
                 Ok(run) => runs.push(run),
+                Err(RetentionError::SweepClaimed) => {
+                    tracing::debug!(tenant = %t, "scheduled sweep skipped: another instance has it")
+                }
                 Err(RetentionError::SweepRunning) => {
                     tracing::info!(tenant = %t, "scheduled sweep skipped: a sweep is running")
                 }
@@ -657,23 +734,53 @@ impl Scheduler {
         runs
     }
 
-    /// Starts the loop: a round every `interval` (the first one interval after start)
-    /// until the handle is stopped or dropped.
-    pub fn spawn(mut self, interval: Duration) -> SchedulerHandle {
-        // With several instances each runs this loop; a tenant swept by another
-        // instance within half an interval is skipped.
-        self.min_gap = chrono::Duration::from_std(interval / 2).ok();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
-        let flag = stop.clone();
+    /// Marks sweeps whose instance died (lease expired) INTERRUPTED.
+    async fn expire_leases(&self) {
+        match self
+            .retention
+            .store
+            .interrupt_expired(vern_kit::time::now())
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(runs = n, "sweeps whose instance died marked interrupted"),
+            Err(e) => tracing::warn!(error = %e, "scheduled sweep: expiring leases failed"),
+        }
+    }
+
+    /// Starts the loop: a round at every interval boundary (the first one at most an
+    /// interval after start) until the handle is stopped or dropped. Between rounds,
+    /// sweeps whose instance died are marked INTERRUPTED every [`LEASE_RENEWAL`] × 3,
+    /// so none shows RUNNING for long.
+    pub fn spawn(self) -> SchedulerHandle {
+        let (stop, rx) = watch::channel(false);
+        let mut halt = rx.clone();
         let task = tokio::spawn(async move {
+            let mut expiry = tokio::time::interval(LEASE_RENEWAL * 3);
+            expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                let now = vern_kit::time::now();
+                // An interval too long to add to a date never comes round.
+                let next = chrono::Duration::from_std(self.interval)
+                    .ok()
+                    .and_then(|d| self.slot_of(now).checked_add_signed(d));
+                let wait = next.map(|n| (n - now).to_std().unwrap_or_default());
                 tokio::select! {
-                    _ = &mut rx => break,
-                    _ = tokio::time::sleep(interval) => {}
+                    // The guard wait_for answers is not Send: dropped inside.
+                    _ = async { drop(halt.wait_for(|v| *v).await) } => break,
+                    _ = expiry.tick() => {
+                        self.expire_leases().await;
+                        continue;
+                    }
+                    Some(next) = async move { tokio::time::sleep(wait?).await; next } => {
+                        // The boundary slept to, also when the timer fired a little
+                        // early by the wall clock (a late wake-up runs the interval it
+                        // woke in).
+                        let slot = self.slot_of(vern_kit::time::now().max(next));
+                        self.run_once(slot, Some(rx.clone())).await;
+                    }
                 }
-                self.run_once(Some(flag.clone())).await;
-                if flag.load(Ordering::Relaxed) {
+                if *rx.borrow() {
                     break;
                 }
             }
@@ -681,40 +788,35 @@ impl Scheduler {
         });
         SchedulerHandle {
             stop,
-            tx: Some(tx),
-            task: Some(task),
+            task: std::sync::Mutex::new(Some(task)),
         }
     }
 }
 
-/// Stops the scheduler loop when stopped or dropped; a sweep in progress finishes the
-/// policy it is applying and records the rest as not applied.
+/// Stops the scheduler loop when stopped or dropped. A sweep in progress is cut off and
+/// recorded INTERRUPTED; [`SchedulerHandle::stop`] waits until it is recorded.
 #[derive(Debug)]
 pub struct SchedulerHandle {
-    stop: Arc<AtomicBool>,
-    tx: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl SchedulerHandle {
-    /// Stops the loop and waits for it to end.
-    pub async fn stop(mut self) {
-        self.signal();
-        if let Some(t) = self.task.take() {
+    /// Stops the loop and waits for it to end (its running sweep recorded).
+    pub async fn stop(&self) {
+        self.stop.send_replace(true);
+        let task = match self.task.lock() {
+            Ok(mut t) => t.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(t) = task {
             let _ = t.await;
-        }
-    }
-
-    fn signal(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(());
         }
     }
 }
 
 impl Drop for SchedulerHandle {
     fn drop(&mut self) {
-        self.signal();
+        self.stop.send_replace(true);
     }
 }

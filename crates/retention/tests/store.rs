@@ -38,6 +38,9 @@ vern_kit::store_test_suite!("retention":
     a_dead_sweep_is_taken_over,
     evaluate_decides_per_record,
     scheduler_sweeps_and_stops,
+    two_schedulers_sweep_each_interval_once,
+    an_interrupted_sweep_is_recorded_and_the_next_interval_runs,
+    a_stopped_scheduler_records_its_sweep_interrupted,
 );
 
 #[derive(Clone, Debug)]
@@ -306,6 +309,7 @@ fn sweep(dry_run: bool) -> SweepRequest {
         max_items: 0,
         trigger: SweepTrigger::OnDemand,
         requested_by: "tester".into(),
+        slot: None,
     }
 }
 
@@ -1219,7 +1223,7 @@ async fn scheduler_sweeps_and_stops(target: DbTarget) {
     r.create_policy(&tenant("kultur"), mail_policy(), None)
         .await
         .expect("p");
-    let handle = Scheduler::new(r.clone(), None).spawn(Duration::from_millis(100));
+    let handle = Scheduler::new(r.clone(), None, Duration::from_millis(100)).spawn();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let runs = r
@@ -1248,7 +1252,7 @@ async fn scheduler_sweeps_and_stops(target: DbTarget) {
         "no sweep after stop"
     );
     // A dropped handle stops the loop too.
-    let dropped = Scheduler::new(r.clone(), None).spawn(Duration::from_millis(50));
+    let dropped = Scheduler::new(r.clone(), None, Duration::from_millis(50)).spawn();
     drop(dropped);
     let calls = fake.purge_calls.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1275,7 +1279,10 @@ async fn a_dead_sweep_is_taken_over(target: DbTarget) {
         held_subject_count: 0,
         error: String::new(),
     };
-    r.store().start_run(&dead, None, None).await.expect("start");
+    r.store()
+        .start_run(&dead, None, None, None)
+        .await
+        .expect("start");
     let run = r
         .run_sweep(&k, sweep(true), None, None)
         .await
@@ -1287,9 +1294,218 @@ async fn a_dead_sweep_is_taken_over(target: DbTarget) {
         .await
         .expect("get")
         .expect("run");
-    assert_eq!(old.status, SweepStatus::Failed);
+    assert_eq!(old.status, SweepStatus::Interrupted);
     assert!(old.error.starts_with("interrupted"), "{}", old.error);
     assert!(old.end_time.is_some());
+    // Its instance, were it alive, learns it lost the lease.
+    assert!(
+        !r.store()
+            .heartbeat("kultur", &dead.sweep_run_id)
+            .await
+            .expect("heartbeat")
+    );
+
+    // A scheduler round marks a dead holder's run INTERRUPTED, then sweeps.
+    let dead = vern_retention::domain::SweepRun {
+        sweep_run_id: uuid::Uuid::now_v7().to_string(),
+        start_time: vern_kit::time::now() - vern_retention::store::SWEEP_LEASE * 2,
+        ..dead
+    };
+    r.store()
+        .start_run(&dead, None, None, None)
+        .await
+        .expect("start");
+    let scheduler = Scheduler::new(r.clone(), None, Duration::from_secs(3600));
+    let runs = scheduler
+        .run_once(scheduler.slot_of(vern_kit::time::now()), None)
+        .await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, SweepStatus::Succeeded);
+    let old = r
+        .store()
+        .get_run("kultur", &dead.sweep_run_id)
+        .await
+        .expect("get")
+        .expect("run");
+    assert_eq!(old.status, SweepStatus::Interrupted);
+    assert!(old.error.contains("lease"), "{}", old.error);
+}
+
+/// Two instances (two connection pools on one database) each run the scheduler's round
+/// for the same interval at the same moment: the tenant is swept once per interval, and
+/// a round that comes late in the interval (after the other finished) sweeps nothing.
+async fn two_schedulers_sweep_each_interval_once(target: DbTarget) {
+    let fake = Arc::new(Fake::with_purposes("kultur", &["correspondence"]));
+    *fake.purge_delay.lock().expect("lock") = Duration::from_millis(20);
+    let a = Retention::new(
+        RetentionStore::open(&target).await.expect("a"),
+        fake.clone(),
+    );
+    let b = Retention::new(
+        RetentionStore::open(&target).await.expect("b"),
+        fake.clone(),
+    );
+    a.create_policy(&tenant("kultur"), mail_policy(), None)
+        .await
+        .expect("p");
+    let interval = Duration::from_secs(3600);
+    let (sa, sb) = (
+        Scheduler::new(a.clone(), None, interval),
+        Scheduler::new(b, None, interval),
+    );
+    let first = sa.slot_of(vern_kit::time::now());
+    let rounds = 10;
+    for i in 0..rounds {
+        let slot = first + chrono::Duration::hours(i);
+        let (ra, rb) = tokio::join!(sa.run_once(slot, None), sb.run_once(slot, None));
+        assert_eq!(ra.len() + rb.len(), 1, "interval {i}: swept once");
+        assert!(
+            ra.iter()
+                .chain(&rb)
+                .all(|r| r.status == SweepStatus::Succeeded),
+            "{ra:?} {rb:?}"
+        );
+        // Later in the same interval, after the first sweep finished.
+        assert!(
+            sb.run_once(slot, None).await.is_empty(),
+            "interval {i} again"
+        );
+        assert!(
+            sa.run_once(slot, None).await.is_empty(),
+            "interval {i} again"
+        );
+    }
+    // An earlier interval is never swept after a later one.
+    assert!(sa.run_once(first, None).await.is_empty());
+    let runs = a
+        .store()
+        .list_runs("kultur", None, 100, false)
+        .await
+        .expect("runs");
+    assert_eq!(runs.items.len(), rounds as usize);
+    assert!(
+        runs.items
+            .iter()
+            .all(|r| r.trigger == SweepTrigger::Scheduled)
+    );
+}
+
+/// A sweep cut off by shutdown is recorded INTERRUPTED (with what it did) rather than
+/// left RUNNING, and the next interval sweeps again.
+async fn an_interrupted_sweep_is_recorded_and_the_next_interval_runs(target: DbTarget) {
+    let fake = Fake::with_purposes("kultur", &["correspondence"]);
+    let s = uuid::Uuid::new_v4().to_string();
+    fake.add(
+        "kultur",
+        &s,
+        DataCategory::Communications,
+        "email-correspondence",
+        &["correspondence"],
+        ago(730),
+    );
+    let (r, fake) = setup(target, fake).await;
+    r.create_policy(&tenant("kultur"), mail_policy(), None)
+        .await
+        .expect("p");
+    *fake.purge_delay.lock().expect("lock") = Duration::from_secs(30);
+    let running = || async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let runs = r
+                .store()
+                .list_runs("kultur", None, 10, false)
+                .await
+                .expect("runs");
+            if let Some(run) = runs.items.iter().find(|x| x.status == SweepStatus::Running) {
+                return run.sweep_run_id.clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "no running sweep");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+
+    // A round told to stop while its sweep waits on the subjects service.
+    let scheduler = Scheduler::new(r.clone(), None, Duration::from_secs(3600));
+    let slot = scheduler.slot_of(vern_kit::time::now());
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let round = {
+        let scheduler = scheduler.clone();
+        tokio::spawn(async move { scheduler.run_once(slot, Some(rx)).await })
+    };
+    let id = running().await;
+    stop.send_replace(true);
+    let runs = tokio::time::timeout(Duration::from_secs(5), round)
+        .await
+        .expect("cut off at once")
+        .expect("join");
+    assert_eq!(runs.len(), 1);
+    let stored = r
+        .store()
+        .get_run("kultur", &id)
+        .await
+        .expect("get")
+        .expect("run");
+    assert_eq!(stored.status, SweepStatus::Interrupted);
+    assert_eq!(stored.error, "interrupted: the service shut down");
+    assert!(stored.end_time.is_some());
+    assert_eq!(stored.policy_results.len(), 1);
+    assert!(!stored.policy_results[0].error.is_empty());
+    assert_eq!(fake.ids().len(), 1, "nothing purged yet");
+
+    // The same interval is not swept again; the next one is, and finishes.
+    *fake.purge_delay.lock().expect("lock") = Duration::ZERO;
+    assert!(scheduler.run_once(slot, None).await.is_empty());
+    let next = scheduler
+        .run_once(slot + chrono::Duration::hours(1), None)
+        .await;
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].status, SweepStatus::Succeeded);
+    assert!(fake.ids().is_empty());
+}
+
+/// Stopping the spawned scheduler (graceful shutdown) records its running sweep
+/// INTERRUPTED before `stop` returns.
+async fn a_stopped_scheduler_records_its_sweep_interrupted(target: DbTarget) {
+    let fake = Fake::with_purposes("kultur", &["correspondence"]);
+    fake.add(
+        "kultur",
+        &uuid::Uuid::new_v4().to_string(),
+        DataCategory::Communications,
+        "email-correspondence",
+        &["correspondence"],
+        ago(730),
+    );
+    let (r, fake) = setup(target, fake).await;
+    r.create_policy(&tenant("kultur"), mail_policy(), None)
+        .await
+        .expect("p");
+    *fake.purge_delay.lock().expect("lock") = Duration::from_secs(30);
+    let handle = Scheduler::new(r.clone(), None, Duration::from_millis(200)).spawn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let runs = r
+            .store()
+            .list_runs("kultur", None, 10, false)
+            .await
+            .expect("runs");
+        if let Some(run) = runs.items.first() {
+            assert_eq!(run.status, SweepStatus::Running);
+            break run.sweep_run_id.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no running sweep");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::timeout(Duration::from_secs(5), handle.stop())
+        .await
+        .expect("stops at once");
+    let stored = r
+        .store()
+        .get_run("kultur", &id)
+        .await
+        .expect("get")
+        .expect("run");
+    assert_eq!(stored.status, SweepStatus::Interrupted);
+    assert!(stored.end_time.is_some());
 }
 
 /// What was kept after an erasure is decided again when its end passes or, kept

@@ -623,6 +623,8 @@ impl Rights {
         vern_kit::audit::resource("rights_report", &row.rights_request_id);
         let t = tenant.as_str();
         let Some(stored) = self.store.report(t, &row.rights_request_id).await? else {
+            // Read again: an erasure may have shredded the report after the first read.
+            let row = self.row(tenant, id).await?;
             return Err(match row.personal_erased_at {
                 Some(at) => RightsError::state(
                     "REPORT_ERASED",

@@ -11,6 +11,7 @@ vern_kit::store_test_suite!("rights":
     requests_list_in_deadline_order_with_filters_and_pages,
     feed_seqs_are_gap_free_under_concurrency_and_failures,
     the_last_required_ack_completes_the_request,
+    simultaneous_acks_from_two_replicas_complete_the_request,
     events_filter_by_type_request_and_unacked_system,
     tenants_are_isolated,
     idempotent_commits_answer_once,
@@ -312,6 +313,49 @@ async fn the_last_required_ack_completes_the_request(target: DbTarget) {
         .await
         .expect("ack");
     assert_eq!(status().await, "COMPLETED");
+}
+
+/// Two replicas (two pools on one database) acknowledge the two required systems of a
+/// request at the same moment; each ack must see the other's, or the request stalls
+/// IN_PROGRESS (write skew under READ COMMITTED).
+async fn simultaneous_acks_from_two_replicas_complete_the_request(target: DbTarget) {
+    let a = RightsStore::open(&target).await.expect("open a");
+    let b = RightsStore::open(&target).await.expect("open b");
+    for round in 0..30 {
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut r = row("t1", &id, at(20), RequestStatus::Verified);
+        r.required_systems = r#"["accounting","crm"]"#.into();
+        a.insert_request(r.clone(), None).await.expect("insert");
+        let mut done = r.clone();
+        done.status = RequestStatus::InProgress.as_str().into();
+        done.fulfilled = true;
+        done.version = 2;
+        a.commit_request(done, 1, vec![ev("t1", &id, EventType::Erased)], None, None)
+            .await
+            .expect("fulfil");
+        let e = a.events_of_request("t1", &id).await.expect("events")[0].clone();
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let tasks: Vec<_> = [(a.clone(), "crm"), (b.clone(), "accounting")]
+            .into_iter()
+            .map(|(s, system)| {
+                let (e, barrier) = (e.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    s.ack("t1", e, system, "svc", at(21), None).await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("join").expect("ack");
+        }
+        let status = b
+            .request("t1", &id)
+            .await
+            .expect("get")
+            .expect("row")
+            .status;
+        assert_eq!(status, "COMPLETED", "round {round}: both acks seen");
+    }
 }
 
 async fn events_filter_by_type_request_and_unacked_system(target: DbTarget) {

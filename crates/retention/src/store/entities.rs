@@ -88,3 +88,25 @@ pub mod sweep_run {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// `sweep_slots`: per tenant, the start of the latest scheduled interval an instance
+/// claimed (with the run it started). A claim is a conditional write, so of several
+/// instances exactly one sweeps a tenant per interval.
+pub mod sweep_slot {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sweep_slots")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant_id: String,
+        pub slot_start: ChronoDateTimeUtc,
+        pub sweep_run_id: String,
+        pub claim_time: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0001Retention),
             Box::new(vern_kit::outbox::ParkingMigration),
             Box::new(vern_kit::outbox::LeaseMigration),
+            Box::new(M0002SweepSlots),
         ]
     }
 }
@@ -237,5 +238,55 @@ impl MigrationTrait for M0001Retention {
             m.drop_table(Table::drop().table(t).to_owned()).await?;
         }
         Ok(())
+    }
+}
+
+/// `sweep_slots`: the latest scheduled interval claimed per tenant, so that with several
+/// instances each interval's scheduled sweep of a tenant runs once.
+struct M0002SweepSlots;
+
+impl MigrationName for M0002SweepSlots {
+    fn name(&self) -> &str {
+        "m0002_sweep_slots"
+    }
+}
+
+#[derive(DeriveIden)]
+enum SweepSlots {
+    Table,
+    TenantId,
+    SlotStart,
+    SweepRunId,
+    ClaimTime,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002SweepSlots {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(SweepSlots::Table)
+                .if_not_exists()
+                .col(
+                    ColumnDef::new(SweepSlots::TenantId)
+                        .string_len(63)
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(time(SweepSlots::SlotStart))
+                .col(
+                    ColumnDef::new(SweepSlots::SweepRunId)
+                        .string_len(36)
+                        .not_null(),
+                )
+                .col(time(SweepSlots::ClaimTime))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(SweepSlots::Table).to_owned())
+            .await
     }
 }

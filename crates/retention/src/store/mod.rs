@@ -7,8 +7,8 @@ pub mod migration;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use vern_kit::db::{DbFailure, DbTarget, classify};
 use vern_kit::idempotency::{self, Key, commit_once};
@@ -18,7 +18,7 @@ use crate::domain::{
     SweepStatus, SweepTrigger,
 };
 use crate::error::RetentionError;
-use entities::{hold, policy, sweep_run};
+use entities::{hold, policy, sweep_run, sweep_slot};
 
 pub use migration::Migrator;
 
@@ -55,9 +55,16 @@ pub struct HoldFilter {
     pub include_inactive: bool,
 }
 
-/// A running sweep whose heartbeat is older than this is taken to have died with its
-/// process; a new sweep may then start.
-pub const STALE_SWEEP: chrono::Duration = chrono::Duration::minutes(15);
+/// A running sweep holds its tenant's sweep lease (the RUNNING row) for this long after
+/// its last heartbeat; one whose lease expired is taken to have died with its process
+/// and is marked INTERRUPTED by the next instance that looks.
+pub const SWEEP_LEASE: chrono::Duration = chrono::Duration::minutes(2);
+
+/// How often a running sweep renews its lease (well within [`SWEEP_LEASE`]).
+pub const LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The error stored in a run whose lease expired.
+const LEASE_EXPIRED: &str = "interrupted: the sweep's instance stopped renewing its lease";
 
 /// The retention service's store.
 #[derive(Clone, Debug)]
@@ -177,23 +184,6 @@ impl RetentionStore {
         tenants.sort();
         tenants.dedup();
         Ok(tenants)
-    }
-
-    /// When the tenant's latest scheduled sweep started, if any.
-    pub async fn last_scheduled_start(
-        &self,
-        tenant: &str,
-    ) -> Result<Option<DateTime<Utc>>, RetentionError> {
-        Ok(sweep_run::Entity::find()
-            .select_only()
-            .column(sweep_run::Column::StartTime)
-            .filter(sweep_run::Column::TenantId.eq(tenant))
-            .filter(sweep_run::Column::Trigger.eq(SweepTrigger::Scheduled.as_str()))
-            .order_by_desc(sweep_run::Column::SweepRunId)
-            .limit(1)
-            .into_tuple::<DateTime<Utc>>()
-            .one(&self.db)
-            .await?)
     }
 
     /// Replaces a policy if it was not changed since `expected`.
@@ -365,37 +355,38 @@ impl RetentionStore {
             .collect()
     }
 
+    /// Marks every RUNNING sweep (of any tenant) whose lease expired at `now` as
+    /// INTERRUPTED; the answer is how many.
+    pub async fn interrupt_expired(&self, now: DateTime<Utc>) -> Result<u64, RetentionError> {
+        Ok(expire_runs(&self.db, None, now).await?)
+    }
+
     /// Records the start of a sweep (status RUNNING). FAILED_PRECONDITION while another
-    /// sweep of the tenant runs; a running sweep without a heartbeat for
-    /// [`STALE_SWEEP`] is marked FAILED first (its process died).
+    /// sweep of the tenant runs; a running sweep whose lease expired ([`SWEEP_LEASE`]
+    /// without a heartbeat: its process died) is marked INTERRUPTED first.
     /// `audit_event` (an encoded `AuditEvent`) is committed with the start, for runs
-    /// that no caller's audit scope covers (the scheduler's).
+    /// that no caller's audit scope covers (the scheduler's). With `slot` (the start of
+    /// a scheduled interval), the tenant's interval is claimed in the same transaction:
+    /// [`RetentionError::SweepClaimed`] when this or a later interval was claimed
+    /// already, by any instance.
     pub async fn start_run(
         &self,
         run: &SweepRun,
         key: Option<&Key>,
         audit_event: Option<Vec<u8>>,
+        slot: Option<DateTime<Utc>>,
     ) -> Result<SweepRun, RetentionError> {
-        let now = run.start_time;
-        sweep_run::Entity::update_many()
-            .col_expr(
-                sweep_run::Column::Status,
-                Expr::value(SweepStatus::Failed.as_str()),
-            )
-            .col_expr(
-                sweep_run::Column::Error,
-                Expr::value("interrupted: the sweep stopped without finishing"),
-            )
-            .col_expr(sweep_run::Column::EndTime, Expr::value(Some(now)))
-            .filter(sweep_run::Column::TenantId.eq(run.tenant_id.as_str()))
-            .filter(sweep_run::Column::Status.eq(SweepStatus::Running.as_str()))
-            .filter(sweep_run::Column::HeartbeatTime.lt(now - STALE_SWEEP))
-            .exec(&self.db)
-            .await?;
+        expire_runs(&self.db, Some(&run.tenant_id), run.start_time).await?;
         let row = run_active(run)?;
         let tenant = run.tenant_id.clone();
+        let run_id = run.sweep_run_id.clone();
         let started = commit_once(&self.db, key, run.clone(), move |txn| {
             Box::pin(async move {
+                if let Some(slot) = slot
+                    && !claim_slot(txn, &tenant, slot, &run_id).await?
+                {
+                    return Err(RetentionError::SweepClaimed);
+                }
                 row.insert(txn).await.map_err(|e| {
                     if classify(&e) == DbFailure::UniqueViolation {
                         RetentionError::SweepRunning
@@ -419,34 +410,42 @@ impl RetentionStore {
             {
                 Err(RetentionError::SweepRunning)
             }
+            Err(vern_kit::ApiError::FailedPrecondition(v))
+                if v.iter().any(|x| x.kind == "SWEEP_CLAIMED") =>
+            {
+                Err(RetentionError::SweepClaimed)
+            }
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Marks a running sweep alive.
-    pub async fn heartbeat(&self, tenant: &str, sweep_run_id: &str) -> Result<(), RetentionError> {
-        sweep_run::Entity::update_many()
+    /// Renews a running sweep's lease. False when the run is no longer RUNNING (its
+    /// lease expired and another instance marked it): the sweep must stop.
+    pub async fn heartbeat(
+        &self,
+        tenant: &str,
+        sweep_run_id: &str,
+    ) -> Result<bool, RetentionError> {
+        let renewed = sweep_run::Entity::update_many()
             .col_expr(
                 sweep_run::Column::HeartbeatTime,
                 Expr::value(vern_kit::time::now()),
             )
             .filter(sweep_run::Column::TenantId.eq(tenant))
             .filter(sweep_run::Column::SweepRunId.eq(sweep_run_id))
+            .filter(sweep_run::Column::Status.eq(SweepStatus::Running.as_str()))
             .exec(&self.db)
-            .await?;
-        Ok(())
+            .await?
+            .rows_affected;
+        Ok(renewed == 1)
     }
 
-    /// Stores the outcome of a sweep (which releases the tenant's sweep lock).
-    pub async fn finish_run(&self, run: &SweepRun) -> Result<(), RetentionError> {
-        let update = sweep_run::Entity::update_many()
-            .col_expr(sweep_run::Column::Status, Expr::value(run.status.as_str()))
-            .col_expr(sweep_run::Column::EndTime, Expr::value(run.end_time))
-            .col_expr(
-                sweep_run::Column::HeartbeatTime,
-                Expr::value(vern_kit::time::now()),
-            )
-            .col_expr(
+    /// Stores the outcome of a sweep (which releases the tenant's sweep lease). False
+    /// when another instance had marked the run INTERRUPTED (its lease expired): its
+    /// status stays so, and only what the sweep did is added.
+    pub async fn finish_run(&self, run: &SweepRun) -> Result<bool, RetentionError> {
+        let counts = |u: sea_orm::UpdateMany<sweep_run::Entity>| -> Result<_, DbErr> {
+            Ok(u.col_expr(
                 sweep_run::Column::PolicyResults,
                 Expr::value(json(&run.policy_results)?),
             )
@@ -459,11 +458,28 @@ impl RetentionStore {
                 sweep_run::Column::HeldSubjectCount,
                 Expr::value(run.held_subject_count),
             )
-            .col_expr(sweep_run::Column::Error, Expr::value(run.error.clone()))
             .filter(sweep_run::Column::TenantId.eq(run.tenant_id.as_str()))
-            .filter(sweep_run::Column::SweepRunId.eq(run.sweep_run_id.as_str()));
-        update.exec(&self.db).await?;
-        Ok(())
+            .filter(sweep_run::Column::SweepRunId.eq(run.sweep_run_id.as_str())))
+        };
+        let finished = counts(sweep_run::Entity::update_many())?
+            .col_expr(sweep_run::Column::Status, Expr::value(run.status.as_str()))
+            .col_expr(sweep_run::Column::EndTime, Expr::value(run.end_time))
+            .col_expr(
+                sweep_run::Column::HeartbeatTime,
+                Expr::value(vern_kit::time::now()),
+            )
+            .col_expr(sweep_run::Column::Error, Expr::value(run.error.clone()))
+            .filter(sweep_run::Column::Status.eq(SweepStatus::Running.as_str()))
+            .exec(&self.db)
+            .await?
+            .rows_affected
+            == 1;
+        if !finished {
+            counts(sweep_run::Entity::update_many())?
+                .exec(&self.db)
+                .await?;
+        }
+        Ok(finished)
     }
 
     /// One sweep run of a tenant, with its items.
@@ -602,6 +618,62 @@ fn hold_from_row(m: hold::Model) -> Result<Hold, RetentionError> {
         released_by: m.released_by,
         release_reason: m.release_reason,
     })
+}
+
+/// Marks RUNNING sweeps (of `tenant`, or of every tenant) whose lease expired at `now`
+/// as INTERRUPTED.
+async fn expire_runs(
+    db: &DatabaseConnection,
+    tenant: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let mut q = sweep_run::Entity::update_many()
+        .col_expr(
+            sweep_run::Column::Status,
+            Expr::value(SweepStatus::Interrupted.as_str()),
+        )
+        .col_expr(sweep_run::Column::Error, Expr::value(LEASE_EXPIRED))
+        .col_expr(sweep_run::Column::EndTime, Expr::value(Some(now)))
+        .filter(sweep_run::Column::Status.eq(SweepStatus::Running.as_str()))
+        .filter(sweep_run::Column::HeartbeatTime.lt(now - SWEEP_LEASE));
+    if let Some(t) = tenant {
+        q = q.filter(sweep_run::Column::TenantId.eq(t));
+    }
+    Ok(q.exec(db).await?.rows_affected)
+}
+
+/// Claims the scheduled interval starting at `slot` for `tenant`: true unless this or a
+/// later interval was claimed already. Two conditional writes, each atomic (a
+/// concurrent claimer waits on the row and then finds the condition false).
+async fn claim_slot(
+    txn: &DatabaseTransaction,
+    tenant: &str,
+    slot: DateTime<Utc>,
+    run_id: &str,
+) -> Result<bool, DbErr> {
+    let now = vern_kit::time::now();
+    let advanced = sweep_slot::Entity::update_many()
+        .col_expr(sweep_slot::Column::SlotStart, Expr::value(slot))
+        .col_expr(sweep_slot::Column::SweepRunId, Expr::value(run_id))
+        .col_expr(sweep_slot::Column::ClaimTime, Expr::value(now))
+        .filter(sweep_slot::Column::TenantId.eq(tenant))
+        .filter(sweep_slot::Column::SlotStart.lt(slot))
+        .exec(txn)
+        .await?
+        .rows_affected;
+    if advanced == 1 {
+        return Ok(true);
+    }
+    let inserted = sweep_slot::Entity::insert(sweep_slot::ActiveModel {
+        tenant_id: Set(tenant.to_owned()),
+        slot_start: Set(slot),
+        sweep_run_id: Set(run_id.to_owned()),
+        claim_time: Set(now),
+    })
+    .on_conflict_do_nothing_on([sweep_slot::Column::TenantId])
+    .exec_without_returning(txn)
+    .await?;
+    Ok(matches!(inserted, sea_orm::TryInsertResult::Inserted(1)))
 }
 
 fn run_active(r: &SweepRun) -> Result<sweep_run::ActiveModel, DbErr> {

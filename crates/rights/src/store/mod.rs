@@ -467,6 +467,16 @@ impl RightsStore {
             let answer = ev.event_id.clone();
             let result = commit_once(&self.db, key, answer, move |txn| {
                 Box::pin(async move {
+                    // Acks of one request serialise on its row: two systems' last acks
+                    // in concurrent READ COMMITTED transactions would each miss the
+                    // other's and leave the request IN_PROGRESS. (SQLite: a no-op, its
+                    // write transactions are serial.)
+                    if !ev.rights_request_id.is_empty() {
+                        request::Entity::find_by_id((tenant.clone(), ev.rights_request_id.clone()))
+                            .lock_exclusive()
+                            .one(txn)
+                            .await?;
+                    }
                     let exists = ack::Entity::find_by_id((
                         tenant.clone(),
                         ev.event_id.clone(),
