@@ -101,7 +101,8 @@ pub async fn run(call: CallFn, concurrency: usize, warmup: Duration, measure: Du
     for worker in 0..concurrency.max(1) {
         let call = call.clone();
         tasks.spawn(async move {
-            let mut rng = 0x9E37_79B9_7F4A_7C15_u64 ^ ((worker as u64 + 1) * 0x2545_F491_4F6C_DD1D);
+            let mut rng =
+                0x9E37_79B9_7F4A_7C15_u64 ^ (worker as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D);
             let mut w = Window::default();
             loop {
                 let t0 = Instant::now();
