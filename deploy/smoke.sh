@@ -20,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bin=$(realpath "${VERN_BIN:-target/debug/vern}")
+bin=$(realpath "${VERN_BIN:-${CARGO_TARGET_DIR:-target}/debug/vern}")
 [ -x "$bin" ] || { echo "no vern binary at $bin (cargo build -p vern-cli --bin vern, or set VERN_BIN)" >&2; exit 1; }
 base_url=${VERN_SMOKE_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 overlays=("$@")

@@ -28,7 +28,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-bin=${VERN_BIN:-target/debug/vern}
+bin=${VERN_BIN:-${CARGO_TARGET_DIR:-target}/debug/vern}
 if [ -z "${VERN_BIN:-}" ]; then
   cargo build -q -p vern-cli --bin vern
 fi
