@@ -216,23 +216,26 @@ impl Shared {
     fn pick(&self) -> Option<Arc<Backend>> {
         let all = self.snapshot();
         let now = self.now_ms();
-        let up: Vec<&Arc<Backend>> = all
-            .iter()
-            .filter(|b| b.down_until_ms.load(Ordering::Relaxed) <= now)
-            .collect();
-        let pool: Vec<&Arc<Backend>> = if up.is_empty() {
-            all.iter().collect()
-        } else {
-            up
+        let up = |b: &&Arc<Backend>| b.down_until_ms.load(Ordering::Relaxed) <= now;
+        // Every call passes here: count and index, no allocation. When all are down,
+        // all are candidates (one may be back).
+        let n_up = all.iter().filter(up).count();
+        let nth = |k: usize| {
+            if n_up == 0 {
+                all.get(k)
+            } else {
+                all.iter().filter(up).nth(k)
+            }
         };
-        match pool.len() {
+        let n = if n_up == 0 { all.len() } else { n_up };
+        match n {
             0 => None,
-            1 => Some(pool[0].clone()),
+            1 => nth(0).cloned(),
             n => {
                 // Round-robin over pairs, the less busy of each pair wins: spreads evenly
                 // under light load and steers away from a slow backend under heavy load.
                 let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
-                let (a, b) = (pool[i], pool[(i + 1) % n]);
+                let (a, b) = (nth(i)?, nth((i + 1) % n)?);
                 let busy = |x: &Backend| x.in_flight.load(Ordering::Relaxed);
                 Some(if busy(b) < busy(a) { b } else { a }.clone())
             }

@@ -110,7 +110,8 @@ impl Watcher {
                     }
                     Err(e) if !failing => {
                         failing = true;
-                        tracing::warn!(error = %e, "reading change generations failed: caches may serve older values until it works again");
+                        // The kind only: a database error's text can quote values.
+                        tracing::warn!(kind = ?crate::db::classify(&e), "reading change generations failed: caches may serve older values until it works again");
                     }
                     Err(_) => {}
                 }
