@@ -1,10 +1,13 @@
-//! The in-memory Check cache (SQLite stores) never answers from a state older than the
-//! last acknowledged write: consent events, withdrawals, objections, restriction and
-//! erasure show at once, also while Checks run concurrently with the writes.
+//! The in-memory Check cache never answers from a state older than the last write
+//! acknowledged by its own replica: consent events, withdrawals, objections, restriction
+//! and erasure show at once, also while Checks run concurrently with the writes, on
+//! SQLite and on PostgreSQL. On PostgreSQL another replica's write shows within
+//! `CACHE_MAX_AGE`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use vern_consents::domain::{
     Channel, ConsentAction, Decision, LegalBasis, PurposeRule, Reason, SubjectStatus,
@@ -13,7 +16,7 @@ use vern_consents::error::ConsentError;
 use vern_consents::purposes::{PurposeCache, PurposeSource};
 use vern_consents::remote::SubjectSource;
 use vern_consents::service::{Consents, NewEvent};
-use vern_consents::store::ConsentStore;
+use vern_consents::store::{CACHE_MAX_AGE, ConsentStore};
 use vern_kit::context::TenantId;
 use vern_kit::db::DbTarget;
 use vern_kit::testing::TestDb;
@@ -51,8 +54,12 @@ impl SubjectSource for NoSubjects {
 }
 
 async fn consents(target: &DbTarget) -> Consents {
+    with_store(ConsentStore::open(target, keyring()).await.expect("open"))
+}
+
+fn with_store(store: ConsentStore) -> Consents {
     Consents::new(
-        ConsentStore::open(target, keyring()).await.expect("open"),
+        store,
         Arc::new(PurposeCache::new(Arc::new(Purposes))),
         Arc::new(NoSubjects),
     )
@@ -108,8 +115,25 @@ async fn from_db(target: &DbTarget, subject: &str, purpose: &str) -> Decision {
 
 #[tokio::test]
 async fn every_change_shows_at_once() {
-    let db = TestDb::sqlite("consents");
-    let c = consents(&db.target).await;
+    every_change_shows_at_once_on(TestDb::sqlite("consents")).await;
+}
+
+#[tokio::test]
+async fn every_change_shows_at_once_on_postgres() {
+    if let Some(db) = TestDb::postgres("consents") {
+        every_change_shows_at_once_on(db).await;
+    }
+}
+
+async fn every_change_shows_at_once_on(db: TestDb) {
+    let store = ConsentStore::open(&db.target, keyring())
+        .await
+        .expect("open");
+    assert!(
+        store.cache_ready(Duration::from_secs(5)).await,
+        "cache usable"
+    );
+    let c = with_store(store.clone());
     let s = uuid::Uuid::now_v7().to_string();
     // Unknown subject, cached as unknown; then notified.
     assert_eq!(
@@ -119,6 +143,7 @@ async fn every_change_shows_at_once() {
     set_state(&c, &s, SubjectStatus::Active, 1).await;
     assert_eq!(check(&c, &s, "newsletter").await.reason, Reason::NoConsent);
     assert_eq!(check(&c, &s, "analytics").await.reason, Reason::NoObjection);
+    assert!(store.cached_subjects() >= 1, "answered from the cache");
     let steps: [(&str, ConsentAction, &str, Reason); 4] = [
         (
             "newsletter",
@@ -179,8 +204,25 @@ async fn every_change_shows_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_checks_never_keep_a_stale_state() {
-    let db = TestDb::sqlite("consents");
-    let c = consents(&db.target).await;
+    concurrent_checks_never_keep_a_stale_state_on(TestDb::sqlite("consents")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checks_never_keep_a_stale_state_on_postgres() {
+    if let Some(db) = TestDb::postgres("consents") {
+        concurrent_checks_never_keep_a_stale_state_on(db).await;
+    }
+}
+
+async fn concurrent_checks_never_keep_a_stale_state_on(db: TestDb) {
+    let store = ConsentStore::open(&db.target, keyring())
+        .await
+        .expect("open");
+    assert!(
+        store.cache_ready(Duration::from_secs(5)).await,
+        "cache usable"
+    );
+    let c = with_store(store);
     let subjects: Vec<String> = (0..4).map(|_| uuid::Uuid::now_v7().to_string()).collect();
     for s in &subjects {
         set_state(&c, s, SubjectStatus::Active, 1).await;
@@ -274,6 +316,74 @@ async fn a_warmed_cache_answers_like_the_database_and_follows_writes() {
         check(&warm, &subjects[3], "newsletter").await.reason,
         Reason::ConsentGranted
     );
+}
+
+/// Two replicas on one PostgreSQL database: what one writes, the other's cache answers
+/// within `CACHE_MAX_AGE` of the acknowledgement (a Check that *started* later than
+/// that never answers the older state), and the writer itself at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_replicas_write_shows_within_the_bound() {
+    let Some(db) = TestDb::postgres("consents") else {
+        return;
+    };
+    let replica_a = ConsentStore::open(&db.target, keyring())
+        .await
+        .expect("open");
+    let replica_b = ConsentStore::open(&db.target, keyring())
+        .await
+        .expect("open");
+    assert!(replica_b.cache_ready(Duration::from_secs(5)).await);
+    let (a, b) = (with_store(replica_a), with_store(replica_b.clone()));
+    let s = uuid::Uuid::now_v7().to_string();
+    set_state(&a, &s, SubjectStatus::Active, 1).await;
+    let mut version = 1;
+    let steps: [(Option<ConsentAction>, Option<SubjectStatus>, Reason); 5] = [
+        (Some(ConsentAction::Grant), None, Reason::ConsentGranted),
+        (
+            Some(ConsentAction::Withdraw),
+            None,
+            Reason::ConsentWithdrawn,
+        ),
+        (Some(ConsentAction::Grant), None, Reason::ConsentGranted),
+        (
+            None,
+            Some(SubjectStatus::Restricted),
+            Reason::SubjectRestricted,
+        ),
+        (None, Some(SubjectStatus::Erased), Reason::SubjectErased),
+    ];
+    let mut converged = vec![];
+    for (action, status, want) in steps {
+        // B holds the subject in its cache before A writes.
+        check(&b, &s, "newsletter").await;
+        assert!(replica_b.cached_subjects() >= 1, "B answers from its cache");
+        if let Some(action) = action {
+            record(&a, &s, "newsletter", action).await;
+        }
+        if let Some(status) = status {
+            version += 1;
+            set_state(&a, &s, status, version).await;
+        }
+        let acked = Instant::now();
+        assert_eq!(check(&a, &s, "newsletter").await.reason, want, "the writer");
+        loop {
+            let started = acked.elapsed();
+            let got = check(&b, &s, "newsletter").await.reason;
+            if got == want {
+                converged.push(started);
+                break;
+            }
+            assert!(
+                started < CACHE_MAX_AGE,
+                "B answered {got:?} for {want:?} {started:?} after A's acknowledgement"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    // The notifications, not the bound's expiry, carried the changes (typically a
+    // few milliseconds); printed for the record.
+    eprintln!("B converged after {converged:?}");
+    db.cleanup().await;
 }
 
 fn keyring() -> vern_seal::keyring::Keyring {

@@ -184,6 +184,9 @@ fn private_sqlite_file(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How long a pooled PostgreSQL connection may sit idle before it is pinged on acquire.
+pub const IDLE_BEFORE_PING: Duration = Duration::from_secs(10);
+
 /// Opens a connection pool to `target`, creating the SQLite file's directory (0700)
 /// and file (0600) or the PostgreSQL schema when missing.
 pub async fn connect(target: &DbTarget) -> Result<DatabaseConnection, DbErr> {
@@ -221,7 +224,11 @@ pub async fn connect(target: &DbTarget) -> Result<DatabaseConnection, DbErr> {
         // acquire timeout): callers get UNAVAILABLE well within their deadline.
         opts.max_connections(target.max_connections.unwrap_or(16).max(1))
             .connect_timeout(Duration::from_secs(3))
-            .acquire_timeout(Duration::from_secs(3));
+            .acquire_timeout(Duration::from_secs(3))
+            // A ping on every acquire doubled the round trips of a Check; only a
+            // connection idle long enough for a proxy or the server to have dropped it is
+            // checked (a dead hot connection fails its query, and the pool replaces it).
+            .test_before_acquire_if_idle_for(IDLE_BEFORE_PING);
     }
     if let Some(schema) = &target.schema {
         ensure_schema(&target.url, schema).await?;

@@ -15,6 +15,7 @@ pub mod error;
 pub mod idempotency;
 pub mod limits;
 pub mod metrics;
+pub mod notify;
 pub mod outbox;
 pub mod page;
 pub mod permissions;

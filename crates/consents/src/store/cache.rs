@@ -12,9 +12,12 @@
 //!   invalidation happened since. Fill and invalidation take the same lock, so a read
 //!   that started before a commit can never put the pre-commit state back.
 //!
-//! Only for a store that this process alone writes (SQLite: one file, one process). On a
-//! database shared by several replicas another replica's write would not invalidate this
-//! cache, so PostgreSQL stores run without it.
+//! On PostgreSQL, shared by replicas, a third rule: every such write also announces the
+//! subject in its transaction (`vern_kit::notify::publish`); each replica's listener
+//! invalidates on delivery (in commit order), and the cache is read and filled only
+//! while the listener is known to be at most `CACHE_MAX_AGE` behind (its heartbeat). A
+//! lost listener connection clears the cache, and so does every (re)established LISTEN,
+//! which voids any fill whose read began while notifications could be missed.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -153,6 +156,16 @@ impl CheckCache {
             }
         }
         inner.len += added;
+    }
+
+    /// Forgets everything (another replica's writes may have been missed).
+    pub fn clear(&self) {
+        let Ok(mut inner) = self.inner.write() else {
+            return;
+        };
+        inner.epoch = inner.epoch.wrapping_add(1);
+        inner.tenants.clear();
+        inner.len = 0;
     }
 
     /// Forgets `subject` of `tenant`; call after a committed change of its state or of

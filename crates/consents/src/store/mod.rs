@@ -85,25 +85,86 @@ const MAX_ATTEMPTS: usize = 5;
 pub struct ConsentStore {
     db: DatabaseConnection,
     sealer: Sealer,
-    /// What Check reads, in memory; only where this process is the only writer (SQLite),
-    /// see [`cache`]. Every write to `subject_states` or `consent_states` must go
-    /// through [`ConsentStore::write_then_invalidate`].
-    cache: Option<Arc<cache::CheckCache>>,
+    /// What Check reads, in memory, see [`cache`]. Every write to `subject_states` or
+    /// `consent_states` must go through [`ConsentStore::write_then_invalidate`] and, in
+    /// its transaction, [`publish_change`].
+    cache: Arc<cache::CheckCache>,
+    /// PostgreSQL: how the other replicas' writes reach the cache, and whether it may
+    /// be used now ([`vern_kit::notify`]). `None` on SQLite, written by this process
+    /// alone.
+    listener: Option<Arc<vern_kit::notify::Listener>>,
+}
+
+/// The channel on which writes of Check's state are announced to every replica.
+pub const CHANGES_CHANNEL: &str = "vern_consents_check";
+
+/// The most a Check answered from the cache may lag a write committed on another
+/// replica (PostgreSQL). On the writer's own replica an acknowledged write is never
+/// answered stale.
+pub const CACHE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Announces a change of `subject`'s Check state to every replica, in the writing
+/// transaction (ids only: never personal data).
+async fn publish_change(
+    txn: &impl ConnectionTrait,
+    tenant: &str,
+    subject: &str,
+) -> Result<(), DbErr> {
+    vern_kit::notify::publish(txn, CHANGES_CHANNEL, &format!("{tenant}/{subject}")).await
 }
 
 impl ConsentStore {
     /// Connects to `target` and runs the migrations; `keyring` protects the evidence.
     pub async fn open(target: &DbTarget, keyring: Keyring) -> Result<Self, DbErr> {
         let db = vern_kit::db::connect_and_migrate::<Migrator>(target).await?;
-        // SQLite: one file that only this process writes. PostgreSQL may be shared by
-        // replicas whose writes would not reach this cache.
-        let cache = (db.get_database_backend() == sea_orm::DbBackend::Sqlite)
-            .then(|| Arc::new(cache::CheckCache::new(cache::MAX_SUBJECTS)));
+        let cache = Arc::new(cache::CheckCache::new(cache::MAX_SUBJECTS));
+        // PostgreSQL may be shared by replicas: their writes reach the cache as
+        // notifications (SQLite: one file that only this process writes).
+        let listener = {
+            let cache = cache.clone();
+            vern_kit::notify::Listener::spawn(&db, CHANGES_CHANNEL, CACHE_MAX_AGE, move |i| match i
+            {
+                vern_kit::notify::Invalidation::Key(key) => {
+                    if let Some((tenant, subject)) = key.split_once('/') {
+                        cache.invalidate(tenant, subject);
+                    }
+                }
+                vern_kit::notify::Invalidation::All => cache.clear(),
+            })
+            .map(Arc::new)
+        };
         Ok(Self {
             db,
             sealer: Sealer::new(keyring),
             cache,
+            listener,
         })
+    }
+
+    /// The Check cache if it may be used now: always on SQLite; on PostgreSQL while
+    /// the other replicas' writes are known up to [`CACHE_MAX_AGE`] ago.
+    fn usable_cache(&self) -> Option<&cache::CheckCache> {
+        match &self.listener {
+            None => Some(&self.cache),
+            Some(l) => l.freshness().is_fresh().then_some(&*self.cache),
+        }
+    }
+
+    /// Subjects the Check cache holds now.
+    pub fn cached_subjects(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Waits (up to `wait`) until the Check cache may be used; true if it may.
+    pub async fn cache_ready(&self, wait: std::time::Duration) -> bool {
+        let until = tokio::time::Instant::now() + wait;
+        while self.usable_cache().is_none() {
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        true
     }
 
     /// The sealer of this store's personal data.
@@ -126,9 +187,7 @@ impl ConsentStore {
         T: Send + 'static,
         F: std::future::Future<Output = Result<T, ConsentError>> + Send + 'static,
     {
-        let Some(cache) = self.cache.clone() else {
-            return write.await;
-        };
+        let cache = self.cache.clone();
         let (tenant, subject) = (tenant.to_owned(), subject.to_owned());
         vern_kit::audit::in_own_task(async move {
             let result = write.await;
@@ -528,6 +587,10 @@ impl ConsentStore {
             if status == SubjectStatus::Erased {
                 shred(&txn, tenant, subject_id).await?;
             }
+            if applied {
+                // Delivered only if this transaction commits.
+                publish_change(&txn, tenant, subject_id).await?;
+            }
             txn.commit().await?;
             return Ok(applied);
         }
@@ -545,7 +608,7 @@ impl ConsentStore {
         purpose: &str,
         subject_ids: &[String],
     ) -> Result<HashMap<String, CheckRow>, ConsentError> {
-        let Some(cache) = &self.cache else {
+        let Some(cache) = self.usable_cache() else {
             return self.read_check_rows(tenant, purpose, subject_ids).await;
         };
         let mut out = HashMap::with_capacity(subject_ids.len());
@@ -583,13 +646,14 @@ impl ConsentStore {
         Ok(out)
     }
 
-    /// Fills the Check cache (SQLite only) with the store's first subjects, in pages, so
+    /// Fills the Check cache with the store's first subjects, in pages, so
     /// that the first Checks after a start do not each read the database. Stops when the
     /// cache is full; a page that raced a write is dropped (and read again on a miss).
     pub async fn warm_check_cache(&self) -> Result<usize, ConsentError> {
-        let Some(cache) = &self.cache else {
+        if !self.cache_ready(std::time::Duration::from_secs(10)).await {
             return Ok(0);
-        };
+        }
+        let cache = &self.cache;
         const PAGE: u64 = 1000;
         let mut after: Option<(String, String)> = None;
         let mut warmed = 0;
@@ -625,6 +689,10 @@ impl ConsentStore {
                     .position(|(t, _)| t != tenant)
                     .map_or(page.len(), |n| i + n);
                 let ids: Vec<String> = page[i..j].iter().map(|(_, s)| s.clone()).collect();
+                if self.usable_cache().is_none() {
+                    // Lost track of the other replicas' writes: misses fill later.
+                    return Ok(warmed);
+                }
                 let epoch = cache.epoch();
                 let rows = self.read_subject_rows(tenant, &ids).await?;
                 cache.fill(epoch, tenant, &ids, &rows);
@@ -667,11 +735,7 @@ impl ConsentStore {
                     .and(Expr::col((c, C::SubjectId)).equals((s, S::SubjectId))),
             )
             .and_where(Expr::col((s, S::TenantId)).eq(tenant));
-        if let [one] = subject_ids {
-            q.and_where(Expr::col((s, S::SubjectId)).eq(one.as_str()));
-        } else {
-            q.and_where(Expr::col((s, S::SubjectId)).is_in(subject_ids.iter().map(String::as_str)));
-        }
+        q.and_where(subject_in(self.db.get_database_backend(), subject_ids));
         let rows = self.db.query_all(&q).await?;
         let mut out: HashMap<String, cache::SubjectRows> = HashMap::with_capacity(rows.len());
         for r in rows {
@@ -723,11 +787,7 @@ impl ConsentStore {
                     .and(Expr::col((c, C::Purpose)).eq(purpose)),
             )
             .and_where(Expr::col((s, S::TenantId)).eq(tenant));
-        if let [one] = subject_ids {
-            q.and_where(Expr::col((s, S::SubjectId)).eq(one.as_str()));
-        } else {
-            q.and_where(Expr::col((s, S::SubjectId)).is_in(subject_ids.iter().map(String::as_str)));
-        }
+        q.and_where(subject_in(self.db.get_database_backend(), subject_ids));
         let rows = self.db.query_all(&q).await?;
         let mut out = HashMap::with_capacity(rows.len());
         for r in rows {
@@ -743,6 +803,21 @@ impl ConsentStore {
             );
         }
         Ok(out)
+    }
+}
+
+/// `subject_states.subject_id` is one of `ids` (canonical UUIDs). PostgreSQL gets one
+/// array parameter: 10,000 bound `IN` values cost more to plan (17–23 ms) than the
+/// lookup itself, and one statement shape is prepared once.
+fn subject_in(backend: sea_orm::DbBackend, ids: &[String]) -> sea_orm::sea_query::SimpleExpr {
+    let col = Expr::col((subject_state::Entity, subject_state::Column::SubjectId));
+    match ids {
+        [one] => col.eq(one.as_str()),
+        _ if backend == sea_orm::DbBackend::Postgres => Expr::cust_with_values(
+            r#""subject_states"."subject_id" = ANY(string_to_array($1, ','))"#,
+            [ids.join(",")],
+        ),
+        _ => col.is_in(ids.iter().map(String::as_str)),
     }
 }
 
@@ -778,6 +853,8 @@ fn consent_from_row(r: &sea_orm::QueryResult) -> Result<ConsentState, ConsentErr
 /// Reads the (subject, purpose) state inside `txn`, folds `event` into it and writes it
 /// back if nobody changed it meanwhile (else `Aborted`, and the caller retries).
 async fn fold_into_state(txn: &impl ConnectionTrait, e: &ConsentEvent) -> Result<(), ConsentError> {
+    // Delivered only if this transaction commits.
+    publish_change(txn, &e.tenant_id, &e.subject_id).await?;
     let current = consent_state::Entity::find_by_id((
         e.tenant_id.clone(),
         e.subject_id.clone(),
