@@ -11,7 +11,46 @@ use vern_tests::{Backend, Suite, all_rpcs, create_tenant, raw_call, token, token
 
 #[tokio::test]
 async fn matrix_every_rpc_every_role_own_and_foreign_tenant() {
-    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    matrix(Backend::Sqlite).await;
+}
+
+/// The same matrix as deployed: a gateway process forwarding to two replicas of every
+/// service, each its own process on PostgreSQL. The services check every call again
+/// (defence in depth): a call that skips the gateway without a token is refused by
+/// the service itself.
+#[tokio::test]
+async fn matrix_every_rpc_every_role_through_the_separate_process_topology() {
+    let Some(suite) = Suite::start(Backend::Replicas).await else {
+        return;
+    };
+    for (path, streaming) in &all_rpcs() {
+        assert_eq!(
+            raw_call(&suite.internal, path, *streaming, &[]).await,
+            Code::Unauthenticated,
+            "{path} straight to its service without a token"
+        );
+        let t = token(&["tenant-admin"], &["tenant-a"], 300);
+        let forged = format!("Bearer {}x", t);
+        assert_eq!(
+            raw_call(
+                &suite.internal,
+                path,
+                *streaming,
+                &[("authorization", forged)]
+            )
+            .await,
+            Code::Unauthenticated,
+            "{path} straight to its service with a forged token"
+        );
+    }
+    matrix_on(suite).await;
+}
+
+async fn matrix(backend: Backend) {
+    matrix_on(Suite::start(backend).await.expect("suite")).await;
+}
+
+async fn matrix_on(suite: Suite) {
     create_tenant(&suite.channel, "tenant-a", "Avdeling A").await;
     create_tenant(&suite.channel, "tenant-b", "Avdeling B").await;
     let rpcs = all_rpcs();
