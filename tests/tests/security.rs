@@ -19,7 +19,7 @@ async fn matrix_every_rpc_every_role_own_and_foreign_tenant() {
 /// (defence in depth): a call that skips the gateway without a token is refused by
 /// the service itself.
 #[tokio::test]
-async fn matrix_every_rpc_every_role_through_the_separate_process_topology() {
+async fn matrix_every_rpc_every_role_on_replicas() {
     let Some(suite) = Suite::start(Backend::Replicas).await else {
         return;
     };
