@@ -53,7 +53,8 @@ pub async fn build(
     let keyring =
         vern_seal::keyring::Keyring::from_base64(master.as_deref(), &config.keys.tenant_keys)
             .map_err(|e| format!("consents: {e}"))?;
-    let store = store::ConsentStore::open(target, keyring).await?;
+    let store =
+        store::ConsentStore::open_with(target, keyring, config.database_listen_notify).await?;
     match store.seal_legacy().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(rows = n, "sealed consent evidence stored in plaintext"),

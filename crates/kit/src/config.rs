@@ -36,6 +36,10 @@ pub struct Config {
     /// Largest PostgreSQL connection pool of each store (unset: 16). Replicas ×
     /// stores × this must stay under the server's `max_connections`.
     pub database_max_connections: Option<u32>,
+    /// PostgreSQL LISTEN/NOTIFY is available (true by default). Behind a pooler in
+    /// transaction mode (PgBouncer) it is not: set false, and the caches that other
+    /// replicas' writes reach by notification are off (Check then reads the database).
+    pub database_listen_notify: bool,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
@@ -156,6 +160,7 @@ impl Default for Config {
             database_url: None,
             database_schema_prefix: "vern".into(),
             database_max_connections: None,
+            database_listen_notify: true,
             log_format: LogFormat::Human,
             log_level: "info,sea_orm_migration=warn".into(),
             auth: AuthConfig::default(),

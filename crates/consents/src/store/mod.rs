@@ -88,7 +88,7 @@ pub struct ConsentStore {
     /// What Check reads, in memory, see [`cache`]. Every write to `subject_states` or
     /// `consent_states` must go through [`ConsentStore::write_then_invalidate`] and, in
     /// its transaction, [`publish_change`].
-    cache: Arc<cache::CheckCache>,
+    cache: Option<Arc<cache::CheckCache>>,
     /// PostgreSQL: how the other replicas' writes reach the cache, and whether it may
     /// be used now ([`vern_kit::notify`]). `None` on SQLite, written by this process
     /// alone.
@@ -116,11 +116,25 @@ async fn publish_change(
 impl ConsentStore {
     /// Connects to `target` and runs the migrations; `keyring` protects the evidence.
     pub async fn open(target: &DbTarget, keyring: Keyring) -> Result<Self, DbErr> {
+        Self::open_with(target, keyring, true).await
+    }
+
+    /// Like [`ConsentStore::open`]; `listen_notify` false (PostgreSQL without
+    /// LISTEN/NOTIFY, e.g. behind a transaction-mode pooler) leaves the Check cache off
+    /// on PostgreSQL: other replicas' writes could not reach it.
+    pub async fn open_with(
+        target: &DbTarget,
+        keyring: Keyring,
+        listen_notify: bool,
+    ) -> Result<Self, DbErr> {
         let db = vern_kit::db::connect_and_migrate::<Migrator>(target).await?;
         let cache = Arc::new(cache::CheckCache::new(cache::MAX_SUBJECTS));
+        let postgres = db.get_database_backend() == sea_orm::DbBackend::Postgres;
         // PostgreSQL may be shared by replicas: their writes reach the cache as
         // notifications (SQLite: one file that only this process writes).
-        let listener = {
+        let listener = if postgres && !listen_notify {
+            None
+        } else {
             let cache = cache.clone();
             vern_kit::notify::Listener::spawn(&db, CHANGES_CHANNEL, CACHE_MAX_AGE, move |i| match i
             {
@@ -136,7 +150,7 @@ impl ConsentStore {
         Ok(Self {
             db,
             sealer: Sealer::new(keyring),
-            cache,
+            cache: (!postgres || listener.is_some()).then_some(cache),
             listener,
         })
     }
@@ -144,19 +158,23 @@ impl ConsentStore {
     /// The Check cache if it may be used now: always on SQLite; on PostgreSQL while
     /// the other replicas' writes are known up to [`CACHE_MAX_AGE`] ago.
     fn usable_cache(&self) -> Option<&cache::CheckCache> {
+        let cache = self.cache.as_deref()?;
         match &self.listener {
-            None => Some(&self.cache),
-            Some(l) => l.freshness().is_fresh().then_some(&*self.cache),
+            None => Some(cache),
+            Some(l) => l.freshness().is_fresh().then_some(cache),
         }
     }
 
     /// Subjects the Check cache holds now.
     pub fn cached_subjects(&self) -> usize {
-        self.cache.len()
+        self.cache.as_ref().map_or(0, |c| c.len())
     }
 
     /// Waits (up to `wait`) until the Check cache may be used; true if it may.
     pub async fn cache_ready(&self, wait: std::time::Duration) -> bool {
+        if self.cache.is_none() {
+            return false;
+        }
         let until = tokio::time::Instant::now() + wait;
         while self.usable_cache().is_none() {
             if tokio::time::Instant::now() >= until {
@@ -187,7 +205,9 @@ impl ConsentStore {
         T: Send + 'static,
         F: std::future::Future<Output = Result<T, ConsentError>> + Send + 'static,
     {
-        let cache = self.cache.clone();
+        let Some(cache) = self.cache.clone() else {
+            return write.await;
+        };
         let (tenant, subject) = (tenant.to_owned(), subject.to_owned());
         vern_kit::audit::in_own_task(async move {
             let result = write.await;
@@ -650,10 +670,12 @@ impl ConsentStore {
     /// that the first Checks after a start do not each read the database. Stops when the
     /// cache is full; a page that raced a write is dropped (and read again on a miss).
     pub async fn warm_check_cache(&self) -> Result<usize, ConsentError> {
+        let Some(cache) = &self.cache else {
+            return Ok(0);
+        };
         if !self.cache_ready(std::time::Duration::from_secs(10)).await {
             return Ok(0);
         }
-        let cache = &self.cache;
         const PAGE: u64 = 1000;
         let mut after: Option<(String, String)> = None;
         let mut warmed = 0;
