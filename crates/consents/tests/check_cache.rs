@@ -440,3 +440,76 @@ async fn without_notifications_postgres_reads_the_database() {
     assert_eq!(store.cached_subjects(), 0);
     db.cleanup().await;
 }
+
+/// BatchCheck of many subjects (one array parameter on PostgreSQL, `IN` on SQLite)
+/// answers each subject as Check does, from the cache and from the database.
+async fn batch_answers_like_check_on(db: TestDb) {
+    let store = ConsentStore::open(&db.target, keyring())
+        .await
+        .expect("open");
+    let c = with_store(store);
+    let subjects: Vec<String> = (0..12).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    for (i, s) in subjects.iter().enumerate().skip(1) {
+        let status = match i % 4 {
+            0 => SubjectStatus::Restricted,
+            1 => SubjectStatus::Erased,
+            _ => SubjectStatus::Active,
+        };
+        set_state(&c, s, status, 1).await;
+        if i % 3 == 0 && status == SubjectStatus::Active {
+            record(&c, s, "newsletter", ConsentAction::Grant).await;
+        }
+        if i % 5 == 2 {
+            record(&c, s, "analytics", ConsentAction::Object).await;
+        }
+    }
+    // subjects[0] was never notified.
+    let mut ids = subjects.clone();
+    ids.push(subjects[3].clone()); // a repeated id is answered twice
+    let fresh = with_store(
+        ConsentStore::open_with(&db.target, keyring(), false)
+            .await
+            .expect("open"),
+    );
+    for purpose in ["newsletter", "analytics"] {
+        // Twice: the first from the database, the second from the cache it filled.
+        for round in 0..2 {
+            for (who, store) in [("cached", &c), ("uncached", &fresh)] {
+                let (batch, _) = store
+                    .batch_check(&tenant(), purpose, &ids)
+                    .await
+                    .expect("batch");
+                assert_eq!(batch.len(), ids.len());
+                for (id, decision) in &batch {
+                    let single = from_db(&db.target, id, purpose).await;
+                    assert_eq!(
+                        decision.reason, single.reason,
+                        "{who} round {round}: {purpose} for {id}"
+                    );
+                }
+            }
+        }
+    }
+    let (batch, _) = c
+        .batch_check(&tenant(), "newsletter", &ids)
+        .await
+        .expect("batch");
+    let reasons: Vec<Reason> = batch.iter().map(|(_, d)| d.reason).collect();
+    assert!(reasons.contains(&Reason::SubjectUnknown));
+    assert!(reasons.contains(&Reason::ConsentGranted));
+    assert!(reasons.contains(&Reason::SubjectRestricted));
+    assert!(reasons.contains(&Reason::SubjectErased));
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn batch_answers_like_check() {
+    batch_answers_like_check_on(TestDb::sqlite("consents")).await;
+}
+
+#[tokio::test]
+async fn batch_answers_like_check_on_postgres() {
+    if let Some(db) = TestDb::postgres("consents") {
+        batch_answers_like_check_on(db).await;
+    }
+}
