@@ -139,6 +139,76 @@ impl SubjectStore {
         .await?)
     }
 
+    /// Stored answers of several rows' keys, in one query (see
+    /// [`idempotency::replay_many`]).
+    pub async fn replay_many<R: serde::de::DeserializeOwned>(
+        &self,
+        keys: &[&Key],
+    ) -> Result<std::collections::HashMap<String, Result<R, vern_kit::ApiError>>, SubjectError>
+    {
+        Ok(idempotency::replay_many(&self.db, keys).await?)
+    }
+
+    /// Applies the inserts of `batch` (new subjects with their blind-index entries,
+    /// references, records and notifications) with multi-row inserts, stores every
+    /// row's answer and one audit event per created subject `(subject_id,
+    /// request_id)`, in one transaction. A unique violation (a race with another
+    /// writer) comes back as [`SubjectError::Db`], nothing written.
+    pub async fn apply_import(
+        &self,
+        tenant: &str,
+        batch: Batch,
+        answers: &[(&Key, String)],
+        created: &[(String, String)],
+    ) -> Result<(), SubjectError> {
+        let tenant = tenant.to_owned();
+        idempotency::commit_rows(&self.db, answers, created, move |txn| {
+            Box::pin(async move { write_many(txn, &tenant, batch).await })
+        })
+        .await
+    }
+
+    /// The subjects holding identifiers of `kind` with these blind indexes, by digest.
+    pub async fn find_by_digests(
+        &self,
+        tenant: &str,
+        kind: IdentifierKind,
+        digests: &[Vec<u8>],
+    ) -> Result<std::collections::HashMap<Vec<u8>, String>, SubjectError> {
+        let mut out = std::collections::HashMap::new();
+        for chunk in digests.chunks(500) {
+            let found = lookup::Entity::find()
+                .filter(lookup::Column::TenantId.eq(tenant))
+                .filter(lookup::Column::Kind.eq(kind.as_str()))
+                .filter(lookup::Column::Digest.is_in(chunk.iter().cloned()))
+                .all(&self.db)
+                .await?;
+            out.extend(found.into_iter().map(|l| (l.digest, l.subject_id)));
+        }
+        Ok(out)
+    }
+
+    /// The external-reference rows of the tenant whose `ref_id` is one of `ref_ids`
+    /// (blind indexes, or plaintext ids of rows not sealed yet: the caller matches
+    /// system and sealing).
+    pub async fn refs_by_ids(
+        &self,
+        tenant: &str,
+        ref_ids: &[String],
+    ) -> Result<Vec<external_ref::Model>, SubjectError> {
+        let mut out = vec![];
+        for chunk in ref_ids.chunks(500) {
+            out.extend(
+                external_ref::Entity::find()
+                    .filter(external_ref::Column::TenantId.eq(tenant))
+                    .filter(external_ref::Column::RefId.is_in(chunk.iter().map(String::as_str)))
+                    .all(&self.db)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
     /// One subject row.
     pub async fn subject(
         &self,
@@ -568,6 +638,59 @@ async fn write(txn: &DatabaseTransaction, tenant: &str, b: Batch) -> Result<(), 
     for payload in b.erasures {
         vern_kit::outbox::enqueue(txn, tenant, ERASURE_TOPIC, payload).await?;
     }
+    Ok(())
+}
+
+/// The inserts of an import batch, as multi-row statements (chunks small enough for
+/// SQLite's and PostgreSQL's parameter limits).
+async fn write_many(txn: &DatabaseTransaction, tenant: &str, b: Batch) -> Result<(), SubjectError> {
+    async fn insert<E, A>(txn: &DatabaseTransaction, rows: Vec<A>) -> Result<(), DbErr>
+    where
+        E: EntityTrait,
+        A: sea_orm::ActiveModelTrait<Entity = E> + Send,
+    {
+        let mut rows = rows.into_iter();
+        loop {
+            let chunk: Vec<A> = rows.by_ref().take(100).collect();
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            E::insert_many(chunk).exec_without_returning(txn).await?;
+        }
+    }
+    insert(
+        txn,
+        b.insert_subjects
+            .into_iter()
+            .map(IntoActiveModel::into_active_model)
+            .collect(),
+    )
+    .await?;
+    insert(
+        txn,
+        b.insert_lookups
+            .into_iter()
+            .map(IntoActiveModel::into_active_model)
+            .collect(),
+    )
+    .await?;
+    insert(
+        txn,
+        b.insert_refs
+            .into_iter()
+            .map(IntoActiveModel::into_active_model)
+            .collect(),
+    )
+    .await?;
+    insert(
+        txn,
+        b.insert_records
+            .into_iter()
+            .map(IntoActiveModel::into_active_model)
+            .collect(),
+    )
+    .await?;
+    vern_kit::outbox::enqueue_many(txn, tenant, STATE_TOPIC, b.outbox).await?;
     Ok(())
 }
 
