@@ -733,6 +733,74 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn import_answers_per_row_and_refuses_a_batch_too_large() {
+        use tonic_types::StatusExt;
+        let db = TestDb::sqlite("subjects");
+        let api = api(&db).await;
+        let row = |i: usize| pb::CreateSubjectRequest {
+            email: format!("p{i}@example.no"),
+            request_id: format!("imp-{i}"),
+            ..Default::default()
+        };
+        let too_many = pb::ImportSubjectsRequest {
+            subjects: (0..=service::MAX_IMPORT_ROWS).map(row).collect(),
+        };
+        let e = api
+            .import_subjects(a(too_many))
+            .await
+            .expect_err("too large");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        let bad = e.get_details_bad_request().expect("details");
+        assert_eq!(bad.field_violations[0].field, "subjects[1000]");
+        assert!(!e.message().contains("example.no"));
+
+        let batch = pb::ImportSubjectsRequest {
+            subjects: vec![
+                row(0),
+                pb::CreateSubjectRequest {
+                    email: "not-an-address".into(),
+                    records: vec![pb::Record {
+                        collected_at: Some(prost_types::Timestamp {
+                            seconds: 0,
+                            nanos: -1,
+                        }),
+                        ..record(common::DataCategory::Contact as i32)
+                    }],
+                    ..row(1)
+                },
+                row(2),
+            ],
+        };
+        let out = api
+            .import_subjects(a(batch.clone()))
+            .await
+            .expect("import")
+            .into_inner()
+            .results;
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].status, pb::ImportStatus::Created as i32);
+        assert_eq!(out[1].status, pb::ImportStatus::Invalid as i32);
+        assert_eq!(out[1].violations[0].field, "records[0].collected_at");
+        assert!(!format!("{:?}", out[1]).contains("not-an-address"));
+        assert_eq!(out[2].status, pb::ImportStatus::Created as i32);
+        // A row sent again through CreateSubject is the same subject (the same key).
+        let s = api
+            .create_subject(a(row(2)))
+            .await
+            .expect("replay")
+            .into_inner();
+        assert_eq!(s.subject_id, out[2].subject_id);
+        let again = api
+            .import_subjects(a(batch))
+            .await
+            .expect("again")
+            .into_inner()
+            .results;
+        assert_eq!(again[0].subject_id, out[0].subject_id);
+        assert!(again[0].replayed);
+    }
+
+    #[tokio::test]
     async fn handlers_convert_and_scope_by_the_callers_tenant() {
         let db = TestDb::sqlite("subjects");
         let api = api(&db).await;
