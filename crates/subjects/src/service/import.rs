@@ -209,21 +209,21 @@ impl Subjects {
             }
         }
         // References by blind index, and rows of older versions by plaintext id.
-        let mut ref_ids: Vec<String> = digests.iter().flat_map(|d| d.refs.clone()).collect();
-        ref_ids.extend(
-            pending
-                .iter()
-                .flat_map(|p| p.valid.external_refs.iter().map(|r| r.id.clone())),
-        );
+        let mut ref_keys: Vec<(String, String)> = vec![];
+        for (p, d) in pending.iter().zip(&digests) {
+            for (r, digest) in p.valid.external_refs.iter().zip(&d.refs) {
+                ref_keys.push((r.system.clone(), digest.clone()));
+                ref_keys.push((r.system.clone(), r.id.clone()));
+            }
+        }
         let mut held_refs: HashMap<(String, String), String> = HashMap::new();
         let mut held_plain: HashMap<(String, String), String> = HashMap::new();
-        for r in self.store.refs_by_ids(t, &ref_ids).await? {
+        for r in self.store.refs_by_keys(t, &ref_keys).await? {
             let k = (r.system.clone(), r.ref_id.clone());
             if r.ref_ct.is_some() {
                 held_refs.insert(k, r.subject_id);
             } else {
-                held_plain.insert(k.clone(), r.subject_id.clone());
-                held_refs.insert(k, r.subject_id);
+                held_plain.insert(k, r.subject_id);
             }
         }
 
