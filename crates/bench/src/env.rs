@@ -24,8 +24,10 @@ pub struct SuiteHandle {
 }
 
 /// Counts of a CSV import.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ImportCounts {
+    /// When answers arrived, in order: (seconds since the import began, rows answered).
+    pub answered: Vec<(f64, usize)>,
     /// Rows read.
     pub rows: usize,
     /// Subjects created.
@@ -49,13 +51,16 @@ pub trait Host: Send + Sync {
         listener: TcpListener,
     ) -> anyhow::Result<SuiteHandle>;
 
-    /// Imports `csv` for `tenant` through `channel`, as `vern subjects import` does.
+    /// Imports `csv` for `tenant` through `channel`, as `vern subjects import` does
+    /// (ImportSubjects calls of `batch` rows, `concurrency` in flight), timing each
+    /// answer from the first call (the file is read before).
     async fn import_csv(
         &self,
         channel: Channel,
         token: String,
         tenant: String,
         csv: PathBuf,
+        batch: usize,
         concurrency: usize,
     ) -> anyhow::Result<ImportCounts>;
 }

@@ -355,9 +355,18 @@ pub struct ImportArgs {
     /// Rows in the generated CSV (one subject each: e-mail and a CRM reference).
     #[arg(long, default_value_t = 100_000)]
     pub rows: usize,
-    /// Calls in flight (as `vern subjects import --concurrency`).
-    #[arg(long, default_value_t = 16)]
+    /// ImportSubjects calls in flight (as `vern subjects import --concurrency`).
+    #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// Rows per ImportSubjects call (as `vern subjects import`: 500).
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+    /// Database of the in-process suite.
+    #[arg(long, value_enum, default_value_t = DbChoice::Sqlite)]
+    pub backend: DbChoice,
+    /// PostgreSQL URL for --backend postgres (default $VERN_TEST_DATABASE_URL).
+    #[arg(long)]
+    pub database_url: Option<String>,
     #[command(flatten)]
     pub target: TargetArgs,
 }
@@ -377,25 +386,69 @@ pub struct ImportReport {
     pub failed: usize,
     /// Calls in flight.
     pub concurrency: usize,
+    /// Rows per call.
+    pub batch: usize,
     /// Seconds the import took.
     pub secs: f64,
     /// Rows per second.
     pub rows_per_s: f64,
+    /// Rows per second over the first tenth of the rows answered.
+    pub first_tenth_rows_per_s: f64,
+    /// Rows per second over the last tenth of the rows answered.
+    pub last_tenth_rows_per_s: f64,
+    /// last_tenth_rows_per_s / first_tenth_rows_per_s (a store that slows as it grows
+    /// shows below 1).
+    pub last_over_first: f64,
+}
+
+/// Rows per second over the first and the last tenth of `total` rows, from the
+/// answers' arrival times `(seconds since start, rows)` in order. A tenth ends (or
+/// begins) at the answer that completes it; its rows are those answers' rows.
+pub fn tenth_rates(answered: &[(f64, usize)], total: usize) -> (f64, f64) {
+    let tenth = (total / 10).max(1);
+    let mut first = (0.0, 0usize);
+    let mut done = 0usize;
+    for (t, n) in answered {
+        done += n;
+        if done >= tenth {
+            first = (*t, done);
+            break;
+        }
+    }
+    // The last tenth: from the answer before which at least 9/10 were answered.
+    let end = answered.last().map_or(0.0, |a| a.0);
+    let mut last = (0.0, 0usize);
+    let mut after = 0usize;
+    for (i, (_, n)) in answered.iter().enumerate().rev() {
+        after += n;
+        if after >= tenth {
+            let from = if i == 0 { 0.0 } else { answered[i - 1].0 };
+            last = (end - from, after);
+            break;
+        }
+    }
+    let rate = |(secs, rows): (f64, usize)| rows as f64 / f64::max(secs, 1e-9);
+    (rate(first), rate(last))
 }
 
 impl ImportReport {
     /// As text.
     pub fn text(&self) -> String {
         format!(
-            "CSV import through the gateway ({}), {} in flight\n\
-             {} rows in {:.1} s: {:.0} rows/s ({} created, {} failed)\n",
+            "CSV import through the gateway ({}), ImportSubjects of {} rows, {} in flight\n\
+             {} rows in {:.1} s: {:.0} rows/s ({} created, {} failed)\n\
+             first tenth {:.0} rows/s, last tenth {:.0} rows/s (last/first {:.2})\n",
             self.target,
+            self.batch,
             self.concurrency,
             self.rows,
             self.secs,
             self.rows_per_s,
             self.created,
-            self.failed
+            self.failed,
+            self.first_tenth_rows_per_s,
+            self.last_tenth_rows_per_s,
+            self.last_over_first
         )
     }
 }
@@ -407,7 +460,8 @@ pub async fn import(
     args: &ImportArgs,
     _progress: bool,
 ) -> anyhow::Result<ImportReport> {
-    let env = Env::start(host, config, &args.target, Backend::Sqlite).await?;
+    let db = backend(args.backend, &args.database_url)?;
+    let env = Env::start(host, config, &args.target, db).await?;
     let result = async {
         let ch = load::connect(&env.url, 1).await?.remove(0);
         let (tenant, tokens) = seed::tenant(&ch, &env).await?;
@@ -420,11 +474,19 @@ pub async fn import(
             csv.push_str(&format!("member.{i}.{run}@example.test,crm:C-{run}-{i}\n"));
         }
         std::fs::write(&path, csv)?;
-        let started = Instant::now();
         let counts = host
-            .import_csv(ch, tokens.crm_raw.clone(), tenant, path, args.concurrency)
+            .import_csv(
+                ch,
+                tokens.crm_raw.clone(),
+                tenant,
+                path,
+                args.batch,
+                args.concurrency,
+            )
             .await?;
-        let secs = started.elapsed().as_secs_f64();
+        let secs = counts.answered.last().map_or(0.0, |a| a.0);
+        let (first_tenth_rows_per_s, last_tenth_rows_per_s) =
+            tenth_rates(&counts.answered, counts.rows);
         Ok(ImportReport {
             scenario: "import",
             target: env.label.clone(),
@@ -432,8 +494,12 @@ pub async fn import(
             created: counts.created + counts.present,
             failed: counts.invalid + counts.failed,
             concurrency: args.concurrency,
+            batch: args.batch,
             secs,
             rows_per_s: counts.rows as f64 / secs.max(1e-9),
+            first_tenth_rows_per_s,
+            last_tenth_rows_per_s,
+            last_over_first: last_tenth_rows_per_s / first_tenth_rows_per_s.max(1e-9),
         })
     }
     .await;
@@ -1084,4 +1150,19 @@ pub async fn report(
     .await;
     env.stop().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tenth_rates;
+
+    #[test]
+    fn tenth_rates_time_the_first_and_last_tenth() {
+        // 10 answers of 100 rows: the first tenth in 1 s, then one answer every 2 s.
+        let answered: Vec<(f64, usize)> = (0..10).map(|i| (1.0 + 2.0 * i as f64, 100)).collect();
+        let (first, last) = tenth_rates(&answered, 1000);
+        assert!((first - 100.0).abs() < 1e-9, "{first}");
+        assert!((last - 50.0).abs() < 1e-9, "{last}");
+        assert_eq!(tenth_rates(&[], 0), (0.0, 0.0));
+    }
 }

@@ -39,12 +39,25 @@ impl Host for CliHost {
         token: String,
         tenant: String,
         csv: PathBuf,
+        batch: usize,
         concurrency: usize,
     ) -> anyhow::Result<ImportCounts> {
         let client = crate::remote::Client::with_channel(channel, token);
-        let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        let r = crate::import::import_csv(&client, &tenant, &csv, concurrency, progress).await?;
+        let (rows, mut r) = crate::import::read_csv(&csv)?;
+        let started = std::time::Instant::now();
+        let mut answered = Vec::with_capacity(rows.len() / batch.max(1) + 1);
+        crate::import::import_rows(
+            &client,
+            &tenant,
+            rows,
+            batch,
+            concurrency,
+            &mut r,
+            &mut |n| answered.push((started.elapsed().as_secs_f64(), n)),
+        )
+        .await?;
         Ok(ImportCounts {
+            answered,
             rows: r.rows,
             created: r.created,
             present: r.present,

@@ -1,8 +1,9 @@
 //! `vern subjects import --csv FILE`: registers subjects from a CSV file.
 //!
 //! Columns (header required, any order, all optional): `email`, `phone`, `national_id`,
-//! `external_refs` (`system:id`, several separated by `;`). Each row is one CreateSubject
-//! whose `request_id` is derived from the tenant and the row, so a re-run replays
+//! `external_refs` (`system:id`, several separated by `;`). Rows go in ImportSubjects
+//! calls of [`BATCH_ROWS`], a few in flight; each row carries a `request_id` derived
+//! from the tenant and the row (as its CreateSubject did before), so a re-run replays
 //! instead of writing twice; a subject that already exists (same identifier) counts as
 //! present. Bad rows are reported with their line number and the field at fault, never
 //! their values, while good rows commit.
@@ -13,7 +14,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
-use tonic::Code;
 use vern_proto::subjects::v1 as pb;
 
 use crate::remote::Client;
@@ -48,7 +48,26 @@ pub struct Report {
 
 const COLUMNS: [&str; 4] = ["email", "phone", "national_id", "external_refs"];
 
-/// Imports `path` through `client`; `tenant` scopes the request ids.
+/// Rows per ImportSubjects call (the server takes up to 1,000).
+pub const BATCH_ROWS: usize = 500;
+
+/// One CSV row: its line and its columns.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Line in the file (1 is the header).
+    pub line: u64,
+    /// `email` column.
+    pub email: String,
+    /// `phone` column.
+    pub phone: String,
+    /// `national_id` column.
+    pub national_id: String,
+    /// `external_refs` column.
+    pub refs: String,
+}
+
+/// Imports `path` through `client` in calls of [`BATCH_ROWS`] rows, `concurrency`
+/// calls in flight; `tenant` scopes the request ids.
 pub async fn import_csv(
     client: &Client,
     tenant: &str,
@@ -56,6 +75,35 @@ pub async fn import_csv(
     concurrency: usize,
     progress: bool,
 ) -> anyhow::Result<Report> {
+    let (rows, mut report) = read_csv(path)?;
+    let bar = if progress {
+        let b = indicatif::ProgressBar::new(rows.len() as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} rows  {per_sec}  eta {eta}",
+        ) {
+            b.set_style(style);
+        }
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    import_rows(
+        client,
+        tenant,
+        rows,
+        BATCH_ROWS,
+        concurrency,
+        &mut report,
+        &mut |n| bar.inc(n as u64),
+    )
+    .await?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+/// Reads and checks the CSV file: its rows, and a report counting them with the
+/// malformed ones already listed as invalid.
+pub fn read_csv(path: &Path) -> anyhow::Result<(Vec<Row>, Report)> {
     let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let mut reader = csv::ReaderBuilder::new()
         .flexible(false)
@@ -85,7 +133,13 @@ pub async fn import_csv(
             Ok(r) => {
                 let line = r.position().map_or(0, |p| p.line());
                 let get = |c: Option<usize>| c.and_then(|i| r.get(i)).unwrap_or("").to_owned();
-                rows.push((line, get(ce), get(cp), get(cn), get(cr)));
+                rows.push(Row {
+                    line,
+                    email: get(ce),
+                    phone: get(cp),
+                    national_id: get(cn),
+                    refs: get(cr),
+                });
             }
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
@@ -94,55 +148,65 @@ pub async fn import_csv(
         }
     }
     report.rows = rows.len() + report.invalid.len();
-
-    let bar = if progress {
-        let b = indicatif::ProgressBar::new(rows.len() as u64);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} rows  {per_sec}  eta {eta}",
-        ) {
-            b.set_style(style);
-        }
-        b
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-    let started = prost_types::Timestamp::from(std::time::SystemTime::now());
-    let mut tasks = tokio::task::JoinSet::new();
-    for (line, email, phone, national_id, refs) in rows {
-        let permit = permits.clone().acquire_owned().await?;
-        let client = client.clone();
-        let request_id = row_request_id(tenant, &email, &phone, &national_id, &refs);
-
-        tasks.spawn(async move {
-            let outcome = import_row(
-                &client,
-                email,
-                phone,
-                national_id,
-                &refs,
-                request_id,
-                &started,
-            )
-            .await;
-            drop(permit);
-            (line, outcome)
-        });
-        while let Some(done) = tasks.try_join_next() {
-            tally(&mut report, done?, &bar);
-        }
-    }
-    while let Some(done) = tasks.join_next().await {
-        tally(&mut report, done?, &bar);
-    }
-    bar.finish_and_clear();
-    report.invalid.sort();
-    report.failed.sort();
-    Ok(report)
+    Ok((rows, report))
 }
 
-fn tally(report: &mut Report, (line, outcome): (u64, RowOutcome), bar: &indicatif::ProgressBar) {
-    bar.inc(1);
+/// Imports `rows` with ImportSubjects calls of `batch` rows, `in_flight` calls at a
+/// time, adding their outcomes to `report`. `done` is told how many rows each call
+/// answered (or each locally refused row), as the answers arrive.
+pub async fn import_rows(
+    client: &Client,
+    tenant: &str,
+    rows: Vec<Row>,
+    batch: usize,
+    in_flight: usize,
+    report: &mut Report,
+    done: &mut (dyn FnMut(usize) + Send),
+) -> anyhow::Result<()> {
+    let batch = batch.clamp(1, 1000);
+    let permits = Arc::new(Semaphore::new(in_flight.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut pending: Vec<(u64, pb::CreateSubjectRequest)> = Vec::with_capacity(batch);
+    let mut rows = rows.into_iter().peekable();
+    while let Some(row) = rows.next() {
+        match row_request(tenant, row.email, row.phone, row.national_id, &row.refs) {
+            Err(why) => {
+                tally(report, (row.line, RowOutcome::Invalid(why)));
+                done(1);
+            }
+            Ok(req) => pending.push((row.line, req)),
+        }
+        if pending.len() == batch || (rows.peek().is_none() && !pending.is_empty()) {
+            let permit = permits.clone().acquire_owned().await?;
+            let client = client.clone();
+            let calls = std::mem::replace(&mut pending, Vec::with_capacity(batch));
+            tasks.spawn(async move {
+                let out = import_batch(&client, calls).await;
+                drop(permit);
+                out
+            });
+        }
+        while let Some(answered) = tasks.try_join_next() {
+            let answered = answered?;
+            done(answered.len());
+            for a in answered {
+                tally(report, a);
+            }
+        }
+    }
+    while let Some(answered) = tasks.join_next().await {
+        let answered = answered?;
+        done(answered.len());
+        for a in answered {
+            tally(report, a);
+        }
+    }
+    report.invalid.sort();
+    report.failed.sort();
+    Ok(())
+}
+
+fn tally(report: &mut Report, (line, outcome): (u64, RowOutcome)) {
     match outcome {
         RowOutcome::Created => report.created += 1,
         RowOutcome::AlreadyPresent => report.present += 1,
@@ -174,58 +238,72 @@ fn parse_refs(refs: &str) -> Result<Vec<pb::ExternalRef>, String> {
         .collect()
 }
 
-async fn import_row(
-    client: &Client,
+/// The CreateSubject of one row (its request id derived from the tenant and the row,
+/// so a re-run replays), or why the row cannot be sent.
+fn row_request(
+    tenant: &str,
     email: String,
     phone: String,
     national_id: String,
     refs: &str,
-    request_id: String,
-    started: &prost_types::Timestamp,
-) -> RowOutcome {
-    let external_refs = match parse_refs(refs) {
-        Ok(r) => r,
-        Err(why) => return RowOutcome::Invalid(why),
-    };
+) -> Result<pb::CreateSubjectRequest, String> {
+    let external_refs = parse_refs(refs)?;
     if email.is_empty() && phone.is_empty() && national_id.is_empty() && external_refs.is_empty() {
-        return RowOutcome::Invalid("the row has no identifier".into());
+        return Err("the row has no identifier".into());
     }
-    let mut subjects =
-        pb::subject_service_client::SubjectServiceClient::new(client.channel.clone());
-    let req = client.request(pb::CreateSubjectRequest {
+    let request_id = row_request_id(tenant, &email, &phone, &national_id, refs);
+    Ok(pb::CreateSubjectRequest {
         email,
         phone,
         national_id,
         external_refs,
         request_id,
         ..Default::default()
-    });
-    match subjects.create_subject(req).await {
-        // A replayed answer (an earlier run of this row) names an older subject.
-        Ok(s) => match s.into_inner().create_time {
-            Some(t) if (t.seconds, t.nanos) < (started.seconds, started.nanos) => {
-                RowOutcome::AlreadyPresent
-            }
-            _ => RowOutcome::Created,
-        },
-        Err(s) if s.code() == Code::AlreadyExists => RowOutcome::AlreadyPresent,
-        Err(s) if s.code() == Code::InvalidArgument => {
-            use tonic_types::StatusExt;
-            let fields = s
-                .get_details_bad_request()
-                .map(|b| {
-                    b.field_violations
-                        .iter()
-                        .map(|v| format!("{}: {}", v.field, v.description))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-                .filter(|f| !f.is_empty())
-                .unwrap_or_else(|| s.message().to_owned());
-            RowOutcome::Invalid(fields)
+    })
+}
+
+/// One ImportSubjects call: the outcome of each row, by line.
+async fn import_batch(
+    client: &Client,
+    rows: Vec<(u64, pb::CreateSubjectRequest)>,
+) -> Vec<(u64, RowOutcome)> {
+    let (lines, subjects): (Vec<u64>, Vec<pb::CreateSubjectRequest>) = rows.into_iter().unzip();
+    let mut api = pb::subject_service_client::SubjectServiceClient::new(client.channel.clone());
+    let req = client.request(pb::ImportSubjectsRequest { subjects });
+    let results = match api.import_subjects(req).await {
+        Ok(r) => r.into_inner().results,
+        Err(s) => {
+            let why = format!("{:?}: {}", s.code(), s.message());
+            return lines
+                .into_iter()
+                .map(|l| (l, RowOutcome::Failed(why.clone())))
+                .collect();
         }
-        Err(s) => RowOutcome::Failed(format!("{:?}: {}", s.code(), s.message())),
+    };
+    let mut out: Vec<(u64, RowOutcome)> = lines
+        .iter()
+        .map(|l| (*l, RowOutcome::Failed("no answer for this row".into())))
+        .collect();
+    for r in results {
+        let Some(slot) = usize::try_from(r.index).ok().and_then(|i| out.get_mut(i)) else {
+            continue;
+        };
+        slot.1 = match pb::ImportStatus::try_from(r.status) {
+            // A replayed answer (an earlier run of this row) counts as present.
+            Ok(pb::ImportStatus::Created) if r.replayed => RowOutcome::AlreadyPresent,
+            Ok(pb::ImportStatus::Created) => RowOutcome::Created,
+            Ok(pb::ImportStatus::AlreadyPresent) => RowOutcome::AlreadyPresent,
+            Ok(pb::ImportStatus::Invalid) => RowOutcome::Invalid(
+                r.violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            _ => RowOutcome::Failed("unknown result".into()),
+        };
     }
+    out
 }
 
 #[cfg(test)]

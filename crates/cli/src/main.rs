@@ -146,8 +146,8 @@ enum SubjectsCommand {
         /// The CSV file.
         #[arg(long)]
         csv: PathBuf,
-        /// Calls in flight.
-        #[arg(long, default_value_t = 16)]
+        /// ImportSubjects calls (of 500 rows each) in flight.
+        #[arg(long, default_value_t = 4)]
         concurrency: usize,
         #[command(flatten)]
         client: vern_cli::remote::ClientArgs,

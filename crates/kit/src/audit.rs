@@ -122,6 +122,22 @@ pub(crate) fn event_for_commit(
         .flatten()
 }
 
+/// The event of the current scope for one subject a call creates among several (a
+/// batch: one event per subject, as its own CreateSubject would have); `None` outside
+/// a scope or without a tenant.
+pub(crate) fn event_for_subject(subject_id: &str, request_id: &str) -> Option<pb::AuditEvent> {
+    SCOPE
+        .try_with(|s| {
+            let mut scope = s.borrow().clone();
+            scope.subject_id = subject_id.to_owned();
+            scope.resource_type = "subject".to_owned();
+            scope.resource_id = subject_id.to_owned();
+            (!scope.tenant.is_empty()).then(|| build(&scope, pb::Outcome::Success, 0, request_id))
+        })
+        .ok()
+        .flatten()
+}
+
 /// Records that the current scope's event was committed with its change.
 pub(crate) fn mark_emitted() {
     let _ = SCOPE.try_with(|s| s.borrow_mut().emitted = true);
@@ -337,6 +353,24 @@ pub(crate) async fn enqueue(
     event: &pb::AuditEvent,
 ) -> Result<(), sea_orm::DbErr> {
     outbox::enqueue(txn, &event.tenant_id, AUDIT_TOPIC, event.encode_to_vec()).await
+}
+
+/// Writes `events` (of one tenant each; grouped here) to the outbox inside `txn`.
+pub(crate) async fn enqueue_many(
+    txn: &impl ConnectionTrait,
+    events: Vec<pb::AuditEvent>,
+) -> Result<(), sea_orm::DbErr> {
+    let mut by_tenant: std::collections::BTreeMap<String, Vec<Vec<u8>>> = Default::default();
+    for e in events {
+        by_tenant
+            .entry(e.tenant_id.clone())
+            .or_default()
+            .push(e.encode_to_vec());
+    }
+    for (tenant, payloads) in by_tenant {
+        outbox::enqueue_many(txn, &tenant, AUDIT_TOPIC, payloads).await?;
+    }
+    Ok(())
 }
 
 /// The layer auditing one service.

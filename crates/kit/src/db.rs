@@ -548,6 +548,7 @@ mod tests {
                 Box::new(crate::outbox::Migration),
                 Box::new(crate::outbox::ParkingMigration),
                 Box::new(crate::outbox::LeaseMigration),
+                Box::new(crate::outbox::TopicIndexMigration),
             ]
         }
     }

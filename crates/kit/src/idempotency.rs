@@ -73,6 +73,11 @@ impl Key {
             request_hash: hex::encode(Sha256::digest(request)),
         })
     }
+
+    /// The caller's request id.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
 }
 
 /// The stored answer for `key`, if this request was answered before. A different
@@ -97,6 +102,85 @@ pub async fn replay<R: DeserializeOwned>(
     serde_json::from_str(&found.response)
         .map(Some)
         .map_err(|_| ApiError::Internal("stored answer unreadable"))
+}
+
+/// The stored answers of several keys of one scope in one query, by request id: a
+/// request answered before maps to its answer, one whose id was used for a different
+/// request to FAILED_PRECONDITION (as [`replay`]); a request never answered is absent.
+pub async fn replay_many<R: DeserializeOwned>(
+    db: &impl ConnectionTrait,
+    keys: &[&Key],
+) -> Result<std::collections::HashMap<String, Result<R, ApiError>>, ApiError> {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let mut out = std::collections::HashMap::new();
+    let mut by_scope: std::collections::BTreeMap<&str, Vec<&Key>> = Default::default();
+    for k in keys {
+        by_scope.entry(k.scope.as_str()).or_default().push(k);
+    }
+    for (scope, keys) in by_scope {
+        for chunk in keys.chunks(500) {
+            let found = entity::Entity::find()
+                .filter(entity::Column::Scope.eq(scope))
+                .filter(
+                    entity::Column::RequestId.is_in(chunk.iter().map(|k| k.request_id.as_str())),
+                )
+                .all(db)
+                .await
+                .map_err(|e| crate::db::api_error(&e))?;
+            let found: std::collections::HashMap<&str, &entity::Model> =
+                found.iter().map(|f| (f.request_id.as_str(), f)).collect();
+            for key in chunk {
+                let Some(f) = found.get(key.request_id.as_str()) else {
+                    continue;
+                };
+                let answer = if f.method != key.method || f.request_hash != key.request_hash {
+                    Err(ApiError::precondition(
+                        "REQUEST_ID_REUSED",
+                        "request_id",
+                        "request_id was already used for a different request",
+                    ))
+                } else {
+                    serde_json::from_str(&f.response)
+                        .map_err(|_| ApiError::Internal("stored answer unreadable"))
+                };
+                out.insert(key.request_id.clone(), answer);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Stores the answers of several keys inside the caller's transaction, with
+/// multi-row inserts.
+pub async fn record_many<R: Serialize>(
+    txn: &impl ConnectionTrait,
+    answers: &[(&Key, R)],
+) -> Result<(), DbErr> {
+    let now = crate::time::now();
+    for chunk in answers.chunks(200) {
+        let rows = chunk
+            .iter()
+            .map(|(key, response)| {
+                let response =
+                    serde_json::to_string(response).map_err(|e| DbErr::Json(e.to_string()))?;
+                Ok(entity::ActiveModel {
+                    scope: Set(key.scope.clone()),
+                    request_id: Set(key.request_id.clone()),
+                    method: Set(key.method.to_owned()),
+                    request_hash: Set(key.request_hash.clone()),
+                    response: Set(response),
+                    create_time: Set(now),
+                })
+            })
+            .collect::<Result<Vec<_>, DbErr>>()?;
+        if rows.is_empty() {
+            continue;
+        }
+        entity::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Stores the answer for `key` inside the caller's transaction.
@@ -192,6 +276,53 @@ where
         }
         Err(e) => replay_after_failure(db, key, e.into()).await,
     }
+}
+
+/// Runs `work` in one transaction with the answers of several rows of one call (each
+/// under its own key) and one audit event per created subject, `(subject_id,
+/// request_id)`, built from the call's audit scope (the event of CreateSubject, one per
+/// subject). Unlike [`commit_once`] a failure is returned as it is: the caller decides
+/// (a lost race on a key or a unique index is worth looking everything up again).
+pub async fn commit_rows<R, E, F>(
+    db: &sea_orm::DatabaseConnection,
+    answers: &[(&Key, R)],
+    subjects: &[(String, String)],
+    work: F,
+) -> Result<(), E>
+where
+    R: Serialize,
+    E: From<DbErr>,
+    F: for<'t> FnOnce(&'t sea_orm::DatabaseTransaction) -> Work<'t, E>,
+{
+    use sea_orm::TransactionTrait;
+    let events: Vec<_> = subjects
+        .iter()
+        .filter_map(|(subject_id, request_id)| {
+            crate::audit::event_for_subject(subject_id, request_id)
+        })
+        .collect();
+    let emitted = !events.is_empty();
+    crate::telemetry::db_span("transaction", async {
+        let txn = if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+            db.begin_with_options(sea_orm::TransactionOptions {
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await?
+        } else {
+            db.begin().await?
+        };
+        work(&txn).await?;
+        record_many(&txn, answers).await?;
+        crate::audit::enqueue_many(&txn, events).await?;
+        txn.commit().await?;
+        Ok::<(), E>(())
+    })
+    .await?;
+    if emitted {
+        crate::audit::mark_emitted();
+    }
+    Ok(())
 }
 
 /// Creates the `idempotency_keys` table.

@@ -4,7 +4,7 @@
 use crate::auth::Permission::{self, *};
 
 /// Every RPC path with its permission.
-pub const TABLE: [(&str, Permission); 67] = [
+pub const TABLE: [(&str, Permission); 68] = [
     // vern.tenants.v1.TenantService
     (
         "/vern.tenants.v1.TenantService/CreateTenant",
@@ -42,6 +42,10 @@ pub const TABLE: [(&str, Permission); 67] = [
     // vern.subjects.v1.SubjectService
     (
         "/vern.subjects.v1.SubjectService/CreateSubject",
+        SubjectsWrite,
+    ),
+    (
+        "/vern.subjects.v1.SubjectService/ImportSubjects",
         SubjectsWrite,
     ),
     ("/vern.subjects.v1.SubjectService/GetSubject", SubjectsRead),

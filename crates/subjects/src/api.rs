@@ -243,6 +243,80 @@ fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
+/// The domain input of a CreateSubject (or an ImportSubjects row).
+fn new_subject(r: pb::CreateSubjectRequest) -> Result<NewSubject, Status> {
+    Ok(NewSubject {
+        relationship_end_time: time(
+            "relationship_end_time",
+            r.relationship_end_time.as_ref(),
+            Bounds::Business,
+        )?,
+        records: record_inputs(r.records)?,
+        email: r.email,
+        phone: r.phone,
+        national_id: r.national_id,
+        external_refs: refs(r.external_refs),
+    })
+}
+
+/// The field violations of an INVALID_ARGUMENT status (one naming the status's
+/// message when it carries none; messages name fields, never values).
+fn status_violations(s: &Status) -> Vec<FieldViolation> {
+    use tonic_types::StatusExt;
+    let v: Vec<FieldViolation> = s
+        .get_details_bad_request()
+        .map(|b| {
+            b.field_violations
+                .into_iter()
+                .map(|v| FieldViolation::new(v.field, v.description))
+                .collect()
+        })
+        .unwrap_or_default();
+    if v.is_empty() {
+        vec![FieldViolation::new("", s.message())]
+    } else {
+        v
+    }
+}
+
+fn import_result_pb(index: usize, o: service::ImportOutcome) -> pb::ImportSubjectResult {
+    use service::ImportOutcome as O;
+    let index = i32::try_from(index).unwrap_or(i32::MAX);
+    let violation = |v: FieldViolation| pb::ImportViolation {
+        field: v.field,
+        description: v.description,
+    };
+    match o {
+        O::Created {
+            subject_id,
+            replayed,
+        } => pb::ImportSubjectResult {
+            index,
+            status: pb::ImportStatus::Created as i32,
+            subject_id,
+            replayed,
+            violations: vec![],
+        },
+        O::AlreadyPresent { subject_id, field } => pb::ImportSubjectResult {
+            index,
+            status: pb::ImportStatus::AlreadyPresent as i32,
+            subject_id,
+            replayed: false,
+            violations: vec![violation(FieldViolation::new(
+                field,
+                "is already held by a subject of the tenant",
+            ))],
+        },
+        O::Invalid(v) => pb::ImportSubjectResult {
+            index,
+            status: pb::ImportStatus::Invalid as i32,
+            subject_id: String::new(),
+            replayed: false,
+            violations: v.into_iter().map(violation).collect(),
+        },
+    }
+}
+
 #[tonic::async_trait]
 impl pb::subject_service_server::SubjectService for SubjectApi {
     async fn create_subject(
@@ -253,20 +327,52 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
         let t = tenant(&ctx)?;
         let r = req.into_inner();
         let idem = self.key(&t, &r.request_id, "CreateSubject", &r)?;
-        let new = NewSubject {
-            relationship_end_time: time(
-                "relationship_end_time",
-                r.relationship_end_time.as_ref(),
-                Bounds::Business,
-            )?,
-            records: record_inputs(r.records)?,
-            email: r.email,
-            phone: r.phone,
-            national_id: r.national_id,
-            external_refs: refs(r.external_refs),
-        };
+        let new = new_subject(r)?;
         let s = self.subjects.create(&t, new, idem).await?;
         Ok(Response::new(subject_pb(s)))
+    }
+
+    async fn import_subjects(
+        &self,
+        req: Request<pb::ImportSubjectsRequest>,
+    ) -> Result<Response<pb::ImportSubjectsResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let t = tenant(&ctx)?;
+        let r = req.into_inner();
+        if r.subjects.len() > service::MAX_IMPORT_ROWS {
+            return Err(invalid(FieldViolation::new(
+                format!("subjects[{}]", service::MAX_IMPORT_ROWS),
+                format!(
+                    "at most {} subjects per call; send the rest in another call",
+                    service::MAX_IMPORT_ROWS
+                ),
+            )));
+        }
+        // Each created subject is audited as a subject (one event each).
+        vern_kit::audit::resource("subject", "");
+        let mut rows = Vec::with_capacity(r.subjects.len());
+        for s in r.subjects {
+            // The key of the row as CreateSubject computes it, so either RPC replays it.
+            let key = match self.key(&t, &s.request_id, "CreateSubject", &s) {
+                Ok(k) => k,
+                Err(e) => {
+                    rows.push(service::ImportRow {
+                        input: Err(status_violations(&e)),
+                        key: None,
+                    });
+                    continue;
+                }
+            };
+            let input = new_subject(s).map_err(|e| status_violations(&e));
+            rows.push(service::ImportRow { input, key });
+        }
+        let outcomes = self.subjects.import(&t, rows).await?;
+        let results = outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| import_result_pb(i, o))
+            .collect();
+        Ok(Response::new(pb::ImportSubjectsResponse { results }))
     }
 
     async fn get_subject(
@@ -624,6 +730,74 @@ mod tests {
             purposes: vec!["newsletter".into()],
             ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn import_answers_per_row_and_refuses_a_batch_too_large() {
+        use tonic_types::StatusExt;
+        let db = TestDb::sqlite("subjects");
+        let api = api(&db).await;
+        let row = |i: usize| pb::CreateSubjectRequest {
+            email: format!("p{i}@example.no"),
+            request_id: format!("imp-{i}"),
+            ..Default::default()
+        };
+        let too_many = pb::ImportSubjectsRequest {
+            subjects: (0..=service::MAX_IMPORT_ROWS).map(row).collect(),
+        };
+        let e = api
+            .import_subjects(a(too_many))
+            .await
+            .expect_err("too large");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        let bad = e.get_details_bad_request().expect("details");
+        assert_eq!(bad.field_violations[0].field, "subjects[1000]");
+        assert!(!e.message().contains("example.no"));
+
+        let batch = pb::ImportSubjectsRequest {
+            subjects: vec![
+                row(0),
+                pb::CreateSubjectRequest {
+                    email: "not-an-address".into(),
+                    records: vec![pb::Record {
+                        collected_at: Some(prost_types::Timestamp {
+                            seconds: 0,
+                            nanos: -1,
+                        }),
+                        ..record(common::DataCategory::Contact as i32)
+                    }],
+                    ..row(1)
+                },
+                row(2),
+            ],
+        };
+        let out = api
+            .import_subjects(a(batch.clone()))
+            .await
+            .expect("import")
+            .into_inner()
+            .results;
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].status, pb::ImportStatus::Created as i32);
+        assert_eq!(out[1].status, pb::ImportStatus::Invalid as i32);
+        assert_eq!(out[1].violations[0].field, "records[0].collected_at");
+        assert!(!format!("{:?}", out[1]).contains("not-an-address"));
+        assert_eq!(out[2].status, pb::ImportStatus::Created as i32);
+        // A row sent again through CreateSubject is the same subject (the same key).
+        let s = api
+            .create_subject(a(row(2)))
+            .await
+            .expect("replay")
+            .into_inner();
+        assert_eq!(s.subject_id, out[2].subject_id);
+        let again = api
+            .import_subjects(a(batch))
+            .await
+            .expect("again")
+            .into_inner()
+            .results;
+        assert_eq!(again[0].subject_id, out[0].subject_id);
+        assert!(again[0].replayed);
     }
 
     #[tokio::test]

@@ -25,7 +25,7 @@ use vern_subjects::domain::{
     Retain, SubjectChanges, SubjectState, View,
 };
 use vern_subjects::error::SubjectError;
-use vern_subjects::service::{Lookup, RecordsPage, Subjects};
+use vern_subjects::service::{ImportOutcome, ImportRow, Lookup, RecordsPage, Subjects};
 use vern_subjects::store::entities::{lookup, record, subject};
 use vern_subjects::store::{KeyStore, ListFilter, SubjectStore};
 
@@ -52,6 +52,9 @@ vern_kit::store_test_suite!("subjects":
     purge_dry_run_real_run_and_exclusions,
     external_references_are_sealed_and_shredded,
     plaintext_references_of_older_versions_are_sealed,
+    import_creates_each_row_as_create_would,
+    import_replays_rows_by_request_id,
+    import_mixed_batch_commits_the_valid_rows_and_names_the_bad_fields,
 );
 
 // ---- fixtures ----
@@ -2243,5 +2246,225 @@ async fn plaintext_references_of_older_versions_is_sealed_body(e: &Env) {
 async fn plaintext_references_of_older_versions_are_sealed(target: DbTarget) {
     let e = env(target).await;
     plaintext_references_of_older_versions_is_sealed_body(&e).await;
+    e.done().await;
+}
+
+// ---- ImportSubjects ----
+
+fn row(e: &Env, t: &TenantId, request_id: &str, new: NewSubject) -> ImportRow {
+    // Any stable encoding of the row stands for its protobuf bytes here.
+    let body = format!(
+        "{}|{}|{}|{:?}",
+        new.email, new.phone, new.national_id, new.external_refs
+    );
+    ImportRow {
+        key: e
+            .s
+            .request_key(t, request_id, "CreateSubject", body.as_bytes())
+            .expect("key"),
+        input: Ok(new),
+    }
+}
+
+fn created(o: &ImportOutcome) -> (String, bool) {
+    match o {
+        ImportOutcome::Created {
+            subject_id,
+            replayed,
+        } => (subject_id.clone(), *replayed),
+        other => panic!("expected CREATED, got {other:?}"),
+    }
+}
+
+async fn import_creates_each_row_as_create_would(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let rows: Vec<ImportRow> = (0..250)
+        .map(|i| {
+            let mut n = email_only(&format!("person{i}@example.no"));
+            n.external_refs = vec![crm(&format!("cust-{i}"))];
+            if i == 0 {
+                n = ola();
+            }
+            row(&e, &a, &format!("imp-{i}"), n)
+        })
+        .collect();
+    let out = e.s.import(&a, rows).await.expect("import");
+    assert_eq!(out.len(), 250);
+    let ids: Vec<String> = out.iter().map(|o| created(o).0).collect();
+    assert!(out.iter().all(|o| !created(o).1), "none replayed");
+    assert_eq!(count(e.db(), "subjects").await, 250);
+    assert_eq!(count(e.keys_db(), "subject_keys").await, 250);
+    assert_eq!(
+        outbox(e.db()).await.len(),
+        250,
+        "one ACTIVE notification each"
+    );
+    // Readable, findable by identifier and reference, like a CreateSubject.
+    let s = e.s.get(&a, &ids[0], View::Full).await.expect("get");
+    assert_eq!(s.identifiers.email.as_deref(), Some(EMAIL_NORMALISED));
+    assert_eq!(s.records.len(), 2);
+    let found =
+        e.s.find(
+            &a,
+            Lookup::Identifier(Email, "person7@example.no".into()),
+            View::Basic,
+        )
+        .await
+        .expect("find by email");
+    assert_eq!(found.subject_id, ids[7]);
+    let found =
+        e.s.find(&a, Lookup::ExternalRef(crm("cust-9")), View::Basic)
+            .await
+            .expect("find by reference");
+    assert_eq!(found.subject_id, ids[9]);
+    // A CreateSubject of a held identifier is refused, as before.
+    let err =
+        e.s.create(&a, email_only("person3@example.no"), None)
+            .await
+            .expect_err("taken");
+    assert_eq!(code(err), tonic::Code::AlreadyExists);
+    // Nothing in plaintext at rest.
+    for needle in ["person7@example.no", "cust-9", ADDRESS] {
+        let cells = vern_kit::testing::raw::cells_containing(e.db(), needle.as_bytes()).await;
+        assert!(cells.is_empty(), "{needle} in {cells:?}");
+    }
+    e.done().await;
+}
+
+async fn import_replays_rows_by_request_id(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let rows = |e: &Env| -> Vec<ImportRow> {
+        (0..20)
+            .map(|i| {
+                row(
+                    e,
+                    &a,
+                    &format!("imp-{i}"),
+                    email_only(&format!("p{i}@example.no")),
+                )
+            })
+            .collect()
+    };
+    let first = e.s.import(&a, rows(&e)).await.expect("first");
+    let again = e.s.import(&a, rows(&e)).await.expect("replay");
+    for (f, g) in first.iter().zip(&again) {
+        let (id, replayed) = created(g);
+        assert_eq!(id, created(f).0, "same subject");
+        assert!(replayed, "answered from the stored answer");
+    }
+    assert_eq!(count(e.db(), "subjects").await, 20, "no duplicates");
+    assert_eq!(count(e.keys_db(), "subject_keys").await, 20);
+    assert_eq!(outbox(e.db()).await.len(), 20);
+    // The same row through CreateSubject replays too (the same key).
+    let body = format!(
+        "{}|{}|{}|{:?}",
+        "p3@example.no",
+        "",
+        "",
+        Vec::<ExternalRef>::new()
+    );
+    let key =
+        e.s.request_key(&a, "imp-3", "CreateSubject", body.as_bytes())
+            .expect("key");
+    let s =
+        e.s.create(&a, email_only("p3@example.no"), key)
+            .await
+            .expect("create replays");
+    assert_eq!(s.subject_id, created(&first[3]).0);
+    // A request id reused for another row is refused for that row only.
+    let reused = vec![
+        row(&e, &a, "imp-4", email_only("other@example.no")),
+        row(&e, &a, "new-1", email_only("new@example.no")),
+    ];
+    let out = e.s.import(&a, reused).await.expect("reuse");
+    match &out[0] {
+        ImportOutcome::Invalid(v) => assert_eq!(v[0].field, "request_id"),
+        other => panic!("{other:?}"),
+    }
+    created(&out[1]);
+    assert_eq!(count(e.db(), "subjects").await, 21);
+    e.done().await;
+}
+
+async fn import_mixed_batch_commits_the_valid_rows_and_names_the_bad_fields(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let existing =
+        e.s.create(&a, email_only("held@example.no"), None)
+            .await
+            .expect("existing");
+    let bad_id = "0101901006X";
+    let rows = vec![
+        row(&e, &a, "m-0", email_only("good0@example.no")),
+        row(
+            &e,
+            &a,
+            "m-1",
+            NewSubject {
+                national_id: bad_id.into(),
+                ..Default::default()
+            },
+        ),
+        row(&e, &a, "m-2", email_only("held@example.no")),
+        row(&e, &a, "m-3", email_only("good3@example.no")),
+        row(&e, &a, "m-4", NewSubject::default()),
+        // The same address as row 3 in the same call: row 3's subject holds it.
+        row(&e, &a, "m-5", email_only("GOOD3@example.no")),
+        ImportRow {
+            input: Err(vec![vern_kit::error::FieldViolation::new(
+                "records[0].collected_at",
+                "is in the future",
+            )]),
+            key: None,
+        },
+        row(
+            &e,
+            &a,
+            "m-7",
+            NewSubject {
+                external_refs: vec![crm("c-1"), crm("c-1")],
+                ..Default::default()
+            },
+        ),
+    ];
+    let out = e.s.import(&a, rows).await.expect("import");
+    let good0 = created(&out[0]).0;
+    let good3 = created(&out[3]).0;
+    let invalid = |o: &ImportOutcome| match o {
+        ImportOutcome::Invalid(v) => v.iter().map(|v| v.field.clone()).collect::<Vec<_>>(),
+        other => panic!("expected INVALID, got {other:?}"),
+    };
+    assert_eq!(invalid(&out[1]), ["national_id"]);
+    assert_eq!(invalid(&out[4]), ["email"], "no identifier");
+    assert_eq!(invalid(&out[6]), ["records[0].collected_at"]);
+    assert!(!invalid(&out[7]).is_empty(), "duplicate reference");
+    assert_eq!(
+        out[2],
+        ImportOutcome::AlreadyPresent {
+            subject_id: existing.subject_id.clone(),
+            field: "email".into()
+        }
+    );
+    assert_eq!(
+        out[5],
+        ImportOutcome::AlreadyPresent {
+            subject_id: good3.clone(),
+            field: "email".into()
+        }
+    );
+    // No value in any answer.
+    let shown = format!("{out:?}");
+    for v in [bad_id, "held@example.no", "good3", "c-1"] {
+        assert!(!shown.contains(v), "{v} in {shown}");
+    }
+    // Exactly the valid rows committed, each whole.
+    assert_eq!(count(e.db(), "subjects").await, 3);
+    assert_eq!(count(e.db(), "subject_lookups").await, 3);
+    assert_eq!(count(e.keys_db(), "subject_keys").await, 3);
+    for id in [&good0, &good3] {
+        e.s.get(&a, id, View::Full).await.expect("readable");
+    }
     e.done().await;
 }

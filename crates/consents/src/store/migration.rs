@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(vern_kit::changes::Migration),
             Box::new(M0003Purposes),
             Box::new(vern_kit::outbox::LeaseMigration),
+            Box::new(vern_kit::outbox::TopicIndexMigration),
         ]
     }
 }

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(vern_kit::outbox::ParkingMigration),
             Box::new(vern_kit::outbox::LeaseMigration),
             Box::new(M0002SweepSlots),
+            Box::new(vern_kit::outbox::TopicIndexMigration),
         ]
     }
 }

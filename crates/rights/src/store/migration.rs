@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(vern_kit::outbox::ParkingMigration),
             Box::new(M0003SealedFeedRefs),
             Box::new(vern_kit::outbox::LeaseMigration),
+            Box::new(vern_kit::outbox::TopicIndexMigration),
         ]
     }
 }

@@ -3,14 +3,18 @@
 //!
 //! - this module: create, read (get, find, list) and rectify subjects;
 //! - [`records`]: add, rectify and delete records;
-//! - [`lifecycle`]: restrict, lift, erase, purge.
+//! - [`lifecycle`]: restrict, lift, erase, purge;
+//! - [`import`]: ImportSubjects, many creates in one transaction.
 //!
 //! Idempotency answers are stored in plaintext (`idempotency_keys`), so they never
 //! hold personal data: a create stores the new id and a retry reads the subject
 //! again; erase and purge answers hold only ids, counts and legal references.
 
+mod import;
 mod lifecycle;
 mod records;
+
+pub use import::{ImportOutcome, ImportRow, MAX_IMPORT_ROWS};
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -53,6 +53,28 @@ impl KeyStore {
         Ok(())
     }
 
+    /// Stores several subjects' wrapped data keys with multi-row inserts.
+    pub async fn put_many(&self, tenant: &str, keys: Vec<(String, Vec<u8>)>) -> Result<(), DbErr> {
+        let now = vern_kit::time::now();
+        let mut rows = keys
+            .into_iter()
+            .map(|(subject, wrapped)| subject_key::ActiveModel {
+                tenant_id: Set(tenant.to_owned()),
+                subject_id: Set(subject),
+                wrapped_key: Set(wrapped),
+                create_time: Set(now),
+            });
+        loop {
+            let chunk: Vec<_> = rows.by_ref().take(200).collect();
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            subject_key::Entity::insert_many(chunk)
+                .exec_without_returning(&self.db)
+                .await?;
+        }
+    }
+
     /// A subject's wrapped data key, if it still exists.
     pub async fn get(&self, tenant: &str, subject: &str) -> Result<Option<Vec<u8>>, DbErr> {
         Ok(

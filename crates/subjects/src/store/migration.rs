@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(vern_kit::outbox::ParkingMigration),
             Box::new(M0002SealedRefs),
             Box::new(vern_kit::outbox::LeaseMigration),
+            Box::new(vern_kit::outbox::TopicIndexMigration),
         ]
     }
 }

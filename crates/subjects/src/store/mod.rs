@@ -14,8 +14,9 @@ pub mod migration;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Query;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    Select,
 };
 use vern_kit::db::DbTarget;
 use vern_kit::idempotency::{self, Key, commit_once};
@@ -137,6 +138,132 @@ impl SubjectStore {
             Box::pin(async move { write(txn, &tenant, batch).await })
         })
         .await?)
+    }
+
+    /// Stored answers of several rows' keys, in one query (see
+    /// [`idempotency::replay_many`]).
+    pub async fn replay_many<R: serde::de::DeserializeOwned>(
+        &self,
+        keys: &[&Key],
+    ) -> Result<std::collections::HashMap<String, Result<R, vern_kit::ApiError>>, SubjectError>
+    {
+        Ok(idempotency::replay_many(&self.db, keys).await?)
+    }
+
+    /// Applies the inserts of `batch` (new subjects with their blind-index entries,
+    /// references, records and notifications) with multi-row inserts, stores every
+    /// row's answer and one audit event per created subject `(subject_id,
+    /// request_id)`, in one transaction. A unique violation (a race with another
+    /// writer) comes back as [`SubjectError::Db`], nothing written.
+    pub async fn apply_import(
+        &self,
+        tenant: &str,
+        batch: Batch,
+        answers: &[(&Key, String)],
+        created: &[(String, String)],
+    ) -> Result<(), SubjectError> {
+        let tenant = tenant.to_owned();
+        idempotency::commit_rows(&self.db, answers, created, move |txn| {
+            Box::pin(async move { write_many(txn, &tenant, batch).await })
+        })
+        .await
+    }
+
+    /// The subjects holding identifiers of `kind` with these blind indexes, by digest.
+    pub async fn find_by_digests(
+        &self,
+        tenant: &str,
+        kind: IdentifierKind,
+        digests: &[Vec<u8>],
+    ) -> Result<std::collections::HashMap<Vec<u8>, String>, SubjectError> {
+        let mut out = std::collections::HashMap::new();
+        for chunk in digests.chunks(500) {
+            if self.db.get_database_backend() == DbBackend::Postgres {
+                let hex: Vec<String> = chunk
+                    .iter()
+                    .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
+                    .collect();
+                let rows = probe(
+                    &self.db,
+                    "SELECT l.digest, l.subject_id \
+                     FROM json_array_elements_text($3::json) AS w(h) \
+                     CROSS JOIN LATERAL (SELECT digest, subject_id FROM subject_lookups s \
+                       WHERE s.tenant_id = $1 AND s.kind = $2 AND s.digest = decode(w.h, 'hex')) l",
+                    vec![tenant.into(), kind.as_str().into(), json(&hex)?.into()],
+                )
+                .await?;
+                for r in rows {
+                    out.insert(
+                        r.try_get::<Vec<u8>>("", "digest")?,
+                        r.try_get("", "subject_id")?,
+                    );
+                }
+                continue;
+            }
+            let found = lookup::Entity::find()
+                .filter(lookup::Column::TenantId.eq(tenant))
+                .filter(lookup::Column::Kind.eq(kind.as_str()))
+                .filter(lookup::Column::Digest.is_in(chunk.iter().cloned()))
+                .all(&self.db)
+                .await?;
+            out.extend(found.into_iter().map(|l| (l.digest, l.subject_id)));
+        }
+        Ok(out)
+    }
+
+    /// The external-reference rows of the tenant with these `(system, ref_id)` keys
+    /// (blind indexes, or plaintext ids of rows not sealed yet: the caller tells them
+    /// apart by `ref_ct`).
+    pub async fn refs_by_keys(
+        &self,
+        tenant: &str,
+        keys: &[(String, String)],
+    ) -> Result<Vec<external_ref::Model>, SubjectError> {
+        let mut out = vec![];
+        // SQLite: an OR of 200 key pairs stays below its expression depth (1,000).
+        for chunk in keys.chunks(200) {
+            if self.db.get_database_backend() == DbBackend::Postgres {
+                let pairs: Vec<[&str; 2]> = chunk
+                    .iter()
+                    .map(|(s, r)| [s.as_str(), r.as_str()])
+                    .collect();
+                let rows = probe(
+                    &self.db,
+                    "SELECT r.tenant_id, r.system, r.ref_id, r.subject_id, r.ref_ct \
+                     FROM json_array_elements($2::json) AS w(k) \
+                     CROSS JOIN LATERAL (SELECT * FROM external_refs e \
+                       WHERE e.tenant_id = $1 AND e.system = w.k->>0 AND e.ref_id = w.k->>1) r",
+                    vec![tenant.into(), json(&pairs)?.into()],
+                )
+                .await?;
+                for r in rows {
+                    out.push(external_ref::Model {
+                        tenant_id: r.try_get("", "tenant_id")?,
+                        system: r.try_get("", "system")?,
+                        ref_id: r.try_get("", "ref_id")?,
+                        subject_id: r.try_get("", "subject_id")?,
+                        ref_ct: r.try_get("", "ref_ct")?,
+                    });
+                }
+                continue;
+            }
+            let mut any = Condition::any();
+            for (system, ref_id) in chunk {
+                any = any.add(
+                    Condition::all()
+                        .add(external_ref::Column::System.eq(system.as_str()))
+                        .add(external_ref::Column::RefId.eq(ref_id.as_str())),
+                );
+            }
+            out.extend(
+                external_ref::Entity::find()
+                    .filter(external_ref::Column::TenantId.eq(tenant))
+                    .filter(any)
+                    .all(&self.db)
+                    .await?,
+            );
+        }
+        Ok(out)
     }
 
     /// One subject row.
@@ -569,6 +696,78 @@ async fn write(txn: &DatabaseTransaction, tenant: &str, b: Batch) -> Result<(), 
         vern_kit::outbox::enqueue(txn, tenant, ERASURE_TOPIC, payload).await?;
     }
     Ok(())
+}
+
+/// The inserts of an import batch, as multi-row statements (chunks small enough for
+/// SQLite's and PostgreSQL's parameter limits).
+async fn write_many(txn: &DatabaseTransaction, tenant: &str, b: Batch) -> Result<(), SubjectError> {
+    async fn insert<E, A>(txn: &DatabaseTransaction, rows: Vec<A>) -> Result<(), DbErr>
+    where
+        E: EntityTrait,
+        A: sea_orm::ActiveModelTrait<Entity = E> + Send,
+    {
+        let mut rows = rows.into_iter();
+        loop {
+            let chunk: Vec<A> = rows.by_ref().take(100).collect();
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            E::insert_many(chunk).exec_without_returning(txn).await?;
+        }
+    }
+    insert(
+        txn,
+        b.insert_subjects
+            .into_iter()
+            .map(IntoActiveModel::into_active_model)
+            .collect(),
+    )
+    .await?;
+    insert(
+        txn,
+        b.insert_lookups
+            .into_iter()
+            .map(IntoActiveModel::into_active_model)
+            .collect(),
+    )
+    .await?;
+    insert(
+        txn,
+        b.insert_refs
+            .into_iter()
+            .map(IntoActiveModel::into_active_model)
+            .collect(),
+    )
+    .await?;
+    insert(
+        txn,
+        b.insert_records
+            .into_iter()
+            .map(IntoActiveModel::into_active_model)
+            .collect(),
+    )
+    .await?;
+    vern_kit::outbox::enqueue_many(txn, tenant, STATE_TOPIC, b.outbox).await?;
+    Ok(())
+}
+
+/// Runs a PostgreSQL lookup of many keys written as a LATERAL join over a JSON list:
+/// one primary-key probe per key whatever the planner believes of the table's size.
+/// (`col = ANY($n)` or `IN ($3, …)` let it take the array as a filter over the whole
+/// tenant when the statistics are stale, as after a bulk import: 878 ms instead of
+/// 2 ms for 500 keys at 48,000 rows; BENCHMARKS.md, "Import: what slowed it down".)
+async fn probe(
+    db: &DatabaseConnection,
+    sql: &str,
+    values: Vec<sea_orm::Value>,
+) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
+    use sea_orm::ConnectionTrait;
+    db.query_all_raw(sea_orm::Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
+    .await
 }
 
 /// A stored value this build does not know.

@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(vern_kit::outbox::Migration),
             Box::new(vern_kit::outbox::ParkingMigration),
             Box::new(vern_kit::outbox::LeaseMigration),
+            Box::new(vern_kit::outbox::TopicIndexMigration),
         ]
     }
 }
