@@ -220,8 +220,7 @@ impl SubjectStore {
         keys: &[(String, String)],
     ) -> Result<Vec<external_ref::Model>, SubjectError> {
         let mut out = vec![];
-        // SQLite: an OR of 200 key pairs stays below its expression depth (1,000).
-        for chunk in keys.chunks(200) {
+        for chunk in keys.chunks(500) {
             if self.db.get_database_backend() == DbBackend::Postgres {
                 let pairs: Vec<[&str; 2]> = chunk
                     .iter()
@@ -247,21 +246,24 @@ impl SubjectStore {
                 }
                 continue;
             }
-            let mut any = Condition::any();
+            // SQLite: per system, an IN list on the last primary-key column (probes).
+            let mut by_system: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
             for (system, ref_id) in chunk {
-                any = any.add(
-                    Condition::all()
-                        .add(external_ref::Column::System.eq(system.as_str()))
-                        .add(external_ref::Column::RefId.eq(ref_id.as_str())),
+                by_system
+                    .entry(system.as_str())
+                    .or_default()
+                    .push(ref_id.as_str());
+            }
+            for (system, ids) in by_system {
+                out.extend(
+                    external_ref::Entity::find()
+                        .filter(external_ref::Column::TenantId.eq(tenant))
+                        .filter(external_ref::Column::System.eq(system))
+                        .filter(external_ref::Column::RefId.is_in(ids))
+                        .all(&self.db)
+                        .await?,
                 );
             }
-            out.extend(
-                external_ref::Entity::find()
-                    .filter(external_ref::Column::TenantId.eq(tenant))
-                    .filter(any)
-                    .all(&self.db)
-                    .await?,
-            );
         }
         Ok(out)
     }
