@@ -57,6 +57,17 @@ async fn consents(target: &DbTarget) -> Consents {
     with_store(ConsentStore::open(target, keyring()).await.expect("open"))
 }
 
+/// A store whose Check cache may be used (on PostgreSQL: its listener has heard a
+/// heartbeat).
+async fn cached_store(target: &DbTarget) -> ConsentStore {
+    let store = ConsentStore::open(target, keyring()).await.expect("open");
+    assert!(
+        store.cache_ready(Duration::from_secs(5)).await,
+        "cache usable"
+    );
+    store
+}
+
 fn with_store(store: ConsentStore) -> Consents {
     Consents::new(
         store,
@@ -126,13 +137,7 @@ async fn every_change_shows_at_once_on_postgres() {
 }
 
 async fn every_change_shows_at_once_on(db: TestDb) {
-    let store = ConsentStore::open(&db.target, keyring())
-        .await
-        .expect("open");
-    assert!(
-        store.cache_ready(Duration::from_secs(5)).await,
-        "cache usable"
-    );
+    let store = cached_store(&db.target).await;
     let c = with_store(store.clone());
     let s = uuid::Uuid::now_v7().to_string();
     // Unknown subject, cached as unknown; then notified.
@@ -222,13 +227,7 @@ async fn concurrent_checks_never_keep_a_stale_state_on_postgres() {
 }
 
 async fn concurrent_checks_never_keep_a_stale_state_on(db: TestDb) {
-    let store = ConsentStore::open(&db.target, keyring())
-        .await
-        .expect("open");
-    assert!(
-        store.cache_ready(Duration::from_secs(5)).await,
-        "cache usable"
-    );
+    let store = cached_store(&db.target).await;
     let c = with_store(store);
     let subjects: Vec<String> = (0..4).map(|_| uuid::Uuid::now_v7().to_string()).collect();
     for s in &subjects {

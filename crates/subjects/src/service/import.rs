@@ -18,13 +18,12 @@ use vern_kit::db::DbFailure;
 use vern_kit::error::{ApiError, FieldViolation};
 use vern_kit::idempotency::Key;
 
-use super::{Subjects, lookup_row, ref_digest, ref_row, seal_identifier, set_ciphertext};
+use super::{Subjects, lookup_row, new_subject_row, ref_digest, ref_row};
 use crate::domain::crypto::{self, DataKey};
 use crate::domain::{IdentifierKind, NewSubject, SubjectState, ValidSubject, key_aad};
 use crate::error::{DbError, SubjectError};
 use crate::relay::state_change;
 use crate::store::Batch;
-use crate::store::entities::subject;
 
 /// The most rows one ImportSubjects call may carry.
 pub const MAX_IMPORT_ROWS: usize = 1000;
@@ -286,33 +285,7 @@ impl Subjects {
                 crypto::wrap_data_key(&tkeys.kek, &dek, &key_aad(t, &subject_id)),
             ));
             let valid = &p.valid;
-            let mut row = subject::Model {
-                tenant_id: t.to_owned(),
-                subject_id: subject_id.clone(),
-                state: SubjectState::Active.as_str().to_owned(),
-                national_id_kind: valid
-                    .identifiers
-                    .national_id_kind
-                    .map(|k| k.as_str().to_owned()),
-                email_ct: None,
-                phone_ct: None,
-                national_id_ct: None,
-                restriction_reason: String::new(),
-                restrict_time: None,
-                erase_request_time: None,
-                relationship_end_time: valid.relationship_end_time,
-                erase_time: None,
-                version: 1,
-                create_time: now,
-                update_time: now,
-            };
-            for kind in IdentifierKind::ALL {
-                let ct = valid
-                    .identifiers
-                    .get(kind)
-                    .map(|v| seal_identifier(&dek, t, &subject_id, kind, v));
-                set_ciphertext(&mut row, kind, ct);
-            }
+            let row = new_subject_row(t, &subject_id, valid, &dek, now);
             batch.insert_subjects.push(row);
             batch.insert_lookups.extend(
                 d.ids

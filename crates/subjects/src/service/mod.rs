@@ -163,33 +163,7 @@ impl Subjects {
         let wrapped = crypto::wrap_data_key(&keys.kek, &dek, &key_aad(t, &subject_id));
         self.keys.put(t, &subject_id, wrapped).await?;
 
-        let mut row = subject::Model {
-            tenant_id: t.to_owned(),
-            subject_id: subject_id.clone(),
-            state: SubjectState::Active.as_str().to_owned(),
-            national_id_kind: valid
-                .identifiers
-                .national_id_kind
-                .map(|k| k.as_str().to_owned()),
-            email_ct: None,
-            phone_ct: None,
-            national_id_ct: None,
-            restriction_reason: String::new(),
-            restrict_time: None,
-            erase_request_time: None,
-            relationship_end_time: valid.relationship_end_time,
-            erase_time: None,
-            version: 1,
-            create_time: now,
-            update_time: now,
-        };
-        for kind in IdentifierKind::ALL {
-            let ct = valid
-                .identifiers
-                .get(kind)
-                .map(|v| seal_identifier(&dek, t, &subject_id, kind, v));
-            set_ciphertext(&mut row, kind, ct);
-        }
+        let row = new_subject_row(t, &subject_id, &valid, &dek, now);
         let batch = Batch {
             insert_subjects: vec![row],
             insert_lookups: digests
@@ -745,6 +719,45 @@ pub(crate) fn ciphertext(row: &subject::Model, kind: IdentifierKind) -> Option<&
         IdentifierKind::Phone => row.phone_ct.as_ref(),
         IdentifierKind::NationalId => row.national_id_ct.as_ref(),
     }
+}
+
+/// The stored row of a subject created now: ACTIVE, version 1, its identifiers sealed
+/// under `dek` (CreateSubject and ImportSubjects alike).
+pub(crate) fn new_subject_row(
+    t: &str,
+    subject_id: &str,
+    valid: &crate::domain::ValidSubject,
+    dek: &DataKey,
+    now: chrono::DateTime<chrono::Utc>,
+) -> subject::Model {
+    let mut row = subject::Model {
+        tenant_id: t.to_owned(),
+        subject_id: subject_id.to_owned(),
+        state: SubjectState::Active.as_str().to_owned(),
+        national_id_kind: valid
+            .identifiers
+            .national_id_kind
+            .map(|k| k.as_str().to_owned()),
+        email_ct: None,
+        phone_ct: None,
+        national_id_ct: None,
+        restriction_reason: String::new(),
+        restrict_time: None,
+        erase_request_time: None,
+        relationship_end_time: valid.relationship_end_time,
+        erase_time: None,
+        version: 1,
+        create_time: now,
+        update_time: now,
+    };
+    for kind in IdentifierKind::ALL {
+        let ct = valid
+            .identifiers
+            .get(kind)
+            .map(|v| seal_identifier(dek, t, subject_id, kind, v));
+        set_ciphertext(&mut row, kind, ct);
+    }
+    row
 }
 
 pub(crate) fn set_ciphertext(row: &mut subject::Model, kind: IdentifierKind, ct: Option<Vec<u8>>) {

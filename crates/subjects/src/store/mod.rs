@@ -703,12 +703,13 @@ async fn write(txn: &DatabaseTransaction, tenant: &str, b: Batch) -> Result<(), 
 /// The inserts of an import batch, as multi-row statements (chunks small enough for
 /// SQLite's and PostgreSQL's parameter limits).
 async fn write_many(txn: &DatabaseTransaction, tenant: &str, b: Batch) -> Result<(), SubjectError> {
-    async fn insert<E, A>(txn: &DatabaseTransaction, rows: Vec<A>) -> Result<(), DbErr>
+    async fn insert<E, A, M>(txn: &DatabaseTransaction, rows: Vec<M>) -> Result<(), DbErr>
     where
         E: EntityTrait,
         A: sea_orm::ActiveModelTrait<Entity = E> + Send,
+        M: IntoActiveModel<A>,
     {
-        let mut rows = rows.into_iter();
+        let mut rows = rows.into_iter().map(IntoActiveModel::into_active_model);
         loop {
             let chunk: Vec<A> = rows.by_ref().take(100).collect();
             if chunk.is_empty() {
@@ -717,38 +718,10 @@ async fn write_many(txn: &DatabaseTransaction, tenant: &str, b: Batch) -> Result
             E::insert_many(chunk).exec_without_returning(txn).await?;
         }
     }
-    insert(
-        txn,
-        b.insert_subjects
-            .into_iter()
-            .map(IntoActiveModel::into_active_model)
-            .collect(),
-    )
-    .await?;
-    insert(
-        txn,
-        b.insert_lookups
-            .into_iter()
-            .map(IntoActiveModel::into_active_model)
-            .collect(),
-    )
-    .await?;
-    insert(
-        txn,
-        b.insert_refs
-            .into_iter()
-            .map(IntoActiveModel::into_active_model)
-            .collect(),
-    )
-    .await?;
-    insert(
-        txn,
-        b.insert_records
-            .into_iter()
-            .map(IntoActiveModel::into_active_model)
-            .collect(),
-    )
-    .await?;
+    insert(txn, b.insert_subjects).await?;
+    insert(txn, b.insert_lookups).await?;
+    insert(txn, b.insert_refs).await?;
+    insert(txn, b.insert_records).await?;
     vern_kit::outbox::enqueue_many(txn, tenant, STATE_TOPIC, b.outbox).await?;
     Ok(())
 }
