@@ -99,6 +99,19 @@ fn state_pb(tenant: &str, s: StoredState) -> pb::ConsentState {
         expires_at: latest.and_then(|l| l.expires_at).map(to_timestamp),
         notice_version: s.notice_version,
         channel: channel_pb(s.channel),
+        compelling_grounds: s.grounds.map(grounds_pb),
+    }
+}
+
+fn grounds_pb(d: crate::domain::GroundsDecision) -> pb::CompellingGroundsDecision {
+    pb::CompellingGroundsDecision {
+        decision_id: d.decision_id,
+        subject_id: d.subject_id,
+        purpose: d.purpose,
+        objection_event_id: d.objection_event_id,
+        reason: d.reason,
+        decided_by: d.decided_by,
+        decide_time: Some(to_timestamp(d.decide_time)),
     }
 }
 
@@ -169,6 +182,36 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
             .record(&tenant, &ctx.sub, new, &r.request_id, key)
             .await?;
         Ok(Response::new(event_pb(e)))
+    }
+
+    async fn record_compelling_grounds(
+        &self,
+        req: Request<pb::RecordCompellingGroundsRequest>,
+    ) -> Result<Response<pb::CompellingGroundsDecision>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let r = req.into_inner();
+        vern_kit::audit::subject(&r.subject_id);
+        vern_kit::validate::request_id(&r.request_id).map_err(invalid)?;
+        let key = self.consents.request_key(
+            &tenant,
+            &r.request_id,
+            "RecordCompellingGrounds",
+            &r.encode_to_vec(),
+        )?;
+        let d = self
+            .consents
+            .record_grounds(
+                &tenant,
+                &ctx.sub,
+                &r.subject_id,
+                &r.purpose,
+                &r.reason,
+                &r.request_id,
+                key,
+            )
+            .await?;
+        Ok(Response::new(grounds_pb(d)))
     }
 
     async fn get_consent_state(

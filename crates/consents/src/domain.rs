@@ -18,10 +18,17 @@
 //! otherwise re-enable processing the subject objected to. This is why Check takes the
 //! standing objection separately from the latest event.
 //!
-//! For direct marketing an objection is absolute (Art. 21(3)): the controller cannot
-//! override it with compelling grounds. vern has no override for any purpose — a
-//! standing objection always denies — so the flag does not change a decision; it is
-//! kept on [`PurposeRule`] because it is what makes the denial unconditional in law.
+//! Which purposes an objection stops (Art. 21):
+//! - **direct marketing**, whatever the purpose's basis (a newsletter sent on the basis
+//!   of a customer contract included): absolute, Art. 21(2)–(3); no grounds override it;
+//! - **PUBLIC_TASK and LEGITIMATE_INTERESTS** (Art. 6(1)(e), (f)): processing stops
+//!   (Art. 21(1)) unless the controller demonstrates compelling legitimate grounds that
+//!   override the subject's interests. A privacy officer records that decision for the
+//!   standing objection ([`CompellingGrounds`]); a new objection needs a new decision;
+//! - CONTRACT, LEGAL_OBLIGATION and VITAL_INTERESTS: Art. 21 gives no right to object;
+//!   the objection is recorded (evidence) but does not change Check;
+//! - CONSENT: the latest event decides (an OBJECT denies like a WITHDRAW).
+//!
 //! A GRANT after an OBJECT re-enables processing, also for direct marketing: it is the
 //! subject's own newer choice, recorded with its evidence like any consent.
 
@@ -107,8 +114,11 @@ text_enum!(
         /// Allowed: basis LEGITIMATE_INTERESTS and no standing objection.
         NoObjection = "NO_OBJECTION",
         /// Allowed: basis CONTRACT, LEGAL_OBLIGATION, VITAL_INTERESTS or PUBLIC_TASK and
-        /// the subject is active.
+        /// the subject is active (and, for PUBLIC_TASK, has not objected).
         BasisAllows = "BASIS_ALLOWS",
+        /// Allowed although the subject objected: the controller recorded compelling
+        /// legitimate grounds for this objection (Art. 21(1); never for direct marketing).
+        CompellingGrounds = "COMPELLING_GROUNDS",
         /// Denied: basis CONSENT and no event recorded.
         NoConsent = "NO_CONSENT",
         /// Denied: basis CONSENT and the latest event is a WITHDRAW.
@@ -135,6 +145,80 @@ pub struct PurposeRule {
     pub legal_basis: LegalBasis,
     /// Whether the purpose is direct marketing (an objection is then absolute).
     pub direct_marketing: bool,
+}
+
+/// A privacy officer's decision that compelling legitimate grounds override one
+/// objection (Art. 21(1)): it answers that objection only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompellingGrounds {
+    /// The decision's id: the evidence an allowing Check names.
+    pub decision_id: String,
+    /// The OBJECT event it answers.
+    pub objection_event_id: String,
+}
+
+/// A recorded compelling-grounds decision, as stored and answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroundsDecision {
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Decision id (time-ordered UUID).
+    pub decision_id: String,
+    /// The subject.
+    pub subject_id: String,
+    /// Purpose key.
+    pub purpose: String,
+    /// The OBJECT event answered.
+    pub objection_event_id: String,
+    /// The controller's grounds (no personal data).
+    pub reason: String,
+    /// Who decided (token subject).
+    pub decided_by: String,
+    /// The caller's idempotency key.
+    pub request_id: String,
+    /// When.
+    pub decide_time: DateTime<Utc>,
+}
+
+/// Whether an objection to a purpose of this basis may be overridden by compelling
+/// legitimate grounds: only under Art. 6(1)(e) and (f), never for direct marketing.
+pub fn grounds_may_override(purpose: &PurposeRule) -> bool {
+    !purpose.direct_marketing
+        && matches!(
+            purpose.legal_basis,
+            LegalBasis::PublicTask | LegalBasis::LegitimateInterests
+        )
+}
+
+/// What an objection does to processing for a purpose (Art. 21), for fulfilment and
+/// reports to say what really happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectionEffect {
+    /// Processing stops for good (direct marketing, Art. 21(3)).
+    StopsAbsolutely,
+    /// Processing stops unless compelling legitimate grounds are recorded (Art. 21(1)).
+    StopsUnlessCompellingGrounds,
+    /// The basis carries no right to object (CONTRACT, LEGAL_OBLIGATION,
+    /// VITAL_INTERESTS); processing continues on that basis.
+    NoRightToObject,
+    /// Basis CONSENT: the objection ends the consent like a withdrawal.
+    EndsConsent,
+}
+
+/// The effect of an objection on a purpose.
+pub fn objection_effect(purpose: &PurposeRule) -> ObjectionEffect {
+    if purpose.direct_marketing {
+        return ObjectionEffect::StopsAbsolutely;
+    }
+    match purpose.legal_basis {
+        LegalBasis::Consent => ObjectionEffect::EndsConsent,
+        LegalBasis::PublicTask | LegalBasis::LegitimateInterests => {
+            ObjectionEffect::StopsUnlessCompellingGrounds
+        }
+        LegalBasis::Contract | LegalBasis::LegalObligation | LegalBasis::VitalInterests => {
+            ObjectionEffect::NoRightToObject
+        }
+    }
 }
 
 /// A consent event as the rules see it (no channel, evidence or other details).
@@ -171,6 +255,10 @@ pub struct ConsentState {
     /// When the latest GRANT occurred (to tell whether an OBJECT recorded late still
     /// stands).
     pub last_grant_time: Option<DateTime<Utc>>,
+    /// The latest compelling-grounds decision; it counts only while the objection it
+    /// answers is the standing one.
+    #[serde(default)]
+    pub compelling_grounds: Option<CompellingGrounds>,
 }
 
 impl ConsentState {
@@ -233,8 +321,17 @@ impl ConsentState {
             subject,
             self.latest.as_ref(),
             self.standing_objection.as_ref(),
+            self.compelling_grounds.as_ref(),
             now,
         )
+    }
+
+    /// Whether the standing objection is overridden by recorded compelling grounds.
+    pub fn objection_overridden(&self) -> bool {
+        match (&self.standing_objection, &self.compelling_grounds) {
+            (Some(o), Some(g)) => g.objection_event_id == o.event_id,
+            _ => false,
+        }
     }
 }
 
@@ -267,6 +364,14 @@ impl Decision {
         }
     }
 
+    fn allow_on_grounds(grounds: &CompellingGrounds) -> Self {
+        Self {
+            allowed: true,
+            reason: Reason::CompellingGrounds,
+            evidence_id: Some(grounds.decision_id.clone()),
+        }
+    }
+
     fn deny(reason: Reason, evidence: Option<&LatestEvent>) -> Self {
         Self {
             allowed: false,
@@ -278,9 +383,9 @@ impl Decision {
 
 /// May `subject` be processed for `purpose` at `now`?
 ///
-/// `latest` is the latest consent event of the (subject, purpose) and
-/// `standing_objection` the latest OBJECT not followed by a GRANT (both as in
-/// [`ConsentState`]). In order:
+/// `latest` is the latest consent event of the (subject, purpose),
+/// `standing_objection` the latest OBJECT not followed by a GRANT and `grounds` the
+/// latest compelling-grounds decision (all as in [`ConsentState`]). In order:
 ///
 /// 1. unknown purpose (`None`) → deny PURPOSE_UNKNOWN;
 /// 2. subject ERASED → deny SUBJECT_ERASED; unknown → deny SUBJECT_UNKNOWN;
@@ -289,15 +394,21 @@ impl Decision {
 ///    (CONSENT_GRANTED); otherwise NO_CONSENT (no event), CONSENT_WITHDRAWN,
 ///    CONSENT_EXPIRED or SUBJECT_OBJECTED (the latest event is an OBJECT); the evidence
 ///    is the latest event;
-/// 4. LEGITIMATE_INTERESTS → deny SUBJECT_OBJECTED with the objection as evidence while
-///    an objection stands, else allow NO_OBJECTION (see the module docs);
-/// 5. CONTRACT, LEGAL_OBLIGATION, VITAL_INTERESTS, PUBLIC_TASK → allow BASIS_ALLOWS
-///    (the subject is active by now); consent events do not matter.
+/// 4. direct marketing, any other basis → deny SUBJECT_OBJECTED while an objection
+///    stands (absolute, Art. 21(2)–(3)), else allow by the basis;
+/// 5. LEGITIMATE_INTERESTS, PUBLIC_TASK → while an objection stands: allow
+///    COMPELLING_GROUNDS if a decision answers that very objection (the decision is
+///    the evidence), else deny SUBJECT_OBJECTED with the objection as evidence
+///    (Art. 21(1)); no objection: allow NO_OBJECTION (LEGITIMATE_INTERESTS) or
+///    BASIS_ALLOWS (PUBLIC_TASK);
+/// 6. CONTRACT, LEGAL_OBLIGATION, VITAL_INTERESTS → allow BASIS_ALLOWS (no right to
+///    object under Art. 21; consent events do not matter).
 pub fn check(
     purpose: Option<&PurposeRule>,
     subject: SubjectStatus,
     latest: Option<&LatestEvent>,
     standing_objection: Option<&LatestEvent>,
+    grounds: Option<&CompellingGrounds>,
     now: DateTime<Utc>,
 ) -> Decision {
     let Some(purpose) = purpose else {
@@ -309,8 +420,8 @@ pub fn check(
         SubjectStatus::Restricted => return Decision::deny(Reason::SubjectRestricted, None),
         SubjectStatus::Active => {}
     }
-    match purpose.legal_basis {
-        LegalBasis::Consent => match latest {
+    if purpose.legal_basis == LegalBasis::Consent {
+        return match latest {
             None => Decision::deny(Reason::NoConsent, None),
             Some(e) => match e.action {
                 ConsentAction::Grant if e.is_expired(now) => {
@@ -320,18 +431,25 @@ pub fn check(
                 ConsentAction::Withdraw => Decision::deny(Reason::ConsentWithdrawn, Some(e)),
                 ConsentAction::Object => Decision::deny(Reason::SubjectObjected, Some(e)),
             },
-        },
-        // Objections stand for direct marketing (absolute, Art. 21(3)) and for other
-        // legitimate-interest purposes alike (vern records no compelling grounds);
-        // only a later GRANT by the subject lifts one.
-        LegalBasis::LegitimateInterests => match standing_objection {
-            Some(o) => Decision::deny(Reason::SubjectObjected, Some(o)),
-            None => Decision::allow(Reason::NoObjection, None),
-        },
-        LegalBasis::Contract
-        | LegalBasis::LegalObligation
-        | LegalBasis::VitalInterests
-        | LegalBasis::PublicTask => Decision::allow(Reason::BasisAllows, None),
+        };
+    }
+    if let Some(o) = standing_objection {
+        match objection_effect(purpose) {
+            ObjectionEffect::StopsAbsolutely => {
+                return Decision::deny(Reason::SubjectObjected, Some(o));
+            }
+            ObjectionEffect::StopsUnlessCompellingGrounds => {
+                return match grounds.filter(|g| g.objection_event_id == o.event_id) {
+                    Some(g) => Decision::allow_on_grounds(g),
+                    None => Decision::deny(Reason::SubjectObjected, Some(o)),
+                };
+            }
+            ObjectionEffect::NoRightToObject | ObjectionEffect::EndsConsent => {}
+        }
+    }
+    match purpose.legal_basis {
+        LegalBasis::LegitimateInterests => Decision::allow(Reason::NoObjection, None),
+        _ => Decision::allow(Reason::BasisAllows, None),
     }
 }
 
@@ -575,6 +693,15 @@ mod tests {
             // Other bases: allowed while active, events do not matter.
             ("contract", Some(rule(Contract, false)), Active, vec![], true, BasisAllows, None),
             ("contract, objected", Some(rule(Contract, false)), Active, vec![o(1)], true, BasisAllows, None),
+            // Direct marketing: an objection is absolute whatever the basis (Art. 21(3)).
+            ("contract DM: objected", Some(rule(Contract, true)), Active, vec![o(1)], false, SubjectObjected, Some("o")),
+            ("contract DM: nothing recorded", Some(rule(Contract, true)), Active, vec![], true, BasisAllows, None),
+            ("contract DM: later grant lifts objection", Some(rule(Contract, true)), Active, vec![o(1), g(2, None)], true, BasisAllows, None),
+            ("legal obligation DM: objected", Some(rule(LegalObligation, true)), Active, vec![o(1)], false, SubjectObjected, Some("o")),
+            ("public task DM: objected", Some(rule(PublicTask, true)), Active, vec![o(1)], false, SubjectObjected, Some("o")),
+            // PUBLIC_TASK: objection stops processing (Art. 21(1)).
+            ("public task, objected", Some(rule(PublicTask, false)), Active, vec![o(1)], false, SubjectObjected, Some("o")),
+            ("public task, withdraw does not lift objection", Some(rule(PublicTask, false)), Active, vec![o(1), w(2)], false, SubjectObjected, Some("o")),
             ("contract, withdrawn", Some(rule(Contract, false)), Active, vec![g(1, None), w(2)], true, BasisAllows, None),
             ("legal obligation", Some(rule(LegalObligation, false)), Active, vec![o(1)], true, BasisAllows, None),
             ("vital interests", Some(rule(VitalInterests, false)), Active, vec![], true, BasisAllows, None),
@@ -598,10 +725,72 @@ mod tests {
                 subject,
                 state.latest.as_ref(),
                 state.standing_objection.as_ref(),
+                None,
                 t(NOW),
             );
             assert_eq!(direct, want, "{name}");
         }
+    }
+
+    /// Compelling grounds override the objection they answer, only under PUBLIC_TASK
+    /// and non-marketing LEGITIMATE_INTERESTS, and a new objection needs a new decision.
+    #[test]
+    fn compelling_grounds_answer_one_objection() {
+        let grounds = |o: &str| CompellingGrounds {
+            decision_id: "d".into(),
+            objection_event_id: o.into(),
+        };
+        let mut state = derive_state(&[ev("o", Object, 1, None)]);
+        state.compelling_grounds = Some(grounds("o"));
+        assert!(state.objection_overridden());
+        for (basis, dm, allowed, reason) in [
+            (LegalBasis::PublicTask, false, true, Reason::CompellingGrounds),
+            (
+                LegalBasis::LegitimateInterests,
+                false,
+                true,
+                Reason::CompellingGrounds,
+            ),
+            (
+                LegalBasis::LegitimateInterests,
+                true,
+                false,
+                Reason::SubjectObjected,
+            ),
+            (LegalBasis::PublicTask, true, false, Reason::SubjectObjected),
+            (LegalBasis::Contract, true, false, Reason::SubjectObjected),
+            (LegalBasis::Consent, false, false, Reason::SubjectObjected),
+        ] {
+            let d = state.check(Some(&rule(basis, dm)), SubjectStatus::Active, t(NOW));
+            assert_eq!((d.allowed, d.reason), (allowed, reason), "{basis:?} dm={dm}");
+            if allowed {
+                assert_eq!(d.evidence_id.as_deref(), Some("d"), "the decision is the evidence");
+            }
+        }
+        // Grounds for another objection do not count.
+        state.apply(&ev("o2", Object, 2, None));
+        assert!(!state.objection_overridden());
+        let d = state.check(
+            Some(&rule(LegalBasis::PublicTask, false)),
+            SubjectStatus::Active,
+            t(NOW),
+        );
+        assert_eq!(
+            (d.allowed, d.reason, d.evidence_id.as_deref()),
+            (false, Reason::SubjectObjected, Some("o2"))
+        );
+        // Restriction still wins over grounds.
+        let mut state = derive_state(&[ev("o", Object, 1, None)]);
+        state.compelling_grounds = Some(grounds("o"));
+        let d = state.check(
+            Some(&rule(LegalBasis::PublicTask, false)),
+            SubjectStatus::Restricted,
+            t(NOW),
+        );
+        assert_eq!(d.reason, Reason::SubjectRestricted);
+        assert!(!grounds_may_override(&rule(LegalBasis::Contract, false)));
+        assert!(!grounds_may_override(&rule(LegalBasis::LegitimateInterests, true)));
+        assert!(grounds_may_override(&rule(LegalBasis::PublicTask, false)));
     }
 
     #[test]

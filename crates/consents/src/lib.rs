@@ -121,7 +121,7 @@ pub async fn build(
 /// thousands of subjects).
 pub fn audit_policy(rpc: &str) -> Audit {
     match rpc {
-        "RecordConsent" => Audit::Change,
+        "RecordConsent" | "RecordCompellingGrounds" => Audit::Change,
         "GetConsentState" | "ListConsentStates" | "ListConsentHistory" => Audit::Read,
         _ => Audit::No,
     }

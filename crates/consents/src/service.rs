@@ -10,7 +10,8 @@ use vern_kit::idempotency::Key;
 use vern_kit::validate;
 
 use crate::domain::{
-    self, Channel, ConsentAction, ConsentEvent, Decision, LegalBasis, PurposeRule, SubjectStatus,
+    self, Channel, ConsentAction, ConsentEvent, Decision, GroundsDecision, LegalBasis,
+    ObjectionEffect, PurposeRule, SubjectStatus,
 };
 use crate::error::ConsentError;
 use crate::purposes::{PurposeCache, Versioned};
@@ -330,9 +331,114 @@ impl Consents {
         let subject = v.check(subject_id("subject_id", subject));
         v.check(purpose_key("purpose", purpose));
         v.finish()?;
-        self.store
+        let mut state = self
+            .store
             .consent_state(tenant.as_str(), &subject.unwrap_or_default(), purpose)
-            .await
+            .await?;
+        if let Some(s) = state.as_mut() {
+            self.attach_grounds(tenant, std::slice::from_mut(s)).await?;
+        }
+        Ok(state)
+    }
+
+    /// Fills in the decision of every state whose standing objection is overridden
+    /// (one read per subject concerned).
+    async fn attach_grounds(
+        &self,
+        tenant: &TenantId,
+        states: &mut [StoredState],
+    ) -> Result<(), ConsentError> {
+        let mut by_subject: std::collections::HashMap<String, Vec<GroundsDecision>> =
+            Default::default();
+        for s in states.iter_mut() {
+            let Some(g) = s
+                .state
+                .compelling_grounds
+                .clone()
+                .filter(|_| s.state.objection_overridden())
+            else {
+                continue;
+            };
+            if !by_subject.contains_key(&s.subject_id) {
+                let decisions = self
+                    .store
+                    .grounds_decisions(tenant.as_str(), &s.subject_id)
+                    .await?;
+                by_subject.insert(s.subject_id.clone(), decisions);
+            }
+            s.grounds = by_subject
+                .get(&s.subject_id)
+                .and_then(|d| d.iter().find(|d| d.decision_id == g.decision_id))
+                .cloned();
+        }
+        Ok(())
+    }
+
+    /// RecordCompellingGrounds: a privacy officer's decision that compelling legitimate
+    /// grounds override the subject's standing objection (Art. 21(1)).
+    pub async fn record_grounds(
+        &self,
+        tenant: &TenantId,
+        decided_by: &str,
+        subject: &str,
+        purpose: &str,
+        reason: &str,
+        request_id: &str,
+        key: Option<vern_kit::idempotency::Key>,
+    ) -> Result<GroundsDecision, ConsentError> {
+        let mut v = Violations::new();
+        let subject = v.check(subject_id("subject_id", subject));
+        v.check(purpose_key("purpose", purpose));
+        v.check(validate::text("reason", reason, 1000));
+        v.finish()?;
+        let subject = subject.unwrap_or_default();
+        if let Some(d) = self.store.replay::<GroundsDecision>(key.as_ref()).await? {
+            return Ok(d);
+        }
+        let Some(rule) = self.purposes.get(tenant.as_str(), purpose).await? else {
+            return Err(ConsentError::PurposeNotFound);
+        };
+        match domain::objection_effect(&rule) {
+            ObjectionEffect::StopsUnlessCompellingGrounds => {}
+            ObjectionEffect::StopsAbsolutely => {
+                return Err(ConsentError::Api(vern_kit::ApiError::precondition(
+                    "OBJECTION_ABSOLUTE",
+                    "purpose",
+                    "an objection to direct marketing is absolute (GDPR Art. 21(3)): no grounds override it",
+                )));
+            }
+            ObjectionEffect::NoRightToObject | ObjectionEffect::EndsConsent => {
+                return Err(ConsentError::Api(vern_kit::ApiError::precondition(
+                    "GROUNDS_NOT_APPLICABLE",
+                    "purpose",
+                    "compelling grounds apply only to purposes on public task or legitimate interests (GDPR Art. 21(1))",
+                )));
+            }
+        }
+        let objection = self
+            .store
+            .consent_state(tenant.as_str(), &subject, purpose)
+            .await?
+            .and_then(|s| s.state.standing_objection);
+        let Some(objection) = objection else {
+            return Err(ConsentError::Api(vern_kit::ApiError::precondition(
+                "NO_STANDING_OBJECTION",
+                "purpose",
+                "the subject has no standing objection to this purpose",
+            )));
+        };
+        let decision = GroundsDecision {
+            tenant_id: tenant.as_str().to_owned(),
+            decision_id: uuid::Uuid::now_v7().to_string(),
+            subject_id: subject,
+            purpose: purpose.to_owned(),
+            objection_event_id: objection.event_id,
+            reason: reason.trim().to_owned(),
+            decided_by: decided_by.to_owned(),
+            request_id: request_id.to_owned(),
+            decide_time: vern_kit::time::now(),
+        };
+        self.store.record_grounds(&decision, key.as_ref()).await
     }
 
     /// ListConsentHistory.
@@ -377,7 +483,8 @@ impl Consents {
             v.check(purpose_key("purpose", p));
         }
         v.finish()?;
-        self.store
+        let mut page = self
+            .store
             .list_states(
                 tenant.as_str(),
                 subject.as_deref(),
@@ -386,7 +493,9 @@ impl Consents {
                 after,
                 limit,
             )
-            .await
+            .await?;
+        self.attach_grounds(tenant, &mut page.items).await?;
+        Ok(page)
     }
 
     /// ApplySubjectStates (from the subjects service's outbox).
@@ -431,8 +540,10 @@ fn decide(
     now: DateTime<Utc>,
 ) -> Decision {
     match (rule, row) {
-        (None, _) => domain::check(None, SubjectStatus::Unknown, None, None, now),
-        (Some(rule), None) => domain::check(Some(rule), SubjectStatus::Unknown, None, None, now),
+        (None, _) => domain::check(None, SubjectStatus::Unknown, None, None, None, now),
+        (Some(rule), None) => {
+            domain::check(Some(rule), SubjectStatus::Unknown, None, None, None, now)
+        }
         (Some(rule), Some(row)) => row.consent.check(Some(rule), row.subject, now),
     }
 }

@@ -102,6 +102,7 @@ pub(crate) fn event_for_commit(
                 if scope.resource_id.is_empty() {
                     for k in [
                         "event_id",
+                        "decision_id",
                         "recipient_id",
                         "policy_id",
                         "rights_request_id",
@@ -257,9 +258,9 @@ fn build(
 
 /// "CreateSubject" → "subject", "ListConsentHistory" → "consent_history".
 fn resource_type_of(action: &str) -> String {
-    const VERBS: [&str; 16] = [
-        "Create", "Get", "Find", "List", "Update", "Delete", "Suspend", "Restrict", "Lift",
-        "Erase", "Add", "Record", "Purge", "Submit", "Fulfil", "Reject",
+    const VERBS: [&str; 17] = [
+        "Create", "Get", "Find", "List", "Update", "Delete", "Suspend", "Resume", "Restrict",
+        "Lift", "Erase", "Add", "Record", "Purge", "Submit", "Fulfil", "Reject",
     ];
     let rest = VERBS
         .iter()

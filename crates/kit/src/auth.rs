@@ -93,6 +93,7 @@ impl Role {
                     | ConsentsRead
                     | ConsentsWrite
                     | ConsentsCheck
+                    | ObjectionsDecide
                     | RetentionManage
                     | RetentionRead
                     | RightsSubmit
@@ -159,6 +160,8 @@ pub enum Permission {
     ConsentsRead,
     /// Ask whether processing is allowed.
     ConsentsCheck,
+    /// Record compelling legitimate grounds against an objection (Art. 21(1)).
+    ObjectionsDecide,
     /// Manage retention policies and legal holds.
     RetentionManage,
     /// Read retention policies, holds, sweeps and evaluations.

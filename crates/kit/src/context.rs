@@ -327,6 +327,7 @@ where
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         }
+        let mut exempt_if_suspended = false;
         let caller = match authorize(&self.verifier, &path, req.headers(), self.exposure) {
             Ok(Some(ctx)) => {
                 // The caller as the audit hook names it, acting in the call's tenant.
@@ -338,6 +339,8 @@ where
                     }),
                     _ => None,
                 };
+                exempt_if_suspended =
+                    crate::tenancy::allowed_while_suspended(&ctx.roles, ctx.permission);
                 req.extensions_mut().insert(ctx);
                 caller
             }
@@ -381,6 +384,9 @@ where
         let tenant = caller.tenants.first().cloned().unwrap_or_default();
         // The hot path: a fresh answer costs a map lookup, no await.
         match gate.check_cached(&tenant) {
+            Some(Err(TenantRefusal::Suspended)) if exempt_if_suspended => {
+                Box::pin(inner.call(req))
+            }
             Some(Ok(())) => Box::pin(inner.call(req)),
             Some(Err(refusal)) => {
                 let status = tenant_denied(&path, refusal);
@@ -399,6 +405,9 @@ where
                 Box::pin(async move {
                     match gate.check(&tenant).await {
                         Ok(()) => inner.call(req).await,
+                        Err(TenantRefusal::Suspended) if exempt_if_suspended => {
+                            inner.call(req).await
+                        }
                         Err(refusal) => {
                             let status = tenant_denied(&path, refusal);
                             report_tenant_denial(

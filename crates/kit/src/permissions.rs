@@ -4,7 +4,7 @@
 use crate::auth::Permission::{self, *};
 
 /// Every RPC path with its permission.
-pub const TABLE: [(&str, Permission); 68] = [
+pub const TABLE: [(&str, Permission); 70] = [
     // vern.tenants.v1.TenantService
     (
         "/vern.tenants.v1.TenantService/CreateTenant",
@@ -12,6 +12,10 @@ pub const TABLE: [(&str, Permission); 68] = [
     ),
     (
         "/vern.tenants.v1.TenantService/SuspendTenant",
+        TenantsAdminister,
+    ),
+    (
+        "/vern.tenants.v1.TenantService/ResumeTenant",
         TenantsAdminister,
     ),
     ("/vern.tenants.v1.TenantService/GetTenant", TenantsRead),
@@ -102,6 +106,10 @@ pub const TABLE: [(&str, Permission); 68] = [
     ),
     ("/vern.consents.v1.ConsentService/Check", ConsentsCheck),
     ("/vern.consents.v1.ConsentService/BatchCheck", ConsentsCheck),
+    (
+        "/vern.consents.v1.ConsentService/RecordCompellingGrounds",
+        ObjectionsDecide,
+    ),
     (
         "/vern.consents.v1.ConsentService/ApplySubjectStates",
         ConsentsSync,

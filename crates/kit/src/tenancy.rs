@@ -8,6 +8,8 @@
 //! lookup, and a suspension takes effect everywhere within that time.
 
 use std::collections::HashMap;
+
+use crate::auth::{Permission, Role};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +43,43 @@ pub enum TenantRefusal {
     /// The directory could not be asked and nothing recent is known.
     #[error("the tenant's status cannot be checked now, retry later")]
     Unavailable,
+}
+
+/// Whether a call of a suspended tenant still goes through: what a department must
+/// keep doing while the platform has suspended it.
+///
+/// - its tenant admin, privacy officer and auditor may **read** (the profile, purposes
+///   and the Art. 30 record, subjects, consents, retention, rights requests and
+///   reports, the audit trail) — a controller stays accountable (Art. 5(2)) and the
+///   platform team never reads personal data for it;
+/// - its tenant admin and privacy officer may **submit and handle rights requests**
+///   (verify, extend, reject, fulfil): the one-month deadline of Art. 12(3) keeps
+///   running whatever the department's standing with the platform;
+/// - everything else is refused: integrations (CRM, accounting) for every call, Check
+///   included; every other change (subjects, consents, purposes, retention policies
+///   and holds, sweeps started by hand, settings). Calls of other vern services
+///   (fulfilment's erasures, scheduled sweeps, outbox deliveries) are not gated.
+pub fn allowed_while_suspended(roles: &[Role], permission: Permission) -> bool {
+    use Permission::*;
+    let read = matches!(
+        permission,
+        TenantsRead
+            | PurposesRead
+            | SubjectsRead
+            | ConsentsRead
+            | RetentionRead
+            | RightsRead
+            | AuditRead
+    );
+    let rights = matches!(permission, RightsSubmit | RightsHandle);
+    roles.iter().any(|&role| {
+        role.grants(permission)
+            && match role {
+                Role::TenantAdmin | Role::PrivacyOfficer => read || rights,
+                Role::Auditor => read,
+                Role::PlatformAdmin | Role::Integration | Role::Service => false,
+            }
+    })
 }
 
 /// How long an answer is kept when the directory cannot be asked: a short outage of
@@ -164,6 +203,34 @@ mod tests {
                 _ => TenantStatus::Unknown,
             })
         }
+    }
+
+    #[test]
+    fn a_suspended_department_still_reads_and_answers_its_subjects() {
+        use Permission::*;
+        let admin = [Role::TenantAdmin];
+        let officer = [Role::PrivacyOfficer];
+        let crm = [Role::Integration];
+        assert!(allowed_while_suspended(&admin, SubjectsRead));
+        assert!(allowed_while_suspended(&admin, RightsHandle));
+        assert!(allowed_while_suspended(&officer, RightsSubmit));
+        assert!(allowed_while_suspended(&officer, AuditRead));
+        assert!(allowed_while_suspended(&[Role::Auditor], AuditRead));
+        for p in [SubjectsRead, SubjectsWrite, ConsentsCheck, RightsSubmit, RightsEvents] {
+            assert!(!allowed_while_suspended(&crm, p), "{p:?}");
+        }
+        for p in [SubjectsWrite, ConsentsWrite, PurposesManage, RetentionManage, RetentionSweep] {
+            assert!(!allowed_while_suspended(&officer, p), "{p:?}");
+            assert!(!allowed_while_suspended(&admin, p), "{p:?}");
+        }
+        assert!(!allowed_while_suspended(&officer, ConsentsCheck));
+        // A permission the role lacks is not granted by the exemption.
+        assert!(!allowed_while_suspended(&[Role::Auditor], SubjectsRead));
+        // Several roles: any exempt one that grants the permission.
+        assert!(allowed_while_suspended(
+            &[Role::Integration, Role::PrivacyOfficer],
+            SubjectsRead
+        ));
     }
 
     #[tokio::test]

@@ -360,6 +360,21 @@ impl pb::tenant_service_server::TenantService for TenantApi {
         Ok(Response::new(tenant_pb(t)))
     }
 
+    async fn resume_tenant(
+        &self,
+        req: Request<pb::ResumeTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let r = req.into_inner();
+        let idem = key(&ctx, &r.request_id, "ResumeTenant", &r)?;
+        domain::tenant_id("tenant_id", &r.tenant_id).map_err(invalid)?;
+        let t = self
+            .registry
+            .resume_tenant(&r.tenant_id, &r.reason, idem)
+            .await?;
+        Ok(Response::new(tenant_pb(t)))
+    }
+
     async fn create_purpose(
         &self,
         req: Request<pb::CreatePurposeRequest>,

@@ -80,8 +80,8 @@ pub async fn build(
 /// changes are audited.
 pub fn audit_policy(rpc: &str) -> Audit {
     match rpc {
-        "CreateTenant" | "UpdateTenant" | "SuspendTenant" | "CreatePurpose" | "UpdatePurpose"
-        | "CreateRecipient" => Audit::Change,
+        "CreateTenant" | "UpdateTenant" | "SuspendTenant" | "ResumeTenant" | "CreatePurpose"
+        | "UpdatePurpose" | "CreateRecipient" => Audit::Change,
         _ => Audit::No,
     }
 }

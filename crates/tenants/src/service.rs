@@ -214,6 +214,36 @@ impl Registry {
             .await
     }
 
+    /// ResumeTenant. Resuming an active tenant changes nothing. The reason is kept in
+    /// the audit chain of the call, not on the tenant.
+    pub async fn resume_tenant(
+        &self,
+        tenant_id: &str,
+        reason: &str,
+        key: Option<Key>,
+    ) -> Result<Tenant, TenantError> {
+        let mut v = Violations::new();
+        v.check(vern_kit::validate::text("reason", reason, 1000));
+        v.finish()?;
+        if let Some(t) = self.store.replay(key.as_ref()).await? {
+            return Ok(t);
+        }
+        let current = self.get_tenant(&Visibility::All, tenant_id).await?;
+        if current.status == TenantStatus::Active {
+            return Ok(current);
+        }
+        let updated = Tenant {
+            status: TenantStatus::Active,
+            suspension_reason: String::new(),
+            update_time: vern_kit::time::now()
+                .max(current.update_time + chrono::Duration::microseconds(1)),
+            ..current.clone()
+        };
+        self.store
+            .update_tenant(&updated, current.update_time, key.as_ref())
+            .await
+    }
+
     async fn active_tenant(&self, tenant: &TenantId) -> Result<Tenant, TenantError> {
         let t = self
             .store

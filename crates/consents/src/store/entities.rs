@@ -80,6 +80,8 @@ pub mod consent_state {
         pub objection_occur_time: Option<ChronoDateTimeUtc>,
         pub last_grant_time: Option<ChronoDateTimeUtc>,
         pub notice_version: String,
+        pub grounds_decision_id: Option<String>,
+        pub grounds_objection_id: Option<String>,
         pub channel: String,
         pub version: i64,
         pub update_time: ChronoDateTimeUtc,
@@ -132,6 +134,33 @@ pub mod purpose {
         /// The definition's `update_time` in the tenants service (µs): older
         /// announcements are ignored.
         pub version: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `objection_decisions`: every compelling-grounds decision (Art. 21(1)), the history
+/// behind `consent_states.grounds_*`.
+pub mod objection_decision {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "objection_decisions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub decision_id: String,
+        pub subject_id: String,
+        pub purpose: String,
+        pub objection_event_id: String,
+        pub reason: String,
+        pub decided_by: String,
+        pub request_id: String,
+        pub decide_time: ChronoDateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0003Purposes),
             Box::new(vern_kit::outbox::LeaseMigration),
             Box::new(vern_kit::outbox::TopicIndexMigration),
+            Box::new(M0004CompellingGrounds),
         ]
     }
 }
@@ -419,6 +420,95 @@ impl MigrationTrait for M0003Purposes {
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_table(Table::drop().table(Purposes::Table).to_owned())
+            .await
+    }
+}
+
+/// Compelling-grounds decisions (Art. 21(1)): the `objection_decisions` history and, on
+/// `consent_states`, the latest decision with the objection it answers (what Check reads).
+struct M0004CompellingGrounds;
+
+impl MigrationName for M0004CompellingGrounds {
+    fn name(&self) -> &str {
+        "m0004_compelling_grounds"
+    }
+}
+
+#[derive(DeriveIden)]
+enum ObjectionDecisions {
+    Table,
+    TenantId,
+    DecisionId,
+    SubjectId,
+    Purpose,
+    ObjectionEventId,
+    Reason,
+    DecidedBy,
+    RequestId,
+    DecideTime,
+}
+
+#[derive(DeriveIden)]
+enum GroundsColumns {
+    ConsentStates,
+    GroundsDecisionId,
+    GroundsObjectionId,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004CompellingGrounds {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        use ObjectionDecisions as D;
+        m.create_table(
+            Table::create()
+                .table(D::Table)
+                .if_not_exists()
+                .col(ColumnDef::new(D::TenantId).string_len(63).not_null())
+                .col(ColumnDef::new(D::DecisionId).string().not_null())
+                .col(ColumnDef::new(D::SubjectId).string().not_null())
+                .col(ColumnDef::new(D::Purpose).string().not_null())
+                .col(ColumnDef::new(D::ObjectionEventId).string().not_null())
+                .col(ColumnDef::new(D::Reason).text().not_null())
+                .col(ColumnDef::new(D::DecidedBy).string().not_null())
+                .col(ColumnDef::new(D::RequestId).string().not_null())
+                .col(
+                    ColumnDef::new(D::DecideTime)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .primary_key(Index::create().col(D::TenantId).col(D::DecisionId))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .if_not_exists()
+                .name("objection_decisions_subject")
+                .table(D::Table)
+                .col(D::TenantId)
+                .col(D::SubjectId)
+                .to_owned(),
+        )
+        .await?;
+        for (col, name) in [
+            (GroundsColumns::GroundsDecisionId, "grounds_decision_id"),
+            (GroundsColumns::GroundsObjectionId, "grounds_objection_id"),
+        ] {
+            if !m.has_column("consent_states", name).await? {
+                m.alter_table(
+                    Table::alter()
+                        .table(GroundsColumns::ConsentStates)
+                        .add_column(ColumnDef::new(col).string().null())
+                        .to_owned(),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(ObjectionDecisions::Table).to_owned())
             .await
     }
 }

@@ -23,11 +23,12 @@ use vern_seal::crypto::DataKey;
 use vern_seal::keyring::Keyring;
 
 use crate::domain::{
-    Channel, ConsentAction, ConsentEvent, ConsentState, LatestEvent, SubjectStatus,
+    Channel, CompellingGrounds, ConsentAction, ConsentEvent, ConsentState, GroundsDecision,
+    LatestEvent, SubjectStatus,
 };
 use crate::error::ConsentError;
 use crate::seal::Sealer;
-use entities::{consent_event, consent_key, consent_state, subject_state};
+use entities::{consent_event, consent_key, consent_state, objection_decision, subject_state};
 
 pub use migration::Migrator;
 
@@ -55,6 +56,9 @@ pub struct StoredState {
     pub channel: Channel,
     /// Last change.
     pub update_time: DateTime<Utc>,
+    /// The compelling-grounds decision overriding the standing objection, when there
+    /// is one (attached by the use cases that answer with it).
+    pub grounds: Option<GroundsDecision>,
 }
 
 /// What Check needs about one subject: its state and its consent state for the purpose.
@@ -433,6 +437,114 @@ impl ConsentStore {
         row.map(stored_state).transpose()
     }
 
+    /// Records a compelling-grounds decision for the standing objection of (subject,
+    /// purpose), in one transaction: the decision's history row and the state Check
+    /// reads. FAILED_PRECONDITION when no objection stands by the time the transaction
+    /// runs (a GRANT may have lifted it meanwhile). The stored answer is the decision
+    /// (no personal data: ids, the controller's reason, the decider).
+    pub async fn record_grounds(
+        &self,
+        decision: &GroundsDecision,
+        key: Option<&Key>,
+    ) -> Result<GroundsDecision, ConsentError> {
+        let (db, d, key) = (self.db.clone(), decision.clone(), key.cloned());
+        let (tenant, subject) = (d.tenant_id.clone(), d.subject_id.clone());
+        self.write_then_invalidate(&tenant, &subject, async move {
+            let answer = d.clone();
+            let result = commit_once(&db, key.as_ref(), answer, move |txn| {
+                let d = d.clone();
+                Box::pin(async move {
+                    publish_change(txn, &d.tenant_id, &d.subject_id).await?;
+                    let row = consent_state::Entity::find_by_id((
+                        d.tenant_id.clone(),
+                        d.subject_id.clone(),
+                        d.purpose.clone(),
+                    ))
+                    .one(txn)
+                    .await?;
+                    let standing = row
+                        .as_ref()
+                        .and_then(|r| r.objection_event_id.clone())
+                        .filter(|o| *o == d.objection_event_id);
+                    let (Some(row), Some(_)) = (row, standing) else {
+                        return Err(ConsentError::Api(ApiError::precondition(
+                            "NO_STANDING_OBJECTION",
+                            "purpose",
+                            "the subject's objection to this purpose no longer stands",
+                        )));
+                    };
+                    objection_decision::ActiveModel {
+                        tenant_id: Set(d.tenant_id.clone()),
+                        decision_id: Set(d.decision_id.clone()),
+                        subject_id: Set(d.subject_id.clone()),
+                        purpose: Set(d.purpose.clone()),
+                        objection_event_id: Set(d.objection_event_id.clone()),
+                        reason: Set(d.reason.clone()),
+                        decided_by: Set(d.decided_by.clone()),
+                        request_id: Set(d.request_id.clone()),
+                        decide_time: Set(d.decide_time),
+                    }
+                    .insert(txn)
+                    .await?;
+                    let changed = consent_state::Entity::update_many()
+                        .col_expr(
+                            consent_state::Column::GroundsDecisionId,
+                            Expr::value(d.decision_id.clone()),
+                        )
+                        .col_expr(
+                            consent_state::Column::GroundsObjectionId,
+                            Expr::value(d.objection_event_id.clone()),
+                        )
+                        .col_expr(consent_state::Column::Version, Expr::value(row.version + 1))
+                        .filter(consent_state::Column::TenantId.eq(d.tenant_id.as_str()))
+                        .filter(consent_state::Column::SubjectId.eq(d.subject_id.as_str()))
+                        .filter(consent_state::Column::Purpose.eq(d.purpose.as_str()))
+                        .filter(consent_state::Column::Version.eq(row.version))
+                        .exec(txn)
+                        .await?
+                        .rows_affected;
+                    if changed != 1 {
+                        return Err(ConsentError::Api(ApiError::Aborted(
+                            "consent state changed concurrently; retry",
+                        )));
+                    }
+                    Ok::<(), ConsentError>(())
+                })
+            })
+            .await?;
+            Ok(result)
+        })
+        .await
+    }
+
+    /// The compelling-grounds decisions recorded for a subject, oldest first.
+    pub async fn grounds_decisions(
+        &self,
+        tenant: &str,
+        subject_id: &str,
+    ) -> Result<Vec<GroundsDecision>, ConsentError> {
+        let mut rows = objection_decision::Entity::find()
+            .filter(objection_decision::Column::TenantId.eq(tenant))
+            .filter(objection_decision::Column::SubjectId.eq(subject_id))
+            .all(&self.db)
+            .await?;
+        rows.sort_by(|a, b| (a.decide_time, &a.decision_id).cmp(&(b.decide_time, &b.decision_id)));
+        Ok(rows
+            .into_iter()
+            .map(|m| GroundsDecision {
+                tenant_id: m.tenant_id,
+                decision_id: m.decision_id,
+                subject_id: m.subject_id,
+                purpose: m.purpose,
+                objection_event_id: m.objection_event_id,
+                reason: m.reason,
+                decided_by: m.decided_by,
+                request_id: m.request_id,
+                decide_time: m.decide_time,
+            })
+            .collect())
+    }
+
     /// A page of consent states, by (subject, purpose).
     pub async fn list_states(
         &self,
@@ -760,6 +872,8 @@ impl ConsentStore {
                 (c, C::ObjectionEventId),
                 (c, C::ObjectionOccurTime),
                 (c, C::LastGrantTime),
+                (c, C::GroundsDecisionId),
+                (c, C::GroundsObjectionId),
             ])
             .from(s)
             .join(
@@ -903,6 +1017,8 @@ impl ConsentStore {
                 (c, C::ObjectionEventId),
                 (c, C::ObjectionOccurTime),
                 (c, C::LastGrantTime),
+                (c, C::GroundsDecisionId),
+                (c, C::GroundsObjectionId),
             ])
             .from(s)
             .join(
@@ -949,7 +1065,7 @@ const STATES_BY_IDS: &str = "SELECT subject_id, state FROM subject_states \
 /// Their consent states, every purpose.
 const CONSENTS_BY_IDS: &str = "SELECT subject_id, purpose, latest_event_id, latest_action, \
      latest_occur_time, latest_expires_at, objection_event_id, objection_occur_time, \
-     last_grant_time FROM consent_states \
+     last_grant_time, grounds_decision_id, grounds_objection_id FROM consent_states \
      WHERE tenant_id = $1 AND subject_id = ANY(string_to_array($2, ','))";
 
 /// The consent state in a row of Check's join (default when nothing is recorded).
@@ -978,7 +1094,22 @@ fn consent_from_row(r: &sea_orm::QueryResult) -> Result<ConsentState, ConsentErr
             _ => None,
         },
         last_grant_time: r.try_get("", "last_grant_time")?,
+        compelling_grounds: grounds(
+            r.try_get("", "grounds_decision_id")?,
+            r.try_get("", "grounds_objection_id")?,
+        ),
     })
+}
+
+/// The stored compelling-grounds columns as the rules see them.
+fn grounds(decision: Option<String>, objection: Option<String>) -> Option<CompellingGrounds> {
+    match (decision, objection) {
+        (Some(decision_id), Some(objection_event_id)) => Some(CompellingGrounds {
+            decision_id,
+            objection_event_id,
+        }),
+        _ => None,
+    }
 }
 
 /// Reads the (subject, purpose) state inside `txn`, folds `event` into it and writes it
@@ -1022,6 +1153,14 @@ async fn fold_into_state(txn: &impl ConnectionTrait, e: &ConsentEvent) -> Result
             .map(|o| o.event_id.clone())),
         objection_occur_time: Set(state.standing_objection.as_ref().map(|o| o.occur_time)),
         last_grant_time: Set(state.last_grant_time),
+        grounds_decision_id: Set(state
+            .compelling_grounds
+            .as_ref()
+            .map(|g| g.decision_id.clone())),
+        grounds_objection_id: Set(state
+            .compelling_grounds
+            .as_ref()
+            .map(|g| g.objection_event_id.clone())),
         notice_version: Set(notice_version),
         channel: Set(channel),
         version: Set(version + 1),
@@ -1244,11 +1383,13 @@ fn stored_state(m: consent_state::Model) -> Result<StoredState, ConsentError> {
             }),
             standing_objection,
             last_grant_time: m.last_grant_time,
+            compelling_grounds: grounds(m.grounds_decision_id, m.grounds_objection_id),
         },
         channel: Channel::parse(&m.channel).ok_or_else(|| corrupt("consent_states.channel"))?,
         subject_id: m.subject_id,
         purpose: m.purpose,
         notice_version: m.notice_version,
         update_time: m.update_time,
+        grounds: None,
     })
 }
