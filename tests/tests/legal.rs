@@ -1,0 +1,433 @@
+//! End to end through the gateway: the legal rules of issue 17 — what an objection
+//! stops (Art. 21), what a suspended department may still do, which purposes a record
+//! may name, what downstream systems hear of erasures.
+
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+use vern_proto::common::v1::{DataCategory, LegalBasis};
+use vern_proto::consents::v1 as cpb;
+use vern_proto::rights::v1 as rpb;
+use vern_proto::subjects::v1 as spb;
+use vern_proto::tenants::v1 as tpb;
+use vern_tests::{Backend, Suite, authed, create_tenant, token};
+
+const TENANT: &str = "kultur";
+
+fn tenants(ch: &Channel) -> tpb::tenant_service_client::TenantServiceClient<Channel> {
+    tpb::tenant_service_client::TenantServiceClient::new(ch.clone())
+}
+
+fn consents(ch: &Channel) -> cpb::consent_service_client::ConsentServiceClient<Channel> {
+    cpb::consent_service_client::ConsentServiceClient::new(ch.clone())
+}
+
+fn subjects(ch: &Channel) -> spb::subject_service_client::SubjectServiceClient<Channel> {
+    spb::subject_service_client::SubjectServiceClient::new(ch.clone())
+}
+
+async fn purpose(ch: &Channel, key: &str, basis: LegalBasis, direct_marketing: bool) {
+    let admin = token(&["tenant-admin"], &[TENANT], 600);
+    let interest = if basis == LegalBasis::LegitimateInterests {
+        "telling members about our events"
+    } else {
+        ""
+    };
+    tenants(ch)
+        .create_purpose(authed(
+            tpb::CreatePurposeRequest {
+                key: key.into(),
+                description: format!("{key} purpose"),
+                legal_basis: basis as i32,
+                data_categories: vec![DataCategory::Contact as i32],
+                legitimate_interest: interest.into(),
+                direct_marketing,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("purpose {key}: {e:?}"));
+}
+
+async fn new_subject(ch: &Channel, email: &str) -> String {
+    let crm = token(&["integration"], &[TENANT], 600);
+    subjects(ch)
+        .create_subject(authed(
+            spb::CreateSubjectRequest {
+                email: email.into(),
+                request_id: format!("create-{email}"),
+                ..Default::default()
+            },
+            &crm,
+        ))
+        .await
+        .expect("subject")
+        .into_inner()
+        .subject_id
+}
+
+async fn object(ch: &Channel, subject: &str, purpose: &str, request_id: &str) -> String {
+    let crm = token(&["integration"], &[TENANT], 600);
+    consents(ch)
+        .record_consent(authed(
+            cpb::RecordConsentRequest {
+                subject_id: subject.into(),
+                purpose: purpose.into(),
+                action: cpb::ConsentAction::Object as i32,
+                channel: cpb::ConsentChannel::Email as i32,
+                evidence: "letter".into(),
+                request_id: request_id.into(),
+                ..Default::default()
+            },
+            &crm,
+        ))
+        .await
+        .expect("object")
+        .into_inner()
+        .event_id
+}
+
+async fn check(ch: &Channel, subject: &str, purpose: &str) -> cpb::CheckResponse {
+    let crm = token(&["integration"], &[TENANT], 600);
+    consents(ch)
+        .check(authed(
+            cpb::CheckRequest {
+                subject_id: subject.into(),
+                purpose: purpose.into(),
+            },
+            &crm,
+        ))
+        .await
+        .expect("check")
+        .into_inner()
+}
+
+/// Check until it gives `want` (a replica may see a write up to its documented bound
+/// later); the last answer.
+async fn check_until(
+    ch: &Channel,
+    subject: &str,
+    purpose: &str,
+    want: cpb::CheckReason,
+) -> cpb::CheckResponse {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = check(ch, subject, purpose).await;
+        if r.reason == want as i32 || Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn grounds(subject: &str, purpose: &str, request_id: &str) -> cpb::RecordCompellingGroundsRequest {
+    cpb::RecordCompellingGroundsRequest {
+        subject_id: subject.into(),
+        purpose: purpose.into(),
+        reason: "statutory archive duty outweighs the objection".into(),
+        request_id: request_id.into(),
+    }
+}
+
+async fn objections(suite: &Suite) {
+    let ch = &suite.channel;
+    create_tenant(ch, TENANT, "Kulturetaten").await;
+    // Seed 003: the newsletter goes to customers on the basis of their contract.
+    purpose(ch, "customer-newsletter", LegalBasis::Contract, true).await;
+    purpose(ch, "invoicing", LegalBasis::Contract, false).await;
+    purpose(ch, "archive", LegalBasis::PublicTask, false).await;
+    purpose(ch, "member-events", LegalBasis::LegitimateInterests, false).await;
+    let sid = new_subject(ch, "ola@example.no").await;
+    let allowed = |r: &cpb::CheckResponse| (r.allowed, r.reason);
+
+    // Direct marketing on CONTRACT: absolute after OBJECT (Art. 21(3)).
+    let r = check_until(ch, &sid, "customer-newsletter", cpb::CheckReason::BasisAllows).await;
+    assert_eq!(allowed(&r), (true, cpb::CheckReason::BasisAllows as i32));
+    let o1 = object(ch, &sid, "customer-newsletter", "object-newsletter").await;
+    let r = check_until(ch, &sid, "customer-newsletter", cpb::CheckReason::SubjectObjected).await;
+    assert_eq!(allowed(&r), (false, cpb::CheckReason::SubjectObjected as i32));
+    assert_eq!(r.evidence_id, o1, "the objection is the evidence");
+    // Not even a privacy officer's grounds lift it.
+    let officer = token(&["privacy-officer"], &[TENANT], 600);
+    let e = consents(ch)
+        .record_compelling_grounds(authed(grounds(&sid, "customer-newsletter", "g-dm"), &officer))
+        .await
+        .expect_err("absolute");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("Art. 21(3)"), "{}", e.message());
+
+    // CONTRACT without direct marketing: no right to object, processing continues.
+    object(ch, &sid, "invoicing", "object-invoicing").await;
+    let r = check(ch, &sid, "invoicing").await;
+    assert_eq!(allowed(&r), (true, cpb::CheckReason::BasisAllows as i32));
+    let e = consents(ch)
+        .record_compelling_grounds(authed(grounds(&sid, "invoicing", "g-inv"), &officer))
+        .await
+        .expect_err("not applicable");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+
+    // PUBLIC_TASK: denied after OBJECT until compelling grounds are recorded.
+    let e = consents(ch)
+        .record_compelling_grounds(authed(grounds(&sid, "archive", "g-early"), &officer))
+        .await
+        .expect_err("no objection yet");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let o2 = object(ch, &sid, "archive", "object-archive").await;
+    let r = check_until(ch, &sid, "archive", cpb::CheckReason::SubjectObjected).await;
+    assert_eq!(allowed(&r), (false, cpb::CheckReason::SubjectObjected as i32));
+    // Only a privacy officer decides.
+    let crm = token(&["integration"], &[TENANT], 600);
+    let e = consents(ch)
+        .record_compelling_grounds(authed(grounds(&sid, "archive", "g-crm"), &crm))
+        .await
+        .expect_err("integration");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = consents(ch)
+        .record_compelling_grounds(authed(
+            cpb::RecordCompellingGroundsRequest {
+                reason: "  ".into(),
+                ..grounds(&sid, "archive", "g-empty")
+            },
+            &officer,
+        ))
+        .await
+        .expect_err("reason required");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(
+        e.get_details_bad_request()
+            .expect("details")
+            .field_violations[0]
+            .field,
+        "reason"
+    );
+    let d = consents(ch)
+        .record_compelling_grounds(authed(grounds(&sid, "archive", "g-archive"), &officer))
+        .await
+        .expect("grounds")
+        .into_inner();
+    assert_eq!(d.objection_event_id, o2);
+    // Idempotent by request_id.
+    let again = consents(ch)
+        .record_compelling_grounds(authed(grounds(&sid, "archive", "g-archive"), &officer))
+        .await
+        .expect("retry")
+        .into_inner();
+    assert_eq!(again.decision_id, d.decision_id);
+    let r = check_until(ch, &sid, "archive", cpb::CheckReason::CompellingGrounds).await;
+    assert_eq!(allowed(&r), (true, cpb::CheckReason::CompellingGrounds as i32));
+    assert_eq!(r.evidence_id, d.decision_id, "the decision is the evidence");
+    // The state shows the decision (what the Art. 15 report reads).
+    let state = consents(ch)
+        .get_consent_state(authed(
+            cpb::GetConsentStateRequest {
+                subject_id: sid.clone(),
+                purpose: "archive".into(),
+            },
+            &officer,
+        ))
+        .await
+        .expect("state")
+        .into_inner();
+    let shown = state.compelling_grounds.expect("decision shown");
+    assert_eq!(shown.decision_id, d.decision_id);
+    assert!(shown.reason.contains("archive duty"));
+    // A new objection needs a new decision.
+    object(ch, &sid, "archive", "object-archive-2").await;
+    let r = check_until(ch, &sid, "archive", cpb::CheckReason::SubjectObjected).await;
+    assert_eq!(allowed(&r), (false, cpb::CheckReason::SubjectObjected as i32));
+
+    // Legitimate interests: the same rule.
+    object(ch, &sid, "member-events", "object-events").await;
+    let r = check_until(ch, &sid, "member-events", cpb::CheckReason::SubjectObjected).await;
+    assert!(!r.allowed);
+}
+
+#[tokio::test]
+async fn objections_on_sqlite() {
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    objections(&suite).await;
+    suite.stop().await;
+}
+
+#[tokio::test]
+async fn objections_on_postgres() {
+    let Some(suite) = Suite::start(Backend::Postgres).await else {
+        return;
+    };
+    objections(&suite).await;
+    suite.stop().await;
+}
+
+/// Polls `call` until it returns `want` (the tenant status is cached for up to
+/// `auth.tenant_status_ttl_seconds`, 1 s here).
+async fn until_code<F, Fut>(what: &str, want: Code, mut call: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Code>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let code = call().await;
+        if code == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {code:?}, want {want:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn code<T>(r: Result<T, tonic::Status>) -> Code {
+    match r {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+#[tokio::test]
+async fn a_suspended_department_answers_its_subjects_and_resumes() {
+    let suite = Suite::start_with(Backend::Sqlite, |c| c.auth.tenant_status_ttl_seconds = 1)
+        .await
+        .expect("suite");
+    let ch = &suite.channel;
+    create_tenant(ch, TENANT, "Kulturetaten").await;
+    purpose(ch, "invoicing", LegalBasis::Contract, false).await;
+    let sid = new_subject(ch, "kari@example.no").await;
+    let platform = token(&["platform-admin"], &[], 600);
+    let crm = token(&["integration"], &[TENANT], 600);
+    let officer = token(&["privacy-officer"], &[TENANT], 600);
+    let crm_check = || {
+        let (ch, crm, sid) = (ch.clone(), crm.clone(), sid.clone());
+        async move {
+            code(
+                consents(&ch)
+                    .check(authed(
+                        cpb::CheckRequest {
+                            subject_id: sid,
+                            purpose: "invoicing".into(),
+                        },
+                        &crm,
+                    ))
+                    .await,
+            )
+        }
+    };
+    assert_eq!(crm_check().await, Code::Ok);
+    let t = tenants(ch)
+        .suspend_tenant(authed(
+            tpb::SuspendTenantRequest {
+                tenant_id: TENANT.into(),
+                reason: "unpaid invoice".into(),
+                request_id: "suspend-1".into(),
+            },
+            &platform,
+        ))
+        .await
+        .expect("suspend")
+        .into_inner();
+    assert_eq!(t.status, tpb::TenantStatus::Suspended as i32);
+    // The integration is refused, Check included.
+    until_code("integration while suspended", Code::PermissionDenied, crm_check).await;
+    let e = subjects(ch)
+        .create_subject(authed(
+            spb::CreateSubjectRequest {
+                email: "new@example.no".into(),
+                ..Default::default()
+            },
+            &crm,
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().contains("suspended"), "{}", e.message());
+    // The privacy officer still reads and still handles rights requests.
+    let got = subjects(ch)
+        .get_subject(authed(
+            spb::GetSubjectRequest {
+                subject_id: sid.clone(),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("officer reads while suspended")
+        .into_inner();
+    assert_eq!(got.subject_id, sid);
+    let request = rpb::rights_service_client::RightsServiceClient::new(ch.clone())
+        .submit_request(authed(
+            rpb::SubmitRequestRequest {
+                r#type: rpb::RequestType::Access as i32,
+                requester: Some(rpb::submit_request_request::Requester::SubjectId(
+                    sid.clone(),
+                )),
+                channel: rpb::RequestChannel::Email as i32,
+                request_id: "access-while-suspended".into(),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("a suspended department still receives rights requests")
+        .into_inner();
+    assert!(!request.rights_request_id.is_empty());
+    // But not other changes.
+    let e = consents(ch)
+        .record_consent(authed(
+            cpb::RecordConsentRequest {
+                subject_id: sid.clone(),
+                purpose: "invoicing".into(),
+                action: cpb::ConsentAction::Object as i32,
+                channel: cpb::ConsentChannel::Email as i32,
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect_err("no changes");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    // ResumeTenant: platform admins only, a reason required, idempotent.
+    let e = tenants(ch)
+        .resume_tenant(authed(
+            tpb::ResumeTenantRequest {
+                tenant_id: TENANT.into(),
+                reason: "paid".into(),
+                request_id: String::new(),
+            },
+            &token(&["tenant-admin"], &[TENANT], 600),
+        ))
+        .await
+        .expect_err("not the tenant's own admin");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = tenants(ch)
+        .resume_tenant(authed(
+            tpb::ResumeTenantRequest {
+                tenant_id: TENANT.into(),
+                reason: String::new(),
+                request_id: String::new(),
+            },
+            &platform,
+        ))
+        .await
+        .expect_err("reason");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    for _ in 0..2 {
+        let t = tenants(ch)
+            .resume_tenant(authed(
+                tpb::ResumeTenantRequest {
+                    tenant_id: TENANT.into(),
+                    reason: "invoice paid".into(),
+                    request_id: "resume-1".into(),
+                },
+                &platform,
+            ))
+            .await
+            .expect("resume")
+            .into_inner();
+        assert_eq!(t.status, tpb::TenantStatus::Active as i32);
+        assert!(t.suspension_reason.is_empty());
+    }
+    until_code("integration after resume", Code::Ok, crm_check).await;
+    suite.stop().await;
+}
