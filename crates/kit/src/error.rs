@@ -194,6 +194,11 @@ impl Violations {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The violations recorded (e.g. to report them per row of a batch).
+    pub fn into_violations(self) -> Vec<FieldViolation> {
+        self.0
+    }
 }
 
 #[cfg(test)]

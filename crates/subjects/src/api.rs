@@ -704,7 +704,10 @@ mod tests {
             Default::default(),
         )
         .expect("ring");
-        SubjectApi::new(Subjects::new(store, keys, ring))
+        let purposes = crate::purposes::FixedPurposes(
+            [("newsletter".to_owned(), vec![crate::domain::DataCategory::Contact])].into(),
+        );
+        SubjectApi::new(Subjects::new(store, keys, ring, std::sync::Arc::new(purposes)))
     }
 
     fn req<T>(tenant: Option<&str>, msg: T) -> Request<T> {

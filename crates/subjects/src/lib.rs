@@ -9,6 +9,7 @@
 pub mod api;
 pub mod domain;
 pub mod error;
+pub mod purposes;
 pub mod relay;
 pub mod service;
 pub mod store;
@@ -138,7 +139,12 @@ pub async fn build(
         "subjects",
         audit_policy,
     );
-    let subjects = service::Subjects::new(store, keys, keyring).with_relay(relay);
+    let tenants_channel = vern_kit::client::traced_channel(&config.services.tenants.url)
+        .map_err(|e| format!("subjects: services.tenants.url is not usable: {e}"))?;
+    let purpose_tokens =
+        ServiceTokens::from_config(config)?.ok_or("subjects: no key to sign service tokens")?;
+    let purposes = Arc::new(purposes::TenantsPurposes::new(tenants_channel, purpose_tokens));
+    let subjects = service::Subjects::new(store, keys, keyring, purposes).with_relay(relay);
     match subjects.seal_legacy_refs().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(rows = n, "sealed external references stored in plaintext"),

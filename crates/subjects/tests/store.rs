@@ -4,7 +4,7 @@
 //! from it: a sibling SQLite file, or the same PostgreSQL URL with schema `<schema>_keys`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 use prost::Message;
@@ -25,6 +25,7 @@ use vern_subjects::domain::{
     Retain, SubjectChanges, SubjectState, View,
 };
 use vern_subjects::error::SubjectError;
+use vern_subjects::purposes::FixedPurposes;
 use vern_subjects::service::{ImportOutcome, ImportRow, Lookup, RecordsPage, Subjects};
 use vern_subjects::store::entities::{lookup, record, subject};
 use vern_subjects::store::{KeyStore, ListFilter, SubjectStore};
@@ -98,6 +99,25 @@ fn key_target(main: &DbTarget) -> DbTarget {
     }
 }
 
+/// The purposes the tests' records name, with the categories each declares.
+fn catalogue() -> FixedPurposes {
+    use DataCategory::*;
+    FixedPurposes(
+        [
+            ("newsletter", vec![Contact]),
+            ("payroll", vec![Employment, Financial, Absence]),
+            ("invoicing", vec![Contact, Financial]),
+            ("a-b", vec![Contact]),
+            ("customer-service", vec![Contact, Communications]),
+            ("event-invitations", vec![Contact, Behaviour]),
+            ("sick-leave", vec![Health, Absence]),
+        ]
+        .into_iter()
+        .map(|(k, c)| (k.to_owned(), c))
+        .collect(),
+    )
+}
+
 fn keyring() -> Keyring {
     Keyring::new(Some(MasterKey::from_bytes([7; KEY_LEN])), HashMap::new()).expect("keyring")
 }
@@ -108,7 +128,7 @@ async fn env_with(target: DbTarget, ring: Keyring) -> Env {
     let store = SubjectStore::open(&target).await.expect("open store");
     let keys = KeyStore::open(&kt).await.expect("open key store");
     Env {
-        s: Subjects::new(store, keys, ring),
+        s: Subjects::new(store, keys, ring, Arc::new(catalogue())),
         key_target: kt,
         main_target: target,
     }
@@ -883,6 +903,24 @@ async fn records_are_added_rectified_and_deleted(target: DbTarget) {
     let bad: Vec<(&str, Vec<RecordInput>, Vec<&str>)> = vec![
         ("none", vec![], vec!["records"]),
         (
+            "a purpose the tenant does not have",
+            vec![
+                rec(DataCategory::Contact, "name", "x", &["newsletter"]),
+                rec(DataCategory::Contact, "name", "x", &["newsletter", "no-such"]),
+            ],
+            vec!["records[1].purposes[1]"],
+        ),
+        (
+            "health data under a purpose not declaring it (Art. 9)",
+            vec![rec(DataCategory::Health, "diagnosis", "x", &["newsletter"])],
+            vec!["records[0].purposes[0]"],
+        ),
+        (
+            "absence (may be sick leave) under a purpose not declaring it",
+            vec![rec(DataCategory::Absence, "days", "3", &["sick-leave", "invoicing"])],
+            vec!["records[0].purposes[1]"],
+        ),
+        (
             "bad purposes",
             vec![
                 rec(DataCategory::Contact, "name", "x", &[]),
@@ -898,6 +936,40 @@ async fn records_are_added_rectified_and_deleted(target: DbTarget) {
                 .expect_err(name);
         assert_eq!(fields(err), want, "{name}");
     }
+    // Special categories under purposes declaring them are fine.
+    let sick =
+        e.s.create(&a, email_only("sick-leave@example.no"), None)
+            .await
+            .expect("subject");
+    let ok =
+        e.s.add_records(
+            &a,
+            &sick.subject_id,
+            vec![
+                rec(DataCategory::Health, "diagnosis", "x", &["sick-leave"]),
+                rec(DataCategory::Absence, "days", "3", &["payroll", "sick-leave"]),
+            ],
+            None,
+        )
+        .await
+        .expect("declared special categories");
+    assert_eq!(ok.len(), 2);
+    // A rectification moving a record under an unknown purpose is refused too.
+    let err =
+        e.s.update_record(
+            &a,
+            id,
+            &rid,
+            &["purposes".into()],
+            RecordInput {
+                purposes: vec!["no-such".into()],
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .expect_err("unknown purpose");
+    assert_eq!(fields(err), ["record.purposes[0]"]);
     let err =
         e.s.update_record(
             &a,

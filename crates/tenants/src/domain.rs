@@ -119,9 +119,17 @@ text_enum!(
 );
 
 impl DataCategory {
-    /// Special categories of Art. 9.
+    /// Special categories of Art. 9(1).
     pub fn is_special(self) -> bool {
         matches!(self, DataCategory::Health)
+    }
+
+    /// A special category, or one that may hold one: ABSENCE, since sick leave is data
+    /// concerning health (Art. 4(15), Art. 9(1)); payroll's absence records
+    /// (seed 002, "fraværsinformasjon") usually include it. A purpose processing either
+    /// needs an Art. 9(2) condition (for payroll: EMPLOYMENT_LAW, Art. 9(2)(b)).
+    pub fn may_be_special(self) -> bool {
+        self.is_special() || matches!(self, DataCategory::Absence)
     }
 }
 
@@ -306,10 +314,12 @@ impl PurposeSpec {
             &self.legitimate_interest,
             2000,
         ));
-        if self.data_categories.iter().any(|c| c.is_special()) && self.special_condition.is_none() {
+        if self.data_categories.iter().any(|c| c.may_be_special())
+            && self.special_condition.is_none()
+        {
             v.add(
                 f("special_category_condition"),
-                "is required when a special category (Art. 9) is processed",
+                "is required when a special category (Art. 9) is processed, ABSENCE included (sick leave is health data)",
             );
         }
         if self.subject_categories.len() > 50 {
@@ -493,6 +503,16 @@ mod tests {
         let mut v = Violations::new();
         spec(LegalBasis::Consent, vec![DataCategory::Health]).validate("", &mut v);
         assert!(!v.is_empty(), "special category needs a condition");
+
+        // Absence may be sick leave (Art. 9): it needs a condition too.
+        let mut v = Violations::new();
+        spec(LegalBasis::Contract, vec![DataCategory::Absence]).validate("", &mut v);
+        assert!(!v.is_empty(), "absence needs a condition");
+        let mut v = Violations::new();
+        let mut payroll = spec(LegalBasis::LegalObligation, vec![DataCategory::Absence]);
+        payroll.special_condition = Some(SpecialCondition::EmploymentLaw);
+        payroll.validate("", &mut v);
+        assert!(v.is_empty(), "with an Art. 9(2)(b) condition");
 
         let mut v = Violations::new();
         spec(LegalBasis::Consent, vec![]).validate("", &mut v);

@@ -460,6 +460,47 @@ pub fn validate_records(
         .collect()
 }
 
+impl DataCategory {
+    /// A special category (Art. 9(1)) or one that may hold one: HEALTH, and ABSENCE,
+    /// since sick leave is data concerning health (seed 002's payroll keeps
+    /// "fraværsinformasjon"). Such a record needs a purpose declaring its category.
+    pub fn may_be_special(self) -> bool {
+        matches!(self, DataCategory::Health | DataCategory::Absence)
+    }
+}
+
+/// Checks a validated record's purposes against the tenant's purposes (key → the data
+/// categories it declares): each must be one of the tenant's (Art. 5(1)(b): processing
+/// only for declared purposes), and a record whose category is or may be special must
+/// name only purposes that declare that category — the tenants service requires an
+/// Art. 9(2) condition of those. `prefix` is the record's field path with its dot
+/// (`records[0].`); violations name `…purposes[i]` and never echo a value.
+pub fn check_record_purposes(
+    prefix: &str,
+    record: &RecordData,
+    catalogue: &std::collections::HashMap<String, Vec<DataCategory>>,
+    v: &mut Violations,
+) {
+    for (i, key) in record.purposes.iter().enumerate() {
+        let field = format!("{prefix}purposes[{i}]");
+        match catalogue.get(key) {
+            None => v.add(field, "is not a purpose of the tenant"),
+            Some(declared)
+                if record.category.may_be_special() && !declared.contains(&record.category) =>
+            {
+                v.add(
+                    field,
+                    format!(
+                        "does not declare the category {} (Art. 9: a purpose processing it needs an Art. 9(2) condition)",
+                        record.category.as_str()
+                    ),
+                )
+            }
+            Some(_) => {}
+        }
+    }
+}
+
 /// The input of CreateSubject.
 #[derive(Clone, Default)]
 pub struct NewSubject {

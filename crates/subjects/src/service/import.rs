@@ -20,7 +20,9 @@ use vern_kit::idempotency::Key;
 
 use super::{Subjects, lookup_row, new_subject_row, ref_digest, ref_row};
 use crate::domain::crypto::{self, DataKey};
-use crate::domain::{IdentifierKind, NewSubject, SubjectState, ValidSubject, key_aad};
+use crate::domain::{
+    IdentifierKind, NewSubject, RecordData, SubjectState, ValidSubject, key_aad,
+};
 use crate::error::{DbError, SubjectError};
 use crate::relay::state_change;
 use crate::store::Batch;
@@ -116,6 +118,26 @@ impl Subjects {
                 }
             }
         }
+        // Purposes against the tenant's, from one cached catalogue.
+        let mut checked = Vec::with_capacity(pending.len());
+        for p in pending {
+            let violations = {
+                let named: Vec<(String, &RecordData)> = p
+                    .valid
+                    .records
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (format!("records[{i}]."), r))
+                    .collect();
+                self.purpose_violations(tenant.as_str(), &named).await?
+            };
+            if violations.is_empty() {
+                checked.push(p);
+            } else {
+                out[p.index] = Some(ImportOutcome::Invalid(violations));
+            }
+        }
+        let pending = checked;
         let mut attempt = 0;
         loop {
             attempt += 1;

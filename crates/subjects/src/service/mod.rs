@@ -34,6 +34,7 @@ use crate::domain::{
     identifier_aad, key_aad, record_aad, ref_aad, ref_index_value,
 };
 use crate::error::SubjectError;
+use crate::purposes::{PurposeDirectory, PurposeSource};
 use crate::relay::state_change;
 use crate::store::entities::{external_ref, lookup, record, subject};
 use crate::store::{
@@ -65,17 +66,62 @@ pub struct Subjects {
     keys: KeyStore,
     keyring: Arc<Keyring>,
     relay: Option<Relay>,
+    purposes: Arc<PurposeDirectory>,
 }
 
 impl Subjects {
-    /// Use cases over the main store, the key store and the configured keys.
-    pub fn new(store: SubjectStore, keys: KeyStore, keyring: Keyring) -> Self {
+    /// Use cases over the main store, the key store, the configured keys and the
+    /// tenants' purposes (which records may name).
+    pub fn new(
+        store: SubjectStore,
+        keys: KeyStore,
+        keyring: Keyring,
+        purposes: Arc<dyn PurposeSource>,
+    ) -> Self {
         Self {
             store,
             keys,
             keyring: Arc::new(keyring),
             relay: None,
+            purposes: Arc::new(PurposeDirectory::new(purposes)),
         }
+    }
+
+    /// Refuses records naming a purpose the tenant does not have, or a special
+    /// category under a purpose that does not declare it
+    /// ([`domain::check_record_purposes`]); one cached catalogue per call.
+    /// `records` pairs each record with its field path (`records[0].`).
+    pub(crate) async fn check_purposes(
+        &self,
+        tenant: &str,
+        records: &[(String, &RecordData)],
+    ) -> Result<(), SubjectError> {
+        let violations = self.purpose_violations(tenant, records).await?;
+        if violations.is_empty() {
+            return Ok(());
+        }
+        Err(SubjectError::Api(ApiError::InvalidArgument(violations)))
+    }
+
+    /// The violations of [`Subjects::check_purposes`], for callers that report them
+    /// per row.
+    pub(crate) async fn purpose_violations(
+        &self,
+        tenant: &str,
+        records: &[(String, &RecordData)],
+    ) -> Result<Vec<FieldViolation>, SubjectError> {
+        if records.is_empty() {
+            return Ok(vec![]);
+        }
+        let keys = records
+            .iter()
+            .flat_map(|(_, r)| r.purposes.iter().map(String::as_str));
+        let catalogue = self.purposes.catalogue(tenant, keys).await?;
+        let mut v = Violations::new();
+        for (prefix, r) in records {
+            crate::domain::check_record_purposes(prefix, r, &catalogue, &mut v);
+        }
+        Ok(v.into_violations())
     }
 
     /// Wakes `relay` after every committed state change.
@@ -133,6 +179,13 @@ impl Subjects {
             return self.get(tenant, &id, View::Full).await;
         }
         let t = tenant.as_str();
+        let records: Vec<(String, &RecordData)> = valid
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("records[{i}]."), r))
+            .collect();
+        self.check_purposes(t, &records).await?;
         let keys = self.tenant_keys(t)?;
         // Refuse before a key is written when an identifier or reference is taken (the
         // unique constraints still decide races).

@@ -37,6 +37,12 @@ impl Subjects {
             return self.records_by_id(tenant, &id, &ids).await;
         }
         let t = tenant.as_str();
+        let named: Vec<(String, &domain::RecordData)> = data
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("records[{i}]."), r))
+            .collect();
+        self.check_purposes(t, &named).await?;
         let row = self.subject_row(t, &id).await?;
         match SubjectState::parse(&row.state) {
             Some(SubjectState::Active) => {}
@@ -138,6 +144,10 @@ impl Subjects {
                 "is invalid",
             )));
         };
+        if wants("purposes") || wants("category") {
+            self.check_purposes(t, &[("record.".to_owned(), &data)])
+                .await?;
+        }
         let value_ct = if wants("value") {
             let keys = self.tenant_keys(t)?;
             let dek = self.data_key(t, &keys, &id).await?;
