@@ -144,16 +144,34 @@ async fn objections(suite: &Suite) {
     let allowed = |r: &cpb::CheckResponse| (r.allowed, r.reason);
 
     // Direct marketing on CONTRACT: absolute after OBJECT (Art. 21(3)).
-    let r = check_until(ch, &sid, "customer-newsletter", cpb::CheckReason::BasisAllows).await;
+    let r = check_until(
+        ch,
+        &sid,
+        "customer-newsletter",
+        cpb::CheckReason::BasisAllows,
+    )
+    .await;
     assert_eq!(allowed(&r), (true, cpb::CheckReason::BasisAllows as i32));
     let o1 = object(ch, &sid, "customer-newsletter", "object-newsletter").await;
-    let r = check_until(ch, &sid, "customer-newsletter", cpb::CheckReason::SubjectObjected).await;
-    assert_eq!(allowed(&r), (false, cpb::CheckReason::SubjectObjected as i32));
+    let r = check_until(
+        ch,
+        &sid,
+        "customer-newsletter",
+        cpb::CheckReason::SubjectObjected,
+    )
+    .await;
+    assert_eq!(
+        allowed(&r),
+        (false, cpb::CheckReason::SubjectObjected as i32)
+    );
     assert_eq!(r.evidence_id, o1, "the objection is the evidence");
     // Not even a privacy officer's grounds lift it.
     let officer = token(&["privacy-officer"], &[TENANT], 600);
     let e = consents(ch)
-        .record_compelling_grounds(authed(grounds(&sid, "customer-newsletter", "g-dm"), &officer))
+        .record_compelling_grounds(authed(
+            grounds(&sid, "customer-newsletter", "g-dm"),
+            &officer,
+        ))
         .await
         .expect_err("absolute");
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
@@ -177,7 +195,10 @@ async fn objections(suite: &Suite) {
     assert_eq!(e.code(), Code::FailedPrecondition);
     let o2 = object(ch, &sid, "archive", "object-archive").await;
     let r = check_until(ch, &sid, "archive", cpb::CheckReason::SubjectObjected).await;
-    assert_eq!(allowed(&r), (false, cpb::CheckReason::SubjectObjected as i32));
+    assert_eq!(
+        allowed(&r),
+        (false, cpb::CheckReason::SubjectObjected as i32)
+    );
     // Only a privacy officer decides.
     let crm = token(&["integration"], &[TENANT], 600);
     let e = consents(ch)
@@ -217,7 +238,10 @@ async fn objections(suite: &Suite) {
         .into_inner();
     assert_eq!(again.decision_id, d.decision_id);
     let r = check_until(ch, &sid, "archive", cpb::CheckReason::CompellingGrounds).await;
-    assert_eq!(allowed(&r), (true, cpb::CheckReason::CompellingGrounds as i32));
+    assert_eq!(
+        allowed(&r),
+        (true, cpb::CheckReason::CompellingGrounds as i32)
+    );
     assert_eq!(r.evidence_id, d.decision_id, "the decision is the evidence");
     // The state shows the decision (what the Art. 15 report reads).
     let state = consents(ch)
@@ -237,7 +261,10 @@ async fn objections(suite: &Suite) {
     // A new objection needs a new decision.
     object(ch, &sid, "archive", "object-archive-2").await;
     let r = check_until(ch, &sid, "archive", cpb::CheckReason::SubjectObjected).await;
-    assert_eq!(allowed(&r), (false, cpb::CheckReason::SubjectObjected as i32));
+    assert_eq!(
+        allowed(&r),
+        (false, cpb::CheckReason::SubjectObjected as i32)
+    );
 
     // Legitimate interests: the same rule.
     object(ch, &sid, "member-events", "object-events").await;
@@ -274,7 +301,10 @@ where
         if code == want {
             return;
         }
-        assert!(Instant::now() < deadline, "{what}: still {code:?}, want {want:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still {code:?}, want {want:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -329,7 +359,12 @@ async fn a_suspended_department_answers_its_subjects_and_resumes() {
         .into_inner();
     assert_eq!(t.status, tpb::TenantStatus::Suspended as i32);
     // The integration is refused, Check included.
-    until_code("integration while suspended", Code::PermissionDenied, crm_check).await;
+    until_code(
+        "integration while suspended",
+        Code::PermissionDenied,
+        crm_check,
+    )
+    .await;
     let e = subjects(ch)
         .create_subject(authed(
             spb::CreateSubjectRequest {
@@ -429,5 +464,213 @@ async fn a_suspended_department_answers_its_subjects_and_resumes() {
         assert!(t.suspension_reason.is_empty());
     }
     until_code("integration after resume", Code::Ok, crm_check).await;
+    suite.stop().await;
+}
+
+/// Polls the feed until an event of `kind` for `subject` is there.
+async fn feed_event(ch: &Channel, subject: &str, kind: rpb::RightsEventType) -> rpb::RightsEvent {
+    let crm = token(&["integration"], &[TENANT], 600);
+    let mut rights = rpb::rights_service_client::RightsServiceClient::new(ch.clone());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let events = rights
+            .list_events(authed(
+                rpb::ListEventsRequest {
+                    subject_id: subject.into(),
+                    r#type: kind as i32,
+                    ..Default::default()
+                },
+                &crm,
+            ))
+            .await
+            .expect("events")
+            .into_inner()
+            .events;
+        if let Some(e) = events.into_iter().next() {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {kind:?} event for the subject"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Records purged by a sweep and a direct erasure reach the feed (Art. 17(2), Art. 19),
+/// with why, and are acknowledged like the other events; a record naming a purpose the
+/// tenant lacks is refused.
+async fn erasures_reach_the_feed(suite: &Suite) {
+    use vern_proto::retention::v1 as qpb;
+    let ch = &suite.channel;
+    create_tenant(ch, TENANT, "Kulturetaten").await;
+    let admin = token(&["tenant-admin"], &[TENANT], 600);
+    let crm = token(&["integration"], &[TENANT], 600);
+    let officer = token(&["privacy-officer"], &[TENANT], 600);
+    tenants(ch)
+        .create_purpose(authed(
+            tpb::CreatePurposeRequest {
+                key: "correspondence".into(),
+                description: "Answering enquiries".into(),
+                legal_basis: LegalBasis::Contract as i32,
+                data_categories: vec![
+                    DataCategory::Contact as i32,
+                    DataCategory::Communications as i32,
+                ],
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("purpose");
+    let three_years_ago = prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp() - 3 * 366 * 86_400,
+        nanos: 0,
+    };
+    let record =
+        |field: &str, purpose: &str, collected: Option<prost_types::Timestamp>| spb::Record {
+            category: DataCategory::Communications as i32,
+            field: field.into(),
+            value: "Re: billetter".into(),
+            source: "crm".into(),
+            purposes: vec![purpose.into()],
+            collected_at: collected,
+            ..Default::default()
+        };
+    // A purpose the tenant does not have: refused, nothing written.
+    let e = subjects(ch)
+        .create_subject(authed(
+            spb::CreateSubjectRequest {
+                email: "nobody@example.no".into(),
+                records: vec![record("email-correspondence", "no-such-purpose", None)],
+                ..Default::default()
+            },
+            &crm,
+        ))
+        .await
+        .expect_err("unknown purpose");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let bad = e.get_details_bad_request().expect("details");
+    assert_eq!(bad.field_violations[0].field, "records[0].purposes[0]");
+    assert!(
+        !bad.field_violations[0]
+            .description
+            .contains("no-such-purpose")
+    );
+    let created = subjects(ch)
+        .create_subject(authed(
+            spb::CreateSubjectRequest {
+                email: "ola@example.no".into(),
+                records: vec![
+                    record(
+                        "email-correspondence",
+                        "correspondence",
+                        Some(three_years_ago),
+                    ),
+                    record("phone-notes", "correspondence", None),
+                ],
+                ..Default::default()
+            },
+            &crm,
+        ))
+        .await
+        .expect("subject")
+        .into_inner();
+    let sid = created.subject_id.clone();
+    let old_record = created
+        .records
+        .iter()
+        .find(|r| r.field == "email-correspondence")
+        .expect("record")
+        .record_id
+        .clone();
+    let mut retention = qpb::retention_service_client::RetentionServiceClient::new(ch.clone());
+    let policy = retention
+        .create_policy(authed(
+            qpb::CreatePolicyRequest {
+                name: "E-mail correspondence".into(),
+                category: DataCategory::Communications as i32,
+                field: "email-correspondence".into(),
+                period: "P1Y".into(),
+                anchor: qpb::RetentionAnchor::CollectedAt as i32,
+                action: qpb::RetentionAction::Delete as i32,
+                legal_reference: "GDPR Art. 5(1)(e)".into(),
+                request_id: "policy-mail".into(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("policy")
+        .into_inner();
+    let run = retention
+        .run_sweep(authed(
+            qpb::RunSweepRequest {
+                request_id: "sweep-1".into(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("sweep")
+        .into_inner();
+    let deleted: i64 = run.policy_results.iter().map(|r| r.deleted_count).sum();
+    assert_eq!(deleted, 1, "{run:?}");
+    let ev = feed_event(ch, &sid, rpb::RightsEventType::RecordsErased).await;
+    assert_eq!(ev.erasure_cause, rpb::ErasureCause::Retention as i32);
+    assert_eq!(ev.policy_id, policy.policy_id);
+    assert_eq!(ev.erased_records.len(), 1);
+    assert_eq!(ev.erased_records[0].record_id, old_record);
+    assert_eq!(ev.erased_records[0].field, "email-correspondence");
+    assert_eq!(
+        ev.erased_records[0].category,
+        DataCategory::Communications as i32
+    );
+    // Consumed and acknowledged like the others.
+    let mut rights = rpb::rights_service_client::RightsServiceClient::new(ch.clone());
+    let acked = rights
+        .ack_event(authed(
+            rpb::AckEventRequest {
+                event: Some(rpb::ack_event_request::Event::EventId(ev.event_id.clone())),
+                system: "crm".into(),
+                request_id: "ack-sweep".into(),
+            },
+            &crm,
+        ))
+        .await
+        .expect("ack")
+        .into_inner();
+    assert_eq!(acked.confirmations.len(), 1);
+    // A direct erasure: the whole subject, cause DIRECT.
+    subjects(ch)
+        .erase_subject(authed(
+            spb::EraseSubjectRequest {
+                subject_id: sid.clone(),
+                reason: "asked by phone".into(),
+                request_id: "erase-ola".into(),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("erase");
+    let ev = feed_event(ch, &sid, rpb::RightsEventType::Erased).await;
+    assert_eq!(ev.erasure_cause, rpb::ErasureCause::Direct as i32);
+    assert!(ev.rights_request_id.is_empty());
+}
+
+#[tokio::test]
+async fn erasures_reach_the_feed_on_sqlite() {
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    erasures_reach_the_feed(&suite).await;
+    suite.stop().await;
+}
+
+#[tokio::test]
+async fn erasures_reach_the_feed_on_postgres() {
+    let Some(suite) = Suite::start(Backend::Postgres).await else {
+        return;
+    };
+    erasures_reach_the_feed(&suite).await;
     suite.stop().await;
 }

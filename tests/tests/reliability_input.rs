@@ -1400,6 +1400,7 @@ async fn send_time(
                             subject_id: subject.into(),
                             erase_time: t,
                             rights_request_id: String::new(),
+                            ..Default::default()
                         }],
                         request_id: id(),
                     },

@@ -147,6 +147,19 @@ async fn reported_subject(ch: &Channel, records: usize) -> (String, String) {
     let platform = token(&["platform-admin"], &[], 600);
     let crm = token(&["integration"], &[TENANT], 600);
     create_tenant(ch, &platform, TENANT, "Oslo Kulturfabrikk").await;
+    tpb::tenant_service_client::TenantServiceClient::new(ch.clone())
+        .create_purpose(authed(
+            tpb::CreatePurposeRequest {
+                key: "service".into(),
+                description: "Customer service".into(),
+                legal_basis: LegalBasis::Contract as i32,
+                data_categories: vec![DataCategory::Contact as i32],
+                ..Default::default()
+            },
+            &token(&["tenant-admin"], &[TENANT], 600),
+        ))
+        .await
+        .expect("purpose");
     let mut records: Vec<spb::Record> = (0..records)
         .map(|i| spb::Record {
             category: DataCategory::Contact as i32,

@@ -744,7 +744,12 @@ mod tests {
         state.compelling_grounds = Some(grounds("o"));
         assert!(state.objection_overridden());
         for (basis, dm, allowed, reason) in [
-            (LegalBasis::PublicTask, false, true, Reason::CompellingGrounds),
+            (
+                LegalBasis::PublicTask,
+                false,
+                true,
+                Reason::CompellingGrounds,
+            ),
             (
                 LegalBasis::LegitimateInterests,
                 false,
@@ -762,9 +767,17 @@ mod tests {
             (LegalBasis::Consent, false, false, Reason::SubjectObjected),
         ] {
             let d = state.check(Some(&rule(basis, dm)), SubjectStatus::Active, t(NOW));
-            assert_eq!((d.allowed, d.reason), (allowed, reason), "{basis:?} dm={dm}");
+            assert_eq!(
+                (d.allowed, d.reason),
+                (allowed, reason),
+                "{basis:?} dm={dm}"
+            );
             if allowed {
-                assert_eq!(d.evidence_id.as_deref(), Some("d"), "the decision is the evidence");
+                assert_eq!(
+                    d.evidence_id.as_deref(),
+                    Some("d"),
+                    "the decision is the evidence"
+                );
             }
         }
         // Grounds for another objection do not count.
@@ -789,7 +802,10 @@ mod tests {
         );
         assert_eq!(d.reason, Reason::SubjectRestricted);
         assert!(!grounds_may_override(&rule(LegalBasis::Contract, false)));
-        assert!(!grounds_may_override(&rule(LegalBasis::LegitimateInterests, true)));
+        assert!(!grounds_may_override(&rule(
+            LegalBasis::LegitimateInterests,
+            true
+        )));
         assert!(grounds_may_override(&rule(LegalBasis::PublicTask, false)));
     }
 

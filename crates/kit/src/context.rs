@@ -384,9 +384,7 @@ where
         let tenant = caller.tenants.first().cloned().unwrap_or_default();
         // The hot path: a fresh answer costs a map lookup, no await.
         match gate.check_cached(&tenant) {
-            Some(Err(TenantRefusal::Suspended)) if exempt_if_suspended => {
-                Box::pin(inner.call(req))
-            }
+            Some(Err(TenantRefusal::Suspended)) if exempt_if_suspended => Box::pin(inner.call(req)),
             Some(Ok(())) => Box::pin(inner.call(req)),
             Some(Err(refusal)) => {
                 let status = tenant_denied(&path, refusal);

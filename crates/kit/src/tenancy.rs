@@ -216,10 +216,22 @@ mod tests {
         assert!(allowed_while_suspended(&officer, RightsSubmit));
         assert!(allowed_while_suspended(&officer, AuditRead));
         assert!(allowed_while_suspended(&[Role::Auditor], AuditRead));
-        for p in [SubjectsRead, SubjectsWrite, ConsentsCheck, RightsSubmit, RightsEvents] {
+        for p in [
+            SubjectsRead,
+            SubjectsWrite,
+            ConsentsCheck,
+            RightsSubmit,
+            RightsEvents,
+        ] {
             assert!(!allowed_while_suspended(&crm, p), "{p:?}");
         }
-        for p in [SubjectsWrite, ConsentsWrite, PurposesManage, RetentionManage, RetentionSweep] {
+        for p in [
+            SubjectsWrite,
+            ConsentsWrite,
+            PurposesManage,
+            RetentionManage,
+            RetentionSweep,
+        ] {
             assert!(!allowed_while_suspended(&officer, p), "{p:?}");
             assert!(!allowed_while_suspended(&admin, p), "{p:?}");
         }

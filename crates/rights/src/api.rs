@@ -15,7 +15,8 @@ use vern_proto::common::v1 as common;
 use vern_proto::rights::v1 as pb;
 
 use crate::domain::{
-    Channel, EventType, RejectionGround, RequestStatus, RequestType, VerificationMethod,
+    Channel, ErasureCause, EventType, RejectionGround, RequestStatus, RequestType,
+    VerificationMethod,
 };
 use crate::error::RightsError;
 use crate::model::{
@@ -217,6 +218,21 @@ fn event_pb(e: Event) -> pb::RightsEvent {
         retain_until_time: ts(e.retain_until_time),
         occur_time: Some(to_timestamp(e.occur_time)),
         confirmations: e.confirmations.iter().map(confirmation_pb).collect(),
+        erasure_cause: e
+            .erasure
+            .cause
+            .map_or(0, |c| name_pb(c.as_str(), pb::ErasureCause::from_str_name)),
+        erased_records: e
+            .erasure
+            .records
+            .into_iter()
+            .map(|r| pb::ErasedRecord {
+                record_id: r.record_id,
+                category: common::DataCategory::from_str_name(&r.category).map_or(0, |c| c as i32),
+                field: r.field,
+            })
+            .collect(),
+        policy_id: e.erasure.policy_id,
     }
 }
 
@@ -875,11 +891,42 @@ impl pb::rights_service_server::RightsService for RightsApi {
                     &e.rights_request_id,
                 ))
             };
+            let cause = match e.cause {
+                0 => None,
+                c => {
+                    let cause = pb::ErasureCause::try_from(c)
+                        .ok()
+                        .and_then(|c| ErasureCause::parse(c.as_str_name()));
+                    if cause.is_none() {
+                        v.add(format!("erasures[{i}].cause"), "is not a known value");
+                    }
+                    cause
+                }
+            };
+            let mut records = Vec::with_capacity(e.records.len());
+            for (j, r) in e.records.into_iter().enumerate() {
+                let field = format!("erasures[{i}].records[{j}]");
+                v.check(subject_id(&format!("{field}.record_id"), &r.record_id));
+                let category = common::DataCategory::try_from(r.category)
+                    .ok()
+                    .filter(|c| *c != common::DataCategory::Unspecified);
+                match category {
+                    None => v.add(format!("{field}.category"), "is not a known value"),
+                    Some(c) => records.push(crate::model::ErasedRecord {
+                        record_id: r.record_id,
+                        category: c.as_str_name().to_owned(),
+                        field: r.field,
+                    }),
+                }
+            }
             if let (Some(subject_id), Some(at)) = (subject, at) {
                 erasures.push(ErasedSubject {
                     subject_id,
                     at,
                     by_request,
+                    cause,
+                    records,
+                    policy_id: e.policy_id,
                 });
             }
         }
@@ -993,6 +1040,7 @@ mod tests {
             retain_until_time: None,
             occur_time: vern_kit::time::now(),
             external_refs_ct: None,
+            detail: "{}".into(),
         };
         let event_id = ev.event_id.clone();
         rights
@@ -1077,6 +1125,7 @@ mod tests {
                 retain_until_time: None,
                 occur_time: vern_kit::time::now(),
                 external_refs_ct: None,
+                detail: "{}".into(),
             };
             rights
                 .store()
@@ -1125,6 +1174,9 @@ mod tests {
             .shred_erased(
                 "t1",
                 vec![crate::store::ErasedSubject {
+                    cause: None,
+                    records: vec![],
+                    policy_id: String::new(),
                     subject_id: subject.clone(),
                     at: vern_kit::time::now(),
                     by_request: None,

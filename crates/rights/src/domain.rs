@@ -144,6 +144,20 @@ named_enum!(
         Objected = "RIGHTS_EVENT_TYPE_OBJECTED",
         /// Consent withdrawn.
         ConsentWithdrawn = "RIGHTS_EVENT_TYPE_CONSENT_WITHDRAWN",
+        /// Some records erased, the subject remains (e.g. by a retention sweep).
+        RecordsErased = "RIGHTS_EVENT_TYPE_RECORDS_ERASED",
+    }
+);
+
+named_enum!(
+    /// Why personal data was erased.
+    ErasureCause {
+        /// A rights request (Art. 17).
+        RightsRequest = "ERASURE_CAUSE_RIGHTS_REQUEST",
+        /// EraseSubject called directly.
+        Direct = "ERASURE_CAUSE_DIRECT",
+        /// A retention policy's period ended (Art. 5(1)(e)).
+        Retention = "ERASURE_CAUSE_RETENTION",
     }
 );
 

@@ -275,6 +275,14 @@ impl Rights {
             occur_time: vern_kit::time::now(),
             // Sealed by `fulfil` with the request's key before it is stored.
             external_refs_ct: None,
+            detail: if event_type == EventType::Erased {
+                to_json(&crate::model::ErasureDetail {
+                    cause: Some(crate::domain::ErasureCause::RightsRequest),
+                    ..Default::default()
+                })?
+            } else {
+                "{}".to_owned()
+            },
         })
     }
 

@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Channel, EventType, RejectionGround, RequestStatus, RequestType, VerificationMethod,
+    Channel, ErasureCause, EventType, RejectionGround, RequestStatus, RequestType,
+    VerificationMethod,
 };
 
 /// A reference to the subject in another system.
@@ -191,6 +192,33 @@ pub struct Event {
     pub occur_time: DateTime<Utc>,
     /// Confirmations.
     pub confirmations: Vec<Confirmation>,
+    /// ERASED, RECORDS_ERASED: why, and which records.
+    pub erasure: ErasureDetail,
+}
+
+/// What an erasure event says beyond its type (stored as JSON in `rights_events.detail`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ErasureDetail {
+    /// Why; `None` for events before causes were recorded and for other types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<ErasureCause>,
+    /// RETENTION: the policy whose period ended.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub policy_id: String,
+    /// RECORDS_ERASED: the records (ids, categories, field names; never values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<ErasedRecord>,
+}
+
+/// A record erased while its subject remains.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ErasedRecord {
+    /// The record's id.
+    pub record_id: String,
+    /// Its category (the protobuf `DataCategory` value name).
+    pub category: String,
+    /// Its field name.
+    pub field: String,
 }
 
 /// The tenant's rights settings.

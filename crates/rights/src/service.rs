@@ -750,6 +750,11 @@ impl Rights {
                     rights_request_id: e.rights_request_id,
                     retain_until_time: e.retain_until_time,
                     occur_time: e.occur_time,
+                    erasure: if e.detail.is_empty() {
+                        Default::default()
+                    } else {
+                        from_json(&e.detail, "detail")?
+                    },
                 })
             })
             .collect()

@@ -3,7 +3,9 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use vern_kit::db::DbTarget;
 use vern_kit::idempotency::Key;
+use vern_rights::domain::ErasureCause;
 use vern_rights::domain::{EventType, RequestStatus};
+use vern_rights::model::ErasedRecord;
 use vern_rights::store::entities::{event, report, request};
 use vern_rights::store::{ErasedSubject, EventFilter, EventRef, RequestFilter, RightsStore};
 
@@ -76,6 +78,7 @@ fn ev(tenant: &str, request: &str, t: EventType) -> event::Model {
         retain_until_time: None,
         occur_time: at(2),
         external_refs_ct: None,
+        detail: "{}".into(),
     }
 }
 
@@ -784,18 +787,54 @@ async fn erasures_from_the_subjects_service_spare_only_the_request_carrying_them
             subject_id: erased.clone(),
             at: erased_at,
             by_request: None,
+            cause: Some(ErasureCause::Direct),
+            records: vec![],
+            policy_id: String::new(),
         },
         ErasedSubject {
             subject_id: by_request.clone(),
             at: erased_at,
             by_request: Some(in_flight.rights_request_id.clone()),
+            cause: Some(ErasureCause::RightsRequest),
+            records: vec![],
+            policy_id: String::new(),
+        },
+        // Only records of the bystander went (a sweep): nothing of it is destroyed.
+        ErasedSubject {
+            subject_id: bystander.clone(),
+            at: erased_at,
+            by_request: None,
+            cause: Some(ErasureCause::Retention),
+            records: vec![ErasedRecord {
+                record_id: uuid::Uuid::new_v4().to_string(),
+                category: "FINANCIAL".into(),
+                field: "invoice".into(),
+            }],
+            policy_id: "p-1".into(),
         },
     ];
     let applied = s
         .shred_erased("t1", erasures.clone(), key.as_ref())
         .await
         .expect("apply");
-    assert_eq!(applied, 2);
+    assert_eq!(applied, 3);
+    // The erasures no request carried out are on the feed, with why (Art. 17(2), 19).
+    let feed = s
+        .list_events("t1", &EventFilter::default(), 0, 1000)
+        .await
+        .expect("feed")
+        .items;
+    let summary: Vec<(String, String, String)> = feed
+        .iter()
+        .map(|e| (e.event_type.clone(), e.subject_id.clone(), e.detail.clone()))
+        .collect();
+    assert_eq!(feed.len(), 2, "{summary:?}");
+    assert_eq!(feed[0].event_type, "RIGHTS_EVENT_TYPE_ERASED");
+    assert_eq!(feed[0].subject_id, erased);
+    assert!(feed[0].detail.contains("Direct"), "{}", feed[0].detail);
+    assert_eq!(feed[1].event_type, "RIGHTS_EVENT_TYPE_RECORDS_ERASED");
+    assert_eq!(feed[1].subject_id, bystander);
+    assert!(feed[1].detail.contains("invoice") && feed[1].detail.contains("p-1"));
     let get = |r: &request::Model| {
         let s = s.clone();
         let (t, id) = (r.tenant_id.clone(), r.rights_request_id.clone());
@@ -834,11 +873,11 @@ async fn erasures_from_the_subjects_service_spare_only_the_request_carrying_them
     }
     // A repeat answers the same and destroys nothing more.
     let replayed: Option<i32> = s.replay(key.as_ref()).await.expect("replay");
-    assert_eq!(replayed, Some(2));
+    assert_eq!(replayed, Some(3));
     let again = s
         .shred_erased("t1", erasures, None)
         .await
         .expect("apply again");
-    assert_eq!(again, 2);
+    assert_eq!(again, 3);
     assert_eq!(get(&access).await.personal_erased_at, Some(erased_at));
 }

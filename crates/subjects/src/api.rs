@@ -705,9 +705,18 @@ mod tests {
         )
         .expect("ring");
         let purposes = crate::purposes::FixedPurposes(
-            [("newsletter".to_owned(), vec![crate::domain::DataCategory::Contact])].into(),
+            [(
+                "newsletter".to_owned(),
+                vec![crate::domain::DataCategory::Contact],
+            )]
+            .into(),
         );
-        SubjectApi::new(Subjects::new(store, keys, ring, std::sync::Arc::new(purposes)))
+        SubjectApi::new(Subjects::new(
+            store,
+            keys,
+            ring,
+            std::sync::Arc::new(purposes),
+        ))
     }
 
     fn req<T>(tenant: Option<&str>, msg: T) -> Request<T> {

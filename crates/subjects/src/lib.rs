@@ -143,7 +143,10 @@ pub async fn build(
         .map_err(|e| format!("subjects: services.tenants.url is not usable: {e}"))?;
     let purpose_tokens =
         ServiceTokens::from_config(config)?.ok_or("subjects: no key to sign service tokens")?;
-    let purposes = Arc::new(purposes::TenantsPurposes::new(tenants_channel, purpose_tokens));
+    let purposes = Arc::new(purposes::TenantsPurposes::new(
+        tenants_channel,
+        purpose_tokens,
+    ));
     let subjects = service::Subjects::new(store, keys, keyring, purposes).with_relay(relay);
     match subjects.seal_legacy_refs().await {
         Ok(0) => {}

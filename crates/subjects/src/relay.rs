@@ -22,7 +22,7 @@ use vern_proto::consents::v1::consent_service_client::ConsentServiceClient;
 use vern_proto::rights::v1 as rights;
 use vern_proto::rights::v1::rights_service_client::RightsServiceClient;
 
-use crate::domain::SubjectState;
+use crate::domain::{DataCategory, SubjectState};
 use crate::store::{ERASURE_TOPIC, STATE_TOPIC};
 
 /// Rows the relay delivers per round.
@@ -49,17 +49,54 @@ pub fn state_change(
     .encode_to_vec()
 }
 
-/// The outbox payload of an erasure: `by_request` is the rights request it carries
-/// out, if any.
+/// The outbox payload of a subject's erasure: `by_request` is the rights request it
+/// carries out, if any; `policy_id` the retention policy whose period ended (a purge
+/// erasing a subject's last kept record).
 pub fn erasure_notice(
     subject_id: &str,
     erase_time: DateTime<Utc>,
     by_request: Option<&str>,
+    policy_id: Option<&str>,
 ) -> Vec<u8> {
+    let cause = match (by_request, policy_id) {
+        (Some(_), _) => rights::ErasureCause::RightsRequest,
+        (None, Some(_)) => rights::ErasureCause::Retention,
+        (None, None) => rights::ErasureCause::Direct,
+    };
     rights::SubjectErasure {
         subject_id: subject_id.to_owned(),
         erase_time: Some(vern_kit::time::to_timestamp(erase_time)),
         rights_request_id: by_request.unwrap_or_default().to_owned(),
+        cause: cause as i32,
+        records: vec![],
+        policy_id: policy_id.unwrap_or_default().to_owned(),
+    }
+    .encode_to_vec()
+}
+
+/// The outbox payload of records purged by retention while their subject remains:
+/// `records` are (record id, category, field name), never values.
+pub fn records_erased_notice(
+    subject_id: &str,
+    erase_time: DateTime<Utc>,
+    policy_id: &str,
+    records: &[(String, DataCategory, String)],
+) -> Vec<u8> {
+    rights::SubjectErasure {
+        subject_id: subject_id.to_owned(),
+        erase_time: Some(vern_kit::time::to_timestamp(erase_time)),
+        rights_request_id: String::new(),
+        cause: rights::ErasureCause::Retention as i32,
+        records: records
+            .iter()
+            .map(|(id, category, field)| rights::ErasedRecord {
+                record_id: id.clone(),
+                category: vern_proto::common::v1::DataCategory::from_str_name(category.as_str())
+                    .map_or(0, |c| c as i32),
+                field: field.clone(),
+            })
+            .collect(),
+        policy_id: policy_id.to_owned(),
     }
     .encode_to_vec()
 }
@@ -205,8 +242,8 @@ mod tests {
     #[test]
     fn erasure_notices_round_trip_with_the_request_they_carry_out() {
         let t = vern_kit::time::now();
-        let direct = erasure_notice("s-1", t, None);
-        let by_request = erasure_notice("s-2", t, Some("r-1"));
+        let direct = erasure_notice("s-1", t, None, None);
+        let by_request = erasure_notice("s-2", t, Some("r-1"), None);
         let req = erasure_request(&[direct.clone(), vec![0xff, 0xff], by_request.clone()]);
         assert_eq!(req.erasures.len(), 2, "garbage skipped");
         assert_eq!(req.erasures[0].subject_id, "s-1");
@@ -219,6 +256,31 @@ mod tests {
             Some(t)
         );
         assert_eq!(req.erasures[1].rights_request_id, "r-1");
+        assert_eq!(req.erasures[0].cause, rights::ErasureCause::Direct as i32);
+        assert_eq!(
+            req.erasures[1].cause,
+            rights::ErasureCause::RightsRequest as i32
+        );
+        let swept = erasure_request(&[
+            erasure_notice("s-3", t, None, Some("p-1")),
+            records_erased_notice(
+                "s-4",
+                t,
+                "p-1",
+                &[("r-9".into(), DataCategory::Financial, "invoice".into())],
+            ),
+        ]);
+        assert_eq!(
+            swept.erasures[0].cause,
+            rights::ErasureCause::Retention as i32
+        );
+        assert!(swept.erasures[0].records.is_empty(), "the whole subject");
+        assert_eq!(swept.erasures[1].records[0].field, "invoice");
+        assert_eq!(
+            swept.erasures[1].records[0].category,
+            vern_proto::common::v1::DataCategory::Financial as i32
+        );
+        assert_eq!(swept.erasures[1].policy_id, "p-1");
         assert_eq!(
             req.request_id,
             erasure_request(&[direct.clone(), vec![0xff, 0xff], by_request]).request_id

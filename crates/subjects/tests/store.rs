@@ -906,7 +906,12 @@ async fn records_are_added_rectified_and_deleted(target: DbTarget) {
             "a purpose the tenant does not have",
             vec![
                 rec(DataCategory::Contact, "name", "x", &["newsletter"]),
-                rec(DataCategory::Contact, "name", "x", &["newsletter", "no-such"]),
+                rec(
+                    DataCategory::Contact,
+                    "name",
+                    "x",
+                    &["newsletter", "no-such"],
+                ),
             ],
             vec!["records[1].purposes[1]"],
         ),
@@ -917,7 +922,12 @@ async fn records_are_added_rectified_and_deleted(target: DbTarget) {
         ),
         (
             "absence (may be sick leave) under a purpose not declaring it",
-            vec![rec(DataCategory::Absence, "days", "3", &["sick-leave", "invoicing"])],
+            vec![rec(
+                DataCategory::Absence,
+                "days",
+                "3",
+                &["sick-leave", "invoicing"],
+            )],
             vec!["records[0].purposes[1]"],
         ),
         (
@@ -947,7 +957,12 @@ async fn records_are_added_rectified_and_deleted(target: DbTarget) {
             &sick.subject_id,
             vec![
                 rec(DataCategory::Health, "diagnosis", "x", &["sick-leave"]),
-                rec(DataCategory::Absence, "days", "3", &["payroll", "sick-leave"]),
+                rec(
+                    DataCategory::Absence,
+                    "days",
+                    "3",
+                    &["payroll", "sick-leave"],
+                ),
             ],
             None,
         )

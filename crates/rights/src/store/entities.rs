@@ -107,6 +107,8 @@ pub mod event {
         /// The JSON array of {system, id}, sealed with the request's data key; `None`
         /// when there are none, or once that key is destroyed.
         pub external_refs_ct: Option<Vec<u8>>,
+        /// JSON of `model::ErasureDetail` (`{}` when there is none); no personal data.
+        pub detail: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

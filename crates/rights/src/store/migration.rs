@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0003SealedFeedRefs),
             Box::new(vern_kit::outbox::LeaseMigration),
             Box::new(vern_kit::outbox::TopicIndexMigration),
+            Box::new(M0004EventDetail),
         ]
     }
 }
@@ -376,6 +377,42 @@ impl MigrationTrait for M0003SealedFeedRefs {
             Table::alter()
                 .table(RightsEvents::Table)
                 .add_column(ColumnDef::new(SealedFeedRefs::ExternalRefsCt).blob().null())
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+/// Adds `rights_events.detail`: why an erasure happened and which records went
+/// (erasures without a rights request reach the feed too, Art. 17(2), Art. 19).
+struct M0004EventDetail;
+
+impl MigrationName for M0004EventDetail {
+    fn name(&self) -> &str {
+        "m0004_rights_event_detail"
+    }
+}
+
+#[derive(DeriveIden)]
+enum EventDetail {
+    Detail,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004EventDetail {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        if m.has_column("rights_events", "detail").await? {
+            return Ok(());
+        }
+        m.alter_table(
+            Table::alter()
+                .table(RightsEvents::Table)
+                .add_column(
+                    ColumnDef::new(EventDetail::Detail)
+                        .text()
+                        .not_null()
+                        .default("{}"),
+                )
                 .to_owned(),
         )
         .await

@@ -562,11 +562,24 @@ impl RightsStore {
             let (tenant, erasures) = (tenant.clone(), erasures.clone());
             let result = commit_once(&self.db, key, applied, move |txn| {
                 Box::pin(async move {
+                    let mut feed = vec![];
                     for e in erasures {
-                        shred_subject(txn, &tenant, &e.subject_id, e.at, e.by_request.as_deref())
+                        if e.records.is_empty() {
+                            shred_subject(
+                                txn,
+                                &tenant,
+                                &e.subject_id,
+                                e.at,
+                                e.by_request.as_deref(),
+                            )
                             .await?;
+                        }
+                        // A request's own fulfilment puts its ERASED event on the feed.
+                        if e.by_request.is_none() {
+                            feed.push(erasure_event(&tenant, &e)?);
+                        }
                     }
-                    Ok::<_, RightsError>(())
+                    append_events(txn, &tenant, feed).await
                 })
             })
             .await;
@@ -578,7 +591,8 @@ impl RightsStore {
     }
 }
 
-/// A subject the subjects service erased (ApplySubjectErasures).
+/// A subject the subjects service erased, or some of its records
+/// (ApplySubjectErasures).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErasedSubject {
     /// The subject.
@@ -587,6 +601,44 @@ pub struct ErasedSubject {
     pub at: DateTime<Utc>,
     /// The rights request of this service that carried the erasure out, if any.
     pub by_request: Option<String>,
+    /// Why (`None`: not said, an older subjects service; read as a direct erasure).
+    pub cause: Option<crate::domain::ErasureCause>,
+    /// Non-empty: only these records went; the subject remains.
+    pub records: Vec<crate::model::ErasedRecord>,
+    /// RETENTION: the policy whose period ended.
+    pub policy_id: String,
+}
+
+/// The feed event of an erasure no rights request carried out: ERASED, or
+/// RECORDS_ERASED when only some records went. No external references: they are
+/// sealed with a request's key and there is none; every integration knows the
+/// subject by the id it checks consent with.
+fn erasure_event(tenant: &str, e: &ErasedSubject) -> Result<NewEvent, RightsError> {
+    let detail = crate::model::ErasureDetail {
+        cause: Some(e.cause.unwrap_or(crate::domain::ErasureCause::Direct)),
+        policy_id: e.policy_id.clone(),
+        records: e.records.clone(),
+    };
+    let event_type = if e.records.is_empty() {
+        domain::EventType::Erased
+    } else {
+        domain::EventType::RecordsErased
+    };
+    Ok(event::Model {
+        tenant_id: tenant.to_owned(),
+        seq: 0,
+        event_id: uuid::Uuid::now_v7().to_string(),
+        event_type: event_type.as_str().to_owned(),
+        subject_id: e.subject_id.clone(),
+        external_refs: "[]".to_owned(),
+        rights_request_id: String::new(),
+        purposes: "[]".to_owned(),
+        fields: "[]".to_owned(),
+        retain_until_time: None,
+        occur_time: e.at,
+        external_refs_ct: None,
+        detail: serde_json::to_string(&detail).map_err(|_| RightsError::Corrupt("detail"))?,
+    })
 }
 
 /// How an event is named.

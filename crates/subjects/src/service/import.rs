@@ -20,9 +20,7 @@ use vern_kit::idempotency::Key;
 
 use super::{Subjects, lookup_row, new_subject_row, ref_digest, ref_row};
 use crate::domain::crypto::{self, DataKey};
-use crate::domain::{
-    IdentifierKind, NewSubject, RecordData, SubjectState, ValidSubject, key_aad,
-};
+use crate::domain::{IdentifierKind, NewSubject, RecordData, SubjectState, ValidSubject, key_aad};
 use crate::error::{DbError, SubjectError};
 use crate::relay::state_change;
 use crate::store::Batch;

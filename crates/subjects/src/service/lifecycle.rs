@@ -16,7 +16,7 @@ use crate::domain::{
     Subject, SubjectState, View, validate_retain,
 };
 use crate::error::SubjectError;
-use crate::relay::{erasure_notice, state_change};
+use crate::relay::{erasure_notice, records_erased_notice, state_change};
 use crate::store::entities::{record, subject};
 use crate::store::{Batch, corrupt, from_json};
 
@@ -187,7 +187,7 @@ impl Subjects {
         let now = vern_kit::time::now();
         let mut batch = Batch {
             delete_lookups: vec![(id.clone(), None)],
-            erasures: vec![erasure_notice(&id, now, by_request.as_deref())],
+            erasures: vec![erasure_notice(&id, now, by_request.as_deref(), None)],
             ..Default::default()
         };
         let outcome = if retain.is_empty() {
@@ -371,12 +371,38 @@ impl Subjects {
                 tomb.version,
                 now,
             ));
-            batch
-                .erasures
-                .push(erasure_notice(&s.subject_id, now, None));
+            batch.erasures.push(erasure_notice(
+                &s.subject_id,
+                now,
+                None,
+                Some(req.policy_id.as_str()),
+            ));
             batch.update_subjects.push((tomb, s.update_time));
             batch.delete_lookups.push((s.subject_id.clone(), None));
             batch.delete_refs_of.push(s.subject_id.clone());
+        }
+        // Subjects that remain hear which of their records went (Art. 17(2), Art. 19:
+        // the downstream copies go too), one notice per subject.
+        let mut by_subject: std::collections::BTreeMap<&str, Vec<(String, DataCategory, String)>> =
+            Default::default();
+        for r in &matches {
+            let Some(s) = r.subject_id.as_deref() else {
+                continue;
+            };
+            if erased_ids.iter().any(|e| e == s) {
+                continue;
+            }
+            let category =
+                DataCategory::parse(&r.category).ok_or_else(|| corrupt("record category"))?;
+            by_subject
+                .entry(s)
+                .or_default()
+                .push((r.record_id.clone(), category, r.field.clone()));
+        }
+        for (s, records) in &by_subject {
+            batch
+                .erasures
+                .push(records_erased_notice(s, now, &req.policy_id, records));
         }
         let n = matches.len() as i64;
         let outcome = PurgeOutcome {
