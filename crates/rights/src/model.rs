@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Channel, EventType, RejectionGround, RequestStatus, RequestType, VerificationMethod,
+    Channel, EventType, Language, RejectionGround, RequestStatus, RequestType, VerificationMethod,
 };
 
 /// A reference to the subject in another system.
@@ -155,6 +155,8 @@ pub struct RightsRequest {
     pub pending_systems: Vec<String>,
     /// Last change.
     pub update_time: DateTime<Utc>,
+    /// Language of the report; `None` for requests from before languages existed.
+    pub language: Option<Language>,
 }
 
 impl RightsRequest {
@@ -204,6 +206,8 @@ pub struct Settings {
     pub automated_decision_making: String,
     /// Last change; `None` for defaults never saved.
     pub update_time: Option<DateTime<Utc>>,
+    /// Language of reports for requests submitted without one (Art. 12(1)).
+    pub default_language: Language,
 }
 
 /// Default statement on automated decision-making.
@@ -217,6 +221,7 @@ impl Settings {
             required_systems: vec![],
             automated_decision_making: NO_AUTOMATED_DECISIONS.to_owned(),
             update_time: None,
+            default_language: crate::domain::DEFAULT_LANGUAGE,
         }
     }
 }

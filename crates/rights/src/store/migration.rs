@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0003SealedFeedRefs),
             Box::new(vern_kit::outbox::LeaseMigration),
             Box::new(vern_kit::outbox::TopicIndexMigration),
+            Box::new(M0004Languages),
         ]
     }
 }
@@ -379,5 +380,52 @@ impl MigrationTrait for M0003SealedFeedRefs {
                 .to_owned(),
         )
         .await
+    }
+}
+
+/// Adds `rights_requests.language` (the report's language, Art. 12(1)) and
+/// `rights_settings.default_language`; both nullable (NULL: from before languages
+/// existed; a NULL default is "nb").
+struct M0004Languages;
+
+impl MigrationName for M0004Languages {
+    fn name(&self) -> &str {
+        "m0004_rights_languages"
+    }
+}
+
+#[derive(DeriveIden)]
+enum Languages {
+    Language,
+    DefaultLanguage,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004Languages {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        // One column per ALTER: SQLite adds one at a time.
+        if !m.has_column("rights_requests", "language").await? {
+            m.alter_table(
+                Table::alter()
+                    .table(RightsRequests::Table)
+                    .add_column(ColumnDef::new(Languages::Language).string_len(8).null())
+                    .to_owned(),
+            )
+            .await?;
+        }
+        if !m.has_column("rights_settings", "default_language").await? {
+            m.alter_table(
+                Table::alter()
+                    .table(RightsSettings::Table)
+                    .add_column(
+                        ColumnDef::new(Languages::DefaultLanguage)
+                            .string_len(8)
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        }
+        Ok(())
     }
 }
