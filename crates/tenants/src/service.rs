@@ -447,18 +447,6 @@ impl Registry {
         self.store
             .update_recipient(&updated, current.update_time, idem.as_ref())
             .await
-            .map_err(|e| self.unknown_purpose_in_update(e))
-    }
-
-    fn unknown_purpose_in_update(&self, e: TenantError) -> TenantError {
-        match e {
-            TenantError::UnknownPurpose(i) => vern_kit::ApiError::invalid(
-                format!("recipient.purposes[{i}]"),
-                "is not a purpose of this tenant",
-            )
-            .into(),
-            e => e,
-        }
     }
 
     /// EndRecipient: data stops going to the recipient at `end_time` (default now). It

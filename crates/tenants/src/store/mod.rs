@@ -399,7 +399,10 @@ impl TenantStore {
             Box::pin(async move {
                 let known = existing_purpose_keys(txn, &tenant_id, &purposes).await?;
                 if let Some(i) = purposes.iter().position(|p| !known.contains(p)) {
-                    return Err(TenantError::UnknownPurpose(i));
+                    return Err(TenantError::Api(vern_kit::ApiError::invalid(
+                        format!("recipient.purposes[{i}]"),
+                        "is not a purpose of this tenant",
+                    )));
                 }
                 if update.exec(txn).await?.rows_affected != 1 {
                     return Err(TenantError::Conflict);
