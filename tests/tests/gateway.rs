@@ -326,3 +326,205 @@ async fn scenario(suite: &Suite) {
         .into_inner();
     assert!(policies.policies.is_empty());
 }
+
+#[tokio::test]
+async fn recipients_lifecycle_on_sqlite() {
+    let suite = Suite::start(Backend::Sqlite)
+        .await
+        .expect("sqlite always runs");
+    recipients_lifecycle(&suite).await;
+    suite.stop().await;
+}
+
+#[tokio::test]
+async fn recipients_lifecycle_on_postgres() {
+    let Some(suite) = Suite::start(Backend::Postgres).await else {
+        return;
+    };
+    recipients_lifecycle(&suite).await;
+    suite.stop().await;
+}
+
+/// A recipient with its data processing agreement (Art. 28(3)) is in the record of
+/// processing (Art. 30(1)(d)) until it is ended; then it stays only in the history, and
+/// cannot change.
+async fn recipients_lifecycle(suite: &Suite) {
+    vern_tests::create_tenant(&suite.channel, "kultur", "Oslo Kulturfabrikk").await;
+    let admin = token(&["tenant-admin"], &["kultur"], 300);
+    let mut tenants = TenantServiceClient::new(suite.channel.clone());
+    tenants
+        .create_purpose(authed(
+            pb::CreatePurposeRequest {
+                key: "newsletter".into(),
+                description: "Nyhetsbrevet".into(),
+                legal_basis: LegalBasis::Consent as i32,
+                data_categories: vec![DataCategory::Contact as i32],
+                request_id: "purpose-newsletter".into(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("purpose");
+    let signed = prost_types::Timestamp {
+        seconds: 1_709_251_200, // 2024-03-01
+        nanos: 0,
+    };
+    let created = tenants
+        .create_recipient(authed(
+            pb::CreateRecipientRequest {
+                name: "Mailchimp".into(),
+                role: pb::RecipientRole::Processor as i32,
+                purposes: vec!["newsletter".into()],
+                country: "US".into(),
+                transfer_safeguard: pb::TransferSafeguard::StandardContractualClauses as i32,
+                dpa_reference: "DPA-2024-17".into(),
+                dpa_signed_date: Some(signed),
+                request_id: "recipient-mailchimp".into(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("recipient")
+        .into_inner();
+    assert_eq!(created.dpa_reference, "DPA-2024-17");
+    assert_eq!(created.dpa_signed_date, Some(signed));
+    assert!(created.end_time.is_none());
+    assert!(created.update_time.is_some());
+    let record = |tenants: &mut TenantServiceClient<tonic::transport::Channel>| {
+        let mut t = tenants.clone();
+        let admin = admin.clone();
+        async move {
+            t.get_processing_record(authed(pb::GetProcessingRecordRequest {}, &admin))
+                .await
+                .expect("record")
+                .into_inner()
+        }
+    };
+    let before = record(&mut tenants).await;
+    assert_eq!(before.recipients.len(), 1);
+    assert_eq!(before.recipients[0].name, "Mailchimp");
+    assert_eq!(before.activities[0].recipients.len(), 1);
+    assert_eq!(before.transfers.len(), 1);
+
+    // Updating names its fields; a path that cannot be updated is INVALID_ARGUMENT.
+    let update = |paths: &[&str], request_id: &str| pb::UpdateRecipientRequest {
+        recipient: Some(pb::Recipient {
+            recipient_id: created.recipient_id.clone(),
+            name: "Intuit Mailchimp".into(),
+            dpa_reference: "DPA-2025-02".into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| (*p).into()).collect(),
+        }),
+        request_id: request_id.into(),
+    };
+    let err = tenants
+        .update_recipient(authed(update(&["role"], "upd-bad"), &admin))
+        .await
+        .expect_err("role cannot change");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        err.get_details_bad_request()
+            .expect("details")
+            .field_violations[0]
+            .field,
+        "update_mask.paths[0]"
+    );
+    let updated = tenants
+        .update_recipient(authed(update(&["name", "dpa_reference"], "upd-1"), &admin))
+        .await
+        .expect("update")
+        .into_inner();
+    assert_eq!(updated.name, "Intuit Mailchimp");
+    assert_eq!(updated.dpa_reference, "DPA-2025-02");
+    assert_eq!(updated.country, "US", "not in the mask");
+    assert_eq!(updated.dpa_signed_date, Some(signed), "not in the mask");
+
+    // Ending: out of the record, in the history with its end.
+    let end = pb::EndRecipientRequest {
+        recipient_id: created.recipient_id.clone(),
+        end_time: None,
+        reason: "contract terminated".into(),
+        request_id: "end-1".into(),
+    };
+    let ended = tenants
+        .end_recipient(authed(end.clone(), &admin))
+        .await
+        .expect("end")
+        .into_inner();
+    assert!(ended.end_time.is_some());
+    assert_eq!(ended.end_reason, "contract terminated");
+    let retried = tenants
+        .end_recipient(authed(end, &admin))
+        .await
+        .expect("retry")
+        .into_inner();
+    assert_eq!(retried, ended, "the first answer");
+    let err = tenants
+        .end_recipient(authed(
+            pb::EndRecipientRequest {
+                recipient_id: created.recipient_id.clone(),
+                end_time: None,
+                reason: "again".into(),
+                request_id: "end-2".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect_err("ended twice");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let after = record(&mut tenants).await;
+    assert!(after.recipients.is_empty(), "{:?}", after.recipients);
+    assert!(after.activities[0].recipients.is_empty());
+    assert!(after.transfers.is_empty());
+    let list = |include_ended: bool| pb::ListRecipientsRequest {
+        include_ended,
+        ..Default::default()
+    };
+    let current = tenants
+        .list_recipients(authed(list(false), &admin))
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(current.recipients.is_empty());
+    let history = tenants
+        .list_recipients(authed(list(true), &admin))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(history.recipients.len(), 1);
+    assert_eq!(history.recipients[0].end_time, ended.end_time);
+
+    // An ended recipient cannot change.
+    let err = tenants
+        .update_recipient(authed(update(&["name"], "upd-2"), &admin))
+        .await
+        .expect_err("ended");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    // An end in the future is refused, naming the field.
+    let err = tenants
+        .end_recipient(authed(
+            pb::EndRecipientRequest {
+                recipient_id: created.recipient_id.clone(),
+                end_time: Some(vern_kit::time::to_timestamp(
+                    vern_kit::time::now() + chrono::Duration::days(1),
+                )),
+                reason: "later".into(),
+                request_id: "end-3".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect_err("future");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        err.get_details_bad_request()
+            .expect("details")
+            .field_violations[0]
+            .field,
+        "end_time"
+    );
+}

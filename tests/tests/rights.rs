@@ -94,6 +94,7 @@ async fn a_report_above_the_message_limit_is_exported_in_chunks() {
         .export_report(authed(
             pb::ExportReportRequest {
                 rights_request_id: rid.clone(),
+                language: String::new(),
             },
             &officer,
         ))
@@ -666,6 +667,200 @@ async fn submit(
         .rights_request_id
 }
 
+/// Reports in the subject's language (Art. 12(1)): a request in bokmål, one without a
+/// language (the tenant's default: bokmål, then English once the tenant changes it),
+/// an export in nynorsk, and tags that are not nb, nn or en refused naming the field.
+#[tokio::test]
+async fn reports_are_written_in_the_requests_language() {
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    let ch = &suite.channel;
+    let officer = token(&["privacy-officer"], &[TENANT], 600);
+    let admin = token(&["tenant-admin"], &[TENANT], 600);
+    let (subject, default_rid) = reported_subject(ch, 2).await;
+    let mut rights = pb::rights_service_client::RightsServiceClient::new(ch.clone());
+    let reader = rights.clone();
+    let report_of = |rid: String| {
+        let mut rights = reader.clone();
+        let officer = officer.clone();
+        async move {
+            rights
+                .get_report(authed(
+                    pb::GetReportRequest {
+                        rights_request_id: rid,
+                    },
+                    &officer,
+                ))
+                .await
+                .expect("report")
+                .into_inner()
+        }
+    };
+    let text_of = |r: &pb::Report| {
+        vern_cli::requests_cli::render(&r.json, vern_cli::requests_cli::Format::Text).expect("text")
+    };
+
+    // Submitted without a language: the tenant's default, bokmål.
+    let default_report = report_of(default_rid.clone()).await;
+    assert_eq!(default_report.language, "nb");
+    assert!(text_of(&default_report).contains("rett til innsyn"));
+
+    // Submitted in bokmål ("nb").
+    let submitted = rights
+        .submit_request(authed(
+            pb::SubmitRequestRequest {
+                r#type: pb::RequestType::Access as i32,
+                requester: Some(pb::submit_request_request::Requester::SubjectId(
+                    subject.clone(),
+                )),
+                channel: pb::RequestChannel::WebForm as i32,
+                language: "nb".into(),
+                request_id: "access-nb".into(),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("submit nb")
+        .into_inner();
+    let nb_rid = submitted.rights_request_id.clone();
+    assert_eq!(submitted.rights_request.expect("request").language, "nb");
+    fulfil_and_confirm(ch, &nb_rid).await;
+    let nb = report_of(nb_rid.clone()).await;
+    assert_eq!(nb.language, "nb");
+    let text = text_of(&nb);
+    for needle in [
+        "Innsyn i dine personopplysninger",
+        "rett til innsyn",
+        "klage til Datatilsynet",
+        "Datatilsynet (https://www.datatilsynet.no)",
+        "begrensning av behandlingen",
+        "Dine rettigheter",
+    ] {
+        assert!(
+            text.contains(needle),
+            "bokmål text lacks {needle:?}:\n{text}"
+        );
+    }
+    assert!(!text.contains("You have the right"), "{text}");
+    // The API values stay language-neutral.
+    let json: serde_json::Value = serde_json::from_str(&nb.json).expect("json");
+    assert_eq!(json["type"], "ACCESS");
+    assert_eq!(json["language"], "nb");
+
+    // ExportReport in nynorsk, whatever the request's language.
+    let mut stream = rights
+        .export_report(authed(
+            pb::ExportReportRequest {
+                rights_request_id: nb_rid.clone(),
+                language: "nn-NO".into(),
+            },
+            &officer,
+        ))
+        .await
+        .expect("export nn")
+        .into_inner();
+    let mut bytes = vec![];
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        bytes.extend_from_slice(&chunk.json);
+    }
+    let nn_json = String::from_utf8(bytes).expect("utf-8");
+    let nn_text = vern_cli::requests_cli::render(&nn_json, vern_cli::requests_cli::Format::Text)
+        .expect("text");
+    assert!(nn_text.contains("avgrensing av behandlinga"), "{nn_text}");
+    assert!(nn_text.contains("Rettane dine"), "{nn_text}");
+    let err = rights
+        .export_report(authed(
+            pb::ExportReportRequest {
+                rights_request_id: nb_rid.clone(),
+                language: "sv".into(),
+            },
+            &officer,
+        ))
+        .await
+        .expect_err("Swedish");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // The tenant's default changes to English: a request without a language follows.
+    let settings = rights
+        .update_rights_settings(authed(
+            pb::UpdateRightsSettingsRequest {
+                settings: Some(pb::RightsSettings {
+                    default_language: "en".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["default_language".into()],
+                }),
+                request_id: "default-en".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("settings")
+        .into_inner();
+    assert_eq!(settings.default_language, "en");
+    let fetched = rights
+        .get_rights_settings(authed(pb::GetRightsSettingsRequest {}, &admin))
+        .await
+        .expect("get settings")
+        .into_inner();
+    assert_eq!(fetched.default_language, "en");
+    let en_rid = submit(ch, pb::RequestType::Access, &subject, &[], vec![]).await;
+    let (en_request, _) = fulfil_and_confirm(ch, &en_rid).await;
+    assert_eq!(en_request.language, "en");
+    let en = report_of(en_rid).await;
+    assert_eq!(en.language, "en");
+    let en_text = text_of(&en);
+    assert!(en_text.contains("right of access"), "{en_text}");
+    assert!(!en_text.contains("innsyn"), "{en_text}");
+    // The earlier request keeps its own language.
+    assert_eq!(report_of(nb_rid).await.language, "nb");
+
+    // A language that is not nb, nn or en is refused, naming the field.
+    let fields_of = |e: &tonic::Status| -> Vec<String> {
+        e.get_details_bad_request()
+            .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+            .unwrap_or_default()
+    };
+    let err = rights
+        .submit_request(authed(
+            pb::SubmitRequestRequest {
+                r#type: pb::RequestType::Access as i32,
+                requester: Some(pb::submit_request_request::Requester::SubjectId(
+                    subject.clone(),
+                )),
+                channel: pb::RequestChannel::WebForm as i32,
+                language: "de-DE".into(),
+                request_id: "access-de".into(),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect_err("German");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(fields_of(&err), vec!["language"]);
+    let err = rights
+        .update_rights_settings(authed(
+            pb::UpdateRightsSettingsRequest {
+                settings: Some(pb::RightsSettings {
+                    default_language: "fr".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["default_language".into()],
+                }),
+                request_id: "default-fr".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect_err("French");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(fields_of(&err), vec!["settings.default_language"]);
+    suite.stop().await;
+}
+
 /// Portability, rectification, withdrawal of consent, objection, restriction and a
 /// rejection, each through the service that owns the data.
 async fn other_rights(ch: &Channel) {
@@ -1035,6 +1230,8 @@ async fn access(ch: &Channel, fx: &Fixture) -> String {
         request_id: "access-1".into(),
         received_at: Some(ts(2026, 1, 31, 10)),
         description: "please send me everything".into(),
+        // The tenant's default is Norwegian bokmål; this subject asked in English.
+        language: "en-GB".into(),
         ..Default::default()
     };
     let created = rights
@@ -1250,8 +1447,10 @@ async fn access(ch: &Channel, fx: &Fixture) -> String {
             .any(|r| r.period == "P5Y" && r.legal_reference == "bokføringsloven § 13")
     );
     // Rights, complaint authority, automated decisions.
-    assert_eq!(report.rights.len(), 6);
+    assert_eq!(report.language, "en");
+    assert_eq!(report.rights.len(), 10);
     for word in [
+        "right of access",
         "rectif",
         "erase",
         "restrict",
@@ -1290,8 +1489,8 @@ async fn access(ch: &Channel, fx: &Fixture) -> String {
         "Access to your personal data (GDPR Art. 15)",
         NAME,
         "source web-form",
-        "legal basis      CONTRACT",
-        "Skatteetaten (authority, NO)",
+        "legal basis      contract with you (Art. 6(1)(b))",
+        "Skatteetaten (public authority, NO)",
         "5 years after the end of the financial year (bokføringsloven § 13)",
         "Datatilsynet (https://www.datatilsynet.no)",
         "Automated decision-making, including profiling: none",

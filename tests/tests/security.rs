@@ -55,6 +55,28 @@ async fn matrix_on(suite: Suite) {
     create_tenant(&suite.channel, "tenant-b", "Avdeling B").await;
     let rpcs = all_rpcs();
     assert!(rpcs.len() > 50, "{} RPCs", rpcs.len());
+    // Recipients change and end as they are created: tenant administrators (and the
+    // privacy officer where granted) with PurposesManage, never integrations.
+    for path in [
+        "/vern.tenants.v1.TenantService/UpdateRecipient",
+        "/vern.tenants.v1.TenantService/EndRecipient",
+    ] {
+        assert!(
+            rpcs.iter().any(|(p, _)| p == path),
+            "{path} is in the matrix"
+        );
+        assert_eq!(
+            permission_for(path),
+            permission_for("/vern.tenants.v1.TenantService/CreateRecipient"),
+            "{path}"
+        );
+        assert_eq!(
+            permission_for(path),
+            Some(vern_kit::auth::Permission::PurposesManage)
+        );
+        assert!(Role::TenantAdmin.grants(vern_kit::auth::Permission::PurposesManage));
+        assert!(!Role::Integration.grants(vern_kit::auth::Permission::PurposesManage));
+    }
     let mut checked = 0usize;
     let mut tenant_probes = 0usize;
     for (path, streaming) in &rpcs {

@@ -1107,6 +1107,7 @@ pub async fn report(
                 .export_report(authed(
                     rpb::ExportReportRequest {
                         rights_request_id: id.clone(),
+                        language: String::new(),
                     },
                     &officer,
                 ))

@@ -85,6 +85,10 @@ pub struct ExportArgs {
     /// Write to this file (mode 0600) instead of standard output.
     #[arg(short = 'o', long = "out")]
     pub out: Option<PathBuf>,
+    /// Language of the report's text: nb (bokmål), nn (nynorsk) or en. Default: the
+    /// request's own language.
+    #[arg(long)]
+    pub language: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -214,6 +218,7 @@ async fn export(config: &Config, args: ExportArgs) -> anyhow::Result<()> {
     let mut chunks = rights
         .export_report(c.request(pb::ExportReportRequest {
             rights_request_id: args.id.clone(),
+            language: args.language.clone().unwrap_or_default(),
         }))
         .await
         .map_err(status_error)?

@@ -4,7 +4,7 @@
 use crate::auth::Permission::{self, *};
 
 /// Every RPC path with its permission.
-pub const TABLE: [(&str, Permission); 70] = [
+pub const TABLE: [(&str, Permission); 72] = [
     // vern.tenants.v1.TenantService
     (
         "/vern.tenants.v1.TenantService/CreateTenant",
@@ -31,6 +31,14 @@ pub const TABLE: [(&str, Permission); 70] = [
     ),
     (
         "/vern.tenants.v1.TenantService/CreateRecipient",
+        PurposesManage,
+    ),
+    (
+        "/vern.tenants.v1.TenantService/UpdateRecipient",
+        PurposesManage,
+    ),
+    (
+        "/vern.tenants.v1.TenantService/EndRecipient",
         PurposesManage,
     ),
     ("/vern.tenants.v1.TenantService/GetPurpose", PurposesRead),

@@ -168,6 +168,57 @@ impl RequestStatus {
     }
 }
 
+named_enum!(
+    /// The language of a request's report (Art. 12(1): intelligible to the subject).
+    Language {
+        /// Norwegian bokmål.
+        Nb = "nb",
+        /// Norwegian nynorsk.
+        Nn = "nn",
+        /// English.
+        En = "en",
+    }
+);
+
+/// The language of a tenant that has not chosen one.
+pub const DEFAULT_LANGUAGE: Language = Language::Nb;
+
+impl Language {
+    /// The language of a BCP 47 tag, case-insensitive: `nb`, `nn`, `en`, and `no`,
+    /// `nb-NO`, `nn-NO`, `en-GB`, `en-US` for those. `None` for any other tag.
+    pub fn from_tag(tag: &str) -> Option<Language> {
+        match tag.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "nb" | "no" | "nb-no" => Some(Language::Nb),
+            "nn" | "nn-no" => Some(Language::Nn),
+            "en" | "en-gb" | "en-us" => Some(Language::En),
+            _ => None,
+        }
+    }
+
+    /// The language a stored report or request names; empty (made before languages
+    /// existed, in English) or unknown is English.
+    pub fn of_stored(s: &str) -> Language {
+        Language::parse(s).unwrap_or(Language::En)
+    }
+}
+
+/// A language field of a request: `None` when empty (the default applies),
+/// INVALID_ARGUMENT naming `field` for a tag that is not nb, nn or en.
+pub fn language(
+    field: &str,
+    tag: &str,
+) -> Result<Option<Language>, vern_kit::error::FieldViolation> {
+    if tag.trim().is_empty() {
+        return Ok(None);
+    }
+    Language::from_tag(tag).map(Some).ok_or_else(|| {
+        vern_kit::error::FieldViolation::new(
+            field,
+            "must be nb (Norwegian bokmål), nn (nynorsk) or en (English)",
+        )
+    })
+}
+
 /// Identifier fields a rectification may name (the rest are record fields).
 pub const IDENTIFIER_FIELDS: [&str; 3] = ["email", "phone", "national_id"];
 
@@ -341,9 +392,10 @@ pub fn normalise_systems(systems: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Human-readable ISO-8601 duration, e.g. "P5Y" → "5 years", "P3Y6M" → "3 years 6 months".
-/// Unknown shapes are returned as given.
-pub fn humanise_period(period: &str) -> String {
+/// Human-readable ISO-8601 duration in `lang`, e.g. "P5Y" → "5 years" / "5 år",
+/// "P3Y6M" → "3 years 6 months". Unknown shapes are returned as given.
+pub fn humanise_period(period: &str, lang: Language) -> String {
+    let words = crate::report::text::of(lang);
     let Some(rest) = period.strip_prefix('P') else {
         return period.to_owned();
     };
@@ -358,14 +410,14 @@ pub fn humanise_period(period: &str) -> String {
             return period.to_owned();
         };
         num.clear();
-        let unit = match c {
-            'Y' => "year",
-            'M' => "month",
-            'W' => "week",
-            'D' => "day",
+        let (one, many) = match c {
+            'Y' => words.year,
+            'M' => words.month,
+            'W' => words.week,
+            'D' => words.day,
             _ => return period.to_owned(),
         };
-        parts.push(format!("{n} {unit}{}", if n == 1 { "" } else { "s" }));
+        parts.push(format!("{n} {}", if n == 1 { one } else { many }));
     }
     if !num.is_empty() || parts.is_empty() {
         return period.to_owned();
@@ -373,22 +425,22 @@ pub fn humanise_period(period: &str) -> String {
     parts.join(" ")
 }
 
-/// A retention rule as a sentence for a report, e.g. "5 years after the end of the
-/// financial year (bokføringsloven § 13)".
+/// A retention rule as a sentence for a report in `lang`, e.g. "5 years after the end
+/// of the financial year (bokføringsloven § 13)".
 pub fn retention_sentence(
+    lang: Language,
     period: &str,
     anchor: &str,
     field: &str,
     legal_reference: &str,
 ) -> String {
-    let p = humanise_period(period);
+    let words = crate::report::text::of(lang);
+    let p = humanise_period(period, lang);
     let from = match anchor {
-        "COLLECTED_AT" => format!("{p} after collection"),
-        "END_OF_FINANCIAL_YEAR" => format!("{p} after the end of the financial year"),
-        "END_OF_RELATIONSHIP" => format!("{p} after the end of the relationship"),
-        "CONSENT_WITHDRAWN" => {
-            format!("{p} after consent is withdrawn or an objection is made")
-        }
+        "COLLECTED_AT" => format!("{p} {}", words.after_collection),
+        "END_OF_FINANCIAL_YEAR" => format!("{p} {}", words.after_financial_year),
+        "END_OF_RELATIONSHIP" => format!("{p} {}", words.after_relationship),
+        "CONSENT_WITHDRAWN" => format!("{p} {}", words.after_withdrawal),
         _ => p,
     };
     let mut s = if field.is_empty() {
@@ -593,16 +645,60 @@ mod tests {
     #[test]
     fn retention_sentences() {
         assert_eq!(
-            retention_sentence("P5Y", "END_OF_FINANCIAL_YEAR", "", "bokføringsloven § 13"),
+            retention_sentence(
+                Language::En,
+                "P5Y",
+                "END_OF_FINANCIAL_YEAR",
+                "",
+                "bokføringsloven § 13"
+            ),
             "5 years after the end of the financial year (bokføringsloven § 13)"
         );
         assert_eq!(
-            retention_sentence("P3Y6M", "COLLECTED_AT", "receipt", ""),
+            retention_sentence(Language::En, "P3Y6M", "COLLECTED_AT", "receipt", ""),
             "receipt: 3 years 6 months after collection"
         );
-        assert_eq!(humanise_period("P1Y"), "1 year");
-        assert_eq!(humanise_period("P30D"), "30 days");
-        assert_eq!(humanise_period("garbage"), "garbage");
-        assert_eq!(humanise_period("P5"), "P5");
+        assert_eq!(
+            retention_sentence(
+                Language::Nb,
+                "P5Y",
+                "END_OF_FINANCIAL_YEAR",
+                "",
+                "bokføringsloven § 13"
+            ),
+            "5 år etter utløpet av regnskapsåret (bokføringsloven § 13)"
+        );
+        assert_eq!(
+            retention_sentence(Language::Nn, "P3Y6M", "COLLECTED_AT", "", ""),
+            "3 år 6 månader etter innsamlinga"
+        );
+        assert_eq!(humanise_period("P1Y", Language::En), "1 year");
+        assert_eq!(humanise_period("P30D", Language::En), "30 days");
+        assert_eq!(humanise_period("P1M", Language::Nb), "1 måned");
+        assert_eq!(humanise_period("P2W", Language::Nn), "2 veker");
+        assert_eq!(humanise_period("garbage", Language::Nb), "garbage");
+        assert_eq!(humanise_period("P5", Language::En), "P5");
+    }
+
+    #[test]
+    fn language_tags() {
+        for (tag, want) in [
+            ("nb", Language::Nb),
+            ("NB", Language::Nb),
+            ("no", Language::Nb),
+            ("nb-NO", Language::Nb),
+            ("nn", Language::Nn),
+            ("nn-no", Language::Nn),
+            ("en", Language::En),
+            ("en-GB", Language::En),
+            ("en-US", Language::En),
+        ] {
+            assert_eq!(language("language", tag), Ok(Some(want)), "{tag}");
+        }
+        assert_eq!(language("language", ""), Ok(None));
+        for bad in ["de", "sv", "nb-SE", "english", "x"] {
+            let e = language("language", bad).expect_err(bad);
+            assert_eq!(e.field, "language");
+        }
     }
 }

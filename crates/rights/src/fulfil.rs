@@ -16,7 +16,9 @@ use vern_proto::retention::v1 as rpb;
 use vern_proto::subjects::v1 as spb;
 use vern_proto::tenants::v1 as tpb;
 
-use crate::domain::{self, EventType, IDENTIFIER_FIELDS, RequestStatus, RequestType, Step};
+use crate::domain::{
+    self, EventType, IDENTIFIER_FIELDS, Language, RequestStatus, RequestType, Step,
+};
 use crate::error::RightsError;
 use crate::model::{ExternalRef, Identity, Outcome, RetainedItem, RightsRequest};
 use crate::report::{
@@ -95,27 +97,56 @@ fn policy_for_purpose(p: &rpb::RetentionPolicy, purpose: &tpb::Purpose) -> bool 
     p.category != 0 && purpose.data_categories.contains(&p.category)
 }
 
-/// The retention of a purpose as told in a report.
-pub fn purpose_retention(purpose: &tpb::Purpose, policies: &[rpb::RetentionPolicy]) -> String {
-    let sentences: Vec<String> = policies
+fn retention_of(p: &rpb::RetentionPolicy) -> ReportRetention {
+    ReportRetention {
+        category: category_name(p.category),
+        purpose: p.purpose.clone(),
+        period: p.period.clone(),
+        anchor: anchor_name(p.anchor).to_owned(),
+        legal_reference: p.legal_reference.clone(),
+        field: p.field.clone(),
+    }
+}
+
+/// The retention of a purpose as told in a report in `lang`, with the rules it is
+/// written from.
+pub fn purpose_retention(
+    purpose: &tpb::Purpose,
+    policies: &[rpb::RetentionPolicy],
+    lang: Language,
+) -> (String, Vec<ReportRetention>) {
+    let rules: Vec<ReportRetention> = policies
         .iter()
         .filter(|p| policy_for_purpose(p, purpose))
-        .map(|p| {
-            domain::retention_sentence(
-                &p.period,
-                anchor_name(p.anchor),
-                &p.field,
-                &p.legal_reference,
-            )
-        })
+        .map(retention_of)
         .collect();
-    if !sentences.is_empty() {
-        return sentences.join("; ");
+    let text = report::purpose_retention_text(&rules, &purpose.retention_summary, lang);
+    (text, rules)
+}
+
+/// When the subject's data could first have gone anywhere: the earliest of the
+/// subject's creation, its records' collection and its consent events. `None` when
+/// nothing tells (then every recipient is named).
+fn earliest_data_time(
+    subject: &spb::Subject,
+    consents: &[cpb::ConsentState],
+) -> Option<DateTime<Utc>> {
+    subject
+        .records
+        .iter()
+        .filter_map(|r| time(r.collected_at.as_ref()))
+        .chain(time(subject.create_time.as_ref()))
+        .chain(consents.iter().filter_map(|c| time(c.update_time.as_ref())))
+        .min()
+}
+
+/// Whether the subject's data may have gone to `r`: it is current, or it was ended
+/// after the subject's data existed (`since`).
+fn received_data_since(r: &tpb::Recipient, since: Option<DateTime<Utc>>) -> bool {
+    match (time(r.end_time.as_ref()), since) {
+        (None, _) | (_, None) => true,
+        (Some(end), Some(since)) => end > since,
     }
-    if !purpose.retention_summary.trim().is_empty() {
-        return purpose.retention_summary.trim().to_owned();
-    }
-    "no fixed period: kept only as long as necessary for the purpose, then deleted".to_owned()
 }
 
 /// What a fulfilment produced, before it is committed.
@@ -291,7 +322,9 @@ impl Rights {
         let t = req.tenant_id.as_str();
         let tenant = self.upstream.tenant(t).await?;
         let settings = self.settings(&TenantId::new(t)).await?;
-        Ok(Report {
+        // A request from before languages existed gets the tenant's default now.
+        let lang = req.language.unwrap_or(settings.default_language);
+        let mut report = Report {
             rights_request_id: req.rights_request_id.clone(),
             request_type: req.request_type.as_str().to_owned(),
             subject_id: req.subject_id.clone(),
@@ -302,11 +335,12 @@ impl Rights {
                 org_number: tenant.org_number,
                 dpo_email: tenant.dpo_email,
             },
-            rights: report::RIGHTS.iter().map(|s| (*s).to_owned()).collect(),
             complaint_authority: report::complaint_authority(&tenant.supervisory_authority),
             automated_decision_making: settings.automated_decision_making,
             ..Default::default()
-        })
+        };
+        report.localise(lang);
+        Ok(report)
     }
 
     async fn carry_out(&self, req: &RightsRequest) -> Result<Done, RightsError> {
@@ -494,9 +528,18 @@ impl Rights {
         purposes: &[tpb::Purpose],
         report: &mut Report,
     ) -> Result<(), RightsError> {
-        let recipients = self.upstream.recipients(t).await?;
+        let lang = report.lang();
+        let all_recipients = self.upstream.recipients(t).await?;
         let policies = self.upstream.policies(t).await?;
         let consents = self.upstream.consent_states(t, &subject.subject_id).await?;
+        // Art. 15(1)(c): recipients the data "have been or will be disclosed" to. A
+        // recipient ended before the subject's data existed here never received it; one
+        // ended after may have, so it stays in the report with its end date.
+        let since = earliest_data_time(subject, &consents);
+        let recipients: Vec<&tpb::Recipient> = all_recipients
+            .iter()
+            .filter(|r| received_data_since(r, since))
+            .collect();
         report.data = subject.records.iter().map(record).collect();
         let used: BTreeSet<&str> = subject
             .records
@@ -506,6 +549,7 @@ impl Rights {
             .collect();
         for p in purposes.iter().filter(|p| used.contains(p.key.as_str())) {
             let basis = basis_of(p);
+            let (retention_text, retention_rules) = purpose_retention(p, &policies, lang);
             report.purposes.push(ReportPurpose {
                 key: p.key.clone(),
                 description: p.description.clone(),
@@ -520,6 +564,7 @@ impl Rights {
                     .iter()
                     .filter(|r| r.purposes.contains(&p.key))
                     .map(|r| ReportRecipient {
+                        end_time: time(r.end_time.as_ref()),
                         name: r.name.clone(),
                         role: recipient_role(r.role).to_owned(),
                         country: r.country.clone(),
@@ -531,7 +576,8 @@ impl Rights {
                         },
                     })
                     .collect(),
-                retention: purpose_retention(p, &policies),
+                retention: retention_text,
+                retention_rules,
                 direct_marketing: p.direct_marketing,
                 consent_status: if basis == common::LegalBasis::Consent {
                     consents
@@ -554,13 +600,7 @@ impl Rights {
                         .iter()
                         .any(|x| used.contains(x.key.as_str()) && policy_for_purpose(p, x))
             })
-            .map(|p| ReportRetention {
-                category: category_name(p.category),
-                purpose: p.purpose.clone(),
-                period: p.period.clone(),
-                anchor: anchor_name(p.anchor).to_owned(),
-                legal_reference: p.legal_reference.clone(),
-            })
+            .map(retention_of)
             .collect();
         Ok(())
     }
@@ -793,6 +833,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ended_recipients_stay_when_the_data_may_have_reached_them() {
+        let at = |s: i64| prost_types::Timestamp {
+            seconds: s,
+            nanos: 0,
+        };
+        let subject = spb::Subject {
+            create_time: Some(at(2_000)),
+            records: vec![spb::Record {
+                collected_at: Some(at(1_000)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let since = earliest_data_time(&subject, &[]);
+        assert_eq!(since, DateTime::from_timestamp(1_000, 0));
+        let current = tpb::Recipient::default();
+        let ended_before = tpb::Recipient {
+            end_time: Some(at(999)),
+            ..Default::default()
+        };
+        let ended_after = tpb::Recipient {
+            end_time: Some(at(1_500)),
+            ..Default::default()
+        };
+        assert!(received_data_since(&current, since));
+        assert!(!received_data_since(&ended_before, since));
+        assert!(received_data_since(&ended_after, since));
+        assert!(received_data_since(&ended_before, None), "unknown: named");
+    }
+
+    #[test]
     fn purpose_retention_names_period_anchor_and_reference() {
         let purpose = tpb::Purpose {
             key: "invoicing".into(),
@@ -812,9 +883,16 @@ mod tests {
             anchor: rpb::RetentionAnchor::CollectedAt as i32,
             ..Default::default()
         };
+        let (text, rules) =
+            purpose_retention(&purpose, &[policy.clone(), other.clone()], Language::En);
         assert_eq!(
-            purpose_retention(&purpose, &[policy, other.clone()]),
+            text,
             "5 years after the end of the financial year (bokføringsloven § 13)"
+        );
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            purpose_retention(&purpose, &[policy], Language::Nb).0,
+            "5 år etter utløpet av regnskapsåret (bokføringsloven § 13)"
         );
         let by_category = rpb::RetentionPolicy {
             category: common::DataCategory::Financial as i32,
@@ -822,9 +900,18 @@ mod tests {
             ..other
         };
         assert_eq!(
-            purpose_retention(&purpose, &[by_category]),
+            purpose_retention(&purpose, &[by_category], Language::En).0,
             "1 year after collection"
         );
-        assert!(purpose_retention(&purpose, &[]).starts_with("no fixed period"));
+        assert!(
+            purpose_retention(&purpose, &[], Language::En)
+                .0
+                .starts_with("no fixed period")
+        );
+        assert!(
+            purpose_retention(&purpose, &[], Language::Nn)
+                .0
+                .starts_with("inga fast lagringstid")
+        );
     }
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Channel, ErasureCause, EventType, RejectionGround, RequestStatus, RequestType,
+    Channel, ErasureCause, EventType, Language, RejectionGround, RequestStatus, RequestType,
     VerificationMethod,
 };
 
@@ -156,6 +156,8 @@ pub struct RightsRequest {
     pub pending_systems: Vec<String>,
     /// Last change.
     pub update_time: DateTime<Utc>,
+    /// Language of the report; `None` for requests from before languages existed.
+    pub language: Option<Language>,
 }
 
 impl RightsRequest {
@@ -232,6 +234,8 @@ pub struct Settings {
     pub automated_decision_making: String,
     /// Last change; `None` for defaults never saved.
     pub update_time: Option<DateTime<Utc>>,
+    /// Language of reports for requests submitted without one (Art. 12(1)).
+    pub default_language: Language,
 }
 
 /// Default statement on automated decision-making.
@@ -245,6 +249,7 @@ impl Settings {
             required_systems: vec![],
             automated_decision_making: NO_AUTOMATED_DECISIONS.to_owned(),
             update_time: None,
+            default_language: crate::domain::DEFAULT_LANGUAGE,
         }
     }
 }

@@ -104,7 +104,8 @@ impl Upstream {
         Ok(out)
     }
 
-    /// All recipients of the tenant.
+    /// All recipients of the tenant, ended ones included (with their end_time): an
+    /// Art. 15 report names the recipients data "have been or will be disclosed" to.
     pub async fn recipients(&self, tenant: &str) -> Result<Vec<tpb::Recipient>, RightsError> {
         let mut c = tpb::tenant_service_client::TenantServiceClient::new(self.tenants.clone());
         let (mut out, mut token) = (vec![], String::new());
@@ -112,6 +113,7 @@ impl Upstream {
             let msg = tpb::ListRecipientsRequest {
                 page_size: 1000,
                 page_token: token,
+                include_ended: true,
             };
             let r = c
                 .list_recipients(self.req(tenant, msg)?)

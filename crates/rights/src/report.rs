@@ -4,11 +4,16 @@
 //! `vern requests export`.
 //!
 //! JSON conventions (from the proto): snake_case field names, enums as their value names,
-//! times as RFC 3339 strings.
+//! times as RFC 3339 strings. The human-readable parts (the rights, the retention
+//! wording, the rendered text) are in the report's `language`; every wording is in
+//! [`text`].
 
-use chrono::{DateTime, SecondsFormat, Utc};
+pub mod text;
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::Language;
 use crate::model::{ExternalRef, Identity, RetainedItem};
 
 /// The controller.
@@ -58,6 +63,9 @@ pub struct ReportRecipient {
     pub country: String,
     /// Transfer safeguard name, if any.
     pub transfer_safeguard: String,
+    /// When the recipient was ended (data no longer goes to it), if it was.
+    #[serde(default)]
+    pub end_time: Option<DateTime<Utc>>,
 }
 
 /// A purpose with everything Art. 15(1) asks about it.
@@ -81,6 +89,10 @@ pub struct ReportPurpose {
     pub direct_marketing: bool,
     /// Consent status for consent-based purposes.
     pub consent_status: String,
+    /// The rules `retention` is written from (empty: the purpose's own summary, or no
+    /// fixed period). Absent in reports made before languages existed.
+    #[serde(default)]
+    pub retention_rules: Vec<ReportRetention>,
 }
 
 /// A retention rule.
@@ -96,6 +108,9 @@ pub struct ReportRetention {
     pub anchor: String,
     /// Legal reference.
     pub legal_reference: String,
+    /// Field name the rule is limited to, if any.
+    #[serde(default)]
+    pub field: String,
 }
 
 /// Where to complain.
@@ -141,17 +156,11 @@ pub struct Report {
     pub retained: Vec<RetainedItem>,
     /// ERASURE: erased count.
     pub erased_record_count: i32,
+    /// Language of the human-readable parts: "nb", "nn" or "en"; empty in reports made
+    /// before languages existed (English).
+    #[serde(default)]
+    pub language: String,
 }
-
-/// The subject's rights as told in every report (Art. 15(1)(e), (f)).
-pub const RIGHTS: [&str; 6] = [
-    "You have the right to have inaccurate personal data about you rectified and incomplete data completed (Art. 16).",
-    "You have the right to have your personal data erased where it is no longer needed, you withdraw consent or object, or it was processed unlawfully (Art. 17).",
-    "You have the right to have processing of your personal data restricted, e.g. while its accuracy is contested (Art. 18).",
-    "You have the right to object to processing based on legitimate interests or a public task, and always to direct marketing (Art. 21).",
-    "You have the right to receive the personal data you provided, processed under consent or contract, in a structured, machine-readable format and to have it sent to another controller (Art. 20).",
-    "Where processing is based on consent, you may withdraw your consent at any time without affecting the lawfulness of processing before the withdrawal (Art. 7(3)).",
-];
 
 /// The Norwegian supervisory authority.
 pub const DATATILSYNET: &str = "Datatilsynet";
@@ -175,136 +184,236 @@ pub fn complaint_authority(configured: &str) -> ComplaintAuthority {
     }
 }
 
-fn time(t: &Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
-        .unwrap_or_else(|| "-".into())
+/// A retention rule's wording in `lang`.
+pub fn retention_rule_sentence(rule: &ReportRetention, lang: Language) -> String {
+    crate::domain::retention_sentence(
+        lang,
+        &rule.period,
+        &rule.anchor,
+        &rule.field,
+        &rule.legal_reference,
+    )
 }
 
-/// The report as readable text (the subject's copy). Contains personal data.
+/// The retention of a purpose in `lang`: its rules, else its own summary (the tenant's
+/// text, as written), else "no fixed period".
+pub fn purpose_retention_text(rules: &[ReportRetention], summary: &str, lang: Language) -> String {
+    if !rules.is_empty() {
+        return rules
+            .iter()
+            .map(|r| retention_rule_sentence(r, lang))
+            .collect::<Vec<_>>()
+            .join("; ");
+    }
+    if !summary.trim().is_empty() {
+        return summary.trim().to_owned();
+    }
+    text::of(lang).no_fixed_period.to_owned()
+}
+
+impl Report {
+    /// The report's language (English for reports made before languages existed).
+    pub fn lang(&self) -> Language {
+        Language::of_stored(&self.language)
+    }
+
+    /// Writes the human-readable parts in `lang`: the rights (naming the complaint
+    /// authority) and the retention wording of each purpose (a tenant's own summary
+    /// stays as written). The structured fields are not touched.
+    pub fn localise(&mut self, lang: Language) {
+        self.language = lang.as_str().to_owned();
+        self.rights = text::rights(lang, &self.complaint_authority.name);
+        for p in &mut self.purposes {
+            if !p.retention_rules.is_empty() {
+                p.retention = purpose_retention_text(&p.retention_rules, "", lang);
+            } else if text::is_no_fixed_period(&p.retention) {
+                p.retention = text::of(lang).no_fixed_period.to_owned();
+            }
+        }
+    }
+}
+
+fn time(t: &Option<DateTime<Utc>>, lang: Language) -> String {
+    let Some(t) = t else {
+        return "-".into();
+    };
+    let words = text::of(lang);
+    let month = words.months[t.month0() as usize];
+    words
+        .date_format
+        .replace("{d}", &t.day().to_string())
+        .replace("{month}", month)
+        .replace("{y}", &t.year().to_string())
+        .replace("{hm}", &format!("{:02}:{:02}", t.hour(), t.minute()))
+}
+
+/// The report as readable text (the subject's copy) in the report's language.
+/// Contains personal data.
 pub fn render_text(r: &Report) -> String {
     use std::fmt::Write;
+    let lang = r.lang();
+    let w = text::of(lang);
+    let tm = |t: &Option<DateTime<Utc>>| time(t, lang);
     let mut o = String::new();
     let title = match r.request_type.as_str() {
-        "ACCESS" => "Access to your personal data (GDPR Art. 15)",
-        "PORTABILITY" => "Your data for portability (GDPR Art. 20)",
-        "ERASURE" => "Erasure of your personal data (GDPR Art. 17)",
-        "RECTIFICATION" => "Rectification of your personal data (GDPR Art. 16)",
-        "RESTRICTION" => "Restriction of processing (GDPR Art. 18)",
-        "OBJECTION" => "Your objection to processing (GDPR Art. 21)",
-        "WITHDRAW_CONSENT" => "Withdrawal of consent (GDPR Art. 7(3))",
-        _ => "Rights request report",
+        "ACCESS" => w.title_access,
+        "PORTABILITY" => w.title_portability,
+        "ERASURE" => w.title_erasure,
+        "RECTIFICATION" => w.title_rectification,
+        "RESTRICTION" => w.title_restriction,
+        "OBJECTION" => w.title_objection,
+        "WITHDRAW_CONSENT" => w.title_withdraw_consent,
+        _ => w.title_other,
     };
     let _ = writeln!(o, "{title}");
     let _ = writeln!(o, "{}", "=".repeat(title.chars().count()));
-    let _ = writeln!(o, "Request      {}", r.rights_request_id);
-    let _ = writeln!(o, "Produced     {}", time(&Some(r.generate_time)));
+    let _ = writeln!(o, "{}{}", w.label_request, r.rights_request_id);
+    let _ = writeln!(o, "{}{}", w.label_produced, tm(&Some(r.generate_time)));
     let c = &r.controller;
     let _ = writeln!(
         o,
-        "Controller   {} (org. no. {}), privacy contact {}",
-        c.name, c.org_number, c.dpo_email
+        "{}{} ({} {}), {} {}",
+        w.label_controller, c.name, w.org_no, c.org_number, w.privacy_contact, c.dpo_email
     );
     if let Some(id) = &r.identifiers {
-        let _ = writeln!(o, "\nYour identifiers");
-        for (k, v) in [
-            ("e-mail", &id.email),
-            ("phone", &id.phone),
-            ("national id", &id.national_id),
-            ("name", &id.name),
-        ] {
+        let _ = writeln!(o, "\n{}", w.heading_identifiers);
+        for (k, v) in w
+            .id_labels
+            .iter()
+            .zip([&id.email, &id.phone, &id.national_id, &id.name])
+        {
             if !v.is_empty() {
-                let _ = writeln!(o, "  {k:<12} {v}");
+                let _ = writeln!(o, "  {k:<14} {v}");
             }
         }
     }
     if !r.external_refs.is_empty() {
-        let _ = writeln!(o, "\nReferences in our systems");
+        let _ = writeln!(o, "\n{}", w.heading_references);
         for x in &r.external_refs {
             let _ = writeln!(o, "  {}: {}", x.system, x.id);
         }
     }
     if !r.data.is_empty() || matches!(r.request_type.as_str(), "ACCESS" | "PORTABILITY") {
-        let _ = writeln!(o, "\nThe personal data we hold about you");
+        let _ = writeln!(o, "\n{}", w.heading_data);
         if r.data.is_empty() {
-            let _ = writeln!(o, "  (none)");
+            let _ = writeln!(o, "  {}", w.none_list);
         }
         for d in &r.data {
-            let _ = writeln!(o, "  - {} ({}): {}", d.field, d.category, d.value);
             let _ = writeln!(
                 o,
-                "      source {}; purposes {}; collected {}{}{}",
+                "  - {} ({}): {}",
+                d.field,
+                text::lookup(&w.categories, &d.category),
+                d.value
+            );
+            let _ = writeln!(
+                o,
+                "      {} {}; {} {}; {} {}{}{}",
+                w.source,
                 d.source,
+                w.purposes,
                 d.purposes.join(", "),
-                time(&d.collected_at),
+                w.collected,
+                tm(&d.collected_at),
                 if d.provided_by_subject {
-                    "; provided by you"
+                    format!("; {}", w.provided_by_you)
                 } else {
-                    ""
+                    String::new()
                 },
-                if d.restricted { "; restricted" } else { "" }
+                if d.restricted {
+                    format!("; {}", w.restricted)
+                } else {
+                    String::new()
+                }
             );
         }
     }
     if !r.purposes.is_empty() {
-        let _ = writeln!(o, "\nWhy we process it");
+        let _ = writeln!(o, "\n{}", w.heading_purposes);
         for p in &r.purposes {
             let _ = writeln!(o, "  {}: {}", p.key, p.description);
-            let _ = writeln!(o, "      legal basis      {}", p.legal_basis);
+            let _ = writeln!(
+                o,
+                "      {}{}",
+                w.label_legal_basis,
+                text::lookup(&w.legal_bases, &p.legal_basis)
+            );
             if !p.legitimate_interest.is_empty() {
-                let _ = writeln!(o, "      interest         {}", p.legitimate_interest);
+                let _ = writeln!(o, "      {}{}", w.label_interest, p.legitimate_interest);
             }
-            let _ = writeln!(o, "      categories       {}", p.data_categories.join(", "));
+            let categories: Vec<&str> = p
+                .data_categories
+                .iter()
+                .map(|c| text::lookup(&w.categories, c))
+                .collect();
+            let _ = writeln!(o, "      {}{}", w.label_categories, categories.join(", "));
             let recipients = if p.recipients.is_empty() {
-                "none".to_owned()
+                w.no_recipients.to_owned()
             } else {
                 p.recipients
                     .iter()
                     .map(|x| {
-                        let mut s = format!("{} ({}, {})", x.name, x.role, x.country);
+                        let mut s = format!(
+                            "{} ({}, {})",
+                            x.name,
+                            text::lookup(&w.roles, &x.role),
+                            x.country
+                        );
                         if !x.transfer_safeguard.is_empty() {
-                            s.push_str(&format!(", safeguard {}", x.transfer_safeguard));
+                            s.push_str(&format!(
+                                ", {} {}",
+                                w.safeguard,
+                                text::lookup(&w.safeguards, &x.transfer_safeguard)
+                            ));
+                        }
+                        if x.end_time.is_some() {
+                            s.push_str(&format!(", {} {}", w.ended, tm(&x.end_time)));
                         }
                         s
                     })
                     .collect::<Vec<_>>()
                     .join("; ")
             };
-            let _ = writeln!(o, "      recipients       {recipients}");
-            let _ = writeln!(o, "      kept             {}", p.retention);
+            let _ = writeln!(o, "      {}{recipients}", w.label_recipients);
+            let _ = writeln!(o, "      {}{}", w.label_kept, p.retention);
             if p.direct_marketing {
-                let _ = writeln!(o, "      direct marketing yes");
+                let _ = writeln!(o, "      {}", w.direct_marketing_yes);
             }
             if !p.consent_status.is_empty() {
-                let _ = writeln!(o, "      your consent     {}", p.consent_status);
+                let _ = writeln!(
+                    o,
+                    "      {}{}",
+                    w.label_consent,
+                    text::lookup(&w.consent_statuses, &p.consent_status)
+                );
             }
         }
     }
     if r.request_type == "ERASURE" {
-        let _ = writeln!(o, "\nErased records: {}", r.erased_record_count);
+        let _ = writeln!(o, "\n{}: {}", w.erased_records, r.erased_record_count);
         if !r.retained.is_empty() {
-            let _ = writeln!(
-                o,
-                "Kept, with processing restricted, because the law requires it:"
-            );
+            let _ = writeln!(o, "{}", w.kept_by_law);
             for k in &r.retained {
                 let _ = writeln!(
                     o,
-                    "  - {} ({}) until {}: {}",
+                    "  - {} ({}) {} {}: {}",
                     k.field,
-                    k.category,
-                    time(&k.retain_until_time),
+                    text::lookup(&w.categories, &k.category),
+                    w.until,
+                    tm(&k.retain_until_time),
                     k.legal_reference
                 );
             }
         }
     }
-    let _ = writeln!(
-        o,
-        "\nAutomated decision-making, including profiling: {}",
-        r.automated_decision_making
-    );
+    let adm = if text::is_no_automated_decisions(&r.automated_decision_making) {
+        w.no_automated_decisions
+    } else {
+        r.automated_decision_making.as_str()
+    };
+    let _ = writeln!(o, "\n{}: {adm}", w.automated_decisions);
     if !r.rights.is_empty() {
-        let _ = writeln!(o, "\nYour rights");
+        let _ = writeln!(o, "\n{}", w.heading_rights);
         for s in &r.rights {
             let _ = writeln!(o, "  - {s}");
         }
@@ -312,7 +421,8 @@ pub fn render_text(r: &Report) -> String {
     let a = &r.complaint_authority;
     let _ = writeln!(
         o,
-        "\nYou may complain to the supervisory authority: {}{}",
+        "\n{}: {}{}",
+        w.complain_to,
         a.name,
         if a.url.is_empty() {
             String::new()
@@ -349,7 +459,121 @@ mod tests {
                 .expect("str")
                 .starts_with("2026-")
         );
+        assert_eq!(v["language"], "");
         let text = render_text(&r);
         assert!(text.contains("Datatilsynet (https://www.datatilsynet.no)"));
+    }
+
+    fn sample(lang: Language) -> Report {
+        let mut r = Report {
+            rights_request_id: "r1".into(),
+            request_type: "ACCESS".into(),
+            generate_time: DateTime::from_timestamp(1_770_000_000, 0).expect("t"),
+            complaint_authority: complaint_authority(""),
+            automated_decision_making: crate::model::NO_AUTOMATED_DECISIONS.into(),
+            purposes: vec![ReportPurpose {
+                key: "invoicing".into(),
+                legal_basis: "LEGAL_OBLIGATION".into(),
+                data_categories: vec!["FINANCIAL".into()],
+                retention_rules: vec![ReportRetention {
+                    category: "FINANCIAL".into(),
+                    period: "P5Y".into(),
+                    anchor: "END_OF_FINANCIAL_YEAR".into(),
+                    legal_reference: "bokføringsloven § 13".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        r.localise(lang);
+        r
+    }
+
+    #[test]
+    fn bokmal_report_is_norwegian() {
+        let r = sample(Language::Nb);
+        assert_eq!(r.language, "nb");
+        let t = render_text(&r);
+        assert!(t.contains("Datatilsynet"), "{t}");
+        assert!(t.contains("rett til innsyn"), "{t}");
+        assert!(t.contains("klage til Datatilsynet"), "{t}");
+        assert!(t.contains("begrensning av behandlingen"), "{t}");
+        assert!(t.contains("dataportabilitet"), "{t}");
+        assert!(t.contains("5 år etter utløpet av regnskapsåret"), "{t}");
+        assert!(t.contains("rettslig forpliktelse"), "{t}");
+        assert!(t.contains("profilering: ingen"), "{t}");
+        assert!(t.contains("2. februar 2026 kl."), "{t}");
+        assert!(!t.contains("right of access"), "{t}");
+        assert!(!t.contains("years"), "{t}");
+    }
+
+    #[test]
+    fn nynorsk_report_has_its_own_wording() {
+        let t = render_text(&sample(Language::Nn));
+        assert!(t.contains("rett til innsyn"), "{t}");
+        assert!(t.contains("avgrensing av behandlinga"), "{t}");
+        assert!(t.contains("klage til Datatilsynet"), "{t}");
+        assert!(t.contains("Rettane dine"), "{t}");
+        assert!(t.contains("rekneskapsåret"), "{t}");
+        assert!(
+            !t.contains("begrensning av behandlingen"),
+            "bokmål in nynorsk: {t}"
+        );
+        assert!(!t.contains("Dine rettigheter"), "{t}");
+    }
+
+    #[test]
+    fn english_report_is_english() {
+        let t = render_text(&sample(Language::En));
+        assert!(t.contains("right of access"), "{t}");
+        assert!(t.contains("lodge a complaint with Datatilsynet"), "{t}");
+        assert!(
+            t.contains("5 years after the end of the financial year"),
+            "{t}"
+        );
+        assert!(!t.contains("innsyn"), "{t}");
+    }
+
+    #[test]
+    fn localising_again_rewrites_rights_and_retention() {
+        let mut r = sample(Language::En);
+        r.purposes.push(ReportPurpose {
+            key: "newsletter".into(),
+            retention: text::of(Language::En).no_fixed_period.into(),
+            ..Default::default()
+        });
+        r.purposes.push(ReportPurpose {
+            key: "own".into(),
+            retention: "as the tenant wrote it".into(),
+            ..Default::default()
+        });
+        r.localise(Language::Nb);
+        assert_eq!(r.rights, text::rights(Language::Nb, "Datatilsynet"));
+        assert!(r.purposes[0].retention.starts_with("5 år"));
+        assert_eq!(
+            r.purposes[1].retention,
+            text::of(Language::Nb).no_fixed_period
+        );
+        assert_eq!(r.purposes[2].retention, "as the tenant wrote it");
+        // The API values stay language-neutral.
+        let v: serde_json::Value = serde_json::to_value(&r).expect("json");
+        assert_eq!(v["purposes"][0]["legal_basis"], "LEGAL_OBLIGATION");
+        assert_eq!(v["language"], "nb");
+    }
+
+    #[test]
+    fn every_language_states_every_right() {
+        for lang in Language::ALL {
+            let rights = text::rights(*lang, "Datatilsynet");
+            assert_eq!(rights.len(), 10);
+            for art in ["15", "16", "17", "18", "19", "20", "21", "22", "77"] {
+                assert!(
+                    rights.iter().any(|s| s.contains(&format!(" {art})."))),
+                    "{lang:?} lacks Art. {art}"
+                );
+            }
+            assert!(rights.iter().all(|s| !s.contains("{authority}")));
+        }
     }
 }

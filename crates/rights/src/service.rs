@@ -13,8 +13,8 @@ use vern_kit::idempotency::Key;
 use vern_kit::validate;
 
 use crate::domain::{
-    self, Channel, EventType, ExtensionRefused, IDENTIFIER_FIELDS, RejectionGround, RequestStatus,
-    RequestType, Step, VerificationMethod,
+    self, Channel, EventType, ExtensionRefused, IDENTIFIER_FIELDS, Language, RejectionGround,
+    RequestStatus, RequestType, Step, VerificationMethod,
 };
 use crate::error::RightsError;
 use crate::model::{
@@ -49,6 +49,8 @@ pub struct NewRequest {
     pub purposes: Vec<String>,
     /// Corrections.
     pub rectifications: Vec<crate::model::Rectification>,
+    /// The language tag asked for (empty: the tenant's default).
+    pub language: String,
 }
 
 /// A subject id in canonical form.
@@ -200,6 +202,9 @@ impl Rights {
         if received > now + vern_kit::time::CLOCK_SKEW {
             v.add("received_at", "must not be in the future");
         }
+        let language = v
+            .check(domain::language("language", &new.language))
+            .flatten();
         v.check(validate::optional_text(
             "description",
             &new.description,
@@ -311,6 +316,12 @@ impl Rights {
             create_time: now,
             update_time: now,
             personal_erased_at: None,
+            language: Some(
+                language
+                    .unwrap_or(settings.default_language)
+                    .as_str()
+                    .to_owned(),
+            ),
         };
         vern_kit::audit::subject(&subject);
         let id = self.store.insert_request(row, key.as_ref()).await?;
@@ -409,6 +420,7 @@ impl Rights {
             complete_time: row.complete_time,
             fulfilled: row.fulfilled,
             update_time: row.update_time,
+            language: row.language.as_deref().and_then(Language::parse),
         })
     }
 
@@ -616,9 +628,17 @@ impl Rights {
         self.get(tenant, &id).await
     }
 
-    /// GetReport: the stored report, opened. A read of personal data.
-    pub async fn report(&self, tenant: &TenantId, id: &str) -> Result<Report, RightsError> {
+    /// GetReport: the stored report, opened, its text in `language` (None: the
+    /// request's own language, or the report's for requests from before languages
+    /// existed). A read of personal data.
+    pub async fn report(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        language: Option<Language>,
+    ) -> Result<Report, RightsError> {
         let row = self.row(tenant, id).await?;
+        let wanted = language.or_else(|| row.language.as_deref().and_then(Language::parse));
         vern_kit::audit::subject(&row.subject_id);
         vern_kit::audit::resource("rights_report", &row.rights_request_id);
         let t = tenant.as_str();
@@ -639,13 +659,19 @@ impl Rights {
         let dek = self
             .sealer
             .key(t, &row.rights_request_id, &row.wrapped_key)?;
-        self.sealer.open(
+        let mut report: Report = self.sealer.open(
             &dek,
             t,
             &row.rights_request_id,
             Kind::Report,
             &stored.sealed,
-        )
+        )?;
+        if let Some(lang) = wanted
+            && lang != report.lang()
+        {
+            report.localise(lang);
+        }
+        Ok(report)
     }
 
     /// Seals the feed references that versions before m0003 stored in plaintext, with
@@ -837,6 +863,11 @@ impl Rights {
                 required_systems: from_json(&row.required_systems, "required_systems")?,
                 automated_decision_making: row.automated_decision_making,
                 update_time: Some(row.update_time),
+                default_language: row
+                    .default_language
+                    .as_deref()
+                    .and_then(Language::parse)
+                    .unwrap_or(crate::domain::DEFAULT_LANGUAGE),
             },
         })
     }
@@ -883,11 +914,14 @@ impl Rights {
         if mask.is_empty() {
             v.add(
                 "update_mask",
-                "is required (required_systems, automated_decision_making)",
+                "is required (required_systems, automated_decision_making, default_language)",
             );
         }
         for p in mask {
-            if !matches!(p.as_str(), "required_systems" | "automated_decision_making") {
+            if !matches!(
+                p.as_str(),
+                "required_systems" | "automated_decision_making" | "default_language"
+            ) {
                 v.add("update_mask", format!("cannot update {p:?}"));
             }
         }
@@ -912,6 +946,7 @@ impl Rights {
                 "required_systems" => {
                     current.required_systems = domain::normalise_systems(&new.required_systems)
                 }
+                "default_language" => current.default_language = new.default_language,
                 _ => {
                     current.automated_decision_making =
                         if new.automated_decision_making.trim().is_empty() {
@@ -928,6 +963,7 @@ impl Rights {
             required_systems: json(&current.required_systems)?,
             automated_decision_making: current.automated_decision_making,
             update_time: vern_kit::time::now(),
+            default_language: Some(current.default_language.as_str().to_owned()),
         };
         self.store.put_settings(row, key.as_ref()).await?;
         self.settings(tenant).await

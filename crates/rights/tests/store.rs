@@ -61,6 +61,7 @@ fn row(tenant: &str, id: &str, due: DateTime<Utc>, status: RequestStatus) -> req
         create_time: at(1),
         update_time: at(1),
         personal_erased_at: None,
+        language: Some("nb".into()),
     }
 }
 

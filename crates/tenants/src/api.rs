@@ -198,7 +198,44 @@ fn recipient_pb(r: domain::Recipient) -> pb::Recipient {
         transfer_safeguard: safeguard_pb(r.transfer_safeguard),
         description: r.description,
         create_time: Some(to_timestamp(r.create_time)),
+        dpa_reference: r.dpa_reference,
+        dpa_signed_date: r.dpa_signed_date.map(to_timestamp),
+        dpa_expiry_date: r.dpa_expiry_date.map(to_timestamp),
+        end_time: r.end_time.map(to_timestamp),
+        end_reason: r.end_reason,
+        update_time: Some(to_timestamp(r.update_time)),
     }
+}
+
+fn time(
+    field: &str,
+    t: Option<&prost_types::Timestamp>,
+    bounds: vern_kit::time::Bounds,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
+    vern_kit::time::field(field, t, bounds).map_err(invalid)
+}
+
+/// The DPA dates of a request: signed (an event: not in the future) and expiry (a
+/// business time).
+type DpaDates = (
+    Option<chrono::DateTime<chrono::Utc>>,
+    Option<chrono::DateTime<chrono::Utc>>,
+);
+
+fn dpa_dates(
+    prefix: &str,
+    signed: Option<&prost_types::Timestamp>,
+    expiry: Option<&prost_types::Timestamp>,
+) -> Result<DpaDates, Status> {
+    use vern_kit::time::Bounds;
+    Ok((
+        time(&format!("{prefix}dpa_signed_date"), signed, Bounds::Event)?,
+        time(
+            &format!("{prefix}dpa_expiry_date"),
+            expiry,
+            Bounds::Business,
+        )?,
+    ))
 }
 
 /// Decodes a purpose spec; with `lenient`, unset enums are allowed (fields not in an
@@ -474,6 +511,8 @@ impl pb::tenant_service_server::TenantService for TenantApi {
                     .ok_or_else(|| invalid(FieldViolation::new("role", "is not a known value")))?,
             ),
         };
+        let (dpa_signed_date, dpa_expiry_date) =
+            dpa_dates("", r.dpa_signed_date.as_ref(), r.dpa_expiry_date.as_ref())?;
         let new = NewRecipient {
             name: r.name,
             role,
@@ -482,6 +521,9 @@ impl pb::tenant_service_server::TenantService for TenantApi {
             transfer_safeguard: safeguard("transfer_safeguard", r.transfer_safeguard)
                 .map_err(invalid)?,
             description: r.description,
+            dpa_reference: r.dpa_reference,
+            dpa_signed_date,
+            dpa_expiry_date,
         };
         let rec = self
             .registry
@@ -500,7 +542,7 @@ impl pb::tenant_service_server::TenantService for TenantApi {
         let after = page::decode_token("recipients", &r.page_token)?;
         let page = self
             .registry
-            .list_recipients(tenant(&ctx)?, after.as_deref(), limit)
+            .list_recipients(tenant(&ctx)?, after.as_deref(), limit, r.include_ended)
             .await?;
         let next_page_token = page::next_token(
             "recipients",
@@ -511,6 +553,78 @@ impl pb::tenant_service_server::TenantService for TenantApi {
             recipients: page.items.into_iter().map(recipient_pb).collect(),
             next_page_token,
         }))
+    }
+
+    async fn update_recipient(
+        &self,
+        req: Request<pb::UpdateRecipientRequest>,
+    ) -> Result<Response<pb::Recipient>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let r = req.into_inner();
+        let idem = key(&ctx, &r.request_id, "UpdateRecipient", &r)?;
+        let rec = r
+            .recipient
+            .ok_or_else(|| invalid(FieldViolation::new("recipient", "is required")))?;
+        vern_kit::validate::own_tenant(
+            "recipient.tenant_id",
+            &rec.tenant_id,
+            tenant(&ctx)?.as_str(),
+        )
+        .map_err(invalid)?;
+        vern_kit::audit::resource("recipient", &rec.recipient_id);
+        let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        vern_kit::audit::changed_fields(&mask);
+        let wants = |f: &str| mask.iter().any(|x| x == f);
+        let (dpa_signed_date, dpa_expiry_date) = dpa_dates(
+            "recipient.",
+            rec.dpa_signed_date
+                .as_ref()
+                .filter(|_| wants("dpa_signed_date")),
+            rec.dpa_expiry_date
+                .as_ref()
+                .filter(|_| wants("dpa_expiry_date")),
+        )?;
+        let transfer_safeguard = if wants("transfer_safeguard") {
+            safeguard("recipient.transfer_safeguard", rec.transfer_safeguard).map_err(invalid)?
+        } else {
+            None
+        };
+        let changes = NewRecipient {
+            name: rec.name,
+            role: None,
+            purposes: rec.purposes,
+            country: rec.country,
+            transfer_safeguard,
+            description: rec.description,
+            dpa_reference: rec.dpa_reference,
+            dpa_signed_date,
+            dpa_expiry_date,
+        };
+        let out = self
+            .registry
+            .update_recipient(tenant(&ctx)?, &rec.recipient_id, &mask, changes, idem)
+            .await?;
+        Ok(Response::new(recipient_pb(out)))
+    }
+
+    async fn end_recipient(
+        &self,
+        req: Request<pb::EndRecipientRequest>,
+    ) -> Result<Response<pb::Recipient>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let r = req.into_inner();
+        let idem = key(&ctx, &r.request_id, "EndRecipient", &r)?;
+        vern_kit::audit::resource("recipient", &r.recipient_id);
+        let end_time = time(
+            "end_time",
+            r.end_time.as_ref(),
+            vern_kit::time::Bounds::Event,
+        )?;
+        let out = self
+            .registry
+            .end_recipient(tenant(&ctx)?, &r.recipient_id, end_time, &r.reason, idem)
+            .await?;
+        Ok(Response::new(recipient_pb(out)))
     }
 
     async fn get_processing_record(

@@ -362,7 +362,66 @@ pub struct Recipient {
     pub description: String,
     /// Registered.
     pub create_time: DateTime<Utc>,
+    /// Reference of the data processing agreement (Art. 28(3)).
+    #[serde(default)]
+    pub dpa_reference: String,
+    /// When the agreement was signed.
+    #[serde(default)]
+    pub dpa_signed_date: Option<DateTime<Utc>>,
+    /// When the agreement expires.
+    #[serde(default)]
+    pub dpa_expiry_date: Option<DateTime<Utc>>,
+    /// When the recipient was ended (data stopped going to it).
+    #[serde(default)]
+    pub end_time: Option<DateTime<Utc>>,
+    /// Why it was ended.
+    #[serde(default)]
+    pub end_reason: String,
+    /// Last changed (the compare-and-set version); the creation time for rows from
+    /// before recipients could change.
+    #[serde(default = "unix_epoch")]
+    pub update_time: DateTime<Utc>,
 }
+
+fn unix_epoch() -> DateTime<Utc> {
+    DateTime::UNIX_EPOCH
+}
+
+impl Recipient {
+    /// Whether data still goes to the recipient at `now` (not ended, or ended at a
+    /// time still ahead).
+    pub fn is_current(&self, now: DateTime<Utc>) -> bool {
+        self.end_time.is_none_or(|e| e > now)
+    }
+
+    /// The editable part, for an update to merge into.
+    pub fn as_new(&self) -> NewRecipient {
+        NewRecipient {
+            name: self.name.clone(),
+            role: Some(self.role),
+            purposes: self.purposes.clone(),
+            country: self.country.clone(),
+            transfer_safeguard: self.transfer_safeguard,
+            description: self.description.clone(),
+            dpa_reference: self.dpa_reference.clone(),
+            dpa_signed_date: self.dpa_signed_date,
+            dpa_expiry_date: self.dpa_expiry_date,
+        }
+    }
+}
+
+/// Fields of a recipient an update may change (the role cannot: a processor that
+/// becomes a controller is another recipient).
+pub const RECIPIENT_UPDATABLE: &[&str] = &[
+    "name",
+    "purposes",
+    "country",
+    "transfer_safeguard",
+    "description",
+    "dpa_reference",
+    "dpa_signed_date",
+    "dpa_expiry_date",
+];
 
 /// Input of CreateRecipient, before validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -379,37 +438,68 @@ pub struct NewRecipient {
     pub transfer_safeguard: Option<TransferSafeguard>,
     /// Description.
     pub description: String,
+    /// Data processing agreement reference.
+    pub dpa_reference: String,
+    /// Agreement signed.
+    pub dpa_signed_date: Option<DateTime<Utc>>,
+    /// Agreement expires.
+    pub dpa_expiry_date: Option<DateTime<Utc>>,
 }
 
 impl NewRecipient {
     /// Checks the recipient rules (except that purposes exist, which needs the store).
-    pub fn validate(mut self, v: &mut Violations) -> Self {
-        v.check(validate::line("name", &self.name, 200));
+    pub fn validate(self, v: &mut Violations) -> Self {
+        self.validate_with("", v)
+    }
+
+    /// [`NewRecipient::validate`] with `prefix` before the field names (`recipient.` for
+    /// UpdateRecipient).
+    pub fn validate_with(mut self, prefix: &str, v: &mut Violations) -> Self {
+        let f = |name: &str| format!("{prefix}{name}");
+        v.check(validate::line(&f("name"), &self.name, 200));
         self.name = self.name.trim().to_owned();
         if self.role.is_none() {
-            v.add("role", "is required");
+            v.add(f("role"), "is required");
         }
-        if let Some(c) = v.check(country("country", &self.country)) {
+        if let Some(c) = v.check(country(&f("country"), &self.country)) {
             self.country = c;
             if is_third_country(&self.country) && self.transfer_safeguard.is_none() {
                 v.add(
-                    "transfer_safeguard",
+                    f("transfer_safeguard"),
                     "is required for a country outside the EEA (GDPR Chapter V)",
                 );
             }
         }
         for (i, p) in self.purposes.iter().enumerate() {
-            v.check(purpose_key(&format!("purposes[{i}]"), p));
+            v.check(purpose_key(&format!("{}[{i}]", f("purposes")), p));
         }
         self.purposes.sort();
         self.purposes.dedup();
         v.check(validate::optional_text(
-            "description",
+            &f("description"),
             &self.description,
             2000,
         ));
+        v.check(validate::optional_line(
+            &f("dpa_reference"),
+            &self.dpa_reference,
+            200,
+        ));
+        self.dpa_reference = self.dpa_reference.trim().to_owned();
+        if let (Some(signed), Some(expiry)) = (self.dpa_signed_date, self.dpa_expiry_date)
+            && expiry < signed
+        {
+            v.add(f("dpa_expiry_date"), "must not be before dpa_signed_date");
+        }
         self
     }
+}
+
+/// The reason of EndRecipient: required, one line (no personal data, as told in the
+/// API).
+pub fn end_reason(field: &str, reason: &str) -> Result<String, FieldViolation> {
+    validate::line(field, reason, 1000)?;
+    Ok(reason.trim().to_owned())
 }
 
 #[cfg(test)]
@@ -528,6 +618,9 @@ mod tests {
             country: "us".into(),
             transfer_safeguard: None,
             description: String::new(),
+            dpa_reference: String::new(),
+            dpa_signed_date: None,
+            dpa_expiry_date: None,
         };
         let mut v = Violations::new();
         base.clone().validate(&mut v);
@@ -540,5 +633,56 @@ mod tests {
         .validate(&mut v);
         assert!(v.is_empty());
         assert_eq!(r.country, "US");
+
+        // A DPA cannot expire before it was signed; the field named carries the prefix.
+        let signed = DateTime::from_timestamp(1_700_000_000, 0).expect("t");
+        let mut v = Violations::new();
+        NewRecipient {
+            dpa_reference: "AVT-2024-17".into(),
+            dpa_signed_date: Some(signed),
+            dpa_expiry_date: Some(signed - chrono::Duration::days(1)),
+            transfer_safeguard: Some(TransferSafeguard::StandardContractualClauses),
+            ..r
+        }
+        .validate_with("recipient.", &mut v);
+        match v.finish() {
+            Err(vern_kit::ApiError::InvalidArgument(vs)) => {
+                let fields: Vec<&str> = vs.iter().map(|x| x.field.as_str()).collect();
+                assert_eq!(fields, ["recipient.dpa_expiry_date"]);
+            }
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_recipient_ended_is_no_longer_current() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).expect("t");
+        let mut r = Recipient {
+            tenant_id: "t".into(),
+            recipient_id: "r".into(),
+            name: "Mailchimp".into(),
+            role: RecipientRole::Processor,
+            purposes: vec![],
+            country: "NO".into(),
+            transfer_safeguard: None,
+            description: String::new(),
+            create_time: now,
+            dpa_reference: String::new(),
+            dpa_signed_date: None,
+            dpa_expiry_date: None,
+            end_time: None,
+            end_reason: String::new(),
+            update_time: now,
+        };
+        assert!(r.is_current(now));
+        r.end_time = Some(now);
+        assert!(!r.is_current(now));
+        r.end_time = Some(now + chrono::Duration::minutes(1));
+        assert!(r.is_current(now), "an end still ahead");
+        assert!(end_reason("reason", "  ").is_err());
+        assert_eq!(
+            end_reason("reason", " contract ended ").ok().as_deref(),
+            Some("contract ended")
+        );
     }
 }

@@ -25,6 +25,12 @@ pub enum TenantError {
     /// A purpose named by a recipient does not exist.
     #[error("unknown purpose")]
     UnknownPurpose(usize),
+    /// No such recipient in the caller's tenant.
+    #[error("recipient not found")]
+    RecipientNotFound,
+    /// The recipient was ended: it cannot change or end again.
+    #[error("recipient ended")]
+    RecipientEnded,
     /// The tenant is suspended.
     #[error("tenant suspended")]
     TenantSuspended,
@@ -51,6 +57,14 @@ impl From<TenantError> for ApiError {
             TenantError::UnknownPurpose(i) => {
                 ApiError::invalid(format!("purposes[{i}]"), "is not a purpose of this tenant")
             }
+            TenantError::RecipientNotFound => ApiError::NotFound {
+                resource: "recipient",
+            },
+            TenantError::RecipientEnded => ApiError::precondition(
+                "RECIPIENT_ENDED",
+                "recipient",
+                "the recipient was ended; register a new recipient instead",
+            ),
             TenantError::TenantSuspended => {
                 ApiError::precondition("TENANT_SUSPENDED", "tenant", "the tenant is suspended")
             }

@@ -81,7 +81,7 @@ pub async fn build(
 pub fn audit_policy(rpc: &str) -> Audit {
     match rpc {
         "CreateTenant" | "UpdateTenant" | "SuspendTenant" | "ResumeTenant" | "CreatePurpose"
-        | "UpdatePurpose" | "CreateRecipient" => Audit::Change,
+        | "UpdatePurpose" | "CreateRecipient" | "UpdateRecipient" | "EndRecipient" => Audit::Change,
         _ => Audit::No,
     }
 }

@@ -382,6 +382,7 @@ impl Registry {
         let role = new
             .role
             .ok_or_else(|| vern_kit::ApiError::invalid("role", "is required"))?;
+        let now = vern_kit::time::now();
         let r = Recipient {
             tenant_id: tenant.as_str().to_owned(),
             recipient_id: uuid::Uuid::now_v7().to_string(),
@@ -391,20 +392,137 @@ impl Registry {
             country: new.country,
             transfer_safeguard: new.transfer_safeguard,
             description: new.description,
-            create_time: vern_kit::time::now(),
+            create_time: now,
+            dpa_reference: new.dpa_reference,
+            dpa_signed_date: new.dpa_signed_date,
+            dpa_expiry_date: new.dpa_expiry_date,
+            end_time: None,
+            end_reason: String::new(),
+            update_time: now,
         };
         self.store.create_recipient(&r, idem.as_ref()).await
     }
 
-    /// ListRecipients.
+    async fn current_recipient(
+        &self,
+        tenant: &TenantId,
+        field: &str,
+        recipient_id: &str,
+    ) -> Result<Recipient, TenantError> {
+        let id = uuid::Uuid::parse_str(recipient_id)
+            .map_err(|_| vern_kit::ApiError::invalid(field, "must be a recipient id (UUID)"))?
+            .hyphenated()
+            .to_string();
+        let r = self
+            .store
+            .get_recipient(tenant.as_str(), &id)
+            .await?
+            .ok_or(TenantError::RecipientNotFound)?;
+        if r.end_time.is_some() {
+            return Err(TenantError::RecipientEnded);
+        }
+        Ok(r)
+    }
+
+    /// UpdateRecipient: applies the masked fields of `changes` and checks the result as
+    /// CreateRecipient does. An ended recipient cannot change.
+    pub async fn update_recipient(
+        &self,
+        tenant: &TenantId,
+        recipient_id: &str,
+        mask: &[String],
+        changes: NewRecipient,
+        idem: Option<Key>,
+    ) -> Result<Recipient, TenantError> {
+        let mut v = Violations::new();
+        check_mask(&mut v, mask, domain::RECIPIENT_UPDATABLE);
+        v.finish()?;
+        if let Some(r) = self.store.replay(idem.as_ref()).await? {
+            return Ok(r);
+        }
+        self.active_tenant(tenant).await?;
+        let current = self
+            .current_recipient(tenant, "recipient.recipient_id", recipient_id)
+            .await?;
+        let mut merged = current.as_new();
+        for path in mask {
+            match path.as_str() {
+                "name" => merged.name = changes.name.clone(),
+                "purposes" => merged.purposes = changes.purposes.clone(),
+                "country" => merged.country = changes.country.clone(),
+                "transfer_safeguard" => merged.transfer_safeguard = changes.transfer_safeguard,
+                "description" => merged.description = changes.description.clone(),
+                "dpa_reference" => merged.dpa_reference = changes.dpa_reference.clone(),
+                "dpa_signed_date" => merged.dpa_signed_date = changes.dpa_signed_date,
+                "dpa_expiry_date" => merged.dpa_expiry_date = changes.dpa_expiry_date,
+                _ => {}
+            }
+        }
+        let mut v = Violations::new();
+        let m = merged.validate_with("recipient.", &mut v);
+        v.finish()?;
+        let updated = Recipient {
+            name: m.name,
+            purposes: m.purposes,
+            country: m.country,
+            transfer_safeguard: m.transfer_safeguard,
+            description: m.description,
+            dpa_reference: m.dpa_reference,
+            dpa_signed_date: m.dpa_signed_date,
+            dpa_expiry_date: m.dpa_expiry_date,
+            update_time: vern_kit::time::now()
+                .max(current.update_time + chrono::Duration::microseconds(1)),
+            ..current.clone()
+        };
+        self.store
+            .update_recipient(&updated, current.update_time, idem.as_ref())
+            .await
+    }
+
+    /// EndRecipient: data stops going to the recipient at `end_time` (default now). It
+    /// leaves the record of processing and stays in the history. Ending an ended
+    /// recipient is FAILED_PRECONDITION (a retry with the same request id gets the
+    /// first answer).
+    pub async fn end_recipient(
+        &self,
+        tenant: &TenantId,
+        recipient_id: &str,
+        end_time: Option<chrono::DateTime<chrono::Utc>>,
+        reason: &str,
+        idem: Option<Key>,
+    ) -> Result<Recipient, TenantError> {
+        let mut v = Violations::new();
+        let reason = v.check(domain::end_reason("reason", reason));
+        v.finish()?;
+        if let Some(r) = self.store.replay(idem.as_ref()).await? {
+            return Ok(r);
+        }
+        self.active_tenant(tenant).await?;
+        let current = self
+            .current_recipient(tenant, "recipient_id", recipient_id)
+            .await?;
+        let now = vern_kit::time::now();
+        let ended = Recipient {
+            end_time: Some(end_time.unwrap_or(now)),
+            end_reason: reason.unwrap_or_default(),
+            update_time: now.max(current.update_time + chrono::Duration::microseconds(1)),
+            ..current.clone()
+        };
+        self.store
+            .update_recipient(&ended, current.update_time, idem.as_ref())
+            .await
+    }
+
+    /// ListRecipients: the current recipients, or all with `include_ended`.
     pub async fn list_recipients(
         &self,
         tenant: &TenantId,
         after: Option<&str>,
         limit: u64,
+        include_ended: bool,
     ) -> Result<Page<Recipient>, TenantError> {
         self.store
-            .list_recipients(tenant.as_str(), after, limit)
+            .list_recipients(tenant.as_str(), after, limit, include_ended)
             .await
     }
 

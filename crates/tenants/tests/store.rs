@@ -22,6 +22,7 @@ vern_kit::store_test_suite!("tenants":
     request_id_makes_writes_idempotent,
     suspended_tenant_refuses_new_purposes,
     purpose_changes_are_notified_through_the_outbox,
+    recipients_are_updated_with_their_dpa_and_ended,
 );
 
 async fn registry(target: DbTarget) -> Registry {
@@ -210,6 +211,9 @@ async fn recipients_need_known_purposes(target: DbTarget) {
         country: "US".into(),
         transfer_safeguard: Some(TransferSafeguard::StandardContractualClauses),
         description: String::new(),
+        dpa_reference: String::new(),
+        dpa_signed_date: None,
+        dpa_expiry_date: None,
     };
     let e = r
         .create_recipient(&a, new.clone(), None)
@@ -310,4 +314,230 @@ async fn purpose_changes_are_notified_through_the_outbox(target: DbTarget) {
         .await
         .expect_err("duplicate");
     assert_eq!(vern_kit::outbox::backlog(db).await.expect("backlog"), 2);
+}
+
+fn fields(e: TenantError) -> (tonic::Code, Vec<String>) {
+    match ApiError::from(e) {
+        ApiError::InvalidArgument(v) => (
+            tonic::Code::InvalidArgument,
+            v.into_iter().map(|x| x.field).collect(),
+        ),
+        other => (other.code(), vec![]),
+    }
+}
+
+async fn recipients_are_updated_with_their_dpa_and_ended(target: DbTarget) {
+    let r = registry(target).await;
+    for id in ["dept-a", "dept-b"] {
+        r.create_tenant(id.into(), profile(id), None)
+            .await
+            .expect("tenant");
+    }
+    let a = TenantId::new("dept-a");
+    for key in ["newsletter", "invoicing"] {
+        r.create_purpose(&a, key.into(), spec(), None)
+            .await
+            .expect("purpose");
+    }
+    let signed = chrono::DateTime::parse_from_rfc3339("2024-03-01T00:00:00Z")
+        .expect("t")
+        .with_timezone(&chrono::Utc);
+    let created = r
+        .create_recipient(
+            &a,
+            NewRecipient {
+                name: "Mailchimp".into(),
+                role: Some(RecipientRole::Processor),
+                purposes: vec!["newsletter".into()],
+                country: "US".into(),
+                transfer_safeguard: Some(TransferSafeguard::StandardContractualClauses),
+                description: "sends the newsletter".into(),
+                dpa_reference: " DPA-2024-17 ".into(),
+                dpa_signed_date: Some(signed),
+                dpa_expiry_date: None,
+            },
+            None,
+        )
+        .await
+        .expect("create");
+    assert_eq!(created.dpa_reference, "DPA-2024-17", "trimmed");
+    assert_eq!(created.dpa_signed_date, Some(signed));
+    assert_eq!(created.end_time, None);
+    let id = created.recipient_id.clone();
+    let mask = |paths: &[&str]| -> Vec<String> { paths.iter().map(|p| (*p).into()).collect() };
+    let change = NewRecipient {
+        name: "Intuit Mailchimp".into(),
+        role: None,
+        purposes: vec!["newsletter".into(), "invoicing".into()],
+        country: "IE".into(),
+        transfer_safeguard: None,
+        description: "ignored: not in the mask".into(),
+        dpa_reference: "DPA-2025-02".into(),
+        dpa_signed_date: None,
+        dpa_expiry_date: Some(signed + chrono::Duration::days(3 * 365)),
+    };
+
+    // Only the masked fields change; the result is checked as on create.
+    let updated = r
+        .update_recipient(
+            &a,
+            &id,
+            &mask(&["name", "purposes", "dpa_reference", "dpa_expiry_date"]),
+            change.clone(),
+            None,
+        )
+        .await
+        .expect("update");
+    assert_eq!(updated.name, "Intuit Mailchimp");
+    assert_eq!(updated.purposes, ["invoicing", "newsletter"]);
+    assert_eq!(updated.dpa_reference, "DPA-2025-02");
+    assert_eq!(updated.dpa_signed_date, Some(signed), "kept");
+    assert_eq!(
+        updated.description, "sends the newsletter",
+        "not in the mask"
+    );
+    assert_eq!(updated.country, "US", "not in the mask");
+    assert!(updated.update_time > created.update_time);
+    assert_eq!(
+        r.store().get_recipient("dept-a", &id).await.expect("get"),
+        Some(updated.clone()),
+        "stored as answered"
+    );
+
+    // Bad input names the field: a path that cannot be updated, a purpose the tenant
+    // does not have, a third country without a safeguard, an expiry before signing.
+    let bad = |m: Vec<String>, c: NewRecipient| {
+        let (r, a, id) = (r.clone(), a.clone(), id.clone());
+        async move {
+            fields(
+                r.update_recipient(&a, &id, &m, c, None)
+                    .await
+                    .expect_err("invalid"),
+            )
+        }
+    };
+    assert_eq!(
+        bad(mask(&["role"]), change.clone()).await,
+        (
+            tonic::Code::InvalidArgument,
+            vec!["update_mask.paths[0]".into()]
+        )
+    );
+    assert_eq!(
+        bad(mask(&[]), change.clone()).await,
+        (tonic::Code::InvalidArgument, vec!["update_mask".into()])
+    );
+    assert_eq!(
+        bad(
+            mask(&["purposes"]),
+            NewRecipient {
+                purposes: vec!["payroll".into()],
+                ..change.clone()
+            }
+        )
+        .await,
+        (
+            tonic::Code::InvalidArgument,
+            vec!["recipient.purposes[0]".into()]
+        )
+    );
+    assert_eq!(
+        bad(
+            mask(&["transfer_safeguard"]),
+            NewRecipient {
+                transfer_safeguard: None,
+                ..change.clone()
+            }
+        )
+        .await,
+        (
+            tonic::Code::InvalidArgument,
+            vec!["recipient.transfer_safeguard".into()]
+        )
+    );
+    assert_eq!(
+        bad(
+            mask(&["dpa_signed_date", "dpa_expiry_date"]),
+            NewRecipient {
+                dpa_signed_date: Some(signed),
+                dpa_expiry_date: Some(signed - chrono::Duration::days(1)),
+                ..change.clone()
+            }
+        )
+        .await,
+        (
+            tonic::Code::InvalidArgument,
+            vec!["recipient.dpa_expiry_date".into()]
+        )
+    );
+    // A writer that read before the update loses (compare-and-set on update_time).
+    let stale = r
+        .store()
+        .update_recipient(
+            &vern_tenants::domain::Recipient {
+                name: "stale".into(),
+                ..updated.clone()
+            },
+            created.update_time,
+            None,
+        )
+        .await
+        .expect_err("stale");
+    assert_eq!(ApiError::from(stale).code(), tonic::Code::Aborted);
+    // Another tenant does not see it.
+    let b = TenantId::new("dept-b");
+    let e = r
+        .update_recipient(&b, &id, &mask(&["name"]), change.clone(), None)
+        .await
+        .expect_err("foreign");
+    assert!(matches!(e, TenantError::RecipientNotFound), "{e:?}");
+
+    // It is in the record of processing until it is ended.
+    let (_, _, current) = r.processing_record(&a).await.expect("record");
+    assert_eq!(current, vec![updated.clone()]);
+    let e = r
+        .end_recipient(&a, &id, None, "  ", None)
+        .await
+        .expect_err("no reason");
+    assert_eq!(
+        fields(e),
+        (tonic::Code::InvalidArgument, vec!["reason".into()])
+    );
+    let key = || Key::new(Some("dept-a"), "end-1", "EndRecipient", b"end mailchimp");
+    let end = signed + chrono::Duration::days(400);
+    let ended = r
+        .end_recipient(&a, &id, Some(end), "contract terminated", key())
+        .await
+        .expect("end");
+    assert_eq!(ended.end_time, Some(end));
+    assert_eq!(ended.end_reason, "contract terminated");
+    let (_, _, current) = r.processing_record(&a).await.expect("record");
+    assert!(current.is_empty(), "an ended recipient leaves the record");
+    let listed = r.list_recipients(&a, None, 50, false).await.expect("list");
+    assert!(listed.items.is_empty(), "only current ones by default");
+    let history = r.list_recipients(&a, None, 50, true).await.expect("list");
+    assert_eq!(
+        history.items,
+        vec![ended.clone()],
+        "but it stays in the history"
+    );
+
+    // Ending again: the first answer for the same request id, refused for another.
+    let again = r
+        .end_recipient(&a, &id, Some(end), "contract terminated", key())
+        .await
+        .expect("retry");
+    assert_eq!(again, ended);
+    let other = Key::new(Some("dept-a"), "end-2", "EndRecipient", b"end again");
+    let e = r
+        .end_recipient(&a, &id, None, "again", other)
+        .await
+        .expect_err("ended twice");
+    assert_eq!(ApiError::from(e).code(), tonic::Code::FailedPrecondition);
+    // An ended recipient cannot change.
+    let e = r
+        .update_recipient(&a, &id, &mask(&["name"]), change, None)
+        .await
+        .expect_err("ended");
+    assert_eq!(ApiError::from(e).code(), tonic::Code::FailedPrecondition);
 }

@@ -50,6 +50,9 @@ pub mod request {
         /// When the personal content (identity, description, corrections, report) was
         /// destroyed because the subject was erased; `personal` is then empty.
         pub personal_erased_at: Option<ChronoDateTimeUtc>,
+        /// Language of the report ("nb", "nn", "en"); NULL for requests from before
+        /// languages existed.
+        pub language: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -172,6 +175,8 @@ pub mod settings {
         pub required_systems: String,
         pub automated_decision_making: String,
         pub update_time: ChronoDateTimeUtc,
+        /// Language of reports for requests without one; NULL means "nb".
+        pub default_language: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -17,7 +17,8 @@ impl MigratorTrait for Migrator {
             Box::new(M0003SealedFeedRefs),
             Box::new(vern_kit::outbox::LeaseMigration),
             Box::new(vern_kit::outbox::TopicIndexMigration),
-            Box::new(M0004EventDetail),
+            Box::new(M0004Languages),
+            Box::new(M0005EventDetail),
         ]
     }
 }
@@ -383,13 +384,60 @@ impl MigrationTrait for M0003SealedFeedRefs {
     }
 }
 
+/// Adds `rights_requests.language` (the report's language, Art. 12(1)) and
+/// `rights_settings.default_language`; both nullable (NULL: from before languages
+/// existed; a NULL default is "nb").
+struct M0004Languages;
+
+impl MigrationName for M0004Languages {
+    fn name(&self) -> &str {
+        "m0004_rights_languages"
+    }
+}
+
+#[derive(DeriveIden)]
+enum Languages {
+    Language,
+    DefaultLanguage,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004Languages {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        // One column per ALTER: SQLite adds one at a time.
+        if !m.has_column("rights_requests", "language").await? {
+            m.alter_table(
+                Table::alter()
+                    .table(RightsRequests::Table)
+                    .add_column(ColumnDef::new(Languages::Language).string_len(8).null())
+                    .to_owned(),
+            )
+            .await?;
+        }
+        if !m.has_column("rights_settings", "default_language").await? {
+            m.alter_table(
+                Table::alter()
+                    .table(RightsSettings::Table)
+                    .add_column(
+                        ColumnDef::new(Languages::DefaultLanguage)
+                            .string_len(8)
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
 /// Adds `rights_events.detail`: why an erasure happened and which records went
 /// (erasures without a rights request reach the feed too, Art. 17(2), Art. 19).
-struct M0004EventDetail;
+struct M0005EventDetail;
 
-impl MigrationName for M0004EventDetail {
+impl MigrationName for M0005EventDetail {
     fn name(&self) -> &str {
-        "m0004_rights_event_detail"
+        "m0005_rights_event_detail"
     }
 }
 
@@ -399,7 +447,7 @@ enum EventDetail {
 }
 
 #[async_trait::async_trait]
-impl MigrationTrait for M0004EventDetail {
+impl MigrationTrait for M0005EventDetail {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         if m.has_column("rights_events", "detail").await? {
             return Ok(());

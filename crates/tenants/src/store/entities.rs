@@ -75,6 +75,15 @@ pub mod recipient {
         pub transfer_safeguard: Option<String>,
         pub description: String,
         pub create_time: ChronoDateTimeUtc,
+        /// Data processing agreement (Art. 28(3)).
+        pub dpa_reference: String,
+        pub dpa_signed_date: Option<ChronoDateTimeUtc>,
+        pub dpa_expiry_date: Option<ChronoDateTimeUtc>,
+        /// When the recipient was ended; NULL while current.
+        pub end_time: Option<ChronoDateTimeUtc>,
+        pub end_reason: String,
+        /// NULL for rows from before recipients could change: `create_time` then.
+        pub update_time: Option<ChronoDateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

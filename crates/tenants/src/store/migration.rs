@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(vern_kit::outbox::ParkingMigration),
             Box::new(vern_kit::outbox::LeaseMigration),
             Box::new(vern_kit::outbox::TopicIndexMigration),
+            Box::new(M0002RecipientLifecycle),
         ]
     }
 }
@@ -233,5 +234,94 @@ impl MigrationTrait for M0001Registry {
             .await?;
         m.drop_table(Table::drop().table(Tenants::Table).to_owned())
             .await
+    }
+}
+
+/// Adds to `recipients` the data processing agreement (Art. 28(3): `dpa_reference`,
+/// `dpa_signed_date`, `dpa_expiry_date`), the end of a recipient (`end_time`,
+/// `end_reason`) and `update_time` (the compare-and-set version; NULL for rows written
+/// before, which then use `create_time`). Every column nullable or with a default.
+struct M0002RecipientLifecycle;
+
+impl MigrationName for M0002RecipientLifecycle {
+    fn name(&self) -> &str {
+        "m0002_recipient_lifecycle"
+    }
+}
+
+#[derive(DeriveIden)]
+enum RecipientLifecycle {
+    DpaReference,
+    DpaSignedDate,
+    DpaExpiryDate,
+    EndTime,
+    EndReason,
+    UpdateTime,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002RecipientLifecycle {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        use RecipientLifecycle as C;
+        let columns = [
+            (
+                "dpa_reference",
+                ColumnDef::new(C::DpaReference)
+                    .string_len(200)
+                    .not_null()
+                    .default("")
+                    .to_owned(),
+            ),
+            (
+                "dpa_signed_date",
+                ColumnDef::new(C::DpaSignedDate)
+                    .timestamp_with_time_zone()
+                    .null()
+                    .to_owned(),
+            ),
+            (
+                "dpa_expiry_date",
+                ColumnDef::new(C::DpaExpiryDate)
+                    .timestamp_with_time_zone()
+                    .null()
+                    .to_owned(),
+            ),
+            (
+                "end_time",
+                ColumnDef::new(C::EndTime)
+                    .timestamp_with_time_zone()
+                    .null()
+                    .to_owned(),
+            ),
+            (
+                "end_reason",
+                ColumnDef::new(C::EndReason)
+                    .text()
+                    .not_null()
+                    .default("")
+                    .to_owned(),
+            ),
+            (
+                "update_time",
+                ColumnDef::new(C::UpdateTime)
+                    .timestamp_with_time_zone()
+                    .null()
+                    .to_owned(),
+            ),
+        ];
+        // One column per ALTER: SQLite adds one at a time.
+        for (name, col) in columns {
+            if m.has_column("recipients", name).await? {
+                continue;
+            }
+            m.alter_table(
+                Table::alter()
+                    .table(Recipients::Table)
+                    .add_column(col)
+                    .to_owned(),
+            )
+            .await?;
+        }
+        Ok(())
     }
 }

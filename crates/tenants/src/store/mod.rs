@@ -6,8 +6,8 @@ pub mod migration;
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
+    DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use vern_kit::db::DbTarget;
 use vern_kit::idempotency::{self, Key, commit_once};
@@ -303,6 +303,12 @@ impl TenantStore {
             transfer_safeguard: Set(r.transfer_safeguard.map(|s| s.as_str().to_owned())),
             description: Set(r.description.clone()),
             create_time: Set(r.create_time),
+            dpa_reference: Set(r.dpa_reference.clone()),
+            dpa_signed_date: Set(r.dpa_signed_date),
+            dpa_expiry_date: Set(r.dpa_expiry_date),
+            end_time: Set(r.end_time),
+            end_reason: Set(r.end_reason.clone()),
+            update_time: Set(Some(r.update_time)),
         };
         let (tenant_id, purposes) = (r.tenant_id.clone(), r.purposes.clone());
         Ok(commit_once(&self.db, key, r.clone(), move |txn| {
@@ -318,16 +324,110 @@ impl TenantStore {
         .await?)
     }
 
-    /// A page of a tenant's recipients in creation order.
+    /// One recipient of a tenant.
+    pub async fn get_recipient(
+        &self,
+        tenant_id: &str,
+        recipient_id: &str,
+    ) -> Result<Option<Recipient>, TenantError> {
+        recipient::Entity::find()
+            .filter(recipient::Column::TenantId.eq(tenant_id))
+            .filter(recipient::Column::RecipientId.eq(recipient_id))
+            .one(&self.db)
+            .await?
+            .map(recipient_from_row)
+            .transpose()
+    }
+
+    /// Replaces a recipient's editable fields and its end (`r` as a whole) if it was
+    /// not changed since `expected` and is not ended; its purposes are checked in the
+    /// same transaction.
+    pub async fn update_recipient(
+        &self,
+        r: &Recipient,
+        expected: chrono::DateTime<chrono::Utc>,
+        key: Option<&Key>,
+    ) -> Result<Recipient, TenantError> {
+        let update = recipient::Entity::update_many()
+            .col_expr(recipient::Column::Name, Expr::value(r.name.clone()))
+            .col_expr(recipient::Column::Purposes, Expr::value(json(&r.purposes)?))
+            .col_expr(recipient::Column::Country, Expr::value(r.country.clone()))
+            .col_expr(
+                recipient::Column::TransferSafeguard,
+                Expr::value(r.transfer_safeguard.map(|s| s.as_str().to_owned())),
+            )
+            .col_expr(
+                recipient::Column::Description,
+                Expr::value(r.description.clone()),
+            )
+            .col_expr(
+                recipient::Column::DpaReference,
+                Expr::value(r.dpa_reference.clone()),
+            )
+            .col_expr(
+                recipient::Column::DpaSignedDate,
+                Expr::value(r.dpa_signed_date),
+            )
+            .col_expr(
+                recipient::Column::DpaExpiryDate,
+                Expr::value(r.dpa_expiry_date),
+            )
+            .col_expr(recipient::Column::EndTime, Expr::value(r.end_time))
+            .col_expr(
+                recipient::Column::EndReason,
+                Expr::value(r.end_reason.clone()),
+            )
+            .col_expr(
+                recipient::Column::UpdateTime,
+                Expr::value(Some(r.update_time)),
+            )
+            .filter(recipient::Column::TenantId.eq(r.tenant_id.as_str()))
+            .filter(recipient::Column::RecipientId.eq(r.recipient_id.as_str()))
+            // Only a current recipient changes: an end is final.
+            .filter(recipient::Column::EndTime.is_null())
+            .filter(
+                Condition::any()
+                    .add(recipient::Column::UpdateTime.eq(expected))
+                    .add(
+                        Condition::all()
+                            .add(recipient::Column::UpdateTime.is_null())
+                            .add(recipient::Column::CreateTime.eq(expected)),
+                    ),
+            );
+        let (tenant_id, purposes) = (r.tenant_id.clone(), r.purposes.clone());
+        Ok(commit_once(&self.db, key, r.clone(), move |txn| {
+            Box::pin(async move {
+                let known = existing_purpose_keys(txn, &tenant_id, &purposes).await?;
+                if let Some(i) = purposes.iter().position(|p| !known.contains(p)) {
+                    return Err(TenantError::Api(vern_kit::ApiError::invalid(
+                        format!("recipient.purposes[{i}]"),
+                        "is not a purpose of this tenant",
+                    )));
+                }
+                if update.exec(txn).await?.rows_affected != 1 {
+                    return Err(TenantError::Conflict);
+                }
+                Ok(())
+            })
+        })
+        .await?)
+    }
+
+    /// A page of a tenant's recipients in creation order: the current ones (not ended
+    /// at `now`), or all with `include_ended`.
     pub async fn list_recipients(
         &self,
         tenant_id: &str,
         after: Option<&str>,
         limit: u64,
+        include_ended: bool,
     ) -> Result<Page<Recipient>, TenantError> {
         let mut q = recipient::Entity::find()
             .filter(recipient::Column::TenantId.eq(tenant_id))
             .order_by_asc(recipient::Column::RecipientId);
+        if !include_ended {
+            q = q.filter(current(vern_kit::time::now()));
+        }
         if let Some(a) = after {
             q = q.filter(recipient::Column::RecipientId.gt(a));
         }
@@ -339,7 +439,8 @@ impl TenantStore {
         Ok(page(items, limit))
     }
 
-    /// All purposes and recipients of a tenant (for the record of processing).
+    /// All purposes and the current recipients of a tenant (for the record of
+    /// processing, Art. 30(1)(d): ended recipients leave it).
     pub async fn registry(
         &self,
         tenant_id: &str,
@@ -354,6 +455,7 @@ impl TenantStore {
             .collect::<Result<Vec<_>, _>>()?;
         let recipients = recipient::Entity::find()
             .filter(recipient::Column::TenantId.eq(tenant_id))
+            .filter(current(vern_kit::time::now()))
             .order_by_asc(recipient::Column::RecipientId)
             .all(&self.db)
             .await?
@@ -362,6 +464,14 @@ impl TenantStore {
             .collect::<Result<Vec<_>, _>>()?;
         Ok((purposes, recipients))
     }
+}
+
+/// Recipients data still goes to at `now`: not ended, or ended at a time still ahead
+/// (an end may be given up to the clock skew ahead).
+fn current(now: chrono::DateTime<chrono::Utc>) -> Condition {
+    Condition::any()
+        .add(recipient::Column::EndTime.is_null())
+        .add(recipient::Column::EndTime.gt(now))
 }
 
 async fn existing_purpose_keys(
@@ -500,6 +610,12 @@ fn recipient_from_row(m: recipient::Model) -> Result<Recipient, TenantError> {
         name: m.name,
         country: m.country,
         description: m.description,
+        update_time: m.update_time.unwrap_or(m.create_time),
         create_time: m.create_time,
+        dpa_reference: m.dpa_reference,
+        dpa_signed_date: m.dpa_signed_date,
+        dpa_expiry_date: m.dpa_expiry_date,
+        end_time: m.end_time,
+        end_reason: m.end_reason,
     })
 }
