@@ -204,9 +204,11 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
             .record_grounds(
                 &tenant,
                 &ctx.sub,
-                &r.subject_id,
-                &r.purpose,
-                &r.reason,
+                crate::service::NewGrounds {
+                    subject_id: &r.subject_id,
+                    purpose: &r.purpose,
+                    reason: &r.reason,
+                },
                 &r.request_id,
                 key,
             )

@@ -46,6 +46,17 @@ pub struct NewEvent {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// Input of RecordCompellingGrounds after decoding.
+#[derive(Debug, Clone, Copy)]
+pub struct NewGrounds<'a> {
+    /// Subject id.
+    pub subject_id: &'a str,
+    /// Purpose key.
+    pub purpose: &'a str,
+    /// The controller's grounds.
+    pub reason: &'a str,
+}
+
 /// A subject id in canonical form (lower-case hyphenated UUID).
 pub fn subject_id(field: &str, value: &str) -> Result<String, FieldViolation> {
     uuid::Uuid::parse_str(value)
@@ -380,12 +391,15 @@ impl Consents {
         &self,
         tenant: &TenantId,
         decided_by: &str,
-        subject: &str,
-        purpose: &str,
-        reason: &str,
+        grounds: NewGrounds<'_>,
         request_id: &str,
         key: Option<vern_kit::idempotency::Key>,
     ) -> Result<GroundsDecision, ConsentError> {
+        let NewGrounds {
+            subject_id: subject,
+            purpose,
+            reason,
+        } = grounds;
         let mut v = Violations::new();
         let subject = v.check(subject_id("subject_id", subject));
         v.check(purpose_key("purpose", purpose));
