@@ -258,6 +258,40 @@ async fn objections(suite: &Suite) {
     let shown = state.compelling_grounds.expect("decision shown");
     assert_eq!(shown.decision_id, d.decision_id);
     assert!(shown.reason.contains("archive duty"));
+    // The Art. 15 report shows the decision, in the subject's language (nb default).
+    let access = submit(ch, &sid, rpb::RequestType::Access, &[], "access-1").await;
+    let fulfilled = verify_and_fulfil(ch, &access).await;
+    assert!(fulfilled.outcome.is_some());
+    let report = rpb::rights_service_client::RightsServiceClient::new(ch.clone())
+        .get_report(authed(
+            rpb::GetReportRequest {
+                rights_request_id: access.clone(),
+            },
+            &officer,
+        ))
+        .await
+        .expect("report")
+        .into_inner();
+    let text = vern_cli::requests_cli::render(&report.json, vern_cli::requests_cli::Format::Text)
+        .expect("text");
+    assert!(text.contains("tvingende berettigede grunner"), "{text}");
+    assert!(text.contains("archive duty"), "{text}");
+    // An OBJECTION request says what it really does to each purpose.
+    let objection = submit(
+        ch,
+        &sid,
+        rpb::RequestType::Objection,
+        &["invoicing", "member-events"],
+        "objection-1",
+    )
+    .await;
+    let done = verify_and_fulfil(ch, &objection).await;
+    let summary = done.outcome.expect("outcome").summary;
+    assert!(summary.contains("continues for invoicing"), "{summary}");
+    assert!(
+        summary.contains("member-events unless the controller records compelling"),
+        "{summary}"
+    );
     // A new objection needs a new decision.
     object(ch, &sid, "archive", "object-archive-2").await;
     let r = check_until(ch, &sid, "archive", cpb::CheckReason::SubjectObjected).await;
@@ -270,6 +304,63 @@ async fn objections(suite: &Suite) {
     object(ch, &sid, "member-events", "object-events").await;
     let r = check_until(ch, &sid, "member-events", cpb::CheckReason::SubjectObjected).await;
     assert!(!r.allowed);
+}
+
+async fn submit(
+    ch: &Channel,
+    subject: &str,
+    kind: rpb::RequestType,
+    purposes: &[&str],
+    request_id: &str,
+) -> String {
+    let officer = token(&["privacy-officer"], &[TENANT], 600);
+    rpb::rights_service_client::RightsServiceClient::new(ch.clone())
+        .submit_request(authed(
+            rpb::SubmitRequestRequest {
+                r#type: kind as i32,
+                requester: Some(rpb::submit_request_request::Requester::SubjectId(
+                    subject.into(),
+                )),
+                channel: rpb::RequestChannel::Email as i32,
+                purposes: purposes.iter().map(|p| (*p).into()).collect(),
+                request_id: request_id.into(),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("submit")
+        .into_inner()
+        .rights_request_id
+}
+
+async fn verify_and_fulfil(ch: &Channel, rid: &str) -> rpb::RightsRequest {
+    let officer = token(&["privacy-officer"], &[TENANT], 600);
+    let mut rights = rpb::rights_service_client::RightsServiceClient::new(ch.clone());
+    rights
+        .verify_identity(authed(
+            rpb::VerifyIdentityRequest {
+                rights_request_id: rid.into(),
+                method: rpb::VerificationMethod::IdDocument as i32,
+                request_id: format!("verify-{rid}"),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("verify");
+    rights
+        .fulfil_request(authed(
+            rpb::FulfilRequestRequest {
+                rights_request_id: rid.into(),
+                request_id: format!("fulfil-{rid}"),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("fulfil")
+        .into_inner()
 }
 
 #[tokio::test]

@@ -149,6 +149,73 @@ named_enum!(
     }
 );
 
+/// What an objection does to processing for one purpose (Art. 21), as fulfilment
+/// reports it; the consents service's Check applies the same rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectionEffect {
+    /// Direct marketing, whatever the basis: processing stops for good (Art. 21(3)).
+    StopsAbsolutely,
+    /// PUBLIC_TASK or LEGITIMATE_INTERESTS: stops unless the controller records
+    /// compelling legitimate grounds (Art. 21(1)).
+    StopsUnlessCompellingGrounds,
+    /// CONSENT: ends the consent like a withdrawal.
+    EndsConsent,
+    /// CONTRACT, LEGAL_OBLIGATION, VITAL_INTERESTS: Art. 21 gives no right to object;
+    /// processing continues on its basis.
+    NoRightToObject,
+}
+
+/// The effect of an objection to a purpose with `basis` (the protobuf `LegalBasis`
+/// value name) and the direct-marketing flag.
+pub fn objection_effect(basis: &str, direct_marketing: bool) -> ObjectionEffect {
+    if direct_marketing {
+        return ObjectionEffect::StopsAbsolutely;
+    }
+    match basis {
+        "CONSENT" => ObjectionEffect::EndsConsent,
+        "PUBLIC_TASK" | "LEGITIMATE_INTERESTS" => ObjectionEffect::StopsUnlessCompellingGrounds,
+        _ => ObjectionEffect::NoRightToObject,
+    }
+}
+
+/// The outcome summary of an OBJECTION request: what the objection really does to each
+/// purpose, grouped by effect.
+pub fn objection_summary(effects: &[(String, ObjectionEffect)]) -> String {
+    let of = |want: ObjectionEffect| -> Vec<&str> {
+        effects
+            .iter()
+            .filter(|(_, e)| *e == want)
+            .map(|(k, _)| k.as_str())
+            .collect()
+    };
+    let mut parts = vec![];
+    let stops: Vec<&str> = of(ObjectionEffect::StopsAbsolutely)
+        .into_iter()
+        .chain(of(ObjectionEffect::EndsConsent))
+        .collect();
+    if !stops.is_empty() {
+        parts.push(format!(
+            "processing stops for {} (direct marketing: Art. 21(3); consent: ended)",
+            stops.join(", ")
+        ));
+    }
+    let unless = of(ObjectionEffect::StopsUnlessCompellingGrounds);
+    if !unless.is_empty() {
+        parts.push(format!(
+            "processing stops for {} unless the controller records compelling legitimate grounds (Art. 21(1))",
+            unless.join(", ")
+        ));
+    }
+    let continues = of(ObjectionEffect::NoRightToObject);
+    if !continues.is_empty() {
+        parts.push(format!(
+            "objection recorded but processing continues for {} (its legal basis carries no right to object: Art. 21 covers Art. 6(1)(e) and (f) and direct marketing)",
+            continues.join(", ")
+        ));
+    }
+    format!("objection recorded: {}", parts.join("; "))
+}
+
 named_enum!(
     /// Why personal data was erased.
     ErasureCause {
@@ -700,5 +767,25 @@ mod tests {
             let e = language("language", bad).expect_err(bad);
             assert_eq!(e.field, "language");
         }
+    }
+
+    #[test]
+    fn an_objection_summary_says_what_really_happens() {
+        use ObjectionEffect::*;
+        assert_eq!(objection_effect("CONTRACT", true), StopsAbsolutely);
+        assert_eq!(objection_effect("CONTRACT", false), NoRightToObject);
+        assert_eq!(
+            objection_effect("PUBLIC_TASK", false),
+            StopsUnlessCompellingGrounds
+        );
+        assert_eq!(objection_effect("CONSENT", false), EndsConsent);
+        let s = objection_summary(&[
+            ("newsletter".into(), StopsAbsolutely),
+            ("archive".into(), StopsUnlessCompellingGrounds),
+            ("invoicing".into(), NoRightToObject),
+        ]);
+        assert!(s.contains("processing stops for newsletter"), "{s}");
+        assert!(s.contains("archive unless"), "{s}");
+        assert!(s.contains("continues for invoicing"), "{s}");
     }
 }

@@ -590,6 +590,15 @@ impl Rights {
                 } else {
                     String::new()
                 },
+                compelling_grounds: consents
+                    .iter()
+                    .find(|c| c.purpose == p.key)
+                    .and_then(|c| c.compelling_grounds.as_ref())
+                    .map(|g| crate::report::ReportGrounds {
+                        decision_id: g.decision_id.clone(),
+                        reason: g.reason.clone(),
+                        decide_time: time(g.decide_time.as_ref()),
+                    }),
             });
         }
         report.retention = policies
@@ -812,9 +821,28 @@ impl Rights {
             vec![],
             None,
         )?;
+        let summary = if object {
+            // Say what the objection really does to each purpose (Art. 21).
+            let purposes = self.upstream.purposes(t).await?;
+            let effects: Vec<(String, domain::ObjectionEffect)> = targets
+                .iter()
+                .map(|k| {
+                    let effect = purposes
+                        .iter()
+                        .find(|p| &p.key == k)
+                        .map_or(domain::ObjectionEffect::NoRightToObject, |p| {
+                            domain::objection_effect(basis_of(p).as_str_name(), p.direct_marketing)
+                        });
+                    (k.clone(), effect)
+                })
+                .collect();
+            domain::objection_summary(&effects)
+        } else {
+            format!("{what} recorded for: {}", targets.join(", "))
+        };
         Ok(Done {
             outcome: Outcome {
-                summary: format!("{what} recorded for: {}", targets.join(", ")),
+                summary,
                 ..Default::default()
             },
             events: vec![ev],

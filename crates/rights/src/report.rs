@@ -93,6 +93,21 @@ pub struct ReportPurpose {
     /// fixed period). Absent in reports made before languages existed.
     #[serde(default)]
     pub retention_rules: Vec<ReportRetention>,
+    /// The subject objected and the controller recorded compelling legitimate grounds
+    /// to continue (Art. 21(1)): the decision, so the subject can contest it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compelling_grounds: Option<ReportGrounds>,
+}
+
+/// A compelling-grounds decision as the report shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReportGrounds {
+    /// The decision's id.
+    pub decision_id: String,
+    /// The controller's grounds.
+    pub reason: String,
+    /// When it was decided.
+    pub decide_time: Option<DateTime<Utc>>,
 }
 
 /// A retention rule.
@@ -386,6 +401,9 @@ pub fn render_text(r: &Report) -> String {
                     w.label_consent,
                     text::lookup(&w.consent_statuses, &p.consent_status)
                 );
+            }
+            if let Some(g) = &p.compelling_grounds {
+                let _ = writeln!(o, "      {}{}", w.label_compelling_grounds, g.reason);
             }
         }
     }

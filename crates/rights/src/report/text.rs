@@ -75,6 +75,8 @@ pub struct Texts {
     pub direct_marketing_yes: &'static str,
     /// "your consent".
     pub label_consent: &'static str,
+    /// Compelling legitimate grounds override the subject's objection (Art. 21(1)).
+    pub label_compelling_grounds: &'static str,
     /// No recipients.
     pub no_recipients: &'static str,
     /// "safeguard".
@@ -207,6 +209,7 @@ pub static NB: Texts = Texts {
     label_kept: "lagringstid          ",
     direct_marketing_yes: "direkte markedsføring: ja",
     label_consent: "ditt samtykke        ",
+    label_compelling_grounds: "din protest er vurdert, og vi har tvingende berettigede grunner til å fortsette behandlingen (artikkel 21 nr. 1): ",
     no_recipients: "ingen",
     safeguard: "overføringsgrunnlag",
     ended: "mottar ikke lenger opplysninger fra og med",
@@ -347,6 +350,7 @@ pub static NN: Texts = Texts {
     label_kept: "lagringstid           ",
     direct_marketing_yes: "direkte marknadsføring: ja",
     label_consent: "samtykket ditt        ",
+    label_compelling_grounds: "protesten din er vurdert, og vi har tvingande, rettkomne grunnar til å halde fram med behandlinga (artikkel 21 nr. 1): ",
     no_recipients: "ingen",
     safeguard: "overføringsgrunnlag",
     ended: "får ikkje lenger opplysningar frå og med",
@@ -487,6 +491,7 @@ pub static EN: Texts = Texts {
     label_kept: "kept             ",
     direct_marketing_yes: "direct marketing: yes",
     label_consent: "your consent     ",
+    label_compelling_grounds: "your objection was assessed and we have compelling legitimate grounds to continue processing (Art. 21(1)): ",
     no_recipients: "none",
     safeguard: "safeguard",
     ended: "no longer receives data since",
