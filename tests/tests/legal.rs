@@ -765,3 +765,22 @@ async fn erasures_reach_the_feed_on_postgres() {
     erasures_reach_the_feed(&suite).await;
     suite.stop().await;
 }
+
+/// The deployed shape: every service twice, as separate processes on PostgreSQL.
+#[tokio::test]
+async fn objections_on_replicas() {
+    let Some(suite) = Suite::start(Backend::Replicas).await else {
+        return;
+    };
+    objections(&suite).await;
+    suite.stop().await;
+}
+
+#[tokio::test]
+async fn erasures_reach_the_feed_on_replicas() {
+    let Some(suite) = Suite::start(Backend::Replicas).await else {
+        return;
+    };
+    erasures_reach_the_feed(&suite).await;
+    suite.stop().await;
+}
