@@ -425,3 +425,39 @@ pub fn sample(scrape: &str, series: &str) -> Option<f64> {
             .and_then(|v| v.parse().ok())
     })
 }
+
+/// A privacy officer of `tenant` verifies the requester's identity (ID document) and
+/// fulfils rights request `rid`; the request as fulfilment left it.
+pub async fn verify_and_fulfil(
+    channel: &Channel,
+    tenant: &str,
+    rid: &str,
+) -> vern_proto::rights::v1::RightsRequest {
+    use vern_proto::rights::v1 as pb;
+    let officer = token(&["privacy-officer"], &[tenant], 600);
+    let mut rights = pb::rights_service_client::RightsServiceClient::new(channel.clone());
+    rights
+        .verify_identity(authed(
+            pb::VerifyIdentityRequest {
+                rights_request_id: rid.into(),
+                method: pb::VerificationMethod::IdDocument as i32,
+                request_id: format!("verify-{rid}"),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("verify");
+    rights
+        .fulfil_request(authed(
+            pb::FulfilRequestRequest {
+                rights_request_id: rid.into(),
+                request_id: format!("fulfil-{rid}"),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("fulfil")
+        .into_inner()
+}

@@ -12,7 +12,7 @@ use vern_proto::consents::v1 as cpb;
 use vern_proto::rights::v1 as rpb;
 use vern_proto::subjects::v1 as spb;
 use vern_proto::tenants::v1 as tpb;
-use vern_tests::{Backend, Suite, authed, create_tenant, token};
+use vern_tests::{Backend, Suite, authed, create_tenant, token, verify_and_fulfil};
 
 const TENANT: &str = "kultur";
 
@@ -260,7 +260,7 @@ async fn objections(suite: &Suite) {
     assert!(shown.reason.contains("archive duty"));
     // The Art. 15 report shows the decision, in the subject's language (nb default).
     let access = submit(ch, &sid, rpb::RequestType::Access, &[], "access-1").await;
-    let fulfilled = verify_and_fulfil(ch, &access).await;
+    let fulfilled = verify_and_fulfil(ch, TENANT, &access).await;
     assert!(fulfilled.outcome.is_some());
     let report = rpb::rights_service_client::RightsServiceClient::new(ch.clone())
         .get_report(authed(
@@ -285,7 +285,7 @@ async fn objections(suite: &Suite) {
         "objection-1",
     )
     .await;
-    let done = verify_and_fulfil(ch, &objection).await;
+    let done = verify_and_fulfil(ch, TENANT, &objection).await;
     let summary = done.outcome.expect("outcome").summary;
     assert!(summary.contains("continues for invoicing"), "{summary}");
     assert!(
@@ -332,35 +332,6 @@ async fn submit(
         .expect("submit")
         .into_inner()
         .rights_request_id
-}
-
-async fn verify_and_fulfil(ch: &Channel, rid: &str) -> rpb::RightsRequest {
-    let officer = token(&["privacy-officer"], &[TENANT], 600);
-    let mut rights = rpb::rights_service_client::RightsServiceClient::new(ch.clone());
-    rights
-        .verify_identity(authed(
-            rpb::VerifyIdentityRequest {
-                rights_request_id: rid.into(),
-                method: rpb::VerificationMethod::IdDocument as i32,
-                request_id: format!("verify-{rid}"),
-                ..Default::default()
-            },
-            &officer,
-        ))
-        .await
-        .expect("verify");
-    rights
-        .fulfil_request(authed(
-            rpb::FulfilRequestRequest {
-                rights_request_id: rid.into(),
-                request_id: format!("fulfil-{rid}"),
-                ..Default::default()
-            },
-            &officer,
-        ))
-        .await
-        .expect("fulfil")
-        .into_inner()
 }
 
 #[tokio::test]

@@ -569,30 +569,7 @@ async fn fulfil_and_confirm(ch: &Channel, rid: &str) -> (pb::RightsRequest, Vec<
     let officer = token(&["privacy-officer"], &[TENANT], 600);
     let crm = token(&["integration"], &[TENANT], 600);
     let mut rights = pb::rights_service_client::RightsServiceClient::new(ch.clone());
-    rights
-        .verify_identity(authed(
-            pb::VerifyIdentityRequest {
-                rights_request_id: rid.into(),
-                method: pb::VerificationMethod::IdDocument as i32,
-                request_id: format!("verify-{rid}"),
-                ..Default::default()
-            },
-            &officer,
-        ))
-        .await
-        .expect("verify");
-    let fulfilled = rights
-        .fulfil_request(authed(
-            pb::FulfilRequestRequest {
-                rights_request_id: rid.into(),
-                request_id: format!("fulfil-{rid}"),
-                ..Default::default()
-            },
-            &officer,
-        ))
-        .await
-        .expect("fulfil")
-        .into_inner();
+    let fulfilled = vern_tests::verify_and_fulfil(ch, TENANT, rid).await;
     let events = rights
         .list_events(authed(
             pb::ListEventsRequest {

@@ -180,16 +180,6 @@ pub struct GroundsDecision {
     pub decide_time: DateTime<Utc>,
 }
 
-/// Whether an objection to a purpose of this basis may be overridden by compelling
-/// legitimate grounds: only under Art. 6(1)(e) and (f), never for direct marketing.
-pub fn grounds_may_override(purpose: &PurposeRule) -> bool {
-    !purpose.direct_marketing
-        && matches!(
-            purpose.legal_basis,
-            LegalBasis::PublicTask | LegalBasis::LegitimateInterests
-        )
-}
-
 /// What an objection does to processing for a purpose (Art. 21), for fulfilment and
 /// reports to say what really happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -801,12 +791,6 @@ mod tests {
             t(NOW),
         );
         assert_eq!(d.reason, Reason::SubjectRestricted);
-        assert!(!grounds_may_override(&rule(LegalBasis::Contract, false)));
-        assert!(!grounds_may_override(&rule(
-            LegalBasis::LegitimateInterests,
-            true
-        )));
-        assert!(grounds_may_override(&rule(LegalBasis::PublicTask, false)));
     }
 
     #[test]

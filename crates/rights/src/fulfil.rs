@@ -727,10 +727,13 @@ impl Rights {
             return Err(RightsError::SubjectNotFound);
         };
         let states = self.upstream.consent_states(t, sid).await?;
+        let purposes = self.upstream.purposes(t).await?;
+        let effect = |p: &tpb::Purpose| {
+            domain::objection_effect(basis_of(p).as_str_name(), p.direct_marketing)
+        };
         let targets: Vec<String> = if !req.purposes.is_empty() {
             req.purposes.clone()
         } else {
-            let purposes = self.upstream.purposes(t).await?;
             let used: BTreeSet<&str> = subject
                 .records
                 .iter()
@@ -744,12 +747,11 @@ impl Rights {
                     let basis = basis_of(p);
                     if object {
                         // Art. 21(1), (2): legitimate interests, public task, direct marketing.
-                        p.direct_marketing
-                            || matches!(
-                                basis,
-                                common::LegalBasis::LegitimateInterests
-                                    | common::LegalBasis::PublicTask
-                            )
+                        matches!(
+                            effect(p),
+                            domain::ObjectionEffect::StopsAbsolutely
+                                | domain::ObjectionEffect::StopsUnlessCompellingGrounds
+                        )
                     } else {
                         basis == common::LegalBasis::Consent
                             && states.iter().any(|s| {
@@ -823,17 +825,14 @@ impl Rights {
         )?;
         let summary = if object {
             // Say what the objection really does to each purpose (Art. 21).
-            let purposes = self.upstream.purposes(t).await?;
             let effects: Vec<(String, domain::ObjectionEffect)> = targets
                 .iter()
                 .map(|k| {
-                    let effect = purposes
+                    let e = purposes
                         .iter()
                         .find(|p| &p.key == k)
-                        .map_or(domain::ObjectionEffect::NoRightToObject, |p| {
-                            domain::objection_effect(basis_of(p).as_str_name(), p.direct_marketing)
-                        });
-                    (k.clone(), effect)
+                        .map_or(domain::ObjectionEffect::NoRightToObject, effect);
+                    (k.clone(), e)
                 })
                 .collect();
             domain::objection_summary(&effects)

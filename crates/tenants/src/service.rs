@@ -192,25 +192,7 @@ impl Registry {
         reason: &str,
         key: Option<Key>,
     ) -> Result<Tenant, TenantError> {
-        let mut v = Violations::new();
-        v.check(vern_kit::validate::text("reason", reason, 1000));
-        v.finish()?;
-        if let Some(t) = self.store.replay(key.as_ref()).await? {
-            return Ok(t);
-        }
-        let current = self.get_tenant(&Visibility::All, tenant_id).await?;
-        if current.status == TenantStatus::Suspended {
-            return Ok(current);
-        }
-        let updated = Tenant {
-            status: TenantStatus::Suspended,
-            suspension_reason: reason.trim().to_owned(),
-            update_time: vern_kit::time::now()
-                .max(current.update_time + chrono::Duration::microseconds(1)),
-            ..current.clone()
-        };
-        self.store
-            .update_tenant(&updated, current.update_time, key.as_ref())
+        self.set_status(tenant_id, TenantStatus::Suspended, reason, key)
             .await
     }
 
@@ -222,6 +204,19 @@ impl Registry {
         reason: &str,
         key: Option<Key>,
     ) -> Result<Tenant, TenantError> {
+        self.set_status(tenant_id, TenantStatus::Active, reason, key)
+            .await
+    }
+
+    /// Moves a tenant to `status` for `reason` (required); a tenant already there is
+    /// answered as it is. A suspended tenant keeps its reason; an active one has none.
+    async fn set_status(
+        &self,
+        tenant_id: &str,
+        status: TenantStatus,
+        reason: &str,
+        key: Option<Key>,
+    ) -> Result<Tenant, TenantError> {
         let mut v = Violations::new();
         v.check(vern_kit::validate::text("reason", reason, 1000));
         v.finish()?;
@@ -229,12 +224,16 @@ impl Registry {
             return Ok(t);
         }
         let current = self.get_tenant(&Visibility::All, tenant_id).await?;
-        if current.status == TenantStatus::Active {
+        if current.status == status {
             return Ok(current);
         }
+        let suspension_reason = match status {
+            TenantStatus::Suspended => reason.trim().to_owned(),
+            TenantStatus::Active => String::new(),
+        };
         let updated = Tenant {
-            status: TenantStatus::Active,
-            suspension_reason: String::new(),
+            status,
+            suspension_reason,
             update_time: vern_kit::time::now()
                 .max(current.update_time + chrono::Duration::microseconds(1)),
             ..current.clone()
