@@ -1,6 +1,7 @@
 //! End to end through the gateway: the legal rules of issue 17 — what an objection
 //! stops (Art. 21), what a suspended department may still do, which purposes a record
-//! may name, what downstream systems hear of erasures.
+//! may name, what downstream systems hear of erasures, restriction per purpose and its
+//! lifting (Art. 18, 19).
 
 use std::time::{Duration, Instant};
 
@@ -529,26 +530,33 @@ async fn a_suspended_department_answers_its_subjects_and_resumes() {
     suite.stop().await;
 }
 
+/// The feed's events of `kind` for `subject`, now.
+async fn feed_events(
+    ch: &Channel,
+    subject: &str,
+    kind: rpb::RightsEventType,
+) -> Vec<rpb::RightsEvent> {
+    let crm = token(&["integration"], &[TENANT], 600);
+    rpb::rights_service_client::RightsServiceClient::new(ch.clone())
+        .list_events(authed(
+            rpb::ListEventsRequest {
+                subject_id: subject.into(),
+                r#type: kind as i32,
+                ..Default::default()
+            },
+            &crm,
+        ))
+        .await
+        .expect("events")
+        .into_inner()
+        .events
+}
+
 /// Polls the feed until an event of `kind` for `subject` is there.
 async fn feed_event(ch: &Channel, subject: &str, kind: rpb::RightsEventType) -> rpb::RightsEvent {
-    let crm = token(&["integration"], &[TENANT], 600);
-    let mut rights = rpb::rights_service_client::RightsServiceClient::new(ch.clone());
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let events = rights
-            .list_events(authed(
-                rpb::ListEventsRequest {
-                    subject_id: subject.into(),
-                    r#type: kind as i32,
-                    ..Default::default()
-                },
-                &crm,
-            ))
-            .await
-            .expect("events")
-            .into_inner()
-            .events;
-        if let Some(e) = events.into_iter().next() {
+        if let Some(e) = feed_events(ch, subject, kind).await.into_iter().next() {
             return e;
         }
         assert!(
@@ -753,5 +761,117 @@ async fn erasures_reach_the_feed_on_replicas() {
         return;
     };
     erasures_reach_the_feed(&suite).await;
+    suite.stop().await;
+}
+
+/// Art. 18 per purpose: a RESTRICTION request naming the newsletter restricts only the
+/// newsletter (Check denies it, the contract is still served), the feed says which
+/// purpose; lifting it puts RESTRICTION_LIFTED on the feed and Check allows again.
+async fn restriction_per_purpose(suite: &Suite) {
+    let ch = &suite.channel;
+    create_tenant(ch, TENANT, "Kulturetaten").await;
+    purpose(ch, "newsletter", LegalBasis::Contract, true).await;
+    purpose(ch, "invoicing", LegalBasis::Contract, false).await;
+    let sid = new_subject(ch, "kari@example.no").await;
+    let allowed = cpb::CheckReason::BasisAllows;
+    assert!(check_until(ch, &sid, "newsletter", allowed).await.allowed);
+
+    let rid = submit(
+        ch,
+        &sid,
+        rpb::RequestType::Restriction,
+        &["newsletter"],
+        "restrict-kari",
+    )
+    .await;
+    let done = verify_and_fulfil(ch, TENANT, &rid).await;
+    let summary = done.outcome.map(|o| o.summary).unwrap_or_default();
+    assert!(summary.contains("newsletter"), "{summary}");
+    let r = check_until(ch, &sid, "newsletter", cpb::CheckReason::SubjectRestricted).await;
+    assert_eq!(
+        (r.allowed, r.reason),
+        (false, cpb::CheckReason::SubjectRestricted as i32)
+    );
+    let r = check(ch, &sid, "invoicing").await;
+    assert!(r.allowed, "only the newsletter is restricted: {r:?}");
+    let ev = feed_event(ch, &sid, rpb::RightsEventType::Restricted).await;
+    assert_eq!(ev.purposes, ["newsletter"]);
+    assert_eq!(ev.rights_request_id, rid);
+
+    let officer = token(&["privacy-officer"], &[TENANT], 600);
+    let subject = subjects(ch)
+        .get_subject(authed(
+            spb::GetSubjectRequest {
+                subject_id: sid.clone(),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(subject.state, spb::SubjectState::Active as i32);
+    assert_eq!(subject.restricted_purposes, ["newsletter"]);
+    // Lifting a purpose that is not restricted is refused, and changes nothing.
+    let e = subjects(ch)
+        .lift_restriction(authed(
+            spb::LiftRestrictionRequest {
+                subject_id: sid.clone(),
+                reason: "accuracy verified".into(),
+                purposes: vec!["invoicing".into()],
+                request_id: "lift-invoicing".into(),
+            },
+            &officer,
+        ))
+        .await
+        .expect_err("not restricted");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let lifted = subjects(ch)
+        .lift_restriction(authed(
+            spb::LiftRestrictionRequest {
+                subject_id: sid.clone(),
+                reason: "accuracy verified".into(),
+                purposes: vec!["newsletter".into()],
+                request_id: "lift-newsletter".into(),
+            },
+            &officer,
+        ))
+        .await
+        .expect("lift")
+        .into_inner();
+    assert!(lifted.restricted_purposes.is_empty());
+    let ev = feed_event(ch, &sid, rpb::RightsEventType::RestrictionLifted).await;
+    assert_eq!(ev.purposes, ["newsletter"]);
+    assert!(ev.rights_request_id.is_empty());
+    // The subjects service's notice of the request's restriction came before the
+    // lifting's and added nothing: the request's fulfilment had published it.
+    let restricted = feed_events(ch, &sid, rpb::RightsEventType::Restricted).await;
+    assert_eq!(restricted.len(), 1, "{restricted:?}");
+    let r = check_until(ch, &sid, "newsletter", allowed).await;
+    assert!(r.allowed, "{r:?}");
+}
+
+#[tokio::test]
+async fn restriction_per_purpose_on_sqlite() {
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    restriction_per_purpose(&suite).await;
+    suite.stop().await;
+}
+
+#[tokio::test]
+async fn restriction_per_purpose_on_postgres() {
+    let Some(suite) = Suite::start(Backend::Postgres).await else {
+        return;
+    };
+    restriction_per_purpose(&suite).await;
+    suite.stop().await;
+}
+
+#[tokio::test]
+async fn restriction_per_purpose_on_replicas() {
+    let Some(suite) = Suite::start(Backend::Replicas).await else {
+        return;
+    };
+    restriction_per_purpose(&suite).await;
     suite.stop().await;
 }

@@ -1315,12 +1315,14 @@ async fn send_time(
                                 state: cpb::SubjectState::Active as i32,
                                 version: 1_000,
                                 change_time: None,
+                                restricted_purposes: vec![],
                             },
                             cpb::SubjectStateChange {
                                 subject_id: subject.into(),
                                 state: cpb::SubjectState::Restricted as i32,
                                 version: 1_001,
                                 change_time: t,
+                                restricted_purposes: vec![],
                             },
                         ],
                         request_id: id(),
@@ -1403,6 +1405,7 @@ async fn send_time(
                             ..Default::default()
                         }],
                         request_id: id(),
+                        restrictions: vec![],
                     },
                     &service,
                 ))

@@ -253,6 +253,7 @@ async fn a_subject_erased_directly_takes_its_rights_reports_with_it() {
                     ..Default::default()
                 }],
                 request_id: "not-mine".into(),
+                restrictions: vec![],
             },
             &officer,
         ))

@@ -170,6 +170,7 @@ pub async fn subjects(
                     } as i32,
                     version: 1,
                     change_time: Some(now),
+                    restricted_purposes: vec![],
                 })
                 .collect();
             let r = client

@@ -10,7 +10,8 @@ use vern_proto::common::v1 as common;
 use vern_proto::consents::v1 as pb;
 
 use crate::domain::{
-    Channel, ConsentAction, ConsentEvent, Decision, LegalBasis, PurposeRule, SubjectStatus,
+    Channel, ConsentAction, ConsentEvent, Decision, LegalBasis, PurposeRule, SubjectChange,
+    SubjectStatus,
 };
 use crate::purposes::Versioned;
 use crate::service::{Consents, NewEvent};
@@ -393,10 +394,10 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
             .enumerate()
             .map(|(i, c)| {
                 let status = match pb::SubjectState::try_from(c.state) {
-                    Ok(pb::SubjectState::Active) => Some(SubjectStatus::Active),
-                    Ok(pb::SubjectState::Restricted) => Some(SubjectStatus::Restricted),
-                    Ok(pb::SubjectState::Erased) => Some(SubjectStatus::Erased),
-                    _ => None,
+                    Ok(pb::SubjectState::Active) => SubjectStatus::Active,
+                    Ok(pb::SubjectState::Restricted) => SubjectStatus::Restricted,
+                    Ok(pb::SubjectState::Erased) => SubjectStatus::Erased,
+                    _ => SubjectStatus::Unknown,
                 };
                 let at = time(
                     &format!("changes[{i}].change_time"),
@@ -404,7 +405,13 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
                     Bounds::Business,
                 )?
                 .unwrap_or_else(chrono::Utc::now);
-                Ok((c.subject_id, status, c.version, at))
+                Ok(SubjectChange {
+                    subject_id: c.subject_id,
+                    status,
+                    version: c.version,
+                    at,
+                    restricted_purposes: c.restricted_purposes,
+                })
             })
             .collect::<Result<_, Status>>()?;
         let (applied, ignored) = self.consents.apply_subject_states(&tenant, changes).await?;

@@ -80,6 +80,49 @@ text_enum!(
         Unknown = "UNKNOWN",
     }
 );
+/// A subject's state change as the subjects service announces it (ApplySubjectStates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectChange {
+    /// The subject.
+    pub subject_id: String,
+    /// Its new state (UNKNOWN: not given, refused).
+    pub status: SubjectStatus,
+    /// Monotonic per subject; a change not above the stored version is ignored.
+    pub version: i64,
+    /// When it changed.
+    pub at: DateTime<Utc>,
+    /// ACTIVE: the purposes restricted (Art. 18), the whole current set.
+    pub restricted_purposes: Vec<String>,
+}
+
+impl SubjectChange {
+    /// A change restricting no purpose.
+    pub fn new(subject_id: &str, status: SubjectStatus, version: i64, at: DateTime<Utc>) -> Self {
+        Self {
+            subject_id: subject_id.to_owned(),
+            status,
+            version,
+            at,
+            restricted_purposes: vec![],
+        }
+    }
+}
+
+/// The subject's state as Check sees it for `purpose`: an ACTIVE subject whose
+/// processing is restricted for that purpose (Art. 18(1), per purpose) reads as
+/// RESTRICTED, so [`check`] denies SUBJECT_RESTRICTED for it and only for it.
+pub fn status_for(
+    status: SubjectStatus,
+    restricted_purposes: &[String],
+    purpose: &str,
+) -> SubjectStatus {
+    if status == SubjectStatus::Active && restricted_purposes.iter().any(|p| p == purpose) {
+        SubjectStatus::Restricted
+    } else {
+        status
+    }
+}
+
 text_enum!(
     /// What a consent event records.
     ConsentAction {
@@ -547,6 +590,28 @@ mod tests {
     use ConsentAction::{Grant, Object, Withdraw};
     use chrono::TimeZone;
     use vern_kit::ApiError;
+
+    #[test]
+    fn a_purpose_restricted_reads_as_a_restricted_subject_for_that_purpose_only() {
+        let r = vec!["marketing".to_owned()];
+        use SubjectStatus::{Active, Erased, Restricted};
+        assert_eq!(status_for(Active, &r, "marketing"), Restricted);
+        assert_eq!(status_for(Active, &r, "invoicing"), Active);
+        assert_eq!(status_for(Active, &[], "marketing"), Active);
+        assert_eq!(status_for(Erased, &r, "marketing"), Erased, "erasure wins");
+        let d = check(
+            Some(&PurposeRule {
+                legal_basis: LegalBasis::Contract,
+                direct_marketing: false,
+            }),
+            status_for(Active, &r, "marketing"),
+            None,
+            None,
+            None,
+            Utc::now(),
+        );
+        assert_eq!(d.reason, Reason::SubjectRestricted);
+    }
 
     fn t(minute: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2025, 3, 1, 12, minute, 0)

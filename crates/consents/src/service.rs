@@ -11,7 +11,7 @@ use vern_kit::validate;
 
 use crate::domain::{
     self, Channel, ConsentAction, ConsentEvent, Decision, GroundsDecision, LegalBasis,
-    ObjectionEffect, PurposeRule, SubjectStatus,
+    ObjectionEffect, PurposeRule, SubjectChange, SubjectStatus,
 };
 use crate::error::ConsentError;
 use crate::purposes::{PurposeCache, Versioned};
@@ -248,7 +248,12 @@ impl Consents {
                 self.store
                     .apply_subject_states(
                         tenant.as_str(),
-                        &[(subject_id.to_owned(), status, 0, vern_kit::time::now())],
+                        &[SubjectChange::new(
+                            subject_id,
+                            status,
+                            0,
+                            vern_kit::time::now(),
+                        )],
                     )
                     .await?;
                 Ok(status)
@@ -516,17 +521,27 @@ impl Consents {
     pub async fn apply_subject_states(
         &self,
         tenant: &TenantId,
-        changes: Vec<(String, Option<SubjectStatus>, i64, DateTime<Utc>)>,
+        changes: Vec<SubjectChange>,
     ) -> Result<(u32, u32), ConsentError> {
         let mut v = Violations::new();
         let mut valid = Vec::with_capacity(changes.len());
-        for (i, (id, status, version, at)) in changes.into_iter().enumerate() {
-            let id = v.check(subject_id(&format!("changes[{i}].subject_id"), &id));
-            if status.is_none() || status == Some(SubjectStatus::Unknown) {
+        for (i, mut c) in changes.into_iter().enumerate() {
+            let id = v.check(subject_id(
+                &format!("changes[{i}].subject_id"),
+                &c.subject_id,
+            ));
+            if c.status == SubjectStatus::Unknown {
                 v.add(format!("changes[{i}].state"), "is required");
             }
-            if let (Some(id), Some(status)) = (id, status) {
-                valid.push((id, status, version, at));
+            for (j, p) in c.restricted_purposes.iter().enumerate() {
+                v.check(purpose_key(
+                    &format!("changes[{i}].restricted_purposes[{j}]"),
+                    p,
+                ));
+            }
+            if let Some(id) = id {
+                c.subject_id = id;
+                valid.push(c);
             }
         }
         v.finish()?;

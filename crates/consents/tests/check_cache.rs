@@ -104,9 +104,9 @@ async fn record(c: &Consents, subject: &str, purpose: &str, action: ConsentActio
 async fn set_state(c: &Consents, subject: &str, status: SubjectStatus, version: i64) {
     c.apply_subject_states(
         &tenant(),
-        vec![(
-            subject.to_owned(),
-            Some(status),
+        vec![vern_consents::domain::SubjectChange::new(
+            subject,
+            status,
             version,
             chrono::Utc::now(),
         )],

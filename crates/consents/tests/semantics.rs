@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{Duration, Utc};
 use vern_consents::domain::{
-    Channel, ConsentAction, LegalBasis, PurposeRule, Reason, SubjectStatus,
+    Channel, ConsentAction, LegalBasis, PurposeRule, Reason, SubjectChange, SubjectStatus,
 };
 use vern_consents::error::ConsentError;
 use vern_consents::purposes::{PurposeCache, PurposeSource, Versioned};
@@ -25,6 +25,7 @@ vern_kit::store_test_suite!("consents":
     record_is_idempotent_by_request_id,
     history_and_state,
     subject_projection_follows_versions,
+    a_purpose_restriction_denies_that_purpose_only,
     tenants_are_isolated,
     bad_input_is_rejected_without_writes,
     evidence_is_sealed_at_rest,
@@ -116,10 +117,19 @@ fn event(subject: &str, purpose: &str, action: ConsentAction) -> NewEvent {
 async fn set_subject(c: &Consents, subject: &str, status: SubjectStatus, version: i64) {
     c.apply_subject_states(
         &tenant(),
-        vec![(subject.into(), Some(status), version, Utc::now())],
+        vec![SubjectChange::new(subject, status, version, Utc::now())],
     )
     .await
     .expect("apply");
+}
+
+/// Restricts `purposes` of an ACTIVE subject as the subjects service would notify it.
+async fn restrict_purposes(c: &Consents, subject: &str, purposes: &[&str], version: i64) {
+    let mut change = SubjectChange::new(subject, SubjectStatus::Active, version, Utc::now());
+    change.restricted_purposes = purposes.iter().map(|p| (*p).to_owned()).collect();
+    c.apply_subject_states(&tenant(), vec![change])
+        .await
+        .expect("apply");
 }
 
 async fn legal_basis_rules_table(target: DbTarget) {
@@ -479,7 +489,7 @@ async fn subject_projection_follows_versions(target: DbTarget) {
     let (applied, ignored) = c
         .apply_subject_states(
             &tenant(),
-            vec![(s.clone(), Some(SubjectStatus::Active), 2, Utc::now())],
+            vec![SubjectChange::new(&s, SubjectStatus::Active, 2, Utc::now())],
         )
         .await
         .expect("apply");
@@ -511,6 +521,65 @@ async fn subject_projection_follows_versions(target: DbTarget) {
         .await
         .expect_err("unknown");
     assert_eq!(ApiError::from(e).code(), tonic::Code::NotFound);
+}
+
+async fn a_purpose_restriction_denies_that_purpose_only(target: DbTarget) {
+    let (c, subjects) = setup(target).await;
+    let (s, other) = (new_subject(&subjects), new_subject(&subjects));
+    for id in [&s, &other] {
+        set_subject(&c, id, SubjectStatus::Active, 1).await;
+        c.record(
+            &tenant(),
+            "crm",
+            event(id, "newsletter", ConsentAction::Grant),
+            "",
+            None,
+        )
+        .await
+        .expect("grant");
+    }
+    let allowed = |purpose: &'static str, id: String| {
+        let c = &c;
+        async move {
+            let (d, _) = c.check(&tenant(), &id, purpose).await.expect("check");
+            (d.allowed, d.reason)
+        }
+    };
+    assert!(allowed("newsletter", s.clone()).await.0, "granted");
+    // Art. 18 for the newsletter only.
+    restrict_purposes(&c, &s, &["newsletter"], 2).await;
+    assert_eq!(
+        allowed("newsletter", s.clone()).await,
+        (false, Reason::SubjectRestricted)
+    );
+    assert!(
+        allowed("invoicing", s.clone()).await.0,
+        "the contract is still served"
+    );
+    assert!(
+        allowed("newsletter", other.clone()).await.0,
+        "other subjects untouched"
+    );
+    let ids = vec![s.clone(), other.clone()];
+    let (batch, _) = c
+        .batch_check(&tenant(), "newsletter", &ids)
+        .await
+        .expect("batch");
+    assert_eq!(batch[0].1.reason, Reason::SubjectRestricted);
+    assert!(batch[1].1.allowed);
+    // A stale notification does not bring the restriction back after it is lifted.
+    restrict_purposes(&c, &s, &[], 3).await;
+    assert!(allowed("newsletter", s.clone()).await.0, "lifted");
+    restrict_purposes(&c, &s, &["newsletter"], 2).await;
+    assert!(
+        allowed("newsletter", s.clone()).await.0,
+        "older change ignored"
+    );
+    let (batch, _) = c
+        .batch_check(&tenant(), "newsletter", &ids)
+        .await
+        .expect("batch");
+    assert!(batch.iter().all(|(_, d)| d.allowed));
 }
 
 async fn tenants_are_isolated(target: DbTarget) {

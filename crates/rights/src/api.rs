@@ -25,7 +25,7 @@ use crate::model::{
 };
 use crate::report::Report;
 use crate::service::{NewRequest, Rights, WATCH_BATCH, request_id_of, subject_id};
-use crate::store::{ErasedSubject, EventFilter, EventRef, RequestFilter};
+use crate::store::{ErasedSubject, EventFilter, EventRef, RequestFilter, RestrictionChange};
 
 /// How often a watcher re-reads the feed when nothing woke it: events committed by
 /// another replica appear within this time.
@@ -957,8 +957,56 @@ impl pb::rights_service_server::RightsService for RightsApi {
                 });
             }
         }
+        let mut restrictions = Vec::with_capacity(r.restrictions.len());
+        for (i, c) in r.restrictions.into_iter().enumerate() {
+            let subject = v.check(subject_id(
+                &format!("restrictions[{i}].subject_id"),
+                &c.subject_id,
+            ));
+            let field = format!("restrictions[{i}].change_time");
+            let at = match c.change_time.as_ref() {
+                None => {
+                    v.add(field, "is required");
+                    None
+                }
+                Some(t) => v.check(vern_kit::time::check(
+                    &field,
+                    t,
+                    Bounds::Business,
+                    vern_kit::time::now(),
+                )),
+            };
+            for (j, p) in c.purposes.iter().enumerate() {
+                v.check(vern_kit::validate::slug(
+                    &format!("restrictions[{i}].purposes[{j}]"),
+                    p,
+                    2,
+                    63,
+                ));
+            }
+            let by_request = if c.rights_request_id.is_empty() {
+                None
+            } else {
+                v.check(request_id_of(
+                    &format!("restrictions[{i}].rights_request_id"),
+                    &c.rights_request_id,
+                ))
+            };
+            if let (Some(subject_id), Some(at)) = (subject, at) {
+                restrictions.push(RestrictionChange {
+                    subject_id,
+                    restricted: c.restricted,
+                    purposes: c.purposes,
+                    at,
+                    by_request,
+                });
+            }
+        }
         v.finish()?;
-        let applied = self.rights.apply_erasures(&tenant, erasures, k).await?;
+        let applied = self
+            .rights
+            .apply_erasures(&tenant, restrictions, erasures, k)
+            .await?;
         Ok(Response::new(pb::ApplySubjectErasuresResponse {
             applied_count: applied,
         }))
@@ -1200,6 +1248,7 @@ mod tests {
             .store()
             .shred_erased(
                 "t1",
+                vec![],
                 vec![crate::store::ErasedSubject {
                     cause: None,
                     records: vec![],

@@ -494,6 +494,8 @@ impl Rights {
                             reason: "restriction requested by the data subject (Art. 18)".into(),
                             rights_request_id: req.rights_request_id.clone(),
                             request_id: format!("rights-{}-restrict", req.rights_request_id),
+                            // Art. 18 per purpose: the purposes the request names, or all.
+                            purposes: req.purposes.clone(),
                         },
                     )
                     .await?;
@@ -505,9 +507,17 @@ impl Rights {
                     vec![],
                     None,
                 )?;
+                let summary = if req.purposes.is_empty() {
+                    "processing of the subject restricted for every purpose (Art. 18)".to_owned()
+                } else {
+                    format!(
+                        "processing of the subject restricted for: {} (Art. 18)",
+                        req.purposes.join(", ")
+                    )
+                };
                 Ok(Done {
                     outcome: Outcome {
-                        summary: "processing of the subject restricted (Art. 18)".into(),
+                        summary,
                         ..Default::default()
                     },
                     events: vec![ev],

@@ -25,7 +25,9 @@ use crate::remote::Upstream;
 use crate::report::Report;
 use crate::seal::{Kind, Sealer};
 use crate::store::entities::{event, request, settings};
-use crate::store::{ErasedSubject, EventFilter, EventRef, Page, RequestFilter, RightsStore};
+use crate::store::{
+    ErasedSubject, EventFilter, EventRef, Page, RequestFilter, RestrictionChange, RightsStore,
+};
 
 /// Erasures an ApplySubjectErasures call may carry (the subjects relay sends 200).
 pub const MAX_ERASURES: usize = 1000;
@@ -872,15 +874,17 @@ impl Rights {
         })
     }
 
-    /// ApplySubjectErasures (from the subjects service's outbox): destroys the personal
-    /// content held about each erased subject. At most [`MAX_ERASURES`] a call.
+    /// ApplySubjectErasures (from the subjects service's outbox): puts each
+    /// restriction change on the feed, then destroys the personal content held about
+    /// each erased subject. At most [`MAX_ERASURES`] notices a call.
     pub async fn apply_erasures(
         &self,
         tenant: &TenantId,
+        restrictions: Vec<RestrictionChange>,
         erasures: Vec<ErasedSubject>,
         key: Option<Key>,
     ) -> Result<i32, RightsError> {
-        if erasures.len() > MAX_ERASURES {
+        if erasures.len() + restrictions.len() > MAX_ERASURES {
             return Err(
                 ApiError::invalid("erasures", format!("at most {MAX_ERASURES} a call")).into(),
             );
@@ -890,7 +894,7 @@ impl Rights {
         }
         let applied = self
             .store
-            .shred_erased(tenant.as_str(), erasures, key.as_ref())
+            .shred_erased(tenant.as_str(), restrictions, erasures, key.as_ref())
             .await?;
         // Page images of the destroyed content must not linger in the SQLite log.
         self.store.checkpoint().await;

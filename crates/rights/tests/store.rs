@@ -7,7 +7,9 @@ use vern_rights::domain::ErasureCause;
 use vern_rights::domain::{EventType, RequestStatus};
 use vern_rights::model::ErasedRecord;
 use vern_rights::store::entities::{event, report, request};
-use vern_rights::store::{ErasedSubject, EventFilter, EventRef, RequestFilter, RightsStore};
+use vern_rights::store::{
+    ErasedSubject, EventFilter, EventRef, RequestFilter, RestrictionChange, RightsStore,
+};
 
 vern_kit::store_test_suite!("rights":
     requests_list_in_deadline_order_with_filters_and_pages,
@@ -814,12 +816,27 @@ async fn erasures_from_the_subjects_service_spare_only_the_request_carrying_them
             policy_id: "p-1".into(),
         },
     ];
+    // The bystander's newsletter is restricted and lifted again (Art. 18, 19); the
+    // restriction a request carried out is left to that request's fulfilment.
+    let restriction = |restricted, by_request: Option<String>| RestrictionChange {
+        subject_id: bystander.clone(),
+        restricted,
+        purposes: vec!["newsletter".into()],
+        at: at(5),
+        by_request,
+    };
+    let restrictions = vec![
+        restriction(true, None),
+        restriction(true, Some(other.rights_request_id.clone())),
+        restriction(false, None),
+    ];
     let applied = s
-        .shred_erased("t1", erasures.clone(), key.as_ref())
+        .shred_erased("t1", restrictions.clone(), erasures.clone(), key.as_ref())
         .await
         .expect("apply");
-    assert_eq!(applied, 3);
-    // The erasures no request carried out are on the feed, with why (Art. 17(2), 19).
+    assert_eq!(applied, 6);
+    // The erasures no request carried out are on the feed, with why (Art. 17(2), 19),
+    // after the restriction changes.
     let feed = s
         .list_events("t1", &EventFilter::default(), 0, 1000)
         .await
@@ -829,7 +846,17 @@ async fn erasures_from_the_subjects_service_spare_only_the_request_carrying_them
         .iter()
         .map(|e| (e.event_type.clone(), e.subject_id.clone(), e.detail.clone()))
         .collect();
-    assert_eq!(feed.len(), 2, "{summary:?}");
+    assert_eq!(feed.len(), 4, "{summary:?}");
+    for (e, want) in feed[..2].iter().zip([
+        "RIGHTS_EVENT_TYPE_RESTRICTED",
+        "RIGHTS_EVENT_TYPE_RESTRICTION_LIFTED",
+    ]) {
+        assert_eq!(e.event_type, want);
+        assert_eq!(e.subject_id, bystander);
+        assert_eq!(e.purposes, r#"["newsletter"]"#);
+        assert_eq!(e.rights_request_id, "");
+    }
+    let feed = &feed[2..];
     assert_eq!(feed[0].event_type, "RIGHTS_EVENT_TYPE_ERASED");
     assert_eq!(feed[0].subject_id, erased);
     assert!(feed[0].detail.contains("Direct"), "{}", feed[0].detail);
@@ -874,9 +901,9 @@ async fn erasures_from_the_subjects_service_spare_only_the_request_carrying_them
     }
     // A repeat answers the same and destroys nothing more.
     let replayed: Option<i32> = s.replay(key.as_ref()).await.expect("replay");
-    assert_eq!(replayed, Some(3));
+    assert_eq!(replayed, Some(6));
     let again = s
-        .shred_erased("t1", erasures, None)
+        .shred_erased("t1", vec![], erasures, None)
         .await
         .expect("apply again");
     assert_eq!(again, 3);

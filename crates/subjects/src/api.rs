@@ -17,7 +17,7 @@ use crate::domain::{
     PurgeOutcome, PurgeRequest, Record, RecordInput, Retain, Subject, SubjectChanges, SubjectState,
     View,
 };
-use crate::service::{self, Lookup, RecordsPage, Subjects};
+use crate::service::{self, Lookup, RecordsPage, RestrictionCall, Subjects};
 use crate::store::ListFilter;
 
 /// Name of the ListSubjects page-token list.
@@ -196,6 +196,7 @@ fn subject_pb(s: Subject) -> pb::Subject {
         create_time: Some(to_timestamp(s.create_time)),
         update_time: Some(to_timestamp(s.update_time)),
         next_records_page_token: String::new(),
+        restricted_purposes: s.restricted_purposes,
     }
 }
 
@@ -568,10 +569,13 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
         let r = req.into_inner();
         vern_kit::audit::subject(&r.subject_id);
         let idem = self.key(&t, &r.request_id, "RestrictSubject", &r)?;
-        let s = self
-            .subjects
-            .restrict(&t, &r.subject_id, &r.reason, idem)
-            .await?;
+        let call = RestrictionCall {
+            subject_id: &r.subject_id,
+            reason: &r.reason,
+            purposes: &r.purposes,
+            rights_request_id: &r.rights_request_id,
+        };
+        let s = self.subjects.restrict(&t, call, idem).await?;
         Ok(Response::new(subject_pb(s)))
     }
 
@@ -584,10 +588,13 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
         let r = req.into_inner();
         vern_kit::audit::subject(&r.subject_id);
         let idem = self.key(&t, &r.request_id, "LiftRestriction", &r)?;
-        let s = self
-            .subjects
-            .lift_restriction(&t, &r.subject_id, &r.reason, idem)
-            .await?;
+        let call = RestrictionCall {
+            subject_id: &r.subject_id,
+            reason: &r.reason,
+            purposes: &r.purposes,
+            rights_request_id: "",
+        };
+        let s = self.subjects.lift_restriction(&t, call, idem).await?;
         Ok(Response::new(subject_pb(s)))
     }
 

@@ -37,6 +37,9 @@ pub enum SubjectError {
     /// The call needs a RESTRICTED subject.
     #[error("subject not restricted")]
     NotRestricted,
+    /// Purposes named for a subject restricted as a whole.
+    #[error("subject restricted as a whole")]
+    WhollyRestricted,
     /// Erasure was requested; the subject's kept records wait for their duty to end.
     #[error("erasure pending")]
     ErasurePending,
@@ -109,7 +112,12 @@ impl From<SubjectError> for ApiError {
             SubjectError::NotRestricted => precondition(
                 "SUBJECT_NOT_RESTRICTED",
                 "subject",
-                "the subject is not restricted",
+                "the subject, or a purpose named, is not restricted",
+            ),
+            SubjectError::WhollyRestricted => precondition(
+                "SUBJECT_WHOLLY_RESTRICTED",
+                "subject",
+                "the subject is restricted as a whole; lift its restriction without purposes",
             ),
             SubjectError::ErasurePending => precondition(
                 "ERASURE_PENDING",
@@ -178,6 +186,7 @@ mod tests {
             (SubjectError::NotActive, Code::FailedPrecondition),
             (SubjectError::NotRestricted, Code::FailedPrecondition),
             (SubjectError::ErasurePending, Code::FailedPrecondition),
+            (SubjectError::WhollyRestricted, Code::FailedPrecondition),
             (SubjectError::RecordRestricted, Code::FailedPrecondition),
             (SubjectError::NoTenantKey, Code::FailedPrecondition),
             (SubjectError::DataKeyMissing, Code::FailedPrecondition),

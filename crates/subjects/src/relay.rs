@@ -9,7 +9,9 @@
 //! Every erasure also enqueues a `vern.rights.v1.SubjectErasure` ([`erasure_notice`]),
 //! delivered the same way to `RightsService.ApplySubjectErasures` ([`RightsDelivery`]):
 //! the rights service then destroys the personal content of its copies (identities and
-//! reports of the subject's rights requests), whoever erased the subject.
+//! reports of the subject's rights requests), whoever erased the subject. Restrictions
+//! and their lifting travel the same topic ([`restriction_notice`]), so recipients
+//! hear of them on the feed in order with the erasures (Art. 19).
 
 use chrono::{DateTime, Utc};
 use prost::Message;
@@ -34,6 +36,7 @@ pub fn state_change(
     state: SubjectState,
     version: i64,
     change_time: DateTime<Utc>,
+    restricted_purposes: &[String],
 ) -> Vec<u8> {
     let state = match state {
         SubjectState::Active => consents::SubjectState::Active,
@@ -45,6 +48,32 @@ pub fn state_change(
         state: state as i32,
         version,
         change_time: Some(vern_kit::time::to_timestamp(change_time)),
+        restricted_purposes: restricted_purposes.to_vec(),
+    }
+    .encode_to_vec()
+}
+
+/// The outbox payload of a restriction (`restricted`) or its lifting, for the rights
+/// feed (Art. 19): `purposes` those concerned, empty for the whole subject;
+/// `by_request` the rights request carried out, if any. Wrapped in a `SubjectNotice`
+/// (erasure payloads are bare `SubjectErasure`s, see [`erasure_request`]).
+pub fn restriction_notice(
+    subject_id: &str,
+    restricted: bool,
+    purposes: &[String],
+    change_time: DateTime<Utc>,
+    by_request: Option<&str>,
+) -> Vec<u8> {
+    rights::SubjectNotice {
+        notice: Some(rights::subject_notice::Notice::Restriction(
+            rights::SubjectRestriction {
+                subject_id: subject_id.to_owned(),
+                restricted,
+                purposes: purposes.to_vec(),
+                change_time: Some(vern_kit::time::to_timestamp(change_time)),
+                rights_request_id: by_request.unwrap_or_default().to_owned(),
+            },
+        )),
     }
     .encode_to_vec()
 }
@@ -105,19 +134,29 @@ pub fn records_erased_notice(
 /// batch carries the same id. Undecodable payloads (never written by this build) are
 /// skipped.
 fn decode_batch<M: Message + Default>(payloads: &[Vec<u8>], what: &str) -> (Vec<M>, String) {
+    let items = payloads
+        .iter()
+        .filter_map(|p| match M::decode(p.as_slice()) {
+            Ok(c) => Some(c),
+            Err(_) => {
+                tracing::error!(kind = "outbox_payload", what, "undecodable payload skipped");
+                None
+            }
+        })
+        .collect();
+    (items, batch_id(payloads))
+}
+
+/// The `request_id` of a batch, derived from its payloads.
+fn batch_id(payloads: &[Vec<u8>]) -> String {
     let mut hash = Sha256::new();
-    let mut items = Vec::with_capacity(payloads.len());
     for p in payloads {
         hash.update((p.len() as u64).to_be_bytes());
         hash.update(p);
-        match M::decode(p.as_slice()) {
-            Ok(c) => items.push(c),
-            Err(_) => tracing::error!(kind = "outbox_payload", what, "undecodable payload skipped"),
-        }
     }
     let digest = hash.finalize();
     let id: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    (items, format!("subjects-outbox-{id}"))
+    format!("subjects-outbox-{id}")
 }
 
 /// The ApplySubjectStates request of one batch.
@@ -129,12 +168,32 @@ pub fn batch_request(payloads: &[Vec<u8>]) -> consents::ApplySubjectStatesReques
     }
 }
 
-/// The ApplySubjectErasures request of one batch.
+/// The ApplySubjectErasures request of one batch: restriction notices (payloads that
+/// decode as a `SubjectNotice` holding one) go to `restrictions`, everything else is
+/// read as a bare `SubjectErasure`. The rights service applies the restrictions first,
+/// which keeps the order that matters: nothing follows a subject's erasure.
 pub fn erasure_request(payloads: &[Vec<u8>]) -> rights::ApplySubjectErasuresRequest {
-    let (erasures, request_id) = decode_batch(payloads, "subject erasure");
+    use rights::subject_notice::Notice;
+    let (mut erasures, mut restrictions) = (vec![], vec![]);
+    for p in payloads {
+        let notice = rights::SubjectNotice::decode(p.as_slice()).map(|n| n.notice);
+        match notice {
+            Ok(Some(Notice::Restriction(r))) => restrictions.push(r),
+            Ok(Some(Notice::Erasure(e))) => erasures.push(e),
+            _ => match rights::SubjectErasure::decode(p.as_slice()) {
+                Ok(e) => erasures.push(e),
+                Err(_) => tracing::error!(
+                    kind = "outbox_payload",
+                    what = "subject notice",
+                    "undecodable payload skipped"
+                ),
+            },
+        }
+    }
     rights::ApplySubjectErasuresRequest {
         erasures,
-        request_id,
+        request_id: batch_id(payloads),
+        restrictions,
     }
 }
 
@@ -222,8 +281,8 @@ mod tests {
     #[test]
     fn payloads_round_trip_and_batches_have_stable_ids() {
         let t = vern_kit::time::now();
-        let a = state_change("s-1", SubjectState::Active, 1, t);
-        let b = state_change("s-1", SubjectState::Erased, 2, t);
+        let a = state_change("s-1", SubjectState::Active, 1, t, &[]);
+        let b = state_change("s-1", SubjectState::Erased, 2, t, &[]);
         let req = batch_request(&[a.clone(), b.clone(), vec![0xff, 0xff]]);
         assert_eq!(req.changes.len(), 2, "garbage skipped");
         assert_eq!(req.changes[0].state, consents::SubjectState::Active as i32);

@@ -26,7 +26,9 @@ use vern_subjects::domain::{
 };
 use vern_subjects::error::SubjectError;
 use vern_subjects::purposes::FixedPurposes;
-use vern_subjects::service::{ImportOutcome, ImportRow, Lookup, RecordsPage, Subjects};
+use vern_subjects::service::{
+    ImportOutcome, ImportRow, Lookup, RecordsPage, RestrictionCall, Subjects,
+};
 use vern_subjects::store::entities::{lookup, record, subject};
 use vern_subjects::store::{KeyStore, ListFilter, SubjectStore};
 
@@ -43,6 +45,7 @@ vern_kit::store_test_suite!("subjects":
     records_are_added_rectified_and_deleted,
     subjects_page_in_order_with_filters,
     state_changes_land_in_the_outbox_with_increasing_versions,
+    restriction_per_purpose_keeps_the_subject_active_and_tells_consents_and_the_feed,
     a_refused_outbox_row_is_parked_and_holds_up_nothing,
     erased_subject_is_a_tombstone,
     erasure_with_retained_records_restricts_until_purged,
@@ -279,14 +282,48 @@ async fn outbox(db: &DatabaseConnection) -> Vec<(String, consents::SubjectStateC
     outbox_of(db, STATE).await
 }
 
+/// The outbox's notices for the rights service, each split as its delivery splits it.
+async fn rights_notices(
+    db: &DatabaseConnection,
+) -> Vec<(String, vern_proto::rights::v1::ApplySubjectErasuresRequest)> {
+    vern_kit::outbox::entity::Entity::find()
+        .all(db)
+        .await
+        .expect("outbox")
+        .into_iter()
+        .filter(|r| r.topic == vern_subjects::store::ERASURE_TOPIC)
+        .map(|r| {
+            let req = vern_subjects::relay::erasure_request(&[r.payload]);
+            assert_eq!(req.erasures.len() + req.restrictions.len(), 1);
+            (r.tenant_id, req)
+        })
+        .collect()
+}
+
 /// The outbox's erasures for the rights service: (tenant, subject, rights request).
 async fn erasures(db: &DatabaseConnection) -> Vec<(String, String, String)> {
-    outbox_of::<vern_proto::rights::v1::SubjectErasure>(db, vern_subjects::store::ERASURE_TOPIC)
+    rights_notices(db)
         .await
         .into_iter()
-        .map(|(t, e)| {
-            assert!(e.erase_time.is_some());
-            (t, e.subject_id, e.rights_request_id)
+        .flat_map(|(t, req)| {
+            req.erasures.into_iter().map(move |e| {
+                assert!(e.erase_time.is_some());
+                (t.clone(), e.subject_id, e.rights_request_id)
+            })
+        })
+        .collect()
+}
+
+/// The outbox's restriction notices: (subject, restricted, purposes, rights request).
+async fn restrictions(db: &DatabaseConnection) -> Vec<(String, bool, Vec<String>, String)> {
+    rights_notices(db)
+        .await
+        .into_iter()
+        .flat_map(|(_, req)| {
+            req.restrictions.into_iter().map(|r| {
+                assert!(r.change_time.is_some());
+                (r.subject_id, r.restricted, r.purposes, r.rights_request_id)
+            })
         })
         .collect()
 }
@@ -555,7 +592,9 @@ async fn tenants_are_isolated(target: DbTarget) {
         ),
         (
             "restrict",
-            e.s.restrict(&b, id, "accuracy contested", None).await.err(),
+            e.s.restrict(&b, RestrictionCall::whole(id, "accuracy contested"), None)
+                .await
+                .err(),
         ),
         (
             "update",
@@ -1020,9 +1059,13 @@ async fn records_are_added_rectified_and_deleted(target: DbTarget) {
     assert_eq!(code(err), tonic::Code::NotFound);
 
     // A restricted subject's data may only be stored.
-    e.s.restrict(&a, id, "accuracy contested (Art. 18(1)(a))", None)
-        .await
-        .expect("restrict");
+    e.s.restrict(
+        &a,
+        RestrictionCall::whole(id, "accuracy contested (Art. 18(1)(a))"),
+        None,
+    )
+    .await
+    .expect("restrict");
     let err =
         e.s.add_records(
             &a,
@@ -1055,9 +1098,13 @@ async fn subjects_page_in_order_with_filters(target: DbTarget) {
     e.s.create(&tenant_b(), email_only("person0@example.no"), None)
         .await
         .expect("b");
-    e.s.restrict(&a, &ids[1], "objection pending", None)
-        .await
-        .expect("restrict");
+    e.s.restrict(
+        &a,
+        RestrictionCall::whole(&ids[1], "objection pending"),
+        None,
+    )
+    .await
+    .expect("restrict");
 
     let mut seen = vec![];
     let mut cursor: Option<String> = None;
@@ -1186,31 +1233,37 @@ async fn state_changes_land_in_the_outbox_with_increasing_versions(target: DbTar
     let s = e.s.create(&a, ola(), None).await.expect("create");
     let id = s.subject_id.as_str();
     let r =
-        e.s.restrict(&a, id, "accuracy contested", None)
+        e.s.restrict(&a, RestrictionCall::whole(id, "accuracy contested"), None)
             .await
             .expect("restrict");
     assert_eq!(r.state, SubjectState::Restricted);
     assert_eq!(r.restriction_reason, "accuracy contested");
     assert!(r.restrict_time.is_some());
-    let again = e.s.restrict(&a, id, "again", None).await.expect("no-op");
+    let again =
+        e.s.restrict(&a, RestrictionCall::whole(id, "again"), None)
+            .await
+            .expect("no-op");
     assert_eq!(
         again.version, r.version,
         "restricting a restricted subject changes nothing"
     );
     let l =
-        e.s.lift_restriction(&a, id, "verified", None)
+        e.s.lift_restriction(&a, RestrictionCall::whole(id, "verified"), None)
             .await
             .expect("lift");
     assert_eq!(l.state, SubjectState::Active);
     assert_eq!(l.restrict_time, None);
     let err =
-        e.s.lift_restriction(&a, id, "verified", None)
+        e.s.lift_restriction(&a, RestrictionCall::whole(id, "verified"), None)
             .await
             .expect_err("not restricted");
     assert_eq!(code(err), tonic::Code::FailedPrecondition);
-    let err = e.s.restrict(&a, id, " ", None).await.expect_err("reason");
+    let err =
+        e.s.restrict(&a, RestrictionCall::whole(id, " "), None)
+            .await
+            .expect_err("reason");
     assert_eq!(fields(err), ["reason"]);
-    e.s.restrict(&a, id, "objection", None)
+    e.s.restrict(&a, RestrictionCall::whole(id, "objection"), None)
         .await
         .expect("restrict");
     e.s.erase(&a, id, "Art. 17 request", vec![], "", None)
@@ -1265,6 +1318,144 @@ async fn state_changes_land_in_the_outbox_with_increasing_versions(target: DbTar
     e.done().await;
 }
 
+/// Art. 18 per purpose: the subject stays ACTIVE, consents hears the whole current set
+/// of restricted purposes, the rights feed hears what was restricted and lifted.
+async fn restriction_per_purpose_keeps_the_subject_active_and_tells_consents_and_the_feed(
+    target: DbTarget,
+) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let s = e.s.create(&a, ola(), None).await.expect("create");
+    let id = s.subject_id.as_str();
+    let purposes = |p: &[&str]| p.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    fn call<'a>(id: &'a str, purposes: &'a [String], reason: &'a str) -> RestrictionCall<'a> {
+        RestrictionCall {
+            purposes,
+            ..RestrictionCall::whole(id, reason)
+        }
+    }
+    let news = purposes(&["newsletter"]);
+    let both = purposes(&["newsletter", "event-invitations"]);
+    let unknown = purposes(&["invoicing", "no-such-purpose"]);
+    let invoicing = purposes(&["invoicing"]);
+    let r =
+        e.s.restrict(&a, call(id, &news, "accuracy contested"), None)
+            .await
+            .expect("restrict");
+    assert_eq!(
+        r.state,
+        SubjectState::Active,
+        "the contract is still served"
+    );
+    assert_eq!(r.restricted_purposes, ["newsletter"]);
+    assert_eq!(r.restriction_reason, "accuracy contested");
+    let again =
+        e.s.restrict(&a, call(id, &news, "again"), None)
+            .await
+            .expect("no-op");
+    assert_eq!(
+        again.version, r.version,
+        "already restricted: nothing changes"
+    );
+    let r =
+        e.s.restrict(&a, call(id, &both, "objection pending"), None)
+            .await
+            .expect("add");
+    assert_eq!(r.restricted_purposes, ["event-invitations", "newsletter"]);
+    let err =
+        e.s.restrict(&a, call(id, &unknown, "x"), None)
+            .await
+            .expect_err("unknown purpose");
+    assert_eq!(fields(err), ["purposes[1]"]);
+    let err =
+        e.s.lift_restriction(&a, call(id, &invoicing, "x"), None)
+            .await
+            .expect_err("not restricted");
+    assert_eq!(code(err), tonic::Code::FailedPrecondition);
+    let l =
+        e.s.lift_restriction(&a, call(id, &news, "verified"), None)
+            .await
+            .expect("lift one");
+    assert_eq!(l.restricted_purposes, ["event-invitations"]);
+    assert_eq!(
+        l.restriction_reason, "objection pending",
+        "the rest stays as it was"
+    );
+    // Restricting the whole subject absorbs the purposes; purposes cannot be lifted
+    // from it, only the whole restriction.
+    let w =
+        e.s.restrict(&a, RestrictionCall::whole(id, "legal claims"), None)
+            .await
+            .expect("whole");
+    assert_eq!(
+        (w.state, w.restricted_purposes.len()),
+        (SubjectState::Restricted, 0)
+    );
+    let err =
+        e.s.lift_restriction(&a, call(id, &news, "x"), None)
+            .await
+            .expect_err("wholly restricted");
+    assert_eq!(code(err), tonic::Code::FailedPrecondition);
+    let l =
+        e.s.lift_restriction(&a, RestrictionCall::whole(id, "claims settled"), None)
+            .await
+            .expect("lift all");
+    assert_eq!(
+        (l.state, l.restricted_purposes.len()),
+        (SubjectState::Active, 0)
+    );
+
+    use consents::SubjectState as C;
+    let got: Vec<(i32, i64, Vec<String>)> = outbox(e.db())
+        .await
+        .into_iter()
+        .map(|(_, c)| (c.state, c.version, c.restricted_purposes))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (C::Active as i32, 1, vec![]),
+            (C::Active as i32, 2, purposes(&["newsletter"])),
+            (
+                C::Active as i32,
+                3,
+                purposes(&["event-invitations", "newsletter"])
+            ),
+            (C::Active as i32, 4, purposes(&["event-invitations"])),
+            (C::Restricted as i32, 5, vec![]),
+            (C::Active as i32, 6, vec![]),
+        ],
+        "consents gets the whole current set with every change"
+    );
+    assert_eq!(
+        restrictions(e.db()).await,
+        vec![
+            (
+                id.to_owned(),
+                true,
+                purposes(&["newsletter"]),
+                String::new()
+            ),
+            (
+                id.to_owned(),
+                true,
+                purposes(&["event-invitations"]),
+                String::new()
+            ),
+            (
+                id.to_owned(),
+                false,
+                purposes(&["newsletter"]),
+                String::new()
+            ),
+            (id.to_owned(), true, vec![], String::new()),
+            (id.to_owned(), false, vec![], String::new()),
+        ],
+        "the feed hears what changed (Art. 19)"
+    );
+    e.done().await;
+}
+
 /// One row its receiver refuses (INVALID_ARGUMENT) is parked, visible and counted;
 /// the rows behind it, of its tenant and of the others, are delivered in order.
 async fn a_refused_outbox_row_is_parked_and_holds_up_nothing(target: DbTarget) {
@@ -1272,10 +1463,10 @@ async fn a_refused_outbox_row_is_parked_and_holds_up_nothing(target: DbTarget) {
     let a = tenant_a();
     let s = e.s.create(&a, ola(), None).await.expect("create");
     let id = s.subject_id.as_str();
-    e.s.restrict(&a, id, "accuracy contested", None)
+    e.s.restrict(&a, RestrictionCall::whole(id, "accuracy contested"), None)
         .await
         .expect("restrict");
-    e.s.lift_restriction(&a, id, "verified", None)
+    e.s.lift_restriction(&a, RestrictionCall::whole(id, "verified"), None)
         .await
         .expect("lift");
     e.s.create(&tenant_b(), email_only("x@example.no"), None)
@@ -1321,7 +1512,11 @@ async fn a_refused_outbox_row_is_parked_and_holds_up_nothing(target: DbTarget) {
         "{:?}",
         parked[0].park_reason
     );
-    assert_eq!(vern_kit::outbox::backlog(e.db()).await.expect("backlog"), 0);
+    assert_eq!(
+        vern_kit::outbox::backlog(e.db()).await.expect("backlog"),
+        2,
+        "only the restriction's and its lifting's notices wait, for the rights topic"
+    );
     // The parked row stays parked: later relays skip it.
     fake.refuse.store(0, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(deliver_topic(e.db(), &fake, 100, STATE).await, Ok(0));
@@ -1375,7 +1570,12 @@ async fn erased_subject_is_a_tombstone(target: DbTarget) {
         assert_eq!(code(err), tonic::Code::NotFound);
     }
     let refused: Vec<(&str, Option<SubjectError>)> = vec![
-        ("restrict", e.s.restrict(&a, id, "x", None).await.err()),
+        (
+            "restrict",
+            e.s.restrict(&a, RestrictionCall::whole(id, "x"), None)
+                .await
+                .err(),
+        ),
         (
             "update",
             e.s.update(
@@ -1525,7 +1725,12 @@ async fn erasure_with_retained_records_restricts_until_purged(target: DbTarget) 
             .is_err()
     );
     let refused: Vec<(&str, Option<SubjectError>)> = vec![
-        ("lift", e.s.lift_restriction(&a, id, "x", None).await.err()),
+        (
+            "lift",
+            e.s.lift_restriction(&a, RestrictionCall::whole(id, "x"), None)
+                .await
+                .err(),
+        ),
         (
             "delete kept",
             e.s.delete_record(&a, id, &kept.record_id, None).await.err(),
@@ -1617,9 +1822,13 @@ async fn records_kept_without_end_match_only_when_asked(target: DbTarget) {
         e.s.create(&a, email_only("kari@example.no"), None)
             .await
             .expect("create");
-    e.s.restrict(&a, &restricted.subject_id, "objection", None)
-        .await
-        .expect("restrict");
+    e.s.restrict(
+        &a,
+        RestrictionCall::whole(&restricted.subject_id, "objection"),
+        None,
+    )
+    .await
+    .expect("restrict");
     let probe = |include_open_ended: bool| PurgeRequest {
         filter: PurgeFilter {
             retain_until_before: Some(vern_kit::time::now() + Duration::days(3650)),
@@ -1817,9 +2026,13 @@ async fn raw_tables_hold_no_plaintext_identifier(target: DbTarget) {
     )
     .await
     .expect("rectify");
-    e.s.restrict(&a, &kari.subject_id, "accuracy contested", None)
-        .await
-        .expect("restrict");
+    e.s.restrict(
+        &a,
+        RestrictionCall::whole(&kari.subject_id, "accuracy contested"),
+        None,
+    )
+    .await
+    .expect("restrict");
 
     let needles: Vec<&str> = vec![
         EMAIL_NORMALISED,
@@ -2019,8 +2232,10 @@ async fn purge_dry_run_real_run_and_exclusions(target: DbTarget) {
             .expect("r");
     e.s.restrict(
         &a,
-        &restricted.subject_id,
-        "kept for legal claims (Art. 18(1)(c))",
+        RestrictionCall::whole(
+            &restricted.subject_id,
+            "kept for legal claims (Art. 18(1)(c))",
+        ),
         None,
     )
     .await

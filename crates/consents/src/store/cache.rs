@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use crate::domain::{ConsentState, SubjectStatus};
+use crate::domain::{ConsentState, SubjectStatus, status_for};
 
 use super::CheckRow;
 
@@ -32,13 +32,36 @@ pub const MAX_SUBJECTS: usize = 1_000_000;
 #[derive(Debug, Clone)]
 struct Entry {
     /// `None`: the subject was never notified (Check answers SUBJECT_UNKNOWN).
-    subject: Option<SubjectStatus>,
-    /// Every consent state of the subject; a purpose absent has nothing recorded.
-    consents: Vec<(String, ConsentState)>,
+    subject: Option<SubjectRows>,
 }
 
-/// What the database holds about one subject: its state and every consent state.
-pub type SubjectRows = (SubjectStatus, Vec<(String, ConsentState)>);
+/// What the database holds about one subject: its state, the purposes its processing
+/// is restricted for, and every consent state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectRows {
+    /// The subject's state.
+    pub status: SubjectStatus,
+    /// While ACTIVE: the purposes restricted (Art. 18).
+    pub restricted_purposes: Vec<String>,
+    /// Every consent state of the subject; a purpose absent has nothing recorded.
+    pub consents: Vec<(String, ConsentState)>,
+}
+
+impl SubjectRows {
+    /// What Check needs for `purpose`.
+    pub fn for_purpose(&self, purpose: &str) -> CheckRow {
+        let consent = self
+            .consents
+            .iter()
+            .find(|(p, _)| p == purpose)
+            .map(|(_, state)| state.clone())
+            .unwrap_or_default();
+        CheckRow {
+            subject: status_for(self.status, &self.restricted_purposes, purpose),
+            consent,
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -87,19 +110,10 @@ impl CheckCache {
         let Some(e) = inner.tenants.get(tenant).and_then(|t| t.get(subject)) else {
             return Cached::Miss;
         };
-        let Some(status) = e.subject else {
-            return Cached::Unknown;
-        };
-        let consent = e
-            .consents
-            .iter()
-            .find(|(p, _)| p == purpose)
-            .map(|(_, state)| state.clone())
-            .unwrap_or_default();
-        Cached::Row(CheckRow {
-            subject: status,
-            consent,
-        })
+        match &e.subject {
+            None => Cached::Unknown,
+            Some(rows) => Cached::Row(rows.for_purpose(purpose)),
+        }
     }
 
     /// Subjects held now.
@@ -141,15 +155,8 @@ impl CheckCache {
         let map = inner.tenants.entry(tenant.to_owned()).or_default();
         for s in subjects {
             // The same epoch means nothing changed since: the rows are current.
-            let entry = match rows.get(s) {
-                Some((status, consents)) => Entry {
-                    subject: Some(*status),
-                    consents: consents.clone(),
-                },
-                None => Entry {
-                    subject: None,
-                    consents: vec![],
-                },
+            let entry = Entry {
+                subject: rows.get(s).cloned(),
             };
             if map.insert(s.clone(), entry).is_none() {
                 added += 1;
@@ -202,13 +209,14 @@ mod tests {
             last_grant_time: Some(chrono::Utc::now()),
             ..ConsentState::default()
         };
-        (
+        SubjectRows {
             status,
-            purposes
+            restricted_purposes: vec![],
+            consents: purposes
                 .iter()
                 .map(|p| ((*p).to_owned(), granted.clone()))
                 .collect(),
-        )
+        }
     }
 
     #[test]
@@ -233,6 +241,21 @@ mod tests {
         assert_eq!(c.get("t", "s1", "p"), Cached::Miss);
         assert_eq!(c.get("t", "s2", "p"), Cached::Unknown, "others stay");
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn a_restricted_purpose_reads_restricted_and_the_others_do_not() {
+        let c = CheckCache::new(10);
+        let mut r = rows(SubjectStatus::Active, &["news", "crm"]);
+        r.restricted_purposes = vec!["news".to_owned()];
+        let data = HashMap::from([("s1".to_owned(), r)]);
+        c.fill(c.epoch(), "t", &["s1".to_owned()], &data);
+        let subject = |p| match c.get("t", "s1", p) {
+            Cached::Row(row) => row.subject,
+            other => panic!("filled: {other:?}"),
+        };
+        assert_eq!(subject("news"), SubjectStatus::Restricted);
+        assert_eq!(subject("crm"), SubjectStatus::Active);
     }
 
     #[test]

@@ -108,6 +108,8 @@ pub mod subject_state {
         pub state: String,
         pub version: i64,
         pub change_time: ChronoDateTimeUtc,
+        /// Purpose keys restricted while ACTIVE (Art. 18), JSON array.
+        pub restricted_purposes: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

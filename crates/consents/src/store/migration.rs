@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(vern_kit::outbox::LeaseMigration),
             Box::new(vern_kit::outbox::TopicIndexMigration),
             Box::new(M0004CompellingGrounds),
+            Box::new(M0005RestrictedPurposes),
         ]
     }
 }
@@ -510,5 +511,44 @@ impl MigrationTrait for M0004CompellingGrounds {
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_table(Table::drop().table(ObjectionDecisions::Table).to_owned())
             .await
+    }
+}
+
+/// Adds `subject_states.restricted_purposes`: the purpose keys the subject's processing
+/// is restricted for (Art. 18) while it is ACTIVE, JSON text; `[]` for existing rows.
+struct M0005RestrictedPurposes;
+
+impl MigrationName for M0005RestrictedPurposes {
+    fn name(&self) -> &str {
+        "m0005_restricted_purposes"
+    }
+}
+
+#[derive(DeriveIden)]
+enum RestrictedPurposes {
+    SubjectStates,
+    RestrictedPurposes,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005RestrictedPurposes {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        if m.has_column("subject_states", "restricted_purposes")
+            .await?
+        {
+            return Ok(());
+        }
+        m.alter_table(
+            Table::alter()
+                .table(RestrictedPurposes::SubjectStates)
+                .add_column(
+                    ColumnDef::new(RestrictedPurposes::RestrictedPurposes)
+                        .text()
+                        .not_null()
+                        .default("[]"),
+                )
+                .to_owned(),
+        )
+        .await
     }
 }

@@ -24,7 +24,7 @@ use vern_seal::keyring::Keyring;
 
 use crate::domain::{
     Channel, CompellingGrounds, ConsentAction, ConsentEvent, ConsentState, GroundsDecision,
-    LatestEvent, SubjectStatus,
+    LatestEvent, SubjectChange, SubjectStatus, status_for,
 };
 use crate::error::ConsentError;
 use crate::seal::Sealer;
@@ -636,14 +636,11 @@ impl ConsentStore {
     pub async fn apply_subject_states(
         &self,
         tenant: &str,
-        changes: &[(String, SubjectStatus, i64, DateTime<Utc>)],
+        changes: &[SubjectChange],
     ) -> Result<(u32, u32), ConsentError> {
         let (mut applied, mut ignored) = (0, 0);
-        for (subject_id, status, version, at) in changes {
-            if self
-                .apply_one(tenant, subject_id, *status, *version, *at)
-                .await?
-            {
+        for change in changes {
+            if self.apply_one(tenant, change.clone()).await? {
                 applied += 1;
             } else {
                 ignored += 1;
@@ -652,18 +649,12 @@ impl ConsentStore {
         Ok((applied, ignored))
     }
 
-    async fn apply_one(
-        &self,
-        tenant: &str,
-        subject_id: &str,
-        status: SubjectStatus,
-        version: i64,
-        at: DateTime<Utc>,
-    ) -> Result<bool, ConsentError> {
+    async fn apply_one(&self, tenant: &str, change: SubjectChange) -> Result<bool, ConsentError> {
         let store = self.clone();
-        let (t, s) = (tenant.to_owned(), subject_id.to_owned());
-        self.write_then_invalidate(tenant, subject_id, async move {
-            store.apply_one_now(&t, &s, status, version, at).await
+        let t = tenant.to_owned();
+        let subject_id = change.subject_id.clone();
+        self.write_then_invalidate(tenant, &subject_id, async move {
+            store.apply_one_now(&t, &change).await
         })
         .await
     }
@@ -671,20 +662,19 @@ impl ConsentStore {
     /// Applies one change in a transaction. An ERASED change (also a repeated or stale
     /// one: erasure is final) shreds the subject's evidence in the same transaction: its
     /// data key is deleted and every sealed (or legacy plaintext) evidence blanked.
-    async fn apply_one_now(
-        &self,
-        tenant: &str,
-        subject_id: &str,
-        status: SubjectStatus,
-        version: i64,
-        at: DateTime<Utc>,
-    ) -> Result<bool, ConsentError> {
+    async fn apply_one_now(&self, tenant: &str, c: &SubjectChange) -> Result<bool, ConsentError> {
+        let (subject_id, status, version, at) = (c.subject_id.as_str(), c.status, c.version, c.at);
+        let restricted = restricted_json(&c.restricted_purposes)?;
         for _ in 0..MAX_ATTEMPTS {
             let txn = begin(&self.db).await?;
             let updated = subject_state::Entity::update_many()
                 .col_expr(subject_state::Column::State, Expr::value(status.as_str()))
                 .col_expr(subject_state::Column::Version, Expr::value(version))
                 .col_expr(subject_state::Column::ChangeTime, Expr::value(at))
+                .col_expr(
+                    subject_state::Column::RestrictedPurposes,
+                    Expr::value(restricted.clone()),
+                )
                 .filter(subject_state::Column::TenantId.eq(tenant))
                 .filter(subject_state::Column::SubjectId.eq(subject_id))
                 .filter(subject_state::Column::Version.lt(version))
@@ -706,6 +696,7 @@ impl ConsentStore {
                     state: Set(status.as_str().to_owned()),
                     version: Set(version),
                     change_time: Set(at),
+                    restricted_purposes: Set(restricted.clone()),
                 }
                 .insert(&txn)
                 .await;
@@ -761,19 +752,8 @@ impl ConsentStore {
         let epoch = cache.epoch();
         let rows = self.read_subject_rows(tenant, &misses).await?;
         cache.fill(epoch, tenant, &misses, &rows);
-        for (subject_id, (status, consents)) in rows {
-            let consent = consents
-                .into_iter()
-                .find(|(p, _)| p == purpose)
-                .map(|(_, c)| c)
-                .unwrap_or_default();
-            out.insert(
-                subject_id,
-                CheckRow {
-                    subject: status,
-                    consent,
-                },
-            );
+        for (subject_id, rows) in rows {
+            out.insert(subject_id, rows.for_purpose(purpose));
         }
         Ok(out)
     }
@@ -849,11 +829,18 @@ impl ConsentStore {
             let (states, consents) = self.read_states_postgres(tenant, subject_ids, None).await?;
             let mut out: HashMap<String, cache::SubjectRows> = states
                 .into_iter()
-                .map(|(id, status)| (id, (status, vec![])))
+                .map(|(id, status, restricted_purposes)| {
+                    let rows = cache::SubjectRows {
+                        status,
+                        restricted_purposes,
+                        consents: vec![],
+                    };
+                    (id, rows)
+                })
                 .collect();
             for (subject_id, purpose, consent) in consents {
                 if let Some(entry) = out.get_mut(&subject_id) {
-                    entry.1.push((purpose, consent));
+                    entry.consents.push((purpose, consent));
                 }
             }
             return Ok(out);
@@ -862,7 +849,7 @@ impl ConsentStore {
         use subject_state::Column as S;
         let (s, c) = (subject_state::Entity, consent_state::Entity);
         let mut q = Query::select();
-        q.columns([(s, S::SubjectId), (s, S::State)])
+        q.columns([(s, S::SubjectId), (s, S::State), (s, S::RestrictedPurposes)])
             .columns([
                 (c, C::Purpose),
                 (c, C::LatestEventId),
@@ -894,12 +881,14 @@ impl ConsentStore {
             let consent = consent_from_row(&r)?;
             let entry = match out.entry(subject_id) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert((parse_subject(&state)?, vec![]))
-                }
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(cache::SubjectRows {
+                    status: parse_subject(&state)?,
+                    restricted_purposes: restricted_of(&r)?,
+                    consents: vec![],
+                }),
             };
             if let Some(p) = purpose {
-                entry.1.push((p, consent));
+                entry.consents.push((p, consent));
             }
         }
         Ok(out)
@@ -918,7 +907,7 @@ impl ConsentStore {
         purpose: Option<&str>,
     ) -> Result<
         (
-            Vec<(String, SubjectStatus)>,
+            Vec<(String, SubjectStatus, Vec<String>)>,
             Vec<(String, String, ConsentState)>,
         ),
         ConsentError,
@@ -955,7 +944,7 @@ impl ConsentStore {
             .map(|r| {
                 let id: String = r.try_get("", "subject_id")?;
                 let state: String = r.try_get("", "state")?;
-                Ok((id, parse_subject(&state)?))
+                Ok((id, parse_subject(&state)?, restricted_of(r)?))
             })
             .collect::<Result<Vec<_>, ConsentError>>()?;
         let consents = consents
@@ -989,9 +978,9 @@ impl ConsentStore {
                 .await?;
             let mut out: HashMap<String, CheckRow> = states
                 .into_iter()
-                .map(|(id, subject)| {
+                .map(|(id, subject, restricted)| {
                     let row = CheckRow {
-                        subject,
+                        subject: status_for(subject, &restricted, purpose),
                         consent: ConsentState::default(),
                     };
                     (id, row)
@@ -1008,7 +997,7 @@ impl ConsentStore {
         use subject_state::Column as S;
         let (s, c) = (subject_state::Entity, consent_state::Entity);
         let mut q = Query::select();
-        q.columns([(s, S::SubjectId), (s, S::State)])
+        q.columns([(s, S::SubjectId), (s, S::State), (s, S::RestrictedPurposes)])
             .columns([
                 (c, C::LatestEventId),
                 (c, C::LatestAction),
@@ -1037,10 +1026,11 @@ impl ConsentStore {
             let subject_id: String = r.try_get("", "subject_id")?;
             let state: String = r.try_get("", "state")?;
             let consent = consent_from_row(&r)?;
+            let restricted = restricted_of(&r)?;
             out.insert(
                 subject_id,
                 CheckRow {
-                    subject: parse_subject(&state)?,
+                    subject: status_for(parse_subject(&state)?, &restricted, purpose),
                     consent,
                 },
             );
@@ -1060,7 +1050,7 @@ fn subject_in(ids: &[String]) -> sea_orm::sea_query::SimpleExpr {
 }
 
 /// The subjects of a PostgreSQL batch read: one array parameter of canonical UUIDs.
-const STATES_BY_IDS: &str = "SELECT subject_id, state FROM subject_states \
+const STATES_BY_IDS: &str = "SELECT subject_id, state, restricted_purposes FROM subject_states \
      WHERE tenant_id = $1 AND subject_id = ANY(string_to_array($2, ','))";
 /// Their consent states, every purpose.
 const CONSENTS_BY_IDS: &str = "SELECT subject_id, purpose, latest_event_id, latest_action, \
@@ -1315,6 +1305,21 @@ fn corrupt(what: &str) -> DbErr {
 
 fn parse_action(s: &str) -> Result<ConsentAction, DbErr> {
     ConsentAction::parse(s).ok_or_else(|| corrupt("action"))
+}
+
+/// `subject_states.restricted_purposes` of a row (JSON; `[]`, by far the most common,
+/// without parsing).
+fn restricted_of(r: &sea_orm::QueryResult) -> Result<Vec<String>, DbErr> {
+    let text: String = r.try_get("", "restricted_purposes")?;
+    if text == "[]" {
+        return Ok(vec![]);
+    }
+    serde_json::from_str(&text).map_err(|_| corrupt("subject_states.restricted_purposes"))
+}
+
+/// The JSON text of `subject_states.restricted_purposes`.
+fn restricted_json(purposes: &[String]) -> Result<String, ConsentError> {
+    serde_json::to_string(purposes).map_err(|_| ConsentError::Api(ApiError::Internal("json")))
 }
 
 fn parse_subject(s: &str) -> Result<SubjectStatus, DbErr> {

@@ -551,18 +551,27 @@ impl RightsStore {
     pub async fn shred_erased(
         &self,
         tenant: &str,
+        restrictions: Vec<RestrictionChange>,
         erasures: Vec<ErasedSubject>,
         key: Option<&Key>,
     ) -> Result<i32, RightsError> {
-        let applied = i32::try_from(erasures.len()).unwrap_or(i32::MAX);
+        let applied = i32::try_from(erasures.len() + restrictions.len()).unwrap_or(i32::MAX);
         let tenant = tenant.to_owned();
         let mut attempt = 0;
         loop {
             attempt += 1;
             let (tenant, erasures) = (tenant.clone(), erasures.clone());
+            let restrictions = restrictions.clone();
             let result = commit_once(&self.db, key, applied, move |txn| {
                 Box::pin(async move {
                     let mut feed = vec![];
+                    // Restrictions first: nothing of a subject follows its erasure.
+                    for r in restrictions {
+                        // A request's own fulfilment puts its RESTRICTED event on the feed.
+                        if r.by_request.is_none() {
+                            feed.push(restriction_event(&tenant, &r)?);
+                        }
+                    }
                     for e in erasures {
                         if e.records.is_empty() {
                             shred_subject(
@@ -607,6 +616,48 @@ pub struct ErasedSubject {
     pub records: Vec<crate::model::ErasedRecord>,
     /// RETENTION: the policy whose period ended.
     pub policy_id: String,
+}
+
+/// A subject's restriction changed in the subjects service (ApplySubjectErasures).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestrictionChange {
+    /// The subject.
+    pub subject_id: String,
+    /// True: restricted; false: a restriction lifted.
+    pub restricted: bool,
+    /// The purposes concerned; empty: the whole subject.
+    pub purposes: Vec<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The rights request of this service it carried out, if any.
+    pub by_request: Option<String>,
+}
+
+/// The feed event of a restriction (RESTRICTED) or its lifting (RESTRICTION_LIFTED)
+/// that no rights request of this service carried out: recipients must restrict or
+/// may process again (Art. 19). No external references, as for [`erasure_event`].
+fn restriction_event(tenant: &str, r: &RestrictionChange) -> Result<NewEvent, RightsError> {
+    let event_type = if r.restricted {
+        domain::EventType::Restricted
+    } else {
+        domain::EventType::RestrictionLifted
+    };
+    Ok(event::Model {
+        tenant_id: tenant.to_owned(),
+        seq: 0,
+        event_id: uuid::Uuid::now_v7().to_string(),
+        event_type: event_type.as_str().to_owned(),
+        subject_id: r.subject_id.clone(),
+        external_refs: "[]".to_owned(),
+        rights_request_id: String::new(),
+        purposes: serde_json::to_string(&r.purposes)
+            .map_err(|_| RightsError::Corrupt("purposes"))?,
+        fields: "[]".to_owned(),
+        retain_until_time: None,
+        occur_time: r.at,
+        external_refs_ct: None,
+        detail: "{}".to_owned(),
+    })
 }
 
 /// The feed event of an erasure no rights request carried out: ERASED, or

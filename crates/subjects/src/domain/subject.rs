@@ -641,6 +641,8 @@ pub struct Subject {
     pub restriction_reason: String,
     /// When restricted.
     pub restrict_time: Option<DateTime<Utc>>,
+    /// Purpose keys restricted while ACTIVE (Art. 18); empty when none or all are.
+    pub restricted_purposes: Vec<String>,
     /// When erasure was requested while records had to be kept.
     pub erase_request_time: Option<DateTime<Utc>>,
     /// Tombstone: when erased.

@@ -325,7 +325,7 @@ impl Subjects {
             }
             batch
                 .outbox
-                .push(state_change(&subject_id, SubjectState::Active, 1, now));
+                .push(state_change(&subject_id, SubjectState::Active, 1, now, &[]));
             if let Some(k) = &p.key {
                 answers.push((k, subject_id.clone()));
             }

@@ -11,117 +11,220 @@ use vern_kit::idempotency::Key;
 use vern_kit::validate;
 
 use super::{Subjects, invalid, later, month_start, tombstone};
+use crate::domain::restriction;
 use crate::domain::{
     self, DataCategory, EraseOutcome, PurgeAction, PurgeItem, PurgeOutcome, PurgeRequest, Retain,
     Subject, SubjectState, View, validate_retain,
 };
 use crate::error::SubjectError;
-use crate::relay::{erasure_notice, records_erased_notice, state_change};
+use crate::relay::{erasure_notice, records_erased_notice, restriction_notice, state_change};
 use crate::store::entities::{record, subject};
-use crate::store::{Batch, corrupt, from_json};
+use crate::store::{Batch, corrupt, from_json, json};
+
+/// Most purposes one restriction call names.
+pub const MAX_RESTRICTED_PURPOSES: usize = 100;
+
+/// The input of RestrictSubject and LiftRestriction.
+#[derive(Debug, Clone, Copy)]
+pub struct RestrictionCall<'a> {
+    /// The subject.
+    pub subject_id: &'a str,
+    /// Why (no personal data).
+    pub reason: &'a str,
+    /// The purposes concerned; empty: the whole subject.
+    pub purposes: &'a [String],
+    /// RestrictSubject: the rights request carried out, if any.
+    pub rights_request_id: &'a str,
+}
+
+impl<'a> RestrictionCall<'a> {
+    /// A call for the whole subject, not carrying out a rights request.
+    pub fn whole(subject_id: &'a str, reason: &'a str) -> Self {
+        Self {
+            subject_id,
+            reason,
+            purposes: &[],
+            rights_request_id: "",
+        }
+    }
+}
+
+/// A refused restriction change as the service's error.
+fn refused(r: restriction::Refusal) -> SubjectError {
+    match r {
+        restriction::Refusal::Erased => SubjectError::Erased,
+        restriction::Refusal::NotRestricted => SubjectError::NotRestricted,
+        restriction::Refusal::ErasurePending => SubjectError::ErasurePending,
+        restriction::Refusal::WhollyRestricted => SubjectError::WhollyRestricted,
+    }
+}
 
 /// Restriction reason of a subject whose erasure keeps records.
 pub const ERASURE_RESTRICTION: &str = "erasure requested; records kept under a retention duty";
 
 impl Subjects {
-    /// RestrictSubject (Art. 18): ACTIVE → RESTRICTED with a reason; a restricted
-    /// subject stays as it is.
+    /// RestrictSubject (Art. 18): without `purposes`, ACTIVE → RESTRICTED; with them,
+    /// the subject stays ACTIVE and they join its restricted purposes (each must be a
+    /// purpose of the tenant). Already so: the subject as it is. `by_request` is the
+    /// rights request carried out, if any; the recipients hear of every change
+    /// through the rights feed (Art. 19).
     pub async fn restrict(
         &self,
         tenant: &TenantId,
-        subject_id: &str,
-        reason: &str,
+        call: RestrictionCall<'_>,
         idem: Option<Key>,
     ) -> Result<Subject, SubjectError> {
-        let id = self.validate_state_call(subject_id, reason)?;
+        let (id, by_request) = self.validate_restriction_call(&call)?;
         if let Some(id) = self.store.replay::<String>(idem.as_ref()).await? {
             return self.get(tenant, &id, View::Full).await;
         }
         let t = tenant.as_str();
-        let row = self.subject_row(t, &id).await?;
-        match state(&row)? {
-            SubjectState::Erased => return Err(SubjectError::Erased),
-            SubjectState::Restricted => return self.read(t, row, View::Full, None).await,
-            SubjectState::Active => {}
+        if !call.purposes.is_empty() {
+            let catalogue = self
+                .purposes
+                .catalogue(t, call.purposes.iter().map(String::as_str))
+                .await?;
+            let mut v = Violations::new();
+            for (i, p) in call.purposes.iter().enumerate() {
+                if !catalogue.contains_key(p) {
+                    v.add(format!("purposes[{i}]"), "is not a purpose of the tenant");
+                }
+            }
+            v.finish()?;
         }
-        let now = vern_kit::time::now();
-        let updated = subject::Model {
-            state: SubjectState::Restricted.as_str().to_owned(),
-            restriction_reason: reason.trim().to_owned(),
-            restrict_time: Some(now),
-            version: row.version + 1,
-            update_time: later(row.update_time),
-            ..row.clone()
-        };
-        let batch = Batch {
-            outbox: vec![state_change(
-                &id,
-                SubjectState::Restricted,
-                updated.version,
-                now,
-            )],
-            update_subjects: vec![(updated, row.update_time)],
-            ..Default::default()
-        };
-        let id = self.store.apply(t, batch, idem.as_ref(), id).await?;
-        tracing::info!(tenant = t, subject_id = %id, "subject restricted");
-        self.nudge();
+        let row = self.subject_row(t, &id).await?;
+        let current: Vec<String> = from_json(&row.restricted_purposes)?;
+        let change =
+            restriction::restrict(state(&row)?, &current, call.purposes).map_err(refused)?;
+        self.apply_restriction(t, row, change, true, call.reason, by_request, idem)
+            .await?;
         self.get(tenant, &id, View::Full).await
     }
 
-    /// LiftRestriction (Art. 18(3)): RESTRICTED → ACTIVE, unless erasure is pending.
+    /// LiftRestriction (Art. 18(3)): without `purposes`, every restriction ends
+    /// (RESTRICTED → ACTIVE, unless erasure is pending); with them, those purposes'.
     pub async fn lift_restriction(
         &self,
         tenant: &TenantId,
-        subject_id: &str,
-        reason: &str,
+        call: RestrictionCall<'_>,
         idem: Option<Key>,
     ) -> Result<Subject, SubjectError> {
-        let id = self.validate_state_call(subject_id, reason)?;
+        let (id, _) = self.validate_restriction_call(&call)?;
         if let Some(id) = self.store.replay::<String>(idem.as_ref()).await? {
             return self.get(tenant, &id, View::Full).await;
         }
         let t = tenant.as_str();
         let row = self.subject_row(t, &id).await?;
-        match state(&row)? {
-            SubjectState::Erased => return Err(SubjectError::Erased),
-            SubjectState::Active => return Err(SubjectError::NotRestricted),
-            SubjectState::Restricted if row.erase_request_time.is_some() => {
-                return Err(SubjectError::ErasurePending);
-            }
-            SubjectState::Restricted => {}
-        }
+        let current: Vec<String> = from_json(&row.restricted_purposes)?;
+        let change = restriction::lift(
+            state(&row)?,
+            row.erase_request_time.is_some(),
+            &current,
+            call.purposes,
+        )
+        .map_err(refused)?;
+        self.apply_restriction(t, row, change, false, call.reason, None, idem)
+            .await?;
+        self.get(tenant, &id, View::Full).await
+    }
+
+    /// Writes a restriction change with its state change for consents and its notice
+    /// for the rights feed, in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_restriction(
+        &self,
+        t: &str,
+        row: subject::Model,
+        change: restriction::Change,
+        restricted: bool,
+        reason: &str,
+        by_request: Option<String>,
+        idem: Option<Key>,
+    ) -> Result<(), SubjectError> {
+        let id = row.subject_id.clone();
+        let restriction::Change::To {
+            state,
+            purposes,
+            notice,
+        } = change
+        else {
+            return Ok(());
+        };
         let now = vern_kit::time::now();
+        let still_restricted = state == SubjectState::Restricted || !purposes.is_empty();
         let updated = subject::Model {
-            state: SubjectState::Active.as_str().to_owned(),
-            restriction_reason: String::new(),
-            restrict_time: None,
+            state: state.as_str().to_owned(),
+            restriction_reason: if !still_restricted {
+                String::new()
+            } else if restricted {
+                reason.trim().to_owned()
+            } else {
+                row.restriction_reason.clone()
+            },
+            restrict_time: if !still_restricted {
+                None
+            } else if restricted {
+                Some(now)
+            } else {
+                row.restrict_time
+            },
+            restricted_purposes: json(&purposes)?,
             version: row.version + 1,
             update_time: later(row.update_time),
             ..row.clone()
         };
         let batch = Batch {
-            outbox: vec![state_change(
+            outbox: vec![state_change(&id, state, updated.version, now, &purposes)],
+            erasures: vec![restriction_notice(
                 &id,
-                SubjectState::Active,
-                updated.version,
+                restricted,
+                &notice,
                 now,
+                by_request.as_deref(),
             )],
             update_subjects: vec![(updated, row.update_time)],
             ..Default::default()
         };
-        let id = self.store.apply(t, batch, idem.as_ref(), id).await?;
-        tracing::info!(tenant = t, subject_id = %id, "subject restriction lifted");
+        self.store
+            .apply(t, batch, idem.as_ref(), id.clone())
+            .await?;
+        tracing::info!(
+            tenant = t,
+            subject_id = %id,
+            restricted,
+            purposes = notice.len(),
+            "subject restriction changed"
+        );
         self.nudge();
-        self.get(tenant, &id, View::Full).await
+        Ok(())
     }
 
-    fn validate_state_call(&self, subject_id: &str, reason: &str) -> Result<String, SubjectError> {
+    fn validate_restriction_call(
+        &self,
+        call: &RestrictionCall<'_>,
+    ) -> Result<(String, Option<String>), SubjectError> {
         let mut v = Violations::new();
-        let id = v.check(domain::subject_id("subject_id", subject_id));
-        v.check(validate::text("reason", reason, 1000));
+        let id = v.check(domain::subject_id("subject_id", call.subject_id));
+        v.check(validate::text("reason", call.reason, 1000));
+        if call.purposes.len() > MAX_RESTRICTED_PURPOSES {
+            v.add(
+                "purposes",
+                format!("at most {MAX_RESTRICTED_PURPOSES} purposes"),
+            );
+        }
+        for (i, p) in call.purposes.iter().enumerate() {
+            v.check(domain::purpose_key(&format!("purposes[{i}]"), p));
+        }
+        let by_request = if call.rights_request_id.is_empty() {
+            None
+        } else {
+            v.check(domain::subject_id(
+                "rights_request_id",
+                call.rights_request_id,
+            ))
+        };
         v.finish()?;
-        Ok(id.unwrap_or_default())
+        Ok((id.unwrap_or_default(), by_request))
     }
 
     /// EraseSubject (Art. 17).
@@ -195,9 +298,13 @@ impl Subjects {
             // unreadable and a repeated call completes the erasure.
             self.keys.shred(t, std::slice::from_ref(&id)).await?;
             let tomb = tombstone(&row, now);
-            batch
-                .outbox
-                .push(state_change(&id, SubjectState::Erased, tomb.version, now));
+            batch.outbox.push(state_change(
+                &id,
+                SubjectState::Erased,
+                tomb.version,
+                now,
+                &[],
+            ));
             batch.update_subjects.push((tomb, row.update_time));
             batch.delete_refs_of.push(id.clone());
             batch.delete_records_of.push(id.clone());
@@ -219,6 +326,8 @@ impl Subjects {
                 national_id_ct: None,
                 restriction_reason: ERASURE_RESTRICTION.to_owned(),
                 restrict_time: row.restrict_time.or(Some(now)),
+                // Restricted as a whole now: the purposes are absorbed.
+                restricted_purposes: "[]".to_owned(),
                 // A later erasure call (the retention sweep deciding again) keeps the
                 // time the erasure was first asked for.
                 erase_request_time: row.erase_request_time.or(Some(now)),
@@ -232,6 +341,7 @@ impl Subjects {
                     SubjectState::Restricted,
                     updated.version,
                     now,
+                    &[],
                 ));
             }
             batch.update_subjects.push((updated, row.update_time));
@@ -370,6 +480,7 @@ impl Subjects {
                 SubjectState::Erased,
                 tomb.version,
                 now,
+                &[],
             ));
             batch.erasures.push(erasure_notice(
                 &s.subject_id,

@@ -15,6 +15,7 @@ mod lifecycle;
 mod records;
 
 pub use import::{ImportOutcome, ImportRow, MAX_IMPORT_ROWS};
+pub use lifecycle::{MAX_RESTRICTED_PURPOSES, RestrictionCall};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -233,7 +234,7 @@ impl Subjects {
                 .into_iter()
                 .map(|d| record_row(t, &subject_id, &dek, d, now))
                 .collect::<Result<_, _>>()?,
-            outbox: vec![state_change(&subject_id, SubjectState::Active, 1, now)],
+            outbox: vec![state_change(&subject_id, SubjectState::Active, 1, now, &[])],
             ..Default::default()
         };
         let id = self
@@ -796,6 +797,7 @@ pub(crate) fn new_subject_row(
         national_id_ct: None,
         restriction_reason: String::new(),
         restrict_time: None,
+        restricted_purposes: "[]".to_owned(),
         erase_request_time: None,
         relationship_end_time: valid.relationship_end_time,
         erase_time: None,
@@ -1002,6 +1004,7 @@ fn subject_view(
         state,
         restriction_reason: row.restriction_reason,
         restrict_time: row.restrict_time,
+        restricted_purposes: from_json(&row.restricted_purposes)?,
         erase_request_time: row.erase_request_time,
         erase_time: row.erase_time,
         relationship_end_time: row.relationship_end_time,
@@ -1022,6 +1025,7 @@ pub(crate) fn tombstone(row: &subject::Model, now: DateTime<Utc>) -> subject::Mo
         national_id_ct: None,
         restriction_reason: String::new(),
         restrict_time: None,
+        restricted_purposes: "[]".to_owned(),
         relationship_end_time: None,
         erase_time: Some(now),
         version: row.version + 1,

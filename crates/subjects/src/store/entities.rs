@@ -31,6 +31,8 @@ pub mod subject {
         pub restriction_reason: String,
         /// When restricted.
         pub restrict_time: Option<ChronoDateTimeUtc>,
+        /// Purpose keys restricted while ACTIVE (Art. 18), JSON array, sorted.
+        pub restricted_purposes: String,
         /// When erasure was requested while records had to be kept.
         pub erase_request_time: Option<ChronoDateTimeUtc>,
         /// End of the relationship.

@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0002SealedRefs),
             Box::new(vern_kit::outbox::LeaseMigration),
             Box::new(vern_kit::outbox::TopicIndexMigration),
+            Box::new(M0003RestrictedPurposes),
         ]
     }
 }
@@ -373,6 +374,42 @@ impl MigrationTrait for M0002SealedRefs {
             Table::alter()
                 .table(ExternalRefs::Table)
                 .add_column(ColumnDef::new(SealedRefs::RefCt).blob().null())
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+/// Adds `subjects.restricted_purposes`: the purpose keys restricted (Art. 18) while the
+/// subject is ACTIVE, JSON text; `[]` for every existing row.
+struct M0003RestrictedPurposes;
+
+impl MigrationName for M0003RestrictedPurposes {
+    fn name(&self) -> &str {
+        "m0003_restricted_purposes"
+    }
+}
+
+#[derive(DeriveIden)]
+enum RestrictedPurposes {
+    RestrictedPurposes,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003RestrictedPurposes {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        if m.has_column("subjects", "restricted_purposes").await? {
+            return Ok(());
+        }
+        m.alter_table(
+            Table::alter()
+                .table(Subjects::Table)
+                .add_column(
+                    ColumnDef::new(RestrictedPurposes::RestrictedPurposes)
+                        .text()
+                        .not_null()
+                        .default("[]"),
+                )
                 .to_owned(),
         )
         .await

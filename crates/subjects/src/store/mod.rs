@@ -90,7 +90,7 @@ pub struct Batch {
     pub insert_records: Vec<record::Model>,
     /// Encoded state changes for the outbox (topic [`STATE_TOPIC`]).
     pub outbox: Vec<Vec<u8>>,
-    /// Encoded erasures for the outbox (topic [`ERASURE_TOPIC`]).
+    /// Encoded erasure and restriction notices for the outbox (topic [`ERASURE_TOPIC`]).
     pub erasures: Vec<Vec<u8>>,
 }
 
@@ -555,7 +555,8 @@ impl SubjectStore {
 /// never excluded subjects. Records kept after an erasure match only through
 /// `retain_until_before` (and, with `include_open_ended`, those kept without an end),
 /// and only of subjects awaiting erasure; otherwise only records of ACTIVE subjects
-/// match (an Art. 18 restriction keeps data from being swept).
+/// match, and only of subjects without restricted purposes (an Art. 18 restriction
+/// keeps data from being swept).
 fn purge_query(tenant: &str, f: &PurgeFilter) -> Select<record::Entity> {
     let mut q = record::Entity::find()
         .filter(record::Column::TenantId.eq(tenant))
@@ -597,7 +598,12 @@ fn purge_query(tenant: &str, f: &PurgeFilter) -> Select<record::Entity> {
         }
         None => {
             q = q.filter(record::Column::Restricted.eq(false));
-            subjects.and_where(subject::Column::State.eq(SubjectState::Active.as_str()));
+            // A restriction for some purposes keeps the whole subject from sweeps until
+            // it is lifted: erasing is processing (Art. 18(2)), and a restriction under
+            // 18(1)(c) exists precisely to keep data a sweep would delete.
+            subjects
+                .and_where(subject::Column::State.eq(SubjectState::Active.as_str()))
+                .and_where(subject::Column::RestrictedPurposes.eq("[]"));
         }
     }
     if let Some(t) = f.relationship_end_before {
