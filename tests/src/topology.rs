@@ -39,6 +39,29 @@ impl Topology {
         master_key: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        // Ports are found free and then bound by another process: a test starting at
+        // the same moment can take one in between. Such a start is tried again on
+        // other ports; any other failure fails the test.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::try_start(replicas, database_url, secret, master_key, env) {
+                Ok(t) => return t,
+                Err(logs) if attempt < 4 && logs.contains("Address already in use") => {
+                    eprintln!("topology ports were taken meanwhile; trying other ports");
+                }
+                Err(logs) => panic!("the topology exited before it was ready; logs:\n{logs}"),
+            }
+        }
+    }
+
+    fn try_start(
+        replicas: u8,
+        database_url: &str,
+        secret: &str,
+        master_key: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let bin = vern_binary();
         let dir = tempfile::tempdir().expect("temp dir");
@@ -77,13 +100,10 @@ impl Topology {
                 && !p.trim().is_empty()
             {
                 t.prefix = p.trim().to_owned();
-                return t;
+                return Ok(t);
             }
             if let Some(Ok(Some(status))) = t.child.as_mut().map(|c| c.try_wait()) {
-                panic!(
-                    "the topology exited ({status}) before it was ready; logs:\n{}",
-                    t.logs()
-                );
+                return Err(format!("exit {status}\n{}", t.logs()));
             }
             assert!(
                 started.elapsed() < Duration::from_secs(120),
@@ -226,7 +246,9 @@ fn free_base(replicas: u8) -> u16 {
         vec![IpAddr::from([127, 0, 0, 1])]
     };
     for _ in 0..200 {
-        let base = 20_000 + 100 * (uuid::Uuid::new_v4().as_u128() % 400) as u16;
+        // Below Linux's ephemeral range (32768–60999), where every outgoing
+        // connection (to PostgreSQL, between components) takes its local port.
+        let base = 20_000 + 100 * (uuid::Uuid::new_v4().as_u128() % 120) as u16;
         let ports = (1..=1).chain(20..=26).chain(11..=16).map(|o| base + o);
         let free = ports.clone().all(|p| {
             TcpListener::bind((IpAddr::from([127, 0, 0, 1]), p)).is_ok()

@@ -1112,6 +1112,7 @@ impl Standalone {
                 exposure: vern_kit::context::Exposure::Public,
                 tenants: None,
                 shutdown: vern_kit::shutdown::Shutdown::new(),
+                tls: None,
             },
             listener,
             &config,

@@ -386,6 +386,7 @@ async fn standalone_gateway_forwards_to_remote_services() {
                 exposure: vern_kit::context::Exposure::Public,
                 tenants: None,
                 shutdown: vern_kit::shutdown::Shutdown::new(),
+                tls: None,
             },
             gw_listener,
             &server_config,

@@ -625,6 +625,7 @@ async fn one_trace_spans_gateway_and_service() {
         exposure: vern_kit::context::Exposure::Public,
         tenants: None,
         shutdown: vern_kit::shutdown::Shutdown::new(),
+        tls: None,
     };
     let (gw_addr, stop_gw, gateway) = serve(served, &config).await;
 

@@ -161,6 +161,8 @@ pub async fn suite_of(config: &Config, services: &[&str]) -> anyhow::Result<Serv
         exposure: vern_kit::context::Exposure::Internal,
         tenants: tenant_gate(config),
         shutdown,
+        // The caller sets the listener's TLS.
+        tls: None,
     })
 }
 
@@ -198,6 +200,7 @@ pub fn gateway(config: &Config) -> anyhow::Result<Served> {
         exposure: vern_kit::context::Exposure::Public,
         tenants: tenant_gate(config),
         shutdown: vern_kit::shutdown::Shutdown::new(),
+        tls: None,
     })
 }
 
@@ -281,6 +284,8 @@ pub async fn start_suite(config: Config, listener: TcpListener) -> anyhow::Resul
     let verifier = verifier(&config)?;
     let mut served = suite(&config).await?;
     served.exposure = vern_kit::context::Exposure::Public;
+    // The gateway listener speaks TLS when given certificates (`tls.*`).
+    served.tls = vern_kit::tls::ServerTls::from_config(&config.tls).context("tls")?;
     served.telemetry = vern_kit::telemetry::Telemetry::start(&config.telemetry, "dev")
         .await
         .context("starting telemetry")?;
@@ -293,6 +298,8 @@ pub async fn start_suite(config: Config, listener: TcpListener) -> anyhow::Resul
         exposure: vern_kit::context::Exposure::Internal,
         tenants: served.tenants.clone(),
         shutdown: served.shutdown.clone(),
+        // Loopback only, between the suite's own services: plaintext.
+        tls: None,
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

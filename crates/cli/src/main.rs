@@ -17,6 +17,10 @@ struct Cli {
     /// Configuration file (TOML). Default: $VERN_CONFIG, else ./vern.toml if present.
     #[arg(long, global = true, env = "VERN_CONFIG")]
     config: Option<PathBuf>,
+    /// CA certificate (PEM) that `https://` addresses must chain to (default: the
+    /// system's roots; config `tls.ca_file`).
+    #[arg(long, global = true, env = "VERN_CA")]
+    ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -234,6 +238,9 @@ fn reader_gone(e: &anyhow::Error) -> bool {
 fn run_cli() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    if let Some(ca) = cli.ca {
+        config.tls.ca_file = Some(ca);
+    }
     match cli.command {
         Command::Token {
             role,
@@ -268,6 +275,8 @@ fn run_cli() -> anyhow::Result<()> {
 }
 
 async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
+    // Every channel this process opens to an `https://` address uses it.
+    vern_kit::tls::install_client(&config.tls).context("tls")?;
     match command {
         Command::Dev { data_dir, listen } => {
             let started = Instant::now();
@@ -283,9 +292,14 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
             let running = vern_cli::start_suite(config.clone(), listener).await?;
             let dir = vern_cli::data_dir_display(&config);
             println!(
-                "vern dev ready in {} ms\n  gateway   {} (gRPC, reflection and health for all six services)\n  internal  {} (service-to-service calls only; the gateway refuses the service role)\n  data      {}\n  token     vern token --role platform-admin --data-dir {}\n            vern token --role tenant-admin --tenant <tenant-id> --data-dir {}\n  try       grpcurl -plaintext -H \"authorization: Bearer $(vern token --role platform-admin --data-dir {})\" {} list",
+                "vern dev ready in {} ms\n  gateway   {} (gRPC{}, reflection and health for all six services)\n  internal  {} (service-to-service calls only; the gateway refuses the service role)\n  data      {}\n  token     vern token --role platform-admin --data-dir {}\n            vern token --role tenant-admin --tenant <tenant-id> --data-dir {}\n  try       grpcurl -plaintext -H \"authorization: Bearer $(vern token --role platform-admin --data-dir {})\" {} list",
                 started.elapsed().as_millis(),
                 running.addr,
+                if config.tls.cert_file.is_some() {
+                    " over TLS"
+                } else {
+                    ""
+                },
                 running.internal_addr,
                 dir.display(),
                 dir.display(),
@@ -329,10 +343,11 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
             served.telemetry = vern_kit::telemetry::Telemetry::start(&config.telemetry, &service)
                 .await
                 .context("starting telemetry")?;
+            served.tls = vern_kit::tls::ServerTls::from_config(&config.tls).context("tls")?;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding {addr}"))?;
-            tracing::info!(%addr, service = %service, "serving");
+            tracing::info!(%addr, service = %service, tls = served.tls.is_some(), "serving");
             vern_kit::server::serve(
                 served,
                 listener,

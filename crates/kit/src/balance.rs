@@ -192,7 +192,10 @@ impl Shared {
 
     fn connect(&self, addr: SocketAddr) -> Option<Arc<Backend>> {
         let t = &self.target;
-        let endpoint = Endpoint::from_shared(format!("{}://{addr}", t.scheme)).ok()?;
+        // `http` even for TLS: the TLS is [`crate::tls::connector`]'s, and tonic, were
+        // its own TLS compiled in by another crate, would refuse an https endpoint
+        // without its configuration. Requests still carry the configured origin.
+        let endpoint = Endpoint::from_shared(format!("http://{addr}")).ok()?;
         let mut endpoint = endpoint
             // Calls name the service as configured, not the pod's address.
             .origin(t.origin.clone())
@@ -204,9 +207,29 @@ impl Shared {
         if let Some(timeout) = self.settings.timeout {
             endpoint = endpoint.timeout(timeout);
         }
+        let channel = if t.scheme == "https" {
+            // Verified against the configured host's name, not the pod's address.
+            let tls = match crate::tls::client() {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::error!(error = %e, "client TLS does not load; no connection");
+                    return None;
+                }
+            };
+            let name = match crate::tls::server_name(&t.host) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(error = %e, host = %t.host, "not a TLS server name");
+                    return None;
+                }
+            };
+            endpoint.connect_with_connector_lazy(crate::tls::connector(tls, name))
+        } else {
+            endpoint.connect_lazy()
+        };
         Some(Arc::new(Backend {
             addr,
-            channel: endpoint.connect_lazy(),
+            channel,
             in_flight: AtomicUsize::new(0),
             down_until_ms: AtomicU64::new(0),
         }))

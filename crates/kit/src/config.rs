@@ -60,6 +60,31 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Traces and metrics (OpenTelemetry, Prometheus).
     pub telemetry: TelemetryConfig,
+    /// TLS of this component's listeners and of its calls to `https://` services.
+    pub tls: TlsConfig,
+}
+
+/// TLS files (PEM). Unset: plaintext listeners (`vern dev` on loopback) and clients of
+/// `https://` URLs that trust the system's roots. Every file is read again when it
+/// changes (`crate::tls`). Env: `VERN_TLS__CERT_FILE=/etc/vern/tls/tls.crt`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsConfig {
+    /// Certificate chain of this component's listeners; with `key_file`, they speak
+    /// TLS only.
+    pub cert_file: Option<PathBuf>,
+    /// Private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// CA whose client certificates the listeners require (mutual TLS). Unset: no
+    /// client certificate is asked for.
+    pub client_ca_file: Option<PathBuf>,
+    /// CA that `https://` services' certificates must chain to. Unset: the system's
+    /// roots.
+    pub ca_file: Option<PathBuf>,
+    /// Certificate presented to `https://` services (mutual TLS), with its key.
+    pub client_cert_file: Option<PathBuf>,
+    /// Private key of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
 }
 
 /// Traces and metrics. Both are off unless configured; telemetry never carries
@@ -171,6 +196,7 @@ impl Default for Config {
             outbox: OutboxConfig::default(),
             audit: AuditConfig::default(),
             telemetry: TelemetryConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod tenancy;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod time;
+pub mod tls;
 pub mod validate;
 pub mod verify;
 pub mod wire;

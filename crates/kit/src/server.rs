@@ -66,6 +66,8 @@ pub struct Served {
     /// Background work of the served services, told when shutdown begins and waited
     /// for (up to `shutdown_grace_seconds`) before [`serve`] returns.
     pub shutdown: crate::shutdown::Shutdown,
+    /// TLS of the listener (`None`: plaintext).
+    pub tls: Option<std::sync::Arc<crate::tls::ServerTls>>,
 }
 
 impl Served {
@@ -80,6 +82,7 @@ impl Served {
             exposure: Exposure::Internal,
             tenants: None,
             shutdown: crate::shutdown::Shutdown::new(),
+            tls: None,
         }
     }
 }
@@ -167,13 +170,20 @@ pub async fn serve(
                     config.concurrency_limit_per_client,
                 )),
         )
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(
+        .add_routes(routes);
+    let server: std::pin::Pin<
+        Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    > = match served.tls.clone() {
+        Some(tls) => Box::pin(
+            server.serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), signal),
+        ),
+        None => Box::pin(server.serve_with_incoming_shutdown(
             // Small answers must not wait for Nagle (40 ms stalls against delayed ACKs).
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             signal,
-        );
-    tokio::pin!(server);
+        )),
+    };
+    let mut server = server;
     let result = tokio::select! {
         res = &mut server => res,
         _ = async { if stop_rx.await.is_ok() { tokio::time::sleep(grace).await } else { std::future::pending::<()>().await } } => {

@@ -200,3 +200,86 @@ pub mod raw {
             .collect()
     }
 }
+
+/// A throwaway certificate authority for TLS tests: it signs server certificates (for
+/// `localhost` and 127.0.0.1) and client certificates, written as PEM files.
+pub struct TestPki {
+    ca: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
+}
+
+impl TestPki {
+    /// A new CA named `name`.
+    pub fn new(name: &str) -> Self {
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let ca = params.self_signed(&ca_key).expect("CA");
+        Self { ca, ca_key }
+    }
+
+    /// The CA certificate as PEM.
+    pub fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    /// Writes the CA certificate to `path`.
+    pub fn write_ca(&self, path: &std::path::Path) {
+        write_atomically(path, &self.ca_pem());
+    }
+
+    /// A server certificate for `localhost` and 127.0.0.1, written to `cert` and `key`
+    /// (each replaced atomically, as a Secret volume is); its DER.
+    pub fn write_server(&self, cert: &std::path::Path, key: &std::path::Path) -> Vec<u8> {
+        self.write_leaf(
+            vec!["localhost".into(), "127.0.0.1".into()],
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            cert,
+            key,
+        )
+    }
+
+    /// A client certificate, written to `cert` and `key`; its DER.
+    pub fn write_client(&self, cert: &std::path::Path, key: &std::path::Path) -> Vec<u8> {
+        self.write_leaf(
+            vec![],
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+            cert,
+            key,
+        )
+    }
+
+    fn write_leaf(
+        &self,
+        names: Vec<String>,
+        usage: rcgen::ExtendedKeyUsagePurpose,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Vec<u8> {
+        let leaf_key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(names).expect("params");
+        params.extended_key_usages = vec![usage];
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "vern test");
+        let leaf = params
+            .signed_by(&leaf_key, &self.ca, &self.ca_key)
+            .expect("sign");
+        write_atomically(key, &leaf_key.serialize_pem());
+        write_atomically(cert, &leaf.pem());
+        leaf.der().to_vec()
+    }
+}
+
+fn write_atomically(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
