@@ -1,0 +1,147 @@
+//! `vern dev` given a certificate from a test CA, checked from outside with the `vern`
+//! binary as the client: health over TLS to a client trusting the CA, plaintext
+//! refused, a replaced certificate served to new connections without a restart, and
+//! with a client CA a client without a certificate refused.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use vern_kit::testing::TestPki;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+struct Dev(Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &Path, port: u16, client_ca: bool) -> Dev {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vern"));
+    cmd.args(["dev", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("VERN_TLS__CERT_FILE", dir.join("tls.crt"))
+        .env("VERN_TLS__KEY_FILE", dir.join("tls.key"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if client_ca {
+        cmd.env("VERN_TLS__CLIENT_CA_FILE", dir.join("clients.pem"));
+    }
+    Dev(cmd.spawn().expect("vern dev starts"))
+}
+
+/// `vern health` against `addr`, with `extra` arguments and environment.
+fn health(addr: &str, args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vern"));
+    cmd.args(["health", "--addr", addr]).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.env_remove("VERN_CA")
+        .output()
+        .expect("vern health runs")
+}
+
+fn wait_serving(addr: &str, args: &[&str], env: &[(&str, &Path)]) {
+    let out = health(addr, &[args, &["--wait-seconds", "30"]].concat(), env);
+    assert!(
+        out.status.success(),
+        "not SERVING over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "SERVING");
+}
+
+/// The certificate a new connection to `port` is shown.
+async fn served_cert(port: u16, ca: &Path) -> Vec<u8> {
+    let tls = vern_kit::tls::ClientTls::from_config(&vern_kit::config::TlsConfig {
+        ca_file: Some(ca.to_owned()),
+        ..Default::default()
+    })
+    .expect("client tls");
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("tcp");
+    let stream = tokio_rustls::TlsConnector::from(tls.current())
+        .connect(vern_kit::tls::server_name("localhost").expect("name"), tcp)
+        .await
+        .expect("handshake");
+    stream.get_ref().1.peer_certificates().expect("certs")[0].to_vec()
+}
+
+#[tokio::test]
+async fn vern_dev_serves_tls_and_takes_a_new_certificate_without_a_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path();
+    let pki = TestPki::new("vern test CA");
+    pki.write_ca(&d.join("ca.pem"));
+    let first = pki.write_server(&d.join("tls.crt"), &d.join("tls.key"));
+    let port = free_port();
+    let _dev = start(d, port, false);
+    let addr = format!("https://localhost:{port}");
+    let ca = d.join("ca.pem");
+    let ca = ca.to_str().expect("utf-8");
+    wait_serving(&addr, &["--ca", ca], &[]);
+    // The CA from the configuration works as well as --ca.
+    wait_serving(&addr, &[], &[("VERN_TLS__CA_FILE", &d.join("ca.pem"))]);
+    // Plaintext is refused, and so is a client that does not trust the CA.
+    let plain = health(&format!("http://127.0.0.1:{port}"), &[], &[]);
+    assert!(!plain.status.success(), "plaintext must be refused");
+    let other = TestPki::new("someone else");
+    other.write_ca(&d.join("other.pem"));
+    let other_ca = d.join("other.pem");
+    let untrusted = health(&addr, &["--ca", other_ca.to_str().expect("utf-8")], &[]);
+    assert!(!untrusted.status.success(), "another CA must not verify");
+
+    // cert-manager replaces the Secret's files in place.
+    assert_eq!(served_cert(port, &d.join("ca.pem")).await, first);
+    let second = pki.write_server(&d.join("tls.crt"), &d.join("tls.key"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while served_cert(port, &d.join("ca.pem")).await != second {
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was not served within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    wait_serving(&addr, &["--ca", ca], &[]);
+}
+
+#[tokio::test]
+async fn with_a_client_ca_a_client_without_a_certificate_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path();
+    let pki = TestPki::new("vern test CA");
+    pki.write_ca(&d.join("ca.pem"));
+    pki.write_server(&d.join("tls.crt"), &d.join("tls.key"));
+    let clients = TestPki::new("vern clients");
+    clients.write_ca(&d.join("clients.pem"));
+    clients.write_client(&d.join("client.crt"), &d.join("client.key"));
+    let port = free_port();
+    let _dev = start(d, port, true);
+    let addr = format!("https://localhost:{port}");
+    let ca = d.join("ca.pem");
+    let with_cert = [
+        ("VERN_TLS__CLIENT_CERT_FILE", d.join("client.crt")),
+        ("VERN_TLS__CLIENT_KEY_FILE", d.join("client.key")),
+    ];
+    let with_cert: Vec<(&str, &Path)> = with_cert.iter().map(|(k, v)| (*k, v.as_path())).collect();
+    wait_serving(&addr, &["--ca", ca.to_str().expect("utf-8")], &with_cert);
+    let without = health(&addr, &["--ca", ca.to_str().expect("utf-8")], &[]);
+    assert!(
+        !without.status.success(),
+        "a client without a certificate must be refused"
+    );
+}
