@@ -4,6 +4,7 @@
 pub mod audit_cli;
 pub mod bench_host;
 pub mod import;
+pub mod keys_cli;
 pub mod outbox_cli;
 pub mod remote;
 pub mod requests_cli;

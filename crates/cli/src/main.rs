@@ -203,6 +203,16 @@ enum KeysCommand {
         #[arg(long)]
         kid: Option<String>,
     },
+    /// Re-wrap every data key (subjects, consents, rights) under the current master key
+    /// version, online, with progress. Configure the new version everywhere first
+    /// (keys.master_key + keys.master_key_version, the old one in
+    /// keys.previous_master_keys); the data itself is not re-encrypted. Interrupted?
+    /// Run it again: keys already re-wrapped are skipped. Needs a platform admin token
+    /// (a minted dev token gets that role).
+    RotateMaster(vern_cli::keys_cli::RotateArgs),
+    /// How many data keys each master key version wraps, per service, and which
+    /// versions nothing uses any more (they can be removed from the configuration).
+    Status(vern_cli::keys_cli::StatusArgs),
     /// Remove a key from a JWKS file (retire it after rotation).
     Remove {
         /// The JWKS file.
@@ -264,14 +274,27 @@ fn run_cli() -> anyhow::Result<()> {
             };
             token(&config, role, tenant, sub, expires_in, signer)
         }
-        Command::Keys { command } => keys(command),
-        command => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(run(config, command))
+        Command::Keys {
+            command: KeysCommand::RotateMaster(a),
+        } => {
+            vern_kit::tls::install_client(&config.tls).context("tls")?;
+            runtime()?.block_on(vern_cli::keys_cli::rotate_master(&config, a))
         }
+        Command::Keys {
+            command: KeysCommand::Status(a),
+        } => {
+            vern_kit::tls::install_client(&config.tls).context("tls")?;
+            runtime()?.block_on(vern_cli::keys_cli::status(&config, a))
+        }
+        Command::Keys { command } => keys(command),
+        command => runtime()?.block_on(run(config, command)),
     }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
@@ -480,6 +503,9 @@ fn token(
 fn keys(command: KeysCommand) -> anyhow::Result<()> {
     use jsonwebtoken::jwk::JwkSet;
     match command {
+        KeysCommand::RotateMaster(_) | KeysCommand::Status(_) => {
+            unreachable!("handled with a runtime")
+        }
         KeysCommand::Generate { out, kid } => {
             let kid = kid.unwrap_or_else(|| format!("key-{}", chrono_now()));
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;

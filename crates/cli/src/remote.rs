@@ -64,9 +64,7 @@ impl Client {
                 (vern_kit::auth::sign_hs256(&claims, &secret)?, None)
             }
         };
-        let channel = Channel::from_shared(args.addr.clone())
-            .context("--addr")?
-            .connect()
+        let channel = vern_kit::tls::channel(&args.addr)
             .await
             .with_context(|| format!("connecting to {}", args.addr))?;
         Ok(Self {

@@ -125,6 +125,27 @@ fn decision_fields(d: &Decision) -> (bool, i32, String) {
 
 #[tonic::async_trait]
 impl pb::consent_service_server::ConsentService for ConsentApi {
+    async fn rewrap_data_keys(
+        &self,
+        req: Request<common::RewrapDataKeysRequest>,
+    ) -> Result<Response<common::RewrapDataKeysResponse>, Status> {
+        let page = self
+            .consents
+            .store()
+            .rewrap_data_keys(req.get_ref())
+            .await?;
+        Ok(Response::new(page))
+    }
+
+    async fn count_data_keys(
+        &self,
+        _req: Request<common::CountDataKeysRequest>,
+    ) -> Result<Response<common::CountDataKeysResponse>, Status> {
+        Ok(Response::new(
+            self.consents.store().count_data_keys().await?,
+        ))
+    }
+
     async fn record_consent(
         &self,
         req: Request<pb::RecordConsentRequest>,

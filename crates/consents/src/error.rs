@@ -27,6 +27,9 @@ pub enum ConsentError {
     /// A stored ciphertext or key could not be used (never says which value).
     #[error("stored value unreadable: {0}")]
     Corrupt(&'static str),
+    /// A data key is wrapped under a master key version not configured here.
+    #[error("master key version {0} is not configured")]
+    MasterKeyVersionMissing(u32),
     /// Database failure.
     #[error("database error")]
     Db(#[from] DbErr),
@@ -54,6 +57,13 @@ impl From<ConsentError> for ApiError {
             ConsentError::NoTenantKey => {
                 tracing::error!("no key configured for the tenant's personal data");
                 ApiError::Internal("no key for the tenant's personal data")
+            }
+            ConsentError::MasterKeyVersionMissing(v) => {
+                tracing::error!(
+                    version = v,
+                    "a data key's master key version is not configured"
+                );
+                vern_kit::keys::missing_version(v)
             }
             ConsentError::Corrupt(what) => {
                 tracing::error!(what, "stored value unreadable");

@@ -48,11 +48,7 @@ pub async fn build(
     target: &DbTarget,
 ) -> Result<Audited<ConsentServiceServer<api::ConsentApi>>, BuildError> {
     let limits = Limits::from(&config.server);
-    let master = vern_kit::auth::master_key(config)
-        .map_err(|e| format!("consents: reading the dev master key failed: {e}"))?;
-    let keyring =
-        vern_seal::keyring::Keyring::from_base64(master.as_deref(), &config.keys.tenant_keys)
-            .map_err(|e| format!("consents: {e}"))?;
+    let keyring = vern_kit::keys::keyring(config, "consents")?;
     let store =
         store::ConsentStore::open_with(target, keyring, config.database_listen_notify).await?;
     match store.seal_legacy().await {

@@ -23,7 +23,7 @@ impl std::fmt::Debug for Sealer {
     }
 }
 
-fn key_aad(tenant: &str, subject: &str) -> Vec<u8> {
+pub(crate) fn key_aad(tenant: &str, subject: &str) -> Vec<u8> {
     format!("vern/consents/key/v1\0{tenant}\0{subject}").into_bytes()
 }
 
@@ -39,7 +39,12 @@ impl Sealer {
         }
     }
 
-    fn kek(&self, tenant: &str) -> Result<crypto::TenantKey, ConsentError> {
+    /// The tenants' keys (master key rotation re-wraps with them).
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    fn kek(&self, tenant: &str) -> Result<vern_seal::keyring::TenantKek, ConsentError> {
         self.keyring
             .tenant(tenant)
             .map(|k| k.kek)
@@ -49,7 +54,7 @@ impl Sealer {
     /// A fresh data key for a subject, and its wrapped form for storage.
     pub fn new_key(&self, tenant: &str, subject: &str) -> Result<(DataKey, Vec<u8>), ConsentError> {
         let dek = DataKey::generate();
-        let wrapped = crypto::wrap_data_key(&self.kek(tenant)?, &dek, &key_aad(tenant, subject));
+        let wrapped = self.kek(tenant)?.wrap(&dek, &key_aad(tenant, subject));
         Ok((dek, wrapped))
     }
 
@@ -60,8 +65,14 @@ impl Sealer {
         subject: &str,
         wrapped: &[u8],
     ) -> Result<DataKey, ConsentError> {
-        crypto::unwrap_data_key(&self.kek(tenant)?, wrapped, &key_aad(tenant, subject))
-            .map_err(|_| ConsentError::Corrupt("wrapped key"))
+        self.kek(tenant)?
+            .unwrap(wrapped, &key_aad(tenant, subject))
+            .map_err(|e| match e {
+                vern_seal::keyring::UnwrapError::UnknownVersion(v) => {
+                    ConsentError::MasterKeyVersionMissing(v)
+                }
+                vern_seal::keyring::UnwrapError::Crypto(_) => ConsentError::Corrupt("wrapped key"),
+            })
     }
 
     /// A keyed fingerprint of a request that carries personal data (its idempotency

@@ -64,7 +64,10 @@ impl Role {
         use Permission::*;
         match self {
             Role::PlatformAdmin => {
-                matches!(permission, TenantsAdminister | TenantsRead | TenantsUpdate)
+                matches!(
+                    permission,
+                    TenantsAdminister | TenantsRead | TenantsUpdate | KeysRotate
+                )
             }
             Role::TenantAdmin => matches!(
                 permission,
@@ -113,7 +116,7 @@ impl Role {
                     | RightsEvents
             ),
             Role::Auditor => matches!(permission, AuditRead),
-            Role::Service => !matches!(permission, TenantsAdminister | TenantsUpdate),
+            Role::Service => !matches!(permission, TenantsAdminister | TenantsUpdate | KeysRotate),
         }
     }
 }
@@ -186,6 +189,8 @@ pub enum Permission {
     AuditAppend,
     /// Query, verify and export the audit trail.
     AuditRead,
+    /// Re-wrap data keys under a new master key version and count them (platform).
+    KeysRotate,
 }
 
 impl Permission {
@@ -194,7 +199,10 @@ impl Permission {
     pub fn tenant_scoped(self) -> bool {
         !matches!(
             self,
-            Permission::TenantsAdminister | Permission::TenantsRead | Permission::TenantsUpdate
+            Permission::TenantsAdminister
+                | Permission::TenantsRead
+                | Permission::TenantsUpdate
+                | Permission::KeysRotate
         )
     }
 }

@@ -164,7 +164,7 @@ pub struct AuditConfig {
 }
 
 /// Keys protecting personal data at rest (envelope encryption and blind indexes).
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct KeysConfig {
     /// Base64 of 32 random bytes; each tenant's key-encryption key is derived from it
@@ -172,9 +172,33 @@ pub struct KeysConfig {
     /// in `<data_dir>/dev-master.key`. Unset elsewhere: services holding personal data
     /// refuse to start.
     pub master_key: Option<String>,
+    /// Version of `master_key` (1 unless rotated). Data keys wrapped under 2 or later
+    /// carry their version; `vern keys rotate-master` re-wraps every data key under
+    /// this one.
+    pub master_key_version: u32,
+    /// Earlier master keys (version → base64) that still open data keys not yet
+    /// re-wrapped. Remove one once `vern keys status` shows nothing uses it (and it is
+    /// not `index_key_version`). Env: `VERN_KEYS__PREVIOUS_MASTER_KEYS__1=<base64>`.
+    pub previous_master_keys: std::collections::HashMap<String, String>,
+    /// The master key version whose derived keys key the blind indexes and request
+    /// fingerprints (1 unless set). Rotating the master key leaves the indexes as
+    /// they are, so this version stays configured (it wraps nothing once re-wrapped).
+    pub index_key_version: Option<u32>,
     /// Explicit per-tenant keys (tenant id → base64 of 32 bytes); they take precedence
     /// over the derived ones, e.g. for a department that holds its own key.
     pub tenant_keys: std::collections::HashMap<String, String>,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            master_key: None,
+            master_key_version: 1,
+            previous_master_keys: Default::default(),
+            index_key_version: None,
+            tenant_keys: Default::default(),
+        }
+    }
 }
 
 impl Default for Config {

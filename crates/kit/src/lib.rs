@@ -13,6 +13,7 @@ pub mod context;
 pub mod db;
 pub mod error;
 pub mod idempotency;
+pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod notify;

@@ -4,7 +4,7 @@
 use crate::auth::Permission::{self, *};
 
 /// Every RPC path with its permission.
-pub const TABLE: [(&str, Permission); 72] = [
+pub const TABLE: [(&str, Permission); 78] = [
     // vern.tenants.v1.TenantService
     (
         "/vern.tenants.v1.TenantService/CreateTenant",
@@ -95,6 +95,11 @@ pub const TABLE: [(&str, Permission); 72] = [
         "/vern.subjects.v1.SubjectService/PurgeRecords",
         SubjectsPurge,
     ),
+    (
+        "/vern.subjects.v1.SubjectService/RewrapDataKeys",
+        KeysRotate,
+    ),
+    ("/vern.subjects.v1.SubjectService/CountDataKeys", KeysRotate),
     // vern.consents.v1.ConsentService
     (
         "/vern.consents.v1.ConsentService/RecordConsent",
@@ -126,6 +131,11 @@ pub const TABLE: [(&str, Permission); 72] = [
         "/vern.consents.v1.ConsentService/ApplyPurposes",
         ConsentsSync,
     ),
+    (
+        "/vern.consents.v1.ConsentService/RewrapDataKeys",
+        KeysRotate,
+    ),
+    ("/vern.consents.v1.ConsentService/CountDataKeys", KeysRotate),
     // vern.retention.v1.RetentionService
     (
         "/vern.retention.v1.RetentionService/CreatePolicy",
@@ -201,6 +211,8 @@ pub const TABLE: [(&str, Permission); 72] = [
         "/vern.rights.v1.RightsService/ApplySubjectErasures",
         RightsSync,
     ),
+    ("/vern.rights.v1.RightsService/RewrapDataKeys", KeysRotate),
+    ("/vern.rights.v1.RightsService/CountDataKeys", KeysRotate),
     // vern.audit.v1.AuditService
     ("/vern.audit.v1.AuditService/AppendEvents", AuditAppend),
     ("/vern.audit.v1.AuditService/GetEvent", AuditRead),

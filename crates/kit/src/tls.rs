@@ -452,6 +452,44 @@ pub fn connector(
     })
 }
 
+/// A channel to one `http://` or `https://` address (tools such as the CLI; services
+/// use [`crate::balance`]). An https address is verified with the installed client
+/// TLS ([`install_client`]: `--ca`, or the system roots).
+pub async fn channel(url: &str) -> Result<tonic::transport::Channel, ChannelError> {
+    use tonic::transport::Endpoint;
+    let uri: tonic::transport::Uri = url.parse().map_err(|_| ChannelError::Url)?;
+    if uri.scheme_str() != Some("https") {
+        return Ok(Endpoint::from_shared(url.to_owned())
+            .map_err(|_| ChannelError::Url)?
+            .connect()
+            .await?);
+    }
+    let host = uri.host().ok_or(ChannelError::Url)?;
+    let port = uri.port_u16().unwrap_or(443);
+    let name = server_name(host.trim_start_matches('[').trim_end_matches(']'))?;
+    // `http` with the TLS of [`connector`], as in [`crate::balance`].
+    let endpoint = Endpoint::from_shared(format!("http://{host}:{port}"))
+        .map_err(|_| ChannelError::Url)?
+        .origin(uri.clone());
+    Ok(endpoint
+        .connect_with_connector(connector(client()?, name))
+        .await?)
+}
+
+/// Why [`channel`] did not connect.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// Not an `http://` or `https://` URL with a host.
+    #[error("not an http:// or https:// address")]
+    Url,
+    /// The client TLS does not load.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The connection failed (refused, TLS handshake, certificate).
+    #[error("the connection failed")]
+    Connect(#[from] tonic::transport::Error),
+}
+
 /// The name a certificate must carry for `host` (a DNS name or an IP address).
 pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
     ServerName::try_from(host.to_owned()).map_err(|e| TlsError::Rustls(e.to_string()))

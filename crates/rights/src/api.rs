@@ -371,6 +371,28 @@ fn event_type_names(field: &str, types: &[i32]) -> Result<Vec<String>, Status> {
 
 #[tonic::async_trait]
 impl pb::rights_service_server::RightsService for RightsApi {
+    async fn rewrap_data_keys(
+        &self,
+        req: Request<common::RewrapDataKeysRequest>,
+    ) -> Result<Response<common::RewrapDataKeysResponse>, Status> {
+        let r = &self.rights;
+        let page = r
+            .store
+            .rewrap_data_keys(r.sealer.keyring(), req.get_ref())
+            .await?;
+        Ok(Response::new(page))
+    }
+
+    async fn count_data_keys(
+        &self,
+        _req: Request<common::CountDataKeysRequest>,
+    ) -> Result<Response<common::CountDataKeysResponse>, Status> {
+        let r = &self.rights;
+        Ok(Response::new(
+            r.store.count_data_keys(r.sealer.keyring()).await?,
+        ))
+    }
+
     async fn submit_request(
         &self,
         req: Request<pb::SubmitRequestRequest>,

@@ -30,6 +30,9 @@ pub enum RightsError {
     /// Stored data could not be read back.
     #[error("stored data unreadable")]
     Corrupt(&'static str),
+    /// A data key is wrapped under a master key version not configured here.
+    #[error("master key version {0} is not configured")]
+    MasterKeyVersionMissing(u32),
     /// A service this one depends on did not answer, or refused.
     #[error("dependency unavailable")]
     Upstream(&'static str, tonic::Code),
@@ -65,6 +68,13 @@ impl From<RightsError> for ApiError {
                     "tenant",
                     "no key protects this tenant's personal data; configure keys.master_key or keys.tenant_keys",
                 )
+            }
+            RightsError::MasterKeyVersionMissing(v) => {
+                tracing::error!(
+                    version = v,
+                    "a data key's master key version is not configured"
+                );
+                vern_kit::keys::missing_version(v)
             }
             RightsError::Corrupt(what) => {
                 tracing::error!(what, "stored rights data unreadable");

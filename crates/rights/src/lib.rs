@@ -29,7 +29,6 @@ use vern_kit::config::Config;
 use vern_kit::db::DbTarget;
 use vern_kit::server::Limits;
 use vern_proto::rights::v1::rights_service_server::RightsServiceServer;
-use vern_seal::keyring::Keyring;
 
 pub use api::RightsApi;
 
@@ -52,10 +51,7 @@ pub async fn build(
     target: &DbTarget,
 ) -> Result<Audited<RightsServiceServer<RightsApi>>, BuildError> {
     let limits = Limits::from(&config.server);
-    let master = vern_kit::auth::master_key(config)
-        .map_err(|e| format!("rights: reading the dev master key failed: {e}"))?;
-    let keyring = Keyring::from_base64(master.as_deref(), &config.keys.tenant_keys)
-        .map_err(|e| format!("rights: {e}"))?;
+    let keyring = vern_kit::keys::keyring(config, "rights")?;
     let tokens = Arc::new(
         vern_kit::auth::ServiceTokens::from_config(config)?.ok_or(
             "rights: fulfilment calls the subjects, consents, tenants and retention services: configure auth.service_key_file or auth.hs256_secret",

@@ -40,7 +40,7 @@ impl std::fmt::Debug for Sealer {
     }
 }
 
-fn key_aad(tenant: &str, request: &str) -> Vec<u8> {
+pub(crate) fn key_aad(tenant: &str, request: &str) -> Vec<u8> {
     format!("vern/rights/key/v1\0{tenant}\0{request}").into_bytes()
 }
 
@@ -85,7 +85,12 @@ impl Sealer {
         Self { keyring }
     }
 
-    fn kek(&self, tenant: &str) -> Result<crypto::TenantKey, RightsError> {
+    /// The tenants' keys (master key rotation re-wraps with them).
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    fn kek(&self, tenant: &str) -> Result<vern_seal::keyring::TenantKek, RightsError> {
         self.keyring
             .tenant(tenant)
             .map(|k| k.kek)
@@ -95,14 +100,20 @@ impl Sealer {
     /// A fresh data key for a new request, and its wrapped form for storage.
     pub fn new_key(&self, tenant: &str, request: &str) -> Result<(DataKey, Vec<u8>), RightsError> {
         let dek = DataKey::generate();
-        let wrapped = crypto::wrap_data_key(&self.kek(tenant)?, &dek, &key_aad(tenant, request));
+        let wrapped = self.kek(tenant)?.wrap(&dek, &key_aad(tenant, request));
         Ok((dek, wrapped))
     }
 
     /// The data key of a request from its wrapped form.
     pub fn key(&self, tenant: &str, request: &str, wrapped: &[u8]) -> Result<DataKey, RightsError> {
-        crypto::unwrap_data_key(&self.kek(tenant)?, wrapped, &key_aad(tenant, request))
-            .map_err(|_| RightsError::Corrupt("wrapped key"))
+        self.kek(tenant)?
+            .unwrap(wrapped, &key_aad(tenant, request))
+            .map_err(|e| match e {
+                vern_seal::keyring::UnwrapError::UnknownVersion(v) => {
+                    RightsError::MasterKeyVersionMissing(v)
+                }
+                vern_seal::keyring::UnwrapError::Crypto(_) => RightsError::Corrupt("wrapped key"),
+            })
     }
 
     /// A keyed fingerprint of a request that carries personal data (for its idempotency

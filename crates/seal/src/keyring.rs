@@ -3,12 +3,19 @@
 //! A tenant's key-encryption key is the explicitly configured one
 //! (`keys.tenant_keys[tenant]`) when present, else derived from the master key
 //! ([`crypto::derive_tenant_key`]). Its blind-index key is derived from it.
+//!
+//! The master key has versions. The current one wraps every new data key; previous
+//! ones still open the keys they wrapped until `vern keys rotate-master` has re-wrapped
+//! them ([`TenantKek::rewrap`]: the data key, and so every sealed value, stays the
+//! same). Blind indexes are keyed by one fixed version (`keys.index_key_version`, 1 by
+//! default), so rotating the master key changes no index entry.
 
 use std::collections::HashMap;
 
-use crate::crypto::{self, BlindIndexKey, CryptoError, MasterKey, TenantKey};
+use crate::crypto::{self, BlindIndexKey, CryptoError, DataKey, MasterKey, TenantKey};
 
-/// Why the configured keys cannot be used. Names the tenant, never key material.
+/// Why the configured keys cannot be used. Names the tenant or version, never key
+/// material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyringError {
     /// Neither a master key nor any tenant key is configured.
@@ -19,46 +26,236 @@ pub enum KeyringError {
     /// The master key is not 32 bytes of base64.
     #[error("keys.master_key is invalid: expected base64 of 32 bytes")]
     InvalidMasterKey,
+    /// A previous master key is not 32 bytes of base64, or its version is not a
+    /// positive number, or it repeats the current version.
+    #[error(
+        "keys.previous_master_keys[{0}] is invalid: expected a version number (1, 2, …) other than keys.master_key_version, and base64 of 32 bytes"
+    )]
+    InvalidPreviousMasterKey(String),
+    /// The master key version is 0.
+    #[error("keys.master_key_version must be 1 or more")]
+    InvalidMasterVersion,
+    /// The blind indexes are keyed by a master key version that is not configured.
+    #[error(
+        "keys.index_key_version {0} is not configured: blind indexes and request fingerprints are keyed by that master key version, so keep it in keys.previous_master_keys (it then wraps nothing)"
+    )]
+    MissingIndexVersion(u32),
     /// A tenant key is not 32 bytes of base64.
     #[error("keys.tenant_keys[{0}] is invalid: expected base64 of 32 bytes")]
     InvalidTenantKey(String),
+}
+
+/// Which key wrapped a data key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyVersion {
+    /// The tenant's own configured key (`keys.tenant_keys`); not rotated with the
+    /// master key.
+    Tenant,
+    /// The tenant key derived from this version of the master key.
+    Master(u32),
+}
+
+impl std::fmt::Display for KeyVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyVersion::Tenant => f.write_str("tenant key"),
+            KeyVersion::Master(v) => write!(f, "master key version {v}"),
+        }
+    }
+}
+
+/// Marks a data key wrapped under master key version 2 or later:
+/// `0x02 ‖ version (u32, big-endian) ‖ wrapped key`. Keys wrapped under version 1 (and
+/// under tenants' own keys) stay bare, byte for byte what earlier releases wrote.
+const VERSIONED: u8 = 2;
+
+/// Why a wrapped data key cannot be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UnwrapError {
+    /// It was wrapped under a master key version that is not configured (retired too
+    /// early, or a replica that has not been given the new version yet).
+    #[error(
+        "the data key is wrapped under master key version {0}, which is not configured (keys.master_key / keys.previous_master_keys)"
+    )]
+    UnknownVersion(u32),
+    /// Malformed, altered, or wrapped for another owner.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+/// A tenant's key-encryption keys: the current one, which wraps every new data key,
+/// and the previous versions, which still open keys not yet re-wrapped.
+#[derive(Debug, Clone)]
+pub struct TenantKek {
+    current: (KeyVersion, TenantKey),
+    previous: Vec<(u32, TenantKey)>,
+}
+
+impl TenantKek {
+    /// A key set of one key (tests, and tenants with their own key).
+    pub fn single(version: KeyVersion, key: TenantKey) -> Self {
+        Self {
+            current: (version, key),
+            previous: vec![],
+        }
+    }
+
+    /// The version new data keys are wrapped under.
+    pub fn current_version(&self) -> KeyVersion {
+        self.current.0
+    }
+
+    /// Wraps a data key under the current version. `aad` names its owner.
+    pub fn wrap(&self, key: &DataKey, aad: &[u8]) -> Vec<u8> {
+        let bare = crypto::wrap_data_key(&self.current.1, key, aad);
+        match self.current.0 {
+            KeyVersion::Master(v) if v > 1 => {
+                let mut out = Vec::with_capacity(5 + bare.len());
+                out.push(VERSIONED);
+                out.extend_from_slice(&v.to_be_bytes());
+                out.extend_from_slice(&bare);
+                out
+            }
+            _ => bare,
+        }
+    }
+
+    /// Which version wrapped `wrapped` (from its layout; nothing is decrypted).
+    pub fn version_of(&self, wrapped: &[u8]) -> Result<KeyVersion, CryptoError> {
+        Ok(split(wrapped, self.current.0)?.0)
+    }
+
+    /// Opens a data key wrapped under any configured version.
+    pub fn unwrap(&self, wrapped: &[u8], aad: &[u8]) -> Result<DataKey, UnwrapError> {
+        let (version, bare) = split(wrapped, self.current.0)?;
+        let key = if version == self.current.0 {
+            &self.current.1
+        } else {
+            match version {
+                KeyVersion::Master(v) => {
+                    &self
+                        .previous
+                        .iter()
+                        .find(|(p, _)| *p == v)
+                        .ok_or(UnwrapError::UnknownVersion(v))?
+                        .1
+                }
+                KeyVersion::Tenant => return Err(CryptoError::UnsupportedVersion.into()),
+            }
+        };
+        Ok(crypto::unwrap_data_key(key, bare, aad)?)
+    }
+
+    /// The data key wrapped under the current version, or `None` when it already is.
+    /// The data key itself, and so every value sealed with it, stays the same.
+    pub fn rewrap(&self, wrapped: &[u8], aad: &[u8]) -> Result<Option<Vec<u8>>, UnwrapError> {
+        if self.version_of(wrapped)? == self.current.0 {
+            return Ok(None);
+        }
+        let key = self.unwrap(wrapped, aad)?;
+        Ok(Some(self.wrap(&key, aad)))
+    }
+}
+
+/// The version and the bare wrapped key of a stored wrapped key. A bare key is version
+/// 1, or the tenant's own key when that is what the tenant uses.
+fn split(wrapped: &[u8], current: KeyVersion) -> Result<(KeyVersion, &[u8]), CryptoError> {
+    match wrapped.first() {
+        Some(&VERSIONED) => {
+            let version = wrapped
+                .get(1..5)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or(CryptoError::Malformed)?;
+            Ok((KeyVersion::Master(version), &wrapped[5..]))
+        }
+        Some(_) if current == KeyVersion::Tenant => Ok((KeyVersion::Tenant, wrapped)),
+        Some(_) => Ok((KeyVersion::Master(1), wrapped)),
+        None => Err(CryptoError::Malformed),
+    }
 }
 
 /// The keys of one tenant.
 #[derive(Debug, Clone)]
 pub struct TenantKeys {
     /// Wraps the tenant's subjects' data keys.
-    pub kek: TenantKey,
-    /// Keys the identifiers' blind index.
+    pub kek: TenantKek,
+    /// Keys the identifiers' blind index (and request fingerprints). It does not
+    /// change when the master key rotates: it is derived from the master key version
+    /// `keys.index_key_version`.
     pub blind: BlindIndexKey,
 }
 
 /// Every tenant's keys.
 #[derive(Clone)]
 pub struct Keyring {
-    master: Option<MasterKey>,
+    master: Option<(u32, MasterKey)>,
+    previous: Vec<(u32, MasterKey)>,
+    index_version: u32,
     tenants: HashMap<String, TenantKey>,
 }
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keyring")
-            .field("master", &self.master.is_some())
+            .field("master_version", &self.master.as_ref().map(|m| m.0))
+            .field(
+                "previous_versions",
+                &self.previous.iter().map(|p| p.0).collect::<Vec<_>>(),
+            )
             .field("explicit_tenants", &self.tenants.len())
             .finish()
     }
 }
 
+/// The master keys of a keyring as configured: the current one with its version, the
+/// previous versions still needed, and the version the blind indexes are keyed by.
+#[derive(Debug, Clone)]
+pub struct MasterKeys<'a> {
+    /// The current master key (base64) and its version.
+    pub current: Option<(u32, &'a str)>,
+    /// Earlier versions (version as text → base64), until nothing uses them.
+    pub previous: &'a HashMap<String, String>,
+    /// The version whose derived keys key the blind indexes; `None`: 1.
+    pub index_version: Option<u32>,
+}
+
 impl Keyring {
-    /// A keyring of these keys; at least one must be given.
+    /// A keyring of these keys with a single master key version 1; at least one key
+    /// must be given.
     pub fn new(
         master: Option<MasterKey>,
+        tenants: HashMap<String, TenantKey>,
+    ) -> Result<Self, KeyringError> {
+        Self::versioned(master.map(|m| (1, m)), vec![], 1, tenants)
+    }
+
+    /// A keyring with master key versions: `master` is current, `previous` still
+    /// open what they wrapped, `index_version` keys the blind indexes.
+    pub fn versioned(
+        master: Option<(u32, MasterKey)>,
+        previous: Vec<(u32, MasterKey)>,
+        index_version: u32,
         tenants: HashMap<String, TenantKey>,
     ) -> Result<Self, KeyringError> {
         if master.is_none() && tenants.is_empty() {
             return Err(KeyringError::NoKeys);
         }
-        Ok(Self { master, tenants })
+        if let Some((v, _)) = &master {
+            if *v == 0 {
+                return Err(KeyringError::InvalidMasterVersion);
+            }
+            let known = *v == index_version || previous.iter().any(|p| p.0 == index_version);
+            if !known {
+                return Err(KeyringError::MissingIndexVersion(index_version));
+            }
+        }
+        Ok(Self {
+            master,
+            previous,
+            index_version,
+            tenants,
+        })
     }
 
     /// A keyring from configuration text: the master key and the tenant keys, each
@@ -67,10 +264,41 @@ impl Keyring {
         master: Option<&str>,
         tenants: &HashMap<String, String>,
     ) -> Result<Self, KeyringError> {
-        let master = master
-            .map(MasterKey::from_base64)
+        let none = HashMap::new();
+        Self::from_config(
+            &MasterKeys {
+                current: master.map(|m| (1, m)),
+                previous: &none,
+                index_version: None,
+            },
+            tenants,
+        )
+    }
+
+    /// A keyring from configuration text with master key versions.
+    pub fn from_config(
+        master: &MasterKeys<'_>,
+        tenants: &HashMap<String, String>,
+    ) -> Result<Self, KeyringError> {
+        let current = master
+            .current
+            .map(|(v, k)| MasterKey::from_base64(k).map(|k| (v, k)))
             .transpose()
             .map_err(|_: CryptoError| KeyringError::InvalidMasterKey)?;
+        let current_version = current.as_ref().map(|c| c.0);
+        let mut previous = master
+            .previous
+            .iter()
+            .map(|(v, k)| {
+                let bad = || KeyringError::InvalidPreviousMasterKey(v.clone());
+                let version: u32 = v.trim().parse().map_err(|_| bad())?;
+                if version == 0 || Some(version) == current_version {
+                    return Err(bad());
+                }
+                Ok((version, MasterKey::from_base64(k).map_err(|_| bad())?))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        previous.sort_by_key(|p| p.0);
         let tenants = tenants
             .iter()
             .map(|(t, k)| {
@@ -79,25 +307,68 @@ impl Keyring {
                     .map_err(|_| KeyringError::InvalidTenantKey(t.clone()))
             })
             .collect::<Result<HashMap<_, _>, _>>()?;
-        Self::new(master, tenants)
+        Self::versioned(
+            current,
+            previous,
+            master.index_version.unwrap_or(1),
+            tenants,
+        )
+    }
+
+    /// The current master key version (`None`: tenants' own keys only).
+    pub fn master_version(&self) -> Option<u32> {
+        self.master.as_ref().map(|m| m.0)
+    }
+
+    /// Every configured master key version, current and previous, oldest first.
+    pub fn master_versions(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.previous.iter().map(|p| p.0).collect();
+        v.extend(self.master.as_ref().map(|m| m.0));
+        v.sort_unstable();
+        v
+    }
+
+    /// The master key version the blind indexes are keyed by.
+    pub fn index_version(&self) -> u32 {
+        self.index_version
     }
 
     /// The keys of `tenant`, or `None` when it has no explicit key and there is no
     /// master key.
     pub fn tenant(&self, tenant: &str) -> Option<TenantKeys> {
-        let kek = match self.tenants.get(tenant) {
-            Some(k) => k.clone(),
-            None => crypto::derive_tenant_key(self.master.as_ref()?, tenant),
+        if let Some(own) = self.tenants.get(tenant) {
+            return Some(TenantKeys {
+                blind: crypto::derive_blind_index_key(own),
+                kek: TenantKek::single(KeyVersion::Tenant, own.clone()),
+            });
+        }
+        let (version, master) = self.master.as_ref()?;
+        let index_master = if *version == self.index_version {
+            master
+        } else {
+            &self.previous.iter().find(|p| p.0 == self.index_version)?.1
         };
-        let blind = crypto::derive_blind_index_key(&kek);
-        Some(TenantKeys { kek, blind })
+        Some(TenantKeys {
+            blind: crypto::derive_blind_index_key(&crypto::derive_tenant_key(index_master, tenant)),
+            kek: TenantKek {
+                current: (
+                    KeyVersion::Master(*version),
+                    crypto::derive_tenant_key(master, tenant),
+                ),
+                previous: self
+                    .previous
+                    .iter()
+                    .map(|(v, m)| (*v, crypto::derive_tenant_key(m, tenant)))
+                    .collect(),
+            },
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{DataKey, KEY_LEN, unwrap_data_key, wrap_data_key};
+    use crate::crypto::{KEY_LEN, blind_index, unwrap_data_key};
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
 
@@ -109,14 +380,15 @@ mod tests {
         let ring = Keyring::from_base64(Some(&master), &tenants).expect("ring");
         let dek = DataKey::generate();
         let own = ring.tenant("own-key").expect("own");
-        let wrapped = wrap_data_key(&own.kek, &dek, b"x");
+        let wrapped = own.kek.wrap(&dek, b"x");
         assert!(
             unwrap_data_key(&TenantKey::from_bytes([2u8; KEY_LEN]), &wrapped, b"x").is_ok(),
             "the explicit key is used as is"
         );
+        assert_eq!(own.kek.version_of(&wrapped), Ok(KeyVersion::Tenant));
         let derived = ring.tenant("other").expect("derived");
         let expected = crypto::derive_tenant_key(&MasterKey::from_bytes([1u8; KEY_LEN]), "other");
-        let wrapped = wrap_data_key(&derived.kek, &dek, b"x");
+        let wrapped = derived.kek.wrap(&dek, b"x");
         assert!(unwrap_data_key(&expected, &wrapped, b"x").is_ok());
     }
 
@@ -144,5 +416,127 @@ mod tests {
         assert!(ring.tenant("dept-a").is_some());
         assert!(ring.tenant("dept-b").is_none());
         assert!(!format!("{ring:?}").contains("5"), "Debug shows no keys");
+    }
+
+    fn ring(current: (u32, u8), previous: &[(u32, u8)], index: Option<u32>) -> Keyring {
+        let previous: HashMap<String, String> = previous
+            .iter()
+            .map(|(v, b)| (v.to_string(), STANDARD.encode([*b; KEY_LEN])))
+            .collect();
+        let current_key = STANDARD.encode([current.1; KEY_LEN]);
+        Keyring::from_config(
+            &MasterKeys {
+                current: Some((current.0, &current_key)),
+                previous: &previous,
+                index_version: index,
+            },
+            &HashMap::new(),
+        )
+        .expect("ring")
+    }
+
+    #[test]
+    fn rotation_rewraps_the_same_data_key_and_keeps_the_blind_index() {
+        let v1 = ring((1, 1), &[], None);
+        let dek = DataKey::generate();
+        let sealed = crypto::seal(&dek, b"ola@example.no", b"field");
+        let old = v1.tenant("dept-a").expect("keys").kek.wrap(&dek, b"owner");
+        // Version 1 writes what earlier releases wrote: a bare wrapped key.
+        assert!(
+            unwrap_data_key(
+                &crypto::derive_tenant_key(&MasterKey::from_bytes([1; KEY_LEN]), "dept-a"),
+                &old,
+                b"owner"
+            )
+            .is_ok()
+        );
+        let v2 = ring((2, 9), &[(1, 1)], None);
+        let keys = v2.tenant("dept-a").expect("keys");
+        assert_eq!(keys.kek.version_of(&old), Ok(KeyVersion::Master(1)));
+        // Both versions open while the rotation runs.
+        assert!(keys.kek.unwrap(&old, b"owner").is_ok());
+        let new = keys
+            .kek
+            .rewrap(&old, b"owner")
+            .expect("rewrap")
+            .expect("changed");
+        assert_eq!(keys.kek.version_of(&new), Ok(KeyVersion::Master(2)));
+        assert_eq!(keys.kek.rewrap(&new, b"owner"), Ok(None), "already current");
+        assert!(
+            keys.kek.rewrap(&old, b"someone else").is_err(),
+            "aad still binds"
+        );
+        // Retired version 1: the re-wrapped key opens, the old one does not, and the
+        // data sealed before the rotation opens with the re-wrapped key.
+        let only_v2 = ring((2, 9), &[(1, 1)], Some(1));
+        let dek2 = only_v2
+            .tenant("dept-a")
+            .expect("keys")
+            .kek
+            .unwrap(&new, b"owner")
+            .expect("open");
+        assert_eq!(
+            crypto::open(&dek2, &sealed, b"field").expect("open"),
+            b"ola@example.no"
+        );
+        let retired = Keyring::versioned(
+            Some((2, MasterKey::from_bytes([9; KEY_LEN]))),
+            vec![],
+            2,
+            HashMap::new(),
+        )
+        .expect("ring");
+        assert_eq!(
+            retired
+                .tenant("dept-a")
+                .expect("keys")
+                .kek
+                .unwrap(&old, b"owner")
+                .err(),
+            Some(UnwrapError::UnknownVersion(1))
+        );
+        // The blind index is the same before and after (index version 1).
+        let before = blind_index(&v1.tenant("dept-a").expect("k").blind, "email", "a@b.no");
+        let after = blind_index(&keys.blind, "email", "a@b.no");
+        assert_eq!(before, after);
+        assert_eq!(v2.master_version(), Some(2));
+    }
+
+    #[test]
+    fn version_errors_name_the_setting() {
+        let previous = HashMap::from([("one".to_owned(), STANDARD.encode([1u8; KEY_LEN]))]);
+        let current = STANDARD.encode([2u8; KEY_LEN]);
+        let keys = MasterKeys {
+            current: Some((2, &current)),
+            previous: &previous,
+            index_version: None,
+        };
+        assert_eq!(
+            Keyring::from_config(&keys, &HashMap::new()).err(),
+            Some(KeyringError::InvalidPreviousMasterKey("one".into()))
+        );
+        let none = HashMap::new();
+        let missing = MasterKeys {
+            current: Some((2, &current)),
+            previous: &none,
+            index_version: None,
+        };
+        let e = Keyring::from_config(&missing, &HashMap::new()).expect_err("index key");
+        assert_eq!(e, KeyringError::MissingIndexVersion(1));
+        assert!(e.to_string().contains("keys.index_key_version"));
+        let same = HashMap::from([("2".to_owned(), STANDARD.encode([1u8; KEY_LEN]))]);
+        let dup = MasterKeys {
+            current: Some((2, &current)),
+            previous: &same,
+            index_version: Some(2),
+        };
+        assert!(Keyring::from_config(&dup, &HashMap::new()).is_err());
+        // Malformed versioned layout.
+        let k = ring((1, 1), &[], None).tenant("t").expect("k").kek;
+        assert_eq!(
+            k.version_of(&[VERSIONED, 0, 0]),
+            Err(CryptoError::Malformed)
+        );
+        assert!(k.unwrap(&[], b"x").is_err());
     }
 }

@@ -12,4 +12,6 @@ pub mod crypto;
 pub mod keyring;
 
 pub use crypto::{CryptoError, DataKey, MasterKey, TenantKey};
-pub use keyring::{Keyring, KeyringError, TenantKeys};
+pub use keyring::{
+    KeyVersion, Keyring, KeyringError, MasterKeys, TenantKek, TenantKeys, UnwrapError,
+};

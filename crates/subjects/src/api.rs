@@ -320,6 +320,21 @@ fn import_result_pb(index: usize, o: service::ImportOutcome) -> pb::ImportSubjec
 
 #[tonic::async_trait]
 impl pb::subject_service_server::SubjectService for SubjectApi {
+    async fn rewrap_data_keys(
+        &self,
+        req: Request<common::RewrapDataKeysRequest>,
+    ) -> Result<Response<common::RewrapDataKeysResponse>, Status> {
+        let page = self.subjects.rewrap_data_keys(req.get_ref()).await?;
+        Ok(Response::new(page))
+    }
+
+    async fn count_data_keys(
+        &self,
+        _req: Request<common::CountDataKeysRequest>,
+    ) -> Result<Response<common::CountDataKeysResponse>, Status> {
+        Ok(Response::new(self.subjects.count_data_keys().await?))
+    }
+
     async fn create_subject(
         &self,
         req: Request<pb::CreateSubjectRequest>,

@@ -56,6 +56,9 @@ pub enum SubjectError {
     /// A stored ciphertext or wrapped key does not open.
     #[error("stored data cannot be decrypted")]
     Crypto(#[from] CryptoError),
+    /// A data key is wrapped under a master key version not configured here.
+    #[error("master key version {0} is not configured")]
+    MasterKeyVersionMissing(u32),
     /// The row changed between read and write.
     #[error("concurrent modification")]
     Conflict,
@@ -146,8 +149,24 @@ impl From<SubjectError> for ApiError {
                 tracing::error!(kind = %e, "stored personal data does not decrypt");
                 ApiError::Internal("decryption")
             }
+            SubjectError::MasterKeyVersionMissing(v) => {
+                tracing::error!(
+                    version = v,
+                    "a data key's master key version is not configured"
+                );
+                vern_kit::keys::missing_version(v)
+            }
             SubjectError::Conflict => ApiError::Aborted("the subject changed concurrently; retry"),
             SubjectError::Db(DbError(e)) => vern_kit::db::api_error(&e),
+        }
+    }
+}
+
+impl From<vern_seal::keyring::UnwrapError> for SubjectError {
+    fn from(e: vern_seal::keyring::UnwrapError) -> Self {
+        match e {
+            vern_seal::keyring::UnwrapError::UnknownVersion(v) => Self::MasterKeyVersionMissing(v),
+            vern_seal::keyring::UnwrapError::Crypto(c) => Self::Crypto(c),
         }
     }
 }

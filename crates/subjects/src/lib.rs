@@ -22,7 +22,6 @@ use vern_kit::db::DbTarget;
 use vern_kit::server::Limits;
 use vern_proto::subjects::v1::subject_service_server::SubjectServiceServer;
 
-use crate::domain::keyring::Keyring;
 use crate::relay::{ConsentsDelivery, RightsDelivery};
 use crate::store::{KeyStore, SubjectStore};
 use tower::Layer;
@@ -87,10 +86,7 @@ pub async fn build(
     target: &DbTarget,
 ) -> Result<Audited<SubjectServiceServer<SubjectApi>>, BuildError> {
     let limits = Limits::from(&config.server);
-    let master = vern_kit::auth::master_key(config)
-        .map_err(|e| format!("subjects: reading the dev master key failed: {e}"))?;
-    let keyring = Keyring::from_base64(master.as_deref(), &config.keys.tenant_keys)
-        .map_err(|e| format!("subjects: {e}"))?;
+    let keyring = vern_kit::keys::keyring(config, "subjects")?;
     let tokens = ServiceTokens::from_config(config)
         .map_err(|e| format!("subjects: reading the service signing key failed: {e}"))?
         .ok_or(

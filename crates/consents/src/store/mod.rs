@@ -118,6 +118,23 @@ async fn publish_change(
 }
 
 impl ConsentStore {
+    /// One page of a master key rotation over the subjects' consent data keys.
+    pub async fn rewrap_data_keys(
+        &self,
+        request: &vern_proto::common::v1::RewrapDataKeysRequest,
+    ) -> Result<vern_proto::common::v1::RewrapDataKeysResponse, ApiError> {
+        consent_keys()
+            .rewrap(&self.db, self.sealer.keyring(), request)
+            .await
+    }
+
+    /// How many consent data keys each key version wraps.
+    pub async fn count_data_keys(
+        &self,
+    ) -> Result<vern_proto::common::v1::CountDataKeysResponse, ApiError> {
+        consent_keys().count(&self.db, self.sealer.keyring()).await
+    }
+
     /// Connects to `target` and runs the migrations; `keyring` protects the evidence.
     pub async fn open(target: &DbTarget, keyring: Keyring) -> Result<Self, DbErr> {
         Self::open_with(target, keyring, true).await
@@ -1397,4 +1414,15 @@ fn stored_state(m: consent_state::Model) -> Result<StoredState, ConsentError> {
         update_time: m.update_time,
         grounds: None,
     })
+}
+
+/// The consent keys' table for master key rotation ([`vern_kit::keys`]).
+fn consent_keys() -> vern_kit::keys::WrappedKeys<consent_key::Entity> {
+    vern_kit::keys::WrappedKeys {
+        tenant: consent_key::Column::TenantId,
+        owner: consent_key::Column::SubjectId,
+        wrapped: consent_key::Column::WrappedKey,
+        aad: crate::seal::key_aad,
+        list: "consent_keys",
+    }
 }

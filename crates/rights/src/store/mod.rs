@@ -77,6 +77,23 @@ fn aborted() -> RightsError {
 }
 
 impl RightsStore {
+    /// One page of a master key rotation over the requests' data keys.
+    pub async fn rewrap_data_keys(
+        &self,
+        keyring: &vern_seal::keyring::Keyring,
+        request: &vern_proto::common::v1::RewrapDataKeysRequest,
+    ) -> Result<vern_proto::common::v1::RewrapDataKeysResponse, ApiError> {
+        request_keys().rewrap(&self.db, keyring, request).await
+    }
+
+    /// How many request data keys each key version wraps.
+    pub async fn count_data_keys(
+        &self,
+        keyring: &vern_seal::keyring::Keyring,
+    ) -> Result<vern_proto::common::v1::CountDataKeysResponse, ApiError> {
+        request_keys().count(&self.db, keyring).await
+    }
+
     /// Connects to `target` and runs the migrations.
     pub async fn open(target: &DbTarget) -> Result<Self, DbErr> {
         let db = vern_kit::db::connect_and_migrate::<Migrator>(target).await?;
@@ -916,4 +933,15 @@ async fn write_request(
         return Err(aborted());
     }
     Ok(())
+}
+
+/// The requests' table for master key rotation ([`vern_kit::keys`]).
+fn request_keys() -> vern_kit::keys::WrappedKeys<request::Entity> {
+    vern_kit::keys::WrappedKeys {
+        tenant: request::Column::TenantId,
+        owner: request::Column::RightsRequestId,
+        wrapped: request::Column::WrappedKey,
+        aad: crate::seal::key_aad,
+        list: "rights_request_keys",
+    }
 }

@@ -302,7 +302,7 @@ impl Subjects {
             let dek = DataKey::generate();
             wrapped_keys.push((
                 subject_id.clone(),
-                crypto::wrap_data_key(&tkeys.kek, &dek, &key_aad(t, &subject_id)),
+                tkeys.kek.wrap(&dek, &key_aad(t, &subject_id)),
             ));
             let valid = &p.valid;
             let row = new_subject_row(t, &subject_id, valid, &dek, now);

@@ -88,6 +88,25 @@ impl Subjects {
         }
     }
 
+    /// One page of a master key rotation over the key store.
+    pub async fn rewrap_data_keys(
+        &self,
+        request: &vern_proto::common::v1::RewrapDataKeysRequest,
+    ) -> Result<vern_proto::common::v1::RewrapDataKeysResponse, vern_kit::error::ApiError> {
+        KeyStore::wrapped_keys()
+            .rewrap(self.keys.connection(), &self.keyring, request)
+            .await
+    }
+
+    /// How many subject data keys each key version wraps.
+    pub async fn count_data_keys(
+        &self,
+    ) -> Result<vern_proto::common::v1::CountDataKeysResponse, vern_kit::error::ApiError> {
+        KeyStore::wrapped_keys()
+            .count(self.keys.connection(), &self.keyring)
+            .await
+    }
+
     /// Refuses records naming a purpose the tenant does not have, or a special
     /// category under a purpose that does not declare it
     /// ([`domain::check_record_purposes`]); one cached catalogue per call.
@@ -214,7 +233,7 @@ impl Subjects {
         let subject_id = uuid::Uuid::now_v7().to_string();
         vern_kit::audit::subject(&subject_id);
         let dek = DataKey::generate();
-        let wrapped = crypto::wrap_data_key(&keys.kek, &dek, &key_aad(t, &subject_id));
+        let wrapped = keys.kek.wrap(&dek, &key_aad(t, &subject_id));
         self.keys.put(t, &subject_id, wrapped).await?;
 
         let row = new_subject_row(t, &subject_id, &valid, &dek, now);
@@ -358,7 +377,7 @@ impl Subjects {
                 let mut deks = HashMap::new();
                 for id in live {
                     let w = wrapped.get(&id).ok_or(SubjectError::DataKeyMissing)?;
-                    let dek = crypto::unwrap_data_key(&keys.kek, w, &key_aad(t, &id))?;
+                    let dek = keys.kek.unwrap(w, &key_aad(t, &id))?;
                     deks.insert(id, dek);
                 }
                 deks
@@ -549,11 +568,7 @@ impl Subjects {
             .get(tenant, subject_id)
             .await?
             .ok_or(SubjectError::DataKeyMissing)?;
-        Ok(crypto::unwrap_data_key(
-            &keys.kek,
-            &wrapped,
-            &key_aad(tenant, subject_id),
-        )?)
+        Ok(keys.kek.unwrap(&wrapped, &key_aad(tenant, subject_id))?)
     }
 
     async fn subject_row(&self, tenant: &str, id: &str) -> Result<subject::Model, SubjectError> {

@@ -104,6 +104,17 @@ impl KeyStore {
             .collect())
     }
 
+    /// The key store's table for master key rotation ([`vern_kit::keys`]).
+    pub fn wrapped_keys() -> vern_kit::keys::WrappedKeys<subject_key::Entity> {
+        vern_kit::keys::WrappedKeys {
+            tenant: subject_key::Column::TenantId,
+            owner: subject_key::Column::SubjectId,
+            wrapped: subject_key::Column::WrappedKey,
+            aad: crate::domain::subject::key_aad,
+            list: "subject_keys",
+        }
+    }
+
     /// Destroys the data keys of these subjects (crypto-shredding). Deleting a key
     /// that is already gone is not an error, so an interrupted erasure can be repeated.
     pub async fn shred(&self, tenant: &str, subjects: &[String]) -> Result<u64, DbErr> {

@@ -1,0 +1,300 @@
+//! `vern keys rotate-master` and `vern keys status`: master key rotation through the
+//! gateway. Every service that keeps data keys (subjects, consents, rights) re-wraps
+//! them, a page at a time, under its current master key version; the data keys and
+//! every value sealed with them stay as they are.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use tonic::Code;
+use vern_kit::config::Config;
+use vern_proto::common::v1::{
+    CountDataKeysRequest, CountDataKeysResponse, RewrapDataKeysRequest, RewrapDataKeysResponse,
+};
+use vern_proto::consents::v1::consent_service_client::ConsentServiceClient;
+use vern_proto::rights::v1::rights_service_client::RightsServiceClient;
+use vern_proto::subjects::v1::subject_service_client::SubjectServiceClient;
+
+use crate::remote::{Client, ClientArgs};
+
+/// The services that keep wrapped data keys, in rotation order.
+pub const KEY_SERVICES: [KeyService; 3] = [
+    KeyService::Subjects,
+    KeyService::Consents,
+    KeyService::Rights,
+];
+
+/// A service keeping data keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyService {
+    /// The subjects' key store.
+    Subjects,
+    /// The consent evidence keys.
+    Consents,
+    /// The rights requests' keys.
+    Rights,
+}
+
+impl KeyService {
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyService::Subjects => "subjects",
+            KeyService::Consents => "consents",
+            KeyService::Rights => "rights",
+        }
+    }
+
+    async fn rewrap(
+        self,
+        client: &Client,
+        request: RewrapDataKeysRequest,
+    ) -> Result<RewrapDataKeysResponse, tonic::Status> {
+        let ch = client.channel.clone();
+        let req = client.request(request);
+        Ok(match self {
+            KeyService::Subjects => SubjectServiceClient::new(ch).rewrap_data_keys(req).await,
+            KeyService::Consents => ConsentServiceClient::new(ch).rewrap_data_keys(req).await,
+            KeyService::Rights => RightsServiceClient::new(ch).rewrap_data_keys(req).await,
+        }?
+        .into_inner())
+    }
+
+    async fn count(self, client: &Client) -> Result<CountDataKeysResponse, tonic::Status> {
+        let ch = client.channel.clone();
+        let req = client.request(CountDataKeysRequest {});
+        Ok(match self {
+            KeyService::Subjects => SubjectServiceClient::new(ch).count_data_keys(req).await,
+            KeyService::Consents => ConsentServiceClient::new(ch).count_data_keys(req).await,
+            KeyService::Rights => RightsServiceClient::new(ch).count_data_keys(req).await,
+        }?
+        .into_inner())
+    }
+}
+
+/// `vern keys rotate-master`.
+#[derive(clap::Args, Debug)]
+pub struct RotateArgs {
+    /// Data keys re-wrapped per call (at most 5000).
+    #[arg(long, default_value_t = 500)]
+    pub page_size: i32,
+    /// No progress bars (for scripts).
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `vern keys status`.
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Connects as a platform admin: a minted dev token gets that role whatever `--role`
+/// says, since nothing else may rotate keys.
+async fn connect(config: &Config, args: &ClientArgs) -> anyhow::Result<Client> {
+    let mut args = args.clone();
+    if args.token.is_none() {
+        args.role = "platform-admin".into();
+    }
+    Client::connect(&args, config).await
+}
+
+/// What one service did in a rotation.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    /// Data keys examined.
+    pub examined: i64,
+    /// Of those, re-wrapped.
+    pub rewrapped: i64,
+}
+
+/// Runs `vern keys rotate-master`: each service to the end, then the status.
+pub async fn rotate_master(config: &Config, args: RotateArgs) -> anyhow::Result<()> {
+    let client = connect(config, &args.client).await?;
+    // Every service must agree on the target version before anything is re-wrapped.
+    let mut target = 0u32;
+    for service in KEY_SERVICES {
+        let count = service
+            .count(&client)
+            .await
+            .with_context(|| format!("asking the {} service for its keys", service.name()))?;
+        match target {
+            0 => target = count.master_key_version,
+            t if t != count.master_key_version => anyhow::bail!(
+                "the {} service's current master key version is {}, not {t}: give every service the same keys configuration first",
+                service.name(),
+                count.master_key_version
+            ),
+            _ => {}
+        }
+    }
+    if target == 0 {
+        anyhow::bail!("no master key is configured (tenants' own keys do not rotate with it)");
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "re-wrapping every data key under master key version {target}"
+    )?;
+    for service in KEY_SERVICES {
+        let done = rotate_service(&client, service, target, args.page_size, !args.quiet).await?;
+        writeln!(
+            out,
+            "{:<9} {} data keys examined, {} re-wrapped",
+            service.name(),
+            done.examined,
+            done.rewrapped
+        )?;
+    }
+    drop(out);
+    print_status(&client).await
+}
+
+/// Re-wraps one service's data keys page by page. A page that fails for a passing
+/// reason (unavailable, overloaded) is asked again; rotation is idempotent, so an
+/// interrupted run is resumed by running the command again.
+pub async fn rotate_service(
+    client: &Client,
+    service: KeyService,
+    target: u32,
+    page_size: i32,
+    progress: bool,
+) -> anyhow::Result<Rotated> {
+    let bar = if progress {
+        let b = indicatif::ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{prefix:<9} {bar:40} {pos}/{len} data keys  {per_sec}  eta {eta}",
+        ) {
+            b.set_style(style);
+        }
+        b.set_prefix(service.name());
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut done = Rotated::default();
+    let mut token = String::new();
+    loop {
+        let request = RewrapDataKeysRequest {
+            page_token: token.clone(),
+            page_size,
+            master_key_version: target,
+        };
+        let page = with_retries(|| service.rewrap(client, request.clone()))
+            .await
+            .with_context(|| {
+                format!(
+                    "re-wrapping the {} service's data keys (run the command again to resume)",
+                    service.name()
+                )
+            })?;
+        done.examined += page.examined;
+        done.rewrapped += page.rewrapped;
+        bar.set_length(page.total.max(done.examined) as u64);
+        bar.set_position(done.examined as u64);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    bar.finish_and_clear();
+    Ok(done)
+}
+
+async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut wait = Duration::from_millis(200);
+    let mut attempts = 0;
+    loop {
+        match call().await {
+            Err(s)
+                if attempts < 6
+                    && matches!(
+                        s.code(),
+                        Code::Unavailable | Code::ResourceExhausted | Code::Aborted
+                    ) =>
+            {
+                attempts += 1;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Runs `vern keys status`.
+pub async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<()> {
+    let client = connect(config, &args.client).await?;
+    print_status(&client).await
+}
+
+/// Prints, per service, how many data keys each version wraps and which configured
+/// versions nothing uses any more.
+async fn print_status(client: &Client) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let mut in_use = std::collections::BTreeSet::new();
+    let mut configured = std::collections::BTreeSet::new();
+    let mut current = std::collections::BTreeSet::new();
+    let mut index = 0;
+    writeln!(
+        out,
+        "{:<9} {:<24} {:>10}",
+        "SERVICE", "WRAPPED UNDER", "DATA KEYS"
+    )?;
+    for service in KEY_SERVICES {
+        let c = service
+            .count(client)
+            .await
+            .with_context(|| format!("asking the {} service for its keys", service.name()))?;
+        index = c.index_key_version;
+        configured.extend(c.unused_versions.iter().copied());
+        current.insert(c.master_key_version);
+        if c.counts.is_empty() {
+            writeln!(out, "{:<9} {:<24} {:>10}", service.name(), "-", 0)?;
+        }
+        for k in &c.counts {
+            let label = match (k.master_key_version, k.unknown) {
+                (0, _) => "tenant's own key".to_owned(),
+                (v, true) => format!("version {v} (NOT CONFIGURED)"),
+                (v, false) if v == c.master_key_version => format!("version {v} (current)"),
+                (v, false) => format!("version {v}"),
+            };
+            if k.master_key_version != 0 {
+                in_use.insert(k.master_key_version);
+            }
+            writeln!(out, "{:<9} {:<24} {:>10}", service.name(), label, k.count)?;
+        }
+    }
+    let unused: Vec<u32> = configured
+        .iter()
+        .copied()
+        .filter(|v| !in_use.contains(v) && !current.contains(v))
+        .collect();
+    let removable: Vec<String> = unused
+        .iter()
+        .filter(|v| **v != index)
+        .map(u32::to_string)
+        .collect();
+    if !removable.is_empty() {
+        writeln!(
+            out,
+            "no data key uses master key version {}: once every replica shows the same, remove it from keys.previous_master_keys",
+            removable.join(", ")
+        )?;
+    }
+    if unused.contains(&index) {
+        writeln!(
+            out,
+            "master key version {index} wraps no data key but keys the blind indexes (keys.index_key_version): keep it configured"
+        )?;
+    }
+    Ok(())
+}

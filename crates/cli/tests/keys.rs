@@ -1,0 +1,326 @@
+//! Master key rotation from outside: `vern dev` with 10,000 subjects (and consent and
+//! rights data keys) under master key version 1, restarted with version 2 current,
+//! `vern keys rotate-master` through the gateway, then every subject read back, the
+//! blind index still finding them, a subject erased before the rotation still
+//! unreadable; a second rotation lets version 2 be retired entirely.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use base64::Engine as _;
+use support::{PURPOSE, TENANT, Vern, authed, consent_request, setup};
+use tonic::Code;
+use vern_proto::consents::v1 as cpb;
+use vern_proto::rights::v1 as rpb;
+use vern_proto::subjects::v1 as spb;
+
+const SUBJECTS: usize = 10_000;
+
+fn key(byte: u8) -> String {
+    base64::engine::general_purpose::STANDARD.encode([byte; 32])
+}
+
+fn vern(dir: &Path, url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vern"))
+        .args(args)
+        .args(["--addr", url, "--data-dir"])
+        .arg(dir)
+        .env_remove("VERN_TOKEN")
+        .env_remove("VERN_CONFIG")
+        .output()
+        .expect("vern runs")
+}
+
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "{:?}: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The `DATA KEYS` count of `service` for the status line whose label starts with
+/// `label`.
+fn count(status: &str, service: &str, label: &str) -> Option<u64> {
+    status.lines().find_map(|l| {
+        let rest = l.strip_prefix(service)?.trim_start();
+        rest.starts_with(label)
+            .then(|| rest.rsplit(' ').next()?.parse().ok())
+            .flatten()
+    })
+}
+
+fn env(current: (u32, u8), previous: &[(u32, u8)]) -> Vec<(String, String)> {
+    let mut e = vec![
+        ("VERN_KEYS__MASTER_KEY".to_owned(), key(current.1)),
+        (
+            "VERN_KEYS__MASTER_KEY_VERSION".to_owned(),
+            current.0.to_string(),
+        ),
+    ];
+    for (v, b) in previous {
+        e.push((format!("VERN_KEYS__PREVIOUS_MASTER_KEYS__{v}"), key(*b)));
+    }
+    e
+}
+
+async fn start(dir: &Path, env: &[(String, String)]) -> (Vern, tonic::transport::Channel) {
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    Vern::start(dir, &env).await
+}
+
+/// Every live subject read in full (decrypted) through ListSubjects: their e-mails.
+async fn read_all(ch: &tonic::transport::Channel, token: &str) -> Vec<String> {
+    let mut client = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
+    let (mut emails, mut page_token) = (vec![], String::new());
+    loop {
+        let page = client
+            .list_subjects(authed(
+                spb::ListSubjectsRequest {
+                    page_size: 1000,
+                    page_token: page_token.clone(),
+                    state: spb::SubjectState::Active as i32,
+                    view: spb::SubjectView::Full as i32,
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .expect("list subjects")
+            .into_inner();
+        emails.extend(page.subjects.into_iter().map(|s| s.email));
+        if page.next_page_token.is_empty() {
+            return emails;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_master_keeps_every_subject_readable_and_erased_ones_unreadable() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path();
+    let (v1, ch) = start(data, &env((1, 11), &[])).await;
+    setup(&ch, &v1, 0).await;
+    let crm = v1.token("integration");
+    let officer = v1.token("privacy-officer");
+    let mut subjects = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
+    let mut ids = vec![];
+    for batch in 0..SUBJECTS / 500 {
+        let rows = (0..500)
+            .map(|i| {
+                let n = batch * 500 + i;
+                spb::CreateSubjectRequest {
+                    email: format!("person{n}@example.no"),
+                    request_id: format!("rotate-{n}"),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let done = subjects
+            .import_subjects(authed(spb::ImportSubjectsRequest { subjects: rows }, &crm))
+            .await
+            .expect("import")
+            .into_inner();
+        ids.extend(done.results.into_iter().map(|r| r.subject_id));
+    }
+    assert_eq!(ids.len(), SUBJECTS);
+    // Data keys in the other services: consent evidence and a rights request.
+    let mut consents = cpb::consent_service_client::ConsentServiceClient::new(ch.clone());
+    for (i, id) in ids.iter().take(20).enumerate() {
+        consents
+            .record_consent(authed(
+                consent_request(id, true, &format!("consent-{i}")),
+                &crm,
+            ))
+            .await
+            .expect("consent");
+    }
+    let mut rights = rpb::rights_service_client::RightsServiceClient::new(ch.clone());
+    let request = rights
+        .submit_request(authed(
+            rpb::SubmitRequestRequest {
+                r#type: rpb::RequestType::Access as i32,
+                requester: Some(rpb::submit_request_request::Requester::SubjectId(
+                    ids[2].clone(),
+                )),
+                channel: rpb::RequestChannel::Email as i32,
+                request_id: "rotate-access".into(),
+                description: "Innsyn".into(),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("rights request")
+        .into_inner()
+        .rights_request_id;
+    // Erased before the rotation.
+    let erased = ids[1].clone();
+    subjects
+        .erase_subject(authed(
+            spb::EraseSubjectRequest {
+                subject_id: erased.clone(),
+                reason: "the subject asked".into(),
+                request_id: "rotate-erase".into(),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("erase");
+    v1.sigterm();
+    drop(v1);
+
+    // Version 2 current, version 1 still there for what it wrapped.
+    let (v2, ch) = start(data, &env((2, 22), &[(1, 11)])).await;
+    let url = v2.url();
+    let before = ok(vern(data, &url, &["keys", "status"]));
+    assert_eq!(
+        count(&before, "subjects", "version 1"),
+        Some(SUBJECTS as u64 - 1),
+        "{before}"
+    );
+    assert_eq!(
+        count(&before, "consents", "version 1"),
+        Some(20),
+        "{before}"
+    );
+    assert_eq!(count(&before, "rights", "version 1"), Some(1), "{before}");
+    let rotated = ok(vern(data, &url, &["keys", "rotate-master", "--quiet"]));
+    assert!(
+        rotated.contains(&format!(
+            "subjects  {} data keys examined, {} re-wrapped",
+            SUBJECTS - 1,
+            SUBJECTS - 1
+        )),
+        "{rotated}"
+    );
+    assert!(
+        rotated.contains("consents  20 data keys examined, 20 re-wrapped"),
+        "{rotated}"
+    );
+    assert!(
+        rotated.contains("rights    1 data keys examined, 1 re-wrapped"),
+        "{rotated}"
+    );
+    assert_eq!(
+        count(&rotated, "subjects", "version 2 (current)"),
+        Some(SUBJECTS as u64 - 1)
+    );
+    assert_eq!(count(&rotated, "subjects", "version 1"), None, "{rotated}");
+    assert!(rotated.contains("keys the blind indexes"), "{rotated}");
+    // Repeating it (a resumed rotation) re-wraps nothing.
+    let again = ok(vern(data, &url, &["keys", "rotate-master", "--quiet"]));
+    assert!(again.contains("0 re-wrapped"), "{again}");
+    assert!(!again.contains(" 1 re-wrapped"), "{again}");
+    drop(v2);
+
+    // Version 3, with 2 retired entirely: only 1 (the index version) and 3 configured.
+    let (v3, ch3) = start(data, &env((3, 33), &[(2, 22), (1, 11)])).await;
+    ok(vern(data, &v3.url(), &["keys", "rotate-master", "--quiet"]));
+    let status = ok(vern(data, &v3.url(), &["keys", "status"]));
+    assert!(
+        status.contains("no data key uses master key version 2"),
+        "{status}"
+    );
+    drop(v3);
+    drop(ch);
+    let (v4, ch) = start(data, &env((3, 33), &[(1, 11)])).await;
+    drop(ch3);
+    let token = v4.token("privacy-officer");
+    let emails = read_all(&ch, &token).await;
+    assert_eq!(emails.len(), SUBJECTS - 1, "every live subject is listed");
+    let mut expected: Vec<String> = (0..SUBJECTS)
+        .filter(|n| *n != 1)
+        .map(|n| format!("person{n}@example.no"))
+        .collect();
+    let mut got = emails.clone();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected, "every subject decrypts to its own e-mail");
+    let mut subjects = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
+    // The blind index did not change: lookups by e-mail still find subjects.
+    let found = subjects
+        .find_subject(authed(
+            spb::FindSubjectRequest {
+                identifier: Some(spb::find_subject_request::Identifier::Email(
+                    "person9999@example.no".into(),
+                )),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .expect("find")
+        .into_inner();
+    assert_eq!(found.subject_id, ids[SUBJECTS - 1]);
+    // The subject erased before the rotation stays unreadable.
+    let gone = subjects
+        .find_subject(authed(
+            spb::FindSubjectRequest {
+                identifier: Some(spb::find_subject_request::Identifier::Email(
+                    "person1@example.no".into(),
+                )),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .expect_err("erased");
+    assert_eq!(gone.code(), Code::NotFound);
+    let erased_now = subjects
+        .get_subject(authed(
+            spb::GetSubjectRequest {
+                subject_id: erased.clone(),
+                view: spb::SubjectView::Full as i32,
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await;
+    match erased_now {
+        Ok(s) => {
+            let s = s.into_inner();
+            assert!(
+                s.email.is_empty() && s.phone.is_empty(),
+                "no identifier of an erased subject"
+            );
+        }
+        Err(s) => assert_eq!(s.code(), Code::NotFound),
+    }
+    // Consent evidence and the rights request open under version 3.
+    let mut consents = cpb::consent_service_client::ConsentServiceClient::new(ch.clone());
+    let history = consents
+        .list_consent_history(authed(
+            cpb::ListConsentHistoryRequest {
+                subject_id: ids[0].clone(),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .expect("history")
+        .into_inner();
+    assert!(!history.events.is_empty());
+    let mut rights = rpb::rights_service_client::RightsServiceClient::new(ch.clone());
+    rights
+        .get_request(authed(
+            rpb::GetRequestRequest {
+                rights_request_id: request,
+            },
+            &token,
+        ))
+        .await
+        .expect("the rights request opens");
+    let status = ok(vern(data, &v4.url(), &["keys", "status"]));
+    assert_eq!(
+        count(&status, "subjects", "version 3 (current)"),
+        Some(SUBJECTS as u64 - 1)
+    );
+    let _ = (TENANT, PURPOSE);
+}
