@@ -6,11 +6,17 @@
 //! ES256 verification costs hundreds of microseconds with the pure-Rust backend; an
 //! entry honours the token's `exp`/`nbf` and dies with the key set it was verified
 //! against, so a removed key is refused at once after the refresh.
+//!
+//! Refresh rules: a refresh that finds the same keys keeps the cache; a JWKS that
+//! parses but holds no usable key never replaces a working set (it is logged); a token
+//! naming an unknown `kid` triggers one fetch at once (a key published since the last
+//! refresh), at most once per [`UNKNOWN_KID_FETCH_INTERVAL`], so a flood of made-up
+//! key ids cannot turn into a flood of fetches.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{
     AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
@@ -20,6 +26,12 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::{Claims, Principal};
 use crate::config::AuthConfig;
+
+/// Shortest time between two fetches of the JWKS caused by unknown key ids.
+pub const UNKNOWN_KID_FETCH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Longest a JWKS fetch over HTTP may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Longest token accepted (bytes); longer is malformed without parsing.
 const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -94,6 +106,9 @@ impl KeySource {
             KeySource::File(path) => std::fs::read_to_string(path)
                 .map_err(|e| format!("reading {}: {e}", path.display()))?,
             KeySource::Url(url) => ureq::get(url)
+                .config()
+                .timeout_global(Some(FETCH_TIMEOUT))
+                .build()
                 .call()
                 .map_err(|e| format!("fetching the JWKS: {e}"))?
                 .body_mut()
@@ -110,6 +125,9 @@ impl KeySource {
 #[derive(Clone, Default)]
 pub struct KeySet {
     keys: HashMap<String, (Algorithm, DecodingKey)>,
+    /// Each usable key's id and JWK, sorted: two sets with equal fingerprints verify
+    /// exactly the same tokens.
+    fingerprint: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for KeySet {
@@ -127,6 +145,7 @@ impl KeySet {
         let set: JwkSet =
             serde_json::from_str(json).map_err(|e| format!("not a JWKS document: {e}"))?;
         let mut keys = HashMap::new();
+        let mut fingerprint = vec![];
         for jwk in &set.keys {
             let Some(kid) = jwk.common.key_id.clone() else {
                 continue;
@@ -140,9 +159,21 @@ impl KeySet {
             let Ok(key) = DecodingKey::from_jwk(jwk) else {
                 continue;
             };
+            fingerprint.push((kid.clone(), serde_json::to_string(jwk).unwrap_or_default()));
             keys.insert(kid, (alg, key));
         }
-        Ok(Self { keys })
+        fingerprint.sort();
+        Ok(Self { keys, fingerprint })
+    }
+
+    /// Whether both sets hold the same keys under the same ids.
+    pub fn same_keys(&self, other: &KeySet) -> bool {
+        self.fingerprint == other.fingerprint
+    }
+
+    /// Whether the set holds no usable key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 
     /// The key ids.
@@ -189,6 +220,8 @@ struct Inner {
     max_lifetime: i64,
     cache: Mutex<HashMap<[u8; 32], Cached>>,
     cache_size: usize,
+    /// When an unknown `kid` last caused a fetch.
+    unknown_kid_fetch: Mutex<Option<Instant>>,
 }
 
 /// Verifies tokens; cheap to clone (shared state).
@@ -235,6 +268,7 @@ impl TokenVerifier {
                 max_lifetime: i64::try_from(auth.max_token_lifetime_seconds).unwrap_or(i64::MAX),
                 cache: Mutex::new(HashMap::new()),
                 cache_size: auth.token_cache_size,
+                unknown_kid_fetch: Mutex::new(None),
             }),
         }
     }
@@ -250,22 +284,70 @@ impl TokenVerifier {
     }
 
     /// Replaces the key set (e.g. after a refresh). Cached verifications against the
-    /// old set stop counting.
+    /// old set stop counting, unless the new set holds the very same keys.
     pub fn set_keys(&self, keys: KeySet) {
         if let Ok(mut guard) = self.inner.keys.write() {
+            if guard.1.same_keys(&keys) {
+                return;
+            }
             let generation = guard.0 + 1;
             *guard = (generation, Arc::new(keys));
         }
     }
 
-    /// Re-reads the key source now (blocking). Keeps the old keys on failure.
+    /// Which key set cached verifications belong to (changes only when the keys do).
+    pub fn key_generation(&self) -> u64 {
+        self.current_keys().0
+    }
+
+    /// Re-reads the key source now (blocking). Keeps the current keys when the source
+    /// cannot be read, or parses but holds no usable key while the current set has
+    /// some.
     pub fn refresh(&self) -> Result<(), String> {
         let Some(source) = &self.inner.source else {
             return Ok(());
         };
         let keys = source.load()?;
+        let (_, current) = self.current_keys();
+        if keys.is_empty() && !current.is_empty() {
+            return Err(format!(
+                "the JWKS holds no usable signing key; keeping the current {} keys",
+                current.keys.len()
+            ));
+        }
         self.set_keys(keys);
         Ok(())
+    }
+
+    /// The key `kid` after one fetch of the source, if no unknown `kid` caused a fetch
+    /// in the last [`UNKNOWN_KID_FETCH_INTERVAL`]. In a multi-threaded runtime the
+    /// fetch blocks this call only (`block_in_place`); elsewhere in a runtime it runs
+    /// in the background and this call is refused.
+    fn fetch_unknown(&self, kid: &str) -> Option<(Algorithm, DecodingKey)> {
+        self.inner.source.as_ref()?;
+        {
+            let mut last = self.inner.unknown_kid_fetch.lock().ok()?;
+            if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_FETCH_INTERVAL) {
+                return None;
+            }
+            *last = Some(Instant::now());
+        }
+        let report = |r: Result<(), String>| match r {
+            Ok(()) => tracing::info!("JWKS fetched for a token with an unknown key id"),
+            Err(e) => tracing::warn!(error = %e, "JWKS fetch for an unknown key id failed"),
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                report(tokio::task::block_in_place(|| self.refresh()));
+            }
+            Ok(h) => {
+                let this = self.clone();
+                h.spawn_blocking(move || report(this.refresh()));
+                return None;
+            }
+            Err(_) => report(self.refresh()),
+        }
+        self.current_keys().1.keys.get(kid).cloned()
     }
 
     /// Re-reads the key source every `every` until the process ends.
@@ -301,7 +383,7 @@ impl TokenVerifier {
         }
         let now = chrono::Utc::now().timestamp();
         let leeway = self.inner.leeway as i64;
-        let (generation, keys) = self.current_keys();
+        let (mut generation, keys) = self.current_keys();
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Ok(cache) = self.inner.cache.lock()
             && let Some(c) = cache.get(&digest)
@@ -324,15 +406,22 @@ impl TokenVerifier {
             ),
             Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA => {
                 let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
-                let (key_alg, key) = keys.keys.get(kid).ok_or(TokenError::UnknownKey)?;
-                if *key_alg != header.alg {
+                let (key_alg, key) = match keys.keys.get(kid) {
+                    Some(k) => k.clone(),
+                    None => {
+                        let found = self.fetch_unknown(kid).ok_or(TokenError::UnknownKey)?;
+                        generation = self.current_keys().0;
+                        found
+                    }
+                };
+                if key_alg != header.alg {
                     return Err(TokenError::WrongAlgorithm);
                 }
-                (header.alg, key.clone(), true)
+                (header.alg, key, true)
             }
             _ => return Err(TokenError::WrongAlgorithm),
         };
-        if self.inner.hs256.is_none() && keys.keys.is_empty() {
+        if self.inner.hs256.is_none() && keys.keys.is_empty() && generation == 0 {
             return Err(TokenError::NoKey);
         }
         let mut validation = Validation::new(alg);
@@ -623,6 +712,50 @@ mod tests {
         std::fs::write(&path, "{ not json").expect("write");
         assert!(v.refresh().is_err());
         assert!(v.verify(&new_token).is_ok());
+    }
+
+    #[test]
+    fn refresh_rules_same_keys_unknown_kid_and_empty_sets() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("jwks.json");
+        let (a_pem, a_jwk) = generate_ed25519("a").expect("a");
+        let (b_pem, b_jwk) = generate_ed25519("b").expect("b");
+        let (c_pem, c_jwk) = generate_ed25519("c").expect("c");
+        std::fs::write(&path, jwks(vec![a_jwk.clone()])).expect("write");
+        let v = TokenVerifier::new(
+            None,
+            Some(KeySource::File(path.clone())),
+            &AuthConfig::default(),
+        )
+        .expect("load");
+        let a = sign_with_pem(&claims(60), a_pem.as_bytes(), "a").expect("sign");
+        assert!(v.verify(&a).is_ok());
+        // The same keys (even re-ordered, re-written): the cache stays.
+        let before = v.key_generation();
+        std::fs::write(&path, jwks(vec![a_jwk.clone()])).expect("write");
+        v.refresh().expect("refresh");
+        assert_eq!(v.key_generation(), before, "same keys keep the cache");
+        // A key published since the last refresh: the first token naming it fetches.
+        std::fs::write(&path, jwks(vec![a_jwk.clone(), b_jwk.clone()])).expect("write");
+        let b = sign_with_pem(&claims(60), b_pem.as_bytes(), "b").expect("sign");
+        assert!(v.verify(&b).is_ok(), "unknown kid fetched once");
+        assert!(v.key_generation() > before);
+        // Another unknown kid right after: no second fetch within the interval.
+        std::fs::write(&path, jwks(vec![a_jwk.clone(), b_jwk.clone(), c_jwk])).expect("write");
+        let c = sign_with_pem(&claims(60), c_pem.as_bytes(), "c").expect("sign");
+        assert_eq!(v.verify(&c), Err(TokenError::UnknownKey), "rate-limited");
+        assert!(v.verify(&a).is_ok() && v.verify(&b).is_ok());
+        // A JWKS that parses but holds no usable key never replaces working keys.
+        let generation = v.key_generation();
+        std::fs::write(&path, r#"{"keys":[]}"#).expect("write");
+        let e = v.refresh().expect_err("empty set refused");
+        assert!(e.contains("no usable signing key"), "{e}");
+        let mut enc = b_jwk.clone();
+        enc.common.public_key_use = Some(PublicKeyUse::Encryption);
+        std::fs::write(&path, jwks(vec![enc])).expect("write");
+        assert!(v.refresh().is_err(), "only unusable keys: refused");
+        assert_eq!(v.key_generation(), generation);
+        assert!(v.verify(&a).is_ok() && v.verify(&b).is_ok());
     }
 
     #[test]
