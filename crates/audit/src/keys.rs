@@ -104,6 +104,15 @@ impl AuditSigner {
         Err(KeyError::Missing)
     }
 
+    /// The file the signing key of `config` is read from (re-read when it changes).
+    pub fn source_file(config: &Config) -> Option<PathBuf> {
+        if let Some(path) = std::env::var_os(SIGNING_KEY_FILE_VAR) {
+            return Some(PathBuf::from(path));
+        }
+        let dev = config.data_dir.join(DEV_SIGNING_KEY_FILE);
+        dev.exists().then_some(dev)
+    }
+
     /// A signer from a file holding the seed as 64 hex characters.
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
         let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {

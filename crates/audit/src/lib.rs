@@ -60,6 +60,9 @@ pub async fn build(
     );
     let log = service::AuditLog::with_keys(store, signer, verify_keys, policy);
     log.spawn_checkpointer();
+    if let Some(file) = keys::AuditSigner::source_file(config) {
+        log.spawn_key_watch(file, std::time::Duration::from_secs(1));
+    }
     tracing::info!(
         key_id = log.signer().key_id(),
         verify_key_ids = %log.verify_keys().ids().join(","),

@@ -36,9 +36,11 @@ pub struct AuditLog {
 #[derive(Debug)]
 struct Inner {
     store: AuditStore,
-    signer: AuditSigner,
-    /// The keys checkpoints are verified with: the signer's and retired ones.
-    keys: KeySet,
+    /// Replaced when the key file changes ([`AuditLog::spawn_key_watch`]).
+    signer: std::sync::RwLock<AuditSigner>,
+    /// The keys checkpoints are verified with: the signer's, retired ones, and every
+    /// key this process signed with before a change.
+    keys: std::sync::RwLock<KeySet>,
     policy: CheckpointPolicy,
     /// One lock per tenant: appends of a tenant in this process run one at a time.
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -66,8 +68,8 @@ impl AuditLog {
         Self {
             inner: Arc::new(Inner {
                 store,
-                signer,
-                keys,
+                signer: std::sync::RwLock::new(signer),
+                keys: std::sync::RwLock::new(keys),
                 policy,
                 locks: std::sync::Mutex::new(HashMap::new()),
                 appended: watch::channel(0).0,
@@ -80,14 +82,71 @@ impl AuditLog {
         &self.inner.store
     }
 
-    /// The checkpoint signer.
-    pub fn signer(&self) -> &AuditSigner {
-        &self.inner.signer
+    /// The current checkpoint signer.
+    pub fn signer(&self) -> AuditSigner {
+        match self.inner.signer.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// The keys checkpoints are verified with.
-    pub fn verify_keys(&self) -> &KeySet {
-        &self.inner.keys
+    pub fn verify_keys(&self) -> KeySet {
+        match self.inner.keys.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Signs checkpoints with `signer` from now on; the previous key keeps verifying
+    /// what it signed (it stays in the key set). Returns whether the key changed.
+    pub fn replace_signer(&self, signer: AuditSigner) -> bool {
+        let previous = self.signer();
+        if previous.key_id() == signer.key_id() {
+            return false;
+        }
+        match self.inner.keys.write() {
+            Ok(mut k) => k.insert(signer.verifying_key()),
+            Err(poisoned) => poisoned.into_inner().insert(signer.verifying_key()),
+        }
+        tracing::info!(
+            previous_key_id = previous.key_id(),
+            key_id = signer.key_id(),
+            "audit checkpoint signing key changed; checkpoints signed before still verify (add its public key to audit.retired_public_keys before the next restart)"
+        );
+        match self.inner.signer.write() {
+            Ok(mut s) => *s = signer,
+            Err(poisoned) => *poisoned.into_inner() = signer,
+        }
+        true
+    }
+
+    /// Re-reads the signing key file every `every` and signs with the new key when it
+    /// changes (a Secret rotated in place); an unreadable or malformed file keeps the
+    /// current key and is logged.
+    pub fn spawn_key_watch(
+        &self,
+        path: std::path::PathBuf,
+        every: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut complained = false;
+            loop {
+                tokio::time::sleep(every).await;
+                match AuditSigner::from_file(&path) {
+                    Ok(signer) => {
+                        complained = false;
+                        this.replace_signer(signer);
+                    }
+                    Err(e) if !complained => {
+                        complained = true;
+                        tracing::warn!(error = %e, "audit signing key file unreadable; keeping the current key");
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
     }
 
     fn tenant_lock(&self, tenant: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -120,7 +179,7 @@ impl AuditLog {
                 .append(
                     tenant.as_str(),
                     &events,
-                    &self.inner.signer,
+                    &self.signer(),
                     self.inner.policy.every_events,
                 )
                 .await;
@@ -226,7 +285,7 @@ impl AuditLog {
             match self
                 .inner
                 .store
-                .checkpoint_head(tenant.as_str(), &self.inner.signer)
+                .checkpoint_head(tenant.as_str(), &self.signer())
                 .await
             {
                 Err(e) if attempt < MAX_ATTEMPTS && retryable(&e) => continue,
@@ -335,7 +394,7 @@ impl AuditLog {
             .filter(|c| c.seq <= end || c.seq > stored_max)
             .peekable();
         let mut v = Verifier::new(
-            self.inner.keys.clone(),
+            self.verify_keys(),
             Some(t),
             Start::At {
                 seq: from,

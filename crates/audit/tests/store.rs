@@ -35,6 +35,7 @@ vern_kit::store_test_suite!("audit":
     periodic_checkpoint_covers_new_events,
     bad_batches_write_nothing,
     checkpoints_across_a_key_rotation_verify_with_the_retired_key,
+    a_signing_key_replaced_in_its_file_signs_from_then_on_and_the_chain_verifies,
 );
 
 const SEED: [u8; 32] = [42; 32];
@@ -854,4 +855,78 @@ async fn checkpoints_across_a_key_rotation_verify_with_the_retired_key(target: D
         .expect("fails");
     assert_eq!((f.seq, f.kind), (5, FailureKind::UnknownKey));
     assert!(f.reason.contains(&o), "{}", f.reason);
+}
+
+async fn a_signing_key_replaced_in_its_file_signs_from_then_on_and_the_chain_verifies(
+    target: DbTarget,
+) {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("audit-signing.key");
+    std::fs::write(&path, hex::encode(SEED)).expect("write");
+    let old = AuditSigner::from_file(&path).expect("key");
+    let log = AuditLog::new(
+        AuditStore::open(&target).await.expect("open"),
+        old.clone(),
+        CheckpointPolicy {
+            every_events: 10,
+            every: Duration::from_secs(3600),
+        },
+    );
+    let watch = log.spawn_key_watch(path.clone(), Duration::from_millis(50));
+    fill(&log, "kultur", 10, 5).await;
+    // The Secret is rotated in place (cert-manager, kubelet): no restart.
+    let new = AuditSigner::from_seed([44; 32]);
+    std::fs::write(&path, hex::encode([44u8; 32])).expect("write");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log.signer().key_id() != new.key_id() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new key not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A broken file keeps the current key.
+    std::fs::write(&path, "not a key").expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(log.signer().key_id(), new.key_id());
+    fill(&log, "kultur", 10, 5).await;
+    watch.abort();
+    let cps = log
+        .list_checkpoints(&tenant("kultur"), None, 100)
+        .await
+        .expect("checkpoints");
+    let mut signed: Vec<(i64, String)> = cps
+        .items
+        .iter()
+        .map(|c| (c.seq, c.key_id.clone()))
+        .collect();
+    signed.sort();
+    assert_eq!(
+        signed,
+        vec![(10, old.key_id().to_owned()), (20, new.key_id().to_owned())]
+    );
+    let v = log.verify(&tenant("kultur"), 0, 0).await.expect("verify");
+    assert!(v.ok(), "{:?}", v.failure);
+    assert_eq!((v.checked, v.to_seq), (20, 20));
+    // After a restart the old key verifies only as a retired one.
+    let restarted = AuditLog::with_keys(
+        AuditStore::open(&target).await.expect("open"),
+        new.clone(),
+        KeySet::from(old.verifying_key()),
+        CheckpointPolicy::default(),
+    );
+    assert!(
+        restarted
+            .verify(&tenant("kultur"), 0, 0)
+            .await
+            .expect("verify")
+            .ok()
+    );
+    let forgot = AuditLog::new(
+        AuditStore::open(&target).await.expect("open"),
+        new,
+        CheckpointPolicy::default(),
+    );
+    let (_, kind) = verify(&forgot, "kultur").await;
+    assert_eq!(kind, Some(FailureKind::UnknownKey));
 }

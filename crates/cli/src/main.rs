@@ -199,7 +199,8 @@ enum KeysCommand {
         /// Output directory.
         #[arg(long, default_value = "vern-keys")]
         out: PathBuf,
-        /// Key id (default: key-<unix time>).
+        /// Key id (default: the key's RFC 7638 thumbprint, which the services use when
+        /// auth.service_key_id is unset).
         #[arg(long)]
         kid: Option<String>,
     },
@@ -507,7 +508,14 @@ fn keys(command: KeysCommand) -> anyhow::Result<()> {
             unreachable!("handled with a runtime")
         }
         KeysCommand::Generate { out, kid } => {
-            let kid = kid.unwrap_or_else(|| format!("key-{}", chrono_now()));
+            // Without --kid the key is named by its RFC 7638 thumbprint, the id the
+            // services give it when auth.service_key_id is unset.
+            let (pem, mut jwk) = vern_kit::auth::generate_ed25519("pending")?;
+            let kid = match kid {
+                Some(k) => k,
+                None => vern_kit::auth::key_thumbprint(pem.as_bytes())?,
+            };
+            jwk.common.key_id = Some(kid.clone());
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let jwks_path = out.join("jwks.json");
             let mut set: JwkSet = match std::fs::read_to_string(&jwks_path) {
@@ -518,7 +526,6 @@ fn keys(command: KeysCommand) -> anyhow::Result<()> {
             if set.find(&kid).is_some() {
                 anyhow::bail!("{} already has a key {kid:?}", jwks_path.display());
             }
-            let (pem, jwk) = vern_kit::auth::generate_ed25519(&kid)?;
             let key_path = out.join(format!("{kid}.pem"));
             write_private(&key_path, pem.as_bytes())?;
             set.keys.push(jwk);

@@ -426,7 +426,65 @@ pub struct ServiceTokens {
 
 enum ServiceSigner {
     Hs256(Vec<u8>),
-    Pem(Vec<u8>, String),
+    Pem(std::sync::RwLock<PemSigner>),
+}
+
+/// A service signing key from a PEM file, read again when the file changes (a Secret
+/// rotated in place). Its key id is the configured one, else the key's RFC 7638
+/// thumbprint, so a new key in the same file carries a new id that the JWKS can list
+/// next to the old one.
+struct PemSigner {
+    path: std::path::PathBuf,
+    configured_kid: Option<String>,
+    pem: Vec<u8>,
+    kid: String,
+    stamp: Option<(std::time::SystemTime, u64)>,
+    checked: std::time::Instant,
+}
+
+/// How often the service signing key file is looked at.
+const SERVICE_KEY_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// The RFC 7638 thumbprint (SHA-256, base64url) of a PEM private key's public key.
+pub fn key_thumbprint(pem: &[u8]) -> Result<String, jsonwebtoken::errors::Error> {
+    let (alg, key) = if let Ok(k) = EncodingKey::from_ed_pem(pem) {
+        (Algorithm::EdDSA, k)
+    } else if let Ok(k) = EncodingKey::from_ec_pem(pem) {
+        (Algorithm::ES256, k)
+    } else {
+        (Algorithm::RS256, EncodingKey::from_rsa_pem(pem)?)
+    };
+    jsonwebtoken::jwk::Jwk::from_encoding_key(&key, alg)?
+        .thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
+}
+
+impl PemSigner {
+    fn load(path: &Path, configured_kid: Option<String>) -> std::io::Result<Self> {
+        let stamp = file_stamp(path);
+        let pem = std::fs::read(path)?;
+        let kid = match &configured_kid {
+            Some(k) => k.clone(),
+            None => key_thumbprint(&pem).map_err(|e| {
+                std::io::Error::other(format!(
+                    "{} is not a PEM private key (Ed25519, P-256 or RSA): {e}",
+                    path.display()
+                ))
+            })?,
+        };
+        Ok(Self {
+            path: path.to_owned(),
+            configured_kid,
+            pem,
+            kid,
+            stamp,
+            checked: std::time::Instant::now(),
+        })
+    }
 }
 
 impl std::fmt::Debug for ServiceTokens {
@@ -441,9 +499,12 @@ const SERVICE_TOKEN_SECONDS: i64 = 300;
 impl ServiceTokens {
     /// The signer configured in `config` (service key file, else the HS256 secret).
     pub fn from_config(config: &Config) -> std::io::Result<Option<Self>> {
-        let signer = match (&config.auth.service_key_file, &config.auth.service_key_id) {
-            (Some(file), Some(kid)) => Some(ServiceSigner::Pem(std::fs::read(file)?, kid.clone())),
-            _ => hs256_secret(config)?.map(ServiceSigner::Hs256),
+        let signer = match &config.auth.service_key_file {
+            Some(file) => Some(ServiceSigner::Pem(std::sync::RwLock::new(PemSigner::load(
+                file,
+                config.auth.service_key_id.clone(),
+            )?))),
+            None => hs256_secret(config)?.map(ServiceSigner::Hs256),
         };
         Ok(signer.map(|signer| Self {
             signer,
@@ -453,8 +514,61 @@ impl ServiceTokens {
         }))
     }
 
+    /// The PEM key and its id, re-read first if the file changed (checked at most
+    /// every [`SERVICE_KEY_RECHECK`]). An unreadable new file keeps the current key.
+    fn pem_key(&self, signer: &std::sync::RwLock<PemSigner>) -> (Vec<u8>, String) {
+        let due = signer
+            .read()
+            .map(|s| s.checked.elapsed() >= SERVICE_KEY_RECHECK)
+            .unwrap_or(true);
+        if due && let Ok(mut s) = signer.write() {
+            s.checked = std::time::Instant::now();
+            let stamp = file_stamp(&s.path);
+            if stamp.is_some() && stamp != s.stamp {
+                match PemSigner::load(&s.path, s.configured_kid.clone()) {
+                    Ok(next) if next.pem != s.pem => {
+                        tracing::info!(
+                            previous_kid = %s.kid,
+                            kid = %next.kid,
+                            "service signing key changed; new service tokens are signed with it"
+                        );
+                        *s = next;
+                        if let Ok(mut cache) = self.cache.lock() {
+                            cache.clear();
+                        }
+                    }
+                    Ok(_) => s.stamp = stamp,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "service signing key file unreadable; keeping the current key");
+                        s.stamp = stamp;
+                    }
+                }
+            }
+        }
+        match signer.read() {
+            Ok(s) => (s.pem.clone(), s.kid.clone()),
+            Err(poisoned) => {
+                let s = poisoned.into_inner();
+                (s.pem.clone(), s.kid.clone())
+            }
+        }
+    }
+
+    /// The key id service tokens are signed under now (`None`: HS256).
+    pub fn key_id(&self) -> Option<String> {
+        match &self.signer {
+            ServiceSigner::Hs256(_) => None,
+            ServiceSigner::Pem(p) => Some(self.pem_key(p).1),
+        }
+    }
+
     /// A `service` token acting for `tenant`.
     pub fn for_tenant(&self, tenant: &str) -> Result<String, jsonwebtoken::errors::Error> {
+        if let ServiceSigner::Pem(p) = &self.signer {
+            // Looks at the file (at most once a second) before the cache is used, so
+            // a rotated key is used from its first second.
+            self.pem_key(p);
+        }
         let now = chrono::Utc::now().timestamp();
         if let Ok(cache) = self.cache.lock()
             && let Some((t, exp)) = cache.get(tenant)
@@ -474,7 +588,10 @@ impl ServiceTokens {
         };
         let token = match &self.signer {
             ServiceSigner::Hs256(secret) => sign_hs256(&claims, secret)?,
-            ServiceSigner::Pem(pem, kid) => sign_with_pem(&claims, pem, kid)?,
+            ServiceSigner::Pem(p) => {
+                let (pem, kid) = self.pem_key(p);
+                sign_with_pem(&claims, &pem, &kid)?
+            }
         };
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() > 10_000 {
@@ -531,6 +648,70 @@ fn create_once(data_dir: &Path, name: &str) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_signing_key_is_read_again_when_its_file_changes() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("service.pem");
+        let (a_pem, mut a_jwk) = generate_ed25519("x").expect("a");
+        let (b_pem, mut b_jwk) = generate_ed25519("x").expect("b");
+        std::fs::write(&path, &a_pem).expect("write");
+        let mut config = Config::default();
+        config.auth.service_key_file = Some(path.clone());
+        let tokens = ServiceTokens::from_config(&config)
+            .expect("read")
+            .expect("signer");
+        let a_kid = key_thumbprint(a_pem.as_bytes()).expect("thumbprint");
+        assert_eq!(tokens.key_id().as_deref(), Some(a_kid.as_str()));
+        // The JWKS lists both keys under their thumbprints (rotation step 1).
+        a_jwk.common.key_id = Some(a_kid.clone());
+        let b_kid = key_thumbprint(b_pem.as_bytes()).expect("thumbprint");
+        b_jwk.common.key_id = Some(b_kid.clone());
+        let jwks = dir.path().join("jwks.json");
+        std::fs::write(
+            &jwks,
+            serde_json::to_string(&jsonwebtoken::jwk::JwkSet {
+                keys: vec![a_jwk, b_jwk],
+            })
+            .expect("json"),
+        )
+        .expect("write");
+        let verifier = TokenVerifier::new(
+            None,
+            Some(crate::verify::KeySource::File(jwks)),
+            &config.auth,
+        )
+        .expect("verifier");
+        let first = tokens.for_tenant("dept-a").expect("token");
+        assert_eq!(
+            jsonwebtoken::decode_header(&first).expect("header").kid,
+            Some(a_kid.clone())
+        );
+        assert!(verifier.verify(&first).is_ok());
+        // The Secret is rotated in place: the next token after the recheck uses B.
+        std::thread::sleep(SERVICE_KEY_RECHECK + std::time::Duration::from_millis(100));
+        std::fs::write(&path, &b_pem).expect("write");
+        std::thread::sleep(SERVICE_KEY_RECHECK + std::time::Duration::from_millis(100));
+        let second = tokens.for_tenant("dept-a").expect("token");
+        assert_ne!(
+            second, first,
+            "the cached token of the old key is not reused"
+        );
+        assert_eq!(
+            jsonwebtoken::decode_header(&second).expect("header").kid,
+            Some(b_kid)
+        );
+        assert!(verifier.verify(&second).is_ok());
+        // A broken file keeps the current key.
+        std::thread::sleep(SERVICE_KEY_RECHECK + std::time::Duration::from_millis(100));
+        std::fs::write(&path, "not a key").expect("write");
+        std::thread::sleep(SERVICE_KEY_RECHECK + std::time::Duration::from_millis(100));
+        assert!(
+            verifier
+                .verify(&tokens.for_tenant("dept-b").expect("token"))
+                .is_ok()
+        );
+    }
 
     #[test]
     fn generated_keys_sign_verifiable_tokens() {

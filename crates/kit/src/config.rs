@@ -257,7 +257,9 @@ pub struct AuthConfig {
     /// Private key (PEM) the services sign their own service-role tokens with when they
     /// call each other; its public key must be in the JWKS. Unset: the HS256 secret.
     pub service_key_file: Option<PathBuf>,
-    /// Key id of `service_key_file` in the JWKS.
+    /// Key id of `service_key_file` in the JWKS. Unset: the key's RFC 7638 thumbprint
+    /// (what `vern keys generate` names keys by), so a key replaced in the file (read
+    /// again within a second) carries its own id and both can be in the JWKS at once.
     pub service_key_id: Option<String>,
 }
 
