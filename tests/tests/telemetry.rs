@@ -104,6 +104,36 @@ impl Collector {
         (c, url)
     }
 
+    /// Starts a collector speaking TLS only, with a certificate of `pki`.
+    async fn start_tls(
+        pki: &vern_kit::testing::TestPki,
+        dir: &std::path::Path,
+    ) -> (Collector, String) {
+        let (cert, key) = (dir.join("collector.crt"), dir.join("collector.key"));
+        pki.write_server(&cert, &key);
+        let tls = vern_kit::tls::ServerTls::from_config(&vern_kit::config::TlsConfig {
+            cert_file: Some(cert),
+            key_file: Some(key),
+            ..Default::default()
+        })
+        .expect("server tls")
+        .expect("configured");
+        let c = Collector::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!(
+            "https://localhost:{}",
+            listener.local_addr().expect("addr").port()
+        );
+        let server = tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(c.clone()))
+            .add_service(MetricsServiceServer::new(c.clone()))
+            .serve_with_incoming(vern_kit::tls::incoming(listener, tls));
+        tokio::spawn(server);
+        (c, url)
+    }
+
     fn spans(&self) -> Vec<(String, Span)> {
         self.spans.lock().expect("lock").clone()
     }
@@ -839,4 +869,63 @@ async fn metrics_endpoint_counts_calls_by_method_and_code() {
     assert!(out.starts_with("HTTP/1.1 404"));
     let _ = std::io::stderr().flush();
     suite.stop().await;
+}
+
+/// The OTLP exporter verifies an https collector: with the test CA trusted, spans and
+/// metrics arrive over TLS; nothing is sent in plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_and_metrics_reach_an_https_collector_the_ca_vouches_for() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = vern_kit::testing::TestPki::new("otlp-test-ca");
+    let (collector, url) = Collector::start_tls(&pki, dir.path()).await;
+    let ca = dir.path().join("ca.pem");
+    pki.write_ca(&ca);
+    let mut config = vern_kit::config::Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    config.tls.ca_file = Some(ca);
+    vern_kit::tls::install_client(&config.tls).expect("client tls");
+    config.auth.hs256_secret = Some("e2e-test-secret".into());
+    config.keys.master_key = Some("dmVybi1lMmUtdGVzdC1tYXN0ZXIta2V5LTMyYnl0ZXM=".into());
+    config.telemetry.otlp_endpoint = Some(url);
+    let mut served = vern_cli::suite_of(&config, &["tenants"])
+        .await
+        .expect("tenants");
+    let telemetry = vern_kit::telemetry::Telemetry::start(&config.telemetry, "tenants")
+        .await
+        .expect("telemetry");
+    served.telemetry = telemetry.clone();
+    let (addr, stop, server) = serve(served, &config).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    tpb::tenant_service_client::TenantServiceClient::new(channel)
+        .create_tenant(authed(
+            tpb::CreateTenantRequest {
+                tenant_id: "tls-traced".into(),
+                name: "Traced over TLS".into(),
+                org_number: "989990748".into(),
+                dpo_email: "dpo@traced.example".into(),
+                ..Default::default()
+            },
+            &token(&["platform-admin"], &[], 300),
+        ))
+        .await
+        .expect("call");
+    collector
+        .wait_for(&[&telemetry], |spans| {
+            spans.iter().any(|(s, sp)| {
+                s == "vern-tenants" && sp.name == "vern.tenants.v1.TenantService/CreateTenant"
+            })
+        })
+        .await;
+    assert!(
+        !collector.metrics.lock().expect("lock").is_empty(),
+        "metrics pushed over TLS"
+    );
+    let _ = stop.send(());
+    let _ = server.await;
 }

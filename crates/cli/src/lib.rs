@@ -287,9 +287,13 @@ pub async fn start_suite(config: Config, listener: TcpListener) -> anyhow::Resul
     served.exposure = vern_kit::context::Exposure::Public;
     // The gateway listener speaks TLS when given certificates (`tls.*`).
     served.tls = vern_kit::tls::ServerTls::from_config(&config.tls).context("tls")?;
-    served.telemetry = vern_kit::telemetry::Telemetry::start(&config.telemetry, "dev")
-        .await
-        .context("starting telemetry")?;
+    served.telemetry = vern_kit::telemetry::Telemetry::start_with_tls(
+        &config.telemetry,
+        "dev",
+        served.tls.clone(),
+    )
+    .await
+    .context("starting telemetry")?;
     let telemetry = served.telemetry.clone();
     let inner = Served {
         routes: served.routes.clone(),

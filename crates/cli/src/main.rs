@@ -364,10 +364,14 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
                     vern_cli::suite_of(&config, &[service.as_str()]).await?,
                 )
             };
-            served.telemetry = vern_kit::telemetry::Telemetry::start(&config.telemetry, &service)
-                .await
-                .context("starting telemetry")?;
             served.tls = vern_kit::tls::ServerTls::from_config(&config.tls).context("tls")?;
+            served.telemetry = vern_kit::telemetry::Telemetry::start_with_tls(
+                &config.telemetry,
+                &service,
+                served.tls.clone(),
+            )
+            .await
+            .context("starting telemetry")?;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding {addr}"))?;

@@ -26,7 +26,7 @@ impl Drop for Dev {
     }
 }
 
-fn start(dir: &Path, port: u16, client_ca: bool) -> Dev {
+fn start(dir: &Path, port: u16, client_ca: bool, env: &[(&str, String)]) -> Dev {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vern"));
     cmd.args(["dev", "--data-dir"])
         .arg(dir.join("data"))
@@ -38,6 +38,9 @@ fn start(dir: &Path, port: u16, client_ca: bool) -> Dev {
         .stderr(Stdio::null());
     if client_ca {
         cmd.env("VERN_TLS__CLIENT_CA_FILE", dir.join("clients.pem"));
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     Dev(cmd.spawn().expect("vern dev starts"))
 }
@@ -89,7 +92,19 @@ async fn vern_dev_serves_tls_and_takes_a_new_certificate_without_a_restart() {
     pki.write_ca(&d.join("ca.pem"));
     let first = pki.write_server(&d.join("tls.crt"), &d.join("tls.key"));
     let port = free_port();
-    let _dev = start(d, port, false);
+    let metrics = free_port();
+    let _dev = start(
+        d,
+        port,
+        false,
+        &[
+            (
+                "VERN_TELEMETRY__METRICS_LISTEN",
+                format!("127.0.0.1:{metrics}"),
+            ),
+            ("VERN_TELEMETRY__METRICS_TLS", "true".into()),
+        ],
+    );
     let addr = format!("https://localhost:{port}");
     let ca = d.join("ca.pem");
     let ca = ca.to_str().expect("utf-8");
@@ -104,6 +119,27 @@ async fn vern_dev_serves_tls_and_takes_a_new_certificate_without_a_restart() {
     let other_ca = d.join("other.pem");
     let untrusted = health(&addr, &["--ca", other_ca.to_str().expect("utf-8")], &[]);
     assert!(!untrusted.status.success(), "another CA must not verify");
+    // A real API call through the TLS gateway with the CLI's client.
+    let status = Command::new(env!("CARGO_BIN_EXE_vern"))
+        .args(["keys", "status", "--addr", &addr, "--ca", ca, "--data-dir"])
+        .arg(d.join("data"))
+        .env_remove("VERN_TOKEN")
+        .output()
+        .expect("vern keys status");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(String::from_utf8_lossy(&status.stdout).contains("SERVICE"));
+    // /metrics over TLS when asked: scraped with the CA, nothing in plaintext.
+    let scraped = scrape_tls(metrics, &d.join("ca.pem")).await;
+    assert!(scraped.starts_with("HTTP/1.1 200 OK"), "{scraped:.200}");
+    assert!(scraped.contains("# TYPE"), "{scraped:.200}");
+    assert!(
+        scrape_plain(metrics).await.is_empty(),
+        "no plaintext /metrics"
+    );
 
     // cert-manager replaces the Secret's files in place.
     assert_eq!(served_cert(port, &d.join("ca.pem")).await, first);
@@ -119,6 +155,49 @@ async fn vern_dev_serves_tls_and_takes_a_new_certificate_without_a_restart() {
     wait_serving(&addr, &["--ca", ca], &[]);
 }
 
+async fn scrape_tls(port: u16, ca: &Path) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tls = vern_kit::tls::ClientTls::from_config(&vern_kit::config::TlsConfig {
+        ca_file: Some(ca.to_owned()),
+        ..Default::default()
+    })
+    .expect("client tls");
+    // h2 only is what gRPC clients ask for; a scraper asks for nothing.
+    let mut config = (*tls.current()).clone();
+    config.alpn_protocols.clear();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("tcp");
+    let mut stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(vern_kit::tls::server_name("localhost").expect("name"), tcp)
+        .await
+        .expect("handshake");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out).await;
+    out
+}
+
+/// What a plaintext GET /metrics gets back (nothing HTTP from a TLS listener).
+async fn scrape_plain(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("tcp");
+    let _ = tcp
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await;
+    let mut out = vec![];
+    let _ = tokio::time::timeout(Duration::from_secs(6), tcp.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out)
+        .lines()
+        .filter(|l| l.starts_with("HTTP/"))
+        .collect()
+}
+
 #[tokio::test]
 async fn with_a_client_ca_a_client_without_a_certificate_is_refused() {
     let dir = tempfile::tempdir().expect("dir");
@@ -130,7 +209,7 @@ async fn with_a_client_ca_a_client_without_a_certificate_is_refused() {
     clients.write_ca(&d.join("clients.pem"));
     clients.write_client(&d.join("client.crt"), &d.join("client.key"));
     let port = free_port();
-    let _dev = start(d, port, true);
+    let _dev = start(d, port, true, &[]);
     let addr = format!("https://localhost:{port}");
     let ca = d.join("ca.pem");
     let with_cert = [

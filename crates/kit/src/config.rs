@@ -98,6 +98,10 @@ pub struct TelemetryConfig {
     /// Serve `GET /metrics` (Prometheus text format) on this address. Unset or empty: off.
     #[serde(default, deserialize_with = "empty_is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve `/metrics` over TLS with the component's certificate (`tls.cert_file`;
+    /// with `tls.client_ca_file` scrapers need a client certificate). Default: plain
+    /// HTTP, as Prometheus scrapes inside the cluster by default.
+    pub metrics_tls: bool,
     /// `service.name` prefix; each component reports `<service_name>-<component>`.
     pub service_name: String,
     /// How often metrics are pushed over OTLP, seconds.
@@ -109,6 +113,7 @@ impl Default for TelemetryConfig {
         Self {
             otlp_endpoint: None,
             metrics_listen: None,
+            metrics_tls: false,
             service_name: "vern".into(),
             metrics_export_interval_seconds: 15,
         }

@@ -69,6 +69,9 @@ pub enum TelemetryError {
     /// The metrics address could not be bound.
     #[error("binding telemetry.metrics_listen {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    /// `telemetry.metrics_tls` without a certificate.
+    #[error("telemetry.metrics_tls needs tls.cert_file and tls.key_file")]
+    MetricsTls,
 }
 
 /// Whether any component of this process traces (fast path for the database hook).
@@ -124,6 +127,19 @@ impl Telemetry {
     /// `otlp_endpoint` is set, the `/metrics` endpoint when `metrics_listen` is set.
     /// Must run inside a tokio runtime.
     pub async fn start(config: &TelemetryConfig, component: &str) -> Result<Self, TelemetryError> {
+        Self::start_with_tls(config, component, None).await
+    }
+
+    /// Like [`Telemetry::start`]; with `telemetry.metrics_tls`, `/metrics` is served
+    /// over `tls` (the component's listener TLS).
+    pub async fn start_with_tls(
+        config: &TelemetryConfig,
+        component: &str,
+        tls: Option<Arc<crate::tls::ServerTls>>,
+    ) -> Result<Self, TelemetryError> {
+        if config.metrics_tls && config.metrics_listen.is_some() && tls.is_none() {
+            return Err(TelemetryError::MetricsTls);
+        }
         let endpoint = config
             .otlp_endpoint
             .as_deref()
@@ -137,11 +153,20 @@ impl Telemetry {
         let mut tasks = vec![];
         let (mut tracer, mut provider, mut pusher) = (None, None, None);
         if let Some(url) = endpoint {
-            use opentelemetry_otlp::WithExportConfig;
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
+            use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
+            let mut builder = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(url)
-                .with_timeout(Duration::from_secs(5))
+                .with_timeout(Duration::from_secs(5));
+            if url.starts_with("https://") {
+                // Verified like every other client of vern (tls.ca_file, else the
+                // system roots; a client certificate when configured).
+                builder = builder.with_channel(
+                    crate::tls::lazy_channel(url)
+                        .map_err(|e| TelemetryError::Endpoint(e.to_string()))?,
+                );
+            }
+            let exporter = builder
                 .build()
                 .map_err(|e| TelemetryError::Endpoint(e.to_string()))?;
             let p = SdkTracerProvider::builder()
@@ -169,7 +194,11 @@ impl Telemetry {
             let bound = listener
                 .local_addr()
                 .map_err(|e| TelemetryError::Bind(addr, e))?;
-            tasks.push(tokio::spawn(crate::metrics::export::serve_http(listener)).abort_handle());
+            let serve = match tls.filter(|_| config.metrics_tls) {
+                Some(tls) => tokio::spawn(crate::metrics::export::serve_https(listener, tls)),
+                None => tokio::spawn(crate::metrics::export::serve_http(listener)),
+            };
+            tasks.push(serve.abort_handle());
             metrics_addr = Some(bound);
         }
         tracing::info!(

@@ -279,6 +279,14 @@ impl ServerTls {
     pub fn current(&self) -> Arc<rustls::ServerConfig> {
         self.config.current()
     }
+
+    /// The same certificate for an HTTP/1.1 listener (`/metrics`): ALPN `http/1.1`
+    /// instead of `h2`, so a scraper offering both gets the protocol it is spoken to.
+    pub fn current_http1(&self) -> Arc<rustls::ServerConfig> {
+        let mut config = (*self.config.current()).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
 }
 
 /// The connections of `listener`, each after its TLS handshake (with the files current
@@ -474,6 +482,21 @@ pub async fn channel(url: &str) -> Result<tonic::transport::Channel, ChannelErro
     Ok(endpoint
         .connect_with_connector(connector(client()?, name))
         .await?)
+}
+
+/// A lazily connected channel to one `https://` address, verified with the installed
+/// client TLS (the OTLP exporter's, whose own TLS is not compiled in).
+pub fn lazy_channel(url: &str) -> Result<tonic::transport::Channel, ChannelError> {
+    use tonic::transport::Endpoint;
+    let uri: tonic::transport::Uri = url.parse().map_err(|_| ChannelError::Url)?;
+    let host = uri.host().ok_or(ChannelError::Url)?;
+    let port = uri.port_u16().unwrap_or(443);
+    let name = server_name(host.trim_start_matches('[').trim_end_matches(']'))?;
+    let endpoint = Endpoint::from_shared(format!("http://{host}:{port}"))
+        .map_err(|_| ChannelError::Url)?
+        .origin(uri.clone())
+        .timeout(std::time::Duration::from_secs(5));
+    Ok(endpoint.connect_with_connector_lazy(connector(client()?, name)))
 }
 
 /// Why [`channel`] did not connect.

@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::{DURATION_BUCKETS, render_prometheus, snapshot};
@@ -25,6 +25,16 @@ const MAX_SCRAPES: usize = 8;
 /// Answers `GET /metrics` on `listener` until the task is dropped. Anything else is 404;
 /// requests are read up to 8 KiB and must arrive within 5 seconds.
 pub async fn serve_http(listener: TcpListener) {
+    serve(listener, None).await
+}
+
+/// Like [`serve_http`], over TLS with the component's certificate (read again when
+/// it changes, as for its gRPC listener): `telemetry.metrics_tls`.
+pub async fn serve_https(listener: TcpListener, tls: Arc<crate::tls::ServerTls>) {
+    serve(listener, Some(tls)).await
+}
+
+async fn serve(listener: TcpListener, tls: Option<Arc<crate::tls::ServerTls>>) {
     let permits = Arc::new(Semaphore::new(MAX_SCRAPES));
     loop {
         let Ok((sock, _)) = listener.accept().await else {
@@ -34,14 +44,29 @@ pub async fn serve_http(listener: TcpListener) {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), answer(sock)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), async move {
+                match tls {
+                    None => answer(sock).await,
+                    Some(tls) => {
+                        let stream = tokio_rustls::TlsAcceptor::from(tls.current_http1())
+                            .accept(sock)
+                            .await?;
+                        answer(stream).await
+                    }
+                }
+            })
+            .await;
             drop(permit);
         });
     }
 }
 
-async fn answer(mut sock: TcpStream) -> std::io::Result<()> {
+async fn answer<S>(mut sock: S) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
