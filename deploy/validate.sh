@@ -9,7 +9,10 @@
 #    kubernetes-validate (it bundles the schemas, so it works offline once installed).
 #    A resource whose kind has no schema is a failure too (the tool only warns).
 # 2. Checks what the platform runbook relies on: every Deployment has startup,
-#    readiness and liveness gRPC probes, requests and limits, runs non-root with a
+#    readiness and liveness gRPC probes (with TLS on: `vern health` over https, as
+#    kubelet's gRPC probes speak no TLS, and every component has its TLS files: each
+#    configured path is a file of its mounted vern-tls-<component> Secret, the service
+#    URLs are https, the services require client certificates), requests and limits, runs non-root with a
 #    read-only root filesystem, no privilege escalation and no capabilities; each
 #    component has a Service, HorizontalPodAutoscaler and PodDisruptionBudget; the
 #    NetworkPolicies, the migration Job and the ConfigMaps are present; vern.toml
@@ -116,6 +119,15 @@ for d in docs:
     by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
 
 components = ["gateway", "tenants", "subjects", "consents", "retention", "rights", "audit"]
+
+
+def env_of(d):
+    return {e["name"]: e.get("value") for c in d["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+
+
+# TLS is on when any Deployment is given a certificate; then every component must be.
+tls_on = any("VERN_TLS__CERT_FILE" in env_of(d) for d in by_kind.get("Deployment", {}).values())
+env_cm = next((d.get("data", {}) for n, d in by_kind.get("ConfigMap", {}).items() if n.startswith("vern-env")), {})
 for c in components:
     name = f"vern-{c}"
     for kind in ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
@@ -148,8 +160,18 @@ def check_pod(kind, name, spec, probes):
                     problems.append(f"{where}: resources.{part}.{r} missing")
         if probes:
             for p in ("startupProbe", "readinessProbe", "livenessProbe"):
-                if "grpc" not in ctr.get(p, {}):
-                    problems.append(f"{where}: {p} must be a gRPC probe")
+                probe = ctr.get(p, {})
+                cmd = probe.get("exec", {}).get("command", [])
+                # kubelet's gRPC probes speak no TLS: with TLS, `vern health` in the pod.
+                tls_probe = (
+                    tls_on
+                    and cmd[:2] == ["/usr/local/bin/vern", "health"]
+                    and any(a.startswith("https://localhost:") for a in cmd)
+                )
+                if "grpc" not in probe and not tls_probe:
+                    problems.append(f"{where}: {p} must be a gRPC probe (with TLS: exec vern health --addr https://localhost:PORT)")
+                if tls_on and "grpc" in probe:
+                    problems.append(f"{where}: {p} is a gRPC probe, which cannot speak TLS")
         if ":" not in ctr.get("image", "") and "@" not in ctr.get("image", ""):
             problems.append(f"{where}: image {ctr.get('image')!r} has no tag or digest")
         mounts_tmp |= any(m.get("mountPath") == "/tmp" for m in ctr.get("volumeMounts", []))
@@ -198,9 +220,11 @@ if config:
             if svc_port != port:
                 problems.append(f"Service vern-{c} port {svc_port} != container port {port}")
             if c != "gateway":
-                url = toml.get("services", {}).get(c, {}).get("url")
-                if url != f"http://vern-{c}:{port}":
-                    problems.append(f"vern.toml: services.{c}.url is {url!r}, expected http://vern-{c}:{port}")
+                # vern-env overrides vern.toml (the tls component switches to https).
+                url = env_cm.get(f"VERN_SERVICES__{c.upper()}__URL") or toml.get("services", {}).get(c, {}).get("url")
+                scheme = "https" if tls_on else "http"
+                if url != f"{scheme}://vern-{c}:{port}":
+                    problems.append(f"services.{c}.url is {url!r}, expected {scheme}://vern-{c}:{port}")
         if toml.get("log_format") != "json":
             problems.append("vern.toml: log_format must be json")
         if "telemetry" not in toml:
@@ -242,6 +266,35 @@ def secrets_of(spec):
     return found
 
 
+if tls_on:
+    for c in components:
+        needs[f"Deployment/vern-{c}"] = needs[f"Deployment/vern-{c}"] | {f"vern-tls-{c}"}
+    # Every component has its TLS files: each path configured is a file of a mounted
+    # Secret volume; the services also require client certificates (mutual TLS).
+    for c in components:
+        d = by_kind.get("Deployment", {}).get(f"vern-{c}")
+        if not d:
+            continue
+        spec = d["spec"]["template"]["spec"]
+        env = env_of(d)
+        files = {}
+        vols = {v["name"]: v for v in spec.get("volumes", [])}
+        for ctr in spec["containers"]:
+            for m in ctr.get("volumeMounts", []):
+                v = vols.get(m["name"], {})
+                if "secret" in v:
+                    for item in v["secret"].get("items", []):
+                        files[f"{m['mountPath'].rstrip('/')}/{item['path']}"] = v["secret"]["secretName"]
+        wanted = ["VERN_TLS__CERT_FILE", "VERN_TLS__KEY_FILE", "VERN_TLS__CA_FILE",
+                  "VERN_TLS__CLIENT_CERT_FILE", "VERN_TLS__CLIENT_KEY_FILE"]
+        if c != "gateway":
+            wanted.append("VERN_TLS__CLIENT_CA_FILE")
+        for var in wanted:
+            path = env.get(var)
+            if not path:
+                problems.append(f"Deployment vern-{c}: TLS is on but {var} is not set")
+            elif files.get(path) != f"vern-tls-{c}":
+                problems.append(f"Deployment vern-{c}: {var}={path} is not a file of the mounted Secret vern-tls-{c}")
 for key, want in needs.items():
     kind, name = key.split("/")
     d = by_kind.get(kind, {}).get(name)
@@ -274,7 +327,7 @@ if problems:
     for p in problems:
         print(f"FAIL overlay {overlay}: {p}")
     sys.exit(1)
-print(f"ok   overlay {overlay}: probes, limits, security contexts, HPA, PDB, NetworkPolicy, Job, ConfigMaps, vern.toml ports and URLs, Secrets per component, headless Services")
+print(f"ok   overlay {overlay}: probes, limits, security contexts, HPA, PDB, NetworkPolicy, Job, ConfigMaps, vern.toml ports and URLs, Secrets per component, headless Services" + (", TLS files of every component" if tls_on else ""))
 PY
   then
     bad "overlay $name: policy checks"
