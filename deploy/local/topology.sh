@@ -25,6 +25,13 @@
 # Each run uses a fresh schema prefix (`topo_<random>`), dropped at exit unless
 # VERN_TOPOLOGY_KEEP=1. Logs go to $VERN_TOPOLOGY_DIR (default a temp dir).
 # VERN_TOPOLOGY_READY_FILE: written (the schema prefix) once everything is SERVING.
+#
+# VERN_TOPOLOGY_TLS=1: every hop over TLS, as the prod-tls overlay deploys it. A test
+# CA and one certificate (localhost, the replica addresses and the shared name) are
+# made with openssl in $VERN_TOPOLOGY_DIR/tls; every listener serves it, the services
+# are reached at https://… and require it as a client certificate (mutual TLS), the
+# gateway asks its clients for none. Clients trust $VERN_TOPOLOGY_DIR/tls/ca.crt
+# (`vern --ca …`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -72,10 +79,30 @@ else
   host=127.0.0.1
   want=(127.0.0.1)
 fi
+scheme=http
+client_ca=()
+if [ "${VERN_TOPOLOGY_TLS:-0}" = 1 ]; then
+  scheme=https
+  tls="$dir/tls"
+  mkdir -p "$tls"
+  sans="DNS:localhost,DNS:$name,IP:127.0.0.1"
+  for ip in "${want[@]}"; do sans="$sans,IP:$ip"; done
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=vern topology test CA" -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -subj "/CN=vern topology" -keyout "$tls/tls.key" -out "$tls/tls.csr" 2>/dev/null
+  openssl x509 -req -in "$tls/tls.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" \
+    -CAcreateserial -days 2 -out "$tls/tls.crt" \
+    -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$sans") 2>/dev/null
+  export VERN_TLS__CERT_FILE="$tls/tls.crt" VERN_TLS__KEY_FILE="$tls/tls.key"
+  export VERN_TLS__CA_FILE="$tls/ca.crt"
+  export VERN_TLS__CLIENT_CERT_FILE="$tls/tls.crt" VERN_TLS__CLIENT_KEY_FILE="$tls/tls.key"
+  client_ca=("VERN_TLS__CLIENT_CA_FILE=$tls/ca.crt")
+fi
 i=0
 for svc in "${services[@]}"; do
   up=$(tr '[:lower:]' '[:upper:]' <<<"$svc")
-  export "VERN_SERVICES__${up}__URL=http://$host:$((base + 11 + i))"
+  export "VERN_SERVICES__${up}__URL=$scheme://$host:$((base + 11 + i))"
   i=$((i + 1))
 done
 
@@ -108,7 +135,8 @@ for svc in "${services[@]}"; do
     ip=${want[$((r - 1))]}
     log="$svc-$r"
     [ "$replicas" -gt 1 ] || log=$svc
-    VERN_TELEMETRY__METRICS_LISTEN="$ip:$((base + 21 + i))" \
+    # With TLS the services require client certificates of the CA (mutual TLS).
+    env "${client_ca[@]}" VERN_TELEMETRY__METRICS_LISTEN="$ip:$((base + 21 + i))" \
       "$bin" serve "$svc" --listen "$ip:$port" >"$dir/$log.log" 2>&1 &
     pids+=($!)
   done
@@ -131,8 +159,9 @@ wait_port 127.0.0.1 $((base + 1)) gateway
 cat <<EOF
 vern topology ready (schemas ${prefix}_*, logs in $dir)
   gateway   127.0.0.1:$((base + 1))
-  services  ${want[*]} ports $((base + 11))-$((base + 16)) (${services[*]}), reached as http://$host:<port>
+  services  ${want[*]} ports $((base + 11))-$((base + 16)) (${services[*]}), reached as $scheme://$host:<port>
   metrics   <address>:$((base + 21))-$((base + 26)) per service replica, 127.0.0.1:$((base + 20)) the gateway
+  tls       ${VERN_TLS__CA_FILE:-off (set VERN_TOPOLOGY_TLS=1)}
   secret    VERN_AUTH__HS256_SECRET=$VERN_AUTH__HS256_SECRET (tokens: vern token --data-dir with the same secret in VERN_AUTH__HS256_SECRET)
 Ctrl-C stops every component.
 EOF

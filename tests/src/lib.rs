@@ -40,6 +40,10 @@ pub enum Backend {
     /// replicas of every service behind one name (127.0.0.2 and 127.0.0.3), one
     /// gateway ([`topology`]). The configuration hook does not apply.
     Replicas,
+    /// [`Backend::Replicas`] with every hop over TLS and mutual TLS between the
+    /// components (`VERN_TOPOLOGY_TLS=1`); this test process trusts the topology's CA
+    /// and presents its certificate (as a component would) to the services.
+    ReplicasTls,
 }
 
 /// The services' internal listener(s): one in process, or each service's own name
@@ -112,8 +116,9 @@ impl Suite {
         // 32 bytes, base64: the test master key for personal data.
         config.keys.master_key = Some("dmVybi1lMmUtdGVzdC1tYXN0ZXIta2V5LTMyYnl0ZXM=".into());
         adjust(&mut config);
-        if let Backend::Replicas = backend {
-            return Self::start_topology(dir, &config).await;
+        if let Backend::Replicas | Backend::ReplicasTls = backend {
+            return Self::start_topology(dir, &config, matches!(backend, Backend::ReplicasTls))
+                .await;
         }
         let mut pg_schemas = None;
         if let Backend::Postgres = backend {
@@ -164,7 +169,7 @@ impl Suite {
         })
     }
 
-    async fn start_topology(dir: tempfile::TempDir, config: &Config) -> Option<Suite> {
+    async fn start_topology(dir: tempfile::TempDir, config: &Config, tls: bool) -> Option<Suite> {
         let Ok(url) = std::env::var(vern_kit::testing::PG_URL_VAR) else {
             assert!(
                 std::env::var(vern_kit::testing::REQUIRE_PG_VAR).as_deref() != Ok("1"),
@@ -176,22 +181,33 @@ impl Suite {
         let master = config.keys.master_key.clone().unwrap_or_default();
         let topology = tokio::task::spawn_blocking(move || {
             // As the in-process suite: reflection without a token.
-            topology::Topology::start(
-                2,
-                &url,
-                SECRET,
-                &master,
-                &[("VERN_SERVER__REFLECTION", "open")],
-            )
+            let mut env = vec![("VERN_SERVER__REFLECTION", "open")];
+            if tls {
+                env.push(("VERN_TOPOLOGY_TLS", "1"));
+            }
+            topology::Topology::start(2, &url, SECRET, &master, &env)
         })
         .await
         .expect("topology task");
         let addr = topology.gateway();
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect to the gateway");
+        let channel = if tls {
+            vern_kit::tls::install_client(&vern_kit::config::TlsConfig {
+                ca_file: Some(topology.tls_file("ca.crt")),
+                client_cert_file: Some(topology.tls_file("tls.crt")),
+                client_key_file: Some(topology.tls_file("tls.key")),
+                ..Default::default()
+            })
+            .expect("client TLS");
+            vern_kit::tls::channel(&format!("https://localhost:{}", addr.port()))
+                .await
+                .expect("connect to the gateway over TLS")
+        } else {
+            Channel::from_shared(format!("http://{addr}"))
+                .expect("uri")
+                .connect()
+                .await
+                .expect("connect to the gateway")
+        };
         let internal = Internal::PerService(std::sync::Arc::new(
             topology::SERVICES
                 .iter()

@@ -22,6 +22,8 @@ pub struct Topology {
     pub replicas: u8,
     /// Logs and data.
     pub dir: tempfile::TempDir,
+    /// Every hop over TLS (`VERN_TOPOLOGY_TLS=1` in the environment given).
+    pub tls: bool,
 }
 
 /// The six services in the script's port order.
@@ -93,6 +95,7 @@ impl Topology {
             base,
             replicas,
             dir,
+            tls: env.contains(&("VERN_TOPOLOGY_TLS", "1")),
         };
         let started = Instant::now();
         loop {
@@ -114,6 +117,12 @@ impl Topology {
         }
     }
 
+    /// The test CA, certificate and key of a TLS topology (`ca.crt`, `tls.crt`,
+    /// `tls.key`).
+    pub fn tls_file(&self, name: &str) -> PathBuf {
+        self.dir.path().join("tls").join(name)
+    }
+
     /// The gateway's address.
     pub fn gateway(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.base + 1))
@@ -131,7 +140,8 @@ impl Topology {
     /// The URL every component reaches `service` by (the shared name).
     pub fn url(&self, service: &str) -> String {
         let host = if self.replicas > 1 { NAME } else { "127.0.0.1" };
-        format!("http://{host}:{}", self.port(service))
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{host}:{}", self.port(service))
     }
 
     /// The address of replica `r` (0-based).

@@ -46,6 +46,58 @@ async fn matrix_every_rpc_every_role_on_replicas() {
     matrix_on(suite).await;
 }
 
+/// The same matrix with every hop over TLS and mutual TLS between the components, as
+/// the prod-tls overlay deploys it; plaintext and certificate-less clients are refused
+/// before any token is looked at.
+#[tokio::test]
+async fn matrix_every_rpc_every_role_on_replicas_over_mutual_tls() {
+    let Some(suite) = Suite::start(Backend::ReplicasTls).await else {
+        return;
+    };
+    let topology = suite.topology.as_ref().expect("topology");
+    let gateway = topology.gateway();
+    // Plaintext to the gateway and to a service: no answer at all.
+    let plain = tonic::transport::Channel::from_shared(format!("http://{gateway}"))
+        .expect("uri")
+        .connect()
+        .await;
+    if let Ok(ch) = plain {
+        let health = tonic_health::pb::health_client::HealthClient::new(ch)
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await;
+        assert!(health.is_err(), "plaintext is refused by the gateway");
+    }
+    // A client trusting the CA but without a certificate: the gateway serves it, a
+    // service refuses the handshake.
+    let no_cert = vern_kit::tls::ClientTls::from_config(&vern_kit::config::TlsConfig {
+        ca_file: Some(topology.tls_file("ca.crt")),
+        ..Default::default()
+    })
+    .expect("client tls");
+    let health_over = |port: u16| {
+        let tls = no_cert.current();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.2", port)).await?;
+            let mut stream = tokio_rustls::TlsConnector::from(tls)
+                .connect(vern_kit::tls::server_name("localhost").expect("name"), tcp)
+                .await?;
+            // TLS 1.3: a refused client certificate shows at the first read.
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            stream
+                .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                .await?;
+            let mut buf = [0u8; 64];
+            let n = stream.read(&mut buf).await?;
+            Ok::<usize, std::io::Error>(n)
+        }
+    };
+    assert!(
+        !matches!(health_over(topology.port("subjects")).await, Ok(n) if n > 0),
+        "a service refuses a client without a certificate"
+    );
+    matrix_on(suite).await;
+}
+
 async fn matrix(backend: Backend) {
     matrix_on(Suite::start(backend).await.expect("suite")).await;
 }
