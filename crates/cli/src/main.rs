@@ -315,21 +315,27 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
                 .with_context(|| format!("binding {}", config.listen))?;
             let running = vern_cli::start_suite(config.clone(), listener).await?;
             let dir = vern_cli::data_dir_display(&config);
+            let tls = config.tls.cert_file.is_some();
             println!(
-                "vern dev ready in {} ms\n  gateway   {} (gRPC{}, reflection and health for all six services)\n  internal  {} (service-to-service calls only; the gateway refuses the service role)\n  data      {}\n  token     vern token --role platform-admin --data-dir {}\n            vern token --role tenant-admin --tenant <tenant-id> --data-dir {}\n  try       grpcurl -plaintext -H \"authorization: Bearer $(vern token --role platform-admin --data-dir {})\" {} list",
+                "vern dev ready in {} ms\n  gateway   {} (gRPC{}, reflection and health for all six services)\n  internal  {} (service-to-service calls only; the gateway refuses the service role)\n  data      {}\n  token     vern token --role platform-admin --data-dir {}\n            vern token --role tenant-admin --tenant <tenant-id> --data-dir {}\n  try       grpcurl {} -H \"authorization: Bearer $(vern token --role platform-admin --data-dir {})\" {} list",
                 started.elapsed().as_millis(),
                 running.addr,
-                if config.tls.cert_file.is_some() {
-                    " over TLS"
-                } else {
-                    ""
-                },
+                if tls { " over TLS" } else { "" },
                 running.internal_addr,
                 dir.display(),
                 dir.display(),
                 dir.display(),
+                if tls {
+                    "-cacert <your CA file>".to_owned()
+                } else {
+                    "-plaintext".to_owned()
+                },
                 dir.display(),
-                running.addr,
+                if tls {
+                    format!("localhost:{}", running.addr.port())
+                } else {
+                    running.addr.to_string()
+                },
             );
             let shutdown = running.shutdown;
             let mut handle = running.handle;
