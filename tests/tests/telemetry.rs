@@ -620,27 +620,45 @@ async fn serve(
     (addr, stop, handle)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_trace_spans_gateway_and_service() {
-    let (collector, url) = Collector::start().await;
-    let dir = tempfile::tempdir().expect("dir");
+/// A configuration exporting to the collector at `url`, with test keys.
+fn exporting_config(dir: &std::path::Path, url: String) -> vern_kit::config::Config {
     let mut config = vern_kit::config::Config {
-        data_dir: dir.path().to_path_buf(),
+        data_dir: dir.to_path_buf(),
         ..Default::default()
     };
     config.auth.hs256_secret = Some("e2e-test-secret".into());
     config.keys.master_key = Some("dmVybi1lMmUtdGVzdC1tYXN0ZXIta2V5LTMyYnl0ZXM=".into());
     config.telemetry.otlp_endpoint = Some(url);
+    config
+}
 
-    // The tenants service on its own port, as in Kubernetes.
-    let mut served = vern_cli::suite_of(&config, &["tenants"])
+/// The tenants service on a port of its own with its telemetry.
+async fn serve_tenants(
+    config: &vern_kit::config::Config,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+    vern_kit::telemetry::Telemetry,
+) {
+    let mut served = vern_cli::suite_of(config, &["tenants"])
         .await
         .expect("tenants");
-    let tenants_telemetry = vern_kit::telemetry::Telemetry::start(&config.telemetry, "tenants")
+    let telemetry = vern_kit::telemetry::Telemetry::start(&config.telemetry, "tenants")
         .await
         .expect("telemetry");
-    served.telemetry = tenants_telemetry.clone();
-    let (tenants_addr, stop_tenants, tenants) = serve(served, &config).await;
+    served.telemetry = telemetry.clone();
+    let (addr, stop, handle) = serve(served, config).await;
+    (addr, stop, handle, telemetry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_spans_gateway_and_service() {
+    let (collector, url) = Collector::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = exporting_config(dir.path(), url);
+    // The tenants service on its own port, as in Kubernetes.
+    let (tenants_addr, stop_tenants, tenants, tenants_telemetry) = serve_tenants(&config).await;
 
     // A standalone gateway forwarding to it.
     config.services.tenants.url = format!("http://{tenants_addr}");
@@ -880,23 +898,10 @@ async fn spans_and_metrics_reach_an_https_collector_the_ca_vouches_for() {
     let (collector, url) = Collector::start_tls(&pki, dir.path()).await;
     let ca = dir.path().join("ca.pem");
     pki.write_ca(&ca);
-    let mut config = vern_kit::config::Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    };
+    let mut config = exporting_config(dir.path(), url);
     config.tls.ca_file = Some(ca);
     vern_kit::tls::install_client(&config.tls).expect("client tls");
-    config.auth.hs256_secret = Some("e2e-test-secret".into());
-    config.keys.master_key = Some("dmVybi1lMmUtdGVzdC1tYXN0ZXIta2V5LTMyYnl0ZXM=".into());
-    config.telemetry.otlp_endpoint = Some(url);
-    let mut served = vern_cli::suite_of(&config, &["tenants"])
-        .await
-        .expect("tenants");
-    let telemetry = vern_kit::telemetry::Telemetry::start(&config.telemetry, "tenants")
-        .await
-        .expect("telemetry");
-    served.telemetry = telemetry.clone();
-    let (addr, stop, server) = serve(served, &config).await;
+    let (addr, stop, server, telemetry) = serve_tenants(&config).await;
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect()

@@ -34,13 +34,7 @@ fn vern(dir: &Path, url: &str, args: &[&str]) -> Output {
 }
 
 fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "{:?}: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    support::stdout(&o)
 }
 
 /// The `DATA KEYS` count of `service` for the status line whose label starts with

@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::stdout;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -20,16 +22,6 @@ fn vern(data_dir: &Path, env: &[(&str, String)], args: &[&str]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().expect("run vern")
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "{:?}: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// `vern migrate` runs every store's migrations without keys or a server, and says

@@ -352,19 +352,24 @@ pub fn hs256_secret(config: &Config) -> std::io::Result<Option<Vec<u8>>> {
     Ok(None)
 }
 
+/// A PEM private key (Ed25519, P-256 or RSA) and the algorithm it signs with.
+fn pem_key(pem: &[u8]) -> Result<(Algorithm, EncodingKey), jsonwebtoken::errors::Error> {
+    if let Ok(k) = EncodingKey::from_ed_pem(pem) {
+        Ok((Algorithm::EdDSA, k))
+    } else if let Ok(k) = EncodingKey::from_ec_pem(pem) {
+        Ok((Algorithm::ES256, k))
+    } else {
+        Ok((Algorithm::RS256, EncodingKey::from_rsa_pem(pem)?))
+    }
+}
+
 /// Signs `claims` with an EdDSA, RS256 or ES256 private key in PEM form, naming `kid`.
 pub fn sign_with_pem(
     claims: &Claims,
     pem: &[u8],
     kid: &str,
 ) -> Result<String, jsonwebtoken::errors::Error> {
-    let (alg, key) = if let Ok(k) = EncodingKey::from_ed_pem(pem) {
-        (Algorithm::EdDSA, k)
-    } else if let Ok(k) = EncodingKey::from_ec_pem(pem) {
-        (Algorithm::ES256, k)
-    } else {
-        (Algorithm::RS256, EncodingKey::from_rsa_pem(pem)?)
-    };
+    let (alg, key) = pem_key(pem)?;
     let mut header = Header::new(alg);
     header.kid = Some(kid.to_owned());
     jsonwebtoken::encode(&header, claims, &key)
@@ -452,13 +457,7 @@ fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
 
 /// The RFC 7638 thumbprint (SHA-256, base64url) of a PEM private key's public key.
 pub fn key_thumbprint(pem: &[u8]) -> Result<String, jsonwebtoken::errors::Error> {
-    let (alg, key) = if let Ok(k) = EncodingKey::from_ed_pem(pem) {
-        (Algorithm::EdDSA, k)
-    } else if let Ok(k) = EncodingKey::from_ec_pem(pem) {
-        (Algorithm::ES256, k)
-    } else {
-        (Algorithm::RS256, EncodingKey::from_rsa_pem(pem)?)
-    };
+    let (alg, key) = pem_key(pem)?;
     jsonwebtoken::jwk::Jwk::from_encoding_key(&key, alg)?
         .thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
 }

@@ -28,6 +28,18 @@ pub const TENANT: &str = "kultur";
 /// The consent purpose of the load.
 pub const PURPOSE: &str = "newsletter";
 
+/// The standard output of a successful command; fails the test with its stderr
+/// otherwise.
+pub fn stdout(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "{:?}: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// A free loopback port (bound, then released for the child to take).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
