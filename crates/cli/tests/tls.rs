@@ -136,6 +136,35 @@ async fn vern_dev_serves_tls_and_takes_a_new_certificate_without_a_restart() {
         "no plaintext /metrics"
     );
 
+    // A client calling all the while, on a connection opened before the rotation and
+    // on new ones: no call may fail.
+    vern_kit::tls::install_client(&vern_kit::config::TlsConfig {
+        ca_file: Some(d.join("ca.pem")),
+        ..Default::default()
+    })
+    .expect("client tls");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, addr) = (stop.clone(), addr.clone());
+        tokio::spawn(async move {
+            let kept = vern_kit::tls::channel(&addr).await.expect("connect");
+            let (mut ok, mut failed) = (0usize, 0usize);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let fresh = vern_kit::tls::channel(&addr).await;
+                for ch in [Some(kept.clone()), fresh.ok()] {
+                    let Some(ch) = ch else {
+                        failed += 1;
+                        continue;
+                    };
+                    let r = tonic_health::pb::health_client::HealthClient::new(ch)
+                        .check(tonic_health::pb::HealthCheckRequest::default())
+                        .await;
+                    if r.is_ok() { ok += 1 } else { failed += 1 }
+                }
+            }
+            (ok, failed)
+        })
+    };
     // cert-manager replaces the Secret's files in place.
     assert_eq!(served_cert(port, &d.join("ca.pem")).await, first);
     let second = pki.write_server(&d.join("tls.crt"), &d.join("tls.key"));
@@ -147,6 +176,14 @@ async fn vern_dev_serves_tls_and_takes_a_new_certificate_without_a_restart() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.await.expect("load");
+    assert_eq!(
+        failed, 0,
+        "calls failed during the certificate change ({ok} succeeded)"
+    );
+    assert!(ok > 10, "the load ran ({ok} calls)");
     wait_serving(&addr, &["--ca", ca], &[]);
 }
 
