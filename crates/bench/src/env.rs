@@ -63,6 +63,17 @@ pub trait Host: Send + Sync {
         batch: usize,
         concurrency: usize,
     ) -> anyhow::Result<ImportCounts>;
+
+    /// Re-wraps every data key under `version` through `channel` with a platform-admin
+    /// `token`, as `vern keys rotate-master` does: per service (name, examined,
+    /// re-wrapped).
+    async fn rotate_master(
+        &self,
+        channel: Channel,
+        token: String,
+        version: u32,
+        page_size: i32,
+    ) -> anyhow::Result<Vec<(&'static str, i64, i64)>>;
 }
 
 /// Where to run, from the command line.
@@ -104,6 +115,8 @@ pub struct Env {
     suite: Option<SuiteHandle>,
     pg: Option<(String, String)>,
     _dir: Option<tempfile::TempDir>,
+    /// The in-process suite's configuration (for [`Env::restart_with`]).
+    config: Option<Config>,
 }
 
 /// Which database an in-process suite uses.
@@ -144,6 +157,7 @@ impl Env {
                 suite: None,
                 pg: None,
                 _dir: None,
+                config: None,
             });
         }
         let dir = tempfile::tempdir().context("creating a temp dir")?;
@@ -176,12 +190,37 @@ impl Env {
                 None => "in-process (SQLite)".into(),
             },
             secret,
-            issuer: config.auth.issuer,
-            audience: config.auth.audience,
+            issuer: config.auth.issuer.clone(),
+            audience: config.auth.audience.clone(),
             suite: Some(suite),
             pg,
             _dir: Some(dir),
+            config: Some(config),
         })
+    }
+
+    /// Stops the in-process suite and starts it again on the same data with its
+    /// configuration changed by `adjust` (e.g. a new master key version).
+    pub async fn restart_with(
+        &mut self,
+        host: &dyn Host,
+        adjust: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<()> {
+        let mut config = self
+            .config
+            .clone()
+            .context("only an in-process suite can be restarted")?;
+        adjust(&mut config);
+        if let Some(s) = self.suite.take() {
+            (s.stop)().await;
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let suite = host.start_suite(config.clone(), listener).await?;
+        self.url = format!("http://{}", suite.addr);
+        self.internal_url = Some(format!("http://{}", suite.internal_addr));
+        self.suite = Some(suite);
+        self.config = Some(config);
+        Ok(())
     }
 
     /// The data directory of an in-process suite.

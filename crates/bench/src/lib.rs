@@ -47,6 +47,9 @@ pub enum BenchCommand {
     Report(scenarios::ReportArgs),
     /// `vern dev` start-up until ready.
     Startup(scenarios::StartupArgs),
+    /// Master key rotation: subjects imported under version 1, the suite restarted with
+    /// version 2 current, then every data key re-wrapped (keys/s).
+    RotateMaster(scenarios::RotateArgs),
 }
 
 impl BenchCommand {
@@ -59,6 +62,7 @@ impl BenchCommand {
             BenchCommand::Audit(a) => a.json,
             BenchCommand::Report(a) => a.target.json,
             BenchCommand::Startup(a) => a.json,
+            BenchCommand::RotateMaster(a) => a.json,
         }
     }
 }
@@ -83,6 +87,10 @@ pub async fn run(host: &dyn Host, config: &Config, command: BenchCommand) -> any
         }
         BenchCommand::Import(a) => {
             let r = scenarios::import(host, config, &a, progress).await?;
+            (serde_json::to_value(&r)?, r.text())
+        }
+        BenchCommand::RotateMaster(a) => {
+            let r = scenarios::rotate_master(host, config, &a).await?;
             (serde_json::to_value(&r)?, r.text())
         }
         BenchCommand::Audit(a) => {

@@ -1167,3 +1167,133 @@ mod tests {
         assert_eq!(tenth_rates(&[], 0), (0.0, 0.0));
     }
 }
+
+/// `vern bench rotate-master`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RotateArgs {
+    /// Subjects imported under master key version 1 before the rotation.
+    #[arg(long, default_value_t = 10_000)]
+    pub subjects: usize,
+    /// Data keys per RewrapDataKeys call (as `vern keys rotate-master`).
+    #[arg(long, default_value_t = 500)]
+    pub page_size: i32,
+    /// Database of the in-process suite.
+    #[arg(long, value_enum, default_value_t = DbChoice::Sqlite)]
+    pub backend: DbChoice,
+    /// PostgreSQL URL for --backend postgres (default $VERN_TEST_DATABASE_URL).
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Result of `vern bench rotate-master`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RotateReport {
+    /// "rotate-master".
+    pub scenario: &'static str,
+    /// Where it ran.
+    pub target: String,
+    /// Subjects in the store.
+    pub subjects: usize,
+    /// Data keys re-wrapped, all services.
+    pub rewrapped: i64,
+    /// Data keys examined, all services.
+    pub examined: i64,
+    /// Wall time of the whole rotation, seconds.
+    pub secs: f64,
+    /// Data keys re-wrapped per second.
+    pub keys_per_s: f64,
+    /// Wall time of a second run (everything already current: a resumed rotation).
+    pub again_secs: f64,
+    /// Per service: (name, examined, re-wrapped).
+    pub services: Vec<(&'static str, i64, i64)>,
+}
+
+impl RotateReport {
+    /// As text.
+    pub fn text(&self) -> String {
+        let per: Vec<String> = self
+            .services
+            .iter()
+            .map(|(s, e, r)| format!("{s} {r}/{e}"))
+            .collect();
+        format!(
+            "master key rotation ({}), {} subjects\n\
+             {} data keys re-wrapped in {:.2} s: {:.0} keys/s ({})\n\
+             a second run (nothing left to re-wrap) {:.2} s\n",
+            self.target,
+            self.subjects,
+            self.rewrapped,
+            self.secs,
+            self.keys_per_s,
+            per.join(", "),
+            self.again_secs
+        )
+    }
+}
+
+/// Runs `vern bench rotate-master` on an in-process suite.
+pub async fn rotate_master(
+    host: &dyn Host,
+    config: &Config,
+    args: &RotateArgs,
+) -> anyhow::Result<RotateReport> {
+    use base64::Engine as _;
+    let key = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+    let mut base = config.clone();
+    base.keys.master_key = Some(key(1));
+    base.keys.master_key_version = 1;
+    base.keys.previous_master_keys.clear();
+    let db = backend(args.backend, &args.database_url)?;
+    let mut env = Env::start(host, &base, &TargetArgs::default(), db).await?;
+    let result = async {
+        let ch = load::connect(&env.url, 1).await?.remove(0);
+        let (tenant, tokens) = seed::tenant(&ch, &env).await?;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("subjects.csv");
+        let mut csv = String::from("email,external_refs\n");
+        for i in 0..args.subjects {
+            csv.push_str(&format!("member.{i}@example.test,crm:C-{i}\n"));
+        }
+        std::fs::write(&path, csv)?;
+        host.import_csv(ch, tokens.crm_raw.clone(), tenant, path, 500, 4)
+            .await?;
+        env.restart_with(host, |c| {
+            c.keys.master_key = Some(key(2));
+            c.keys.master_key_version = 2;
+            c.keys.previous_master_keys.insert("1".into(), key(1));
+        })
+        .await?;
+        let ch = load::connect(&env.url, 1).await?.remove(0);
+        let admin = env.token(&["platform-admin"], None)?;
+        let started = std::time::Instant::now();
+        let services = host
+            .rotate_master(ch.clone(), admin.clone(), 2, args.page_size)
+            .await?;
+        let secs = started.elapsed().as_secs_f64();
+        let again = std::time::Instant::now();
+        let repeat = host.rotate_master(ch, admin, 2, args.page_size).await?;
+        let again_secs = again.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            repeat.iter().all(|(_, _, r)| *r == 0),
+            "a second rotation re-wrapped keys: {repeat:?}"
+        );
+        let rewrapped = services.iter().map(|s| s.2).sum();
+        Ok(RotateReport {
+            scenario: "rotate-master",
+            target: env.label.clone(),
+            subjects: args.subjects,
+            rewrapped,
+            examined: services.iter().map(|s| s.1).sum(),
+            secs,
+            keys_per_s: rewrapped as f64 / secs.max(1e-9),
+            again_secs,
+            services,
+        })
+    }
+    .await;
+    env.stop().await;
+    result
+}

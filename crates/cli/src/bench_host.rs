@@ -65,4 +65,21 @@ impl Host for CliHost {
             failed: r.failed.len(),
         })
     }
+
+    async fn rotate_master(
+        &self,
+        channel: Channel,
+        token: String,
+        version: u32,
+        page_size: i32,
+    ) -> anyhow::Result<Vec<(&'static str, i64, i64)>> {
+        let client = crate::remote::Client::with_channel(channel, token);
+        let mut out = vec![];
+        for service in crate::keys_cli::KEY_SERVICES {
+            let done = crate::keys_cli::rotate_service(&client, service, version, page_size, false)
+                .await?;
+            out.push((service.name(), done.examined, done.rewrapped));
+        }
+        Ok(out)
+    }
 }
