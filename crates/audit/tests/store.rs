@@ -108,6 +108,21 @@ async fn fill(log: &AuditLog, t: &str, n: usize, per: usize) {
     }
 }
 
+/// The checkpoints of kultur's chain as (seq, key id), in seq order.
+async fn signed_checkpoints(log: &AuditLog) -> Vec<(i64, String)> {
+    let cps = log
+        .list_checkpoints(&tenant("kultur"), None, 100)
+        .await
+        .expect("checkpoints");
+    let mut signed: Vec<(i64, String)> = cps
+        .items
+        .iter()
+        .map(|c| (c.seq, c.key_id.clone()))
+        .collect();
+    signed.sort();
+    signed
+}
+
 async fn verify(log: &AuditLog, t: &str) -> (i64, Option<FailureKind>) {
     let v = log.verify(&tenant(t), 0, 0).await.expect("verify");
     (v.first_bad_seq(), v.kind())
@@ -795,16 +810,7 @@ async fn checkpoints_across_a_key_rotation_verify_with_the_retired_key(target: D
     for round in 0..4 {
         fill(if round % 2 == 0 { &a } else { &b }, "kultur", 5, 5).await;
     }
-    let cps = a
-        .list_checkpoints(&tenant("kultur"), None, 100)
-        .await
-        .expect("checkpoints");
-    let mut signed: Vec<(i64, String)> = cps
-        .items
-        .iter()
-        .map(|c| (c.seq, c.key_id.clone()))
-        .collect();
-    signed.sort();
+    let signed = signed_checkpoints(&a).await;
     let (o, n) = (old.key_id().to_owned(), new.key_id().to_owned());
     assert_eq!(
         signed,
@@ -891,16 +897,7 @@ async fn a_signing_key_replaced_in_its_file_signs_from_then_on_and_the_chain_ver
     assert_eq!(log.signer().key_id(), new.key_id());
     fill(&log, "kultur", 10, 5).await;
     watch.abort();
-    let cps = log
-        .list_checkpoints(&tenant("kultur"), None, 100)
-        .await
-        .expect("checkpoints");
-    let mut signed: Vec<(i64, String)> = cps
-        .items
-        .iter()
-        .map(|c| (c.seq, c.key_id.clone()))
-        .collect();
-    signed.sort();
+    let signed = signed_checkpoints(&log).await;
     assert_eq!(
         signed,
         vec![(10, old.key_id().to_owned()), (20, new.key_id().to_owned())]

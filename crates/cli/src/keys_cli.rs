@@ -178,6 +178,7 @@ pub async fn rotate_service(
     };
     let mut done = Rotated::default();
     let mut token = String::new();
+    let mut total = 0i64;
     loop {
         let request = RewrapDataKeysRequest {
             page_token: token.clone(),
@@ -194,7 +195,9 @@ pub async fn rotate_service(
             })?;
         done.examined += page.examined;
         done.rewrapped += page.rewrapped;
-        bar.set_length(page.total.max(done.examined) as u64);
+        // The first page says how many there are; later ones say 0.
+        total = total.max(page.total);
+        bar.set_length(total.max(done.examined) as u64);
         bar.set_position(done.examined as u64);
         if page.next_page_token.is_empty() {
             break;

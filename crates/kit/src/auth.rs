@@ -513,9 +513,22 @@ impl ServiceTokens {
         }))
     }
 
-    /// The PEM key and its id, re-read first if the file changed (checked at most
-    /// every [`SERVICE_KEY_RECHECK`]). An unreadable new file keeps the current key.
+    /// The PEM key and its id, re-read first if the file changed.
     fn pem_key(&self, signer: &std::sync::RwLock<PemSigner>) -> (Vec<u8>, String) {
+        self.recheck(signer);
+        match signer.read() {
+            Ok(s) => (s.pem.clone(), s.kid.clone()),
+            Err(poisoned) => {
+                let s = poisoned.into_inner();
+                (s.pem.clone(), s.kid.clone())
+            }
+        }
+    }
+
+    /// Reads the key file again if it changed (looked at at most every
+    /// [`SERVICE_KEY_RECHECK`]); a new key empties the token cache. An unreadable new
+    /// file keeps the current key.
+    fn recheck(&self, signer: &std::sync::RwLock<PemSigner>) {
         let due = signer
             .read()
             .map(|s| s.checked.elapsed() >= SERVICE_KEY_RECHECK)
@@ -544,13 +557,6 @@ impl ServiceTokens {
                 }
             }
         }
-        match signer.read() {
-            Ok(s) => (s.pem.clone(), s.kid.clone()),
-            Err(poisoned) => {
-                let s = poisoned.into_inner();
-                (s.pem.clone(), s.kid.clone())
-            }
-        }
     }
 
     /// The key id service tokens are signed under now (`None`: HS256).
@@ -566,7 +572,7 @@ impl ServiceTokens {
         if let ServiceSigner::Pem(p) = &self.signer {
             // Looks at the file (at most once a second) before the cache is used, so
             // a rotated key is used from its first second.
-            self.pem_key(p);
+            self.recheck(p);
         }
         let now = chrono::Utc::now().timestamp();
         if let Ok(cache) = self.cache.lock()
