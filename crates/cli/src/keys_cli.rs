@@ -1,7 +1,9 @@
-//! `vern keys rotate-master` and `vern keys status`: master key rotation through the
-//! gateway. Every service that keeps data keys (subjects, consents, rights) re-wraps
-//! them, a page at a time, under its current master key version; the data keys and
-//! every value sealed with them stay as they are.
+//! `vern keys rotate-master`, `vern keys reindex` and `vern keys status`: master key
+//! rotation and re-indexing through the gateway. Every service that keeps data keys
+//! (subjects, consents, rights) re-wraps them, a page at a time, under its current
+//! master key version; the data keys and every value sealed with them stay as they
+//! are. A re-index rewrites the subjects' blind-index entries under the current index
+//! key version.
 
 use std::io::Write;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use vern_proto::common::v1::{
 };
 use vern_proto::consents::v1::consent_service_client::ConsentServiceClient;
 use vern_proto::rights::v1::rights_service_client::RightsServiceClient;
+use vern_proto::subjects::v1::ReindexSubjectsRequest;
 use vern_proto::subjects::v1::subject_service_client::SubjectServiceClient;
 
 use crate::remote::{Client, ClientArgs};
@@ -80,6 +83,19 @@ pub struct RotateArgs {
     #[arg(long, default_value_t = 500)]
     pub page_size: i32,
     /// No progress bars (for scripts).
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `vern keys reindex`.
+#[derive(clap::Args, Debug)]
+pub struct ReindexArgs {
+    /// Index entries examined per call (at most 5000).
+    #[arg(long, default_value_t = 500)]
+    pub page_size: i32,
+    /// No progress bar (for scripts).
     #[arg(long)]
     pub quiet: bool,
     #[command(flatten)]
@@ -208,6 +224,99 @@ pub async fn rotate_service(
     Ok(done)
 }
 
+/// What a re-index did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reindexed {
+    /// Entries under an older index version examined.
+    pub examined: i64,
+    /// Of those, rewritten under the current one.
+    pub reindexed: i64,
+    /// The index version they are now under.
+    pub index_version: u32,
+}
+
+/// Runs `vern keys reindex`: every page, then the status.
+pub async fn reindex(config: &Config, args: ReindexArgs) -> anyhow::Result<()> {
+    let client = connect(config, &args.client).await?;
+    let count = KeyService::Subjects
+        .count(&client)
+        .await
+        .context("asking the subjects service for its index")?;
+    if count.previous_index_key_version == 0 {
+        anyhow::bail!(
+            "the subjects service has no keys.previous_index_key_version: set keys.index_key_version to the new version and keys.previous_index_key_version to the old one on every subjects replica first"
+        );
+    }
+    println!(
+        "re-indexing identifiers and external references from index key version {} to {}",
+        count.previous_index_key_version, count.index_key_version
+    );
+    let done = reindex_subjects(
+        &client,
+        count.index_key_version,
+        args.page_size,
+        !args.quiet,
+    )
+    .await?;
+    println!(
+        "subjects  {} index entries examined, {} re-indexed",
+        done.examined, done.reindexed
+    );
+    print_status(&client).await
+}
+
+/// Re-indexes page by page; a page that fails for a passing reason is asked again,
+/// and an interrupted run is resumed by running the command again.
+pub async fn reindex_subjects(
+    client: &Client,
+    target: u32,
+    page_size: i32,
+    progress: bool,
+) -> anyhow::Result<Reindexed> {
+    let bar = if progress {
+        let b = indicatif::ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "subjects  {bar:40} {pos}/{len} index entries  {per_sec}  eta {eta}",
+        ) {
+            b.set_style(style);
+        }
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut done = Reindexed {
+        index_version: target,
+        ..Default::default()
+    };
+    let mut token = String::new();
+    let mut total = 0i64;
+    loop {
+        let request = ReindexSubjectsRequest {
+            page_token: token.clone(),
+            page_size,
+            index_key_version: target,
+        };
+        let page = with_retries(|| {
+            let req = client.request(request.clone());
+            let mut c = SubjectServiceClient::new(client.channel.clone());
+            async move { c.reindex_subjects(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+        .context("re-indexing the subjects (run the command again to resume)")?;
+        done.examined += page.examined;
+        done.reindexed += page.reindexed;
+        total = total.max(page.total);
+        bar.set_length(total.max(done.examined) as u64);
+        bar.set_position(done.examined as u64);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    bar.finish_and_clear();
+    Ok(done)
+}
+
 async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
 where
     F: FnMut() -> Fut,
@@ -247,6 +356,8 @@ async fn print_status(client: &Client) -> anyhow::Result<()> {
     let mut configured = std::collections::BTreeSet::new();
     let mut current = std::collections::BTreeSet::new();
     let mut index = 0;
+    let mut previous_index = 0;
+    let mut entries = vec![];
     writeln!(
         out,
         "{:<9} {:<24} {:>10}",
@@ -258,6 +369,8 @@ async fn print_status(client: &Client) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("asking the {} service for its keys", service.name()))?;
         index = c.index_key_version;
+        previous_index = previous_index.max(c.previous_index_key_version);
+        entries.extend(c.index_entries.iter().cloned());
         configured.extend(c.unused_versions.iter().copied());
         current.insert(c.master_key_version);
         if c.counts.is_empty() {
@@ -283,7 +396,7 @@ async fn print_status(client: &Client) -> anyhow::Result<()> {
         .collect();
     let removable: Vec<String> = unused
         .iter()
-        .filter(|v| **v != index)
+        .filter(|v| **v != index && **v != previous_index)
         .map(u32::to_string)
         .collect();
     if !removable.is_empty() {
@@ -292,6 +405,41 @@ async fn print_status(client: &Client) -> anyhow::Result<()> {
             "no data key uses master key version {}: once every replica shows the same, remove it from keys.previous_master_keys",
             removable.join(", ")
         )?;
+    }
+    writeln!(
+        out,
+        "\n{:<24} {:>12} {:>14}",
+        "INDEX KEYED BY", "IDENTIFIERS", "EXTERNAL REFS"
+    )?;
+    for e in &entries {
+        let label = match e.index_key_version {
+            v if v == index => format!("version {v} (current)"),
+            v if v == previous_index => format!("version {v} (previous)"),
+            v => format!("version {v} (NOT CONFIGURED)"),
+        };
+        writeln!(
+            out,
+            "{:<24} {:>12} {:>14}",
+            label, e.identifiers, e.external_refs
+        )?;
+    }
+    if previous_index != 0 {
+        let left: i64 = entries
+            .iter()
+            .filter(|e| e.index_key_version != index)
+            .map(|e| e.identifiers + e.external_refs)
+            .sum();
+        if left == 0 {
+            writeln!(
+                out,
+                "every index entry is under version {index}: remove keys.previous_index_key_version ({previous_index}) on every replica"
+            )?;
+        } else {
+            writeln!(
+                out,
+                "{left} index entries are not yet under version {index}: run vern keys reindex"
+            )?;
+        }
     }
     if unused.contains(&index) {
         writeln!(

@@ -211,6 +211,11 @@ enum KeysCommand {
     /// Run it again: keys already re-wrapped are skipped. Needs a platform admin token
     /// (a minted dev token gets that role).
     RotateMaster(vern_cli::keys_cli::RotateArgs),
+    /// Rewrite the blind index (identifiers and external references) from
+    /// keys.previous_index_key_version to keys.index_key_version, online, with progress.
+    /// Configure both versions everywhere first; lookups find both meanwhile. Nothing
+    /// sealed is re-encrypted. Interrupted? Run it again. Needs a platform admin token.
+    Reindex(vern_cli::keys_cli::ReindexArgs),
     /// How many data keys each master key version wraps, per service, and which
     /// versions nothing uses any more (they can be removed from the configuration).
     Status(vern_cli::keys_cli::StatusArgs),
@@ -280,6 +285,12 @@ fn run_cli() -> anyhow::Result<()> {
         } => {
             vern_kit::tls::install_client(&config.tls).context("tls")?;
             runtime()?.block_on(vern_cli::keys_cli::rotate_master(&config, a))
+        }
+        Command::Keys {
+            command: KeysCommand::Reindex(a),
+        } => {
+            vern_kit::tls::install_client(&config.tls).context("tls")?;
+            runtime()?.block_on(vern_cli::keys_cli::reindex(&config, a))
         }
         Command::Keys {
             command: KeysCommand::Status(a),
@@ -514,7 +525,7 @@ fn token(
 fn keys(command: KeysCommand) -> anyhow::Result<()> {
     use jsonwebtoken::jwk::JwkSet;
     match command {
-        KeysCommand::RotateMaster(_) | KeysCommand::Status(_) => {
+        KeysCommand::RotateMaster(_) | KeysCommand::Status(_) | KeysCommand::Reindex(_) => {
             unreachable!("handled with a runtime")
         }
         KeysCommand::Generate { out, kid } => {

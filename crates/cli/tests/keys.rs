@@ -318,3 +318,246 @@ async fn rotate_master_keeps_every_subject_readable_and_erased_ones_unreadable()
     );
     let _ = (TENANT, PURPOSE);
 }
+
+const INDEXED: usize = 1_000;
+
+fn find_by(identifier: spb::find_subject_request::Identifier) -> spb::FindSubjectRequest {
+    spb::FindSubjectRequest {
+        identifier: Some(identifier),
+        ..Default::default()
+    }
+}
+
+fn email(n: usize) -> spb::find_subject_request::Identifier {
+    spb::find_subject_request::Identifier::Email(format!("indexed{n}@example.no"))
+}
+
+fn crm_ref(n: usize) -> spb::find_subject_request::Identifier {
+    spb::find_subject_request::Identifier::ExternalRef(spb::ExternalRef {
+        system: "crm".into(),
+        id: format!("C-{n}"),
+    })
+}
+
+fn import_row(n: usize) -> spb::CreateSubjectRequest {
+    spb::CreateSubjectRequest {
+        email: format!("indexed{n}@example.no"),
+        external_refs: vec![spb::ExternalRef {
+            system: "crm".into(),
+            id: format!("C-{n}"),
+        }],
+        request_id: format!("index-{n}"),
+        ..Default::default()
+    }
+}
+
+/// The identifier and reference counts of the index status line whose label starts
+/// with `label` (e.g. "version 1 (previous)").
+fn index_count(status: &str, label: &str) -> Option<(u64, u64)> {
+    status.lines().find_map(|l| {
+        let rest = l.strip_prefix(label)?;
+        let mut n = rest.split_whitespace().filter_map(|w| w.parse().ok());
+        Some((n.next()?, n.next()?))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reindex_moves_the_blind_index_to_a_new_key_and_lets_the_old_master_key_go() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path();
+    let (v1, ch) = start(data, &env((1, 11), &[])).await;
+    setup(&ch, &v1, 0).await;
+    let crm = v1.token("integration");
+    let officer = v1.token("privacy-officer");
+    let mut subjects = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
+    let mut ids = vec![];
+    for batch in 0..INDEXED / 500 {
+        let rows = (0..500).map(|i| import_row(batch * 500 + i)).collect();
+        let done = subjects
+            .import_subjects(authed(spb::ImportSubjectsRequest { subjects: rows }, &crm))
+            .await
+            .expect("import")
+            .into_inner();
+        ids.extend(done.results.into_iter().map(|r| r.subject_id));
+    }
+    let mut consents = cpb::consent_service_client::ConsentServiceClient::new(ch.clone());
+    let consent = consents
+        .record_consent(authed(
+            consent_request(&ids[0], true, "index-consent"),
+            &crm,
+        ))
+        .await
+        .expect("consent")
+        .into_inner();
+    let erased = ids[1].clone();
+    subjects
+        .erase_subject(authed(
+            spb::EraseSubjectRequest {
+                subject_id: erased.clone(),
+                reason: "the subject asked".into(),
+                request_id: "index-erase".into(),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("erase");
+    v1.sigterm();
+    drop(v1);
+    drop(ch);
+
+    // Master key version 2, and the index moving from version 1 to 2.
+    let mut moving = env((2, 22), &[(1, 11)]);
+    moving.push(("VERN_KEYS__INDEX_KEY_VERSION".into(), "2".into()));
+    moving.push(("VERN_KEYS__PREVIOUS_INDEX_KEY_VERSION".into(), "1".into()));
+    let (v2, ch) = start(data, &moving).await;
+    let url = v2.url();
+    let crm = v2.token("integration");
+    let officer = v2.token("privacy-officer");
+    let live = INDEX_LIVE as u64;
+    let before = ok(vern(data, &url, &["keys", "status"]));
+    assert_eq!(
+        index_count(&before, "version 1 (previous)"),
+        Some((live, live)),
+        "{before}"
+    );
+    let mut subjects = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
+    // Entries still under version 1 are found, by e-mail and by reference.
+    for n in [0, 5, INDEXED - 1] {
+        for by in [email(n), crm_ref(n)] {
+            let s = subjects
+                .find_subject(authed(find_by(by), &officer))
+                .await
+                .expect("found during the re-index")
+                .into_inner();
+            assert_eq!(s.subject_id, ids[n]);
+        }
+    }
+    // They stay unique: a new subject cannot take an identifier indexed under 1.
+    let taken = subjects
+        .create_subject(authed(
+            spb::CreateSubjectRequest {
+                email: "indexed7@example.no".into(),
+                ..Default::default()
+            },
+            &crm,
+        ))
+        .await
+        .expect_err("taken");
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+    // A request repeated with its request id is answered as before (its fingerprint
+    // was taken under the version 1 index key).
+    let replay = subjects
+        .import_subjects(authed(
+            spb::ImportSubjectsRequest {
+                subjects: vec![import_row(3)],
+            },
+            &crm,
+        ))
+        .await
+        .expect("replay")
+        .into_inner();
+    assert_eq!(replay.results[0].subject_id, ids[3]);
+    assert!(replay.results[0].replayed, "{replay:?}");
+    let mut consents = cpb::consent_service_client::ConsentServiceClient::new(ch.clone());
+    let again = consents
+        .record_consent(authed(
+            consent_request(&ids[0], true, "index-consent"),
+            &crm,
+        ))
+        .await
+        .expect("consent replayed")
+        .into_inner();
+    assert_eq!(again, consent);
+    // A subject created now is indexed under version 2 only.
+    let newcomer = subjects
+        .create_subject(authed(import_row(INDEXED), &crm))
+        .await
+        .expect("create")
+        .into_inner()
+        .subject_id;
+
+    ok(vern(data, &url, &["keys", "rotate-master", "--quiet"]));
+    let reindexed = ok(vern(
+        data,
+        &url,
+        &["keys", "reindex", "--quiet", "--page-size", "300"],
+    ));
+    let entries = 2 * INDEX_LIVE;
+    assert!(
+        reindexed.contains(&format!(
+            "subjects  {entries} index entries examined, {entries} re-indexed"
+        )),
+        "{reindexed}"
+    );
+    assert_eq!(
+        index_count(&reindexed, "version 2 (current)"),
+        Some((live + 1, live + 1)),
+        "{reindexed}"
+    );
+    assert_eq!(index_count(&reindexed, "version 1"), None, "{reindexed}");
+    assert!(
+        reindexed.contains("every index entry is under version 2"),
+        "{reindexed}"
+    );
+    let twice = ok(vern(data, &url, &["keys", "reindex", "--quiet"]));
+    assert!(
+        twice.contains("subjects  0 index entries examined, 0 re-indexed"),
+        "{twice}"
+    );
+    v2.sigterm();
+    drop(v2);
+    drop(ch);
+
+    // Version 1 retired entirely: neither a master key nor an index key any more.
+    let mut done = env((2, 22), &[]);
+    done.push(("VERN_KEYS__INDEX_KEY_VERSION".into(), "2".into()));
+    let (v3, ch) = start(data, &done).await;
+    let officer = v3.token("privacy-officer");
+    let crm = v3.token("integration");
+    let mut subjects = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
+    for n in [0, 3, 500, INDEXED - 1, INDEXED] {
+        let want = if n == INDEXED { &newcomer } else { &ids[n] };
+        for by in [email(n), crm_ref(n)] {
+            let s = subjects
+                .find_subject(authed(find_by(by), &officer))
+                .await
+                .expect("found after the re-index")
+                .into_inner();
+            assert_eq!(&s.subject_id, want);
+            assert_eq!(s.email, format!("indexed{n}@example.no"));
+        }
+    }
+    for by in [email(1), crm_ref(1)] {
+        let gone = subjects
+            .find_subject(authed(find_by(by), &officer))
+            .await
+            .expect_err("erased");
+        assert_eq!(gone.code(), Code::NotFound);
+    }
+    let taken = subjects
+        .create_subject(authed(
+            spb::CreateSubjectRequest {
+                external_refs: vec![spb::ExternalRef {
+                    system: "crm".into(),
+                    id: "C-7".into(),
+                }],
+                ..Default::default()
+            },
+            &crm,
+        ))
+        .await
+        .expect_err("taken");
+    assert_eq!(taken.code(), Code::AlreadyExists);
+    let emails = read_all(&ch, &officer).await;
+    assert_eq!(emails.len(), INDEX_LIVE + 1);
+    let status = ok(vern(data, &v3.url(), &["keys", "status"]));
+    assert_eq!(
+        index_count(&status, "version 2 (current)"),
+        Some((live + 1, live + 1)),
+        "{status}"
+    );
+}
+
+/// Subjects of the re-index test still live (one of them is erased).
+const INDEX_LIVE: usize = INDEXED - 1;

@@ -77,12 +77,17 @@ impl Sealer {
 
     /// A keyed fingerprint of a request that carries personal data (its idempotency
     /// hash), so no unkeyed hash of the evidence is stored.
-    pub fn fingerprint(&self, tenant: &str, request: &[u8]) -> Result<[u8; 32], ConsentError> {
+    /// Under the current index key first, then (during a re-index) the previous one.
+    pub fn fingerprints(
+        &self,
+        tenant: &str,
+        request: &[u8],
+    ) -> Result<Vec<[u8; 32]>, ConsentError> {
         let keys = self
             .keyring
             .tenant(tenant)
             .ok_or(ConsentError::NoTenantKey)?;
-        Ok(crypto::keyed_digest(&keys.blind, request))
+        Ok(keys.fingerprints(request))
     }
 
     /// The evidence of an event, sealed.

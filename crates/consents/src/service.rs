@@ -120,12 +120,12 @@ impl Consents {
         if request_id.is_empty() {
             return Ok(None);
         }
-        let fingerprint = self.store.sealer().fingerprint(tenant.as_str(), request)?;
-        Ok(Key::new(
+        let fingerprints = self.store.sealer().fingerprints(tenant.as_str(), request)?;
+        Ok(Key::fingerprinted(
             Some(tenant.as_str()),
             request_id,
             method,
-            &fingerprint,
+            &fingerprints,
         ))
     }
 

@@ -187,8 +187,14 @@ pub struct KeysConfig {
     pub previous_master_keys: std::collections::HashMap<String, String>,
     /// The master key version whose derived keys key the blind indexes and request
     /// fingerprints (1 unless set). Rotating the master key leaves the indexes as
-    /// they are, so this version stays configured (it wraps nothing once re-wrapped).
+    /// they are, so this version stays configured (it wraps nothing once re-wrapped)
+    /// until a re-index moves the indexes to another version.
     pub index_key_version: Option<u32>,
+    /// During a re-index (`vern keys reindex`): the index version the entries move
+    /// from. Lookups try both versions' digests and request fingerprints match under
+    /// either until this is removed, which is safe once `vern keys status` counts no
+    /// entry under it.
+    pub previous_index_key_version: Option<u32>,
     /// Explicit per-tenant keys (tenant id → base64 of 32 bytes); they take precedence
     /// over the derived ones, e.g. for a department that holds its own key.
     pub tenant_keys: std::collections::HashMap<String, String>,
@@ -201,6 +207,7 @@ impl Default for KeysConfig {
             master_key_version: 1,
             previous_master_keys: Default::default(),
             index_key_version: None,
+            previous_index_key_version: None,
             tenant_keys: Default::default(),
         }
     }

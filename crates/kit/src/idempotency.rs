@@ -52,6 +52,9 @@ pub struct Key {
     request_id: String,
     method: &'static str,
     request_hash: String,
+    /// Hashes an earlier answer may also have been stored under (the request's
+    /// fingerprint under a previous key, during a re-index); never written.
+    alternatives: Vec<String>,
 }
 
 impl Key {
@@ -71,7 +74,37 @@ impl Key {
             request_id: request_id.to_owned(),
             method,
             request_hash: hex::encode(Sha256::digest(request)),
+            alternatives: vec![],
         })
+    }
+
+    /// The key of a call whose request is known by several fingerprints (the same
+    /// request under the current and a previous index key): stored under the first,
+    /// matching any. `None` when `request_id` is empty or no fingerprint is given.
+    pub fn fingerprinted(
+        scope: Option<&str>,
+        request_id: &str,
+        method: &'static str,
+        fingerprints: &[[u8; 32]],
+    ) -> Option<Self> {
+        let (first, rest) = fingerprints.split_first()?;
+        let key = Self::new(scope, request_id, method, first)?;
+        Some(rest.iter().fold(key, |k, f| k.also_matching(f)))
+    }
+
+    /// The same key, also matching an answer stored under this other encoding of the
+    /// same request (its fingerprint under the previous index key while a re-index
+    /// runs). Answers are still stored under the first encoding.
+    pub fn also_matching(mut self, request: &[u8]) -> Self {
+        self.alternatives.push(hex::encode(Sha256::digest(request)));
+        self
+    }
+
+    /// Whether a stored answer belongs to this same request.
+    fn matches(&self, method: &str, request_hash: &str) -> bool {
+        method == self.method
+            && (request_hash == self.request_hash
+                || self.alternatives.iter().any(|a| a == request_hash))
     }
 
     /// The caller's request id.
@@ -92,7 +125,7 @@ pub async fn replay<R: DeserializeOwned>(
         .await
         .map_err(|e| crate::db::api_error(&e))?;
     let Some(found) = found else { return Ok(None) };
-    if found.method != key.method || found.request_hash != key.request_hash {
+    if !key.matches(&found.method, &found.request_hash) {
         return Err(ApiError::precondition(
             "REQUEST_ID_REUSED",
             "request_id",
@@ -133,7 +166,7 @@ pub async fn replay_many<R: DeserializeOwned>(
                 let Some(f) = found.get(key.request_id.as_str()) else {
                     continue;
                 };
-                let answer = if f.method != key.method || f.request_hash != key.request_hash {
+                let answer = if !key.matches(&f.method, &f.request_hash) {
                     Err(ApiError::precondition(
                         "REQUEST_ID_REUSED",
                         "request_id",
@@ -385,5 +418,24 @@ impl MigrationTrait for Migration {
         manager
             .drop_table(Table::drop().table(IdempotencyKeys::Table).to_owned())
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_matches_its_own_request_and_its_alternatives_only() {
+        let key = Key::new(Some("t"), "r-1", "CreateSubject", b"under new key").expect("key");
+        let hash = |b: &[u8]| hex::encode(Sha256::digest(b));
+        assert!(key.matches("CreateSubject", &hash(b"under new key")));
+        assert!(!key.matches("CreateSubject", &hash(b"under old key")));
+        assert!(!key.matches("UpdateSubject", &hash(b"under new key")));
+        let key = key.also_matching(b"under old key");
+        assert!(key.matches("CreateSubject", &hash(b"under old key")));
+        assert!(!key.matches("CreateSubject", &hash(b"something else")));
+        // The stored hash stays the first encoding's.
+        assert_eq!(key.request_hash, hash(b"under new key"));
     }
 }

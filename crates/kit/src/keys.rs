@@ -40,6 +40,7 @@ pub fn keyring(config: &Config, service: &str) -> Result<Keyring, String> {
             current: master.as_deref().map(|m| (keys.master_key_version, m)),
             previous: &keys.previous_master_keys,
             index_version: keys.index_key_version,
+            previous_index_version: keys.previous_index_key_version,
         },
         &keys.tenant_keys,
     )
@@ -246,6 +247,8 @@ where
             master_key_version: keyring.master_version().unwrap_or_default(),
             index_key_version: keyring.index_version(),
             unused_versions,
+            previous_index_key_version: keyring.previous_index_version().unwrap_or_default(),
+            index_entries: vec![],
         })
     }
 }

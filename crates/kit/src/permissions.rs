@@ -4,7 +4,7 @@
 use crate::auth::Permission::{self, *};
 
 /// Every RPC path with its permission.
-pub const TABLE: [(&str, Permission); 78] = [
+pub const TABLE: [(&str, Permission); 79] = [
     // vern.tenants.v1.TenantService
     (
         "/vern.tenants.v1.TenantService/CreateTenant",
@@ -100,6 +100,10 @@ pub const TABLE: [(&str, Permission); 78] = [
         KeysRotate,
     ),
     ("/vern.subjects.v1.SubjectService/CountDataKeys", KeysRotate),
+    (
+        "/vern.subjects.v1.SubjectService/ReindexSubjects",
+        KeysRotate,
+    ),
     // vern.consents.v1.ConsentService
     (
         "/vern.consents.v1.ConsentService/RecordConsent",

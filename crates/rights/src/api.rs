@@ -405,11 +405,11 @@ impl pb::rights_service_server::RightsService for RightsApi {
         let k = if r.request_id.is_empty() {
             None
         } else {
-            let fp = self
+            let fps = self
                 .rights
                 .sealer()
-                .fingerprint(tenant.as_str(), &r.encode_to_vec())?;
-            key(tenant.as_str(), &r.request_id, "SubmitRequest", &fp)
+                .fingerprints(tenant.as_str(), &r.encode_to_vec())?;
+            Key::fingerprinted(Some(tenant.as_str()), &r.request_id, "SubmitRequest", &fps)
         };
         let request_type = decode(
             "type",

@@ -118,12 +118,13 @@ impl Sealer {
 
     /// A keyed fingerprint of a request that carries personal data (for its idempotency
     /// key), so no unkeyed hash of personal data is stored.
-    pub fn fingerprint(&self, tenant: &str, request: &[u8]) -> Result<[u8; 32], RightsError> {
+    /// Under the current index key first, then (during a re-index) the previous one.
+    pub fn fingerprints(&self, tenant: &str, request: &[u8]) -> Result<Vec<[u8; 32]>, RightsError> {
         let keys = self
             .keyring
             .tenant(tenant)
             .ok_or(RightsError::NoTenantKey)?;
-        Ok(crypto::keyed_digest(&keys.blind, request))
+        Ok(keys.fingerprints(request))
     }
 
     /// `value` as JSON, sealed.

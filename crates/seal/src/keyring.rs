@@ -9,6 +9,12 @@
 //! them ([`TenantKek::rewrap`]: the data key, and so every sealed value, stays the
 //! same). Blind indexes are keyed by one fixed version (`keys.index_key_version`, 1 by
 //! default), so rotating the master key changes no index entry.
+//!
+//! Changing the index version is a re-index: while `keys.previous_index_key_version`
+//! is set, lookups and uniqueness checks try the digests under both versions and
+//! request fingerprints match under either, new entries are written under the
+//! current one, and `ReindexSubjects` rewrites the old entries
+//! ([`TenantKeys::previous_blind`]).
 
 use std::collections::HashMap;
 
@@ -40,6 +46,11 @@ pub enum KeyringError {
         "keys.index_key_version {0} is not configured: blind indexes and request fingerprints are keyed by that master key version, so keep it in keys.previous_master_keys (it then wraps nothing)"
     )]
     MissingIndexVersion(u32),
+    /// The previous index version is not configured, or is the current one.
+    #[error(
+        "keys.previous_index_key_version {0} is not usable: it must be a configured master key version (keys.master_key_version or keys.previous_master_keys) other than keys.index_key_version"
+    )]
+    InvalidPreviousIndexVersion(u32),
     /// A tenant key is not 32 bytes of base64.
     #[error("keys.tenant_keys[{0}] is invalid: expected base64 of 32 bytes")]
     InvalidTenantKey(String),
@@ -184,6 +195,28 @@ pub struct TenantKeys {
     /// change when the master key rotates: it is derived from the master key version
     /// `keys.index_key_version`.
     pub blind: BlindIndexKey,
+    /// The master key version `blind` is derived from (the keyring's index version;
+    /// for a tenant with its own key, whose index never changes, the same number).
+    pub index_version: u32,
+    /// During a re-index: the blind-index key of `keys.previous_index_key_version`,
+    /// which entries not yet rewritten are still keyed by. `None` for a tenant with
+    /// its own key (its index key does not depend on the master key).
+    pub previous_blind: Option<(u32, BlindIndexKey)>,
+}
+
+impl TenantKeys {
+    /// The blind-index keys an entry may be keyed by: the current one first.
+    pub fn blind_keys(&self) -> impl Iterator<Item = &BlindIndexKey> {
+        std::iter::once(&self.blind).chain(self.previous_blind.as_ref().map(|p| &p.1))
+    }
+
+    /// A request's keyed fingerprints (for its idempotency key, when it carries
+    /// personal data): under the current index key first, then the previous one.
+    pub fn fingerprints(&self, request: &[u8]) -> Vec<[u8; 32]> {
+        self.blind_keys()
+            .map(|k| crypto::keyed_digest(k, request))
+            .collect()
+    }
 }
 
 /// Every tenant's keys.
@@ -192,6 +225,7 @@ pub struct Keyring {
     master: Option<(u32, MasterKey)>,
     previous: Vec<(u32, MasterKey)>,
     index_version: u32,
+    previous_index_version: Option<u32>,
     tenants: HashMap<String, TenantKey>,
 }
 
@@ -203,6 +237,8 @@ impl std::fmt::Debug for Keyring {
                 "previous_versions",
                 &self.previous.iter().map(|p| p.0).collect::<Vec<_>>(),
             )
+            .field("index_version", &self.index_version)
+            .field("previous_index_version", &self.previous_index_version)
             .field("explicit_tenants", &self.tenants.len())
             .finish()
     }
@@ -218,6 +254,8 @@ pub struct MasterKeys<'a> {
     pub previous: &'a HashMap<String, String>,
     /// The version whose derived keys key the blind indexes; `None`: 1.
     pub index_version: Option<u32>,
+    /// During a re-index, the index version entries are moving from.
+    pub previous_index_version: Option<u32>,
 }
 
 impl Keyring {
@@ -254,8 +292,19 @@ impl Keyring {
             master,
             previous,
             index_version,
+            previous_index_version: None,
             tenants,
         })
+    }
+
+    /// The same keyring during a re-index from index version `previous`, which must be
+    /// a configured master key version other than the current index version.
+    pub fn with_previous_index_version(mut self, previous: u32) -> Result<Self, KeyringError> {
+        if previous == self.index_version || !self.master_versions().contains(&previous) {
+            return Err(KeyringError::InvalidPreviousIndexVersion(previous));
+        }
+        self.previous_index_version = Some(previous);
+        Ok(self)
     }
 
     /// A keyring from configuration text: the master key and the tenant keys, each
@@ -270,6 +319,7 @@ impl Keyring {
                 current: master.map(|m| (1, m)),
                 previous: &none,
                 index_version: None,
+                previous_index_version: None,
             },
             tenants,
         )
@@ -307,12 +357,16 @@ impl Keyring {
                     .map_err(|_| KeyringError::InvalidTenantKey(t.clone()))
             })
             .collect::<Result<HashMap<_, _>, _>>()?;
-        Self::versioned(
+        let ring = Self::versioned(
             current,
             previous,
             master.index_version.unwrap_or(1),
             tenants,
-        )
+        )?;
+        match master.previous_index_version {
+            Some(p) => ring.with_previous_index_version(p),
+            None => Ok(ring),
+        }
     }
 
     /// The current master key version (`None`: tenants' own keys only).
@@ -333,23 +387,40 @@ impl Keyring {
         self.index_version
     }
 
+    /// During a re-index, the index version entries are moving from.
+    pub fn previous_index_version(&self) -> Option<u32> {
+        self.previous_index_version
+    }
+
+    fn master_of(&self, version: u32) -> Option<&MasterKey> {
+        match &self.master {
+            Some((v, m)) if *v == version => Some(m),
+            _ => self.previous.iter().find(|p| p.0 == version).map(|p| &p.1),
+        }
+    }
+
     /// The keys of `tenant`, or `None` when it has no explicit key and there is no
     /// master key.
     pub fn tenant(&self, tenant: &str) -> Option<TenantKeys> {
         if let Some(own) = self.tenants.get(tenant) {
             return Some(TenantKeys {
                 blind: crypto::derive_blind_index_key(own),
+                index_version: self.index_version,
+                previous_blind: None,
                 kek: TenantKek::single(KeyVersion::Tenant, own.clone()),
             });
         }
         let (version, master) = self.master.as_ref()?;
-        let index_master = if *version == self.index_version {
-            master
-        } else {
-            &self.previous.iter().find(|p| p.0 == self.index_version)?.1
+        let blind_of = |v: u32| {
+            self.master_of(v)
+                .map(|m| crypto::derive_blind_index_key(&crypto::derive_tenant_key(m, tenant)))
         };
         Some(TenantKeys {
-            blind: crypto::derive_blind_index_key(&crypto::derive_tenant_key(index_master, tenant)),
+            blind: blind_of(self.index_version)?,
+            index_version: self.index_version,
+            previous_blind: self
+                .previous_index_version
+                .and_then(|p| blind_of(p).map(|k| (p, k))),
             kek: TenantKek {
                 current: (
                     KeyVersion::Master(*version),
@@ -429,6 +500,7 @@ mod tests {
                 current: Some((current.0, &current_key)),
                 previous: &previous,
                 index_version: index,
+                previous_index_version: None,
             },
             &HashMap::new(),
         )
@@ -510,6 +582,7 @@ mod tests {
             current: Some((2, &current)),
             previous: &previous,
             index_version: None,
+            previous_index_version: None,
         };
         assert_eq!(
             Keyring::from_config(&keys, &HashMap::new()).err(),
@@ -520,6 +593,7 @@ mod tests {
             current: Some((2, &current)),
             previous: &none,
             index_version: None,
+            previous_index_version: None,
         };
         let e = Keyring::from_config(&missing, &HashMap::new()).expect_err("index key");
         assert_eq!(e, KeyringError::MissingIndexVersion(1));
@@ -529,6 +603,7 @@ mod tests {
             current: Some((2, &current)),
             previous: &same,
             index_version: Some(2),
+            previous_index_version: None,
         };
         assert!(Keyring::from_config(&dup, &HashMap::new()).is_err());
         // Malformed versioned layout.
@@ -538,5 +613,57 @@ mod tests {
             Err(CryptoError::Malformed)
         );
         assert!(k.unwrap(&[], b"x").is_err());
+    }
+
+    #[test]
+    fn a_reindex_offers_both_index_keys_until_the_previous_version_is_dropped() {
+        let v1 = ring((1, 1), &[], None);
+        let old = blind_index(&v1.tenant("dept-a").expect("k").blind, "email", "a@b.no");
+        let moving = ring((2, 9), &[(1, 1)], Some(2))
+            .with_previous_index_version(1)
+            .expect("ring");
+        let keys = moving.tenant("dept-a").expect("k");
+        assert_eq!(keys.index_version, 2);
+        let digests: Vec<[u8; 32]> = keys
+            .blind_keys()
+            .map(|k| blind_index(k, "email", "a@b.no"))
+            .collect();
+        assert_eq!(digests.len(), 2);
+        assert_ne!(digests[0], old, "new entries use the new index key");
+        assert_eq!(digests[1], old, "old entries are still found");
+        assert_eq!(keys.previous_blind.as_ref().map(|p| p.0), Some(1));
+        // After the re-index only version 2 keys the index.
+        let done = ring((2, 9), &[], Some(2));
+        let keys = done.tenant("dept-a").expect("k");
+        assert_eq!(keys.blind_keys().count(), 1);
+        assert_eq!(blind_index(&keys.blind, "email", "a@b.no"), digests[0]);
+        // The previous version must be configured and differ from the current one.
+        assert_eq!(
+            ring((2, 9), &[(1, 1)], Some(2))
+                .with_previous_index_version(2)
+                .err(),
+            Some(KeyringError::InvalidPreviousIndexVersion(2))
+        );
+        assert_eq!(
+            ring((2, 9), &[], Some(2))
+                .with_previous_index_version(1)
+                .err(),
+            Some(KeyringError::InvalidPreviousIndexVersion(1))
+        );
+        // A tenant with its own key has one index key whatever the versions.
+        let own = HashMap::from([("own".to_owned(), STANDARD.encode([5u8; KEY_LEN]))]);
+        let master = STANDARD.encode([9u8; KEY_LEN]);
+        let previous = HashMap::from([("1".to_owned(), STANDARD.encode([1u8; KEY_LEN]))]);
+        let ring = Keyring::from_config(
+            &MasterKeys {
+                current: Some((2, &master)),
+                previous: &previous,
+                index_version: Some(2),
+                previous_index_version: Some(1),
+            },
+            &own,
+        )
+        .expect("ring");
+        assert_eq!(ring.tenant("own").expect("k").blind_keys().count(), 1);
     }
 }

@@ -335,6 +335,24 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
         Ok(Response::new(self.subjects.count_data_keys().await?))
     }
 
+    async fn reindex_subjects(
+        &self,
+        req: Request<pb::ReindexSubjectsRequest>,
+    ) -> Result<Response<pb::ReindexSubjectsResponse>, Status> {
+        let r = req.get_ref();
+        let page = self
+            .subjects
+            .reindex(&r.page_token, r.page_size, r.index_key_version)
+            .await?;
+        Ok(Response::new(pb::ReindexSubjectsResponse {
+            examined: page.examined,
+            reindexed: page.reindexed,
+            next_page_token: page.next_page_token,
+            total: page.total,
+            index_key_version: page.index_version,
+        }))
+    }
+
     async fn create_subject(
         &self,
         req: Request<pb::CreateSubjectRequest>,

@@ -59,6 +59,7 @@ vern_kit::store_test_suite!("subjects":
     import_creates_each_row_as_create_would,
     import_replays_rows_by_request_id,
     import_mixed_batch_commits_the_valid_rows_and_names_the_bad_fields,
+    reindex_rewrites_every_entry_and_leaves_what_changed_meanwhile,
 );
 
 // ---- fixtures ----
@@ -2769,4 +2770,245 @@ async fn import_mixed_batch_commits_the_valid_rows_and_names_the_bad_fields(targ
         e.s.get(&a, id, View::Full).await.expect("readable");
     }
     e.done().await;
+}
+
+/// Index entries per index version: (version, identifiers, references).
+async fn index_entries(e: &Env) -> Vec<(u32, i64, i64)> {
+    e.s.index_entries()
+        .await
+        .expect("count")
+        .into_iter()
+        .map(|c| (c.index_key_version, c.identifiers, c.external_refs))
+        .collect()
+}
+
+/// Runs a re-index to the end, `page` entries per call: (examined, reindexed, calls).
+async fn reindex_all(e: &Env, page: i32) -> (i64, i64, usize) {
+    let (mut examined, mut reindexed, mut calls, mut token) = (0, 0, 0, String::new());
+    loop {
+        let p = e.s.reindex(&token, page, 0).await.expect("reindex page");
+        examined += p.examined;
+        reindexed += p.reindexed;
+        calls += 1;
+        assert!(calls < 100, "the re-index ends");
+        if p.next_page_token.is_empty() {
+            return (examined, reindexed, calls);
+        }
+        token = p.next_page_token;
+    }
+}
+
+async fn reindex_rewrites_every_entry_and_leaves_what_changed_meanwhile(target: DbTarget) {
+    let v1 = env(target.clone()).await;
+    let (a, b) = (tenant_a(), tenant_b());
+    let mut ids = vec![];
+    for n in 0..5 {
+        let s =
+            v1.s.create(
+                &a,
+                NewSubject {
+                    email: format!("p{n}@example.no"),
+                    phone: if n == 4 {
+                        "+47 912 34 567".into()
+                    } else {
+                        String::new()
+                    },
+                    external_refs: vec![crm(&format!("c-{n}"))],
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .expect("create");
+        ids.push(s.subject_id);
+    }
+    let other =
+        v1.s.create(&b, email_only("p0@example.no"), None)
+            .await
+            .expect("the same address in another tenant");
+    let idem =
+        v1.s.request_key(&a, "ri-1", "CreateSubject", b"request")
+            .expect("key");
+    let replayed =
+        v1.s.create(&a, email_only("replayed@example.no"), idem)
+            .await
+            .expect("create with request id");
+    assert_eq!(index_entries(&v1).await, vec![(1, 8, 5)]);
+    // Nothing to re-index from.
+    let none = v1.s.reindex("", 0, 0).await.expect_err("no previous");
+    assert_eq!(code(none), tonic::Code::FailedPrecondition);
+
+    // The index moves from version 1 to version 2.
+    let ring = Keyring::versioned(
+        Some((2, MasterKey::from_bytes([9; KEY_LEN]))),
+        vec![(1, MasterKey::from_bytes([7; KEY_LEN]))],
+        2,
+        HashMap::new(),
+    )
+    .expect("ring")
+    .with_previous_index_version(1)
+    .expect("previous index");
+    let e = env_with(target.clone(), ring).await;
+    assert_eq!(
+        code(e.s.reindex("", 0, 3).await.expect_err("other version")),
+        tonic::Code::FailedPrecondition
+    );
+    assert_eq!(
+        fields(e.s.reindex("", -1, 0).await.expect_err("size")),
+        ["page_size"]
+    );
+    assert_eq!(
+        fields(e.s.reindex("garbage", 0, 0).await.expect_err("token")),
+        ["page_token"]
+    );
+    // Found under the old digests, and still unique.
+    let find = |by: Lookup| e.s.find(&a, by, View::Full);
+    assert_eq!(
+        find(Lookup::Identifier(Email, "P3@example.no".into()))
+            .await
+            .expect("find")
+            .subject_id,
+        ids[3]
+    );
+    assert_eq!(
+        find(Lookup::ExternalRef(crm("c-2")))
+            .await
+            .expect("find")
+            .subject_id,
+        ids[2]
+    );
+    assert!(matches!(
+        e.s.create(&a, email_only("p1@example.no"), None).await,
+        Err(SubjectError::IdentifierTaken(Email))
+    ));
+    // A request repeated under its id matches the fingerprint taken under version 1.
+    let idem =
+        e.s.request_key(&a, "ri-1", "CreateSubject", b"request")
+            .expect("key");
+    let again =
+        e.s.create(&a, email_only("replayed@example.no"), idem)
+            .await
+            .expect("replayed");
+    assert_eq!(again.subject_id, replayed.subject_id);
+    // Meanwhile: one subject rectified (its e-mail entry rewritten under version 2 by
+    // the rectification), one erased (its entries gone), one created.
+    e.s.update(
+        &a,
+        &ids[0],
+        &["email".to_owned()],
+        SubjectChanges {
+            email: "p0-new@example.no".into(),
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .expect("rectify");
+    e.s.erase(&a, &ids[1], "Art. 17", vec![], "", None)
+        .await
+        .expect("erase");
+    let newcomer =
+        e.s.create(
+            &a,
+            NewSubject {
+                external_refs: vec![crm("c-new")],
+                ..email_only("new@example.no")
+            },
+            None,
+        )
+        .await
+        .expect("create")
+        .subject_id;
+    // Under version 1: 8 identifiers − p0's (rectified) − p1's (erased) = 6; 5
+    // references − p1's = 4. Under version 2: p0's new e-mail and the newcomer's.
+    assert_eq!(index_entries(&e).await, vec![(1, 6, 4), (2, 2, 1)]);
+    let (examined, reindexed, calls) = reindex_all(&e, 2).await;
+    assert_eq!((examined, reindexed), (10, 10));
+    assert!(calls >= 6, "{calls} calls of 2 entries");
+    assert_eq!(index_entries(&e).await, vec![(2, 8, 5)]);
+    // A second run finds nothing to do.
+    assert_eq!(reindex_all(&e, 500).await, (0, 0, 2));
+
+    // Version 1 gone entirely: every lookup still finds its subject.
+    let done = Keyring::versioned(
+        Some((2, MasterKey::from_bytes([9; KEY_LEN]))),
+        vec![],
+        2,
+        HashMap::new(),
+    )
+    .expect("ring");
+    // The data keys are re-wrapped first (they were wrapped under version 1).
+    let rotate = vern_proto::common::v1::RewrapDataKeysRequest::default();
+    e.s.rewrap_data_keys(&rotate).await.expect("rewrap");
+    let f = env_with(target, done).await;
+    let fs = &f.s;
+    let find = |t: TenantId, by: Lookup| async move { fs.find(&t, by, View::Full).await };
+    for (n, id) in ids.iter().enumerate().skip(2) {
+        let s = find(
+            a.clone(),
+            Lookup::Identifier(Email, format!("p{n}@example.no")),
+        )
+        .await
+        .expect("by e-mail");
+        assert_eq!(&s.subject_id, id);
+        let s = find(a.clone(), Lookup::ExternalRef(crm(&format!("c-{n}"))))
+            .await
+            .expect("by reference");
+        assert_eq!(&s.subject_id, id);
+    }
+    assert_eq!(
+        find(a.clone(), Lookup::Identifier(Phone, "91234567".into()))
+            .await
+            .expect("phone")
+            .subject_id,
+        ids[4]
+    );
+    assert_eq!(
+        find(
+            a.clone(),
+            Lookup::Identifier(Email, "p0-new@example.no".into())
+        )
+        .await
+        .expect("rectified")
+        .subject_id,
+        ids[0]
+    );
+    assert_eq!(
+        find(a.clone(), Lookup::ExternalRef(crm("c-0")))
+            .await
+            .expect("ref")
+            .subject_id,
+        ids[0]
+    );
+    assert_eq!(
+        find(b.clone(), Lookup::Identifier(Email, "p0@example.no".into()))
+            .await
+            .expect("tenant b")
+            .subject_id,
+        other.subject_id
+    );
+    assert_eq!(
+        find(a.clone(), Lookup::ExternalRef(crm("c-new")))
+            .await
+            .expect("newcomer")
+            .subject_id,
+        newcomer
+    );
+    for by in [
+        Lookup::Identifier(Email, "p1@example.no".into()),
+        Lookup::ExternalRef(crm("c-1")),
+        Lookup::Identifier(Email, "p0@example.no".into()),
+    ] {
+        assert!(matches!(
+            find(a.clone(), by).await,
+            Err(SubjectError::SubjectNotFound)
+        ));
+    }
+    assert!(matches!(
+        f.s.create(&a, email_only("p2@example.no"), None).await,
+        Err(SubjectError::IdentifierTaken(Email))
+    ));
+    v1.done().await;
+    e.done().await;
+    f.done().await;
 }

@@ -18,8 +18,8 @@ use vern_kit::db::DbFailure;
 use vern_kit::error::{ApiError, FieldViolation};
 use vern_kit::idempotency::Key;
 
-use super::{Subjects, lookup_row, new_subject_row, ref_digest, ref_row};
-use crate::domain::crypto::{self, DataKey};
+use super::{Subjects, identifier_digests, lookup_row, new_subject_row, ref_digests, ref_row};
+use crate::domain::crypto::DataKey;
 use crate::domain::{IdentifierKind, NewSubject, RecordData, SubjectState, ValidSubject, key_aad};
 use crate::error::{DbError, SubjectError};
 use crate::relay::state_change;
@@ -187,10 +187,12 @@ impl Subjects {
         let mut replays = self.store.replay_many::<String>(&keys).await?;
         let tkeys = self.tenant_keys(t)?;
 
-        // Blind indexes of every row, then one lookup per kind and one for references.
+        // Blind indexes of every row (under the current index key first, and the
+        // previous one during a re-index), then one lookup per kind and one for
+        // references.
         struct Digests {
-            ids: Vec<(IdentifierKind, [u8; 32])>,
-            refs: Vec<String>,
+            ids: Vec<(IdentifierKind, Vec<[u8; 32]>)>,
+            refs: Vec<Vec<String>>,
         }
         let digests: Vec<Digests> = pending
             .iter()
@@ -201,14 +203,14 @@ impl Subjects {
                         p.valid
                             .identifiers
                             .get(kind)
-                            .map(|v| (kind, crypto::blind_index(&tkeys.blind, kind.as_str(), v)))
+                            .map(|v| (kind, identifier_digests(&tkeys, kind, v)))
                     })
                     .collect(),
                 refs: p
                     .valid
                     .external_refs
                     .iter()
-                    .map(|r| ref_digest(&tkeys, r))
+                    .map(|r| ref_digests(&tkeys, r))
                     .collect(),
             })
             .collect();
@@ -218,7 +220,7 @@ impl Subjects {
                 .iter()
                 .flat_map(|d| d.ids.iter())
                 .filter(|(k, _)| *k == kind)
-                .map(|(_, d)| d.to_vec())
+                .flat_map(|(_, ds)| ds.iter().map(|d| d.to_vec()))
                 .collect();
             if wanted.is_empty() {
                 continue;
@@ -230,8 +232,10 @@ impl Subjects {
         // References by blind index, and rows of older versions by plaintext id.
         let mut ref_keys: Vec<(String, String)> = vec![];
         for (p, d) in pending.iter().zip(&digests) {
-            for (r, digest) in p.valid.external_refs.iter().zip(&d.refs) {
-                ref_keys.push((r.system.clone(), digest.clone()));
+            for (r, digests) in p.valid.external_refs.iter().zip(&d.refs) {
+                for digest in digests {
+                    ref_keys.push((r.system.clone(), digest.clone()));
+                }
                 ref_keys.push((r.system.clone(), r.id.clone()));
             }
         }
@@ -269,8 +273,10 @@ impl Subjects {
             let taken = d
                 .ids
                 .iter()
-                .find_map(|(kind, digest)| {
-                    held.get(&(*kind, digest.to_vec()))
+                .find_map(|(kind, digests)| {
+                    digests
+                        .iter()
+                        .find_map(|digest| held.get(&(*kind, digest.to_vec())))
                         .map(|id| (kind.as_str().to_owned(), id.clone()))
                 })
                 .or_else(|| {
@@ -279,9 +285,12 @@ impl Subjects {
                         .iter()
                         .zip(&d.refs)
                         .enumerate()
-                        .find_map(|(i, (r, digest))| {
-                            held_refs
-                                .get(&(r.system.clone(), digest.clone()))
+                        .find_map(|(i, (r, digests))| {
+                            digests
+                                .iter()
+                                .find_map(|digest| {
+                                    held_refs.get(&(r.system.clone(), digest.clone()))
+                                })
                                 .or_else(|| held_plain.get(&(r.system.clone(), r.id.clone())))
                                 .map(|id| (format!("external_refs[{i}]"), id.clone()))
                         })
@@ -293,11 +302,15 @@ impl Subjects {
 
             let subject_id = uuid::Uuid::now_v7().to_string();
             // Later rows of this call holding the same identifier find this one.
-            for (kind, digest) in &d.ids {
-                held.insert((*kind, digest.to_vec()), subject_id.clone());
+            for (kind, digests) in &d.ids {
+                for digest in digests {
+                    held.insert((*kind, digest.to_vec()), subject_id.clone());
+                }
             }
-            for (r, digest) in p.valid.external_refs.iter().zip(&d.refs) {
-                held_refs.insert((r.system.clone(), digest.clone()), subject_id.clone());
+            for (r, digests) in p.valid.external_refs.iter().zip(&d.refs) {
+                for digest in digests {
+                    held_refs.insert((r.system.clone(), digest.clone()), subject_id.clone());
+                }
             }
             let dek = DataKey::generate();
             wrapped_keys.push((
@@ -310,7 +323,7 @@ impl Subjects {
             batch.insert_lookups.extend(
                 d.ids
                     .iter()
-                    .map(|(kind, digest)| lookup_row(t, &subject_id, *kind, *digest)),
+                    .map(|(kind, digests)| lookup_row(t, &subject_id, *kind, digests[0], &tkeys)),
             );
             batch.insert_refs.extend(
                 valid

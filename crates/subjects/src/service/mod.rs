@@ -13,6 +13,9 @@
 mod import;
 mod lifecycle;
 mod records;
+mod reindex;
+
+pub use reindex::ReindexPage;
 
 pub use import::{ImportOutcome, ImportRow, MAX_IMPORT_ROWS};
 pub use lifecycle::{MAX_RESTRICTED_PURPOSES, RestrictionCall};
@@ -102,9 +105,11 @@ impl Subjects {
     pub async fn count_data_keys(
         &self,
     ) -> Result<vern_proto::common::v1::CountDataKeysResponse, vern_kit::error::ApiError> {
-        KeyStore::wrapped_keys()
+        let mut counts = KeyStore::wrapped_keys()
             .count(self.keys.connection(), &self.keyring)
-            .await
+            .await?;
+        counts.index_entries = self.index_entries().await?;
+        Ok(counts)
     }
 
     /// Refuses records naming a purpose the tenant does not have, or a special
@@ -175,12 +180,11 @@ impl Subjects {
             return Ok(None);
         }
         let keys = self.tenant_keys(tenant.as_str())?;
-        let fingerprint = crypto::keyed_digest(&keys.blind, request);
-        Ok(Key::new(
+        Ok(Key::fingerprinted(
             Some(tenant.as_str()),
             request_id,
             method,
-            &fingerprint,
+            &keys.fingerprints(request),
         ))
     }
 
@@ -212,18 +216,17 @@ impl Subjects {
         let mut digests = vec![];
         for kind in IdentifierKind::ALL {
             if let Some(value) = valid.identifiers.get(kind) {
-                let digest = crypto::blind_index(&keys.blind, kind.as_str(), value);
-                if self.store.find_by_digest(t, kind, &digest).await?.is_some() {
+                let all = identifier_digests(&keys, kind, value);
+                if self.store.find_by_digest(t, kind, &all).await?.is_some() {
                     return Err(SubjectError::IdentifierTaken(kind));
                 }
-                digests.push((kind, digest));
+                digests.push((kind, all[0]));
             }
         }
         for r in &valid.external_refs {
-            let digest = ref_digest(&keys, r);
             if self
                 .store
-                .find_by_ref(t, &r.system, &digest, &r.id)
+                .find_by_ref(t, &r.system, &ref_digests(&keys, r), &r.id)
                 .await?
                 .is_some()
             {
@@ -241,7 +244,7 @@ impl Subjects {
             insert_subjects: vec![row],
             insert_lookups: digests
                 .into_iter()
-                .map(|(kind, digest)| lookup_row(t, &subject_id, kind, digest))
+                .map(|(kind, digest)| lookup_row(t, &subject_id, kind, digest, &keys))
                 .collect(),
             insert_refs: valid
                 .external_refs
@@ -311,8 +314,8 @@ impl Subjects {
                     .map_err(invalid)?
                     .ok_or_else(|| invalid(FieldViolation::new(kind.as_str(), "is required")))?;
                 let keys = self.tenant_keys(t)?;
-                let digest = crypto::blind_index(&keys.blind, kind.as_str(), &value);
-                self.store.find_by_digest(t, kind, &digest).await?
+                let digests = identifier_digests(&keys, kind, &value);
+                self.store.find_by_digest(t, kind, &digests).await?
             }
             Lookup::ExternalRef(r) => {
                 let mut v = Violations::new();
@@ -320,8 +323,10 @@ impl Subjects {
                 v.finish()?;
                 match r {
                     Some(r) => {
-                        let digest = ref_digest(&self.tenant_keys(t)?, &r);
-                        self.store.find_by_ref(t, &r.system, &digest, &r.id).await?
+                        let digests = ref_digests(&self.tenant_keys(t)?, &r);
+                        self.store
+                            .find_by_ref(t, &r.system, &digests, &r.id)
+                            .await?
                     }
                     None => None,
                 }
@@ -451,13 +456,15 @@ impl Subjects {
             batch.delete_lookups.push((id.clone(), Some(kind)));
             let ct = match value {
                 Some((value, national_kind)) => {
-                    let digest = crypto::blind_index(&keys.blind, kind.as_str(), &value);
-                    if let Some(holder) = self.store.find_by_digest(t, kind, &digest).await?
+                    let digests = identifier_digests(&keys, kind, &value);
+                    if let Some(holder) = self.store.find_by_digest(t, kind, &digests).await?
                         && holder != id
                     {
                         return Err(SubjectError::IdentifierTaken(kind));
                     }
-                    batch.insert_lookups.push(lookup_row(t, &id, kind, digest));
+                    batch
+                        .insert_lookups
+                        .push(lookup_row(t, &id, kind, digests[0], &keys));
                     if kind == IdentifierKind::NationalId {
                         new_row.national_id_kind = national_kind.map(|k| k.as_str().to_owned());
                     }
@@ -475,9 +482,10 @@ impl Subjects {
         let has_refs = match &refs {
             Some(refs) => {
                 for r in refs {
-                    let digest = ref_digest(&keys, r);
-                    if let Some(holder) =
-                        self.store.find_by_ref(t, &r.system, &digest, &r.id).await?
+                    if let Some(holder) = self
+                        .store
+                        .find_by_ref(t, &r.system, &ref_digests(&keys, r), &r.id)
+                        .await?
                         && holder != id
                     {
                         return Err(SubjectError::ExternalRefTaken);
@@ -843,25 +851,49 @@ fn lookup_row(
     subject: &str,
     kind: IdentifierKind,
     digest: [u8; 32],
+    keys: &TenantKeys,
 ) -> lookup::Model {
     lookup::Model {
         tenant_id: tenant.to_owned(),
         kind: kind.as_str().to_owned(),
         digest: digest.to_vec(),
         subject_id: subject.to_owned(),
+        index_version: index_version(keys),
     }
+}
+
+/// The index version new entries are written under, as stored.
+fn index_version(keys: &TenantKeys) -> i32 {
+    i32::try_from(keys.index_version).unwrap_or(i32::MAX)
+}
+
+/// The blind indexes an identifier may be stored under: the current index key's
+/// first, then (during a re-index) the previous one's.
+pub(crate) fn identifier_digests(
+    keys: &TenantKeys,
+    kind: IdentifierKind,
+    normalised: &str,
+) -> Vec<[u8; 32]> {
+    keys.blind_keys()
+        .map(|k| crypto::blind_index(k, kind.as_str(), normalised))
+        .collect()
 }
 
 /// The blind index of an external reference (hex), its key in `external_refs`.
 fn ref_digest(keys: &TenantKeys, r: &ExternalRef) -> String {
-    crypto::blind_index(
-        &keys.blind,
-        REF_INDEX_KIND,
-        &ref_index_value(&r.system, &r.id),
-    )
-    .iter()
-    .map(|b| format!("{b:02x}"))
-    .collect()
+    ref_digest_under(&keys.blind, r)
+}
+
+fn ref_digest_under(key: &crypto::BlindIndexKey, r: &ExternalRef) -> String {
+    crypto::blind_index(key, REF_INDEX_KIND, &ref_index_value(&r.system, &r.id))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The blind indexes an external reference may be stored under, current first.
+pub(crate) fn ref_digests(keys: &TenantKeys, r: &ExternalRef) -> Vec<String> {
+    keys.blind_keys().map(|k| ref_digest_under(k, r)).collect()
 }
 
 /// An external reference row: keyed by its blind index, the id sealed.
@@ -882,6 +914,7 @@ fn ref_row(
             r.id.as_bytes(),
             &ref_aad(tenant, subject, &r.system),
         )),
+        index_version: index_version(keys),
     }
 }
 

@@ -73,6 +73,9 @@ pub mod lookup {
         pub digest: Vec<u8>,
         /// The subject holding it.
         pub subject_id: String,
+        /// The master key version the digest's index key is derived from
+        /// (`keys.index_key_version` when written; a re-index moves it).
+        pub index_version: i32,
     }
 
     /// No relations are navigated.
@@ -105,6 +108,8 @@ pub mod external_ref {
         pub subject_id: String,
         /// The subject's id there, sealed with the subject's data key.
         pub ref_ct: Option<Vec<u8>>,
+        /// The master key version `ref_id`'s index key is derived from.
+        pub index_version: i32,
     }
 
     /// No relations are navigated.

@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(vern_kit::outbox::LeaseMigration),
             Box::new(vern_kit::outbox::TopicIndexMigration),
             Box::new(M0003RestrictedPurposes),
+            Box::new(M0004IndexVersions),
         ]
     }
 }
@@ -413,5 +414,46 @@ impl MigrationTrait for M0003RestrictedPurposes {
                 .to_owned(),
         )
         .await
+    }
+}
+
+/// Adds `index_version` to `subject_lookups` and `external_refs`: the master key version
+/// each digest's index key is derived from, so a re-index knows which entries it has
+/// rewritten. Every existing entry was written under version 1 (the only index
+/// version before this migration).
+struct M0004IndexVersions;
+
+impl MigrationName for M0004IndexVersions {
+    fn name(&self) -> &str {
+        "m0004_index_versions"
+    }
+}
+
+#[derive(DeriveIden)]
+enum IndexVersion {
+    IndexVersion,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004IndexVersions {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["subject_lookups", "external_refs"] {
+            if m.has_column(table, "index_version").await? {
+                continue;
+            }
+            m.alter_table(
+                Table::alter()
+                    .table(Alias::new(table))
+                    .add_column(
+                        ColumnDef::new(IndexVersion::IndexVersion)
+                            .integer()
+                            .not_null()
+                            .default(1),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        }
+        Ok(())
     }
 }

@@ -242,6 +242,7 @@ impl SubjectStore {
                         ref_id: r.try_get("", "ref_id")?,
                         subject_id: r.try_get("", "subject_id")?,
                         ref_ct: r.try_get("", "ref_ct")?,
+                        index_version: r.try_get("", "index_version")?,
                     });
                 }
                 continue;
@@ -390,39 +391,39 @@ impl SubjectStore {
             .await?)
     }
 
-    /// The subject holding the identifier with this blind index, if any.
+    /// The subject holding the identifier with one of these blind indexes (the same
+    /// value under the current and, during a re-index, the previous index key), if any.
     pub async fn find_by_digest(
         &self,
         tenant: &str,
         kind: IdentifierKind,
-        digest: &[u8],
+        digests: &[[u8; 32]],
     ) -> Result<Option<String>, SubjectError> {
-        Ok(lookup::Entity::find_by_id((
-            tenant.to_owned(),
-            kind.as_str().to_owned(),
-            digest.to_vec(),
-        ))
-        .one(&self.db)
-        .await?
-        .map(|l| l.subject_id))
+        Ok(lookup::Entity::find()
+            .filter(lookup::Column::TenantId.eq(tenant))
+            .filter(lookup::Column::Kind.eq(kind.as_str()))
+            .filter(lookup::Column::Digest.is_in(digests.iter().map(|d| d.to_vec())))
+            .one(&self.db)
+            .await?
+            .map(|l| l.subject_id))
     }
 
-    /// The subject holding this external reference, by its blind index `digest` (hex)
-    /// or, for a row of an older version not sealed yet, by the plaintext `ref_id`.
+    /// The subject holding this external reference, by one of its blind indexes
+    /// `digests` (hex; current index key first) or, for a row of an older version not
+    /// sealed yet, by the plaintext `ref_id`.
     pub async fn find_by_ref(
         &self,
         tenant: &str,
         system: &str,
-        digest: &str,
+        digests: &[String],
         ref_id: &str,
     ) -> Result<Option<String>, SubjectError> {
-        let by_digest = external_ref::Entity::find_by_id((
-            tenant.to_owned(),
-            system.to_owned(),
-            digest.to_owned(),
-        ))
-        .one(&self.db)
-        .await?;
+        let by_digest = external_ref::Entity::find()
+            .filter(external_ref::Column::TenantId.eq(tenant))
+            .filter(external_ref::Column::System.eq(system))
+            .filter(external_ref::Column::RefId.is_in(digests.iter().map(String::as_str)))
+            .one(&self.db)
+            .await?;
         if let Some(r) = by_digest {
             return Ok(Some(r.subject_id));
         }
@@ -474,6 +475,126 @@ impl SubjectStore {
             .await?;
         txn.commit().await?;
         Ok(true)
+    }
+
+    /// Blind-index entries of every tenant after `after` (tenant, kind, digest) in key
+    /// order, at most `limit` (a re-index walks them once; platform-wide, as the
+    /// re-index is, and every rewrite is filtered by tenant).
+    pub async fn lookups_after(
+        &self,
+        after: Option<(String, String, Vec<u8>)>,
+        limit: u64,
+    ) -> Result<Vec<lookup::Model>, SubjectError> {
+        let mut q = lookup::Entity::find()
+            .order_by_asc(lookup::Column::TenantId)
+            .order_by_asc(lookup::Column::Kind)
+            .order_by_asc(lookup::Column::Digest)
+            .limit(limit);
+        if let Some((t, k, d)) = after {
+            q = q.filter(after_key(
+                (lookup::Column::TenantId, t),
+                (lookup::Column::Kind, k),
+                (lookup::Column::Digest, d),
+            ));
+        }
+        Ok(q.all(&self.db).await?)
+    }
+
+    /// External-reference entries of every tenant after `after` (tenant, system,
+    /// ref_id) in key order, at most `limit`.
+    pub async fn refs_after(
+        &self,
+        after: Option<(String, String, String)>,
+        limit: u64,
+    ) -> Result<Vec<external_ref::Model>, SubjectError> {
+        let mut q = external_ref::Entity::find()
+            .order_by_asc(external_ref::Column::TenantId)
+            .order_by_asc(external_ref::Column::System)
+            .order_by_asc(external_ref::Column::RefId)
+            .limit(limit);
+        if let Some((t, s, r)) = after {
+            q = q.filter(after_key(
+                (external_ref::Column::TenantId, t),
+                (external_ref::Column::System, s),
+                (external_ref::Column::RefId, r),
+            ));
+        }
+        Ok(q.all(&self.db).await?)
+    }
+
+    /// Rewrites index entries under index version `version`, in one transaction: each
+    /// identifier entry gets its new digest, each reference its new `ref_id`, only if
+    /// the row is still exactly as read (compare and set: an entry deleted or
+    /// rewritten meanwhile by an erasure or a rectification is left alone). Returns
+    /// the entries rewritten.
+    pub async fn rekey_entries(
+        &self,
+        lookups: &[(lookup::Model, Vec<u8>)],
+        refs: &[(external_ref::Model, String)],
+        version: i32,
+    ) -> Result<u64, SubjectError> {
+        use sea_orm::TransactionTrait;
+        use sea_orm::sea_query::Expr;
+        let txn = self.db.begin().await?;
+        let mut done = 0;
+        for (old, digest) in lookups {
+            done += lookup::Entity::update_many()
+                .col_expr(lookup::Column::Digest, Expr::value(digest.clone()))
+                .col_expr(lookup::Column::IndexVersion, Expr::value(version))
+                .filter(lookup::Column::TenantId.eq(old.tenant_id.as_str()))
+                .filter(lookup::Column::Kind.eq(old.kind.as_str()))
+                .filter(lookup::Column::Digest.eq(old.digest.clone()))
+                .filter(lookup::Column::SubjectId.eq(old.subject_id.as_str()))
+                .filter(lookup::Column::IndexVersion.eq(old.index_version))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+        }
+        for (old, ref_id) in refs {
+            done += external_ref::Entity::update_many()
+                .col_expr(external_ref::Column::RefId, Expr::value(ref_id.as_str()))
+                .col_expr(external_ref::Column::IndexVersion, Expr::value(version))
+                .filter(external_ref::Column::TenantId.eq(old.tenant_id.as_str()))
+                .filter(external_ref::Column::System.eq(old.system.as_str()))
+                .filter(external_ref::Column::RefId.eq(old.ref_id.as_str()))
+                .filter(external_ref::Column::SubjectId.eq(old.subject_id.as_str()))
+                .filter(external_ref::Column::IndexVersion.eq(old.index_version))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+        }
+        txn.commit().await?;
+        Ok(done)
+    }
+
+    /// Index entries per index version: (identifier entries, reference entries).
+    pub async fn index_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<i32, (i64, i64)>, SubjectError> {
+        let mut out: std::collections::BTreeMap<i32, (i64, i64)> = Default::default();
+        let ids: Vec<(i32, i64)> = lookup::Entity::find()
+            .select_only()
+            .column(lookup::Column::IndexVersion)
+            .column_as(lookup::Column::Digest.count(), "n")
+            .group_by(lookup::Column::IndexVersion)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        for (v, n) in ids {
+            out.entry(v).or_default().0 = n;
+        }
+        let refs: Vec<(i32, i64)> = external_ref::Entity::find()
+            .select_only()
+            .column(external_ref::Column::IndexVersion)
+            .column_as(external_ref::Column::RefId.count(), "n")
+            .group_by(external_ref::Column::IndexVersion)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        for (v, n) in refs {
+            out.entry(v).or_default().1 = n;
+        }
+        Ok(out)
     }
 
     /// A page of a tenant's subjects ordered by (`create_time`, `subject_id`), after
@@ -730,6 +851,31 @@ async fn write_many(txn: &DatabaseTransaction, tenant: &str, b: Batch) -> Result
     insert(txn, b.insert_records).await?;
     vern_kit::outbox::enqueue_many(txn, tenant, STATE_TOPIC, b.outbox).await?;
     Ok(())
+}
+
+/// Rows after the key (a, b, c) in (a, b, c) order.
+fn after_key<A, B, C, VA, VB, VC>(a: (A, VA), b: (B, VB), c: (C, VC)) -> Condition
+where
+    A: ColumnTrait,
+    B: ColumnTrait,
+    C: ColumnTrait,
+    VA: Into<sea_orm::Value> + Clone,
+    VB: Into<sea_orm::Value> + Clone,
+    VC: Into<sea_orm::Value>,
+{
+    Condition::any()
+        .add(a.0.gt(a.1.clone()))
+        .add(
+            Condition::all()
+                .add(a.0.eq(a.1.clone()))
+                .add(b.0.gt(b.1.clone())),
+        )
+        .add(
+            Condition::all()
+                .add(a.0.eq(a.1))
+                .add(b.0.eq(b.1))
+                .add(c.0.gt(c.1)),
+        )
 }
 
 /// Runs a PostgreSQL lookup of many keys written as a LATERAL join over a JSON list:
