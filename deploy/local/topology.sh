@@ -23,7 +23,13 @@
 # is missing and the file is writable (root); otherwise it says what to add.
 #
 # Each run uses a fresh schema prefix (`topo_<random>`), dropped at exit unless
-# VERN_TOPOLOGY_KEEP=1. Logs go to $VERN_TOPOLOGY_DIR (default a temp dir).
+# VERN_TOPOLOGY_KEEP=1 or the file $VERN_TOPOLOGY_DIR/keep exists; VERN_TOPOLOGY_PREFIX
+# starts on an earlier run's schemas instead (a restart with other configuration).
+# Logs go to $VERN_TOPOLOGY_DIR (default a temp dir).
+#
+# $VERN_TOPOLOGY_DIR/replica-<i>.env, when present: one `NAME=value` (or
+# `--unset=NAME`) per line, given to replica i of every service only — e.g. a new key
+# configuration on one replica, as in the middle of a rolling update.
 # VERN_TOPOLOGY_READY_FILE: written (the schema prefix) once everything is SERVING.
 #
 # VERN_TOPOLOGY_TLS=1: every hop over TLS, as the prod-tls overlay deploys it. A test
@@ -44,7 +50,7 @@ dir=${VERN_TOPOLOGY_DIR:-$(mktemp -d -t vern-topology.XXXXXX)}
 replicas=${VERN_TOPOLOGY_REPLICAS:-1}
 name=${VERN_TOPOLOGY_NAME:-vern-replicas.test}
 base=${VERN_TOPOLOGY_PORT_BASE:-50050}
-prefix="topo_$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+prefix=${VERN_TOPOLOGY_PREFIX:-"topo_$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"}
 mkdir -p "$dir"
 services=(tenants subjects consents retention rights audit)
 
@@ -110,7 +116,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  if [ "${VERN_TOPOLOGY_KEEP:-0}" != 1 ] && command -v psql >/dev/null; then
+  if [ "${VERN_TOPOLOGY_KEEP:-0}" != 1 ] && [ ! -e "$dir/keep" ] && command -v psql >/dev/null; then
     psql "$db" -qAt -c "SELECT 'DROP SCHEMA IF EXISTS \"' || nspname || '\" CASCADE;' FROM pg_namespace WHERE nspname LIKE '${prefix}_%'" \
       | psql "$db" -q >/dev/null 2>&1 || true
   fi
@@ -135,8 +141,10 @@ for svc in "${services[@]}"; do
     ip=${want[$((r - 1))]}
     log="$svc-$r"
     [ "$replicas" -gt 1 ] || log=$svc
+    replica_env=()
+    if [ -f "$dir/replica-$r.env" ]; then mapfile -t replica_env <"$dir/replica-$r.env"; fi
     # With TLS the services require client certificates of the CA (mutual TLS).
-    env "${client_ca[@]}" VERN_TELEMETRY__METRICS_LISTEN="$ip:$((base + 21 + i))" \
+    env "${client_ca[@]}" "${replica_env[@]}" VERN_TELEMETRY__METRICS_LISTEN="$ip:$((base + 21 + i))" \
       "$bin" serve "$svc" --listen "$ip:$port" >"$dir/$log.log" 2>&1 &
     pids+=($!)
   done

@@ -234,6 +234,33 @@ impl Suite {
         })
     }
 
+    /// A [`Backend::Replicas`] suite restarted with another master key and `env` (see
+    /// [`topology::Topology::restart`]), on the same data; the gateway channel is made
+    /// again.
+    pub async fn restart_topology(&mut self, master_key: &str, env: &[(&str, &str)]) {
+        let mut topology = self.topology.take().expect("a topology suite");
+        let env: Vec<(String, String)> = [("VERN_SERVER__REFLECTION", "open")]
+            .iter()
+            .chain(env)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let master = master_key.to_owned();
+        let topology = tokio::task::spawn_blocking(move || {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            topology.restart(&master, &env);
+            topology
+        })
+        .await
+        .expect("topology task");
+        self.channel = Channel::from_shared(format!("http://{}", topology.gateway()))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to the gateway");
+        self.topology = Some(topology);
+    }
+
     /// The suite's traces and metrics (started from `telemetry.*` in the config).
     pub fn telemetry(&self) -> Option<&vern_kit::telemetry::Telemetry> {
         self.running.as_ref().map(|r| &r.telemetry)

@@ -24,6 +24,9 @@ pub struct Topology {
     pub dir: tempfile::TempDir,
     /// Every hop over TLS (`VERN_TOPOLOGY_TLS=1` in the environment given).
     pub tls: bool,
+    /// What it was started with, for [`Topology::restart`].
+    database_url: String,
+    secret: String,
 }
 
 /// The six services in the script's port order.
@@ -47,7 +50,12 @@ impl Topology {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::try_start(replicas, database_url, secret, master_key, env) {
+            let fresh = Fresh {
+                dir: tempfile::tempdir().expect("temp dir"),
+                base: free_base(replicas),
+                prefix: None,
+            };
+            match Self::try_start(replicas, database_url, secret, master_key, env, fresh) {
                 Ok(t) => return t,
                 Err(logs) if attempt < 4 && logs.contains("Address already in use") => {
                     eprintln!("topology ports were taken meanwhile; trying other ports");
@@ -57,20 +65,45 @@ impl Topology {
         }
     }
 
+    /// Stops every component and starts them again on the same schemas, data dir and
+    /// ports with `master_key` and `env` (and any `replica-<i>.env` files written into
+    /// [`Topology::dir`] meanwhile): a configuration change, as a rollout makes it.
+    pub fn restart(&mut self, master_key: &str, env: &[(&str, &str)]) {
+        let keep = self.dir.path().join("keep");
+        std::fs::write(&keep, b"").expect("keep file");
+        self.stop();
+        std::fs::remove_file(&keep).expect("keep file");
+        let _ = std::fs::remove_file(self.dir.path().join("ready"));
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        let again = Fresh {
+            dir,
+            base: self.base,
+            prefix: Some(self.prefix.clone()),
+        };
+        let (url, secret) = (self.database_url.clone(), self.secret.clone());
+        match Self::try_start(self.replicas, &url, &secret, master_key, env, again) {
+            Ok(t) => *self = t,
+            Err(logs) => panic!("the topology did not restart; logs:\n{logs}"),
+        }
+    }
+
     fn try_start(
         replicas: u8,
         database_url: &str,
         secret: &str,
         master_key: &str,
         env: &[(&str, &str)],
+        fresh: Fresh,
     ) -> Result<Self, String> {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let bin = vern_binary();
-        let dir = tempfile::tempdir().expect("temp dir");
+        let Fresh { dir, base, prefix } = fresh;
         let ready = dir.path().join("ready");
-        let base = free_base(replicas);
         let mut cmd = Command::new("bash");
         cmd.envs(env.iter().copied());
+        if let Some(p) = &prefix {
+            cmd.env("VERN_TOPOLOGY_PREFIX", p);
+        }
         let child = cmd
             .arg(root.join("deploy/local/topology.sh"))
             .env("VERN_BIN", &bin)
@@ -96,6 +129,8 @@ impl Topology {
             replicas,
             dir,
             tls: env.contains(&("VERN_TOPOLOGY_TLS", "1")),
+            database_url: database_url.to_owned(),
+            secret: secret.to_owned(),
         };
         let started = Instant::now();
         loop {
@@ -224,9 +259,16 @@ impl Drop for Topology {
     }
 }
 
+/// Where a start puts its logs and data, its ports, and the schemas it reuses.
+struct Fresh {
+    dir: tempfile::TempDir,
+    base: u16,
+    prefix: Option<String>,
+}
+
 /// The `vern` binary cargo built beside this test (`cargo nextest run --workspace`
 /// builds it for the CLI's own tests), or `$VERN_BIN`.
-fn vern_binary() -> PathBuf {
+pub fn vern_binary() -> PathBuf {
     if let Ok(bin) = std::env::var("VERN_BIN") {
         return PathBuf::from(bin);
     }

@@ -2890,6 +2890,38 @@ async fn reindex_rewrites_every_entry_and_leaves_what_changed_meanwhile(target: 
             .await
             .expect("replayed");
     assert_eq!(again.subject_id, replayed.subject_id);
+    // An import finds identifiers and references held under version 1 too.
+    let held =
+        e.s.import(
+            &a,
+            vec![
+                row(
+                    &e,
+                    &a,
+                    "",
+                    NewSubject {
+                        external_refs: vec![crm("c-3")],
+                        ..Default::default()
+                    },
+                ),
+                row(&e, &a, "", email_only("P4@example.no")),
+            ],
+        )
+        .await
+        .expect("import");
+    assert_eq!(
+        held,
+        vec![
+            ImportOutcome::AlreadyPresent {
+                subject_id: ids[3].clone(),
+                field: "external_refs[0]".into()
+            },
+            ImportOutcome::AlreadyPresent {
+                subject_id: ids[4].clone(),
+                field: "email".into()
+            },
+        ]
+    );
     // Meanwhile: one subject rectified (its e-mail entry rewritten under version 2 by
     // the rectification), one erased (its entries gone), one created.
     e.s.update(

@@ -228,7 +228,7 @@ impl SubjectStore {
                     .collect();
                 let rows = probe(
                     &self.db,
-                    "SELECT r.tenant_id, r.system, r.ref_id, r.subject_id, r.ref_ct \
+                    "SELECT r.tenant_id, r.system, r.ref_id, r.subject_id, r.ref_ct, r.index_version \
                      FROM json_array_elements($2::json) AS w(k) \
                      CROSS JOIN LATERAL (SELECT * FROM external_refs e \
                        WHERE e.tenant_id = $1 AND e.system = w.k->>0 AND e.ref_id = w.k->>1 LIMIT 1) r",
