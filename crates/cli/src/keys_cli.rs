@@ -180,18 +180,7 @@ pub async fn rotate_service(
     page_size: i32,
     progress: bool,
 ) -> anyhow::Result<Rotated> {
-    let bar = if progress {
-        let b = indicatif::ProgressBar::new(0);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{prefix:<9} {bar:40} {pos}/{len} data keys  {per_sec}  eta {eta}",
-        ) {
-            b.set_style(style);
-        }
-        b.set_prefix(service.name());
-        b
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = progress_bar(progress, service.name(), "data keys");
     let mut done = Rotated::default();
     let mut token = String::new();
     let mut total = 0i64;
@@ -273,17 +262,7 @@ pub async fn reindex_subjects(
     page_size: i32,
     progress: bool,
 ) -> anyhow::Result<Reindexed> {
-    let bar = if progress {
-        let b = indicatif::ProgressBar::new(0);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "subjects  {bar:40} {pos}/{len} index entries  {per_sec}  eta {eta}",
-        ) {
-            b.set_style(style);
-        }
-        b
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = progress_bar(progress, "subjects", "index entries");
     let mut done = Reindexed {
         index_version: target,
         ..Default::default()
@@ -315,6 +294,21 @@ pub async fn reindex_subjects(
     }
     bar.finish_and_clear();
     Ok(done)
+}
+
+/// A progress bar of `what` for `service`, hidden when `progress` is off (scripts).
+fn progress_bar(progress: bool, service: &str, what: &str) -> indicatif::ProgressBar {
+    if !progress {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(0);
+    let template =
+        format!("{{prefix:<9}} {{bar:40}} {{pos}}/{{len}} {what}  {{per_sec}}  eta {{eta}}");
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        b.set_style(style);
+    }
+    b.set_prefix(service.to_owned());
+    b
 }
 
 async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
