@@ -17,7 +17,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files: Vec<PathBuf> = SERVICES
         .iter()
         .map(|s| root.join(format!("vern/{s}/v1/{s}.proto")))
-        .chain(std::iter::once(root.join("vern/common/v1/common.proto")))
+        .chain(
+            ["common", "permission"]
+                .iter()
+                .map(|f| root.join(format!("vern/common/v1/{f}.proto"))),
+        )
         .collect();
     println!("cargo:rerun-if-changed={}", root.display());
 

@@ -387,25 +387,11 @@ where
 
 /// Every RPC of the vern packages: (path, server-streaming).
 pub fn all_rpcs() -> Vec<(String, bool)> {
-    use prost::Message;
-    let fds = prost_types::FileDescriptorSet::decode(vern_proto::FILE_DESCRIPTOR_SET)
-        .expect("descriptors");
-    let mut out = vec![];
-    for file in fds.file {
-        let pkg = file.package().to_owned();
-        if !pkg.starts_with("vern.") {
-            continue;
-        }
-        for svc in &file.service {
-            for m in &svc.method {
-                out.push((
-                    format!("/{pkg}.{}/{}", svc.name(), m.name()),
-                    m.server_streaming(),
-                ));
-            }
-        }
-    }
-    out
+    vern_proto::rpcs::all()
+        .expect("descriptors")
+        .into_iter()
+        .map(|r| (r.path(), r.server_streaming))
+        .collect()
 }
 
 /// A token signed with a PEM key (EdDSA/RS256/ES256) naming `kid`.

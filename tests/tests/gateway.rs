@@ -96,6 +96,44 @@ async fn scenario(suite: &Suite) {
             "reflection lists {name}: {listed:?}"
         );
     }
+    // Clients read each RPC's permission from reflection: the served descriptor of
+    // ConsentService carries option (vern.common.v1.permission) on Check.
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "vern.consents.v1.ConsentService".into(),
+        )),
+    };
+    let mut stream = reflection
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let files = match stream
+        .next()
+        .await
+        .expect("one answer")
+        .expect("ok")
+        .message_response
+    {
+        Some(MessageResponse::FileDescriptorResponse(f)) => f.file_descriptor_proto,
+        other => panic!("unexpected reflection answer {other:?}"),
+    };
+    let mut set = vec![];
+    for file in &files {
+        // Re-wrap each FileDescriptorProto as field 1 of a FileDescriptorSet.
+        prost::encoding::bytes::encode(1, file, &mut set);
+    }
+    let served = vern_proto::rpcs::from_descriptor_set(&set).expect("served descriptors");
+    let check = served
+        .iter()
+        .find(|r| r.path() == "/vern.consents.v1.ConsentService/Check")
+        .expect("Check is served");
+    assert_eq!(
+        check.permission,
+        vern_proto::common::v1::Permission::ConsentsCheck,
+        "reflection carries the permission option"
+    );
 
     let mut tenants = TenantServiceClient::new(suite.channel.clone());
     let admin = token(&["platform-admin"], &[], 300);

@@ -1,7 +1,7 @@
 //! Tokens, roles and the one permission table.
 //!
-//! Every RPC maps to exactly one [`Permission`]; every [`Role`] grants a fixed set of
-//! permissions; anything not in the table is denied. The gateway and every service
+//! Every RPC declares exactly one [`Permission`] in its proto; every [`Role`] grants a
+//! fixed set of permissions; anything not in the table is denied. The gateway and every service
 //! use the same table through [`crate::context::AuthLayer`].
 
 use std::path::Path;
@@ -62,6 +62,9 @@ impl Role {
     /// Whether this role grants `permission`.
     pub fn grants(self, permission: Permission) -> bool {
         use Permission::*;
+        if permission == Unspecified {
+            return false;
+        }
         match self {
             Role::PlatformAdmin => {
                 matches!(
@@ -136,86 +139,26 @@ impl FromStr for Role {
     }
 }
 
-/// What an RPC needs. Each RPC has exactly one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Permission {
-    /// Create and suspend tenants.
-    TenantsAdminister,
-    /// Read tenant profiles (tenant-scoped callers see only their own).
-    TenantsRead,
-    /// Update a tenant profile (tenant-scoped callers only their own).
-    TenantsUpdate,
-    /// Define purposes and recipients.
-    PurposesManage,
-    /// Read purposes, recipients and the record of processing.
-    PurposesRead,
-    /// Read subjects' personal data.
-    SubjectsRead,
-    /// Create and change subjects.
-    SubjectsWrite,
-    /// Erase subjects.
-    SubjectsErase,
-    /// Purge data for retention (service only).
-    SubjectsPurge,
-    /// Record consent events.
-    ConsentsWrite,
-    /// Read consent state and history.
-    ConsentsRead,
-    /// Ask whether processing is allowed.
-    ConsentsCheck,
-    /// Record compelling legitimate grounds against an objection (Art. 21(1)).
-    ObjectionsDecide,
-    /// Manage retention policies and legal holds.
-    RetentionManage,
-    /// Read retention policies, holds, sweeps and evaluations.
-    RetentionRead,
-    /// Run retention sweeps.
-    RetentionSweep,
-    /// Submit rights requests.
-    RightsSubmit,
-    /// Read rights requests and reports.
-    RightsRead,
-    /// Verify, extend, reject and fulfil rights requests.
-    RightsHandle,
-    /// Consume and acknowledge the downstream event feed.
-    RightsEvents,
-    /// Change the tenant's rights-handling settings.
-    RightsConfigure,
-    /// Keep the consent service's projections current (service only).
-    ConsentsSync,
-    /// Tell the rights service of erasures done by the subjects service (service only).
-    RightsSync,
-    /// Append audit events (service only).
-    AuditAppend,
-    /// Query, verify and export the audit trail.
-    AuditRead,
-    /// Re-wrap data keys under a new master key version and count them (platform).
-    KeysRotate,
+/// What an RPC needs. Each RPC declares exactly one, as the method option
+/// `(vern.common.v1.permission)` in its proto (`proto/vern/common/v1/permission.proto`).
+pub use vern_proto::common::v1::Permission;
+
+/// Whether calls with `permission` act inside one tenant (and so need an effective
+/// tenant). Tenant administration and key rotation are platform-level.
+pub fn tenant_scoped(permission: Permission) -> bool {
+    !matches!(
+        permission,
+        Permission::TenantsAdminister
+            | Permission::TenantsRead
+            | Permission::TenantsUpdate
+            | Permission::KeysRotate
+    )
 }
 
-impl Permission {
-    /// Whether calls with this permission act inside one tenant (and so need an
-    /// effective tenant). Tenant administration is platform-level.
-    pub fn tenant_scoped(self) -> bool {
-        !matches!(
-            self,
-            Permission::TenantsAdminister
-                | Permission::TenantsRead
-                | Permission::TenantsUpdate
-                | Permission::KeysRotate
-        )
-    }
-}
-
-/// The permission table: every RPC of every service, by full gRPC path.
-pub const PERMISSIONS: &[(&str, Permission)] = &crate::permissions::TABLE;
-
-/// The permission an RPC needs; `None` for an RPC not in the table (denied).
+/// The permission an RPC needs; `None` for an RPC that declares none, or a path that
+/// is no vern RPC (both denied).
 pub fn permission_for(path: &str) -> Option<Permission> {
-    PERMISSIONS
-        .iter()
-        .find(|(p, _)| *p == path)
-        .map(|(_, perm)| *perm)
+    crate::permissions::table().get(path).copied()
 }
 
 /// Paths that need no permission: health (probes) and reflection (tooling; whether it

@@ -1,239 +1,71 @@
-//! The permission table: every RPC of every service → exactly one permission.
-//! A test derives the RPC list from the descriptors and fails on any gap.
+//! The permission table: every RPC of every service → exactly one permission, built
+//! once from the `(vern.common.v1.permission)` options in the embedded descriptors.
+//! kit holds no list of RPCs: a service's RPCs and their permissions live in its proto.
 
-use crate::auth::Permission::{self, *};
+use std::collections::HashMap;
+use std::sync::LazyLock;
 
-/// Every RPC path with its permission.
-pub const TABLE: [(&str, Permission); 79] = [
-    // vern.tenants.v1.TenantService
-    (
-        "/vern.tenants.v1.TenantService/CreateTenant",
-        TenantsAdminister,
-    ),
-    (
-        "/vern.tenants.v1.TenantService/SuspendTenant",
-        TenantsAdminister,
-    ),
-    (
-        "/vern.tenants.v1.TenantService/ResumeTenant",
-        TenantsAdminister,
-    ),
-    ("/vern.tenants.v1.TenantService/GetTenant", TenantsRead),
-    ("/vern.tenants.v1.TenantService/ListTenants", TenantsRead),
-    ("/vern.tenants.v1.TenantService/UpdateTenant", TenantsUpdate),
-    (
-        "/vern.tenants.v1.TenantService/CreatePurpose",
-        PurposesManage,
-    ),
-    (
-        "/vern.tenants.v1.TenantService/UpdatePurpose",
-        PurposesManage,
-    ),
-    (
-        "/vern.tenants.v1.TenantService/CreateRecipient",
-        PurposesManage,
-    ),
-    (
-        "/vern.tenants.v1.TenantService/UpdateRecipient",
-        PurposesManage,
-    ),
-    (
-        "/vern.tenants.v1.TenantService/EndRecipient",
-        PurposesManage,
-    ),
-    ("/vern.tenants.v1.TenantService/GetPurpose", PurposesRead),
-    ("/vern.tenants.v1.TenantService/ListPurposes", PurposesRead),
-    (
-        "/vern.tenants.v1.TenantService/ListRecipients",
-        PurposesRead,
-    ),
-    (
-        "/vern.tenants.v1.TenantService/GetProcessingRecord",
-        PurposesRead,
-    ),
-    // vern.subjects.v1.SubjectService
-    (
-        "/vern.subjects.v1.SubjectService/CreateSubject",
-        SubjectsWrite,
-    ),
-    (
-        "/vern.subjects.v1.SubjectService/ImportSubjects",
-        SubjectsWrite,
-    ),
-    ("/vern.subjects.v1.SubjectService/GetSubject", SubjectsRead),
-    ("/vern.subjects.v1.SubjectService/FindSubject", SubjectsRead),
-    (
-        "/vern.subjects.v1.SubjectService/ListSubjects",
-        SubjectsRead,
-    ),
-    (
-        "/vern.subjects.v1.SubjectService/UpdateSubject",
-        SubjectsWrite,
-    ),
-    ("/vern.subjects.v1.SubjectService/AddRecords", SubjectsWrite),
-    (
-        "/vern.subjects.v1.SubjectService/UpdateRecord",
-        SubjectsWrite,
-    ),
-    (
-        "/vern.subjects.v1.SubjectService/DeleteRecord",
-        SubjectsWrite,
-    ),
-    (
-        "/vern.subjects.v1.SubjectService/RestrictSubject",
-        SubjectsWrite,
-    ),
-    (
-        "/vern.subjects.v1.SubjectService/LiftRestriction",
-        SubjectsWrite,
-    ),
-    (
-        "/vern.subjects.v1.SubjectService/EraseSubject",
-        SubjectsErase,
-    ),
-    (
-        "/vern.subjects.v1.SubjectService/PurgeRecords",
-        SubjectsPurge,
-    ),
-    (
-        "/vern.subjects.v1.SubjectService/RewrapDataKeys",
-        KeysRotate,
-    ),
-    ("/vern.subjects.v1.SubjectService/CountDataKeys", KeysRotate),
-    (
-        "/vern.subjects.v1.SubjectService/ReindexSubjects",
-        KeysRotate,
-    ),
-    // vern.consents.v1.ConsentService
-    (
-        "/vern.consents.v1.ConsentService/RecordConsent",
-        ConsentsWrite,
-    ),
-    (
-        "/vern.consents.v1.ConsentService/GetConsentState",
-        ConsentsRead,
-    ),
-    (
-        "/vern.consents.v1.ConsentService/ListConsentStates",
-        ConsentsRead,
-    ),
-    (
-        "/vern.consents.v1.ConsentService/ListConsentHistory",
-        ConsentsRead,
-    ),
-    ("/vern.consents.v1.ConsentService/Check", ConsentsCheck),
-    ("/vern.consents.v1.ConsentService/BatchCheck", ConsentsCheck),
-    (
-        "/vern.consents.v1.ConsentService/RecordCompellingGrounds",
-        ObjectionsDecide,
-    ),
-    (
-        "/vern.consents.v1.ConsentService/ApplySubjectStates",
-        ConsentsSync,
-    ),
-    (
-        "/vern.consents.v1.ConsentService/ApplyPurposes",
-        ConsentsSync,
-    ),
-    (
-        "/vern.consents.v1.ConsentService/RewrapDataKeys",
-        KeysRotate,
-    ),
-    ("/vern.consents.v1.ConsentService/CountDataKeys", KeysRotate),
-    // vern.retention.v1.RetentionService
-    (
-        "/vern.retention.v1.RetentionService/CreatePolicy",
-        RetentionManage,
-    ),
-    (
-        "/vern.retention.v1.RetentionService/GetPolicy",
-        RetentionRead,
-    ),
-    (
-        "/vern.retention.v1.RetentionService/ListPolicies",
-        RetentionRead,
-    ),
-    (
-        "/vern.retention.v1.RetentionService/UpdatePolicy",
-        RetentionManage,
-    ),
-    (
-        "/vern.retention.v1.RetentionService/DeletePolicy",
-        RetentionManage,
-    ),
-    (
-        "/vern.retention.v1.RetentionService/PlaceHold",
-        RetentionManage,
-    ),
-    ("/vern.retention.v1.RetentionService/GetHold", RetentionRead),
-    (
-        "/vern.retention.v1.RetentionService/ReleaseHold",
-        RetentionManage,
-    ),
-    (
-        "/vern.retention.v1.RetentionService/ListHolds",
-        RetentionRead,
-    ),
-    (
-        "/vern.retention.v1.RetentionService/RunSweep",
-        RetentionSweep,
-    ),
-    (
-        "/vern.retention.v1.RetentionService/GetSweepRun",
-        RetentionRead,
-    ),
-    (
-        "/vern.retention.v1.RetentionService/ListSweepRuns",
-        RetentionRead,
-    ),
-    (
-        "/vern.retention.v1.RetentionService/Evaluate",
-        RetentionRead,
-    ),
-    // vern.rights.v1.RightsService
-    ("/vern.rights.v1.RightsService/SubmitRequest", RightsSubmit),
-    ("/vern.rights.v1.RightsService/GetRequest", RightsRead),
-    ("/vern.rights.v1.RightsService/ListRequests", RightsRead),
-    ("/vern.rights.v1.RightsService/VerifyIdentity", RightsHandle),
-    ("/vern.rights.v1.RightsService/ExtendDeadline", RightsHandle),
-    ("/vern.rights.v1.RightsService/RejectRequest", RightsHandle),
-    ("/vern.rights.v1.RightsService/FulfilRequest", RightsHandle),
-    ("/vern.rights.v1.RightsService/GetReport", RightsRead),
-    ("/vern.rights.v1.RightsService/ExportReport", RightsRead),
-    ("/vern.rights.v1.RightsService/WatchEvents", RightsEvents),
-    ("/vern.rights.v1.RightsService/ListEvents", RightsEvents),
-    ("/vern.rights.v1.RightsService/AckEvent", RightsEvents),
-    (
-        "/vern.rights.v1.RightsService/GetRightsSettings",
-        RightsRead,
-    ),
-    (
-        "/vern.rights.v1.RightsService/UpdateRightsSettings",
-        RightsConfigure,
-    ),
-    (
-        "/vern.rights.v1.RightsService/ApplySubjectErasures",
-        RightsSync,
-    ),
-    ("/vern.rights.v1.RightsService/RewrapDataKeys", KeysRotate),
-    ("/vern.rights.v1.RightsService/CountDataKeys", KeysRotate),
-    // vern.audit.v1.AuditService
-    ("/vern.audit.v1.AuditService/AppendEvents", AuditAppend),
-    ("/vern.audit.v1.AuditService/GetEvent", AuditRead),
-    ("/vern.audit.v1.AuditService/QueryEvents", AuditRead),
-    ("/vern.audit.v1.AuditService/VerifyChain", AuditRead),
-    ("/vern.audit.v1.AuditService/GetCheckpoint", AuditRead),
-    ("/vern.audit.v1.AuditService/ListCheckpoints", AuditRead),
-    ("/vern.audit.v1.AuditService/ExportEvents", AuditRead),
-];
+use crate::auth::Permission;
+
+static TABLE: LazyLock<HashMap<String, Permission>> = LazyLock::new(|| {
+    // The descriptors are compiled into the binary; if they did not decode, every call
+    // would be denied (an empty table), which the start-up check below turns into an error.
+    vern_proto::rpcs::all()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.permission != Permission::Unspecified)
+        .map(|m| (m.path(), m.permission))
+        .collect()
+});
+
+static STREAMING: LazyLock<std::collections::HashSet<String>> = LazyLock::new(|| {
+    vern_proto::rpcs::all()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.server_streaming)
+        .map(|m| m.path())
+        .collect()
+});
+
+/// Whether the RPC at `path` streams its answer (and so is guarded for its whole life
+/// by [`crate::streams`]).
+pub fn is_server_streaming(path: &str) -> bool {
+    STREAMING.contains(path)
+}
+
+/// Every RPC path with its permission. RPCs that declare no permission are absent
+/// (and so refused to everyone).
+pub fn table() -> &'static HashMap<String, Permission> {
+    &TABLE
+}
+
+/// Checks at start that every RPC in the descriptors declares a permission: a server
+/// never runs with an RPC that would be silently refused. Returns the paths at fault.
+pub fn check_complete() -> Result<(), String> {
+    let methods = vern_proto::rpcs::all()
+        .map_err(|e| format!("the embedded descriptors do not decode: {e}"))?;
+    let missing: Vec<String> = methods
+        .into_iter()
+        .filter(|m| m.permission == Permission::Unspecified)
+        .map(|m| m.path())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "RPCs without option (vern.common.v1.permission): {}",
+            missing.join(", ")
+        ))
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use prost::Message;
-    use std::collections::HashSet;
 
-    /// Every RPC named in the embedded descriptors, as gRPC paths.
+    /// Every RPC named in the embedded descriptors, as gRPC paths (by prost-types,
+    /// independently of the option reader).
     fn rpc_paths() -> Vec<String> {
         let fds = prost_types::FileDescriptorSet::decode(vern_proto::FILE_DESCRIPTOR_SET)
             .expect("descriptors");
@@ -253,32 +85,81 @@ mod tests {
     }
 
     #[test]
-    fn every_rpc_has_exactly_one_permission() {
+    fn every_rpc_declares_a_permission() {
         let paths = rpc_paths();
         assert!(
             paths.len() > 50,
             "descriptors list the RPCs ({} found)",
             paths.len()
         );
+        check_complete().expect("every RPC declares a permission");
         for p in &paths {
-            let n = TABLE.iter().filter(|(t, _)| t == p).count();
-            assert_eq!(
-                n, 1,
-                "{p} must have exactly one entry in the permission table"
-            );
-        }
-        let known: HashSet<&str> = paths.iter().map(String::as_str).collect();
-        for (t, _) in TABLE.iter() {
             assert!(
-                known.contains(t),
-                "{t} is in the table but not in the protos"
+                table().contains_key(p),
+                "{p} must declare option (vern.common.v1.permission)"
             );
         }
+        assert_eq!(table().len(), paths.len(), "the table holds only RPCs");
+    }
+
+    #[test]
+    fn the_options_are_read_as_declared() {
+        use Permission::*;
+        for (path, want) in [
+            ("/vern.consents.v1.ConsentService/Check", ConsentsCheck),
+            (
+                "/vern.tenants.v1.TenantService/CreateTenant",
+                TenantsAdminister,
+            ),
+            (
+                "/vern.subjects.v1.SubjectService/EraseSubject",
+                SubjectsErase,
+            ),
+            ("/vern.rights.v1.RightsService/AckEvent", RightsEvents),
+            ("/vern.audit.v1.AuditService/AppendEvents", AuditAppend),
+            (
+                "/vern.subjects.v1.SubjectService/ReindexSubjects",
+                KeysRotate,
+            ),
+        ] {
+            assert_eq!(table().get(path), Some(&want), "{path}");
+        }
+        assert_eq!(crate::auth::permission_for("/vern.x.v1.X/Nothing"), None);
+    }
+
+    /// A method without the option is reported, and one with it is read: the reader
+    /// works on any descriptor set, not only this build's.
+    #[test]
+    fn a_method_without_the_option_is_found() {
+        use prost_types::{
+            FileDescriptorProto, FileDescriptorSet, MethodDescriptorProto, ServiceDescriptorProto,
+        };
+        let set = FileDescriptorSet {
+            file: vec![FileDescriptorProto {
+                package: Some("vern.planted.v1".into()),
+                service: vec![ServiceDescriptorProto {
+                    name: Some("PlantedService".into()),
+                    method: vec![MethodDescriptorProto {
+                        name: Some("Forgotten".into()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let methods = vern_proto::rpcs::from_descriptor_set(&set.encode_to_vec()).expect("decode");
+        assert_eq!(methods.len(), 1);
+        assert_eq!(
+            methods[0].path(),
+            "/vern.planted.v1.PlantedService/Forgotten"
+        );
+        assert_eq!(methods[0].permission, Permission::Unspecified);
     }
 
     #[test]
     fn every_service_is_in_the_service_list() {
-        for (t, _) in TABLE.iter() {
+        for t in table().keys() {
             let svc = t
                 .trim_start_matches('/')
                 .split('/')

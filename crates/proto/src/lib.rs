@@ -52,3 +52,98 @@ pub const SERVICE_NAMES: &[&str] = &[
     "vern.rights.v1.RightsService",
     "vern.audit.v1.AuditService",
 ];
+
+/// Every RPC of vern's public API, read from the embedded descriptors: its path,
+/// whether it streams, and the permission it declares with
+/// `option (vern.common.v1.permission)`.
+pub mod rpcs {
+    use crate::common::v1::Permission;
+    use prost::Message;
+
+    // prost-types drops extension fields, so these are the few descriptor fields
+    // needed, with the option's field number (permission.proto) in MethodOptions.
+    #[derive(Clone, PartialEq, Message)]
+    struct FileSet {
+        #[prost(message, repeated, tag = "1")]
+        file: Vec<File>,
+    }
+    #[derive(Clone, PartialEq, Message)]
+    struct File {
+        #[prost(string, tag = "2")]
+        package: String,
+        #[prost(message, repeated, tag = "6")]
+        service: Vec<Service>,
+    }
+    #[derive(Clone, PartialEq, Message)]
+    struct Service {
+        #[prost(string, tag = "1")]
+        name: String,
+        #[prost(message, repeated, tag = "2")]
+        method: Vec<Method>,
+    }
+    #[derive(Clone, PartialEq, Message)]
+    struct Method {
+        #[prost(string, tag = "1")]
+        name: String,
+        #[prost(message, optional, tag = "4")]
+        options: Option<MethodOptions>,
+        #[prost(bool, tag = "6")]
+        server_streaming: bool,
+    }
+    #[derive(Clone, PartialEq, Message)]
+    struct MethodOptions {
+        #[prost(enumeration = "Permission", tag = "50001")]
+        permission: i32,
+    }
+
+    /// One RPC of a vern service.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Rpc {
+        /// The fully qualified service, `vern.consents.v1.ConsentService`.
+        pub service: String,
+        /// The method, `Check`.
+        pub method: String,
+        /// Whether the server streams its answer.
+        pub server_streaming: bool,
+        /// The declared permission; `Unspecified` when the RPC declares none (or one
+        /// this build does not know), which servers treat as "refused to everyone".
+        pub permission: Permission,
+    }
+
+    impl Rpc {
+        /// The gRPC path, `/vern.consents.v1.ConsentService/Check`.
+        pub fn path(&self) -> String {
+            format!("/{}/{}", self.service, self.method)
+        }
+    }
+
+    /// Every RPC of the `vern.` packages in `descriptor_set` (an encoded
+    /// `FileDescriptorSet`).
+    pub fn from_descriptor_set(descriptor_set: &[u8]) -> Result<Vec<Rpc>, prost::DecodeError> {
+        let set = FileSet::decode(descriptor_set)?;
+        let mut out = vec![];
+        for file in set.file.iter().filter(|f| f.package.starts_with("vern.")) {
+            for service in &file.service {
+                for method in &service.method {
+                    let permission = method
+                        .options
+                        .as_ref()
+                        .and_then(|o| Permission::try_from(o.permission).ok())
+                        .unwrap_or(Permission::Unspecified);
+                    out.push(Rpc {
+                        service: format!("{}.{}", file.package, service.name),
+                        method: method.name.clone(),
+                        server_streaming: method.server_streaming,
+                        permission,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every RPC of vern's public API, from the embedded descriptors.
+    pub fn all() -> Result<Vec<Rpc>, prost::DecodeError> {
+        from_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+    }
+}
