@@ -129,7 +129,11 @@ impl Collector {
         let server = tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(c.clone()))
             .add_service(MetricsServiceServer::new(c.clone()))
-            .serve_with_incoming(vern_kit::tls::incoming(listener, tls));
+            .serve_with_incoming(vern_kit::listen::incoming_tls(
+                listener,
+                tls,
+                std::time::Duration::from_secs(10),
+            ));
         tokio::spawn(server);
         (c, url)
     }

@@ -321,6 +321,19 @@ pub struct ServerConfig {
     /// in-flight calls finish) to reconnect, seconds; 0: no limit. Long-lived clients
     /// then pick up replicas added since they connected.
     pub max_connection_age_seconds: u64,
+    /// Longest a server stream (WatchEvents, ExportEvents with `follow`) runs before it
+    /// ends with UNAVAILABLE, seconds; the client resumes from its last cursor. Bounds
+    /// how long one authorisation can be stretched and lets streams move to new replicas.
+    pub max_stream_seconds: u64,
+    /// Server streams open at once on this server; the next gets RESOURCE_EXHAUSTED.
+    /// Streams have their own budget: they hold it for their whole life, calls only
+    /// until their answer.
+    pub max_streams: usize,
+    /// Server streams one client (tenant and token subject) may have open at once.
+    pub max_streams_per_client: usize,
+    /// How long a new connection may take to speak: its TLS handshake and the HTTP/2
+    /// preface must both arrive within this many seconds, or it is closed.
+    pub handshake_timeout_seconds: u64,
 }
 
 /// Who may use server reflection (the RPC list with every proto comment).
@@ -347,6 +360,10 @@ impl Default for ServerConfig {
             concurrency_limit_per_client: 256,
             reflection: ReflectionMode::Authenticated,
             max_connection_age_seconds: 300,
+            max_stream_seconds: 3600,
+            max_streams: 1024,
+            max_streams_per_client: 64,
+            handshake_timeout_seconds: 10,
         }
     }
 }

@@ -156,7 +156,7 @@ fn effective_tenant(
     {
         return Err("the token does not name the tenant selected by x-vern-tenant");
     }
-    let platform_wide = !permission.tenant_scoped()
+    let platform_wide = !auth::tenant_scoped(permission)
         && principal
             .roles
             .iter()
@@ -288,7 +288,7 @@ pub struct Auth<S> {
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
-fn tenant_denied(path: &str, refusal: TenantRefusal) -> Status {
+pub(crate) fn tenant_denied(path: &str, refusal: TenantRefusal) -> Status {
     match refusal {
         TenantRefusal::Unavailable => Status::unavailable(refusal.to_string()),
         TenantRefusal::Unknown => deny(

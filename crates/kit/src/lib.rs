@@ -15,6 +15,7 @@ pub mod error;
 pub mod idempotency;
 pub mod keys;
 pub mod limits;
+pub mod listen;
 pub mod metrics;
 pub mod notify;
 pub mod outbox;
@@ -22,6 +23,7 @@ pub mod page;
 pub mod permissions;
 pub mod server;
 pub mod shutdown;
+pub mod streams;
 pub mod telemetry;
 pub mod tenancy;
 #[cfg(any(test, feature = "test-util"))]

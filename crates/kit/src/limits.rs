@@ -124,13 +124,13 @@ struct Bucket {
 
 /// Calls in progress per client.
 #[derive(Debug)]
-struct InFlight {
+pub(crate) struct InFlight {
     max: usize,
     calls: Mutex<HashMap<String, usize>>,
 }
 
 /// Releases a client's in-flight slot when the call ends (or is dropped).
-struct Slot {
+pub(crate) struct Slot {
     in_flight: Arc<InFlight>,
     client: String,
 }
@@ -149,9 +149,17 @@ impl Drop for Slot {
 }
 
 impl InFlight {
+    /// At most `max` (0: no limit) at once per client.
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            max: if max == 0 { usize::MAX } else { max },
+            calls: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// A slot for `client`, or `None` when it has `max` calls in progress. The key is
     /// copied into the map only for a client with no call in progress.
-    fn enter(self: &Arc<Self>, client: String) -> Option<Slot> {
+    pub(crate) fn enter(self: &Arc<Self>, client: String) -> Option<Slot> {
         let mut calls = self.calls.lock().ok()?;
         match calls.get_mut(&client) {
             Some(n) if *n >= self.max => return None,
@@ -171,7 +179,7 @@ impl InFlight {
 const MAX_CLIENTS: usize = 100_000;
 
 /// The client a call is limited as: its tenant and token subject.
-fn client_key(ctx: &CallContext) -> String {
+pub(crate) fn client_key(ctx: &CallContext) -> String {
     let tenant = ctx.tenant.as_ref().map(|t| t.as_str()).unwrap_or("");
     format!("{tenant}\u{0}{}", ctx.sub)
 }
@@ -188,14 +196,7 @@ impl RateLimitLayer {
                     buckets: Mutex::new(HashMap::new()),
                 })
             }),
-            in_flight: Arc::new(InFlight {
-                max: if concurrent == 0 {
-                    usize::MAX
-                } else {
-                    concurrent
-                },
-                calls: Mutex::new(HashMap::new()),
-            }),
+            in_flight: Arc::new(InFlight::new(concurrent)),
         }
     }
 }

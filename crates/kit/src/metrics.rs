@@ -203,23 +203,11 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
 
 /// Every (service, method) of the vern protos.
 fn vern_rpcs() -> Vec<(String, String)> {
-    use prost::Message;
-    let Ok(fds) = prost_types::FileDescriptorSet::decode(vern_proto::FILE_DESCRIPTOR_SET) else {
-        return vec![];
-    };
-    let mut out = vec![];
-    for file in fds.file {
-        let pkg = file.package().to_owned();
-        if !pkg.starts_with("vern.") {
-            continue;
-        }
-        for svc in &file.service {
-            for m in &svc.method {
-                out.push((format!("{pkg}.{}", svc.name()), m.name().to_owned()));
-            }
-        }
-    }
-    out
+    vern_proto::rpcs::all()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| (r.service, r.method))
+        .collect()
 }
 
 /// The RPC of a gRPC `path`; the `unknown` entry for paths not in the table.
@@ -557,6 +545,21 @@ pub(crate) fn snapshot() -> Snapshot {
     s
 }
 
+/// Connections closed because they did not speak in time (since start).
+static SILENT_CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Failed accepts (out of file descriptors and the like) since start.
+static ACCEPT_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts a connection closed before it spoke ([`crate::listen`]).
+pub fn connection_silent() {
+    SILENT_CONNECTIONS.fetch_add(1, Relaxed);
+}
+
+/// Counts a streak of failed accepts ([`crate::listen`]).
+pub fn accept_failed() {
+    ACCEPT_FAILURES.fetch_add(1, Relaxed);
+}
+
 /// The registry in the Prometheus text exposition format (version 0.0.4).
 pub fn render_prometheus() -> String {
     use std::fmt::Write;
@@ -621,6 +624,55 @@ pub fn render_prometheus() -> String {
     for (reason, n) in &s.auth_denials {
         let _ = writeln!(out, "vern_auth_denials_total{{reason=\"{reason}\"}} {n}");
     }
+    head(
+        &mut out,
+        "vern_connections_silent_total",
+        "counter",
+        "Connections closed because their TLS handshake or HTTP/2 preface did not arrive in time.",
+    );
+    let _ = writeln!(
+        out,
+        "vern_connections_silent_total {}",
+        SILENT_CONNECTIONS.load(Relaxed)
+    );
+    head(
+        &mut out,
+        "vern_accept_failures_total",
+        "counter",
+        "Times the accept loop backed off (out of file descriptors and the like).",
+    );
+    let _ = writeln!(
+        out,
+        "vern_accept_failures_total {}",
+        ACCEPT_FAILURES.load(Relaxed)
+    );
+    head(
+        &mut out,
+        "vern_streams_ended_total",
+        "counter",
+        "Server streams the server ended, by reason: access (token, role or tenant) or lifetime.",
+    );
+    for (reason, n) in [
+        ("access", &crate::streams::STREAMS_ENDED_BY_ACCESS),
+        ("lifetime", &crate::streams::STREAMS_ENDED_BY_LIFETIME),
+    ] {
+        let _ = writeln!(
+            out,
+            "vern_streams_ended_total{{reason=\"{reason}\"}} {}",
+            n.load(Relaxed)
+        );
+    }
+    head(
+        &mut out,
+        "vern_streams_refused_total",
+        "counter",
+        "Server streams refused by a stream budget (server.max_streams, server.max_streams_per_client).",
+    );
+    let _ = writeln!(
+        out,
+        "vern_streams_refused_total {}",
+        crate::streams::STREAMS_REFUSED.load(Relaxed)
+    );
     if !s.rights.is_empty() {
         head(
             &mut out,

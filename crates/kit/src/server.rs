@@ -16,6 +16,7 @@ use crate::config::ReflectionMode;
 use crate::config::ServerConfig;
 use crate::context::{AuthLayer, Exposure};
 use crate::limits::{ConcurrencyLimitLayer, DeadlineLayer, RateLimitLayer};
+use crate::streams::StreamGuardLayer;
 
 /// Message size limits applied to every generated service.
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +98,11 @@ pub async fn serve(
     verifier: TokenVerifier,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    // The build's test keeps this from happening; a hand-edited descriptor would
+    // otherwise go unnoticed until callers are refused.
+    if let Err(missing) = crate::permissions::check_complete() {
+        tracing::error!(%missing, "RPCs without a permission are refused to every caller");
+    }
     let (reporter, health) = tonic_health::server::health_reporter();
     set_all(&reporter, &served.health_names, ServingStatus::Serving).await;
 
@@ -146,7 +152,10 @@ pub async fn serve(
     }
     let server = builder
         .timeout(Duration::from_secs(config.request_timeout_seconds))
+        // Pings find peers that went away without closing; one that does not answer
+        // within the timeout is closed.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         // The one place cross-cutting layers are composed, outermost first.
         .layer(
             tower::ServiceBuilder::new()
@@ -158,12 +167,22 @@ pub async fn serve(
                 ))))
                 .layer(ConcurrencyLimitLayer::new(config.concurrency_limit))
                 .layer(
-                    AuthLayer::new(verifier)
+                    AuthLayer::new(verifier.clone())
                         .with_denials(served.denials.clone())
                         .with_exposure(served.exposure)
                         .with_tenants(served.tenants.clone())
                         .with_open_reflection(config.reflection == ReflectionMode::Open),
                 )
+                // Inside the auth layer: it reads the call's context and authorises
+                // server streams again while they run.
+                .layer(StreamGuardLayer::new(
+                    verifier,
+                    served.exposure,
+                    served.tenants.clone(),
+                    Duration::from_secs(config.max_stream_seconds.max(1)),
+                    config.max_streams,
+                    config.max_streams_per_client,
+                ))
                 .layer(RateLimitLayer::new(
                     config.rate_limit_per_client,
                     config.rate_limit_burst,
@@ -171,15 +190,16 @@ pub async fn serve(
                 )),
         )
         .add_routes(routes);
+    let handshake = Duration::from_secs(config.handshake_timeout_seconds.max(1));
     let server: std::pin::Pin<
         Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
     > = match served.tls.clone() {
-        Some(tls) => Box::pin(
-            server.serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), signal),
-        ),
+        Some(tls) => Box::pin(server.serve_with_incoming_shutdown(
+            crate::listen::incoming_tls(listener, tls, handshake),
+            signal,
+        )),
         None => Box::pin(server.serve_with_incoming_shutdown(
-            // Small answers must not wait for Nagle (40 ms stalls against delayed ACKs).
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            crate::listen::incoming_plain(listener, handshake),
             signal,
         )),
     };

@@ -18,24 +18,18 @@
 //! used by every channel ([`crate::balance`]).
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::server::TlsStream;
+use tokio::net::TcpStream;
 
 use crate::config::TlsConfig;
 
 /// How often a new connection looks at the files' modification times.
 pub const RECHECK: Duration = Duration::from_secs(1);
-/// Longest TLS handshake of an accepted connection.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshaken connections waiting for the server to take them.
-const ACCEPTED_BACKLOG: usize = 128;
 
 /// A TLS file that would not load. Never names its content.
 #[derive(Debug, thiserror::Error)]
@@ -289,52 +283,6 @@ impl ServerTls {
     }
 }
 
-/// The connections of `listener`, each after its TLS handshake (with the files current
-/// when it was accepted). Handshakes run concurrently, so a slow or plaintext client
-/// holds up no one; failed ones are dropped (logged at debug: port scanners and
-/// plaintext clients are routine). The accept loop ends when the stream is dropped.
-pub fn incoming(
-    listener: TcpListener,
-    tls: Arc<ServerTls>,
-) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, io::Error>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_BACKLOG);
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                _ = tx.closed() => return,
-                a = listener.accept() => a,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and the like: pause rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            // Small answers must not wait for Nagle.
-            let _ = tcp.set_nodelay(true);
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Err(e)) => log_refused(peer, &e.to_string()),
-                    Err(_) => log_refused(peer, "handshake timed out"),
-                }
-            });
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
-}
-
-fn log_refused(peer: SocketAddr, why: &str) {
-    tracing::debug!(peer = %peer.ip(), reason = why, "TLS handshake failed");
-}
-
 /// What clients of `https://` URLs trust and present.
 pub struct ClientTls {
     config: Reloading<rustls::ClientConfig>,
@@ -542,13 +490,19 @@ mod tests {
 
     /// A health server on a TLS listener; its port.
     async fn serve(tls: Arc<ServerTls>) -> u16 {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let (_reporter, health) = tonic_health::server::health_reporter();
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(health)
-                .serve_with_incoming(incoming(listener, tls)),
+                .serve_with_incoming(crate::listen::incoming_tls(
+                    listener,
+                    tls,
+                    Duration::from_secs(10),
+                )),
         );
         port
     }
