@@ -1098,7 +1098,11 @@ impl Standalone {
         serve(served, listener, &config);
 
         config.services.tenants.url = format!("http://{service_addr}");
-        let routes = vern_gateway::forwarding_routes(&config.services).expect("routes");
+        let routes = vern_gateway::forwarding_routes(
+            &config.services,
+            vern_cli::service_tokens(&config).expect("service tokens"),
+        )
+        .expect("routes");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -42,6 +42,25 @@ async fn matrix_every_rpc_every_role_on_replicas() {
             Code::Unauthenticated,
             "{path} straight to its service with a forged token"
         );
+        // A valid token of a role the gateway would let through: the service's port
+        // serves vern's components only.
+        // (A tenant of its own: the denial's audit lookup caches "no such tenant".)
+        let admin = token(
+            &["tenant-admin", "integration", "privacy-officer"],
+            &["tenant-probe"],
+            300,
+        );
+        assert_eq!(
+            raw_call(
+                &suite.internal,
+                path,
+                *streaming,
+                &[("authorization", format!("Bearer {admin}"))]
+            )
+            .await,
+            Code::PermissionDenied,
+            "{path} straight to its service with a caller's token"
+        );
     }
     matrix_on(suite).await;
 }
@@ -410,6 +429,160 @@ async fn per_client_rate_limit_refuses_with_resource_exhausted() {
     suite.stop().await;
 }
 
+/// Denied calls spend the same per-client budget as allowed ones: a client cannot
+/// make unlimited calls by making them denied (each is verified, logged and audited).
+/// Callers without a valid token are counted by their address.
+#[tokio::test]
+async fn denied_calls_count_against_the_rate_limit() {
+    let suite = Suite::start_with(Backend::Sqlite, |c| {
+        c.server.rate_limit_per_client = 1;
+        c.server.rate_limit_burst = 3;
+    })
+    .await
+    .expect("suite");
+    create_tenant(&suite.channel, "tenant-a", "Avdeling A").await;
+    // An integration may not list tenants: denied, until the budget is spent.
+    let crm = token(&["integration"], &["tenant-a"], 300);
+    let mut codes = vec![];
+    for _ in 0..6 {
+        codes.push(code_of(&suite, &crm).await);
+    }
+    assert_eq!(
+        &codes[..3],
+        &[Code::PermissionDenied; 3],
+        "the burst is spent on denials"
+    );
+    assert!(
+        codes[3..].iter().all(|c| *c == Code::ResourceExhausted),
+        "{codes:?}"
+    );
+    // Without a valid token: counted by address.
+    let mut codes = vec![];
+    for _ in 0..6 {
+        codes.push(code_of(&suite, "not-a-token").await);
+    }
+    assert_eq!(&codes[..3], &[Code::Unauthenticated; 3], "{codes:?}");
+    assert!(
+        codes[3..].iter().all(|c| *c == Code::ResourceExhausted),
+        "{codes:?}"
+    );
+    suite.stop().await;
+}
+
+/// `vern dev`'s internal listener serves vern's own components only: a platform
+/// admin's CreateTenant and an integration's CreateSubject are refused there (and
+/// audited), although both are allowed through the gateway.
+#[tokio::test]
+async fn the_internal_listener_serves_only_the_service_role() {
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    create_tenant(&suite.channel, "tenant-a", "Avdeling A").await;
+    for (path, roles, tenants) in [
+        (
+            "/vern.tenants.v1.TenantService/CreateTenant",
+            &["platform-admin"][..],
+            &[][..],
+        ),
+        (
+            "/vern.subjects.v1.SubjectService/CreateSubject",
+            &["integration"][..],
+            &["tenant-a"][..],
+        ),
+        (
+            "/vern.tenants.v1.TenantService/GetTenant",
+            &["tenant-admin"][..],
+            &["tenant-a"][..],
+        ),
+    ] {
+        let t = token(roles, tenants, 300);
+        let auth = [("authorization", format!("Bearer {t}"))];
+        assert_eq!(
+            raw_call(&suite.internal, path, false, &auth).await,
+            Code::PermissionDenied,
+            "{path} as {roles:?} on the internal listener"
+        );
+        assert_ne!(
+            raw_call(&suite.channel, path, false, &auth).await,
+            Code::PermissionDenied,
+            "{path} as {roles:?} through the gateway"
+        );
+    }
+    // A user token vouched for by a forged "component" is still refused.
+    let t = token(&["tenant-admin"], &["tenant-a"], 300);
+    let fake_via = token(&["tenant-admin"], &["tenant-a"], 300);
+    assert_eq!(
+        raw_call(
+            &suite.internal,
+            "/vern.tenants.v1.TenantService/GetTenant",
+            false,
+            &[
+                ("authorization", format!("Bearer {t}")),
+                (vern_kit::context::VIA_HEADER, fake_via),
+            ],
+        )
+        .await,
+        Code::PermissionDenied,
+        "only a service token vouches"
+    );
+    // The denial is in the tenant's audit chain.
+    let auditor = token(&["auditor"], &["tenant-a"], 300);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = vern_proto::audit::v1::audit_service_client::AuditServiceClient::new(
+            suite.channel.clone(),
+        )
+        .query_events(vern_tests::authed(
+            vern_proto::audit::v1::QueryEventsRequest {
+                page_size: 1000,
+                ..Default::default()
+            },
+            &auditor,
+        ))
+        .await
+        .expect("query")
+        .into_inner()
+        .events;
+        if events.iter().any(|e| {
+            e.action == "CreateSubject"
+                && e.outcome == vern_proto::audit::v1::Outcome::Denied as i32
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the internal port's denial is not audited"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    suite.stop().await;
+}
+
+/// A component that should check tenants but cannot sign service tokens does not
+/// start (it would otherwise serve every tenant, suspended or unknown).
+#[tokio::test]
+async fn a_component_without_a_service_key_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = vern_kit::config::Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    assert!(config.auth.hs256_secret.is_none() && config.auth.service_key_file.is_none());
+    let gateway = vern_cli::gateway(&config)
+        .err()
+        .expect("the gateway refuses");
+    assert!(
+        format!("{gateway:#}").contains("no service signing key"),
+        "{gateway:#}"
+    );
+    let service = vern_cli::suite_of(&config, &["tenants"])
+        .await
+        .err()
+        .expect("a service refuses");
+    assert!(
+        format!("{service:#}").contains("auth.service_key_file"),
+        "{service:#}"
+    );
+}
+
 #[tokio::test]
 async fn standalone_gateway_forwards_to_remote_services() {
     use vern_proto::tenants::v1 as pb;
@@ -441,7 +614,11 @@ async fn standalone_gateway_forwards_to_remote_services() {
     // The gateway forwards tenants there; subjects points at a closed port.
     config.services.tenants.url = format!("http://{tenants_addr}");
     config.services.subjects.url = "http://127.0.0.1:1".into();
-    let routes = vern_gateway::forwarding_routes(&config.services).expect("routes");
+    let routes = vern_gateway::forwarding_routes(
+        &config.services,
+        vern_cli::service_tokens(&config).expect("service tokens"),
+    )
+    .expect("routes");
     let gw_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

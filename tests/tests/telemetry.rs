@@ -670,7 +670,11 @@ async fn one_trace_spans_gateway_and_service() {
         .await
         .expect("telemetry");
     let served = vern_kit::server::Served {
-        routes: vern_gateway::forwarding_routes(&config.services).expect("routes"),
+        routes: vern_gateway::forwarding_routes(
+            &config.services,
+            vern_cli::service_tokens(&config).expect("service tokens"),
+        )
+        .expect("routes"),
         health_names: vern_proto::SERVICE_NAMES.to_vec(),
         denials: None,
         telemetry: gateway_telemetry.clone(),

@@ -160,7 +160,7 @@ pub async fn suite_of(config: &Config, services: &[&str]) -> anyhow::Result<Serv
         telemetry: vern_kit::telemetry::Telemetry::off(),
         // A service's own listener: reached by the gateway and the other services.
         exposure: vern_kit::context::Exposure::Internal,
-        tenants: tenant_gate(config),
+        tenants: Some(tenant_gate(config)?),
         shutdown,
         // The caller sets the listener's TLS.
         tls: None,
@@ -168,38 +168,48 @@ pub async fn suite_of(config: &Config, services: &[&str]) -> anyhow::Result<Serv
 }
 
 /// The check that each call's tenant exists and is active, asking the tenants service
-/// at `services.tenants.url` with service tokens. `None` (with a warning) when no
-/// service token can be signed.
-pub fn tenant_gate(config: &Config) -> Option<vern_kit::tenancy::TenantGate> {
-    let tokens = match vern_kit::auth::ServiceTokens::from_config(config) {
-        Ok(Some(t)) => t,
-        _ => {
-            tracing::warn!(
-                "no service signing key: tenants named by tokens are not checked against the tenants service"
-            );
-            return None;
-        }
-    };
+/// at `services.tenants.url` with service tokens, and learning of status changes made
+/// elsewhere within a second. Fails closed: a component that cannot sign service
+/// tokens cannot ask, and refuses to start rather than let every tenant through.
+pub fn tenant_gate(config: &Config) -> anyhow::Result<vern_kit::tenancy::TenantGate> {
     let directory =
-        vern_gateway::RemoteTenants::new(&config.services.tenants.url, std::sync::Arc::new(tokens))
-            .ok()?;
-    Some(vern_kit::tenancy::TenantGate::new(
+        vern_gateway::RemoteTenants::new(&config.services.tenants.url, service_tokens(config)?)
+            .context("services.tenants.url")?;
+    Ok(vern_kit::tenancy::TenantGate::new(
         std::sync::Arc::new(directory),
         std::time::Duration::from_secs(config.auth.tenant_status_ttl_seconds.max(1)),
-    ))
+    )
+    .watching())
+}
+
+/// The signer of this component's service tokens. Fails closed: a component that
+/// cannot sign them cannot ask the tenants service about a caller's tenant, nor vouch
+/// for the calls it forwards, and refuses to start rather than serve without.
+pub fn service_tokens(
+    config: &Config,
+) -> anyhow::Result<std::sync::Arc<vern_kit::auth::ServiceTokens>> {
+    let tokens = vern_kit::auth::ServiceTokens::from_config(config)
+        .context("reading the service signing key (auth.service_key_file)")?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no service signing key: set auth.service_key_file (or auth.hs256_secret); without it this component cannot check that a caller's tenant exists and is active, and it does not serve with that check off"
+            )
+        })?;
+    Ok(std::sync::Arc::new(tokens))
 }
 
 /// The standalone gateway (`vern serve gateway`): the public listener, forwarding each
 /// call to its service.
 pub fn gateway(config: &Config) -> anyhow::Result<Served> {
-    let routes = vern_gateway::forwarding_routes(&config.services).context("backend addresses")?;
+    let routes = vern_gateway::forwarding_routes(&config.services, service_tokens(config)?)
+        .context("backend addresses")?;
     Ok(Served {
         routes,
         health_names: vern_proto::SERVICE_NAMES.to_vec(),
         denials: denial_sink(config),
         telemetry: vern_kit::telemetry::Telemetry::off(),
         exposure: vern_kit::context::Exposure::Public,
-        tenants: tenant_gate(config),
+        tenants: Some(tenant_gate(config)?),
         shutdown: vern_kit::shutdown::Shutdown::new(),
         tls: None,
     })
@@ -298,7 +308,8 @@ pub async fn start_suite(config: Config, listener: TcpListener) -> anyhow::Resul
     let inner = Served {
         routes: served.routes.clone(),
         health_names: served.health_names.clone(),
-        denials: None,
+        // Denials on the internal port are audited as anywhere else.
+        denials: served.denials.clone(),
         telemetry: served.telemetry.clone(),
         exposure: vern_kit::context::Exposure::Internal,
         tenants: served.tenants.clone(),

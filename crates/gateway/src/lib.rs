@@ -46,6 +46,9 @@ pub struct Forward<const I: usize> {
     // Traced: inside a traced call the forwarded call gets a client span and carries
     // it as the service's parent; otherwise the caller's `traceparent` passes as is.
     channel: vern_kit::client::TracedChannel,
+    /// Signs the gateway's word for the calls it forwards ([`vern_kit::context::VIA_HEADER`]):
+    /// a service's port serves a caller's token only with it.
+    tokens: std::sync::Arc<vern_kit::auth::ServiceTokens>,
 }
 
 impl<const I: usize> NamedService for Forward<I> {
@@ -64,14 +67,36 @@ impl<const I: usize> Service<http::Request<Body>> for Forward<I> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let mut channel = self.channel.clone();
+        let status_change = changes_tenant_status(req.uri().path());
+        // Replaces whatever a client sent in the header.
+        match self
+            .tokens
+            .for_tenant(STATUS_WATCH_TENANT)
+            .ok()
+            .and_then(|t| http::HeaderValue::from_str(&t).ok())
+        {
+            Some(via) => {
+                req.headers_mut().insert(vern_kit::context::VIA_HEADER, via);
+            }
+            None => {
+                req.headers_mut().remove(vern_kit::context::VIA_HEADER);
+                tracing::error!(
+                    "signing the gateway's service token failed: forwarded calls will be refused"
+                );
+            }
+        }
         Box::pin(async move {
             use tower::ServiceExt;
             let result = match channel.ready().await {
                 Ok(ch) => ch.call(req).await,
                 Err(e) => Err(e),
             };
+            if status_change {
+                // The head of a unary answer leaves the service after its commit.
+                vern_kit::tenancy::status_changed(None);
+            }
             Ok(result.unwrap_or_else(|e| {
                 tracing::warn!(service = Self::NAME_FOR_LOG, error = %e, "backend unavailable");
                 Status::unavailable("the owning service is unavailable").into_http()
@@ -91,27 +116,37 @@ fn channel(url: &str) -> Result<vern_kit::client::TracedChannel, tonic::transpor
     ))
 }
 
-/// Routes forwarding each of the six services to its URL in `services`.
-pub fn forwarding_routes(services: &ServicesConfig) -> Result<Routes, tonic::transport::Error> {
+/// Routes forwarding each of the six services to its URL in `services`, each call
+/// vouched for with a service token signed by `tokens`.
+pub fn forwarding_routes(
+    services: &ServicesConfig,
+    tokens: std::sync::Arc<vern_kit::auth::ServiceTokens>,
+) -> Result<Routes, tonic::transport::Error> {
     // Order must match vern_proto::SERVICE_NAMES.
     let mut b = Routes::builder();
     b.add_service(Forward::<0> {
         channel: channel(&services.tenants.url)?,
+        tokens: tokens.clone(),
     });
     b.add_service(Forward::<1> {
         channel: channel(&services.subjects.url)?,
+        tokens: tokens.clone(),
     });
     b.add_service(Forward::<2> {
         channel: channel(&services.consents.url)?,
+        tokens: tokens.clone(),
     });
     b.add_service(Forward::<3> {
         channel: channel(&services.retention.url)?,
+        tokens: tokens.clone(),
     });
     b.add_service(Forward::<4> {
         channel: channel(&services.rights.url)?,
+        tokens: tokens.clone(),
     });
     b.add_service(Forward::<5> {
         channel: channel(&services.audit.url)?,
+        tokens,
     });
     Ok(b.routes())
 }
@@ -165,6 +200,44 @@ impl vern_kit::tenancy::TenantDirectory for RemoteTenants {
             Err(s) => Err(format!("GetTenant failed: {:?}", s.code())),
         }
     }
+
+    async fn generation(&self) -> Result<Option<i64>, String> {
+        use vern_proto::tenants::v1 as pb;
+        // Platform-level in substance; a service token always names a tenant, and
+        // the tenants service ignores it for this call.
+        let token = self
+            .tokens
+            .for_tenant(STATUS_WATCH_TENANT)
+            .map_err(|_| "signing a service token failed".to_owned())?;
+        let mut req = vern_kit::client::request(pb::GetTenantStatusGenerationRequest {}, &token)
+            .map_err(|s| s.message().to_owned())?;
+        req.set_timeout(std::time::Duration::from_secs(3));
+        match pb::tenant_service_client::TenantServiceClient::new(self.channel.clone())
+            .get_tenant_status_generation(req)
+            .await
+        {
+            Ok(r) => Ok(Some(r.get_ref().generation)),
+            // A tenants service older than this gateway: only the time bound applies.
+            Err(s) if s.code() == tonic::Code::Unimplemented => Ok(None),
+            Err(s) => Err(format!("GetTenantStatusGeneration failed: {:?}", s.code())),
+        }
+    }
+}
+
+/// The tenant named by the service tokens that ask for the status generation.
+const STATUS_WATCH_TENANT: &str = "vern-platform";
+
+/// Whether a call changes a tenant's status (creation included: "no such tenant" may
+/// be cached): the gateway that forwarded it forgets
+/// the statuses it cached once the answer is back, so the change is in force here
+/// from its acknowledgement (other processes learn it from the generation).
+fn changes_tenant_status(path: &str) -> bool {
+    matches!(
+        path,
+        "/vern.tenants.v1.TenantService/SuspendTenant"
+            | "/vern.tenants.v1.TenantService/ResumeTenant"
+            | "/vern.tenants.v1.TenantService/CreateTenant"
+    )
 }
 
 #[cfg(test)]

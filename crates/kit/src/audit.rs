@@ -833,7 +833,70 @@ impl DenialSink {
         };
         let event = build(&scope, pb::Outcome::Denied, code as i32, "");
         if self.tx.try_send(event).is_err() {
-            DROPPED_DENIALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = DROPPED_DENIALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            // The first and then every power of two: seen, without a log line per drop.
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    dropped_total = n,
+                    "denial audit events dropped: the queue to the audit service is full"
+                );
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod denial_tests {
+    use super::*;
+
+    /// An audit service that never answers.
+    struct Stalled;
+
+    #[async_trait::async_trait]
+    impl Deliver for Stalled {
+        async fn deliver(
+            &self,
+            _tenant_id: &str,
+            _topic: &str,
+            _payloads: Vec<Vec<u8>>,
+        ) -> Result<(), crate::outbox::DeliveryError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn dropped_denials_are_counted_and_exported() {
+        crate::metrics::enable();
+        let sink = DenialSink::spawn(Arc::new(Stalled));
+        let principal = crate::auth::Principal {
+            sub: "crm".into(),
+            roles: vec![crate::auth::Role::Integration],
+            tenants: vec!["dept-a".into()],
+        };
+        let before = DROPPED_DENIALS.load(std::sync::atomic::Ordering::Relaxed);
+        // The queue holds 10,000 and the drain holds one batch (at most 500) in the
+        // stalled delivery: 11,000 reports overflow it.
+        for _ in 0..11_000 {
+            sink.report(
+                "dept-a",
+                "/vern.subjects.v1.SubjectService/EraseSubject",
+                &principal,
+                tonic::Code::PermissionDenied,
+                &http::HeaderMap::new(),
+            );
+            tokio::task::yield_now().await;
+        }
+        let dropped = DROPPED_DENIALS.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert!(dropped >= 500, "dropped {dropped}");
+        let text = crate::metrics::render_prometheus();
+        let exported: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("vern_audit_denials_dropped_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("the metric is exported");
+        assert!(
+            exported >= dropped,
+            "exported {exported}, dropped {dropped}"
+        );
     }
 }

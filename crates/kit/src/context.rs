@@ -17,6 +17,20 @@ use crate::tenancy::{TenantGate, TenantRefusal};
 /// Header a multi-tenant token uses to select the tenant of a call.
 pub const TENANT_HEADER: &str = "x-vern-tenant";
 
+/// Header in which a component forwarding a caller's call (the gateway) vouches for
+/// it with its own `service` token: an internal port serves a caller's token only
+/// with it. The caller's own token is still what the call is authorised as.
+pub const VIA_HEADER: &str = "x-vern-via";
+
+/// Whether `headers` carry a valid `service` token in [`VIA_HEADER`].
+fn vouched_by_a_component(verifier: &TokenVerifier, headers: &http::HeaderMap) -> bool {
+    headers
+        .get(VIA_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| verifier.verify(t.trim()).ok())
+        .is_some_and(|p| p.roles.contains(&Role::Service))
+}
+
 /// Calls denied by the auth layer since start (for metrics).
 pub static DENIED_CALLS: AtomicU64 = AtomicU64::new(0);
 
@@ -91,7 +105,10 @@ pub enum Exposure {
     /// so service-only RPCs (AppendEvents, ApplyPurposes, PurgeRecords, …) are never
     /// reachable from outside.
     Public,
-    /// A service's own listener, reached by the gateway and the other components.
+    /// A service's own listener, reached only by vern's components: a call is served
+    /// when its token has the `service` role, or when a component forwarding it (the
+    /// gateway) vouches for it in [`VIA_HEADER`]. Anything else is PERMISSION_DENIED
+    /// (and audited), so the port is no second, unguarded way in.
     Internal,
 }
 
@@ -112,6 +129,18 @@ pub fn authorize(
             path,
             "service_role",
             Status::permission_denied("the service role is not accepted through the gateway"),
+        ));
+    }
+    if exposure == Exposure::Internal
+        && !principal.roles.contains(&Role::Service)
+        && !vouched_by_a_component(verifier, headers)
+    {
+        return Err(deny(
+            path,
+            "internal_port",
+            Status::permission_denied(
+                "this port serves vern's own components only: call the gateway",
+            ),
         ));
     }
     let Some(permission) = auth::permission_for(path) else {
@@ -220,6 +249,7 @@ pub struct AuthLayer {
     exposure: Exposure,
     tenants: Option<TenantGate>,
     open_reflection: bool,
+    budget: crate::limits::DenialBudget,
 }
 
 impl AuthLayer {
@@ -231,7 +261,16 @@ impl AuthLayer {
             exposure: Exposure::Internal,
             tenants: None,
             open_reflection: true,
+            budget: crate::limits::DenialBudget::default(),
         }
+    }
+
+    /// Charges denied calls to the per-client rate budget of `budget` (the rate limit
+    /// layer's): past it a denied call gets RESOURCE_EXHAUSTED, unaudited, so denied
+    /// calls can flood neither the server nor the audit queue.
+    pub fn with_denial_budget(mut self, budget: crate::limits::DenialBudget) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// Whether server reflection needs no token (`false`: any valid token).
@@ -271,6 +310,7 @@ impl<S> Layer<S> for AuthLayer {
             exposure: self.exposure,
             tenants: self.tenants.clone(),
             open_reflection: self.open_reflection,
+            budget: self.budget.clone(),
         }
     }
 }
@@ -284,6 +324,7 @@ pub struct Auth<S> {
     exposure: Exposure,
     tenants: Option<TenantGate>,
     open_reflection: bool,
+    budget: crate::limits::DenialBudget,
 }
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -346,11 +387,27 @@ where
             }
             Ok(None) => None,
             Err(status) => {
+                let principal = bearer(req.headers())
+                    .ok()
+                    .and_then(|t| self.verifier.verify(t).ok());
+                // Charged as the client it is (a verified token) or, without one, as
+                // its address.
+                let client = match &principal {
+                    Some(p) => denied_client(p, req.headers()),
+                    None => format!("peer\u{0}{}", peer_ip(req.extensions())),
+                };
+                if !self.budget.admit(&client) {
+                    crate::limits::LIMITED_CALLS.fetch_add(1, Ordering::Relaxed);
+                    return Box::pin(async move {
+                        Ok(Status::resource_exhausted(
+                            "rate limit exceeded for this client, retry later",
+                        )
+                        .into_http())
+                    });
+                }
                 let report = (status.code() == tonic::Code::PermissionDenied)
                     .then(|| {
-                        let principal = bearer(req.headers())
-                            .ok()
-                            .and_then(|t| self.verifier.verify(t).ok())?;
+                        let principal = principal?;
                         let tenant = denial_tenant(&principal, req.headers())?;
                         Some((principal, tenant))
                     })
@@ -387,6 +444,15 @@ where
             Some(Err(TenantRefusal::Suspended)) if exempt_if_suspended => Box::pin(inner.call(req)),
             Some(Ok(())) => Box::pin(inner.call(req)),
             Some(Err(refusal)) => {
+                if !self.budget.admit(&denied_client(&caller, req.headers())) {
+                    crate::limits::LIMITED_CALLS.fetch_add(1, Ordering::Relaxed);
+                    return Box::pin(async move {
+                        Ok(Status::resource_exhausted(
+                            "rate limit exceeded for this client, retry later",
+                        )
+                        .into_http())
+                    });
+                }
                 let status = tenant_denied(&path, refusal);
                 report_tenant_denial(
                     self.denials.as_ref(),
@@ -400,11 +466,19 @@ where
             }
             None => {
                 let sink = self.denials.clone();
+                let budget = self.budget.clone();
                 Box::pin(async move {
                     match gate.check(&tenant).await {
                         Ok(()) => inner.call(req).await,
                         Err(TenantRefusal::Suspended) if exempt_if_suspended => {
                             inner.call(req).await
+                        }
+                        Err(_) if !budget.admit(&denied_client(&caller, req.headers())) => {
+                            crate::limits::LIMITED_CALLS.fetch_add(1, Ordering::Relaxed);
+                            Ok(Status::resource_exhausted(
+                                "rate limit exceeded for this client, retry later",
+                            )
+                            .into_http())
                         }
                         Err(refusal) => {
                             let status = tenant_denied(&path, refusal);
@@ -423,6 +497,22 @@ where
             }
         }
     }
+}
+
+/// The rate-limit client of a denied call with a verified token: the key the rate
+/// limit layer uses for the same caller's allowed calls (tenant and subject).
+fn denied_client(principal: &Principal, headers: &http::HeaderMap) -> String {
+    let tenant = denial_tenant(principal, headers).unwrap_or_default();
+    format!("{tenant}\u{0}{}", principal.sub)
+}
+
+/// The address a call came from (plaintext or TLS listener), for callers without a
+/// valid token.
+fn peer_ip(extensions: &http::Extensions) -> String {
+    extensions
+        .get::<crate::listen::Peer>()
+        .map(|p| p.0.ip().to_string())
+        .unwrap_or_default()
 }
 
 /// A call refused because its tenant is suspended is audited in that tenant's chain;

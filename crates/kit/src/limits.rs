@@ -184,7 +184,26 @@ pub(crate) fn client_key(ctx: &CallContext) -> String {
     format!("{tenant}\u{0}{}", ctx.sub)
 }
 
+/// The per-client rate budget as the auth layer charges it for calls it denies, so a
+/// client cannot make unlimited denied calls (each verified, logged and audited).
+#[derive(Clone, Debug, Default)]
+pub struct DenialBudget(Option<Arc<RateState>>);
+
+impl DenialBudget {
+    /// Whether `client` may make one more call now (and charges it).
+    pub fn admit(&self, client: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|state| state.admit(client, Instant::now()))
+    }
+}
+
 impl RateLimitLayer {
+    /// The same budgets, for the calls the auth layer denies before this layer runs.
+    pub fn denial_budget(&self) -> DenialBudget {
+        DenialBudget(self.state.clone())
+    }
+
     /// A limit of `per_second` calls per client with bursts of `burst` (0 disables
     /// it) and `concurrent` calls in progress per client (0: no per-client limit).
     pub fn new(per_second: u32, burst: u32, concurrent: usize) -> Self {

@@ -34,6 +34,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// they are handed to the server first, as if never read.
 pub struct Spoken<T> {
     inner: T,
+    peer: SocketAddr,
     first: [u8; 24],
     len: usize,
     pos: usize,
@@ -86,16 +87,20 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Spoken<T> {
     }
 }
 
-impl<T: Connected> Connected for Spoken<T> {
-    type ConnectInfo = T::ConnectInfo;
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+/// Where a call's connection came from; in every request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
+
+impl<T> Connected for Spoken<T> {
+    type ConnectInfo = Peer;
+    fn connect_info(&self) -> Peer {
+        Peer(self.peer)
     }
 }
 
 /// Reads until the preface is complete, or until the bytes stop matching it (the
 /// server then answers whatever was said).
-async fn hear<T: AsyncRead + Unpin>(mut io: T) -> io::Result<Spoken<T>> {
+async fn hear<T: AsyncRead + Unpin>(mut io: T, peer: SocketAddr) -> io::Result<Spoken<T>> {
     let mut first = [0u8; 24];
     let mut len = 0;
     while len < first.len() {
@@ -110,6 +115,7 @@ async fn hear<T: AsyncRead + Unpin>(mut io: T) -> io::Result<Spoken<T>> {
     }
     Ok(Spoken {
         inner: io,
+        peer,
         first,
         len,
         pos: 0,
@@ -121,7 +127,9 @@ pub fn incoming_plain(
     listener: TcpListener,
     deadline: Duration,
 ) -> ReceiverStream<Result<Spoken<TcpStream>, io::Error>> {
-    accept_loop(listener, deadline, |tcp| async move { hear(tcp).await })
+    accept_loop(listener, deadline, |tcp, peer| async move {
+        hear(tcp, peer).await
+    })
 }
 
 /// The TLS connections of `listener` whose handshake (with the files current when it
@@ -131,9 +139,9 @@ pub fn incoming_tls(
     tls: Arc<ServerTls>,
     deadline: Duration,
 ) -> ReceiverStream<Result<Spoken<TlsStream<TcpStream>>, io::Error>> {
-    accept_loop(listener, deadline, move |tcp| {
+    accept_loop(listener, deadline, move |tcp, peer| {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-        async move { hear(acceptor.accept(tcp).await?).await }
+        async move { hear(acceptor.accept(tcp).await?, peer).await }
     })
 }
 
@@ -146,7 +154,7 @@ fn accept_loop<T, F, Fut>(
 ) -> ReceiverStream<Result<T, io::Error>>
 where
     T: Send + 'static,
-    F: Fn(TcpStream) -> Fut + Send + 'static,
+    F: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = io::Result<T>> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_BACKLOG);
@@ -176,7 +184,7 @@ where
             // Small answers must not wait for Nagle (40 ms stalls against delayed ACKs).
             let _ = tcp.set_nodelay(true);
             let tx = tx.clone();
-            let ready = speak(tcp);
+            let ready = speak(tcp, peer);
             tokio::spawn(async move {
                 match tokio::time::timeout(deadline, ready).await {
                     Ok(Ok(io)) => {

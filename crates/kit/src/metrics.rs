@@ -626,6 +626,17 @@ pub fn render_prometheus() -> String {
     }
     head(
         &mut out,
+        "vern_audit_denials_dropped_total",
+        "counter",
+        "Audit events of denied calls dropped because the queue to the audit service was full.",
+    );
+    let _ = writeln!(
+        out,
+        "vern_audit_denials_dropped_total {}",
+        crate::audit::DROPPED_DENIALS.load(Relaxed)
+    );
+    head(
+        &mut out,
         "vern_connections_silent_total",
         "counter",
         "Connections closed because their TLS handshake or HTTP/2 preface did not arrive in time.",

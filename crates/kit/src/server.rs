@@ -144,6 +144,11 @@ pub async fn serve(
         let _ = stop_tx.send(());
     };
 
+    let rate_limit = RateLimitLayer::new(
+        config.rate_limit_per_client,
+        config.rate_limit_burst,
+        config.concurrency_limit_per_client,
+    );
     let mut builder = Server::builder();
     if config.max_connection_age_seconds > 0 {
         // No forced close after the age: streams in progress (audit tail) finish.
@@ -168,6 +173,7 @@ pub async fn serve(
                 .layer(ConcurrencyLimitLayer::new(config.concurrency_limit))
                 .layer(
                     AuthLayer::new(verifier.clone())
+                        .with_denial_budget(rate_limit.denial_budget())
                         .with_denials(served.denials.clone())
                         .with_exposure(served.exposure)
                         .with_tenants(served.tenants.clone())
@@ -183,11 +189,7 @@ pub async fn serve(
                     config.max_streams,
                     config.max_streams_per_client,
                 ))
-                .layer(RateLimitLayer::new(
-                    config.rate_limit_per_client,
-                    config.rate_limit_burst,
-                    config.concurrency_limit_per_client,
-                )),
+                .layer(rate_limit),
         )
         .add_routes(routes);
     let handshake = Duration::from_secs(config.handshake_timeout_seconds.max(1));

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use crate::auth::{Permission, Role};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// What the directory knows of a tenant.
@@ -29,6 +29,44 @@ pub enum TenantStatus {
 pub trait TenantDirectory: Send + Sync + 'static {
     /// The status of `tenant`; an error when the directory cannot be asked now.
     async fn status(&self, tenant: &str) -> Result<TenantStatus, String>;
+
+    /// A number that moves whenever any tenant's status changes (`None`: this
+    /// directory cannot tell, and only the gate's time bound applies).
+    async fn generation(&self) -> Result<Option<i64>, String> {
+        Ok(None)
+    }
+}
+
+/// How often a gate asks its directory whether statuses changed: a suspension is in
+/// force in every process within this (plus one answer).
+pub const STATUS_WATCH_EVERY: Duration = Duration::from_millis(250);
+
+type Cache = Arc<Mutex<HashMap<String, Entry>>>;
+
+/// The gates of this process, told at once when this process changes a status.
+static GATES: LazyLock<Mutex<Vec<Weak<Mutex<HashMap<String, Entry>>>>>> =
+    LazyLock::new(|| Mutex::new(Vec::new()));
+
+/// Tells every gate of this process that `tenant`'s status changed (`None`: some
+/// tenant's): they forget what they hold, so the next call asks the directory. Called
+/// by the component that changed it, once the change is committed and before it
+/// answers: the change is in force in this process from its acknowledgement.
+pub fn status_changed(tenant: Option<&str>) {
+    let Ok(mut gates) = GATES.lock() else { return };
+    gates.retain(|weak| {
+        let Some(cache) = weak.upgrade() else {
+            return false;
+        };
+        if let Ok(mut cache) = cache.lock() {
+            match tenant {
+                Some(t) => {
+                    cache.remove(t);
+                }
+                None => cache.clear(),
+            }
+        }
+        true
+    });
 }
 
 /// Why a call's tenant was refused.
@@ -98,7 +136,7 @@ struct Entry {
 pub struct TenantGate {
     directory: Arc<dyn TenantDirectory>,
     ttl: Duration,
-    cache: Arc<Mutex<HashMap<String, Entry>>>,
+    cache: Cache,
 }
 
 impl std::fmt::Debug for TenantGate {
@@ -112,11 +150,54 @@ impl std::fmt::Debug for TenantGate {
 impl TenantGate {
     /// A gate asking `directory`, trusting an answer for `ttl`.
     pub fn new(directory: Arc<dyn TenantDirectory>, ttl: Duration) -> Self {
+        let cache: Cache = Arc::new(Mutex::new(HashMap::new()));
+        if let Ok(mut gates) = GATES.lock() {
+            gates.push(Arc::downgrade(&cache));
+        }
         Self {
             directory,
             ttl,
-            cache: Arc::new(Mutex::new(HashMap::new())),
+            cache,
         }
+    }
+
+    /// Also asks the directory every [`STATUS_WATCH_EVERY`] whether any status changed
+    /// (a suspension made by another process) and forgets everything when it did.
+    /// Runs until the gate's last clone is dropped. Needs a Tokio runtime.
+    pub fn watching(self) -> Self {
+        let cache = Arc::downgrade(&self.cache);
+        let directory = self.directory.clone();
+        tokio::spawn(async move {
+            let mut seen: Option<i64> = None;
+            let mut failing = false;
+            let mut first = true;
+            loop {
+                if !std::mem::take(&mut first) {
+                    tokio::time::sleep(STATUS_WATCH_EVERY).await;
+                }
+                let Some(cache) = cache.upgrade() else { return };
+                match directory.generation().await {
+                    Ok(Some(now)) => {
+                        failing = false;
+                        if seen.is_some_and(|s| s != now)
+                            && let Ok(mut cache) = cache.lock()
+                        {
+                            cache.clear();
+                        }
+                        seen = Some(now);
+                    }
+                    // The directory cannot tell: the time bound is all there is.
+                    Ok(None) => return,
+                    Err(e) if !failing => {
+                        failing = true;
+                        // Cached answers age out as usual (ttl); nothing to forget.
+                        tracing::warn!(error = %e, "tenant status generation not available: suspensions made elsewhere take up to the status cache time");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        self
     }
 
     fn cached(&self, tenant: &str, now: Instant, within: Duration) -> Option<TenantStatus> {

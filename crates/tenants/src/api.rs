@@ -314,6 +314,16 @@ impl pb::tenant_service_server::TenantService for TenantApi {
         Ok(Response::new(tenant_pb(t)))
     }
 
+    async fn get_tenant_status_generation(
+        &self,
+        _req: Request<pb::GetTenantStatusGenerationRequest>,
+    ) -> Result<Response<pb::GetTenantStatusGenerationResponse>, Status> {
+        let generation = self.registry.status_generation().await?;
+        Ok(Response::new(pb::GetTenantStatusGenerationResponse {
+            generation,
+        }))
+    }
+
     async fn list_tenants(
         &self,
         req: Request<pb::ListTenantsRequest>,

@@ -90,7 +90,9 @@ impl Registry {
             create_time: now,
             update_time: now,
         };
-        self.store.create_tenant(&t, key.as_ref()).await
+        let created = self.store.create_tenant(&t, key.as_ref()).await?;
+        vern_kit::tenancy::status_changed(Some(&created.tenant_id));
+        Ok(created)
     }
 
     /// GetTenant: a tenant the caller cannot see is NOT_FOUND.
@@ -181,7 +183,7 @@ impl Registry {
             ..current.clone()
         };
         self.store
-            .update_tenant(&updated, current.update_time, key.as_ref())
+            .update_tenant(&updated, current.update_time, false, key.as_ref())
             .await
     }
 
@@ -238,9 +240,19 @@ impl Registry {
                 .max(current.update_time + chrono::Duration::microseconds(1)),
             ..current.clone()
         };
-        self.store
-            .update_tenant(&updated, current.update_time, key.as_ref())
-            .await
+        let changed = self
+            .store
+            .update_tenant(&updated, current.update_time, true, key.as_ref())
+            .await?;
+        // In force in this process from the answer; the others learn it from the
+        // generation bumped in the same transaction.
+        vern_kit::tenancy::status_changed(Some(tenant_id));
+        Ok(changed)
+    }
+
+    /// The generation of tenant statuses (GetTenantStatusGeneration).
+    pub async fn status_generation(&self) -> Result<i64, TenantError> {
+        self.store.status_generation().await
     }
 
     async fn active_tenant(&self, tenant: &TenantId) -> Result<Tenant, TenantError> {

@@ -16,6 +16,8 @@ impl MigratorTrait for Migrator {
             Box::new(vern_kit::outbox::LeaseMigration),
             Box::new(vern_kit::outbox::TopicIndexMigration),
             Box::new(M0002RecipientLifecycle),
+            // The generation of tenant statuses (GetTenantStatusGeneration).
+            Box::new(vern_kit::changes::Migration),
         ]
     }
 }

@@ -88,6 +88,9 @@ impl TenantStore {
                 row.insert(txn)
                     .await
                     .map_err(|e| unique_or(e, TenantError::TenantExists))?;
+                // Unknown → active is a status change too: components that answered
+                // "no such tenant" forget it.
+                vern_kit::changes::bump(txn, STATUS_SCOPE).await?;
                 Ok::<_, TenantError>(())
             })
         })
@@ -136,6 +139,7 @@ impl TenantStore {
         &self,
         updated: &Tenant,
         expected: chrono::DateTime<chrono::Utc>,
+        status_changes: bool,
         key: Option<&Key>,
     ) -> Result<Tenant, TenantError> {
         let t = updated;
@@ -166,10 +170,22 @@ impl TenantStore {
                 if update.exec(txn).await?.rows_affected != 1 {
                     return Err(TenantError::Conflict);
                 }
+                if status_changes {
+                    vern_kit::changes::bump(txn, STATUS_SCOPE).await?;
+                }
                 Ok(())
             })
         })
         .await?)
+    }
+
+    /// The generation of tenant statuses: moves with every suspension and resumption.
+    pub async fn status_generation(&self) -> Result<i64, TenantError> {
+        Ok(vern_kit::changes::generations(&self.db)
+            .await?
+            .into_iter()
+            .find(|(scope, _)| scope == STATUS_SCOPE)
+            .map_or(0, |(_, g)| g))
     }
 
     /// Inserts a purpose and, in the same transaction, its change notification.
@@ -619,3 +635,6 @@ fn recipient_from_row(m: recipient::Model) -> Result<Recipient, TenantError> {
         end_reason: m.end_reason,
     })
 }
+
+/// The change-generation scope of tenant statuses.
+const STATUS_SCOPE: &str = "tenant-status";
