@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use vern_proto::audit::v1 as apb;
 use vern_proto::subjects::v1 as spb;
-use vern_tests::{authed, token};
+use vern_tests::{token, vouched};
 
 async fn serve(
     config: &vern_kit::config::Config,
@@ -64,7 +64,7 @@ async fn events_wait_in_the_outbox_while_audit_is_down() {
     let mut ids = vec![];
     for i in 0..20 {
         let s = subjects
-            .create_subject(authed(
+            .create_subject(vouched(
                 spb::CreateSubjectRequest {
                     email: format!("p{i}@example.no"),
                     ..Default::default()
@@ -93,7 +93,7 @@ async fn events_wait_in_the_outbox_while_audit_is_down() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let events = loop {
         let page = audit
-            .query_events(authed(
+            .query_events(vouched(
                 apb::QueryEventsRequest {
                     action: "CreateSubject".into(),
                     page_size: 1000,
@@ -124,7 +124,7 @@ async fn events_wait_in_the_outbox_while_audit_is_down() {
     }
     assert_eq!(events.len(), ids.len(), "no duplicates");
     let verified = audit
-        .verify_chain(authed(apb::VerifyChainRequest::default(), &auditor))
+        .verify_chain(vouched(apb::VerifyChainRequest::default(), &auditor))
         .await
         .expect("verify")
         .into_inner();

@@ -77,7 +77,8 @@ async fn raw_bytes(
 ) -> Code {
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready().await.expect("ready");
-    let req = authed(bytes, tok);
+    // Vouched for: the standalone service is called on its own port, as the gateway would.
+    let req = vern_tests::vouched(bytes, tok);
     let path = PathAndQuery::try_from(path).expect("path");
     if streaming {
         let res = grpc

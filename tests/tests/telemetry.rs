@@ -916,7 +916,7 @@ async fn spans_and_metrics_reach_an_https_collector_the_ca_vouches_for() {
         .await
         .expect("connect");
     tpb::tenant_service_client::TenantServiceClient::new(channel)
-        .create_tenant(authed(
+        .create_tenant(vern_tests::vouched(
             tpb::CreateTenantRequest {
                 tenant_id: "tls-traced".into(),
                 name: "Traced over TLS".into(),

@@ -41,11 +41,11 @@ pub trait TenantDirectory: Send + Sync + 'static {
 /// force in every process within this (plus one answer).
 pub const STATUS_WATCH_EVERY: Duration = Duration::from_millis(250);
 
-type Cache = Arc<Mutex<HashMap<String, Entry>>>;
+type Entries = Mutex<HashMap<String, Entry>>;
+type Cache = Arc<Entries>;
 
 /// The gates of this process, told at once when this process changes a status.
-static GATES: LazyLock<Mutex<Vec<Weak<Mutex<HashMap<String, Entry>>>>>> =
-    LazyLock::new(|| Mutex::new(Vec::new()));
+static GATES: LazyLock<Mutex<Vec<Weak<Entries>>>> = LazyLock::new(|| Mutex::new(Vec::new()));
 
 /// Tells every gate of this process that `tenant`'s status changed (`None`: some
 /// tenant's): they forget what they hold, so the next call asks the directory. Called
