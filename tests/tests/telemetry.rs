@@ -133,6 +133,7 @@ impl Collector {
                 listener,
                 tls,
                 std::time::Duration::from_secs(10),
+                tokio::sync::watch::channel(false).1,
             ));
         tokio::spawn(server);
         (c, url)

@@ -122,12 +122,19 @@ async fn hear<T: AsyncRead + Unpin>(mut io: T, peer: SocketAddr) -> io::Result<S
     })
 }
 
-/// The plaintext connections of `listener` that speak within `deadline`.
+/// When the server stops taking connections: once the value is `true`, the listener
+/// is closed, so new connections are refused by the kernel rather than accepted and
+/// dropped. A closed channel never stops it.
+pub type Closing = tokio::sync::watch::Receiver<bool>;
+
+/// The plaintext connections of `listener` that speak within `deadline`, until
+/// `closing`.
 pub fn incoming_plain(
     listener: TcpListener,
     deadline: Duration,
+    closing: Closing,
 ) -> ReceiverStream<Result<Spoken<TcpStream>, io::Error>> {
-    accept_loop(listener, deadline, |tcp, peer| async move {
+    accept_loop(listener, deadline, closing, |tcp, peer| async move {
         hear(tcp, peer).await
     })
 }
@@ -138,8 +145,9 @@ pub fn incoming_tls(
     listener: TcpListener,
     tls: Arc<ServerTls>,
     deadline: Duration,
+    closing: Closing,
 ) -> ReceiverStream<Result<Spoken<TlsStream<TcpStream>>, io::Error>> {
-    accept_loop(listener, deadline, move |tcp, peer| {
+    accept_loop(listener, deadline, closing, move |tcp, peer| {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
         async move { hear(acceptor.accept(tcp).await?, peer).await }
     })
@@ -150,6 +158,7 @@ pub fn incoming_tls(
 fn accept_loop<T, F, Fut>(
     listener: TcpListener,
     deadline: Duration,
+    mut closing: Closing,
     speak: F,
 ) -> ReceiverStream<Result<T, io::Error>>
 where
@@ -160,9 +169,17 @@ where
     let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_BACKLOG);
     tokio::spawn(async move {
         let mut backoff = Duration::ZERO;
+        let closed = async move {
+            // A dropped sender never closes the listener.
+            if closing.wait_for(|c| *c).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::pin!(closed);
         loop {
             let accepted = tokio::select! {
                 _ = tx.closed() => return,
+                _ = &mut closed => return,
                 a = listener.accept() => a,
             };
             let (tcp, peer) = match accepted {
@@ -217,7 +234,11 @@ mod tests {
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(health)
-                .serve_with_incoming(incoming_plain(listener, deadline)),
+                .serve_with_incoming(incoming_plain(
+                    listener,
+                    deadline,
+                    tokio::sync::watch::channel(false).1,
+                )),
         );
         addr
     }

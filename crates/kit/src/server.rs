@@ -134,8 +134,11 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let names = served.health_names.clone();
     let background = served.shutdown.clone();
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let signal = async move {
         shutdown.await;
+        // New connections are refused from now on; open ones drain.
+        let _ = closing_tx.send(true);
         // Background work stops while calls drain (a sweep records where it stopped).
         background.begin();
         // Probes see NOT_SERVING while in-flight calls drain.
@@ -197,11 +200,11 @@ pub async fn serve(
         Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
     > = match served.tls.clone() {
         Some(tls) => Box::pin(server.serve_with_incoming_shutdown(
-            crate::listen::incoming_tls(listener, tls, handshake),
+            crate::listen::incoming_tls(listener, tls, handshake, closing),
             signal,
         )),
         None => Box::pin(server.serve_with_incoming_shutdown(
-            crate::listen::incoming_plain(listener, handshake),
+            crate::listen::incoming_plain(listener, handshake, closing),
             signal,
         )),
     };

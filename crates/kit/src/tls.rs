@@ -502,6 +502,7 @@ mod tests {
                     listener,
                     tls,
                     Duration::from_secs(10),
+                    tokio::sync::watch::channel(false).1,
                 )),
         );
         port
