@@ -14,6 +14,7 @@ pub mod env;
 pub mod load;
 pub mod scenarios;
 pub mod seed;
+pub mod watchers;
 
 use std::time::Duration;
 
@@ -50,6 +51,9 @@ pub enum BenchCommand {
     /// Master key rotation: subjects imported under version 1, the suite restarted with
     /// version 2 current, then every data key re-wrapped (keys/s).
     RotateMaster(scenarios::RotateArgs),
+    /// What another tenant's open WatchEvents streams (1,000 by default) cost GetSubject
+    /// (p50 with / without, alternating rounds).
+    Watchers(watchers::WatchersArgs),
 }
 
 impl BenchCommand {
@@ -63,6 +67,7 @@ impl BenchCommand {
             BenchCommand::Report(a) => a.target.json,
             BenchCommand::Startup(a) => a.json,
             BenchCommand::RotateMaster(a) => a.json,
+            BenchCommand::Watchers(a) => a.target.json,
         }
     }
 }
@@ -103,6 +108,10 @@ pub async fn run(host: &dyn Host, config: &Config, command: BenchCommand) -> any
         }
         BenchCommand::Startup(a) => {
             let r = scenarios::startup(&a).await?;
+            (serde_json::to_value(&r)?, r.text())
+        }
+        BenchCommand::Watchers(a) => {
+            let r = watchers::run(host, config, &a, progress).await?;
             (serde_json::to_value(&r)?, r.text())
         }
     };

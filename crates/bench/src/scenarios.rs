@@ -28,7 +28,7 @@ pub enum DbChoice {
     Postgres,
 }
 
-fn backend(choice: DbChoice, url: &Option<String>) -> anyhow::Result<Backend> {
+pub(crate) fn backend(choice: DbChoice, url: &Option<String>) -> anyhow::Result<Backend> {
     Ok(match choice {
         DbChoice::Sqlite => Backend::Sqlite,
         DbChoice::Postgres => Backend::Postgres(

@@ -214,32 +214,52 @@ pub async fn tail(config: &Config, args: TailArgs) -> anyhow::Result<()> {
             Err(s) => return Err(status_error(s)),
         }
     };
-    let mut stream = audit
-        .export_events(c.request(pb::ExportEventsRequest {
-            from_seq,
-            to_seq: 0,
-            follow: true,
-        }))
-        .await
-        .map_err(status_error)?
-        .into_inner();
+    // A server ends a stream at its longest lifetime (server.max_stream_seconds) or
+    // when it shuts down, with UNAVAILABLE: open it again after the last event seen.
+    let mut next = from_seq;
     let stdout = std::io::stdout();
-    while let Some(msg) = stream.message().await.map_err(status_error)? {
-        let line = match msg.item {
-            Some(pb::export_events_response::Item::Event(e)) => tail_line(&e),
-            Some(pb::export_events_response::Item::Checkpoint(cp)) => format!(
-                "{:>8} checkpoint  head {}  key {}",
-                cp.seq,
-                hex::encode(&cp.head_hash),
-                cp.key_id
-            ),
-            None => continue,
+    loop {
+        let mut stream = audit
+            .export_events(c.request(pb::ExportEventsRequest {
+                from_seq: next,
+                to_seq: 0,
+                follow: true,
+            }))
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let ended = loop {
+            let msg = match stream.message().await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break None,
+                Err(s) => break Some(s),
+            };
+            let line = match msg.item {
+                Some(pb::export_events_response::Item::Event(e)) => {
+                    next = next.max(e.seq + 1);
+                    tail_line(&e)
+                }
+                Some(pb::export_events_response::Item::Checkpoint(cp)) => format!(
+                    "{:>8} checkpoint  head {}  key {}",
+                    cp.seq,
+                    hex::encode(&cp.head_hash),
+                    cp.key_id
+                ),
+                None => continue,
+            };
+            let mut out = stdout.lock();
+            writeln!(out, "{line}")?;
+            out.flush()?;
         };
-        let mut out = stdout.lock();
-        writeln!(out, "{line}")?;
-        out.flush()?;
+        match ended {
+            None => return Ok(()),
+            Some(s) if s.code() == tonic::Code::Unavailable => {
+                eprintln!("the stream ended ({}); resuming at seq {next}", s.message());
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Some(s) => return Err(status_error(s)),
+        }
     }
-    Ok(())
 }
 
 /// One event as a line: seq, time, service/action, outcome, actor, target.

@@ -126,6 +126,8 @@ pub struct Rotated {
     pub examined: i64,
     /// Of those, re-wrapped.
     pub rewrapped: i64,
+    /// Keys that did not open, passed over (`<tenant>/<owner id>`).
+    pub unopenable: Vec<String>,
 }
 
 /// Runs `vern keys rotate-master`: each service to the end, then the status.
@@ -156,18 +158,42 @@ pub async fn rotate_master(config: &Config, args: RotateArgs) -> anyhow::Result<
         out,
         "re-wrapping every data key under master key version {target}"
     )?;
+    let mut unopenable = vec![];
     for service in KEY_SERVICES {
         let done = rotate_service(&client, service, target, args.page_size, !args.quiet).await?;
         writeln!(
             out,
-            "{:<9} {} data keys examined, {} re-wrapped",
+            "{:<9} {} data keys examined, {} re-wrapped, {} do not open",
             service.name(),
             done.examined,
-            done.rewrapped
+            done.rewrapped,
+            done.unopenable.len()
         )?;
+        unopenable.extend(
+            done.unopenable
+                .iter()
+                .map(|id| format!("{} {id}", service.name())),
+        );
     }
     drop(out);
-    print_status(&client).await
+    print_status(&client).await?;
+    passed_over(&unopenable, "data keys")
+}
+
+/// Lists what a run passed over and fails the command when there is any: the run did
+/// everything else, and an operator must look at each.
+fn passed_over(ids: &[String], what: &str) -> anyhow::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    eprintln!("\nthese {what} do not open with the configured keys and were passed over:");
+    for id in ids {
+        eprintln!("  {id}");
+    }
+    anyhow::bail!(
+        "{} {what} do not open: check the master key values (keys.master_key, keys.previous_master_keys) on every replica; what they seal cannot be read",
+        ids.len()
+    )
 }
 
 /// Re-wraps one service's data keys page by page. A page that fails for a passing
@@ -200,6 +226,7 @@ pub async fn rotate_service(
             })?;
         done.examined += page.examined;
         done.rewrapped += page.rewrapped;
+        done.unopenable.extend(page.unopenable);
         // The first page says how many there are; later ones say 0.
         total = total.max(page.total);
         bar.set_length(total.max(done.examined) as u64);
@@ -222,6 +249,8 @@ pub struct Reindexed {
     pub reindexed: i64,
     /// The index version they are now under.
     pub index_version: u32,
+    /// Subjects passed over because their keys or identifiers did not open.
+    pub unopenable: Vec<String>,
 }
 
 /// Runs `vern keys reindex`: every page, then the status.
@@ -248,10 +277,18 @@ pub async fn reindex(config: &Config, args: ReindexArgs) -> anyhow::Result<()> {
     )
     .await?;
     println!(
-        "subjects  {} index entries examined, {} re-indexed",
-        done.examined, done.reindexed
+        "subjects  {} index entries examined, {} re-indexed, {} subjects do not open",
+        done.examined,
+        done.reindexed,
+        done.unopenable.len()
     );
-    print_status(&client).await
+    print_status(&client).await?;
+    let ids: Vec<String> = done
+        .unopenable
+        .iter()
+        .map(|id| format!("subjects {id}"))
+        .collect();
+    passed_over(&ids, "subjects")
 }
 
 /// Re-indexes page by page; a page that fails for a passing reason is asked again,
@@ -284,6 +321,11 @@ pub async fn reindex_subjects(
         .context("re-indexing the subjects (run the command again to resume)")?;
         done.examined += page.examined;
         done.reindexed += page.reindexed;
+        for id in page.unopenable {
+            if !done.unopenable.contains(&id) {
+                done.unopenable.push(id);
+            }
+        }
         total = total.max(page.total);
         bar.set_length(total.max(done.examined) as u64);
         bar.set_position(done.examined as u64);
@@ -352,6 +394,7 @@ async fn print_status(client: &Client) -> anyhow::Result<()> {
     let mut index = 0;
     let mut previous_index = 0;
     let mut entries = vec![];
+    let mut unopenable: Vec<String> = vec![];
     writeln!(
         out,
         "{:<9} {:<24} {:>10}",
@@ -367,6 +410,9 @@ async fn print_status(client: &Client) -> anyhow::Result<()> {
         entries.extend(c.index_entries.iter().cloned());
         configured.extend(c.unused_versions.iter().copied());
         current.insert(c.master_key_version);
+        if c.unopenable > 0 {
+            unopenable.push(format!("{} {}", service.name(), c.unopenable));
+        }
         if c.counts.is_empty() {
             writeln!(out, "{:<9} {:<24} {:>10}", service.name(), "-", 0)?;
         }
@@ -382,6 +428,12 @@ async fn print_status(client: &Client) -> anyhow::Result<()> {
             }
             writeln!(out, "{:<9} {:<24} {:>10}", service.name(), label, k.count)?;
         }
+    }
+    for line in &unopenable {
+        writeln!(
+            out,
+            "DO NOT OPEN: {line} data keys (a wrong key value or damaged bytes; rotation passes over them)"
+        )?;
     }
     let unused: Vec<u32> = configured
         .iter()

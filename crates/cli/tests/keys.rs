@@ -561,3 +561,117 @@ async fn reindex_moves_the_blind_index_to_a_new_key_and_lets_the_old_master_key_
 
 /// Subjects of the re-index test still live (one of them is erased).
 const INDEX_LIVE: usize = INDEXED - 1;
+
+/// The number before `label` in `text` ("… 4 re-wrapped, …") on `service`'s line.
+fn number_before(text: &str, service: &str, label: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(service))?;
+    let at = line.find(label)?;
+    line[..at].split_whitespace().last()?.parse().ok()
+}
+
+/// One data key that does not open (damaged bytes) stops nothing: the rotation
+/// re-wraps every other key, lists the one it passed over (ids only), `vern keys
+/// status` counts it, and the command exits non-zero at the end. A resumed rotation
+/// re-wraps 0 keys in every service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_passes_over_a_key_that_does_not_open_and_fails_at_the_end() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path();
+    let (v1, ch) = start(data, &env((1, 11), &[])).await;
+    setup(&ch, &v1, 0).await;
+    let crm = v1.token("integration");
+    let mut subjects = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
+    let mut ids = vec![];
+    for n in 0..5 {
+        ids.push(
+            subjects
+                .create_subject(authed(
+                    spb::CreateSubjectRequest {
+                        email: format!("pass-over-{n}@example.no"),
+                        request_id: format!("pass-over-{n}"),
+                        ..Default::default()
+                    },
+                    &crm,
+                ))
+                .await
+                .expect("create")
+                .into_inner()
+                .subject_id,
+        );
+    }
+    v1.sigterm();
+    drop(v1);
+    drop(ch);
+    // Damage one subject's wrapped key in the key store.
+    let damaged = ids[3].clone();
+    {
+        use sea_orm::sea_query::Expr;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        use vern_subjects::store::entities::subject_key::{Column, Entity};
+        let target = vern_kit::db::DbTarget::for_service(None, data, vern_subjects::KEY_STORE);
+        let db = vern_kit::db::connect(&target).await.expect("key store");
+        let row = Entity::find()
+            .filter(Column::SubjectId.eq(damaged.as_str()))
+            .one(&db)
+            .await
+            .expect("read")
+            .expect("the key");
+        let mut bytes = row.wrapped_key.clone();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x5a;
+        Entity::update_many()
+            .col_expr(Column::WrappedKey, Expr::value(bytes))
+            .filter(Column::SubjectId.eq(damaged.as_str()))
+            .exec(&db)
+            .await
+            .expect("damage");
+        db.close().await.expect("close");
+    }
+
+    let (v2, _ch) = start(data, &env((2, 22), &[(1, 11)])).await;
+    let url = v2.url();
+    let status = ok(vern(data, &url, &["keys", "status"]));
+    assert!(
+        status.contains("DO NOT OPEN: subjects 1 data keys"),
+        "{status}"
+    );
+    let out = vern(data, &url, &["keys", "rotate-master", "--quiet"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "a passed-over key fails the command");
+    assert_eq!(
+        number_before(&stdout, "subjects", "re-wrapped"),
+        Some(4),
+        "{stdout}"
+    );
+    assert_eq!(
+        number_before(&stdout, "subjects", "do not open"),
+        Some(1),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!("subjects {TENANT}/{damaged}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pass-over-"), "no personal data: {stderr}");
+    // The others are under version 2 now; the damaged one stays under 1.
+    let after = ok(vern(data, &url, &["keys", "status"]));
+    assert_eq!(
+        count(&after, "subjects", "version 2 (current)"),
+        Some(4),
+        "{after}"
+    );
+    assert_eq!(count(&after, "subjects", "version 1"), Some(1), "{after}");
+    // Resumed: every service re-wraps 0 (each count parsed, not a substring).
+    let again = vern(data, &url, &["keys", "rotate-master", "--quiet"]);
+    let again_out = String::from_utf8_lossy(&again.stdout).to_string();
+    for service in ["subjects", "consents", "rights"] {
+        assert_eq!(
+            number_before(&again_out, service, "re-wrapped"),
+            Some(0),
+            "{service}: {again_out}"
+        );
+    }
+    assert!(!again.status.success(), "still listed, still failing");
+    drop(v2);
+}

@@ -213,7 +213,9 @@ pub struct GroundsDecision {
     pub purpose: String,
     /// The OBJECT event answered.
     pub objection_event_id: String,
-    /// The controller's grounds (no personal data).
+    /// The controller's grounds: a statement about this subject's case, so personal
+    /// data. Sealed under the subject's data key at rest and gone (`""`) once the
+    /// subject is erased.
     pub reason: String,
     /// Who decided (token subject).
     pub decided_by: String,

@@ -5,9 +5,10 @@
 //! Layers: [`api`] (tonic handlers) → [`service`] (use cases) → [`domain`] (the legal
 //! basis rules, pure) and [`store`] (sea-orm). Check reads only what this service holds:
 //! purposes cached from the tenants service ([`purposes`]) and its own projection of
-//! subject states kept current by the subjects service's outbox. Evidence is sealed
-//! under a per-subject data key wrapped by the tenant key ([`seal`]) and shredded when
-//! the projection learns the subject is erased.
+//! subject states kept current by the subjects service's outbox. Evidence and the
+//! reasons of compelling-grounds decisions are sealed under a per-subject data key
+//! wrapped by the tenant key ([`seal`]) and shredded when the projection learns the
+//! subject is erased.
 
 pub mod api;
 pub mod domain;
@@ -53,7 +54,10 @@ pub async fn build(
         store::ConsentStore::open_with(target, keyring, config.database_listen_notify).await?;
     match store.seal_legacy().await {
         Ok(0) => {}
-        Ok(n) => tracing::info!(rows = n, "sealed consent evidence stored in plaintext"),
+        Ok(n) => tracing::info!(
+            rows = n,
+            "sealed consent evidence and grounds stored in plaintext"
+        ),
         // Retried at the next start; the rows stay readable meanwhile.
         Err(e) => tracing::warn!(error = %e, "sealing plaintext consent evidence failed"),
     }

@@ -1,8 +1,9 @@
-//! Encryption at rest of consent evidence, with the subjects service's envelope scheme
-//! (`vern-seal`): each subject has its own data key in this service (`consent_keys`),
-//! stored only wrapped by the tenant's key (`keys.master_key` / `keys.tenant_keys`), and
-//! every sealed value is bound to its tenant, subject and event. Erasure deletes the key
-//! (crypto-shredding) and blanks the ciphertexts.
+//! Encryption at rest of consent evidence and compelling-grounds reasons, with the
+//! subjects service's envelope scheme (`vern-seal`): each subject has its own data key in
+//! this service (`consent_keys`), stored only wrapped by the tenant's key
+//! (`keys.master_key` / `keys.tenant_keys`), and every sealed value is bound to its
+//! tenant, subject and event (or decision). Erasure deletes the key (crypto-shredding)
+//! and blanks the ciphertexts.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use vern_seal::keyring::Keyring;
 
 use crate::error::ConsentError;
 
-/// Seals and opens consent evidence.
+/// Seals and opens consent evidence and compelling-grounds reasons.
 #[derive(Clone)]
 pub struct Sealer {
     keyring: Arc<Keyring>,
@@ -29,6 +30,12 @@ pub(crate) fn key_aad(tenant: &str, subject: &str) -> Vec<u8> {
 
 fn evidence_aad(tenant: &str, subject: &str, event: &str) -> Vec<u8> {
     format!("vern/consents/evidence/v1\0{tenant}\0{subject}\0{event}").into_bytes()
+}
+
+/// The AAD of a compelling-grounds decision's reason: bound to its tenant, subject and
+/// decision.
+fn grounds_aad(tenant: &str, subject: &str, decision: &str) -> Vec<u8> {
+    format!("vern/consents/grounds/v1\0{tenant}\0{subject}\0{decision}").into_bytes()
 }
 
 impl Sealer {
@@ -119,6 +126,37 @@ impl Sealer {
             .map_err(|_| ConsentError::Corrupt("sealed evidence"))?;
         String::from_utf8(plain).map_err(|_| ConsentError::Corrupt("sealed evidence"))
     }
+
+    /// The reason of a compelling-grounds decision, sealed: a statement about one
+    /// subject's case, shredded with the subject's key.
+    pub fn seal_reason(
+        &self,
+        key: &DataKey,
+        tenant: &str,
+        subject: &str,
+        decision: &str,
+        reason: &str,
+    ) -> Vec<u8> {
+        crypto::seal(
+            key,
+            reason.as_bytes(),
+            &grounds_aad(tenant, subject, decision),
+        )
+    }
+
+    /// A sealed reason opened.
+    pub fn open_reason(
+        &self,
+        key: &DataKey,
+        tenant: &str,
+        subject: &str,
+        decision: &str,
+        sealed: &[u8],
+    ) -> Result<String, ConsentError> {
+        let plain = crypto::open(key, sealed, &grounds_aad(tenant, subject, decision))
+            .map_err(|_| ConsentError::Corrupt("sealed reason"))?;
+        String::from_utf8(plain).map_err(|_| ConsentError::Corrupt("sealed reason"))
+    }
 }
 
 #[cfg(test)]
@@ -158,6 +196,46 @@ mod tests {
         assert!(
             s.key("t", "s2", &wrapped).is_err(),
             "key of another subject"
+        );
+    }
+
+    #[test]
+    fn reasons_open_only_in_their_place() {
+        let ring = Keyring::from_base64(
+            Some("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+            &HashMap::new(),
+        )
+        .expect("ring");
+        let s = Sealer::new(ring);
+        let (dek, _) = s.new_key("t", "s1").expect("key");
+        let reason = "Kari's unpaid claim in case 2024-17";
+        let sealed = s.seal_reason(&dek, "t", "s1", "d1", reason);
+        assert!(!sealed.windows(4).any(|w| w == b"Kari"), "no plaintext");
+        assert_eq!(
+            s.open_reason(&dek, "t", "s1", "d1", &sealed).expect("open"),
+            reason
+        );
+        assert!(
+            s.open_reason(&dek, "t", "s1", "d2", &sealed).is_err(),
+            "other decision"
+        );
+        assert!(
+            s.open_reason(&dek, "t", "s2", "d1", &sealed).is_err(),
+            "other subject"
+        );
+        assert!(
+            s.open_reason(&dek, "u", "s1", "d1", &sealed).is_err(),
+            "other tenant"
+        );
+        // Not interchangeable with evidence under the same ids.
+        let evidence = s.seal_evidence(&dek, "t", "s1", "d1", reason);
+        assert!(
+            s.open_reason(&dek, "t", "s1", "d1", &evidence).is_err(),
+            "evidence is no reason"
+        );
+        assert!(
+            s.open_evidence(&dek, "t", "s1", "d1", &sealed).is_err(),
+            "a reason is no evidence"
         );
     }
 }

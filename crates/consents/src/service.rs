@@ -411,8 +411,27 @@ impl Consents {
         v.check(validate::text("reason", reason, 1000));
         v.finish()?;
         let subject = subject.unwrap_or_default();
-        if let Some(d) = self.store.replay::<GroundsDecision>(key.as_ref()).await? {
-            return Ok(d);
+        // The stored answer holds ids only: read the decision again (reason opened; `""`
+        // once the subject is erased).
+        if let Some(r) = self
+            .store
+            .replay::<crate::store::GroundsRecorded>(key.as_ref())
+            .await?
+        {
+            return self
+                .store
+                .grounds_decision(tenant.as_str(), &r.decision_id)
+                .await?
+                .ok_or(ConsentError::Api(vern_kit::ApiError::Internal(
+                    "recorded decision missing",
+                )));
+        }
+        // No new statement about an erased subject's case (the store checks again in
+        // its transaction, against an erasure racing the call).
+        if let Some((SubjectStatus::Erased, _)) =
+            self.store.subject_state(tenant.as_str(), &subject).await?
+        {
+            return Err(ConsentError::SubjectErased);
         }
         let Some(rule) = self.purposes.get(tenant.as_str(), purpose).await? else {
             return Err(ConsentError::PurposeNotFound);

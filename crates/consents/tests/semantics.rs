@@ -12,7 +12,7 @@ use vern_consents::domain::{
 use vern_consents::error::ConsentError;
 use vern_consents::purposes::{PurposeCache, PurposeSource, Versioned};
 use vern_consents::remote::SubjectSource;
-use vern_consents::service::{Consents, NewEvent};
+use vern_consents::service::{Consents, NewEvent, NewGrounds};
 use vern_consents::store::ConsentStore;
 use vern_kit::ApiError;
 use vern_kit::context::TenantId;
@@ -31,6 +31,8 @@ vern_kit::store_test_suite!("consents":
     evidence_is_sealed_at_rest,
     erasure_shreds_the_evidence,
     plaintext_evidence_of_older_versions_is_sealed,
+    grounds_reasons_are_sealed_and_shredded,
+    plaintext_grounds_of_older_versions_are_sealed,
     purpose_changes_reach_every_replica_and_older_ones_are_ignored,
 );
 
@@ -1016,6 +1018,286 @@ async fn plaintext_evidence_of_older_versions_is_sealed(target: DbTarget) {
         .expect("legacy replay");
     assert_eq!(replayed.event_id, ids[0]);
     assert_eq!(replayed.evidence, EVIDENCE);
+}
+
+// ---- compelling-grounds reasons at rest ----
+
+/// A reason that is a statement about one person's case.
+const REASON: &str = "Kari Nordmann's unpaid claim in court case 2024-117";
+
+/// Compelling grounds for the subject's objection to `analytics` (legitimate interests).
+fn grounds<'a>(subject: &'a str, reason: &'a str) -> NewGrounds<'a> {
+    NewGrounds {
+        subject_id: subject,
+        purpose: "analytics",
+        reason,
+    }
+}
+
+/// The stored idempotency answer of `request_id`, as stored.
+async fn stored_answer(c: &Consents, request_id: &str) -> String {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = c.store().connection();
+    let sql = format!("SELECT response FROM idempotency_keys WHERE request_id = '{request_id}'");
+    db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .expect("answer")
+        .expect("row")
+        .try_get::<String>("", "response")
+        .expect("response")
+}
+
+async fn grounds_reasons_are_sealed_and_shredded(target: DbTarget) {
+    let (c, subjects) = setup(target.clone()).await;
+    let s = new_subject(&subjects);
+    let other = new_subject(&subjects);
+    for subject in [&s, &other] {
+        set_subject(&c, subject, SubjectStatus::Active, 1).await;
+        c.record(
+            &tenant(),
+            "crm",
+            event(subject, "analytics", ConsentAction::Object),
+            "",
+            None,
+        )
+        .await
+        .expect("object");
+    }
+    let key = || {
+        c.request_key(
+            &tenant(),
+            "req-grounds",
+            "RecordCompellingGrounds",
+            REASON.as_bytes(),
+        )
+        .expect("key")
+    };
+    let d = c
+        .record_grounds(&tenant(), "dpo", grounds(&s, REASON), "req-grounds", key())
+        .await
+        .expect("grounds");
+    assert_eq!(d.reason, REASON, "the answer carries the reason");
+    // A retry answers the same, reason included, from the ids it stored.
+    let again = c
+        .record_grounds(&tenant(), "dpo", grounds(&s, REASON), "req-grounds", key())
+        .await
+        .expect("retry");
+    assert_eq!(again, d);
+    c.record_grounds(
+        &tenant(),
+        "dpo",
+        grounds(&other, "other subject's grounds"),
+        "",
+        None,
+    )
+    .await
+    .expect("other grounds");
+    // The readers open the seal.
+    let state = c
+        .state(&tenant(), &s, "analytics")
+        .await
+        .expect("state")
+        .expect("recorded");
+    let shown = state.grounds.expect("decision shown");
+    assert_eq!(shown.decision_id, d.decision_id);
+    assert_eq!(shown.reason, REASON);
+    let decisions = c
+        .store()
+        .grounds_decisions(tenant().as_str(), &s)
+        .await
+        .expect("decisions");
+    assert_eq!(decisions, vec![d.clone()]);
+    // At rest: no reason anywhere, also not in the stored answer.
+    assert_eq!(
+        found_at_rest(&c, &target, REASON).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        found_at_rest(&c, &target, "Kari Nordmann").await,
+        Vec::<String>::new()
+    );
+    let answer = stored_answer(&c, "req-grounds").await;
+    assert!(
+        answer.contains(&d.decision_id) && !answer.contains("reason"),
+        "ids only: {answer}"
+    );
+    let sealed = format!(
+        "SELECT COUNT(*) AS n FROM objection_decisions WHERE subject_id = '{s}' AND reason = '' AND reason_ct IS NOT NULL"
+    );
+    assert_eq!(count(&c, &sealed).await, 1, "sealed");
+
+    set_subject(&c, &s, SubjectStatus::Erased, 2).await;
+
+    // The decision stays (ids, times, the state Check reads); its reason is gone.
+    let state = c
+        .state(&tenant(), &s, "analytics")
+        .await
+        .expect("state")
+        .expect("still recorded");
+    let shown = state.grounds.expect("decision still shown");
+    assert_eq!(shown.decision_id, d.decision_id);
+    assert_eq!(shown.reason, "");
+    let decisions = c
+        .store()
+        .grounds_decisions(tenant().as_str(), &s)
+        .await
+        .expect("decisions");
+    assert_eq!(decisions.len(), 1);
+    assert_eq!(decisions[0].reason, "");
+    let left = format!(
+        "SELECT COUNT(*) AS n FROM objection_decisions WHERE subject_id = '{s}' AND (reason_ct IS NOT NULL OR reason <> '')"
+    );
+    assert_eq!(count(&c, &left).await, 0, "reason blanked");
+    let subject_keys = format!("SELECT COUNT(*) AS n FROM consent_keys WHERE subject_id = '{s}'");
+    assert_eq!(count(&c, &subject_keys).await, 0, "key deleted");
+    // A retry of the call made before the erasure answers without the reason.
+    let replayed = c
+        .record_grounds(&tenant(), "dpo", grounds(&s, REASON), "req-grounds", key())
+        .await
+        .expect("replay after erasure");
+    assert_eq!(replayed.decision_id, d.decision_id);
+    assert_eq!(replayed.reason, "");
+    // The other subject keeps its own.
+    let others = c
+        .store()
+        .grounds_decisions(tenant().as_str(), &other)
+        .await
+        .expect("other");
+    assert_eq!(others[0].reason, "other subject's grounds");
+    // No new statement about the erased subject's case.
+    let e = c
+        .record_grounds(&tenant(), "dpo", grounds(&s, "new grounds"), "", None)
+        .await
+        .expect_err("erased");
+    assert!(matches!(e, ConsentError::SubjectErased), "{e:?}");
+    assert_eq!(count(&c, &subject_keys).await, 0, "no key created again");
+    // Redelivery of the erasure is a no-op.
+    set_subject(&c, &s, SubjectStatus::Erased, 2).await;
+    assert_eq!(
+        found_at_rest(&c, &target, REASON).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        found_at_rest(&c, &target, "Kari Nordmann").await,
+        Vec::<String>::new()
+    );
+}
+
+async fn plaintext_grounds_of_older_versions_are_sealed(target: DbTarget) {
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+    use vern_consents::domain::GroundsDecision;
+    use vern_consents::store::entities::objection_decision;
+    const GONE_REASON: &str = "erased subject's case 2023-9";
+    let (c, subjects) = setup(target.clone()).await;
+    let s = new_subject(&subjects);
+    let gone = new_subject(&subjects);
+    set_subject(&c, &s, SubjectStatus::Active, 1).await;
+    // Erased under a version that neither sealed nor shredded reasons.
+    set_subject(&c, &gone, SubjectStatus::Erased, 1).await;
+    let db = c.store().connection();
+    // Rows as a version before m0006 wrote them: plaintext reasons, and the whole
+    // decision as the stored answer.
+    let mut decisions = vec![];
+    for (subject, reason) in [(&s, REASON), (&gone, GONE_REASON)] {
+        let id = uuid::Uuid::now_v7().to_string();
+        let d = GroundsDecision {
+            tenant_id: "kultur".into(),
+            decision_id: id.clone(),
+            subject_id: subject.clone(),
+            purpose: "analytics".into(),
+            objection_event_id: uuid::Uuid::now_v7().to_string(),
+            reason: reason.into(),
+            decided_by: "dpo".into(),
+            request_id: format!("legacy-{id}"),
+            decide_time: vern_kit::time::now(),
+        };
+        objection_decision::ActiveModel {
+            tenant_id: Set(d.tenant_id.clone()),
+            decision_id: Set(d.decision_id.clone()),
+            subject_id: Set(d.subject_id.clone()),
+            purpose: Set(d.purpose.clone()),
+            objection_event_id: Set(d.objection_event_id.clone()),
+            reason: Set(d.reason.clone()),
+            decided_by: Set(d.decided_by.clone()),
+            request_id: Set(d.request_id.clone()),
+            decide_time: Set(d.decide_time),
+            reason_ct: Set(None),
+        }
+        .insert(db)
+        .await
+        .expect("legacy row");
+        let key = c
+            .request_key(
+                &tenant(),
+                &d.request_id,
+                "RecordCompellingGrounds",
+                reason.as_bytes(),
+            )
+            .expect("key");
+        vern_kit::idempotency::record(db, key.as_ref(), &d)
+            .await
+            .expect("legacy answer");
+        decisions.push(d);
+    }
+    for needle in [REASON, GONE_REASON] {
+        assert!(
+            !vern_kit::testing::raw::cells_containing(db, needle.as_bytes())
+                .await
+                .is_empty(),
+            "plaintext before"
+        );
+    }
+
+    let changed = c.store().seal_legacy().await.expect("seal");
+    assert_eq!(changed, 4, "two rows and two answers");
+    assert_eq!(
+        c.store().seal_legacy().await.expect("again"),
+        0,
+        "idempotent"
+    );
+
+    for needle in [REASON, GONE_REASON] {
+        let cells = vern_kit::testing::raw::cells_containing(db, needle.as_bytes()).await;
+        assert_eq!(cells, Vec::<String>::new(), "{needle}");
+    }
+    let sealed = c
+        .store()
+        .grounds_decisions(tenant().as_str(), &s)
+        .await
+        .expect("decisions");
+    assert_eq!(sealed, vec![decisions[0].clone()], "sealed, still readable");
+    let blanked = c
+        .store()
+        .grounds_decisions(tenant().as_str(), &gone)
+        .await
+        .expect("gone");
+    assert_eq!(blanked[0].reason, "", "an erased subject's is blanked");
+    // Retries of those calls read the decisions by the ids their answers kept.
+    for (d, reason, want) in [
+        (&decisions[0], REASON, REASON),
+        (&decisions[1], GONE_REASON, ""),
+    ] {
+        let key = c
+            .request_key(
+                &tenant(),
+                &d.request_id,
+                "RecordCompellingGrounds",
+                reason.as_bytes(),
+            )
+            .expect("key");
+        let replayed = c
+            .record_grounds(
+                &tenant(),
+                "dpo",
+                grounds(&d.subject_id, reason),
+                &d.request_id,
+                key,
+            )
+            .await
+            .expect("legacy replay");
+        assert_eq!(replayed.decision_id, d.decision_id);
+        assert_eq!(replayed.reason, want);
+    }
 }
 
 /// A replica of the consents service: its own store connection and purpose cache over

@@ -166,17 +166,30 @@ where
         };
         let rows = self.page(conn, after, limit).await.map_err(db)?;
         let mut rewrapped = 0i64;
+        let mut unopenable = vec![];
         let txn = conn.begin().await.map_err(db)?;
         for (tenant, owner, wrapped) in &rows {
             let Some(keys) = keyring.tenant(tenant) else {
                 continue;
             };
-            let Some(new) = keys
-                .kek
-                .rewrap(wrapped, &(self.aad)(tenant, owner))
-                .map_err(rotation_error)?
-            else {
+            // A shredded key (erasure) is empty: nothing to rotate.
+            if wrapped.is_empty() {
                 continue;
+            }
+            let new = match keys.kek.rewrap(wrapped, &(self.aad)(tenant, owner)) {
+                Ok(Some(new)) => new,
+                Ok(None) => continue,
+                // One key that does not open stops nothing else: it is listed (ids
+                // only) and the rotation goes on.
+                Err(UnwrapError::Crypto(_)) => {
+                    // The tenant only: the operator gets the ids in the answer.
+                    tracing::warn!(tenant = %tenant, "a stored data key does not open: passed over");
+                    unopenable.push(format!("{tenant}/{owner}"));
+                    continue;
+                }
+                // A version this service does not have: every key under it would fail
+                // the same way; a configuration to fix first.
+                Err(e) => return Err(rotation_error(e)),
             };
             let done = E::update_many()
                 .col_expr(self.wrapped, Expr::value(new))
@@ -197,6 +210,7 @@ where
             next_page_token: crate::page::next_token(self.list, more, last.as_deref()),
             total,
             master_key_version: version,
+            unopenable,
         })
     }
 
@@ -207,18 +221,32 @@ where
         keyring: &Keyring,
     ) -> Result<CountDataKeysResponse, ApiError> {
         let mut counts: BTreeMap<u32, (i64, bool)> = BTreeMap::new();
+        let mut unopenable = 0i64;
         let mut after = None;
         loop {
             let rows = self.page(conn, after, MAX_REWRAP_PAGE).await.map_err(db)?;
-            for (tenant, _, wrapped) in &rows {
+            for (tenant, owner, wrapped) in &rows {
                 let Some(keys) = keyring.tenant(tenant) else {
                     continue;
                 };
+                if wrapped.is_empty() {
+                    continue;
+                }
                 let version = match keys.kek.version_of(wrapped) {
                     Ok(KeyVersion::Tenant) => 0,
                     Ok(KeyVersion::Master(v)) => v,
-                    Err(_) => continue,
+                    Err(_) => {
+                        unopenable += 1;
+                        continue;
+                    }
                 };
+                // Each key is opened: a key wrapped under a configured version that
+                // does not open means a wrong key value or damaged bytes.
+                if let Err(UnwrapError::Crypto(_)) =
+                    keys.kek.unwrap(wrapped, &(self.aad)(tenant, owner))
+                {
+                    unopenable += 1;
+                }
                 let entry = counts.entry(version).or_insert((0, false));
                 entry.0 += 1;
                 if version != 0 && !keyring.master_versions().contains(&version) {
@@ -249,6 +277,7 @@ where
             unused_versions,
             previous_index_key_version: keyring.previous_index_version().unwrap_or_default(),
             index_entries: vec![],
+            unopenable,
         })
     }
 }

@@ -27,9 +27,9 @@ use crate::report::Report;
 use crate::service::{NewRequest, Rights, WATCH_BATCH, request_id_of, subject_id};
 use crate::store::{ErasedSubject, EventFilter, EventRef, RequestFilter, RestrictionChange};
 
-/// How often a watcher re-reads the feed when nothing woke it: events committed by
-/// another replica appear within this time.
-pub const WATCH_POLL: Duration = Duration::from_secs(1);
+/// How often a tenant's watched feed is read when nothing woke it: events committed
+/// by another replica appear within this time (one read per tenant, not per watcher).
+pub const WATCH_POLL: Duration = crate::feed::POLL;
 
 /// The RightsService implementation.
 #[derive(Clone, Debug)]
@@ -744,39 +744,75 @@ impl pb::rights_service_server::RightsService for RightsApi {
         };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let rights = self.rights.clone();
-        let feed = rights.feed();
+        // Subscribed before the catch-up read, so an event committed in between is
+        // either read or received (and taken once: only seqs after `after`).
+        let mut feed = rights
+            .feed()
+            .subscribe(&rights, &tenant)
+            .await
+            .map_err(Status::from)?;
         // Ends when the client goes away (the receiver is dropped): `tx.closed()` wakes
         // the task even while it waits for new events.
         tokio::spawn(async move {
-            loop {
-                let woken = feed.notified();
-                tokio::pin!(woken);
-                // Registered before reading, so a commit between the read and the wait
-                // still wakes this watcher.
-                woken.as_mut().enable();
-                let page = match rights
-                    .list_events(&tenant, &filter, after, WATCH_BATCH)
-                    .await
-                {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::from(e))).await;
-                        return;
+            'catch_up: loop {
+                // What was committed before (or while falling behind): read as a page
+                // of this watcher's own, filtered by the database.
+                loop {
+                    let page = match rights
+                        .list_events(&tenant, &filter, after, WATCH_BATCH)
+                        .await
+                    {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let _ = tx.send(Err(Status::from(e))).await;
+                            return;
+                        }
+                    };
+                    for e in page.items {
+                        after = e.seq;
+                        if tx.send(Ok(event_pb(e))).await.is_err() {
+                            return;
+                        }
                     }
-                };
-                for e in page.items {
-                    after = e.seq;
-                    if tx.send(Ok(event_pb(e))).await.is_err() {
-                        return;
+                    if !page.more {
+                        break;
                     }
                 }
-                if page.more {
-                    continue;
-                }
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    _ = &mut woken => {}
-                    _ = tokio::time::sleep(WATCH_POLL) => {}
+                // Then what the tenant's one reader broadcasts.
+                loop {
+                    let batch = tokio::select! {
+                        _ = tx.closed() => return,
+                        b = feed.recv() => b,
+                    };
+                    match batch {
+                        Ok(events) => {
+                            for e in events.iter() {
+                                if e.seq <= after {
+                                    continue;
+                                }
+                                after = e.seq;
+                                if filter.matches(e)
+                                    && tx.send(Ok(event_pb(e.clone()))).await.is_err()
+                                {
+                                    return;
+                                }
+                            }
+                        }
+                        // Fell behind the broadcast: read the gap from the database.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            continue 'catch_up;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            match rights.feed().subscribe(&rights, &tenant).await {
+                                Ok(rx) => feed = rx,
+                                Err(e) => {
+                                    let _ = tx.send(Err(Status::from(e))).await;
+                                    return;
+                                }
+                            }
+                            continue 'catch_up;
+                        }
+                    }
                 }
             }
         });
@@ -1083,7 +1119,6 @@ mod tests {
         let rights = rights(&db).await;
         let feed = rights.feed();
         let api = RightsApi::new(rights.clone());
-        let idle = Arc::strong_count(&feed);
         let mut req = Request::new(pb::WatchEventsRequest::default());
         req.extensions_mut().insert(CallContext::for_tests(
             Some("t1"),
@@ -1091,7 +1126,17 @@ mod tests {
             Permission::RightsEvents,
         ));
         let mut stream = api.watch_events(req).await.expect("watch").into_inner();
-        assert!(Arc::strong_count(&feed) > idle, "a watcher task runs");
+        assert_eq!(feed.watchers("t1"), 1, "a watcher is subscribed");
+        // A second watcher of the tenant shares the tenant's one reader.
+        let mut second = Request::new(pb::WatchEventsRequest::default());
+        second.extensions_mut().insert(CallContext::for_tests(
+            Some("t1"),
+            &[Role::Integration],
+            Permission::RightsEvents,
+        ));
+        let mut second = api.watch_events(second).await.expect("watch").into_inner();
+        assert_eq!(feed.watchers("t1"), 2);
+        assert_eq!(feed.tenants(), 1, "one reader for the tenant");
 
         // A request submitted with an identity only (no other service involved), then
         // an event committed for it while the watcher waits.
@@ -1145,20 +1190,23 @@ mod tests {
             .commit_request(updated, version, vec![ev], None, None)
             .await
             .expect("commit");
-        feed.notify_waiters();
-        let got = tokio::time::timeout(Duration::from_secs(5), stream.next())
-            .await
-            .expect("event in time")
-            .expect("open")
-            .expect("event");
-        assert_eq!(got.event_id, event_id);
-        assert_eq!(got.seq, 1);
-        assert_eq!(seq_of_cursor("cursor", &got.cursor).expect("cursor"), 1);
+        feed.wake("t1");
+        for stream in [&mut stream, &mut second] {
+            let got = tokio::time::timeout(Duration::from_secs(5), stream.next())
+                .await
+                .expect("event in time")
+                .expect("open")
+                .expect("event");
+            assert_eq!(got.event_id, event_id);
+            assert_eq!(got.seq, 1);
+            assert_eq!(seq_of_cursor("cursor", &got.cursor).expect("cursor"), 1);
+        }
 
-        // The client goes away: the watcher task ends (no leaked task).
+        // The clients go away: their tasks end and the reader forgets the tenant.
         drop(stream);
+        drop(second);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while Arc::strong_count(&feed) > idle {
+        while feed.watchers("t1") > 0 || feed.tenants() > 0 {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "watcher task still running after the client left"

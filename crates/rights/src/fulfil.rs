@@ -272,7 +272,7 @@ impl Rights {
                 .await?
         };
         if has_events {
-            self.feed.notify_waiters();
+            self.feed.wake(t);
         }
         tracing::info!(
             tenant = t,

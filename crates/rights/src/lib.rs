@@ -11,6 +11,7 @@
 pub mod api;
 pub mod domain;
 pub mod error;
+pub mod feed;
 pub mod fulfil;
 pub mod model;
 pub mod remote;

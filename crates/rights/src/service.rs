@@ -95,8 +95,8 @@ pub struct Rights {
     pub(crate) store: RightsStore,
     pub(crate) sealer: Sealer,
     pub(crate) upstream: Arc<Upstream>,
-    /// Woken after every commit that appends to a feed (watchers in this process).
-    pub(crate) feed: Arc<tokio::sync::Notify>,
+    /// The watched feeds of this process: told after every commit that appends.
+    pub(crate) feed: Arc<crate::feed::FeedHub>,
 }
 
 impl std::fmt::Debug for Rights {
@@ -155,7 +155,7 @@ impl Rights {
             store,
             sealer,
             upstream,
-            feed: Arc::new(tokio::sync::Notify::new()),
+            feed: Arc::new(crate::feed::FeedHub::default()),
         }
     }
 
@@ -169,8 +169,8 @@ impl Rights {
         &self.store
     }
 
-    /// The notifier woken when events are appended in this process.
-    pub fn feed(&self) -> Arc<tokio::sync::Notify> {
+    /// The watched feeds of this process (WatchEvents reads through it).
+    pub fn feed(&self) -> Arc<crate::feed::FeedHub> {
         self.feed.clone()
     }
 
@@ -896,6 +896,8 @@ impl Rights {
             .store
             .shred_erased(tenant.as_str(), restrictions, erasures, key.as_ref())
             .await?;
+        // RESTRICTED and ERASED events were appended.
+        self.feed.wake(tenant.as_str());
         // Page images of the destroyed content must not linger in the SQLite log.
         self.store.checkpoint().await;
         tracing::info!(

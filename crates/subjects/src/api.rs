@@ -350,6 +350,7 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
             next_page_token: page.next_page_token,
             total: page.total,
             index_key_version: page.index_version,
+            unopenable: page.unopenable,
         }))
     }
 

@@ -2727,7 +2727,7 @@ async fn import_mixed_batch_commits_the_valid_rows_and_names_the_bad_fields(targ
             &a,
             "m-7",
             NewSubject {
-                external_refs: vec![crm("c-1"), crm("c-1")],
+                external_refs: vec![crm("ref-dup-7"), crm("ref-dup-7")],
                 ..Default::default()
             },
         ),
@@ -2757,9 +2757,9 @@ async fn import_mixed_batch_commits_the_valid_rows_and_names_the_bad_fields(targ
             field: "email".into()
         }
     );
-    // No value in any answer.
+    // No value in any answer (values chosen so that no random id can contain them).
     let shown = format!("{out:?}");
-    for v in [bad_id, "held@example.no", "good3", "c-1"] {
+    for v in [bad_id, "held@example.no", "good3", "ref-dup-7"] {
         assert!(!shown.contains(v), "{v} in {shown}");
     }
     // Exactly the valid rows committed, each whole.

@@ -159,10 +159,15 @@ pub mod objection_decision {
         pub subject_id: String,
         pub purpose: String,
         pub objection_event_id: String,
+        /// Plaintext reason of rows written before sealing (m0006); `""` for every row
+        /// written since, and blanked by the legacy sealing pass and by erasure.
         pub reason: String,
         pub decided_by: String,
         pub request_id: String,
         pub decide_time: ChronoDateTimeUtc,
+        /// The reason sealed under the subject's data key (`consent_keys`); `None` for
+        /// rows not sealed yet, and once the subject is erased.
+        pub reason_ct: Option<Vec<u8>>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(vern_kit::outbox::TopicIndexMigration),
             Box::new(M0004CompellingGrounds),
             Box::new(M0005RestrictedPurposes),
+            Box::new(M0006SealedGrounds),
         ]
     }
 }
@@ -547,6 +548,40 @@ impl MigrationTrait for M0005RestrictedPurposes {
                         .not_null()
                         .default("[]"),
                 )
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+/// Sealed compelling-grounds reasons: `objection_decisions.reason_ct`, the reason sealed
+/// under the subject's data key (a statement about one person's case, shredded with the
+/// subject). Additive; rows written before keep their plaintext `reason` until the store
+/// seals them at start ([`super::ConsentStore::seal_legacy`]): migrations have no keys.
+struct M0006SealedGrounds;
+
+impl MigrationName for M0006SealedGrounds {
+    fn name(&self) -> &str {
+        "m0006_sealed_grounds"
+    }
+}
+
+#[derive(DeriveIden)]
+enum SealedGrounds {
+    ObjectionDecisions,
+    ReasonCt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0006SealedGrounds {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        if m.has_column("objection_decisions", "reason_ct").await? {
+            return Ok(());
+        }
+        m.alter_table(
+            Table::alter()
+                .table(SealedGrounds::ObjectionDecisions)
+                .add_column(ColumnDef::new(SealedGrounds::ReasonCt).blob().null())
                 .to_owned(),
         )
         .await

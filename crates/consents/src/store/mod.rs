@@ -81,6 +81,19 @@ pub struct Recorded {
     pub subject_id: String,
 }
 
+/// The stored idempotency answer of RecordCompellingGrounds: ids only, never the
+/// reason (a statement about the subject's case). A retry reads the decision again by
+/// id (and opens its seal; once the subject is erased its reason reads `""`). Answers
+/// stored before m0006 (the whole decision) read as this too: unknown fields are
+/// ignored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroundsRecorded {
+    /// The recorded decision.
+    pub decision_id: String,
+    /// Its subject.
+    pub subject_id: String,
+}
+
 /// Attempts at a read-modify-write of one consent state before giving up.
 const MAX_ATTEMPTS: usize = 5;
 
@@ -359,9 +372,11 @@ impl ConsentStore {
             .collect()
     }
 
-    /// Seals the plaintext evidence of rows written before m0002 (blanks it for erased
-    /// subjects) and reduces stored RecordConsent answers of that time (whole events) to
-    /// ids. Run once at start; a no-op once done. Returns the number of rows changed.
+    /// Seals the plaintext evidence of rows written before m0002 and the plaintext
+    /// compelling-grounds reasons of rows written before m0006 (blanks them for erased
+    /// subjects), and reduces stored RecordConsent and RecordCompellingGrounds answers of
+    /// those times (whole events and decisions) to ids. Run once at start; a no-op once
+    /// done. Returns the number of rows changed.
     pub async fn seal_legacy(&self) -> Result<u64, ConsentError> {
         const PAGE: u64 = 500;
         let mut changed = 0;
@@ -376,27 +391,10 @@ impl ConsentStore {
             if rows.is_empty() {
                 break;
             }
-            let mut groups: Vec<((String, String), Vec<consent_event::Model>)> = vec![];
-            for r in rows {
-                match groups.last_mut() {
-                    Some(((t, s), g)) if *t == r.tenant_id && *s == r.subject_id => g.push(r),
-                    _ => groups.push(((r.tenant_id.clone(), r.subject_id.clone()), vec![r])),
-                }
-            }
+            let groups = by_subject(rows, |r| (r.tenant_id.as_str(), r.subject_id.as_str()));
             for ((tenant, subject), rows) in groups {
                 let txn = begin(&self.db).await?;
-                let erased = matches!(
-                    subject_state::Entity::find_by_id((tenant.clone(), subject.clone()))
-                        .one(&txn)
-                        .await?
-                        .map(|r| r.state),
-                    Some(s) if s == SubjectStatus::Erased.as_str()
-                );
-                let dek = if erased {
-                    None
-                } else {
-                    Some(subject_key_or_new(&txn, &self.sealer, &tenant, &subject).await?)
-                };
+                let dek = key_unless_erased(&txn, &self.sealer, &tenant, &subject).await?;
                 for r in rows {
                     let ct = dek.as_ref().map(|k| {
                         self.sealer
@@ -407,6 +405,39 @@ impl ConsentStore {
                         .col_expr(consent_event::Column::EvidenceCt, Expr::value(ct))
                         .filter(consent_event::Column::EventId.eq(r.event_id.as_str()))
                         .filter(consent_event::Column::Evidence.eq(r.evidence.as_str()))
+                        .exec(&txn)
+                        .await?
+                        .rows_affected;
+                }
+                txn.commit().await?;
+            }
+        }
+        loop {
+            let rows = objection_decision::Entity::find()
+                .filter(objection_decision::Column::Reason.ne(""))
+                .order_by_asc(objection_decision::Column::TenantId)
+                .order_by_asc(objection_decision::Column::SubjectId)
+                .limit(PAGE)
+                .all(&self.db)
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            let groups = by_subject(rows, |r| (r.tenant_id.as_str(), r.subject_id.as_str()));
+            for ((tenant, subject), rows) in groups {
+                let txn = begin(&self.db).await?;
+                let dek = key_unless_erased(&txn, &self.sealer, &tenant, &subject).await?;
+                for r in rows {
+                    let ct = dek.as_ref().map(|k| {
+                        self.sealer
+                            .seal_reason(k, &tenant, &subject, &r.decision_id, &r.reason)
+                    });
+                    changed += objection_decision::Entity::update_many()
+                        .col_expr(objection_decision::Column::Reason, Expr::value(""))
+                        .col_expr(objection_decision::Column::ReasonCt, Expr::value(ct))
+                        .filter(objection_decision::Column::TenantId.eq(tenant.as_str()))
+                        .filter(objection_decision::Column::DecisionId.eq(r.decision_id.as_str()))
+                        .filter(objection_decision::Column::Reason.eq(r.reason.as_str()))
                         .exec(&txn)
                         .await?
                         .rows_affected;
@@ -434,6 +465,8 @@ impl ConsentStore {
                 .await?
                 .rows_affected;
         }
+        // And those of RecordCompellingGrounds the whole decision, reason included.
+        changed += reduce_grounds_answers(&self.db, None, None).await?;
         Ok(changed)
     }
 
@@ -455,86 +488,77 @@ impl ConsentStore {
     }
 
     /// Records a compelling-grounds decision for the standing objection of (subject,
-    /// purpose), in one transaction: the decision's history row and the state Check
-    /// reads. FAILED_PRECONDITION when no objection stands by the time the transaction
-    /// runs (a GRANT may have lifted it meanwhile). The stored answer is the decision
-    /// (no personal data: ids, the controller's reason, the decider).
+    /// purpose), in one transaction: the decision's history row (its reason sealed under
+    /// the subject's data key, created on first use) and the state Check reads.
+    /// FAILED_PRECONDITION when no objection stands by the time the transaction runs (a
+    /// GRANT may have lifted it meanwhile), or when the projection has the subject
+    /// erased. The reason is a statement about the subject's case (personal data): the
+    /// stored idempotency answer holds ids only ([`GroundsRecorded`]). Retries when a
+    /// concurrent write to the same (subject, purpose) wins the race.
     pub async fn record_grounds(
         &self,
         decision: &GroundsDecision,
         key: Option<&Key>,
     ) -> Result<GroundsDecision, ConsentError> {
-        let (db, d, key) = (self.db.clone(), decision.clone(), key.cloned());
-        let (tenant, subject) = (d.tenant_id.clone(), d.subject_id.clone());
-        self.write_then_invalidate(&tenant, &subject, async move {
-            let answer = d.clone();
-            let result = commit_once(&db, key.as_ref(), answer, move |txn| {
-                let d = d.clone();
-                Box::pin(async move {
-                    publish_change(txn, &d.tenant_id, &d.subject_id).await?;
-                    let row = consent_state::Entity::find_by_id((
-                        d.tenant_id.clone(),
-                        d.subject_id.clone(),
-                        d.purpose.clone(),
-                    ))
-                    .one(txn)
-                    .await?;
-                    let standing = row
-                        .as_ref()
-                        .and_then(|r| r.objection_event_id.clone())
-                        .filter(|o| *o == d.objection_event_id);
-                    let (Some(row), Some(_)) = (row, standing) else {
-                        return Err(ConsentError::Api(ApiError::precondition(
-                            "NO_STANDING_OBJECTION",
-                            "purpose",
-                            "the subject's objection to this purpose no longer stands",
-                        )));
-                    };
-                    objection_decision::ActiveModel {
-                        tenant_id: Set(d.tenant_id.clone()),
-                        decision_id: Set(d.decision_id.clone()),
-                        subject_id: Set(d.subject_id.clone()),
-                        purpose: Set(d.purpose.clone()),
-                        objection_event_id: Set(d.objection_event_id.clone()),
-                        reason: Set(d.reason.clone()),
-                        decided_by: Set(d.decided_by.clone()),
-                        request_id: Set(d.request_id.clone()),
-                        decide_time: Set(d.decide_time),
+        let (db, key) = (self.db.clone(), key.cloned());
+        let sealer = self.sealer.clone();
+        let (tenant, subject) = (decision.tenant_id.clone(), decision.subject_id.clone());
+        let answer = GroundsRecorded {
+            decision_id: decision.decision_id.clone(),
+            subject_id: decision.subject_id.clone(),
+        };
+        let recorded = {
+            let d = decision.clone();
+            self.write_then_invalidate(&tenant, &subject, async move {
+                let mut attempt = 0;
+                let result = loop {
+                    attempt += 1;
+                    let (d, sealer) = (d.clone(), sealer.clone());
+                    let result = commit_once(&db, key.as_ref(), answer.clone(), move |txn| {
+                        Box::pin(async move { insert_grounds(txn, &sealer, &d).await })
+                    })
+                    .await;
+                    match result {
+                        Err(ApiError::Aborted(_)) if attempt < MAX_ATTEMPTS => continue,
+                        other => break other,
                     }
-                    .insert(txn)
-                    .await?;
-                    let changed = consent_state::Entity::update_many()
-                        .col_expr(
-                            consent_state::Column::GroundsDecisionId,
-                            Expr::value(d.decision_id.clone()),
-                        )
-                        .col_expr(
-                            consent_state::Column::GroundsObjectionId,
-                            Expr::value(d.objection_event_id.clone()),
-                        )
-                        .col_expr(consent_state::Column::Version, Expr::value(row.version + 1))
-                        .filter(consent_state::Column::TenantId.eq(d.tenant_id.as_str()))
-                        .filter(consent_state::Column::SubjectId.eq(d.subject_id.as_str()))
-                        .filter(consent_state::Column::Purpose.eq(d.purpose.as_str()))
-                        .filter(consent_state::Column::Version.eq(row.version))
-                        .exec(txn)
-                        .await?
-                        .rows_affected;
-                    if changed != 1 {
-                        return Err(ConsentError::Api(ApiError::Aborted(
-                            "consent state changed concurrently; retry",
-                        )));
-                    }
-                    Ok::<(), ConsentError>(())
-                })
+                };
+                Ok(result?)
             })
-            .await?;
-            Ok(result)
-        })
-        .await
+            .await?
+        };
+        if recorded.decision_id == decision.decision_id {
+            return Ok(decision.clone());
+        }
+        // A concurrent call with the same request id won: its decision is the answer.
+        self.grounds_decision(&tenant, &recorded.decision_id)
+            .await?
+            .ok_or(ConsentError::Api(ApiError::Internal(
+                "recorded decision missing",
+            )))
     }
 
-    /// The compelling-grounds decisions recorded for a subject, oldest first.
+    /// One compelling-grounds decision by id, its reason opened (`""` once the subject
+    /// is erased).
+    pub async fn grounds_decision(
+        &self,
+        tenant: &str,
+        decision_id: &str,
+    ) -> Result<Option<GroundsDecision>, ConsentError> {
+        let Some(row) =
+            objection_decision::Entity::find_by_id((tenant.to_owned(), decision_id.to_owned()))
+                .one(&self.db)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let subject_id = row.subject_id.clone();
+        let mut decisions = self.open_decisions(tenant, &subject_id, vec![row]).await?;
+        Ok(decisions.pop())
+    }
+
+    /// The compelling-grounds decisions recorded for a subject, oldest first, their
+    /// reasons opened (`""` once the subject is erased).
     pub async fn grounds_decisions(
         &self,
         tenant: &str,
@@ -546,20 +570,42 @@ impl ConsentStore {
             .all(&self.db)
             .await?;
         rows.sort_by(|a, b| (a.decide_time, &a.decision_id).cmp(&(b.decide_time, &b.decision_id)));
-        Ok(rows
-            .into_iter()
-            .map(|m| GroundsDecision {
-                tenant_id: m.tenant_id,
-                decision_id: m.decision_id,
-                subject_id: m.subject_id,
-                purpose: m.purpose,
-                objection_event_id: m.objection_event_id,
-                reason: m.reason,
-                decided_by: m.decided_by,
-                request_id: m.request_id,
-                decide_time: m.decide_time,
+        self.open_decisions(tenant, subject_id, rows).await
+    }
+
+    /// Rows of one subject as decisions, their reasons opened with the subject's data
+    /// key. Without a key (the subject was erased) a sealed reason reads as empty; rows
+    /// not sealed yet keep their plaintext reason.
+    async fn open_decisions(
+        &self,
+        tenant: &str,
+        subject_id: &str,
+        rows: Vec<objection_decision::Model>,
+    ) -> Result<Vec<GroundsDecision>, ConsentError> {
+        let dek = if rows.iter().any(|r| r.reason_ct.is_some()) {
+            subject_key(&self.db, &self.sealer, tenant, subject_id).await?
+        } else {
+            None
+        };
+        rows.into_iter()
+            .map(|mut m| {
+                let sealed = m.reason_ct.take();
+                let mut d = decision_from_row(m);
+                if let Some(ct) = sealed {
+                    d.reason = match &dek {
+                        Some(k) => self.sealer.open_reason(
+                            k,
+                            &d.tenant_id,
+                            &d.subject_id,
+                            &d.decision_id,
+                            &ct,
+                        )?,
+                        None => String::new(),
+                    };
+                }
+                Ok(d)
             })
-            .collect())
+            .collect()
     }
 
     /// A page of consent states, by (subject, purpose).
@@ -677,8 +723,9 @@ impl ConsentStore {
     }
 
     /// Applies one change in a transaction. An ERASED change (also a repeated or stale
-    /// one: erasure is final) shreds the subject's evidence in the same transaction: its
-    /// data key is deleted and every sealed (or legacy plaintext) evidence blanked.
+    /// one: erasure is final) shreds the subject's evidence and compelling-grounds
+    /// reasons in the same transaction: its data key is deleted and every sealed (or
+    /// legacy plaintext) evidence and reason blanked.
     async fn apply_one_now(&self, tenant: &str, c: &SubjectChange) -> Result<bool, ConsentError> {
         let (subject_id, status, version, at) = (c.subject_id.as_str(), c.status, c.version, c.at);
         let restricted = restricted_json(&c.restricted_purposes)?;
@@ -1290,8 +1337,164 @@ async fn refuse_erased(
     }
 }
 
-/// Crypto-shreds a subject's evidence: deletes its data key (first) and blanks every
-/// sealed or plaintext evidence of its events. Repeating it is a no-op.
+/// RecordCompellingGrounds in `txn`: refuses an erased subject, checks that the
+/// objection answered still stands, writes the decision (its reason sealed under the
+/// subject's data key, never in plaintext) and points the consent state at it.
+async fn insert_grounds(
+    txn: &impl ConnectionTrait,
+    sealer: &Sealer,
+    d: &GroundsDecision,
+) -> Result<(), ConsentError> {
+    // SQLite: the transaction holds the write lock from BEGIN.
+    refuse_erased(txn, &d.tenant_id, &d.subject_id).await?;
+    // Delivered only if this transaction commits.
+    publish_change(txn, &d.tenant_id, &d.subject_id).await?;
+    let row = consent_state::Entity::find_by_id((
+        d.tenant_id.clone(),
+        d.subject_id.clone(),
+        d.purpose.clone(),
+    ))
+    .one(txn)
+    .await?;
+    let standing = row
+        .as_ref()
+        .and_then(|r| r.objection_event_id.clone())
+        .filter(|o| *o == d.objection_event_id);
+    let (Some(row), Some(_)) = (row, standing) else {
+        return Err(ConsentError::Api(ApiError::precondition(
+            "NO_STANDING_OBJECTION",
+            "purpose",
+            "the subject's objection to this purpose no longer stands",
+        )));
+    };
+    let dek = subject_key_or_new(txn, sealer, &d.tenant_id, &d.subject_id).await?;
+    let reason_ct =
+        sealer.seal_reason(&dek, &d.tenant_id, &d.subject_id, &d.decision_id, &d.reason);
+    objection_decision::ActiveModel {
+        tenant_id: Set(d.tenant_id.clone()),
+        decision_id: Set(d.decision_id.clone()),
+        subject_id: Set(d.subject_id.clone()),
+        purpose: Set(d.purpose.clone()),
+        objection_event_id: Set(d.objection_event_id.clone()),
+        // Never the plaintext: the sealed form goes to `reason_ct`.
+        reason: Set(String::new()),
+        reason_ct: Set(Some(reason_ct)),
+        decided_by: Set(d.decided_by.clone()),
+        request_id: Set(d.request_id.clone()),
+        decide_time: Set(d.decide_time),
+    }
+    .insert(txn)
+    .await?;
+    let changed = consent_state::Entity::update_many()
+        .col_expr(
+            consent_state::Column::GroundsDecisionId,
+            Expr::value(d.decision_id.clone()),
+        )
+        .col_expr(
+            consent_state::Column::GroundsObjectionId,
+            Expr::value(d.objection_event_id.clone()),
+        )
+        .col_expr(consent_state::Column::Version, Expr::value(row.version + 1))
+        .filter(consent_state::Column::TenantId.eq(d.tenant_id.as_str()))
+        .filter(consent_state::Column::SubjectId.eq(d.subject_id.as_str()))
+        .filter(consent_state::Column::Purpose.eq(d.purpose.as_str()))
+        .filter(consent_state::Column::Version.eq(row.version))
+        .exec(txn)
+        .await?
+        .rows_affected;
+    if changed != 1 {
+        return Err(ConsentError::Api(ApiError::Aborted(
+            "consent state changed concurrently; retry",
+        )));
+    }
+    Ok(())
+}
+
+/// The data key to seal a subject's plaintext of older versions under (read in `txn`,
+/// created when it has none); `None` when the projection has the subject erased (the
+/// plaintext is then only blanked).
+async fn key_unless_erased(
+    txn: &impl ConnectionTrait,
+    sealer: &Sealer,
+    tenant: &str,
+    subject: &str,
+) -> Result<Option<DataKey>, ConsentError> {
+    let erased = matches!(
+        subject_state::Entity::find_by_id((tenant.to_owned(), subject.to_owned()))
+            .one(txn)
+            .await?
+            .map(|r| r.state),
+        Some(s) if s == SubjectStatus::Erased.as_str()
+    );
+    if erased {
+        return Ok(None);
+    }
+    Ok(Some(
+        subject_key_or_new(txn, sealer, tenant, subject).await?,
+    ))
+}
+
+/// Rows in (tenant, subject) order grouped by (tenant, subject).
+fn by_subject<T>(
+    rows: Vec<T>,
+    owner: impl Fn(&T) -> (&str, &str),
+) -> Vec<((String, String), Vec<T>)> {
+    let mut groups: Vec<((String, String), Vec<T>)> = vec![];
+    for r in rows {
+        let (tenant, subject) = owner(&r);
+        let same = matches!(groups.last(), Some(((t, s), _)) if t == tenant && s == subject);
+        if !same {
+            groups.push(((tenant.to_owned(), subject.to_owned()), vec![]));
+        }
+        if let Some((_, g)) = groups.last_mut() {
+            g.push(r);
+        }
+    }
+    groups
+}
+
+/// Rewrites stored RecordCompellingGrounds answers that still hold the whole decision
+/// (written before m0006, reason included) to ids only ([`GroundsRecorded`]); only
+/// those of `subject` when given. Returns the number of answers rewritten.
+async fn reduce_grounds_answers(
+    db: &impl ConnectionTrait,
+    tenant: Option<&str>,
+    subject: Option<&str>,
+) -> Result<u64, DbErr> {
+    use idempotency::entity as idem;
+    let mut q = idem::Entity::find()
+        .filter(idem::Column::Method.eq("RecordCompellingGrounds"))
+        .filter(idem::Column::Response.like("%\"reason\"%"));
+    if let Some(t) = tenant {
+        q = q.filter(idem::Column::Scope.eq(t));
+    }
+    if let Some(s) = subject {
+        q = q.filter(idem::Column::Response.like(format!("%{s}%")));
+    }
+    let mut changed = 0;
+    for a in q.all(db).await? {
+        let Ok(ids) = serde_json::from_str::<GroundsRecorded>(&a.response) else {
+            continue;
+        };
+        if subject.is_some_and(|s| s != ids.subject_id) {
+            continue;
+        }
+        let response = serde_json::to_string(&ids).map_err(|e| DbErr::Json(e.to_string()))?;
+        changed += idem::Entity::update_many()
+            .col_expr(idem::Column::Response, Expr::value(response))
+            .filter(idem::Column::Scope.eq(a.scope.as_str()))
+            .filter(idem::Column::RequestId.eq(a.request_id.as_str()))
+            .exec(db)
+            .await?
+            .rows_affected;
+    }
+    Ok(changed)
+}
+
+/// Crypto-shreds a subject's evidence and compelling-grounds reasons: deletes its data
+/// key (first), blanks every sealed or plaintext evidence of its events and reason of
+/// its decisions, and reduces stored RecordCompellingGrounds answers of older versions
+/// (which held the reason) to ids. Repeating it is a no-op.
 async fn shred(txn: &impl ConnectionTrait, tenant: &str, subject: &str) -> Result<(), DbErr> {
     consent_key::Entity::delete_many()
         .filter(consent_key::Column::TenantId.eq(tenant))
@@ -1313,6 +1516,22 @@ async fn shred(txn: &impl ConnectionTrait, tenant: &str, subject: &str) -> Resul
         )
         .exec(txn)
         .await?;
+    objection_decision::Entity::update_many()
+        .col_expr(objection_decision::Column::Reason, Expr::value(""))
+        .col_expr(
+            objection_decision::Column::ReasonCt,
+            Expr::value(Option::<Vec<u8>>::None),
+        )
+        .filter(objection_decision::Column::TenantId.eq(tenant))
+        .filter(objection_decision::Column::SubjectId.eq(subject))
+        .filter(
+            objection_decision::Column::Reason
+                .ne("")
+                .or(objection_decision::Column::ReasonCt.is_not_null()),
+        )
+        .exec(txn)
+        .await?;
+    reduce_grounds_answers(txn, Some(tenant), Some(subject)).await?;
     Ok(())
 }
 
@@ -1383,6 +1602,22 @@ fn event_from_row(m: consent_event::Model) -> Result<ConsentEvent, ConsentError>
         expires_at: m.expires_at,
         create_time: m.create_time,
     })
+}
+
+/// A decision row as a decision, its reason as stored in plaintext (`""` once sealed:
+/// the caller opens `reason_ct`).
+fn decision_from_row(m: objection_decision::Model) -> GroundsDecision {
+    GroundsDecision {
+        tenant_id: m.tenant_id,
+        decision_id: m.decision_id,
+        subject_id: m.subject_id,
+        purpose: m.purpose,
+        objection_event_id: m.objection_event_id,
+        reason: m.reason,
+        decided_by: m.decided_by,
+        request_id: m.request_id,
+        decide_time: m.decide_time,
+    }
 }
 
 fn stored_state(m: consent_state::Model) -> Result<StoredState, ConsentError> {

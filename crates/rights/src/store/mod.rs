@@ -60,6 +60,22 @@ pub struct EventFilter {
     pub unacked_by: Option<String>,
 }
 
+impl EventFilter {
+    /// Whether `e` passes this filter: the same rule as the query of
+    /// [`RightsStore::list_events`], for events already read (the feed hub's).
+    pub fn matches(&self, e: &crate::model::Event) -> bool {
+        self.rights_request_id
+            .as_ref()
+            .is_none_or(|r| *r == e.rights_request_id)
+            && self.subject_id.as_ref().is_none_or(|s| *s == e.subject_id)
+            && (self.types.is_empty() || self.types.iter().any(|t| t == e.event_type.as_str()))
+            && self
+                .unacked_by
+                .as_ref()
+                .is_none_or(|system| !e.confirmations.iter().any(|c| c.system == *system))
+    }
+}
+
 /// A new event to append (its seq is assigned in the transaction).
 pub type NewEvent = event::Model;
 
@@ -408,6 +424,14 @@ impl RightsStore {
         event_ids: &[String],
     ) -> Result<Vec<ack::Model>, RightsError> {
         acks_of(&self.db, tenant, event_ids).await
+    }
+
+    /// The last seq of `tenant`'s feed (0 before its first event).
+    pub async fn feed_head(&self, tenant: &str) -> Result<i64, RightsError> {
+        Ok(head::Entity::find_by_id(tenant.to_owned())
+            .one(&self.db)
+            .await?
+            .map_or(0, |h| h.last_seq))
     }
 
     /// A page of the feed after `after_seq`, oldest first.

@@ -42,6 +42,9 @@ pub struct ReindexPage {
     pub total: i64,
     /// The index version entries are rewritten under.
     pub index_version: u32,
+    /// Subjects of this page whose data key or sealed identifiers do not open, as
+    /// `<tenant>/<subject id>`: passed over, so the rest is re-indexed.
+    pub unopenable: Vec<String>,
 }
 
 /// Where a re-index goes on: identifier entries first, then references.
@@ -137,6 +140,7 @@ impl Subjects {
         } else {
             0
         };
+        let mut unopenable = vec![];
         let (examined, reindexed, next) = match cursor {
             Cursor::Lookups(after) => {
                 let rows = self.store.lookups_after(after, limit).await?;
@@ -147,7 +151,9 @@ impl Subjects {
                     .cloned()
                     .collect();
                 let examined = rows.iter().filter(|r| r.index_version != current_v).count();
-                let updates = self.rekeyed_lookups(&stale, previous).await?;
+                let updates = self
+                    .rekeyed_lookups(&stale, previous, &mut unopenable)
+                    .await?;
                 let done = self.store.rekey_entries(&updates, &[], current_v).await?;
                 let next = match rows.last() {
                     Some(l) if more => token(&format!(
@@ -169,7 +175,7 @@ impl Subjects {
                     .cloned()
                     .collect();
                 let examined = rows.iter().filter(|r| r.index_version != current_v).count();
-                let updates = self.rekeyed_refs(&stale, previous).await?;
+                let updates = self.rekeyed_refs(&stale, previous, &mut unopenable).await?;
                 let done = self.store.rekey_entries(&[], &updates, current_v).await?;
                 let next = match rows.last() {
                     Some(r) if more => {
@@ -193,6 +199,7 @@ impl Subjects {
             next_page_token: next,
             total,
             index_version: current,
+            unopenable,
         })
     }
 
@@ -201,6 +208,7 @@ impl Subjects {
     async fn owners<'a>(
         &self,
         entries: impl Iterator<Item = (&'a str, &'a str)>,
+        unopenable: &mut Vec<String>,
     ) -> Result<HashMap<(String, String), (subject::Model, crypto::DataKey)>, SubjectError> {
         let mut by_tenant: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (t, s) in entries {
@@ -219,7 +227,16 @@ impl Subjects {
                 let Some(w) = wrapped.get(&row.subject_id) else {
                     continue;
                 };
-                let dek = keys.kek.unwrap(w, &key_aad(t, &row.subject_id))?;
+                let dek = match keys.kek.unwrap(w, &key_aad(t, &row.subject_id)) {
+                    Ok(dek) => dek,
+                    // One key that does not open stops nothing else: listed, passed over.
+                    Err(vern_seal::keyring::UnwrapError::Crypto(_)) => {
+                        tracing::warn!(tenant = %t, "a subject's data key does not open: passed over");
+                        pass_over(unopenable, t, &row.subject_id);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 out.insert((t.to_owned(), row.subject_id.clone()), (row, dek));
             }
         }
@@ -231,12 +248,14 @@ impl Subjects {
         &self,
         stale: &[lookup::Model],
         previous: u32,
+        unopenable: &mut Vec<String>,
     ) -> Result<Vec<(lookup::Model, Vec<u8>)>, SubjectError> {
         let owners = self
             .owners(
                 stale
                     .iter()
                     .map(|l| (l.tenant_id.as_str(), l.subject_id.as_str())),
+                unopenable,
             )
             .await?;
         let mut out = vec![];
@@ -252,7 +271,10 @@ impl Subjects {
             let Some(ct) = ciphertext(row, kind) else {
                 continue;
             };
-            let value = open_text(dek, ct, &identifier_aad(t, &l.subject_id, kind))?;
+            let Ok(value) = open_text(dek, ct, &identifier_aad(t, &l.subject_id, kind)) else {
+                pass_over(unopenable, t, &l.subject_id);
+                continue;
+            };
             // Rewrite only an entry that is the digest of what the subject holds now.
             let Some(old) = old_key(&keys, previous) else {
                 continue;
@@ -273,12 +295,14 @@ impl Subjects {
         &self,
         stale: &[external_ref::Model],
         previous: u32,
+        unopenable: &mut Vec<String>,
     ) -> Result<Vec<(external_ref::Model, String)>, SubjectError> {
         let owners = self
             .owners(
                 stale
                     .iter()
                     .map(|r| (r.tenant_id.as_str(), r.subject_id.as_str())),
+                unopenable,
             )
             .await?;
         let mut out = vec![];
@@ -291,7 +315,10 @@ impl Subjects {
             ) else {
                 continue;
             };
-            let id = open_text(dek, ct, &ref_aad(t, &r.subject_id, &r.system))?;
+            let Ok(id) = open_text(dek, ct, &ref_aad(t, &r.subject_id, &r.system)) else {
+                pass_over(unopenable, t, &r.subject_id);
+                continue;
+            };
             let reference = ExternalRef {
                 system: r.system.clone(),
                 id,
@@ -324,5 +351,13 @@ impl Subjects {
                 },
             )
             .collect())
+    }
+}
+
+/// Lists a subject passed over (once per page).
+fn pass_over(unopenable: &mut Vec<String>, tenant: &str, subject: &str) {
+    let id = format!("{tenant}/{subject}");
+    if !unopenable.contains(&id) {
+        unopenable.push(id);
     }
 }
