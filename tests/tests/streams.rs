@@ -269,3 +269,40 @@ async fn a_stream_ends_at_its_longest_lifetime() {
     assert!(at.duration_since(opened) >= Duration::from_millis(1900));
     suite.stop().await;
 }
+
+/// Connections that never speak are closed on `vern dev`'s gateway (plaintext), and
+/// health keeps answering while they pile up.
+#[tokio::test]
+async fn silent_connections_are_closed_and_health_keeps_answering() {
+    use tokio::io::AsyncReadExt;
+    let suite = Suite::start_with(Backend::Sqlite, |c| {
+        c.server.handshake_timeout_seconds = 1;
+    })
+    .await
+    .expect("suite");
+    let mut silent = vec![];
+    for _ in 0..200 {
+        silent.push(
+            tokio::net::TcpStream::connect(suite.addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    let mut health = tonic_health::pb::health_client::HealthClient::new(suite.channel.clone());
+    let answer = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health answers while 200 silent connections are open");
+    assert_eq!(answer.get_ref().status, 1, "SERVING");
+    let started = Instant::now();
+    for mut s in silent {
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "a silent connection is still open after {:?}",
+            started.elapsed()
+        );
+    }
+    suite.stop().await;
+}

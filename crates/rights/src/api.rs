@@ -57,6 +57,26 @@ impl RightsApi {
         self.max_message_bytes = bytes;
         self
     }
+
+    /// The idempotency key of a call whose request carries free text about the
+    /// subject's case (a note, a reason): fingerprinted with the tenant's blind-index
+    /// key, so no unkeyed (guessable) hash of that text is stored. An answer stored by
+    /// an older version under the plain hash still matches (never written so).
+    /// `None` when `request_id` is empty.
+    fn keyed(
+        &self,
+        tenant: &str,
+        request_id: &str,
+        method: &'static str,
+        request: &[u8],
+    ) -> Result<Option<Key>, Status> {
+        if request_id.is_empty() {
+            return Ok(None);
+        }
+        let fps = self.rights.sealer().fingerprints(tenant, request)?;
+        Ok(Key::fingerprinted(Some(tenant), request_id, method, &fps)
+            .map(|k| k.also_matching(request)))
+    }
 }
 
 fn invalid(field: &str, why: &str) -> Status {
@@ -164,7 +184,7 @@ fn request_pb(r: RightsRequest) -> pb::RightsRequest {
         original_due_at: Some(to_timestamp(r.original_due_at)),
         extended: r.extended,
         extension_months: r.extension_months,
-        extension_reason: r.extension_reason,
+        extension_reason: r.personal.extension_reason,
         subject_informed_at: ts(r.subject_informed_at),
         verify_time: ts(r.verify_time),
         verified_by: r.verified_by,
@@ -174,7 +194,7 @@ fn request_pb(r: RightsRequest) -> pb::RightsRequest {
         rejection_ground: r.rejection_ground.map_or(0, |g| {
             name_pb(g.as_str(), pb::RejectionGround::from_str_name)
         }),
-        rejection_reason: r.rejection_reason,
+        rejection_reason: r.personal.rejection_reason,
         reject_time: ts(r.reject_time),
         complete_time: ts(r.complete_time),
         outcome: r.outcome.map(|o| pb::Outcome {
@@ -545,12 +565,12 @@ impl pb::rights_service_server::RightsService for RightsApi {
         let r = req.into_inner();
         check_request_id(&r.request_id)?;
         vern_kit::audit::resource("rights_request", &r.rights_request_id);
-        let k = key(
+        let k = self.keyed(
             tenant.as_str(),
             &r.request_id,
             "VerifyIdentity",
             &r.encode_to_vec(),
-        );
+        )?;
         let method = decode(
             "method",
             r.method,
@@ -585,12 +605,12 @@ impl pb::rights_service_server::RightsService for RightsApi {
         let r = req.into_inner();
         check_request_id(&r.request_id)?;
         vern_kit::audit::resource("rights_request", &r.rights_request_id);
-        let k = key(
+        let k = self.keyed(
             tenant.as_str(),
             &r.request_id,
             "ExtendDeadline",
             &r.encode_to_vec(),
-        );
+        )?;
         let informed = time(
             "subject_informed_at",
             r.subject_informed_at.as_ref(),
@@ -619,12 +639,12 @@ impl pb::rights_service_server::RightsService for RightsApi {
         let r = req.into_inner();
         check_request_id(&r.request_id)?;
         vern_kit::audit::resource("rights_request", &r.rights_request_id);
-        let k = key(
+        let k = self.keyed(
             tenant.as_str(),
             &r.request_id,
             "RejectRequest",
             &r.encode_to_vec(),
-        );
+        )?;
         let ground = decode(
             "ground",
             r.ground,
@@ -651,12 +671,12 @@ impl pb::rights_service_server::RightsService for RightsApi {
         let r = req.into_inner();
         check_request_id(&r.request_id)?;
         vern_kit::audit::resource("rights_request", &r.rights_request_id);
-        let k = key(
+        let k = self.keyed(
             tenant.as_str(),
             &r.request_id,
             "FulfilRequest",
             &r.encode_to_vec(),
-        );
+        )?;
         let out = self
             .rights
             .fulfil(&tenant, &r.rights_request_id, &r.note, k)
@@ -1363,6 +1383,267 @@ mod tests {
     async fn feed_references_are_sealed_postgres() {
         if let Some(db) = vern_kit::testing::TestDb::postgres("rights") {
             feed_references_are_sealed(db).await;
+        }
+    }
+
+    /// Case texts at rest: the verification note and the extension and rejection
+    /// reasons are sealed with the request's personal data (also those an older
+    /// version stored in plaintext, by the pass at start), read back while the
+    /// request's key exists, and gone with the erased subject's personal content.
+    async fn case_texts_are_sealed(db: vern_kit::testing::TestDb) {
+        use crate::store::entities::request;
+        use vern_kit::testing::raw;
+        const NOTE: &str = "NOTE-passport-seen-7731";
+        const EXTENDED: &str = "EXTEND-archive-backlog-5512";
+        const REJECTED: &str = "REJECT-fourth-repeat-9048";
+        const LEGACY: &str = "LEGACY-plain-reason-2290";
+        let rights = rights(&db).await;
+        let db_conn = rights.store().connection().clone();
+        let tenant = TenantId::new("t1");
+        let subject = uuid::Uuid::now_v7().to_string();
+        // Three requests of the subject: submitted with an identity, then linked to the
+        // subject in the store (no other service is reached).
+        let mut ids = vec![];
+        for _ in 0..3 {
+            let submitted = rights
+                .submit(
+                    &tenant,
+                    NewRequest {
+                        request_type: Some(RequestType::Access),
+                        identity: Some(Identity {
+                            email: "kari@example.no".into(),
+                            ..Default::default()
+                        }),
+                        channel: Some(Channel::Email),
+                        ..Default::default()
+                    },
+                    "",
+                    None,
+                )
+                .await
+                .expect("submit");
+            let row = rights
+                .store()
+                .request("t1", &submitted.rights_request_id)
+                .await
+                .expect("row")
+                .expect("row");
+            let version = row.version;
+            rights
+                .store()
+                .update_request(
+                    request::Model {
+                        subject_id: subject.clone(),
+                        version: version + 1,
+                        ..row
+                    },
+                    version,
+                    None,
+                )
+                .await
+                .expect("link");
+            ids.push(submitted.rights_request_id);
+        }
+        rights
+            .verify(
+                &tenant,
+                "officer",
+                &ids[0],
+                "",
+                Some(VerificationMethod::IdDocument),
+                NOTE,
+                None,
+            )
+            .await
+            .expect("verify");
+        rights
+            .extend(
+                &tenant,
+                &ids[0],
+                1,
+                EXTENDED,
+                Some(vern_kit::time::now()),
+                None,
+            )
+            .await
+            .expect("extend");
+        rights
+            .reject(
+                &tenant,
+                &ids[1],
+                Some(RejectionGround::Excessive),
+                REJECTED,
+                None,
+            )
+            .await
+            .expect("reject");
+        // The third as an older version left it: its note in a plaintext column.
+        let write_plain = |id: String, text: &'static str| {
+            let rights = rights.clone();
+            async move {
+                let row = rights
+                    .store()
+                    .request("t1", &id)
+                    .await
+                    .expect("row")
+                    .expect("row");
+                let version = row.version;
+                rights
+                    .store()
+                    .update_request(
+                        request::Model {
+                            verification_note: text.to_owned(),
+                            version: version + 1,
+                            ..row
+                        },
+                        version,
+                        None,
+                    )
+                    .await
+                    .expect("plaintext");
+            }
+        };
+        write_plain(ids[2].clone(), LEGACY).await;
+        for text in [NOTE, EXTENDED, REJECTED] {
+            assert_eq!(
+                raw::cells_containing(&db_conn, text.as_bytes()).await,
+                Vec::<String>::new(),
+                "no plaintext {text} in any table"
+            );
+        }
+        assert!(
+            !raw::cells_containing(&db_conn, LEGACY.as_bytes())
+                .await
+                .is_empty(),
+            "the search works"
+        );
+        assert_eq!(rights.seal_legacy_case_texts().await.expect("seal"), 1);
+        assert_eq!(rights.seal_legacy_case_texts().await.expect("again"), 0);
+        assert_eq!(
+            raw::cells_containing(&db_conn, LEGACY.as_bytes()).await,
+            Vec::<String>::new(),
+            "the older version's note is sealed"
+        );
+
+        // Read back while the keys exist: GetRequest and ListRequests.
+        let texts = |r: &RightsRequest| {
+            (
+                r.personal.verification_note.clone(),
+                r.personal.extension_reason.clone(),
+                r.personal.rejection_reason.clone(),
+            )
+        };
+        let none = (String::new(), String::new(), String::new());
+        let got: Vec<RightsRequest> = {
+            let mut v = vec![];
+            for id in &ids {
+                v.push(rights.get(&tenant, id).await.expect("get"));
+            }
+            v
+        };
+        assert_eq!(
+            texts(&got[0]),
+            (NOTE.to_owned(), EXTENDED.to_owned(), String::new())
+        );
+        assert_eq!(
+            texts(&got[1]),
+            (String::new(), String::new(), REJECTED.to_owned())
+        );
+        assert_eq!(
+            texts(&got[2]),
+            (LEGACY.to_owned(), String::new(), String::new())
+        );
+        assert_eq!(
+            got[0].verification_method,
+            Some(VerificationMethod::IdDocument)
+        );
+        assert_eq!(got[1].rejection_ground, Some(RejectionGround::Excessive));
+        let pb0 = request_pb(got[0].clone());
+        assert_eq!(pb0.extension_reason, EXTENDED);
+        assert_eq!(request_pb(got[1].clone()).rejection_reason, REJECTED);
+        let listed = rights
+            .list(
+                &tenant,
+                RequestFilter {
+                    subject_id: Some(subject.clone()),
+                    ..Default::default()
+                },
+                None,
+                10,
+            )
+            .await
+            .expect("list");
+        assert_eq!(listed.items.len(), 3);
+        for r in &listed.items {
+            let want = got
+                .iter()
+                .find(|g| g.rights_request_id == r.rights_request_id)
+                .expect("listed");
+            assert_eq!(texts(r), texts(want), "ListRequests reads them too");
+        }
+
+        // The subject is erased (EraseSubject called directly): the texts go with the
+        // personal content.
+        rights
+            .store()
+            .shred_erased(
+                "t1",
+                vec![],
+                vec![crate::store::ErasedSubject {
+                    cause: None,
+                    records: vec![],
+                    policy_id: String::new(),
+                    subject_id: subject.clone(),
+                    at: vern_kit::time::now(),
+                    by_request: None,
+                }],
+                None,
+            )
+            .await
+            .expect("shred");
+        for id in &ids {
+            let r = rights.get(&tenant, id).await.expect("get");
+            assert_eq!(texts(&r), none, "{id}: texts gone");
+            let pb = request_pb(r);
+            assert_eq!(
+                (pb.extension_reason.as_str(), pb.rejection_reason.as_str()),
+                ("", "")
+            );
+        }
+        // A plaintext text an older version left on a request since shredded is
+        // dropped by the pass at start.
+        write_plain(ids[1].clone(), LEGACY).await;
+        assert_eq!(rights.seal_legacy_case_texts().await.expect("seal"), 1);
+        assert_eq!(
+            texts(&rights.get(&tenant, &ids[1]).await.expect("get")),
+            none
+        );
+        for text in [NOTE, EXTENDED, REJECTED, LEGACY] {
+            assert_eq!(
+                raw::cells_containing(&db_conn, text.as_bytes()).await,
+                Vec::<String>::new(),
+                "no {text} left in any table"
+            );
+        }
+        let sealed: Vec<String> = raw::dump(&db_conn)
+            .await
+            .into_iter()
+            .filter(|(c, v)| c == "rights_requests.personal" && !v.is_empty())
+            .map(|(c, _)| c)
+            .collect();
+        assert_eq!(sealed, Vec::<String>::new(), "no sealed personal data left");
+        db.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn case_texts_are_sealed_sqlite() {
+        case_texts_are_sealed(vern_kit::testing::TestDb::sqlite("rights")).await;
+    }
+
+    #[tokio::test]
+    async fn case_texts_are_sealed_postgres() {
+        if let Some(db) = vern_kit::testing::TestDb::postgres("rights") {
+            case_texts_are_sealed(db).await;
         }
     }
 

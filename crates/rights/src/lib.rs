@@ -5,7 +5,8 @@
 //!
 //! Layers: [`api`] (tonic handlers) → [`service`] and [`fulfil`] (use cases) →
 //! [`domain`] (deadlines, lifecycle, pure) and [`store`] (sea-orm). A request's personal
-//! data (identity, description, corrected values) and its report are sealed with a
+//! data (identity, description, corrected values, verification note, extension and
+//! rejection reasons) and its report are sealed with a
 //! per-request key wrapped by the tenant key ([`seal`]), the subjects service's scheme.
 
 pub mod api;
@@ -118,6 +119,15 @@ pub async fn build(
         Ok(n) => tracing::info!(events = n, "sealed feed references stored in plaintext"),
         // Retried at the next start; the references stay readable meanwhile.
         Err(e) => tracing::warn!(error = %e, "sealing plaintext feed references failed"),
+    }
+    match rights.seal_legacy_case_texts().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            requests = n,
+            "sealed verification notes and extension and rejection reasons stored in plaintext"
+        ),
+        // Retried at the next start; the texts stay readable meanwhile.
+        Err(e) => tracing::warn!(error = %e, "sealing plaintext case texts failed"),
     }
     Ok(AuditLayer::new(auditor).layer(vern_kit::limited!(
         RightsServiceServer::new(

@@ -52,6 +52,16 @@ pub struct Personal {
     pub description: String,
     /// Corrections asked for.
     pub rectifications: Vec<Rectification>,
+    /// VerifyIdentity's note on how the identity was checked (free text about the
+    /// case; not part of the API's answer).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub verification_note: String,
+    /// Why the deadline was extended (Art. 12(3)).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub extension_reason: String,
+    /// Why the request was rejected.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rejection_reason: String,
 }
 
 /// A record kept, restricted, instead of erased.
@@ -108,7 +118,8 @@ pub struct RightsRequest {
     pub status: RequestStatus,
     /// The subject; empty when unknown or none.
     pub subject_id: String,
-    /// Identity, description, rectifications.
+    /// Identity, description, rectifications and the case texts (verification note,
+    /// extension and rejection reasons); empty once destroyed with the erased subject.
     pub personal: Personal,
     /// How it arrived.
     pub channel: Channel,
@@ -126,8 +137,6 @@ pub struct RightsRequest {
     pub extended: bool,
     /// Extension months.
     pub extension_months: i32,
-    /// Extension reason.
-    pub extension_reason: String,
     /// When the subject was told of the extension.
     pub subject_informed_at: Option<DateTime<Utc>>,
     /// Verification time.
@@ -138,8 +147,6 @@ pub struct RightsRequest {
     pub verification_method: Option<VerificationMethod>,
     /// Rejection ground.
     pub rejection_ground: Option<RejectionGround>,
-    /// Rejection reason.
-    pub rejection_reason: String,
     /// Rejection time.
     pub reject_time: Option<DateTime<Utc>>,
     /// Completion time.

@@ -1,7 +1,8 @@
 //! Encryption at rest of a request's personal data (identity, description, corrected
-//! values) and of its report, with the subjects service's envelope scheme: each request
-//! has its own data key, stored only wrapped by the tenant's key (`keys.master_key` /
-//! `keys.tenant_keys`), and every ciphertext is bound to its tenant, request and kind.
+//! values, verification note, extension and rejection reasons) and of its report, with
+//! the subjects service's envelope scheme: each request has its own data key, stored
+//! only wrapped by the tenant's key (`keys.master_key` / `keys.tenant_keys`), and every
+//! ciphertext is bound to its tenant, request and kind.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -191,5 +192,21 @@ mod tests {
                 .is_err()
         );
         assert!(s.key("u", "r1", &wrapped).is_err(), "other tenant");
+    }
+
+    #[test]
+    fn personal_data_sealed_before_the_case_texts_still_opens() {
+        let old: crate::model::Personal =
+            serde_json::from_str(r#"{"identity":null,"description":"d","rectifications":[]}"#)
+                .expect("older personal data");
+        assert_eq!(old.description, "d");
+        assert!(old.verification_note.is_empty() && old.rejection_reason.is_empty());
+        let json = serde_json::to_string(&crate::model::Personal {
+            extension_reason: "r".into(),
+            ..Default::default()
+        })
+        .expect("json");
+        assert!(json.contains(r#""extension_reason":"r""#), "{json}");
+        assert!(!json.contains("rejection_reason"), "{json}");
     }
 }

@@ -120,6 +120,21 @@ fn from_json<T: serde::de::DeserializeOwned>(
     serde_json::from_str(s).map_err(|_| corrupt(what))
 }
 
+/// Moves the case texts an older version stored in plaintext columns (verification
+/// note, extension and rejection reasons) into the request's personal data, where it
+/// has none of its own.
+fn fold_plaintext_texts(personal: &mut Personal, row: &request::Model) {
+    for (sealed, plain) in [
+        (&mut personal.verification_note, &row.verification_note),
+        (&mut personal.extension_reason, &row.extension_reason),
+        (&mut personal.rejection_reason, &row.rejection_reason),
+    ] {
+        if sealed.is_empty() && !plain.is_empty() {
+            *sealed = plain.clone();
+        }
+    }
+}
+
 fn validate_identity(v: &mut Violations, id: &Identity) {
     if id.email.is_empty()
         && id.phone.is_empty()
@@ -283,6 +298,7 @@ impl Rights {
             },
             description: new.description,
             rectifications: new.rectifications,
+            ..Personal::default()
         };
         let sealed = self.sealer.seal(&dek, t, &id, Kind::Personal, &personal)?;
         let row = request::Model {
@@ -361,8 +377,12 @@ impl Rights {
             Personal::default()
         } else {
             let dek = self.sealer.key(t, id, &row.wrapped_key)?;
-            self.sealer
-                .open(&dek, t, id, Kind::Personal, &row.personal)?
+            let mut personal: Personal =
+                self.sealer
+                    .open(&dek, t, id, Kind::Personal, &row.personal)?;
+            // Case texts of an older version, until sealed at start.
+            fold_plaintext_texts(&mut personal, &row);
+            personal
         };
         let required: Vec<String> = from_json(&row.required_systems, "required_systems")?;
         let events = self.store.events_of_request(t, id).await?;
@@ -413,11 +433,9 @@ impl Rights {
             original_due_at: row.original_due_at,
             extended: row.extended,
             extension_months: row.extension_months,
-            extension_reason: row.extension_reason,
             subject_informed_at: row.subject_informed_at,
             verify_time: row.verify_time,
             verified_by: row.verified_by,
-            rejection_reason: row.rejection_reason,
             reject_time: row.reject_time,
             complete_time: row.complete_time,
             fulfilled: row.fulfilled,
@@ -506,13 +524,14 @@ impl Rights {
         vern_kit::audit::subject(&linked);
         let now = vern_kit::time::now();
         let version = row.version;
+        // The note is sealed with the request's personal data.
+        let row = self.reseal(row, |p| p.verification_note = note.to_owned())?;
         let updated = request::Model {
             status: RequestStatus::Verified.as_str().to_owned(),
             subject_id: linked,
             verify_time: Some(now),
             verified_by: sub.to_owned(),
             verification_method: method.map(|m| m.as_str().to_owned()).unwrap_or_default(),
-            verification_note: note.to_owned(),
             version: version + 1,
             update_time: now.max(row.update_time),
             ..row
@@ -561,11 +580,12 @@ impl Rights {
             ExtensionRefused::Precondition { kind, why } => RightsError::state(kind, why),
         })?;
         let version = row.version;
+        // The reason is sealed with the request's personal data.
+        let row = self.reseal(row, |p| p.extension_reason = reason.trim().to_owned())?;
         let updated = request::Model {
             due_at: due,
             extended: true,
             extension_months: months,
-            extension_reason: reason.trim().to_owned(),
             subject_informed_at: informed,
             version: version + 1,
             update_time: now.max(row.update_time),
@@ -614,10 +634,11 @@ impl Rights {
         }
         let now = vern_kit::time::now();
         let version = row.version;
+        // The reason is sealed with the request's personal data; the ground is a code.
+        let row = self.reseal(row, |p| p.rejection_reason = reason.trim().to_owned())?;
         let updated = request::Model {
             status: RequestStatus::Rejected.as_str().to_owned(),
             rejection_ground: ground.map(|g| g.as_str().to_owned()).unwrap_or_default(),
-            rejection_reason: reason.trim().to_owned(),
             reject_time: Some(now),
             version: version + 1,
             update_time: now.max(row.update_time),
@@ -674,6 +695,64 @@ impl Rights {
             report.localise(lang);
         }
         Ok(report)
+    }
+
+    /// `row` with its personal data opened, changed by `change` and sealed again under
+    /// the request's key; case texts an older version kept in plaintext columns are
+    /// moved in first and the columns blanked. A request whose personal content was
+    /// destroyed with its erased subject stays without: nothing is sealed, and the
+    /// plaintext columns are blanked all the same.
+    pub(crate) fn reseal(
+        &self,
+        row: request::Model,
+        change: impl FnOnce(&mut Personal),
+    ) -> Result<request::Model, RightsError> {
+        let personal = if row.personal.is_empty() || row.wrapped_key.is_empty() {
+            row.personal.clone()
+        } else {
+            let t = row.tenant_id.as_str();
+            let id = row.rights_request_id.as_str();
+            let dek = self.sealer.key(t, id, &row.wrapped_key)?;
+            let mut personal: Personal =
+                self.sealer
+                    .open(&dek, t, id, Kind::Personal, &row.personal)?;
+            fold_plaintext_texts(&mut personal, &row);
+            change(&mut personal);
+            self.sealer.seal(&dek, t, id, Kind::Personal, &personal)?
+        };
+        Ok(request::Model {
+            personal,
+            verification_note: String::new(),
+            extension_reason: String::new(),
+            rejection_reason: String::new(),
+            ..row
+        })
+    }
+
+    /// Moves the case texts (verification note, extension and rejection reasons) that
+    /// older versions stored in plaintext columns into each request's sealed personal
+    /// data, and blanks the columns; the texts of a request whose personal content was
+    /// destroyed with its erased subject are dropped. Run once at start; a no-op once
+    /// done. Returns the requests changed.
+    pub async fn seal_legacy_case_texts(&self) -> Result<u64, RightsError> {
+        let mut changed = 0;
+        loop {
+            let rows = self.store.plaintext_case_texts(500).await?;
+            if rows.is_empty() {
+                return Ok(changed);
+            }
+            let mut progress = false;
+            for r in &rows {
+                let sealed = self.reseal(r.clone(), |_| {})?;
+                if self.store.seal_case_texts(r, sealed.personal).await? {
+                    changed += 1;
+                    progress = true;
+                }
+            }
+            if !progress {
+                return Ok(changed);
+            }
+        }
     }
 
     /// Seals the feed references that versions before m0003 stored in plaintext, with

@@ -19,7 +19,8 @@ pub mod request {
         pub request_id: String,
         /// The request's data key, wrapped by the tenant key.
         pub wrapped_key: Vec<u8>,
-        /// Identity, description and corrected values, sealed.
+        /// Identity, description, corrected values and the case texts (verification
+        /// note, extension and rejection reasons), sealed.
         pub personal: Vec<u8>,
         /// JSON array of purpose keys.
         pub purposes: String,
@@ -28,13 +29,17 @@ pub mod request {
         pub original_due_at: ChronoDateTimeUtc,
         pub extended: bool,
         pub extension_months: i32,
+        /// Empty: the reason is sealed in `personal`. Older versions stored it here in
+        /// plaintext, until `Rights::seal_legacy_case_texts` moved it at start.
         pub extension_reason: String,
         pub subject_informed_at: Option<ChronoDateTimeUtc>,
         pub verify_time: Option<ChronoDateTimeUtc>,
         pub verified_by: String,
         pub verification_method: String,
+        /// Empty: sealed in `personal` (as `extension_reason`).
         pub verification_note: String,
         pub rejection_ground: String,
+        /// Empty: sealed in `personal` (as `extension_reason`).
         pub rejection_reason: String,
         pub reject_time: Option<ChronoDateTimeUtc>,
         pub complete_time: Option<ChronoDateTimeUtc>,

@@ -177,6 +177,50 @@ impl RightsStore {
             == 1)
     }
 
+    /// Up to `limit` requests whose case texts (verification note, extension and
+    /// rejection reasons) an older version stored in plaintext columns.
+    pub async fn plaintext_case_texts(
+        &self,
+        limit: u64,
+    ) -> Result<Vec<request::Model>, RightsError> {
+        use request::Column as C;
+        Ok(request::Entity::find()
+            .filter(
+                Condition::any()
+                    .add(C::VerificationNote.ne(""))
+                    .add(C::ExtensionReason.ne(""))
+                    .add(C::RejectionReason.ne("")),
+            )
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Blanks a request's plaintext case texts and stores `personal`, its personal
+    /// data sealed again with them in (unchanged when it was destroyed with its erased
+    /// subject). The version is bumped, so a writer that read the row before cannot
+    /// put the plaintext back. False when the row changed meanwhile.
+    pub async fn seal_case_texts(
+        &self,
+        old: &request::Model,
+        personal: Vec<u8>,
+    ) -> Result<bool, RightsError> {
+        use request::Column as C;
+        Ok(request::Entity::update_many()
+            .col_expr(C::Personal, Expr::value(personal))
+            .col_expr(C::VerificationNote, Expr::value(""))
+            .col_expr(C::ExtensionReason, Expr::value(""))
+            .col_expr(C::RejectionReason, Expr::value(""))
+            .col_expr(C::Version, Expr::col(C::Version).add(1))
+            .filter(C::TenantId.eq(old.tenant_id.as_str()))
+            .filter(C::RightsRequestId.eq(old.rights_request_id.as_str()))
+            .filter(C::Version.eq(old.version))
+            .exec(&self.db)
+            .await?
+            .rows_affected
+            == 1)
+    }
+
     /// One request of the tenant.
     pub async fn request(
         &self,
@@ -873,7 +917,8 @@ struct Shred {
 
 /// Destroys the personal content the rights service holds about an erased subject
 /// (Art. 17; crypto-shredding): for every request of the subject in the tenant the
-/// sealed identity, description and corrections are deleted and — except for ERASURE requests, whose reports hold
+/// sealed identity, description, corrections and case texts (verification note,
+/// extension and rejection reasons) are deleted and — except for ERASURE requests, whose reports hold
 /// only ids, counts and what was kept — the data key and the sealed report deleted.
 /// What stays is accountability evidence without personal content (Art. 5(2)): ids,
 /// type, status, dates, outcome, events and confirmations. The version is bumped, so a
@@ -924,8 +969,13 @@ pub(crate) async fn shred_subject(
         .filter(of_subject().add(C::RequestType.ne(erasure)))
         .exec(txn)
         .await?;
+    // The case texts are sealed in `personal`; plaintext columns an older version
+    // wrote go too.
     request::Entity::update_many()
         .col_expr(C::Personal, Expr::value(Vec::<u8>::new()))
+        .col_expr(C::VerificationNote, Expr::value(""))
+        .col_expr(C::ExtensionReason, Expr::value(""))
+        .col_expr(C::RejectionReason, Expr::value(""))
         .col_expr(
             C::PersonalErasedAt,
             Expr::col(C::PersonalErasedAt).if_null(at),
