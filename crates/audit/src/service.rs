@@ -24,7 +24,8 @@ const MAX_ATTEMPTS: u32 = 8;
 const VERIFY_PAGE: u64 = 5000;
 /// Events read per query while exporting.
 const EXPORT_PAGE: u64 = 500;
-/// How often a following export looks for events appended by other replicas.
+/// How often the heads of followed tenants are read for events appended by other
+/// replicas (one query per followed tenant, not per following export).
 const FOLLOW_POLL: Duration = Duration::from_secs(1);
 
 /// The audit service's use cases.
@@ -44,8 +45,17 @@ struct Inner {
     policy: CheckpointPolicy,
     /// One lock per tenant: appends of a tenant in this process run one at a time.
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Bumped after every append that chained something (wakes following exports).
-    appended: watch::Sender<u64>,
+    /// The tenants followed by exports in this process: each wakes only its own
+    /// exports, after an append here or when another replica moved its head.
+    followed: std::sync::Mutex<Followed>,
+}
+
+/// The followed tenants: a sender per tenant (its last known head seq), and whether
+/// the task reading their heads runs.
+#[derive(Debug, Default)]
+struct Followed {
+    heads: HashMap<String, watch::Sender<i64>>,
+    polling: bool,
 }
 
 impl AuditLog {
@@ -72,7 +82,7 @@ impl AuditLog {
                 keys: std::sync::RwLock::new(keys),
                 policy,
                 locks: std::sync::Mutex::new(HashMap::new()),
-                appended: watch::channel(0).0,
+                followed: std::sync::Mutex::new(Followed::default()),
             }),
         }
     }
@@ -186,8 +196,12 @@ impl AuditLog {
             match result {
                 Ok(out) => {
                     vern_kit::metrics::add_audit_duplicates(out.duplicates as u64);
-                    if out.appended > 0 {
-                        self.inner.appended.send_modify(|n| *n = n.wrapping_add(1));
+                    if out.appended > 0
+                        && let Ok(f) = self.inner.followed.lock()
+                        && let Some(head) = f.heads.get(tenant.as_str())
+                    {
+                        // Wakes this tenant's following exports only.
+                        head.send_modify(|_| {});
                     }
                     tracing::debug!(
                         tenant = tenant.as_str(),
@@ -535,7 +549,7 @@ impl AuditLog {
     ) -> Result<(), AuditError> {
         let t = tenant.as_str();
         let store = &self.inner.store;
-        let mut changes = self.inner.appended.subscribe();
+        let mut changes = if follow { Some(self.follow(t)?) } else { None };
         let mut cursor = from_seq.max(1);
         // Seq of the last checkpoint handled: checkpoints are made at the head, so a
         // new one always has a higher seq than every earlier one.
@@ -547,7 +561,9 @@ impl AuditLog {
         };
         let send = |item| async { tx.send(Ok(item)).await.is_ok() };
         loop {
-            changes.borrow_and_update();
+            if let Some(c) = changes.as_mut() {
+                c.borrow_and_update();
+            }
             let rows = store.events_range(t, cursor, end, EXPORT_PAGE).await?;
             let full = rows.len() as u64 == EXPORT_PAGE;
             let last = match rows.last() {
@@ -584,13 +600,72 @@ impl AuditLog {
             if full {
                 continue;
             }
-            if !follow || cursor > end {
+            let Some(changes) = changes.as_mut() else {
+                return Ok(());
+            };
+            if cursor > end {
                 return Ok(());
             }
             tokio::select! {
-                changed = changes.changed() => if changed.is_err() { return Ok(()) },
-                _ = tokio::time::sleep(FOLLOW_POLL) => {}
+                changed = changes.changed() => if changed.is_err() {
+                    // The reader forgot the tenant (it never does while this export
+                    // holds its receiver): read again after a poll's time.
+                    tokio::time::sleep(FOLLOW_POLL).await;
+                },
                 _ = tx.closed() => return Ok(()),
+            }
+        }
+    }
+
+    /// A receiver woken when `tenant`'s chain grows (here or on another replica);
+    /// starts the task reading the followed tenants' heads if needed.
+    fn follow(&self, tenant: &str) -> Result<watch::Receiver<i64>, AuditError> {
+        let mut f = self
+            .inner
+            .followed
+            .lock()
+            .map_err(|_| AuditError::Corrupt("followed tenants lock"))?;
+        let rx = f
+            .heads
+            .entry(tenant.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        if !f.polling {
+            f.polling = true;
+            tokio::spawn(poll_heads(self.inner.clone()));
+        }
+        Ok(rx)
+    }
+}
+
+/// Reads the followed tenants' heads every [`FOLLOW_POLL`] and wakes their exports when
+/// one moved (another replica appended); ends when nothing is followed.
+async fn poll_heads(inner: Arc<Inner>) {
+    loop {
+        tokio::time::sleep(FOLLOW_POLL).await;
+        let tenants: Vec<String> = {
+            let Ok(mut f) = inner.followed.lock() else {
+                return;
+            };
+            f.heads.retain(|_, tx| tx.receiver_count() > 0);
+            if f.heads.is_empty() {
+                f.polling = false;
+                return;
+            }
+            f.heads.keys().cloned().collect()
+        };
+        for t in tenants {
+            let Ok(head) = inner.store.head(&t).await else {
+                continue;
+            };
+            if let Ok(f) = inner.followed.lock()
+                && let Some(tx) = f.heads.get(&t)
+            {
+                tx.send_if_modified(|seen| {
+                    let moved = *seen != head.seq;
+                    *seen = head.seq;
+                    moved
+                });
             }
         }
     }

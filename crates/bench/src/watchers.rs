@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use serde::Serialize;
 use vern_kit::config::Config;
 use vern_proto::rights::v1 as rpb;
@@ -77,6 +78,11 @@ pub struct WatchersReport {
     /// The first error, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
+    /// Streams that failed to open or ended early, over all rounds.
+    pub stream_errors: u64,
+    /// The first such failure, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_stream_error: Option<String>,
 }
 
 impl WatchersReport {
@@ -104,6 +110,13 @@ impl WatchersReport {
             self.rps_without,
             self.rps_with,
         );
+        if self.stream_errors > 0 {
+            s.push_str(&format!(
+                "streams failed: {} (first: {})\n",
+                self.stream_errors,
+                self.first_stream_error.as_deref().unwrap_or("?")
+            ));
+        }
         if self.errors > 0 {
             s.push_str(&format!(
                 "errors: {} (first: {})\n",
@@ -134,7 +147,27 @@ pub async fn run(
         let setup = load::connect(&env.url, 1).await?.remove(0);
         let (_watched, watching) = seed::tenant(&setup, &env).await?;
         let (_measured, measured) = seed::tenant(&setup, &env).await?;
-        let subjects = seed::subjects(&env, &measured, args.subjects.max(1), progress).await?;
+        // Real subjects of the measured tenant (GetSubject reads them in full).
+        let mut ids = Vec::with_capacity(args.subjects.max(1));
+        let mut creating = spb::subject_service_client::SubjectServiceClient::new(setup.clone());
+        let b = seed::bar(args.subjects.max(1) as u64, "subjects", progress);
+        for n in 0..args.subjects.max(1) {
+            let created = creating
+                .create_subject(authed(
+                    spb::CreateSubjectRequest {
+                        email: format!("watchers-bench-{n}@example.test"),
+                        request_id: format!("watchers-bench-{n}"),
+                        ..Default::default()
+                    },
+                    &measured.crm,
+                ))
+                .await
+                .context("CreateSubject")?;
+            ids.push(created.into_inner().subject_id);
+            b.inc(1);
+        }
+        b.finish_and_clear();
+        let subjects = ids;
         let clients: Arc<Vec<_>> = Arc::new(
             load::connect(&env.url, args.target.connections.max(1))
                 .await?
@@ -166,6 +199,10 @@ pub async fn run(
         let mut errors = 0;
         let mut first_error = None;
         let mut watchers_open = usize::MAX;
+        // Streams that failed to open or ended before the window did: count, first.
+        let stream_failures = Arc::new(std::sync::Mutex::new((0u64, None::<String>)));
+        let mut stream_errors = 0;
+        let mut first_stream_error = None;
         let b = seed::bar(args.rounds.max(1) as u64 * 2, "measuring", progress);
         for _ in 0..args.rounds.max(1) {
             let mut w = load::run(
@@ -183,6 +220,7 @@ pub async fn run(
 
             // Open the watchers; each drains its stream in a task of its own.
             let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let opening = Arc::new(tokio::sync::Semaphore::new(64));
             let mut tasks = tokio::task::JoinSet::new();
             for i in 0..args.watchers {
                 let mut client = rpb::rights_service_client::RightsServiceClient::new(
@@ -190,12 +228,33 @@ pub async fn run(
                 );
                 let req = authed(rpb::WatchEventsRequest::default(), &watching.crm);
                 let open = open.clone();
+                let failed = stream_failures.clone();
+                let opening = opening.clone();
                 tasks.spawn(async move {
-                    if let Ok(s) = client.watch_events(req).await {
-                        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let mut s = s.into_inner();
-                        while let Ok(Some(_)) = s.message().await {}
-                        open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    // A client opens its streams a bounded number at a time: each
+                    // opening call counts against the per-client calls in progress.
+                    let permit = opening.acquire_owned().await;
+                    let opened = client.watch_events(req).await;
+                    drop(permit);
+                    let ended = match opened {
+                        Ok(s) => {
+                            open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let mut s = s.into_inner();
+                            let end = loop {
+                                match s.message().await {
+                                    Ok(Some(_)) => continue,
+                                    Ok(None) => break None,
+                                    Err(e) => break Some(e),
+                                }
+                            };
+                            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                            end
+                        }
+                        Err(e) => Some(e),
+                    };
+                    if let (Some(e), Ok(mut f)) = (ended, failed.lock()) {
+                        f.0 += 1;
+                        f.1.get_or_insert_with(|| format!("{:?}: {}", e.code(), e.message()));
                     }
                 });
             }
@@ -216,6 +275,13 @@ pub async fn run(
             .await;
             b.inc(1);
             watchers_open = watchers_open.min(open.load(std::sync::atomic::Ordering::Relaxed));
+            // What failed before this point is a failure; what follows is the abort.
+            let (n, first) = stream_failures
+                .lock()
+                .map(|f| f.clone())
+                .unwrap_or_default();
+            stream_errors = n;
+            first_stream_error = first;
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
             let p1 = percentiles(&mut w.latencies_ns).p50_ms;
@@ -249,6 +315,8 @@ pub async fn run(
             rps_with: median(&rps_with),
             errors,
             first_error,
+            stream_errors,
+            first_stream_error,
         })
     }
     .await;

@@ -137,6 +137,10 @@ pub struct TenantGate {
     directory: Arc<dyn TenantDirectory>,
     ttl: Duration,
     cache: Cache,
+    /// One question to the directory per tenant at a time: a burst of calls (a
+    /// thousand streams opening, or re-checking when an answer ages out) waits for
+    /// the first one's answer instead of asking a thousand times.
+    asking: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl std::fmt::Debug for TenantGate {
@@ -158,6 +162,7 @@ impl TenantGate {
             directory,
             ttl,
             cache,
+            asking: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -216,6 +221,20 @@ impl TenantGate {
     /// Whether calls for `tenant` may proceed.
     pub async fn check(&self, tenant: &str) -> Result<(), TenantRefusal> {
         let now = Instant::now();
+        if let Some(status) = self.cached(tenant, now, self.ttl) {
+            return verdict(status);
+        }
+        let turn = self.asking.lock().ok().map(|mut asking| {
+            if asking.len() >= MAX_ENTRIES {
+                asking.retain(|_, m| Arc::strong_count(m) > 1);
+            }
+            asking.entry(tenant.to_owned()).or_default().clone()
+        });
+        let _turn = match &turn {
+            Some(m) => Some(m.lock().await),
+            None => None,
+        };
+        // Whoever asked before this call's turn may have the answer already.
         if let Some(status) = self.cached(tenant, now, self.ttl) {
             return verdict(status);
         }
@@ -351,5 +370,39 @@ mod tests {
         );
         gate.forget("acme");
         assert_eq!(gate.check("acme").await, Err(TenantRefusal::Unavailable));
+    }
+}
+
+#[cfg(test)]
+mod single_flight {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A directory that takes its time, counting questions.
+    struct Slow(AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl TenantDirectory for Slow {
+        async fn status(&self, _tenant: &str) -> Result<TenantStatus, String> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(TenantStatus::Active)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_calls_asks_the_directory_once_per_tenant() {
+        let dir = Arc::new(Slow(AtomicUsize::new(0)));
+        let gate = TenantGate::new(dir.clone(), Duration::from_secs(5));
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..500 {
+            let gate = gate.clone();
+            let tenant = if i % 2 == 0 { "dept-a" } else { "dept-b" };
+            calls.spawn(async move { gate.check(tenant).await });
+        }
+        while let Some(r) = calls.join_next().await {
+            assert_eq!(r.expect("task"), Ok(()));
+        }
+        assert_eq!(dir.0.load(Ordering::SeqCst), 2, "one question per tenant");
     }
 }
