@@ -4,7 +4,7 @@
 //! in the same run and with the same client, with a bare tonic echo service
 //! ([`echo`]): the ratio holds from machine to machine where absolute figures do not.
 //! The other scenarios (BatchCheck, RecordConsent, CSV import, audit, access report,
-//! start-up) report absolute figures against the targets of DESIGN "Quality bars".
+//! start-up) report absolute figures against the targets of docs/design.md, "Quality bars".
 //!
 //! Everything runs on loopback, bounded in time; seeding goes through the public API.
 

@@ -1,6 +1,6 @@
 //! The scenarios beside Check: BatchCheck, RecordConsent, CSV import, audit, the access
 //! report and `vern dev` start-up. Each reports absolute figures with the target of
-//! DESIGN "Quality bars" where there is one.
+//! docs/design.md's "Quality bars" where there is one.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! The consent rules: the current state of a (subject, purpose) derived from its
-//! append-only events, and the Check decision of DESIGN "Domain". Pure: no I/O, no
+//! append-only events, and the Check decision of docs/design.md, "Domain". Pure: no I/O, no
 //! database, no tonic.
 //!
 //! # Ordering of events

@@ -6,7 +6,7 @@
 //! to the service that owns its package.
 //!
 //! - `vern dev`: the services run in the same process and are mounted directly behind
-//!   the layers — no second HTTP/2 hop (DESIGN: a forwarding hop costs ~0.35× throughput).
+//!   the layers — no second HTTP/2 hop (a forwarding hop costs ~0.35× throughput on these machines, docs/design.md).
 //! - Kubernetes (`vern serve gateway`): [`forwarding_routes`] forwards to each service's
 //!   address from config, spreading calls over every address the service's name
 //!   resolves to (`vern_kit::balance`: a headless Service in Kubernetes). The

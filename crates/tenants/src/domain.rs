@@ -125,8 +125,8 @@ impl DataCategory {
     }
 
     /// A special category, or one that may hold one: ABSENCE, since sick leave is data
-    /// concerning health (Art. 4(15), Art. 9(1)); payroll's absence records
-    /// (seed 002, "fraværsinformasjon") usually include it. A purpose processing either
+    /// concerning health (Art. 4(15), Art. 9(1)); a payroll department's absence
+    /// records ("fraværsinformasjon") usually include it. A purpose processing either
     /// needs an Art. 9(2) condition (for payroll: EMPLOYMENT_LAW, Art. 9(2)(b)).
     pub fn may_be_special(self) -> bool {
         self.is_special() || matches!(self, DataCategory::Absence)

@@ -462,8 +462,8 @@ pub fn validate_records(
 
 impl DataCategory {
     /// A special category (Art. 9(1)) or one that may hold one: HEALTH, and ABSENCE,
-    /// since sick leave is data concerning health (seed 002's payroll keeps
-    /// "fraværsinformasjon"). Such a record needs a purpose declaring its category.
+    /// since sick leave is data concerning health (a payroll department keeps absence
+    /// records, "fraværsinformasjon"). Such a record needs a purpose declaring its category.
     pub fn may_be_special(self) -> bool {
         matches!(self, DataCategory::Health | DataCategory::Absence)
     }
