@@ -10,8 +10,8 @@ use vern_proto::common::v1 as common;
 use vern_proto::consents::v1 as pb;
 
 use crate::domain::{
-    Channel, ConsentAction, ConsentEvent, Decision, LegalBasis, PurposeRule, SubjectChange,
-    SubjectStatus,
+    Channel, ConsentAction, ConsentEvent, ConsentStatus, Decision, LegalBasis, PurposeRule, Reason,
+    SubjectChange, SubjectStatus,
 };
 use crate::purposes::Versioned;
 use crate::service::{Consents, NewEvent};
@@ -42,25 +42,36 @@ fn time(
     vern_kit::time::field(field, t, bounds).map_err(invalid)
 }
 
-fn enum_named<E: Copy>(
-    v: i32,
-    name: impl Fn(i32) -> Option<&'static str>,
-    parse: impl Fn(&str) -> Option<E>,
-) -> Option<E> {
-    name(v).and_then(parse)
-}
+// Protobuf ↔ domain by explicit arms (vern_kit::proto_enum): stored names and metric
+// labels never follow the protobuf value names.
+vern_kit::proto_enum!(action_to_pb, action_of: ConsentAction => pb::ConsentAction {
+    Grant, Withdraw, Object
+});
+vern_kit::proto_enum!(channel_to_pb, channel_of: Channel => pb::ConsentChannel {
+    WebForm, Email, Paper, Phone, InPerson, Api
+});
+vern_kit::proto_enum!(pub(crate) basis_to_pb, basis_of: LegalBasis => common::LegalBasis {
+    Consent, Contract, LegalObligation, VitalInterests, PublicTask, LegitimateInterests
+});
+vern_kit::proto_enum!(status_to_pb, status_of: ConsentStatus => pb::ConsentStatus {
+    Granted, Withdrawn, Objected, Expired, NotRecorded
+});
+vern_kit::proto_enum!(reason_to_pb, reason_of: Reason => pb::CheckReason {
+    ConsentGranted, NoObjection, BasisAllows, CompellingGrounds, NoConsent, ConsentWithdrawn,
+    ConsentExpired, SubjectObjected, SubjectRestricted, SubjectErased, SubjectUnknown,
+    PurposeUnknown
+});
 
 fn action_pb(a: ConsentAction) -> i32 {
-    pb::ConsentAction::from_str_name(a.as_str()).map_or(0, |a| a as i32)
+    action_to_pb(a) as i32
 }
 
 fn channel_pb(c: Channel) -> i32 {
-    pb::ConsentChannel::from_str_name(c.as_str()).map_or(0, |c| c as i32)
+    channel_to_pb(c) as i32
 }
 
 fn basis_pb(b: Option<LegalBasis>) -> i32 {
-    b.and_then(|b| common::LegalBasis::from_str_name(b.as_str()))
-        .map_or(0, |b| b as i32)
+    b.map_or(0, |b| basis_to_pb(b) as i32)
 }
 
 fn event_pb(e: ConsentEvent) -> pb::ConsentEvent {
@@ -91,7 +102,7 @@ fn state_pb(tenant: &str, s: StoredState) -> pb::ConsentState {
         tenant_id: tenant.to_owned(),
         subject_id: s.subject_id,
         purpose: s.purpose,
-        status: pb::ConsentStatus::from_str_name(status.as_str()).map_or(0, |s| s as i32),
+        status: status_to_pb(status) as i32,
         latest_event_id: latest
             .as_ref()
             .map(|l| l.event_id.clone())
@@ -117,7 +128,7 @@ fn grounds_pb(d: crate::domain::GroundsDecision) -> pb::CompellingGroundsDecisio
 }
 
 fn decision_fields(d: &Decision) -> (bool, i32, String) {
-    let reason = pb::CheckReason::from_str_name(d.reason.as_str()).map_or(0, |r| r as i32);
+    let reason = reason_to_pb(d.reason) as i32;
     // Every Check and BatchCheck decision passes here.
     vern_kit::metrics::consent_check(d.allowed, reason);
     (d.allowed, reason, d.evidence_id.clone().unwrap_or_default())
@@ -164,27 +175,23 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
         let action = match r.action {
             0 => None,
             v => Some(
-                enum_named(
-                    v,
-                    |v| pb::ConsentAction::try_from(v).ok().map(|a| a.as_str_name()),
-                    ConsentAction::parse,
-                )
-                .ok_or_else(|| invalid(FieldViolation::new("action", "is not a known value")))?,
+                pb::ConsentAction::try_from(v)
+                    .ok()
+                    .and_then(action_of)
+                    .ok_or_else(|| {
+                        invalid(FieldViolation::new("action", "is not a known value"))
+                    })?,
             ),
         };
         let channel = match r.channel {
             0 => None,
             v => Some(
-                enum_named(
-                    v,
-                    |v| {
-                        pb::ConsentChannel::try_from(v)
-                            .ok()
-                            .map(|c| c.as_str_name())
-                    },
-                    Channel::parse,
-                )
-                .ok_or_else(|| invalid(FieldViolation::new("channel", "is not a known value")))?,
+                pb::ConsentChannel::try_from(v)
+                    .ok()
+                    .and_then(channel_of)
+                    .ok_or_else(|| {
+                        invalid(FieldViolation::new("channel", "is not a known value"))
+                    })?,
             ),
         };
         let new = NewEvent {
@@ -456,8 +463,7 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
             } else {
                 let basis = common::LegalBasis::try_from(p.legal_basis)
                     .ok()
-                    .filter(|b| *b != common::LegalBasis::Unspecified)
-                    .and_then(|b| LegalBasis::parse(b.as_str_name()))
+                    .and_then(basis_of)
                     .ok_or_else(|| {
                         invalid(FieldViolation::new(
                             format!("purposes[{i}].legal_basis"),

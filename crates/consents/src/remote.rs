@@ -11,7 +11,7 @@ use vern_kit::client::request;
 use vern_proto::subjects::v1 as subjects_pb;
 use vern_proto::tenants::v1 as tenants_pb;
 
-use crate::domain::{LegalBasis, PurposeRule, SubjectStatus};
+use crate::domain::{PurposeRule, SubjectStatus};
 use crate::error::ConsentError;
 use crate::purposes::{PurposeSource, Versioned};
 
@@ -68,7 +68,7 @@ impl PurposeSource for TenantsClient {
                 let p = p.into_inner();
                 let basis = vern_proto::common::v1::LegalBasis::try_from(p.legal_basis)
                     .ok()
-                    .and_then(|b| LegalBasis::parse(b.as_str_name()))
+                    .and_then(crate::api::basis_of)
                     .ok_or(ConsentError::Upstream("tenants"))?;
                 let version = p
                     .update_time

@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod context;
 pub mod db;
+pub mod enums;
 pub mod error;
 pub mod idempotency;
 pub mod keys;
