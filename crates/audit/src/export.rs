@@ -114,11 +114,16 @@ fn pb_micros(t: Option<&prost_types::Timestamp>) -> i64 {
         .map_or(0, |t| t.timestamp_micros())
 }
 
+/// The outcome label of an export line, by explicit arms: the labels stay as they are
+/// when the protobuf value names change.
 fn outcome_name(v: i32) -> String {
-    pb::Outcome::try_from(v)
-        .map(|o| o.as_str_name().trim_start_matches("OUTCOME_"))
-        .unwrap_or("UNSPECIFIED")
-        .to_owned()
+    let label = match pb::Outcome::try_from(v) {
+        Ok(pb::Outcome::Unspecified) | Err(_) => "UNSPECIFIED",
+        Ok(pb::Outcome::Success) => "SUCCESS",
+        Ok(pb::Outcome::Denied) => "DENIED",
+        Ok(pb::Outcome::Failed) => "FAILED",
+    };
+    label.to_owned()
 }
 
 impl EventLine {

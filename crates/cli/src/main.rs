@@ -464,7 +464,7 @@ async fn health(addr: &str, service: &str, wait_seconds: u64) -> anyhow::Result<
                     println!("SERVING");
                     return Ok(());
                 }
-                Ok(s) => s.as_str_name().to_owned(),
+                Ok(s) => serving_status_text(s).to_owned(),
                 Err(_) => "an unknown status".to_owned(),
             },
             Err(s) => format!("{:?}: {}", s.code(), s.message()),
@@ -668,12 +668,9 @@ async fn subjects(config: &Config, command: SubjectsCommand) -> anyhow::Result<(
                 .into_inner();
             println!("subject_id   {}", s.subject_id);
             let state = pb::SubjectState::try_from(s.state)
-                .map(|s| s.as_str_name())
+                .map(subject_state_text)
                 .unwrap_or("?");
-            println!(
-                "state        {}",
-                state.trim_start_matches("SUBJECT_STATE_")
-            );
+            println!("state        {state}");
             for (label, value) in [
                 ("email", &s.email),
                 ("phone", &s.phone),
@@ -715,13 +712,13 @@ async fn consents(config: &Config, command: ConsentsCommand) -> anyhow::Result<(
             println!(
                 "reason       {}",
                 pb::CheckReason::try_from(r.reason)
-                    .map(|r| r.as_str_name())
+                    .map(check_reason_text)
                     .unwrap_or("?")
             );
             println!(
                 "legal_basis  {}",
                 vern_proto::common::v1::LegalBasis::try_from(r.legal_basis)
-                    .map(|b| b.as_str_name())
+                    .map(legal_basis_text)
                     .unwrap_or("?")
             );
             if !r.evidence_id.is_empty() {
@@ -729,6 +726,65 @@ async fn consents(config: &Config, command: ConsentsCommand) -> anyhow::Result<(
             }
             Ok(())
         }
+    }
+}
+
+// Protobuf values as printed for people, by explicit arms: the texts stay as they are
+// when the protobuf value names change.
+
+/// A health status as `vern health` prints it.
+fn serving_status_text(s: tonic_health::pb::health_check_response::ServingStatus) -> &'static str {
+    use tonic_health::pb::health_check_response::ServingStatus as S;
+    match s {
+        S::Unknown => "UNKNOWN",
+        S::Serving => "SERVING",
+        S::NotServing => "NOT_SERVING",
+        S::ServiceUnknown => "SERVICE_UNKNOWN",
+    }
+}
+
+/// A subject's state as `vern subjects find` prints it.
+fn subject_state_text(s: vern_proto::subjects::v1::SubjectState) -> &'static str {
+    use vern_proto::subjects::v1::SubjectState as S;
+    match s {
+        S::Unspecified => "UNSPECIFIED",
+        S::Active => "ACTIVE",
+        S::Restricted => "RESTRICTED",
+        S::Erased => "ERASED",
+    }
+}
+
+/// The reason of a consent check as `vern consents check` prints it.
+fn check_reason_text(r: vern_proto::consents::v1::CheckReason) -> &'static str {
+    use vern_proto::consents::v1::CheckReason as R;
+    match r {
+        R::Unspecified => "CHECK_REASON_UNSPECIFIED",
+        R::ConsentGranted => "CONSENT_GRANTED",
+        R::NoObjection => "NO_OBJECTION",
+        R::BasisAllows => "BASIS_ALLOWS",
+        R::NoConsent => "NO_CONSENT",
+        R::ConsentWithdrawn => "CONSENT_WITHDRAWN",
+        R::ConsentExpired => "CONSENT_EXPIRED",
+        R::SubjectObjected => "SUBJECT_OBJECTED",
+        R::SubjectRestricted => "SUBJECT_RESTRICTED",
+        R::SubjectErased => "SUBJECT_ERASED",
+        R::SubjectUnknown => "SUBJECT_UNKNOWN",
+        R::PurposeUnknown => "PURPOSE_UNKNOWN",
+        R::CompellingGrounds => "COMPELLING_GROUNDS",
+    }
+}
+
+/// A legal basis as `vern consents check` prints it.
+fn legal_basis_text(b: vern_proto::common::v1::LegalBasis) -> &'static str {
+    use vern_proto::common::v1::LegalBasis as B;
+    match b {
+        B::Unspecified => "LEGAL_BASIS_UNSPECIFIED",
+        B::Consent => "CONSENT",
+        B::Contract => "CONTRACT",
+        B::LegalObligation => "LEGAL_OBLIGATION",
+        B::VitalInterests => "VITAL_INTERESTS",
+        B::PublicTask => "PUBLIC_TASK",
+        B::LegitimateInterests => "LEGITIMATE_INTERESTS",
     }
 }
 

@@ -120,6 +120,35 @@ fn day(t: Option<&prost_types::Timestamp>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+// The TYPE and STATUS columns by explicit arms: the texts stay as they are when the
+// protobuf value names change.
+
+/// A request type as the TYPE column shows it.
+fn type_text(t: pb::RequestType) -> &'static str {
+    match t {
+        pb::RequestType::Unspecified => "REQUEST_TYPE_UNSPECIFIED",
+        pb::RequestType::Access => "ACCESS",
+        pb::RequestType::Rectification => "RECTIFICATION",
+        pb::RequestType::Erasure => "ERASURE",
+        pb::RequestType::Restriction => "RESTRICTION",
+        pb::RequestType::Objection => "OBJECTION",
+        pb::RequestType::Portability => "PORTABILITY",
+        pb::RequestType::WithdrawConsent => "WITHDRAW_CONSENT",
+    }
+}
+
+/// A request status as the STATUS column shows it.
+fn status_text(s: pb::RequestStatus) -> &'static str {
+    match s {
+        pb::RequestStatus::Unspecified => "REQUEST_STATUS_UNSPECIFIED",
+        pb::RequestStatus::Received => "RECEIVED",
+        pb::RequestStatus::Verified => "VERIFIED",
+        pb::RequestStatus::InProgress => "IN_PROGRESS",
+        pb::RequestStatus::Completed => "COMPLETED",
+        pb::RequestStatus::Rejected => "REJECTED",
+    }
+}
+
 fn short(name: &str, prefix: &str) -> String {
     name.strip_prefix(prefix).unwrap_or(name).to_owned()
 }
@@ -132,10 +161,10 @@ pub fn table(requests: &[pb::RightsRequest]) -> String {
     );
     for r in requests {
         let kind = pb::RequestType::try_from(r.r#type)
-            .map(|t| t.as_str_name())
+            .map(type_text)
             .unwrap_or("?");
         let status = pb::RequestStatus::try_from(r.status)
-            .map(|s| s.as_str_name())
+            .map(status_text)
             .unwrap_or("?");
         let due = if r.extended {
             format!("{}*", day(r.due_at.as_ref()))

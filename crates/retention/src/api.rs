@@ -16,7 +16,7 @@ use crate::domain::{
     self, Action, Anchor, DataCategory, Disposition, Hold, HoldInput, HoldScope, HoldStatus,
     Policy, PolicyInput, SweepStatus, SweepTrigger,
 };
-use crate::remote::category_pb;
+use crate::remote::{category_of_pb, category_pb};
 use crate::service::{Evaluation, Retention};
 use crate::store::PolicyFilter;
 use crate::sweep::{SchedulerHandle, Stop, SweepRequest};
@@ -68,13 +68,22 @@ fn invalid(v: FieldViolation) -> Status {
     ApiError::InvalidArgument(vec![v]).into()
 }
 
+// Protobuf ↔ domain by explicit arms (vern_kit::proto_enum): stored names never follow
+// the protobuf value names.
+vern_kit::proto_enum!(anchor_to_pb, anchor_of: Anchor => pb::RetentionAnchor {
+    CollectedAt, EndOfFinancialYear, EndOfRelationship, ConsentWithdrawn
+});
+vern_kit::proto_enum!(action_to_pb, action_of: Action => pb::RetentionAction {
+    Delete, Anonymise
+});
+
 fn category(field: &str, v: i32) -> Result<Option<DataCategory>, FieldViolation> {
     if v == 0 {
         return Ok(None);
     }
     vern_proto::common::v1::DataCategory::try_from(v)
         .ok()
-        .and_then(|c| DataCategory::parse(c.as_str_name()))
+        .and_then(category_of_pb)
         .map(Some)
         .ok_or_else(|| FieldViolation::new(field, "is not a known value"))
 }
@@ -82,26 +91,25 @@ fn category(field: &str, v: i32) -> Result<Option<DataCategory>, FieldViolation>
 fn anchor(field: &str, v: i32) -> Result<Option<Anchor>, FieldViolation> {
     match pb::RetentionAnchor::try_from(v) {
         Ok(pb::RetentionAnchor::Unspecified) => Ok(None),
-        Ok(a) => Ok(Anchor::parse(a.as_str_name())),
+        Ok(a) => Ok(anchor_of(a)),
         Err(_) => Err(FieldViolation::new(field, "is not a known value")),
     }
 }
 
 fn anchor_pb(a: Anchor) -> i32 {
-    pb::RetentionAnchor::from_str_name(a.as_str()).map_or(0, |a| a as i32)
+    anchor_to_pb(a) as i32
 }
 
 fn action(field: &str, v: i32) -> Result<Option<Action>, FieldViolation> {
     match pb::RetentionAction::try_from(v) {
         Ok(pb::RetentionAction::Unspecified) => Ok(None),
-        Ok(a) => Ok(Action::parse(a.as_str_name())),
+        Ok(a) => Ok(action_of(a)),
         Err(_) => Err(FieldViolation::new(field, "is not a known value")),
     }
 }
 
 fn action_pb(a: Option<Action>) -> i32 {
-    a.and_then(|a| pb::RetentionAction::from_str_name(a.as_str()))
-        .map_or(0, |a| a as i32)
+    a.map_or(0, |a| action_to_pb(a) as i32)
 }
 
 fn policy_pb(p: Policy) -> pb::RetentionPolicy {

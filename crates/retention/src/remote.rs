@@ -10,6 +10,7 @@ use vern_kit::auth::ServiceTokens;
 use vern_kit::client::ServiceChannel as Channel;
 use vern_kit::client::request;
 use vern_kit::time::{from_timestamp, to_timestamp};
+use vern_proto::common::v1 as common;
 use vern_proto::consents::v1 as cpb;
 use vern_proto::subjects::v1 as spb;
 use vern_proto::tenants::v1 as tpb;
@@ -175,16 +176,22 @@ impl GrpcUpstream {
     }
 }
 
+// Protobuf ↔ domain by explicit arms (vern_kit::proto_enum): stored names never follow
+// the protobuf value names.
+vern_kit::proto_enum!(pub(crate) category_to_pb, category_of_pb: DataCategory => common::DataCategory {
+    Contact, Identity, Employment, Demographic, Behaviour, Communications, Preferences,
+    Financial, Absence, Health
+});
+
 fn category_of(v: i32) -> Option<DataCategory> {
-    vern_proto::common::v1::DataCategory::try_from(v)
+    common::DataCategory::try_from(v)
         .ok()
-        .and_then(|c| DataCategory::parse(c.as_str_name()))
+        .and_then(category_of_pb)
 }
 
 /// The protobuf value of a category.
 pub fn category_pb(c: Option<DataCategory>) -> i32 {
-    c.and_then(|c| vern_proto::common::v1::DataCategory::from_str_name(c.as_str()))
-        .map_or(0, |c| c as i32)
+    c.map_or(0, |c| category_to_pb(c) as i32)
 }
 
 fn time(t: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {

@@ -91,18 +91,102 @@ fn time(
     vern_kit::time::field(field, t, bounds).map_err(|v| ApiError::InvalidArgument(vec![v]).into())
 }
 
-/// A protobuf enum value as our enum: 0 → `None`, unknown → INVALID_ARGUMENT.
-fn decode<E>(
-    field: &str,
-    v: i32,
-    name: impl Fn(i32) -> Option<&'static str>,
-    parse: impl Fn(&str) -> Option<E>,
-) -> Result<Option<E>, Status> {
+// Protobuf ↔ domain by explicit arms (vern_kit::proto_enum): stored names, report
+// texts and feed values never follow the protobuf value names.
+vern_kit::proto_enum!(pub(crate) type_to_pb, type_of: RequestType => pb::RequestType {
+    Access, Rectification, Erasure, Restriction, Objection, Portability, WithdrawConsent
+});
+vern_kit::proto_enum!(pub(crate) status_to_pb, status_of: RequestStatus => pb::RequestStatus {
+    Received, Verified, InProgress, Completed, Rejected
+});
+vern_kit::proto_enum!(pub(crate) channel_to_pb, channel_of: Channel => pb::RequestChannel {
+    WebForm, Email, Paper, Phone, InPerson, Api
+});
+vern_kit::proto_enum!(pub(crate) method_to_pb, method_of: VerificationMethod => pb::VerificationMethod {
+    ElectronicId, IdDocument, EmailConfirmation, SmsConfirmation, InPerson, AuthenticatedSession,
+    Other
+});
+vern_kit::proto_enum!(pub(crate) ground_to_pb, ground_of: RejectionGround => pb::RejectionGround {
+    ManifestlyUnfounded, Excessive, IdentityNotVerified, LegalExemption, WithdrawnBySubject, Other
+});
+vern_kit::proto_enum!(pub(crate) event_type_to_pb, event_type_of: EventType => pb::RightsEventType {
+    Erased, Restricted, RestrictionLifted, Rectified, Objected, ConsentWithdrawn, RecordsErased
+});
+vern_kit::proto_enum!(pub(crate) cause_to_pb, cause_of: ErasureCause => pb::ErasureCause {
+    RightsRequest, Direct, Retention
+});
+
+/// The stored name of a data category (records, reports, feed details).
+pub(crate) fn category_name(c: common::DataCategory) -> &'static str {
+    use common::DataCategory as C;
+    match c {
+        C::Unspecified => "DATA_CATEGORY_UNSPECIFIED",
+        C::Contact => "CONTACT",
+        C::Identity => "IDENTITY",
+        C::Employment => "EMPLOYMENT",
+        C::Demographic => "DEMOGRAPHIC",
+        C::Behaviour => "BEHAVIOUR",
+        C::Communications => "COMMUNICATIONS",
+        C::Preferences => "PREFERENCES",
+        C::Financial => "FINANCIAL",
+        C::Absence => "ABSENCE",
+        C::Health => "HEALTH",
+    }
+}
+
+/// The data category of a stored name; `None` for an unknown or the unspecified name.
+pub(crate) fn category_of_name(s: &str) -> Option<common::DataCategory> {
+    use common::DataCategory as C;
+    Some(match s {
+        "CONTACT" => C::Contact,
+        "IDENTITY" => C::Identity,
+        "EMPLOYMENT" => C::Employment,
+        "DEMOGRAPHIC" => C::Demographic,
+        "BEHAVIOUR" => C::Behaviour,
+        "COMMUNICATIONS" => C::Communications,
+        "PREFERENCES" => C::Preferences,
+        "FINANCIAL" => C::Financial,
+        "ABSENCE" => C::Absence,
+        "HEALTH" => C::Health,
+        _ => return None,
+    })
+}
+
+/// The stored name of a legal basis (reports, the objection rules).
+pub(crate) fn basis_name(b: common::LegalBasis) -> &'static str {
+    use common::LegalBasis as B;
+    match b {
+        B::Unspecified => "LEGAL_BASIS_UNSPECIFIED",
+        B::Consent => "CONSENT",
+        B::Contract => "CONTRACT",
+        B::LegalObligation => "LEGAL_OBLIGATION",
+        B::VitalInterests => "VITAL_INTERESTS",
+        B::PublicTask => "PUBLIC_TASK",
+        B::LegitimateInterests => "LEGITIMATE_INTERESTS",
+    }
+}
+
+/// The legal basis of a stored name; `None` for an unknown or the unspecified name.
+pub(crate) fn basis_of_name(s: &str) -> Option<common::LegalBasis> {
+    use common::LegalBasis as B;
+    Some(match s {
+        "CONSENT" => B::Consent,
+        "CONTRACT" => B::Contract,
+        "LEGAL_OBLIGATION" => B::LegalObligation,
+        "VITAL_INTERESTS" => B::VitalInterests,
+        "PUBLIC_TASK" => B::PublicTask,
+        "LEGITIMATE_INTERESTS" => B::LegitimateInterests,
+        _ => return None,
+    })
+}
+
+/// A protobuf enum value as our enum: 0 → `None`, unknown → INVALID_ARGUMENT. `of`
+/// converts a nonzero value (`None` when unknown).
+fn decode<E>(field: &str, v: i32, of: impl Fn(i32) -> Option<E>) -> Result<Option<E>, Status> {
     if v == 0 {
         return Ok(None);
     }
-    name(v)
-        .and_then(parse)
+    of(v)
         .map(Some)
         .ok_or_else(|| invalid(field, "is not a known value"))
 }
@@ -138,7 +222,7 @@ fn confirmation_pb(c: &Confirmation) -> pb::Confirmation {
 }
 
 fn category_pb(name: &str) -> i32 {
-    common::DataCategory::from_str_name(name).map_or(0, |c| c as i32)
+    category_of_name(name).map_or(0, |c| c as i32)
 }
 
 fn retained_pb(r: &RetainedItem) -> pb::RetainedItem {
@@ -151,21 +235,17 @@ fn retained_pb(r: &RetainedItem) -> pb::RetainedItem {
     }
 }
 
-fn name_pb<E: Copy + Into<i32>>(name: &str, parse: impl Fn(&str) -> Option<E>) -> i32 {
-    parse(name).map_or(0, Into::into)
-}
-
 fn request_pb(r: RightsRequest) -> pb::RightsRequest {
     let now = chrono::Utc::now();
     pb::RightsRequest {
         overdue: r.overdue(now),
         tenant_id: r.tenant_id,
         rights_request_id: r.rights_request_id,
-        r#type: name_pb(r.request_type.as_str(), pb::RequestType::from_str_name),
-        status: name_pb(r.status.as_str(), pb::RequestStatus::from_str_name),
+        r#type: type_to_pb(r.request_type) as i32,
+        status: status_to_pb(r.status) as i32,
         subject_id: r.subject_id,
         identity: r.personal.identity.as_ref().map(identity_pb),
-        channel: name_pb(r.channel.as_str(), pb::RequestChannel::from_str_name),
+        channel: channel_to_pb(r.channel) as i32,
         request_id: r.request_id,
         description: r.personal.description,
         purposes: r.purposes,
@@ -188,12 +268,8 @@ fn request_pb(r: RightsRequest) -> pb::RightsRequest {
         subject_informed_at: ts(r.subject_informed_at),
         verify_time: ts(r.verify_time),
         verified_by: r.verified_by,
-        verification_method: r.verification_method.map_or(0, |m| {
-            name_pb(m.as_str(), pb::VerificationMethod::from_str_name)
-        }),
-        rejection_ground: r.rejection_ground.map_or(0, |g| {
-            name_pb(g.as_str(), pb::RejectionGround::from_str_name)
-        }),
+        verification_method: r.verification_method.map_or(0, |m| method_to_pb(m) as i32),
+        rejection_ground: r.rejection_ground.map_or(0, |g| ground_to_pb(g) as i32),
         rejection_reason: r.personal.rejection_reason,
         reject_time: ts(r.reject_time),
         complete_time: ts(r.complete_time),
@@ -233,7 +309,7 @@ fn event_pb(e: Event) -> pb::RightsEvent {
         tenant_id: e.tenant_id,
         event_id: e.event_id,
         seq: e.seq,
-        r#type: name_pb(e.event_type.as_str(), pb::RightsEventType::from_str_name),
+        r#type: event_type_to_pb(e.event_type) as i32,
         subject_id: e.subject_id,
         external_refs: e.external_refs.iter().map(ext_pb).collect(),
         rights_request_id: e.rights_request_id,
@@ -242,17 +318,14 @@ fn event_pb(e: Event) -> pb::RightsEvent {
         retain_until_time: ts(e.retain_until_time),
         occur_time: Some(to_timestamp(e.occur_time)),
         confirmations: e.confirmations.iter().map(confirmation_pb).collect(),
-        erasure_cause: e
-            .erasure
-            .cause
-            .map_or(0, |c| name_pb(c.as_str(), pb::ErasureCause::from_str_name)),
+        erasure_cause: e.erasure.cause.map_or(0, |c| cause_to_pb(c) as i32),
         erased_records: e
             .erasure
             .records
             .into_iter()
             .map(|r| pb::ErasedRecord {
                 record_id: r.record_id,
-                category: common::DataCategory::from_str_name(&r.category).map_or(0, |c| c as i32),
+                category: category_pb(&r.category),
                 field: r.field,
             })
             .collect(),
@@ -282,7 +355,7 @@ pub fn report_pb(r: &Report) -> Result<pb::Report, Status> {
     let json = report_json(r)?;
     Ok(pb::Report {
         rights_request_id: r.rights_request_id.clone(),
-        r#type: pb::RequestType::from_str_name(&r.request_type).map_or(0, |t| t as i32),
+        r#type: RequestType::parse(&r.request_type).map_or(0, |t| type_to_pb(t) as i32),
         subject_id: r.subject_id.clone(),
         generate_time: Some(to_timestamp(r.generate_time)),
         controller: Some(pb::ReportController {
@@ -314,8 +387,7 @@ pub fn report_pb(r: &Report) -> Result<pb::Report, Status> {
             .map(|p| pb::ReportPurpose {
                 key: p.key.clone(),
                 description: p.description.clone(),
-                legal_basis: common::LegalBasis::from_str_name(&p.legal_basis)
-                    .map_or(0, |b| b as i32),
+                legal_basis: basis_of_name(&p.legal_basis).map_or(0, |b| b as i32),
                 legitimate_interest: p.legitimate_interest.clone(),
                 data_categories: p.data_categories.iter().map(|c| category_pb(c)).collect(),
                 recipients: p
@@ -373,16 +445,11 @@ fn event_type_names(field: &str, types: &[i32]) -> Result<Vec<String>, Status> {
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            decode(
-                &format!("{field}[{i}]"),
-                *t,
-                |v| {
-                    pb::RightsEventType::try_from(v)
-                        .ok()
-                        .map(|x| x.as_str_name())
-                },
-                EventType::parse,
-            )?
+            decode(&format!("{field}[{i}]"), *t, |v| {
+                pb::RightsEventType::try_from(v)
+                    .ok()
+                    .and_then(event_type_of)
+            })?
             .map(|e| e.as_str().to_owned())
             .ok_or_else(|| invalid(&format!("{field}[{i}]"), "is not a known value"))
         })
@@ -431,22 +498,12 @@ impl pb::rights_service_server::RightsService for RightsApi {
                 .fingerprints(tenant.as_str(), &r.encode_to_vec())?;
             Key::fingerprinted(Some(tenant.as_str()), &r.request_id, "SubmitRequest", &fps)
         };
-        let request_type = decode(
-            "type",
-            r.r#type,
-            |v| pb::RequestType::try_from(v).ok().map(|x| x.as_str_name()),
-            RequestType::parse,
-        )?;
-        let channel = decode(
-            "channel",
-            r.channel,
-            |v| {
-                pb::RequestChannel::try_from(v)
-                    .ok()
-                    .map(|x| x.as_str_name())
-            },
-            Channel::parse,
-        )?;
+        let request_type = decode("type", r.r#type, |v| {
+            pb::RequestType::try_from(v).ok().and_then(type_of)
+        })?;
+        let channel = decode("channel", r.channel, |v| {
+            pb::RequestChannel::try_from(v).ok().and_then(channel_of)
+        })?;
         let (subject_id, identity) = match r.requester {
             Some(pb::submit_request_request::Requester::SubjectId(s)) => {
                 if s.is_empty() {
@@ -527,19 +584,13 @@ impl pb::rights_service_server::RightsService for RightsApi {
             })
             .transpose()?;
         let filter = RequestFilter {
-            status: decode(
-                "status",
-                r.status,
-                |v| pb::RequestStatus::try_from(v).ok().map(|x| x.as_str_name()),
-                RequestStatus::parse,
-            )?,
+            status: decode("status", r.status, |v| {
+                pb::RequestStatus::try_from(v).ok().and_then(status_of)
+            })?,
             overdue_at: r.overdue.then(vern_kit::time::now),
-            request_type: decode(
-                "type",
-                r.r#type,
-                |v| pb::RequestType::try_from(v).ok().map(|x| x.as_str_name()),
-                RequestType::parse,
-            )?
+            request_type: decode("type", r.r#type, |v| {
+                pb::RequestType::try_from(v).ok().and_then(type_of)
+            })?
             .map(|t| t.as_str().to_owned()),
             subject_id: (!r.subject_id.is_empty()).then_some(r.subject_id),
             due_before: time("due_before", r.due_before.as_ref(), Bounds::Protobuf)?,
@@ -571,16 +622,9 @@ impl pb::rights_service_server::RightsService for RightsApi {
             "VerifyIdentity",
             &r.encode_to_vec(),
         )?;
-        let method = decode(
-            "method",
-            r.method,
-            |v| {
-                pb::VerificationMethod::try_from(v)
-                    .ok()
-                    .map(|x| x.as_str_name())
-            },
-            VerificationMethod::parse,
-        )?;
+        let method = decode("method", r.method, |v| {
+            pb::VerificationMethod::try_from(v).ok().and_then(method_of)
+        })?;
         let out = self
             .rights
             .verify(
@@ -645,16 +689,9 @@ impl pb::rights_service_server::RightsService for RightsApi {
             "RejectRequest",
             &r.encode_to_vec(),
         )?;
-        let ground = decode(
-            "ground",
-            r.ground,
-            |v| {
-                pb::RejectionGround::try_from(v)
-                    .ok()
-                    .map(|x| x.as_str_name())
-            },
-            RejectionGround::parse,
-        )?;
+        let ground = decode("ground", r.ground, |v| {
+            pb::RejectionGround::try_from(v).ok().and_then(ground_of)
+        })?;
         let out = self
             .rights
             .reject(&tenant, &r.rights_request_id, ground, &r.reason, k)
@@ -999,9 +1036,7 @@ impl pb::rights_service_server::RightsService for RightsApi {
             let cause = match e.cause {
                 0 => None,
                 c => {
-                    let cause = pb::ErasureCause::try_from(c)
-                        .ok()
-                        .and_then(|c| ErasureCause::parse(c.as_str_name()));
+                    let cause = pb::ErasureCause::try_from(c).ok().and_then(cause_of);
                     if cause.is_none() {
                         v.add(format!("erasures[{i}].cause"), "is not a known value");
                     }
@@ -1019,7 +1054,7 @@ impl pb::rights_service_server::RightsService for RightsApi {
                     None => v.add(format!("{field}.category"), "is not a known value"),
                     Some(c) => records.push(crate::model::ErasedRecord {
                         record_id: r.record_id,
-                        category: c.as_str_name().to_owned(),
+                        category: category_name(c).to_owned(),
                         field: r.field,
                     }),
                 }

@@ -16,8 +16,9 @@ use vern_proto::retention::v1 as rpb;
 use vern_proto::subjects::v1 as spb;
 use vern_proto::tenants::v1 as tpb;
 
+use crate::api::basis_name;
 use crate::domain::{
-    self, EventType, IDENTIFIER_FIELDS, Language, RequestStatus, RequestType, Step,
+    self, Channel, EventType, IDENTIFIER_FIELDS, Language, RequestStatus, RequestType, Step,
 };
 use crate::error::RightsError;
 use crate::model::{ExternalRef, Identity, Outcome, RetainedItem, RightsRequest};
@@ -29,10 +30,41 @@ use crate::service::Rights;
 use crate::store::entities::{event, report as report_row, request};
 
 fn category_name(c: i32) -> String {
-    common::DataCategory::try_from(c)
-        .unwrap_or(common::DataCategory::Unspecified)
-        .as_str_name()
-        .to_owned()
+    crate::api::category_name(
+        common::DataCategory::try_from(c).unwrap_or(common::DataCategory::Unspecified),
+    )
+    .to_owned()
+}
+
+// Other services' enums by explicit arms: report texts never follow their protobuf
+// value names.
+vern_kit::proto_enum!(consent_channel, channel_of_consent: Channel => cpb::ConsentChannel {
+    WebForm, Email, Paper, Phone, InPerson, Api
+});
+
+/// The report's name of a consent status.
+fn consent_status_name(s: cpb::ConsentStatus) -> &'static str {
+    use cpb::ConsentStatus as S;
+    match s {
+        S::Unspecified => "CONSENT_STATUS_UNSPECIFIED",
+        S::Granted => "GRANTED",
+        S::Withdrawn => "WITHDRAWN",
+        S::Objected => "OBJECTED",
+        S::Expired => "EXPIRED",
+        S::NotRecorded => "NOT_RECORDED",
+    }
+}
+
+/// The report's name of a transfer safeguard; empty when unspecified.
+fn safeguard_name(s: tpb::TransferSafeguard) -> &'static str {
+    use tpb::TransferSafeguard as S;
+    match s {
+        S::Unspecified => "",
+        S::AdequacyDecision => "ADEQUACY_DECISION",
+        S::StandardContractualClauses => "STANDARD_CONTRACTUAL_CLAUSES",
+        S::BindingCorporateRules => "BINDING_CORPORATE_RULES",
+        S::Derogation => "DEROGATION",
+    }
 }
 
 fn basis_of(p: &tpb::Purpose) -> common::LegalBasis {
@@ -77,9 +109,14 @@ fn recipient_role(r: i32) -> &'static str {
 }
 
 fn anchor_name(a: i32) -> &'static str {
-    rpb::RetentionAnchor::try_from(a)
-        .map(|a| a.as_str_name())
-        .unwrap_or("RETENTION_ANCHOR_UNSPECIFIED")
+    use rpb::RetentionAnchor as A;
+    match A::try_from(a) {
+        Ok(A::CollectedAt) => "COLLECTED_AT",
+        Ok(A::EndOfFinancialYear) => "END_OF_FINANCIAL_YEAR",
+        Ok(A::EndOfRelationship) => "END_OF_RELATIONSHIP",
+        Ok(A::ConsentWithdrawn) => "CONSENT_WITHDRAWN",
+        Ok(A::Unspecified) | Err(_) => "RETENTION_ANCHOR_UNSPECIFIED",
+    }
 }
 
 /// Whether `policy` covers `record`.
@@ -563,7 +600,7 @@ impl Rights {
             report.purposes.push(ReportPurpose {
                 key: p.key.clone(),
                 description: p.description.clone(),
-                legal_basis: basis.as_str_name().to_owned(),
+                legal_basis: basis_name(basis).to_owned(),
                 legitimate_interest: p.legitimate_interest.clone(),
                 data_categories: p
                     .data_categories
@@ -578,25 +615,22 @@ impl Rights {
                         name: r.name.clone(),
                         role: recipient_role(r.role).to_owned(),
                         country: r.country.clone(),
-                        transfer_safeguard: match tpb::TransferSafeguard::try_from(
-                            r.transfer_safeguard,
-                        ) {
-                            Ok(tpb::TransferSafeguard::Unspecified) | Err(_) => String::new(),
-                            Ok(s) => s.as_str_name().to_owned(),
-                        },
+                        transfer_safeguard: tpb::TransferSafeguard::try_from(r.transfer_safeguard)
+                            .map_or(String::new(), |s| safeguard_name(s).to_owned()),
                     })
                     .collect(),
                 retention: retention_text,
                 retention_rules,
                 direct_marketing: p.direct_marketing,
                 consent_status: if basis == common::LegalBasis::Consent {
-                    consents
-                        .iter()
-                        .find(|c| c.purpose == p.key)
-                        .and_then(|c| cpb::ConsentStatus::try_from(c.status).ok())
-                        .unwrap_or(cpb::ConsentStatus::NotRecorded)
-                        .as_str_name()
-                        .to_owned()
+                    consent_status_name(
+                        consents
+                            .iter()
+                            .find(|c| c.purpose == p.key)
+                            .and_then(|c| cpb::ConsentStatus::try_from(c.status).ok())
+                            .unwrap_or(cpb::ConsentStatus::NotRecorded),
+                    )
+                    .to_owned()
                 } else {
                     String::new()
                 },
@@ -739,7 +773,7 @@ impl Rights {
         let states = self.upstream.consent_states(t, sid).await?;
         let purposes = self.upstream.purposes(t).await?;
         let effect = |p: &tpb::Purpose| {
-            domain::objection_effect(basis_of(p).as_str_name(), p.direct_marketing)
+            domain::objection_effect(basis_name(basis_of(p)), p.direct_marketing)
         };
         let targets: Vec<String> = if !req.purposes.is_empty() {
             req.purposes.clone()
@@ -777,8 +811,7 @@ impl Rights {
                 .map(|p| p.key.clone())
                 .collect()
         };
-        let channel = cpb::ConsentChannel::from_str_name(req.channel.as_str())
-            .unwrap_or(cpb::ConsentChannel::Api);
+        let channel = consent_channel(req.channel);
         let action = if object {
             cpb::ConsentAction::Object
         } else {

@@ -90,16 +90,20 @@ fn view(v: i32, default: View) -> Result<View, Status> {
     }
 }
 
+// Protobuf ↔ domain by explicit arms (vern_kit::proto_enum): stored names never follow
+// the protobuf value names. Also used by `purposes` and `relay`.
+vern_kit::proto_enum!(pub(crate) category_to_pb, category_of: DataCategory => common::DataCategory {
+    Contact, Identity, Employment, Demographic, Behaviour, Communications, Preferences,
+    Financial, Absence, Health
+});
+
 /// A category from the wire; `None` for unset or unknown values.
 fn category(v: i32) -> Option<DataCategory> {
-    match common::DataCategory::try_from(v) {
-        Ok(common::DataCategory::Unspecified) | Err(_) => None,
-        Ok(c) => DataCategory::parse(c.as_str_name()),
-    }
+    common::DataCategory::try_from(v).ok().and_then(category_of)
 }
 
 fn category_pb(c: DataCategory) -> i32 {
-    common::DataCategory::from_str_name(c.as_str()).map_or(0, |c| c as i32)
+    category_to_pb(c) as i32
 }
 
 fn state_pb(s: SubjectState) -> i32 {

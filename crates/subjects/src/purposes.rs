@@ -170,7 +170,7 @@ impl PurposeSource for TenantsPurposes {
                     .data_categories
                     .iter()
                     .filter_map(|c| common::DataCategory::try_from(*c).ok())
-                    .filter_map(|c| DataCategory::parse(c.as_str_name()))
+                    .filter_map(crate::api::category_of)
                     .collect();
                 out.insert(p.key, categories);
             }

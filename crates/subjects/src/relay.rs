@@ -120,8 +120,7 @@ pub fn records_erased_notice(
             .iter()
             .map(|(id, category, field)| rights::ErasedRecord {
                 record_id: id.clone(),
-                category: vern_proto::common::v1::DataCategory::from_str_name(category.as_str())
-                    .map_or(0, |c| c as i32),
+                category: crate::api::category_to_pb(*category) as i32,
                 field: field.clone(),
             })
             .collect(),

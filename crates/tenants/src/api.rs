@@ -86,7 +86,8 @@ fn legal_basis(field: &str, v: i32) -> Result<LegalBasis, FieldViolation> {
     })
 }
 
-fn legal_basis_pb(b: LegalBasis) -> common::LegalBasis {
+/// Also the consents notification's basis (`service::purpose_notification`).
+pub(crate) fn legal_basis_pb(b: LegalBasis) -> common::LegalBasis {
     match b {
         LegalBasis::Consent => common::LegalBasis::Consent,
         LegalBasis::Contract => common::LegalBasis::Contract,
@@ -97,23 +98,37 @@ fn legal_basis_pb(b: LegalBasis) -> common::LegalBasis {
     }
 }
 
+// Protobuf ↔ domain by explicit arms (vern_kit::proto_enum): stored names never follow
+// the protobuf value names.
+vern_kit::proto_enum!(category_to_pb, category_of: DataCategory => common::DataCategory {
+    Contact, Identity, Employment, Demographic, Behaviour, Communications, Preferences,
+    Financial, Absence, Health
+});
+vern_kit::proto_enum!(special_to_pb, special_of: SpecialCondition => pb::SpecialCategoryCondition {
+    ExplicitConsent, EmploymentLaw, VitalInterestsIncapable, NotForProfitMembers,
+    ManifestlyPublic, LegalClaims, SubstantialPublicInterest, HealthCare, PublicHealth,
+    ArchivingResearch
+});
+vern_kit::proto_enum!(safeguard_to_pb, safeguard_of: TransferSafeguard => pb::TransferSafeguard {
+    AdequacyDecision, StandardContractualClauses, BindingCorporateRules, Derogation
+});
+vern_kit::proto_enum!(role_to_pb, role_of: RecipientRole => pb::RecipientRole {
+    Processor, Controller, Authority
+});
+
 fn categories(field: &str, v: &[i32]) -> Result<Vec<DataCategory>, FieldViolation> {
     v.iter()
         .enumerate()
         .map(|(i, c)| {
             let f = format!("{field}[{i}]");
             let c: common::DataCategory = required_enum(&f, *c, 0)?;
-            DataCategory::parse(c.as_str_name())
-                .ok_or_else(|| FieldViolation::new(f, "is not a known value"))
+            category_of(c).ok_or_else(|| FieldViolation::new(f, "is not a known value"))
         })
         .collect()
 }
 
 fn categories_pb(v: &[DataCategory]) -> Vec<i32> {
-    v.iter()
-        .filter_map(|c| common::DataCategory::from_str_name(c.as_str()))
-        .map(|c| c as i32)
-        .collect()
+    v.iter().map(|c| category_to_pb(*c) as i32).collect()
 }
 
 fn special(field: &str, v: i32) -> Result<Option<SpecialCondition>, FieldViolation> {
@@ -122,12 +137,11 @@ fn special(field: &str, v: i32) -> Result<Option<SpecialCondition>, FieldViolati
     }
     let c = pb::SpecialCategoryCondition::try_from(v)
         .map_err(|_| FieldViolation::new(field, "is not a known value"))?;
-    Ok(SpecialCondition::parse(c.as_str_name()))
+    Ok(special_of(c))
 }
 
 fn special_pb(c: Option<SpecialCondition>) -> i32 {
-    c.and_then(|c| pb::SpecialCategoryCondition::from_str_name(c.as_str()))
-        .map_or(0, |c| c as i32)
+    c.map_or(0, |c| special_to_pb(c) as i32)
 }
 
 fn safeguard(field: &str, v: i32) -> Result<Option<TransferSafeguard>, FieldViolation> {
@@ -136,16 +150,15 @@ fn safeguard(field: &str, v: i32) -> Result<Option<TransferSafeguard>, FieldViol
     }
     let s = pb::TransferSafeguard::try_from(v)
         .map_err(|_| FieldViolation::new(field, "is not a known value"))?;
-    Ok(TransferSafeguard::parse(s.as_str_name()))
+    Ok(safeguard_of(s))
 }
 
 fn safeguard_pb(s: Option<TransferSafeguard>) -> i32 {
-    s.and_then(|s| pb::TransferSafeguard::from_str_name(s.as_str()))
-        .map_or(0, |s| s as i32)
+    s.map_or(0, |s| safeguard_to_pb(s) as i32)
 }
 
 fn role_pb(r: RecipientRole) -> i32 {
-    pb::RecipientRole::from_str_name(r.as_str()).map_or(0, |r| r as i32)
+    role_to_pb(r) as i32
 }
 
 fn tenant_pb(t: domain::Tenant) -> pb::Tenant {
@@ -517,7 +530,7 @@ impl pb::tenant_service_server::TenantService for TenantApi {
             v => Some(
                 pb::RecipientRole::try_from(v)
                     .ok()
-                    .and_then(|r| RecipientRole::parse(r.as_str_name()))
+                    .and_then(role_of)
                     .ok_or_else(|| invalid(FieldViolation::new("role", "is not a known value")))?,
             ),
         };

@@ -557,8 +557,7 @@ fn purpose_notification(p: &Purpose) -> Vec<u8> {
     use prost::Message;
     vern_proto::consents::v1::PurposeDefinition {
         key: p.key.clone(),
-        legal_basis: vern_proto::common::v1::LegalBasis::from_str_name(p.spec.legal_basis.as_str())
-            .map_or(0, |b| b as i32),
+        legal_basis: crate::api::legal_basis_pb(p.spec.legal_basis) as i32,
         direct_marketing: p.spec.direct_marketing,
         deleted: false,
         update_time: Some(vern_kit::time::to_timestamp(p.update_time)),
