@@ -121,9 +121,11 @@ async fn two_replicas_of_every_service_share_the_work_and_agree() {
         if allowed == 0 {
             break;
         }
+        // The bound is a poll (250 ms) plus its answer; 10 s is slack for a busy 2-core
+        // CI machine, not the target (that is measured, not asserted: the log line below).
         assert!(
-            changed.elapsed() < Duration::from_secs(2),
-            "{allowed} of 40 Checks still allowed 2 s after the change"
+            changed.elapsed() < Duration::from_secs(10),
+            "{allowed} of 40 Checks still allowed 10 s after the change"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

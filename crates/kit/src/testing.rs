@@ -13,6 +13,21 @@ pub const PG_URL_VAR: &str = "VERN_TEST_DATABASE_URL";
 /// Environment variable that turns a skipped PostgreSQL test into a failure.
 pub const REQUIRE_PG_VAR: &str = "VERN_REQUIRE_POSTGRES";
 
+/// The PostgreSQL URL for tests; `None` when it is unset or empty (as the README says:
+/// `VERN_TEST_DATABASE_URL=` skips PostgreSQL tests), and then a failure instead if
+/// `VERN_REQUIRE_POSTGRES=1`. Every harness asks here.
+pub fn pg_url() -> Option<String> {
+    let url = std::env::var(PG_URL_VAR).unwrap_or_default();
+    if url.trim().is_empty() {
+        assert!(
+            std::env::var(REQUIRE_PG_VAR).as_deref() != Ok("1"),
+            "{REQUIRE_PG_VAR}=1 but {PG_URL_VAR} is not set: PostgreSQL tests must run"
+        );
+        return None;
+    }
+    Some(url)
+}
+
 /// A database that lives as long as the test.
 pub struct TestDb {
     /// Where to connect.
@@ -37,11 +52,7 @@ impl TestDb {
     /// A fresh PostgreSQL schema, or `None` when no URL is configured (and PostgreSQL
     /// is not required).
     pub fn postgres(service: &str) -> Option<Self> {
-        let Ok(url) = std::env::var(PG_URL_VAR) else {
-            assert!(
-                std::env::var(REQUIRE_PG_VAR).as_deref() != Ok("1"),
-                "{REQUIRE_PG_VAR}=1 but {PG_URL_VAR} is not set: PostgreSQL tests must run"
-            );
+        let Some(url) = pg_url() else {
             eprintln!("skipping PostgreSQL test: {PG_URL_VAR} not set");
             return None;
         };
