@@ -879,7 +879,7 @@ mod denial_tests {
         for _ in 0..11_000 {
             sink.report(
                 "dept-a",
-                "/vern.subjects.v1.SubjectService/EraseSubject",
+                "/vern.example.v1.ExampleService/EraseSomething",
                 &principal,
                 tonic::Code::PermissionDenied,
                 &http::HeaderMap::new(),

@@ -568,8 +568,17 @@ mod tests {
         h
     }
 
-    const GET_TENANT: &str = "/vern.tenants.v1.TenantService/GetTenant";
-    const CREATE_PURPOSE: &str = "/vern.tenants.v1.TenantService/CreatePurpose";
+    use crate::permissions::rpc_with;
+
+    /// A tenant read (platform-wide for a platform admin, own tenant for the others).
+    fn get_tenant() -> String {
+        rpc_with(Permission::TenantsRead)
+    }
+
+    /// A tenant-scoped change a tenant admin may make.
+    fn create_purpose() -> String {
+        rpc_with(Permission::PurposesManage)
+    }
 
     #[test]
     fn public_paths_need_no_token() {
@@ -589,13 +598,13 @@ mod tests {
     #[test]
     fn missing_and_bad_tokens_are_unauthenticated() {
         let v = TokenVerifier::hs256(b"k", &AuthConfig::default());
-        let e = authorize(&v, GET_TENANT, &http::HeaderMap::new(), Exposure::Public)
+        let e = authorize(&v, &get_tenant(), &http::HeaderMap::new(), Exposure::Public)
             .expect_err("denied");
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
         let t = token(&["tenant-admin"], &["dept-a"]);
         let e = authorize(
             &v,
-            GET_TENANT,
+            &get_tenant(),
             &headers(&format!("{t}x"), None),
             Exposure::Public,
         )
@@ -610,7 +619,7 @@ mod tests {
         let single = token(&["tenant-admin"], &["dept-a"]);
         let ctx = authorize(
             &v,
-            CREATE_PURPOSE,
+            &create_purpose(),
             &headers(&single, None),
             Exposure::Public,
         )
@@ -620,7 +629,7 @@ mod tests {
         // selecting a tenant the token does not name
         let e = authorize(
             &v,
-            CREATE_PURPOSE,
+            &create_purpose(),
             &headers(&single, Some("dept-b")),
             Exposure::Public,
         )
@@ -629,14 +638,19 @@ mod tests {
         // multi-tenant token: must select
         let multi = token(&["tenant-admin"], &["dept-a", "dept-b"]);
         assert_eq!(
-            authorize(&v, CREATE_PURPOSE, &headers(&multi, None), Exposure::Public)
-                .expect_err("denied")
-                .code(),
+            authorize(
+                &v,
+                &create_purpose(),
+                &headers(&multi, None),
+                Exposure::Public
+            )
+            .expect_err("denied")
+            .code(),
             tonic::Code::PermissionDenied
         );
         let ctx = authorize(
             &v,
-            CREATE_PURPOSE,
+            &create_purpose(),
             &headers(&multi, Some("dept-b")),
             Exposure::Public,
         )
@@ -646,9 +660,14 @@ mod tests {
         // tenant-scoped permission without any tenant
         let none = token(&["tenant-admin"], &[]);
         assert_eq!(
-            authorize(&v, CREATE_PURPOSE, &headers(&none, None), Exposure::Public)
-                .expect_err("denied")
-                .code(),
+            authorize(
+                &v,
+                &create_purpose(),
+                &headers(&none, None),
+                Exposure::Public
+            )
+            .expect_err("denied")
+            .code(),
             tonic::Code::PermissionDenied
         );
     }
@@ -658,15 +677,20 @@ mod tests {
         let v = TokenVerifier::hs256(b"k", &AuthConfig::default());
         let auditor = token(&["auditor"], &["dept-a"]);
         assert_eq!(
-            authorize(&v, GET_TENANT, &headers(&auditor, None), Exposure::Public)
-                .expect_err("denied")
-                .code(),
+            authorize(
+                &v,
+                &get_tenant(),
+                &headers(&auditor, None),
+                Exposure::Public
+            )
+            .expect_err("denied")
+            .code(),
             tonic::Code::PermissionDenied
         );
         let admin = token(&["platform-admin"], &[]);
         let ctx = authorize(
             &v,
-            "/vern.tenants.v1.TenantService/CreateTenant",
+            &rpc_with(Permission::TenantsAdminister),
             &headers(&admin, None),
             Exposure::Public,
         )
@@ -681,9 +705,9 @@ mod tests {
         for tenants in [&["dept-a", "dept-b"][..], &[][..]] {
             let t = token(&["tenant-admin"], tenants);
             for path in [
-                GET_TENANT,
-                "/vern.tenants.v1.TenantService/ListTenants",
-                "/vern.tenants.v1.TenantService/UpdateTenant",
+                &get_tenant(),
+                &rpc_with(Permission::TenantsRead),
+                &rpc_with(Permission::TenantsUpdate),
             ] {
                 let e = authorize(&v, path, &headers(&t, None), Exposure::Public)
                     .expect_err("a tenant admin needs exactly one tenant");
@@ -698,7 +722,7 @@ mod tests {
         let t = token(&["tenant-admin"], &["dept-a", "dept-b"]);
         let ctx = authorize(
             &v,
-            GET_TENANT,
+            &get_tenant(),
             &headers(&t, Some("dept-a")),
             Exposure::Public,
         )
@@ -707,13 +731,13 @@ mod tests {
         assert_eq!(ctx.tenant, Some(TenantId::new("dept-a")));
         // A platform admin acts platform-wide even if its token names a tenant.
         let t = token(&["platform-admin"], &["dept-a"]);
-        let ctx = authorize(&v, GET_TENANT, &headers(&t, None), Exposure::Public)
+        let ctx = authorize(&v, &get_tenant(), &headers(&t, None), Exposure::Public)
             .expect("ok")
             .expect("ctx");
         assert_eq!(ctx.tenant, None);
         // With both roles, the tenant role's calls stay in the tenant.
         let t = token(&["platform-admin", "tenant-admin"], &["dept-a"]);
-        let ctx = authorize(&v, CREATE_PURPOSE, &headers(&t, None), Exposure::Public)
+        let ctx = authorize(&v, &create_purpose(), &headers(&t, None), Exposure::Public)
             .expect("ok")
             .expect("ctx");
         assert_eq!(ctx.tenant, Some(TenantId::new("dept-a")));
@@ -723,14 +747,14 @@ mod tests {
     fn the_service_role_is_refused_on_the_public_listener_only() {
         let v = TokenVerifier::hs256(b"k", &AuthConfig::default());
         let t = token(&["service"], &["dept-a"]);
-        let path = "/vern.audit.v1.AuditService/AppendEvents";
+        let path = &rpc_with(Permission::AuditAppend);
         let e = authorize(&v, path, &headers(&t, None), Exposure::Public).expect_err("refused");
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
         // Hiding it among other roles does not help.
         let t2 = token(&["integration", "service"], &["dept-a"]);
         let e = authorize(
             &v,
-            "/vern.consents.v1.ConsentService/Check",
+            &rpc_with(Permission::ConsentsCheck),
             &headers(&t2, None),
             Exposure::Public,
         )
@@ -751,7 +775,7 @@ mod tests {
             let t = token(&["integration"], &[bad]);
             let e = authorize(
                 &v,
-                "/vern.subjects.v1.SubjectService/ListSubjects",
+                &rpc_with(Permission::SubjectsRead),
                 &headers(&t, None),
                 Exposure::Public,
             )

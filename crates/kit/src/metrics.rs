@@ -759,13 +759,15 @@ mod tests {
 
     #[test]
     fn known_and_unknown_paths() {
-        let m = method("/vern.consents.v1.ConsentService/Check");
-        assert_eq!(m.service, "vern.consents.v1.ConsentService");
-        assert_eq!(m.method, "Check");
-        assert_eq!(m.span_name, "vern.consents.v1.ConsentService/Check");
+        let path = crate::permissions::rpc_with(crate::auth::Permission::ConsentsCheck);
+        let (service, name) = path[1..].split_once('/').expect("a gRPC path");
+        let m = method(&path);
+        assert_eq!(m.service, service);
+        assert_eq!(m.method, name);
+        assert_eq!(m.span_name, &path[1..]);
         assert!(!m.infrastructure);
         assert!(method("/grpc.health.v1.Health/Check").infrastructure);
-        let u = method("/vern.consents.v1.ConsentService/alice@example.com");
+        let u = method(&format!("/{service}/alice@example.com"));
         assert_eq!((u.service, u.method), ("unknown", "unknown"));
         assert_eq!(method("not a path").method, "unknown");
     }
@@ -773,7 +775,9 @@ mod tests {
     #[test]
     fn histogram_buckets_and_prometheus_text() {
         enable();
-        let m = method("/vern.tenants.v1.TenantService/GetPurpose");
+        let path = crate::permissions::rpc_with(crate::auth::Permission::PurposesRead);
+        let (service, name) = path[1..].split_once('/').expect("a gRPC path");
+        let m = method(&path);
         m.record(0, Duration::from_micros(300));
         m.record(0, Duration::from_millis(3));
         m.record(5, Duration::from_secs(60));
@@ -786,7 +790,7 @@ mod tests {
         set_outbox_backlog("subjects", "subject_state", 3);
         set_outbox_backlog("subjects", "Alice Smith", 1);
         let text = render_prometheus();
-        let svc = "service=\"vern.tenants.v1.TenantService\",method=\"GetPurpose\"";
+        let svc = format!("service=\"{service}\",method=\"{name}\"");
         assert!(text.contains(&format!("vern_rpc_requests_total{{{svc},code=\"OK\"}} 2")));
         assert!(text.contains(&format!(
             "vern_rpc_requests_total{{{svc},code=\"NOT_FOUND\"}} 1"

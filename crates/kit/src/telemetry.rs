@@ -512,7 +512,9 @@ mod tests {
             },
         ));
         let call = http::Request::builder()
-            .uri("/vern.tenants.v1.TenantService/GetPurpose")
+            .uri(crate::permissions::rpc_with(
+                crate::auth::Permission::PurposesRead,
+            ))
             .body(tonic::body::Body::empty())
             .expect("req");
         let fut = {

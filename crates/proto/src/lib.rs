@@ -147,3 +147,50 @@ pub mod rpcs {
         from_descriptor_set(crate::FILE_DESCRIPTOR_SET)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::common::v1::Permission;
+
+    /// The options are read as declared in the protos (a sample across the services).
+    #[test]
+    fn the_permission_options_are_read_as_declared() {
+        let all = super::rpcs::all().expect("descriptors");
+        for (path, want) in [
+            (
+                "/vern.consents.v1.ConsentService/Check",
+                Permission::ConsentsCheck,
+            ),
+            (
+                "/vern.tenants.v1.TenantService/CreateTenant",
+                Permission::TenantsAdminister,
+            ),
+            (
+                "/vern.subjects.v1.SubjectService/EraseSubject",
+                Permission::SubjectsErase,
+            ),
+            (
+                "/vern.rights.v1.RightsService/AckEvent",
+                Permission::RightsEvents,
+            ),
+            (
+                "/vern.audit.v1.AuditService/AppendEvents",
+                Permission::AuditAppend,
+            ),
+            (
+                "/vern.subjects.v1.SubjectService/ReindexSubjects",
+                Permission::KeysRotate,
+            ),
+        ] {
+            let rpc = all
+                .iter()
+                .find(|r| r.path() == path)
+                .unwrap_or_else(|| panic!("{path} is an RPC"));
+            assert_eq!(rpc.permission, want, "{path}");
+        }
+        assert!(
+            all.iter()
+                .any(|r| r.server_streaming && r.path().ends_with("/WatchEvents"))
+        );
+    }
+}

@@ -335,16 +335,20 @@ mod tests {
     #[tokio::test]
     async fn counts_calls_when_their_trailers_pass() {
         crate::metrics::enable();
-        let path = "/vern.retention.v1.RetentionService/ListPolicies";
+        let path = crate::permissions::rpc_with(crate::auth::Permission::RetentionRead);
+        let (service, method) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .expect("a gRPC path");
         let svc = TelemetryLayer::new(None).layer(ok_service());
         let req = http::Request::builder()
-            .uri(path)
+            .uri(path.as_str())
             .body(Body::empty())
             .expect("req");
         let resp = svc.clone().oneshot(req).await.expect("resp");
         let before = crate::metrics::render_prometheus();
         assert!(
-            !before.contains("RetentionService\",method=\"ListPolicies\",code=\"OK\"}"),
+            !before.contains(&format!("{service}\",method=\"{method}\",code=\"OK\"}}")),
             "not counted before the body ends"
         );
         let mut body = resp.into_body();
@@ -354,27 +358,27 @@ mod tests {
             f.expect("frame");
         }
         let after = crate::metrics::render_prometheus();
-        assert!(after.contains(
-            "vern_rpc_requests_total{service=\"vern.retention.v1.RetentionService\",method=\"ListPolicies\",code=\"OK\"} 1"
-        ));
+        assert!(after.contains(&format!(
+            "vern_rpc_requests_total{{service=\"{service}\",method=\"{method}\",code=\"OK\"}} 1"
+        )));
         // A trailers-only error is counted at once; a dropped body is CANCELLED.
         let refusing = tower::service_fn(|_req: http::Request<Body>| async {
             Ok::<_, std::convert::Infallible>(tonic::Status::not_found("x").into_http())
         });
         let svc = TelemetryLayer::new(None).layer(refusing);
         let req = http::Request::builder()
-            .uri(path)
+            .uri(path.as_str())
             .body(Body::empty())
             .expect("req");
         let _ = svc.oneshot(req).await.expect("resp");
         let svc = TelemetryLayer::new(None).layer(ok_service());
         let req = http::Request::builder()
-            .uri(path)
+            .uri(path.as_str())
             .body(Body::empty())
             .expect("req");
         drop(svc.oneshot(req).await.expect("resp"));
         let text = crate::metrics::render_prometheus();
-        assert!(text.contains("method=\"ListPolicies\",code=\"NOT_FOUND\"} 1"));
-        assert!(text.contains("method=\"ListPolicies\",code=\"CANCELLED\"} 1"));
+        assert!(text.contains(&format!("method=\"{method}\",code=\"NOT_FOUND\"}} 1")));
+        assert!(text.contains(&format!("method=\"{method}\",code=\"CANCELLED\"}} 1")));
     }
 }
