@@ -221,7 +221,7 @@ pub fn denial_sink(config: &Config) -> Option<vern_kit::audit::DenialSink> {
     let tokens = vern_kit::auth::ServiceTokens::from_config(config)
         .ok()
         .flatten()?;
-    let delivery = vern_kit::audit::AuditDelivery::new(
+    let delivery = vern_audit_client::AuditDelivery::new(
         &config.services.audit.url,
         std::sync::Arc::new(tokens),
     )
