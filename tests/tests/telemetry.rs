@@ -943,3 +943,51 @@ async fn spans_and_metrics_reach_an_https_collector_the_ca_vouches_for() {
     let _ = stop.send(());
     let _ = server.await;
 }
+
+/// The negative of the test above: a collector whose certificate another CA signed
+/// receives nothing — no span, no metric — though the suite traces and meters as
+/// before. The exporter verifies; it does not fall back to trusting anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_signed_by_another_ca_receives_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let trusted = vern_kit::testing::TestPki::new("otlp-test-ca");
+    let other = vern_kit::testing::TestPki::new("someone-elses-ca");
+    let (collector, url) = Collector::start_tls(&other, dir.path()).await;
+    let ca = dir.path().join("ca.pem");
+    trusted.write_ca(&ca);
+    let mut config = exporting_config(dir.path(), url);
+    config.tls.ca_file = Some(ca);
+    vern_kit::tls::install_client(&config.tls).expect("client tls");
+    let (addr, stop, server, telemetry) = serve_tenants(&config).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    tpb::tenant_service_client::TenantServiceClient::new(channel)
+        .create_tenant(vern_tests::vouched(
+            tpb::CreateTenantRequest {
+                tenant_id: "untrusted-collector".into(),
+                name: "Traced to nobody".into(),
+                org_number: "989990748".into(),
+                dpo_email: "dpo@traced.example".into(),
+                ..Default::default()
+            },
+            &token(&["platform-admin"], &[], 300),
+        ))
+        .await
+        .expect("the call itself is served");
+    assert!(telemetry.traces(), "the suite traces");
+    // Shutting down flushes spans and metrics: whatever would be sent is sent now.
+    let _ = stop.send(());
+    let _ = server.await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        collector.spans.lock().expect("lock").is_empty(),
+        "a span reached a collector the CA does not vouch for"
+    );
+    assert!(
+        collector.metrics.lock().expect("lock").is_empty(),
+        "metrics reached a collector the CA does not vouch for"
+    );
+}
