@@ -3,7 +3,7 @@
 
 - no service crate depends on another service crate (shared code lives in vern-kit,
   vern-seal or vern-proto);
-- vern-kit, vern-seal, vern-proto and vern-audit-client depend on no service crate.
+- vern-kit, vern-seal, vern-proto and vern-append depend on no service crate.
 
 The service crates are found, not listed: every workspace crate under `crates/` that
 is neither shared code (SHARED) nor an assembly of the services (ASSEMBLY: the `vern`
@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 
-SHARED = {"vern-kit", "vern-seal", "vern-proto", "vern-audit-client"}
+SHARED = {"vern-kit", "vern-seal", "vern-proto", "vern-append"}
 # Crates that assemble the services into processes and tools: they may link them all.
 ASSEMBLY = {"vern-cli", "vern-bench"}
 

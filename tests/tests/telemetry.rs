@@ -898,16 +898,24 @@ async fn metrics_endpoint_counts_calls_by_method_and_code() {
     suite.stop().await;
 }
 
-/// The OTLP exporter verifies an https collector: with the test CA trusted, spans and
-/// metrics arrive over TLS; nothing is sent in plaintext.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_and_metrics_reach_an_https_collector_the_ca_vouches_for() {
-    let dir = tempfile::tempdir().expect("dir");
-    let pki = vern_kit::testing::TestPki::new("otlp-test-ca");
-    let (collector, url) = Collector::start_tls(&pki, dir.path()).await;
-    let ca = dir.path().join("ca.pem");
-    pki.write_ca(&ca);
-    let mut config = exporting_config(dir.path(), url);
+/// A tenants service exporting to a TLS collector whose certificate `collector_ca`
+/// signed, trusting only `trusted`; one traced CreateTenant served. Returns the collector
+/// and the service's telemetry, the service still running (stop it with the sender).
+async fn traced_call_to_a_tls_collector(
+    dir: &std::path::Path,
+    trusted: &vern_kit::testing::TestPki,
+    collector_ca: &vern_kit::testing::TestPki,
+    tenant_id: &str,
+) -> (
+    Collector,
+    vern_kit::telemetry::Telemetry,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (collector, url) = Collector::start_tls(collector_ca, dir).await;
+    let ca = dir.join("ca.pem");
+    trusted.write_ca(&ca);
+    let mut config = exporting_config(dir, url);
     config.tls.ca_file = Some(ca);
     vern_kit::tls::install_client(&config.tls).expect("client tls");
     let (addr, stop, server, telemetry) = serve_tenants(&config).await;
@@ -919,7 +927,7 @@ async fn spans_and_metrics_reach_an_https_collector_the_ca_vouches_for() {
     tpb::tenant_service_client::TenantServiceClient::new(channel)
         .create_tenant(vern_tests::vouched(
             tpb::CreateTenantRequest {
-                tenant_id: "tls-traced".into(),
+                tenant_id: tenant_id.into(),
                 name: "Traced over TLS".into(),
                 org_number: "989990748".into(),
                 dpo_email: "dpo@traced.example".into(),
@@ -928,7 +936,18 @@ async fn spans_and_metrics_reach_an_https_collector_the_ca_vouches_for() {
             &token(&["platform-admin"], &[], 300),
         ))
         .await
-        .expect("call");
+        .expect("the call itself is served");
+    (collector, telemetry, stop, server)
+}
+
+/// The OTLP exporter verifies an https collector: with the test CA trusted, spans and
+/// metrics arrive over TLS; nothing is sent in plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_and_metrics_reach_an_https_collector_the_ca_vouches_for() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = vern_kit::testing::TestPki::new("otlp-test-ca");
+    let (collector, telemetry, stop, server) =
+        traced_call_to_a_tls_collector(dir.path(), &pki, &pki, "tls-traced").await;
     collector
         .wait_for(&[&telemetry], |spans| {
             spans.iter().any(|(s, sp)| {
@@ -952,31 +971,8 @@ async fn a_collector_signed_by_another_ca_receives_nothing() {
     let dir = tempfile::tempdir().expect("dir");
     let trusted = vern_kit::testing::TestPki::new("otlp-test-ca");
     let other = vern_kit::testing::TestPki::new("someone-elses-ca");
-    let (collector, url) = Collector::start_tls(&other, dir.path()).await;
-    let ca = dir.path().join("ca.pem");
-    trusted.write_ca(&ca);
-    let mut config = exporting_config(dir.path(), url);
-    config.tls.ca_file = Some(ca);
-    vern_kit::tls::install_client(&config.tls).expect("client tls");
-    let (addr, stop, server, telemetry) = serve_tenants(&config).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    tpb::tenant_service_client::TenantServiceClient::new(channel)
-        .create_tenant(vern_tests::vouched(
-            tpb::CreateTenantRequest {
-                tenant_id: "untrusted-collector".into(),
-                name: "Traced to nobody".into(),
-                org_number: "989990748".into(),
-                dpo_email: "dpo@traced.example".into(),
-                ..Default::default()
-            },
-            &token(&["platform-admin"], &[], 300),
-        ))
-        .await
-        .expect("the call itself is served");
+    let (collector, telemetry, stop, server) =
+        traced_call_to_a_tls_collector(dir.path(), &trusted, &other, "untrusted-collector").await;
     assert!(telemetry.traces(), "the suite traces");
     // Shutting down flushes spans and metrics: whatever would be sent is sent now.
     let _ = stop.send(());

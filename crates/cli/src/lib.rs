@@ -221,11 +221,9 @@ pub fn denial_sink(config: &Config) -> Option<vern_kit::audit::DenialSink> {
     let tokens = vern_kit::auth::ServiceTokens::from_config(config)
         .ok()
         .flatten()?;
-    let delivery = vern_audit_client::AuditDelivery::new(
-        &config.services.audit.url,
-        std::sync::Arc::new(tokens),
-    )
-    .ok()?;
+    let delivery =
+        vern_append::AuditDelivery::new(&config.services.audit.url, std::sync::Arc::new(tokens))
+            .ok()?;
     Some(vern_kit::audit::DenialSink::spawn(std::sync::Arc::new(
         delivery,
     )))

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tower::Layer;
-use vern_audit_client::AuditDelivery;
+use vern_append::AuditDelivery;
 use vern_kit::audit::{AUDIT_TOPIC, Audit, AuditLayer, Audited, Auditor, TopicRouter};
 use vern_kit::config::Config;
 use vern_kit::db::DbTarget;

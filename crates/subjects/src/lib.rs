@@ -25,7 +25,7 @@ use vern_proto::subjects::v1::subject_service_server::SubjectServiceServer;
 use crate::relay::{ConsentsDelivery, RightsDelivery};
 use crate::store::{KeyStore, SubjectStore};
 use tower::Layer;
-use vern_audit_client::AuditDelivery;
+use vern_append::AuditDelivery;
 use vern_kit::audit::{AUDIT_TOPIC, Audit, AuditLayer, Audited, Auditor, TopicRouter};
 use vern_proto::consents::v1::consent_service_client::ConsentServiceClient;
 use vern_proto::rights::v1::rights_service_client::RightsServiceClient;
