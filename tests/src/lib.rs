@@ -25,6 +25,8 @@ pub struct Suite {
     /// The separate processes, for [`Backend::Replicas`].
     pub topology: Option<topology::Topology>,
     running: Option<vern_cli::Running>,
+    /// The configuration of an in-process suite (for [`Suite::restart_with`]).
+    config: Option<Config>,
     _dir: tempfile::TempDir,
     pg_schemas: Option<(String, Vec<String>)>,
 }
@@ -140,7 +142,7 @@ impl Suite {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let running = vern_cli::start_suite(config, listener)
+        let running = vern_cli::start_suite(config.clone(), listener)
             .await
             .expect("suite starts");
         let addr = running.addr;
@@ -149,20 +151,45 @@ impl Suite {
             .connect()
             .await
             .expect("connect");
-        let internal = Channel::from_shared(format!("http://{}", running.internal_addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect internal");
+        let internal = vern_kit::client::unix_channel(
+            tonic::transport::Endpoint::from_static("http://localhost"),
+            running.internal_socket.clone(),
+        );
         Some(Suite {
             addr,
             channel,
             internal: Internal::One(internal),
             topology: None,
             running: Some(running),
+            config: Some(config),
             _dir: dir,
             pg_schemas,
         })
+    }
+
+    /// Stops an in-process suite and starts it again on the same data (files or
+    /// schemas) after `adjust` has changed its configuration; the error of a start
+    /// that fails (the suite then stays stopped).
+    pub async fn restart_with(&mut self, adjust: impl FnOnce(&mut Config)) -> anyhow::Result<()> {
+        let mut config = self.config.clone().expect("an in-process suite");
+        if let Some(r) = self.running.take() {
+            let _ = r.shutdown.send(());
+            let _ = r.handle.await;
+        }
+        adjust(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let running = vern_cli::start_suite(config.clone(), listener).await?;
+        self.addr = running.addr;
+        self.channel = Channel::from_shared(format!("http://{}", running.addr))?
+            .connect()
+            .await?;
+        self.internal = Internal::One(vern_kit::client::unix_channel(
+            tonic::transport::Endpoint::from_static("http://localhost"),
+            running.internal_socket.clone(),
+        ));
+        self.running = Some(running);
+        self.config = Some(config);
+        Ok(())
     }
 
     async fn start_topology(dir: tempfile::TempDir, config: &Config, tls: bool) -> Option<Suite> {
@@ -221,6 +248,7 @@ impl Suite {
             internal,
             topology: Some(topology),
             running: None,
+            config: None,
             _dir: dir,
             pg_schemas,
         })

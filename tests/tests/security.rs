@@ -556,6 +556,54 @@ async fn the_internal_listener_serves_only_the_service_role() {
     suite.stop().await;
 }
 
+/// `vern dev`'s internal listener is no port at all: a Unix socket (0600, in a 0700
+/// directory) that only the suite's user can open, whatever TLS the gateway speaks. A
+/// second suite on the same data refuses to start rather than take it over, and the
+/// socket goes when the suite stops.
+#[tokio::test]
+async fn the_internal_listener_is_a_socket_only_its_user_can_open() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    let socket = suite.data_dir().join("run").join("internal.sock");
+    let meta = std::fs::metadata(&socket).expect("the internal socket exists");
+    assert!(meta.file_type().is_socket(), "{meta:?}");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "socket mode");
+    let dir = std::fs::metadata(socket.parent().expect("dir")).expect("dir");
+    assert_eq!(dir.permissions().mode() & 0o777, 0o700, "directory mode");
+    // It serves the suite's components (the service role) ...
+    let service = token(&["service"], &["tenant-x"], 300);
+    assert_eq!(
+        raw_call(
+            &suite.internal,
+            "/vern.tenants.v1.TenantService/GetTenantStatusGeneration",
+            false,
+            &[("authorization", format!("Bearer {service}"))],
+        )
+        .await,
+        Code::Ok,
+        "the service role on the internal socket"
+    );
+    // ... and a second suite on the same data does not take it over.
+    let second = vern_kit::config::Config {
+        data_dir: suite.data_dir(),
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let refused = vern_cli::start_suite(second, listener)
+        .await
+        .err()
+        .expect("a second suite on the same data is refused");
+    assert!(
+        refused.to_string().contains("another vern dev"),
+        "{refused:#}"
+    );
+    assert!(socket.exists(), "the first suite keeps its socket");
+    suite.stop().await;
+    assert!(!socket.exists(), "the socket goes with the suite");
+}
+
 /// A component that should check tenants but cannot sign service tokens does not
 /// start (it would otherwise serve every tenant, suspended or unknown).
 #[tokio::test]

@@ -17,8 +17,8 @@ use crate::load::BoxFuture;
 pub struct SuiteHandle {
     /// Where its gateway listens.
     pub addr: SocketAddr,
-    /// Its internal listener (service-role calls).
-    pub internal_addr: SocketAddr,
+    /// Its internal listener's URL (service-role calls; `unix:` for `vern dev`).
+    pub internal_url: String,
     /// Stops it (drains in-flight calls).
     pub stop: Box<dyn FnOnce() -> BoxFuture<()> + Send>,
 }
@@ -144,7 +144,9 @@ impl Env {
             let secret = vern_kit::auth::hs256_secret(&config)
                 .context("reading the target's dev signing key (--data-dir)")?
                 .context("no dev signing key")?;
-            if let Some(internal) = &args.internal {
+            if let Some(internal) = &args.internal
+                && vern_kit::client::unix_socket_path(internal).is_none()
+            {
                 ensure_loopback(internal)?;
             }
             return Ok(Self {
@@ -184,7 +186,7 @@ impl Env {
         let suite = host.start_suite(config.clone(), listener).await?;
         Ok(Self {
             url: format!("http://{}", suite.addr),
-            internal_url: Some(format!("http://{}", suite.internal_addr)),
+            internal_url: Some(suite.internal_url.clone()),
             label: match &pg {
                 Some(_) => "in-process (PostgreSQL)".into(),
                 None => "in-process (SQLite)".into(),
@@ -217,7 +219,7 @@ impl Env {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let suite = host.start_suite(config.clone(), listener).await?;
         self.url = format!("http://{}", suite.addr);
-        self.internal_url = Some(format!("http://{}", suite.internal_addr));
+        self.internal_url = Some(suite.internal_url.clone());
         self.suite = Some(suite);
         self.config = Some(config);
         Ok(())

@@ -161,6 +161,14 @@ pub fn xorshift(mut x: u64) -> u64 {
 pub async fn connect(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
     let mut out = Vec::with_capacity(n.max(1));
     for _ in 0..n.max(1) {
+        if let Some(path) = vern_kit::client::unix_socket_path(url) {
+            // `vern dev`'s internal listener.
+            out.push(vern_kit::client::unix_channel(
+                Endpoint::from_static("http://localhost"),
+                path,
+            ));
+            continue;
+        }
         let ch = Endpoint::from_shared(url.to_owned())?
             .tcp_nodelay(true)
             .connect()

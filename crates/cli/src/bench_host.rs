@@ -20,10 +20,11 @@ impl Host for CliHost {
         listener: TcpListener,
     ) -> anyhow::Result<SuiteHandle> {
         let running = crate::start_suite(config, listener).await?;
+        let internal_url = running.internal_url();
         let (shutdown, handle) = (running.shutdown, running.handle);
         Ok(SuiteHandle {
             addr: running.addr,
-            internal_addr: running.internal_addr,
+            internal_url,
             stop: Box::new(move || {
                 Box::pin(async move {
                     let _ = shutdown.send(());

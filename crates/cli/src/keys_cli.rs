@@ -495,3 +495,137 @@ async fn print_status(client: &Client) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `vern keys verify`.
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// Only this service's database (subjects, consents or rights).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// A `vern dev` data directory: its SQLite files, and its dev master key unless
+    /// keys.master_key is configured.
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+/// How a key compares in one service's database, for `vern keys verify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The service whose database was read.
+    pub service: &'static str,
+    /// `master/<version>` or `tenant/<id>`.
+    pub key: String,
+    /// Where the key is configured.
+    pub setting: String,
+    /// The comparison.
+    pub check: vern_kit::keycheck::KeyCheck,
+}
+
+/// Compares the configured keys (the configuration `vern serve` would read: the same
+/// file and `VERN_*` variables) with the check values in each key service's database,
+/// changing nothing; run it with the new configuration before rolling it out. A key
+/// whose value differs, or no database to compare with, is an error (non-zero exit).
+pub async fn verify(config: &Config, args: VerifyArgs) -> anyhow::Result<()> {
+    let mut config = config.clone();
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+        config.auth.dev_key = true;
+    }
+    let verified = verify_keys(&config, args.service.as_deref()).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<10} {:<16} {:<10} SETTING",
+        "SERVICE", "KEY", "CHECK"
+    )?;
+    for v in &verified {
+        use vern_kit::keycheck::KeyCheck;
+        let check = match v.check {
+            KeyCheck::Matches => "matches",
+            KeyCheck::FirstUse => "first use",
+            KeyCheck::Differs => "DIFFERS",
+        };
+        writeln!(
+            out,
+            "{:<10} {:<16} {:<10} {}",
+            v.service, v.key, check, v.setting
+        )?;
+    }
+    let differing: Vec<&Verified> = verified
+        .iter()
+        .filter(|v| v.check == vern_kit::keycheck::KeyCheck::Differs)
+        .collect();
+    if !differing.is_empty() {
+        anyhow::bail!(
+            "{} configured key(s) differ from the key their database first used ({}): a service given them refuses to start; do not roll this configuration out",
+            differing.len(),
+            differing
+                .iter()
+                .map(|v| format!("{} {}", v.service, v.setting))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    if verified
+        .iter()
+        .any(|v| v.check == vern_kit::keycheck::KeyCheck::FirstUse)
+    {
+        writeln!(
+            out,
+            "\"first use\": no value is stored for that key yet; the service records it when it starts with it"
+        )?;
+    }
+    Ok(())
+}
+
+/// The comparison behind [`verify`].
+pub async fn verify_keys(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<Verified>> {
+    let services: Vec<KeyService> = match only {
+        None => KEY_SERVICES.to_vec(),
+        Some(s) => vec![
+            *KEY_SERVICES
+                .iter()
+                .find(|k| k.name() == s)
+                .with_context(|| format!("{s:?} keeps no keys (subjects, consents or rights)"))?,
+        ],
+    };
+    let targets: Vec<(KeyService, vern_kit::db::DbTarget)> = services
+        .into_iter()
+        .map(|s| (s, crate::target(config, s.name())))
+        .collect();
+    // Nothing to compare with is an error, not "all well" (and no dev key is made).
+    for (service, target) in &targets {
+        if vern_kit::db::sqlite_file(target).is_some_and(|f| !f.exists()) {
+            anyhow::bail!(
+                "no {} database at {} to compare with: set database_url (VERN_DATABASE_URL) and database_schema_prefix as for `vern serve`, or --data-dir for vern dev's files",
+                service.name(),
+                target.url
+            );
+        }
+    }
+    let keyring =
+        vern_kit::keys::keyring(config, "vern keys verify").map_err(anyhow::Error::msg)?;
+    let mut out = vec![];
+    for (service, target) in targets {
+        let db = vern_kit::db::connect(&target)
+            .await
+            .with_context(|| format!("opening the {} database", service.name()))?;
+        let checked = vern_kit::keycheck::compare(&db, &keyring)
+            .await
+            .with_context(|| {
+                format!(
+                    "reading the {} database's key check values (has this release's {} started on it yet?)",
+                    service.name(),
+                    service.name()
+                )
+            })?;
+        let _ = db.close().await;
+        out.extend(checked.into_iter().map(|(key, check)| Verified {
+            service: service.name(),
+            key: key.name(),
+            setting: key.setting(),
+            check,
+        }));
+    }
+    Ok(out)
+}

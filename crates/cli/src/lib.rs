@@ -10,7 +10,7 @@ pub mod remote;
 pub mod requests_cli;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -257,9 +257,9 @@ pub fn verifier(config: &Config) -> anyhow::Result<TokenVerifier> {
 pub struct Running {
     /// Where the gateway listens.
     pub addr: SocketAddr,
-    /// The suite's internal listener (loopback), where its services call each other
-    /// with `service` tokens; the gateway refuses that role.
-    pub internal_addr: SocketAddr,
+    /// The suite's internal listener: a Unix socket only this user can open, where its
+    /// services call each other with `service` tokens (the gateway refuses that role).
+    pub internal_socket: PathBuf,
     /// Stops the suite (drains in-flight calls).
     pub shutdown: tokio::sync::oneshot::Sender<()>,
     /// Resolves when the server has stopped.
@@ -268,18 +268,100 @@ pub struct Running {
     pub telemetry: vern_kit::telemetry::Telemetry,
 }
 
+impl Running {
+    /// The internal listener as a service URL (`unix:/…/internal.sock`).
+    pub fn internal_url(&self) -> String {
+        format!("unix:{}", self.internal_socket.display())
+    }
+}
+
+/// The longest socket path bound in place (`sun_path` holds 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 100;
+
+/// `vern dev`'s internal socket file; removed (with its private directory, if it has
+/// one) when the suite stops.
+struct InternalSocket {
+    path: PathBuf,
+    private_dir: Option<PathBuf>,
+}
+
+impl Drop for InternalSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(d) = &self.private_dir {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// A directory only this user may enter (0700), made if missing and narrowed if not.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {}", dir.display()))
+}
+
+/// Binds `vern dev`'s internal listener: a Unix socket (0600, in a 0700 directory), so
+/// only processes of this user reach the service role's port — other local users and
+/// anything on the network cannot connect at all. It lives in the data directory, or
+/// in a private temp directory when that path is too long for a socket address. A
+/// socket left by a suite that crashed is replaced; one that answers is another suite
+/// on the same data, and refused.
+async fn bind_internal(
+    data_dir: &Path,
+) -> anyhow::Result<(tokio::net::UnixListener, InternalSocket)> {
+    let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let in_place = data_dir.join("run");
+    let (dir, temp) = if in_place.join("internal.sock").as_os_str().len() <= MAX_SOCKET_PATH {
+        (in_place, false)
+    } else {
+        let name = format!("vern-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        (std::env::temp_dir().join(name), true)
+    };
+    private_dir(&dir)?;
+    let path = dir.join("internal.sock");
+    if path.exists() {
+        if tokio::net::UnixStream::connect(&path).await.is_ok() {
+            anyhow::bail!(
+                "another vern dev serves this data directory (its internal socket {} answers); stop it first",
+                path.display()
+            );
+        }
+        std::fs::remove_file(&path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(&path)
+        .with_context(|| format!("binding the internal socket {}", path.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {}", path.display()))?;
+    }
+    Ok((
+        listener,
+        InternalSocket {
+            path,
+            private_dir: temp.then_some(dir),
+        },
+    ))
+}
+
 /// Starts the whole suite on `listener` (the `vern dev` gateway). The services also
-/// listen on an internal loopback port of their own, where they reach each other: the
-/// gateway's listener refuses the `service` role.
+/// listen on an internal Unix socket of their own, where they reach each other: the
+/// gateway's listener refuses the `service` role, and only this user can open the
+/// socket ([`bind_internal`]).
 pub async fn start_suite(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let started = Instant::now();
     let addr = listener.local_addr()?;
-    let internal = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .context("binding the internal listener")?;
-    let internal_addr = internal.local_addr()?;
+    let (internal, socket) = bind_internal(&config.data_dir).await?;
+    let internal_socket = socket.path.clone();
     let mut config = config;
-    let here = format!("http://{internal_addr}");
+    let here = format!("unix:{}", internal_socket.display());
     for endpoint in [
         &mut config.services.tenants,
         &mut config.services.subjects,
@@ -312,7 +394,7 @@ pub async fn start_suite(config: Config, listener: TcpListener) -> anyhow::Resul
         exposure: vern_kit::context::Exposure::Internal,
         tenants: served.tenants.clone(),
         shutdown: served.shutdown.clone(),
-        // Loopback only, between the suite's own services: plaintext.
+        // A Unix socket guarded by its permissions: no TLS.
         tls: None,
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -323,10 +405,14 @@ pub async fn start_suite(config: Config, listener: TcpListener) -> anyhow::Resul
         let server_config = server_config.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
-            vern_kit::server::serve(inner, internal, &server_config, verifier, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
+            let served =
+                vern_kit::server::serve(inner, internal, &server_config, verifier, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            // The socket file goes with the listener.
+            drop(socket);
+            served
         })
     };
     let handle = tokio::spawn(async move {
@@ -351,10 +437,10 @@ pub async fn start_suite(config: Config, listener: TcpListener) -> anyhow::Resul
             .context("internal listener task")?
             .context("serving internally")
     });
-    tracing::info!(%addr, %internal_addr, ready_ms = started.elapsed().as_millis() as u64, "vern suite ready");
+    tracing::info!(%addr, internal = %internal_socket.display(), ready_ms = started.elapsed().as_millis() as u64, "vern suite ready");
     Ok(Running {
         addr,
-        internal_addr,
+        internal_socket,
         shutdown: tx,
         handle,
         telemetry,

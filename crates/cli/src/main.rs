@@ -219,6 +219,14 @@ enum KeysCommand {
     /// How many data keys each master key version wraps, per service, and which
     /// versions nothing uses any more (they can be removed from the configuration).
     Status(vern_cli::keys_cli::StatusArgs),
+    /// Check the configured personal-data keys against the databases before a rollout:
+    /// each master key version and tenant key is compared with the check value its
+    /// first use stored in the subjects, consents and rights databases (never the key
+    /// itself). Reads the configuration `vern serve` would (--config, VERN_*), connects
+    /// to the databases directly, starts nothing and changes nothing. Exits non-zero
+    /// when a key differs (a service given it refuses to start) or a database cannot
+    /// be read.
+    Verify(vern_cli::keys_cli::VerifyArgs),
     /// Remove a key from a JWKS file (retire it after rotation).
     Remove {
         /// The JWKS file.
@@ -298,6 +306,9 @@ fn run_cli() -> anyhow::Result<()> {
             vern_kit::tls::install_client(&config.tls).context("tls")?;
             runtime()?.block_on(vern_cli::keys_cli::status(&config, a))
         }
+        Command::Keys {
+            command: KeysCommand::Verify(a),
+        } => runtime()?.block_on(vern_cli::keys_cli::verify(&config, a)),
         Command::Keys { command } => keys(command),
         command => runtime()?.block_on(run(config, command)),
     }
@@ -328,11 +339,11 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
             let dir = vern_cli::data_dir_display(&config);
             let tls = config.tls.cert_file.is_some();
             println!(
-                "vern dev ready in {} ms\n  gateway   {} (gRPC{}, reflection and health for all six services)\n  internal  {} (service-to-service calls only; the gateway refuses the service role)\n  data      {}\n  token     vern token --role platform-admin --data-dir {}\n            vern token --role tenant-admin --tenant <tenant-id> --data-dir {}\n  try       grpcurl {} -H \"authorization: Bearer $(vern token --role platform-admin --data-dir {})\" {} list",
+                "vern dev ready in {} ms\n  gateway   {} (gRPC{}, reflection and health for all six services)\n  internal  {} (service-to-service calls only: a socket only this user can open; the gateway refuses the service role)\n  data      {}\n  token     vern token --role platform-admin --data-dir {}\n            vern token --role tenant-admin --tenant <tenant-id> --data-dir {}\n  try       grpcurl {} -H \"authorization: Bearer $(vern token --role platform-admin --data-dir {})\" {} list",
                 started.elapsed().as_millis(),
                 running.addr,
                 if tls { " over TLS" } else { "" },
-                running.internal_addr,
+                running.internal_url(),
                 dir.display(),
                 dir.display(),
                 dir.display(),
@@ -525,7 +536,10 @@ fn token(
 fn keys(command: KeysCommand) -> anyhow::Result<()> {
     use jsonwebtoken::jwk::JwkSet;
     match command {
-        KeysCommand::RotateMaster(_) | KeysCommand::Status(_) | KeysCommand::Reindex(_) => {
+        KeysCommand::RotateMaster(_)
+        | KeysCommand::Status(_)
+        | KeysCommand::Reindex(_)
+        | KeysCommand::Verify(_) => {
             unreachable!("handled with a runtime")
         }
         KeysCommand::Generate { out, kid } => {

@@ -50,7 +50,10 @@ pub async fn build(
     let limits = Limits::from(&config.server);
     let keyring = vern_kit::keys::keyring(config, "consents")?;
     let store =
-        store::ConsentStore::open_with(target, keyring, config.database_listen_notify).await?;
+        store::ConsentStore::open_with(target, keyring.clone(), config.database_listen_notify)
+            .await?;
+    // Before anything is read or written under a key: the keys are the ones used here.
+    vern_kit::keycheck::at_start(store.connection(), &keyring, "consents").await?;
     match store.seal_legacy().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(

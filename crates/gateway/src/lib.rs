@@ -224,8 +224,9 @@ impl vern_kit::tenancy::TenantDirectory for RemoteTenants {
     }
 }
 
-/// The tenant named by the service tokens that ask for the status generation.
-const STATUS_WATCH_TENANT: &str = "vern-platform";
+/// The tenant named by the service tokens that ask for the status generation: the
+/// platform's own, which no department can take.
+const STATUS_WATCH_TENANT: &str = vern_kit::audit::PLATFORM_CHAIN;
 
 /// Whether a call changes a tenant's status (creation included: "no such tenant" may
 /// be cached): the gateway that forwarded it forgets

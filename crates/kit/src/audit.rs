@@ -32,6 +32,18 @@ use crate::outbox::{self, Deliver, DeliveryError, Relay};
 /// Outbox topic of audit events.
 pub const AUDIT_TOPIC: &str = "audit";
 
+/// The chain of the platform itself: what platform admins do that belongs to no
+/// department (key rotation, re-indexing, key counts, calls that failed before naming a
+/// tenant) and what platform tokens were refused. It is read like a tenant's chain, by
+/// a token naming this id with an audit role; no other permission acts in it, and no
+/// tenant can take the id ([`is_platform_chain`]).
+pub const PLATFORM_CHAIN: &str = "vern-platform";
+
+/// Whether `tenant` is the platform's own chain rather than a department.
+pub fn is_platform_chain(tenant: &str) -> bool {
+    tenant == PLATFORM_CHAIN
+}
+
 #[derive(Debug, Clone, Default)]
 struct Scope {
     tenant: String,
@@ -285,6 +297,11 @@ pub enum Audit {
     Read,
     /// A change: audited in its own transaction; failures audited too.
     Change,
+    /// An operator's action that commits no event of its own (a key rotation batch, a
+    /// re-index, a key count): audited with its outcome, in the platform chain when the
+    /// call has no tenant. Every call needing KEYS_ROTATE is audited so, whatever the
+    /// service's policy says.
+    Operation,
 }
 
 /// What a service audits and where it writes.
@@ -323,12 +340,12 @@ impl Auditor {
     }
 
     async fn write_alone(&self, event: pb::AuditEvent) {
-        let tenant = event.tenant_id.clone();
-        if tenant.is_empty() {
-            // A platform-level call that changed nothing belongs to no tenant's chain.
-            tracing::info!(action = %event.action, code = event.status_code, "platform call not audited in a tenant chain");
-            return;
+        let mut event = event;
+        if event.tenant_id.is_empty() {
+            // A platform-level call that named no tenant: the platform's own chain.
+            event.tenant_id = PLATFORM_CHAIN.to_owned();
         }
+        let tenant = event.tenant_id.clone();
         let result = async {
             let txn = self.db.begin().await?;
             outbox::enqueue(&txn, &tenant, AUDIT_TOPIC, event.encode_to_vec()).await?;
@@ -432,13 +449,22 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let rpc = req.uri().path().rsplit('/').next().unwrap_or_default();
         let how = (self.auditor.policy)(rpc);
+        let key_operation = || {
+            req.extensions()
+                .get::<CallContext>()
+                .is_some_and(|c| c.permission == crate::auth::Permission::KeysRotate)
+        };
         // Un-audited calls (Check, the hot path) pass straight through without allocating.
-        if how == Audit::No {
+        if how == Audit::No && !key_operation() {
             return Box::pin(inner.call(req));
         }
         let action = rpc.to_owned();
         let ctx = req.extensions().get::<CallContext>().cloned();
         let (how, ctx) = match (how, ctx) {
+            // Key operations are audited in every service, present and future.
+            (_, Some(ctx)) if ctx.permission == crate::auth::Permission::KeysRotate => {
+                (Audit::Operation, ctx)
+            }
             (Audit::No, _) | (_, None) => return Box::pin(inner.call(req)),
             (how, Some(ctx)) => (how, ctx),
         };
@@ -480,8 +506,8 @@ where
                         v.to_str().ok()?.parse::<i32>().ok()
                     })
                     .unwrap_or(0);
-                // A change that failed, or any read: recorded on its own.
-                if code != 0 || how == Audit::Read {
+                // A change that failed, any read and any operation: recorded on its own.
+                if code != 0 || matches!(how, Audit::Read | Audit::Operation) {
                     let outcome = match tonic::Code::from_i32(code) {
                         tonic::Code::Ok => pb::Outcome::Success,
                         tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {

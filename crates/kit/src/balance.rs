@@ -75,6 +75,8 @@ struct Target {
     scheme: String,
     host: String,
     port: u16,
+    /// The Unix socket every call goes to, instead of resolving `host`.
+    unix: Option<std::path::PathBuf>,
 }
 
 struct Shared {
@@ -102,6 +104,13 @@ impl Balanced {
     /// A lazily connected channel to `url`; resolving starts at once when it names a
     /// host. Must be called inside a tokio runtime.
     pub fn new(url: &str, settings: Settings) -> Result<Self, tonic::transport::Error> {
+        // A Unix socket (`unix:/path`, as `vern dev`'s internal listener): one backend.
+        let unix = crate::client::unix_socket_path(url);
+        let url = if unix.is_some() {
+            "http://localhost"
+        } else {
+            url
+        };
         // Validates the URL the way tonic does.
         let endpoint = Endpoint::from_shared(url.to_owned())?;
         let origin = endpoint.uri().clone();
@@ -123,6 +132,7 @@ impl Balanced {
                 scheme,
                 host,
                 port,
+                unix: unix.clone(),
             },
             settings,
             backends: RwLock::new(Arc::new(Vec::new())),
@@ -131,9 +141,10 @@ impl Balanced {
             resolved,
             started: Instant::now(),
         });
-        match literal {
-            Some(ip) => shared.replace(vec![SocketAddr::new(ip, port)]),
-            None => spawn_resolver(&shared),
+        match (&unix, literal) {
+            (Some(_), _) => shared.replace(vec![crate::listen::LOCAL_PEER]),
+            (None, Some(ip)) => shared.replace(vec![SocketAddr::new(ip, port)]),
+            (None, None) => spawn_resolver(&shared),
         }
         Ok(Self { shared })
     }
@@ -207,7 +218,9 @@ impl Shared {
         if let Some(timeout) = self.settings.timeout {
             endpoint = endpoint.timeout(timeout);
         }
-        let channel = if t.scheme == "https" {
+        let channel = if let Some(path) = &t.unix {
+            crate::client::unix_channel(endpoint, path.clone())
+        } else if t.scheme == "https" {
             // Verified against the configured host's name, not the pod's address.
             let tls = match crate::tls::client() {
                 Ok(tls) => tls,

@@ -37,6 +37,30 @@ pub fn request<T>(msg: T, token: &str) -> Result<tonic::Request<T>, tonic::Statu
 /// the callee's parent.
 pub type TracedChannel = crate::telemetry::Traced<ServiceChannel>;
 
+/// The socket path of a `unix:` URL (`unix:/run/vern.sock`, `unix:///run/vern.sock`);
+/// `None` for any other URL.
+pub fn unix_socket_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("unix:")?;
+    let path = rest.strip_prefix("//").unwrap_or(rest);
+    path.starts_with('/')
+        .then(|| std::path::PathBuf::from(path))
+}
+
+/// A lazily connected channel over the Unix socket at `path`, with `endpoint`'s
+/// settings (its URL only names the `:authority` calls carry).
+pub fn unix_channel(
+    endpoint: tonic::transport::Endpoint,
+    path: std::path::PathBuf,
+) -> tonic::transport::Channel {
+    endpoint.connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+        let path = path.clone();
+        async move {
+            let stream = tokio::net::UnixStream::connect(path).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    }))
+}
+
 /// A lazily connected, traced channel to `url`.
 pub fn traced_channel(url: &str) -> Result<TracedChannel, tonic::transport::Error> {
     Ok(crate::telemetry::Traced::new(channel(url)?))

@@ -193,12 +193,24 @@ fn effective_tenant(
     if platform_wide {
         return Ok(None);
     }
-    match (selected, principal.tenants.as_slice()) {
-        (Some(sel), _) => Ok(Some(TenantId::new(sel))),
-        (None, [one]) => Ok(Some(TenantId::new(one.clone()))),
-        (None, []) => Err("the token names no tenant"),
-        (None, _) => Err("the token names several tenants: select one with x-vern-tenant"),
+    let tenant = match (selected, principal.tenants.as_slice()) {
+        (Some(sel), _) => TenantId::new(sel),
+        (None, [one]) => TenantId::new(one.clone()),
+        (None, []) => return Err("the token names no tenant"),
+        (None, _) => {
+            return Err("the token names several tenants: select one with x-vern-tenant");
+        }
+    };
+    // The platform's chain is no department: its events are read there, and vern's own
+    // components act in its name (appending events, watching tenant statuses); nothing
+    // else does.
+    if crate::audit::is_platform_chain(tenant.as_str())
+        && permission != Permission::AuditRead
+        && !principal.roles.contains(&Role::Service)
+    {
+        return Err("vern-platform is the platform's audit chain: only audit reads act in it");
     }
+    Ok(Some(tenant))
 }
 
 fn bearer(headers: &http::HeaderMap) -> Result<&str, TokenError> {
@@ -230,12 +242,16 @@ fn deny(path: &str, reason: &'static str, status: Status) -> Status {
 }
 
 /// The tenant a denied call belongs to: the one its token names, or the one it
-/// selected among them. A token naming no tenant (platform level) belongs to no chain.
+/// selected among them; a platform token naming none, the platform chain.
 fn denial_tenant(principal: &Principal, headers: &http::HeaderMap) -> Option<String> {
     let selected = headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok());
     match (selected, principal.tenants.as_slice()) {
         (Some(sel), names) if names.iter().any(|t| t == sel) => Some(sel.to_owned()),
         (_, [one]) => Some(one.clone()),
+        // A platform token acts in no department: its refusals go to the platform chain.
+        (_, []) if principal.roles.iter().any(|r| r.platform_wide()) => {
+            Some(crate::audit::PLATFORM_CHAIN.to_owned())
+        }
         _ => None,
     }
 }
@@ -611,6 +627,66 @@ mod tests {
         .expect_err("denied");
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
         assert!(!e.message().contains(&t[..20]), "token not echoed");
+    }
+
+    #[test]
+    fn the_platform_chain_serves_audit_reads_only() {
+        let v = TokenVerifier::hs256(b"k", &AuthConfig::default());
+        let platform = crate::audit::PLATFORM_CHAIN;
+        let auditor = token(&["auditor"], &[platform]);
+        let ctx = authorize(
+            &v,
+            &rpc_with(Permission::AuditRead),
+            &headers(&auditor, None),
+            Exposure::Public,
+        )
+        .expect("an auditor reads the platform chain")
+        .expect("context");
+        assert_eq!(ctx.tenant.as_ref().map(TenantId::as_str), Some(platform));
+        // Nothing but audit reads acts in it: no subject, purpose or tenant setting.
+        for (roles, permission) in [
+            (&["integration"][..], Permission::SubjectsWrite),
+            (&["tenant-admin"][..], Permission::PurposesManage),
+            (&["tenant-admin"][..], Permission::TenantsUpdate),
+            (&["privacy-officer"][..], Permission::RightsSubmit),
+        ] {
+            let t = token(roles, &[platform]);
+            let e = authorize(
+                &v,
+                &rpc_with(permission),
+                &headers(&t, None),
+                Exposure::Public,
+            )
+            .expect_err("refused");
+            assert_eq!(e.code(), tonic::Code::PermissionDenied, "{permission:?}");
+            assert!(e.message().contains("platform"), "{}", e.message());
+        }
+        // A refused platform token is reported in the platform chain; a department
+        // token in its own.
+        let admin = Principal {
+            sub: "ops".into(),
+            roles: vec![Role::PlatformAdmin],
+            tenants: vec![],
+        };
+        assert_eq!(
+            denial_tenant(&admin, &http::HeaderMap::new()).as_deref(),
+            Some(platform)
+        );
+        let crm = Principal {
+            sub: "crm".into(),
+            roles: vec![Role::Integration],
+            tenants: vec!["dept-a".into()],
+        };
+        assert_eq!(
+            denial_tenant(&crm, &http::HeaderMap::new()).as_deref(),
+            Some("dept-a")
+        );
+        let nobody = Principal {
+            sub: "x".into(),
+            roles: vec![Role::Integration],
+            tenants: vec![],
+        };
+        assert_eq!(denial_tenant(&nobody, &http::HeaderMap::new()), None);
     }
 
     #[test]

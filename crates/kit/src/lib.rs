@@ -14,6 +14,7 @@ pub mod db;
 pub mod enums;
 pub mod error;
 pub mod idempotency;
+pub mod keycheck;
 pub mod keys;
 pub mod limits;
 pub mod listen;

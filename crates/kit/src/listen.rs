@@ -7,6 +7,9 @@
 //! The accept loop survives running out of file descriptors (EMFILE, ENFILE): it logs
 //! once, backs off (up to a second) and keeps accepting, so connections already open
 //! (health probes among them) keep being served.
+//!
+//! Listeners are TCP ports or Unix sockets ([`Acceptor`]); a Unix socket's peer is
+//! reported as [`LOCAL_PEER`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,7 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
@@ -122,6 +125,36 @@ async fn hear<T: AsyncRead + Unpin>(mut io: T, peer: SocketAddr) -> io::Result<S
     })
 }
 
+/// The peer of a connection over a Unix socket: this host.
+pub const LOCAL_PEER: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// A listener the accept loop takes connections from: a TCP port or a Unix socket.
+pub trait Acceptor: Send + 'static {
+    /// One accepted connection.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The next connection and where it came from.
+    fn accept_one(&self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send;
+}
+
+impl Acceptor for TcpListener {
+    type Io = TcpStream;
+    async fn accept_one(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (tcp, peer) = self.accept().await?;
+        // Small answers must not wait for Nagle (40 ms stalls against delayed ACKs).
+        let _ = tcp.set_nodelay(true);
+        Ok((tcp, peer))
+    }
+}
+
+impl Acceptor for UnixListener {
+    type Io = UnixStream;
+    async fn accept_one(&self) -> io::Result<(UnixStream, SocketAddr)> {
+        let (stream, _) = self.accept().await?;
+        Ok((stream, LOCAL_PEER))
+    }
+}
+
 /// When the server stops taking connections: once the value is `true`, the listener
 /// is closed, so new connections are refused by the kernel rather than accepted and
 /// dropped. A closed channel never stops it.
@@ -129,11 +162,11 @@ pub type Closing = tokio::sync::watch::Receiver<bool>;
 
 /// The plaintext connections of `listener` that speak within `deadline`, until
 /// `closing`.
-pub fn incoming_plain(
-    listener: TcpListener,
+pub fn incoming_plain<L: Acceptor>(
+    listener: L,
     deadline: Duration,
     closing: Closing,
-) -> ReceiverStream<Result<Spoken<TcpStream>, io::Error>> {
+) -> ReceiverStream<Result<Spoken<L::Io>, io::Error>> {
     accept_loop(listener, deadline, closing, |tcp, peer| async move {
         hear(tcp, peer).await
     })
@@ -155,15 +188,16 @@ pub fn incoming_tls(
 
 /// Accepts until the stream is dropped; each connection is prepared by `speak` in a
 /// task of its own, so a slow or silent peer holds up no one.
-fn accept_loop<T, F, Fut>(
-    listener: TcpListener,
+fn accept_loop<L, T, F, Fut>(
+    listener: L,
     deadline: Duration,
     mut closing: Closing,
     speak: F,
 ) -> ReceiverStream<Result<T, io::Error>>
 where
+    L: Acceptor,
     T: Send + 'static,
-    F: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
+    F: Fn(L::Io, SocketAddr) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = io::Result<T>> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_BACKLOG);
@@ -180,7 +214,7 @@ where
             let accepted = tokio::select! {
                 _ = tx.closed() => return,
                 _ = &mut closed => return,
-                a = listener.accept() => a,
+                a = listener.accept_one() => a,
             };
             let (tcp, peer) = match accepted {
                 Ok(a) => {
@@ -198,8 +232,6 @@ where
                     continue;
                 }
             };
-            // Small answers must not wait for Nagle (40 ms stalls against delayed ACKs).
-            let _ = tcp.set_nodelay(true);
             let tx = tx.clone();
             let ready = speak(tcp, peer);
             tokio::spawn(async move {

@@ -88,12 +88,34 @@ impl Served {
     }
 }
 
+/// Where a component listens: a TCP port (TLS when the component has certificates), or
+/// a Unix socket (`vern dev`'s internal listener), guarded by its file permissions.
+#[derive(Debug)]
+pub enum Listener {
+    /// A TCP port.
+    Tcp(TcpListener),
+    /// A Unix socket.
+    Unix(tokio::net::UnixListener),
+}
+
+impl From<TcpListener> for Listener {
+    fn from(l: TcpListener) -> Self {
+        Listener::Tcp(l)
+    }
+}
+
+impl From<tokio::net::UnixListener> for Listener {
+    fn from(l: tokio::net::UnixListener) -> Self {
+        Listener::Unix(l)
+    }
+}
+
 /// Serves `served` on `listener` until `shutdown` resolves, then stops accepting,
 /// lets in-flight calls finish for up to `shutdown_grace_seconds`, waits (as long
 /// again at most) for the services' background work to stop, and returns.
 pub async fn serve(
     served: Served,
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     config: &ServerConfig,
     verifier: TokenVerifier,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -198,12 +220,17 @@ pub async fn serve(
     let handshake = Duration::from_secs(config.handshake_timeout_seconds.max(1));
     let server: std::pin::Pin<
         Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
-    > = match served.tls.clone() {
-        Some(tls) => Box::pin(server.serve_with_incoming_shutdown(
+    > = match (listener.into(), served.tls.clone()) {
+        (Listener::Tcp(listener), Some(tls)) => Box::pin(server.serve_with_incoming_shutdown(
             crate::listen::incoming_tls(listener, tls, handshake, closing),
             signal,
         )),
-        None => Box::pin(server.serve_with_incoming_shutdown(
+        (Listener::Tcp(listener), None) => Box::pin(server.serve_with_incoming_shutdown(
+            crate::listen::incoming_plain(listener, handshake, closing),
+            signal,
+        )),
+        // Only processes of the socket's owner connect; TLS would add nothing here.
+        (Listener::Unix(listener), _) => Box::pin(server.serve_with_incoming_shutdown(
             crate::listen::incoming_plain(listener, handshake, closing),
             signal,
         )),

@@ -413,6 +413,13 @@ pub fn connector(
 /// TLS ([`install_client`]: `--ca`, or the system roots).
 pub async fn channel(url: &str) -> Result<tonic::transport::Channel, ChannelError> {
     use tonic::transport::Endpoint;
+    if let Some(path) = crate::client::unix_socket_path(url) {
+        // The socket's file permissions are its protection; no TLS on one host.
+        return Ok(crate::client::unix_channel(
+            Endpoint::from_static("http://localhost"),
+            path,
+        ));
+    }
     let uri: tonic::transport::Uri = url.parse().map_err(|_| ChannelError::Url)?;
     if uri.scheme_str() != Some("https") {
         return Ok(Endpoint::from_shared(url.to_owned())
@@ -450,8 +457,8 @@ pub fn lazy_channel(url: &str) -> Result<tonic::transport::Channel, ChannelError
 /// Why [`channel`] did not connect.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
-    /// Not an `http://` or `https://` URL with a host.
-    #[error("not an http:// or https:// address")]
+    /// Not an `http://` or `https://` URL with a host, nor a `unix:` socket path.
+    #[error("not an http://, https:// or unix:/ address")]
     Url,
     /// The client TLS does not load.
     #[error(transparent)]

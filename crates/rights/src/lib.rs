@@ -70,6 +70,8 @@ pub async fn build(
         tokens.clone(),
     ));
     let store = store::RightsStore::open(target).await?;
+    // Before anything is read or written under a key: the keys are the ones used here.
+    vern_kit::keycheck::at_start(store.connection(), &keyring, "rights").await?;
     // vern_rights_requests{status} and vern_rights_requests_overdue, polled while
     // metrics are on.
     let gauges = store.clone();

@@ -161,6 +161,24 @@ pub fn derive_tenant_key(master: &MasterKey, tenant_id: &str) -> TenantKey {
     TenantKey(mac.finalize().into_bytes().into())
 }
 
+/// A key's check value: HMAC-SHA-256(key, `vern/key-check/v1`). Stored the first time a
+/// key is used, it tells a later process whether it was given the same key, without
+/// revealing anything of the key (a MAC of a fixed public label).
+pub fn check_value_of_master(key: &MasterKey) -> [u8; 32] {
+    check_value(key.bytes())
+}
+
+/// [`check_value_of_master`] of a tenant's own key.
+pub fn check_value_of_tenant(key: &TenantKey) -> [u8; 32] {
+    check_value(key.bytes())
+}
+
+fn check_value(key: &[u8; KEY_LEN]) -> [u8; 32] {
+    let mut mac = hmac(key);
+    mac.update(b"vern/key-check/v1");
+    mac.finalize().into_bytes().into()
+}
+
 /// A keyed digest of arbitrary bytes under the blind-index key (HMAC-SHA-256), e.g. to
 /// fingerprint a request that carries personal data without an unkeyed hash of it.
 pub fn keyed_digest(key: &BlindIndexKey, data: &[u8]) -> [u8; 32] {

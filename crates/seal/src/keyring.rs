@@ -75,6 +75,49 @@ impl std::fmt::Display for KeyVersion {
     }
 }
 
+/// One configured key, as its check value is stored and as an operator knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfiguredKey {
+    /// A master key version (`current`: `keys.master_key`, else a previous one).
+    Master {
+        /// Its version.
+        version: u32,
+        /// Whether it is the current one.
+        current: bool,
+    },
+    /// A tenant's own key.
+    Tenant(String),
+}
+
+impl ConfiguredKey {
+    /// The name its check value is stored under: `master/<version>`, `tenant/<id>`.
+    pub fn name(&self) -> String {
+        match self {
+            ConfiguredKey::Master { version, .. } => format!("master/{version}"),
+            ConfiguredKey::Tenant(t) => format!("tenant/{t}"),
+        }
+    }
+
+    /// The setting that holds it, as an operator configures it (file and environment).
+    pub fn setting(&self) -> String {
+        match self {
+            ConfiguredKey::Master {
+                version,
+                current: true,
+            } => format!(
+                "keys.master_key (VERN_KEYS__MASTER_KEY, version {version} by keys.master_key_version)"
+            ),
+            ConfiguredKey::Master {
+                version,
+                current: false,
+            } => format!(
+                "keys.previous_master_keys.{version} (VERN_KEYS__PREVIOUS_MASTER_KEYS__{version})"
+            ),
+            ConfiguredKey::Tenant(t) => format!("keys.tenant_keys.{t}"),
+        }
+    }
+}
+
 /// Marks a data key wrapped under master key version 2 or later:
 /// `0x02 ‖ version (u32, big-endian) ‖ wrapped key`. Keys wrapped under version 1 (and
 /// under tenants' own keys) stay bare, byte for byte what earlier releases wrote.
@@ -369,6 +412,33 @@ impl Keyring {
         }
     }
 
+    /// The check value of every configured key: each master key version and each
+    /// tenant's own key ([`crypto::check_value_of_master`]).
+    pub fn check_values(&self) -> Vec<(ConfiguredKey, [u8; 32])> {
+        let mut out: Vec<(ConfiguredKey, [u8; 32])> = self
+            .master
+            .iter()
+            .chain(self.previous.iter())
+            .map(|(v, m)| {
+                (
+                    ConfiguredKey::Master {
+                        version: *v,
+                        current: self.master.as_ref().is_some_and(|c| c.0 == *v),
+                    },
+                    crypto::check_value_of_master(m),
+                )
+            })
+            .collect();
+        out.extend(self.tenants.iter().map(|(t, k)| {
+            (
+                ConfiguredKey::Tenant(t.clone()),
+                crypto::check_value_of_tenant(k),
+            )
+        }));
+        out.sort_by_key(|(k, _)| k.name());
+        out
+    }
+
     /// The current master key version (`None`: tenants' own keys only).
     pub fn master_version(&self) -> Option<u32> {
         self.master.as_ref().map(|m| m.0)
@@ -442,6 +512,51 @@ mod tests {
     use crate::crypto::{KEY_LEN, blind_index, unwrap_data_key};
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
+
+    #[test]
+    fn every_configured_key_has_a_check_value_that_tells_keys_apart() {
+        let k1 = STANDARD.encode([1u8; KEY_LEN]);
+        let k2 = STANDARD.encode([2u8; KEY_LEN]);
+        let own = STANDARD.encode([3u8; KEY_LEN]);
+        let previous = HashMap::from([("1".to_owned(), k1.clone())]);
+        let tenants = HashMap::from([("kultur".to_owned(), own)]);
+        let ring = |current: &str| {
+            Keyring::from_config(
+                &MasterKeys {
+                    current: Some((2, current)),
+                    previous: &previous,
+                    index_version: None,
+                    previous_index_version: None,
+                },
+                &tenants,
+            )
+            .expect("ring")
+        };
+        let values = ring(&k2).check_values();
+        let names: Vec<String> = values.iter().map(|(k, _)| k.name()).collect();
+        assert_eq!(names, ["master/1", "master/2", "tenant/kultur"]);
+        assert_eq!(
+            values[1].0,
+            ConfiguredKey::Master {
+                version: 2,
+                current: true
+            }
+        );
+        assert!(values[0].0.setting().contains("PREVIOUS_MASTER_KEYS__1"));
+        assert!(values[1].0.setting().contains("keys.master_key"));
+        // The same keys give the same values; another key for version 2 another one.
+        assert_eq!(values, ring(&k2).check_values());
+        let wrong = ring(&STANDARD.encode([9u8; KEY_LEN])).check_values();
+        assert_eq!(wrong[0], values[0]);
+        assert_ne!(wrong[1].1, values[1].1);
+        // A value reveals nothing of the key: not the key, not the key's derivations.
+        for (_, v) in &values {
+            assert_ne!(v, &[1u8; KEY_LEN]);
+            assert_ne!(v, &[2u8; KEY_LEN]);
+            assert_ne!(v, &[3u8; KEY_LEN]);
+        }
+        assert_ne!(values[0].1, values[1].1);
+    }
 
     #[test]
     fn explicit_keys_win_over_derived_ones() {

@@ -93,6 +93,8 @@ pub async fn build(
              or auth.service_key_file and auth.service_key_id",
         )?;
     let store = SubjectStore::open(target).await?;
+    // Before anything is read or written under a key: the keys are the ones used here.
+    vern_kit::keycheck::at_start(store.connection(), &keyring, "subjects").await?;
     let keys = KeyStore::open(&key_store_target(config)).await?;
     let channel = vern_kit::client::channel(&config.services.consents.url)
         .map_err(|e| format!("subjects: services.consents.url is not usable: {e}"))?;
@@ -207,10 +209,18 @@ mod tests {
         assert!(dir.join("subjects.db").exists());
         assert!(dir.join("subject_keys.db").exists(), "a separate key store");
 
-        // `vern dev`: a dev master key and a dev signing key are created.
+        // `vern dev`: a dev master key and a dev signing key are created. On the data
+        // written under the configured key, that other key is refused.
         let mut dev = config(&dir);
         dev.auth.dev_key = true;
-        build(&dev, &target).await.expect("dev");
+        let e = build(&dev, &target).await.expect_err("another master key");
+        assert!(e.to_string().contains("master/1"), "{e}");
+        let fresh = dir.join("fresh");
+        let mut dev = config(&fresh);
+        dev.auth.dev_key = true;
+        build(&dev, &DbTarget::for_service(None, &fresh, "subjects"))
+            .await
+            .expect("dev");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

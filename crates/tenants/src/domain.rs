@@ -235,6 +235,19 @@ pub fn tenant_id(field: &str, id: &str) -> Result<(), FieldViolation> {
     validate::tenant_id(field, id)
 }
 
+/// Validates the id of a new tenant: a valid id that is not reserved. The platform's
+/// audit chain has a tenant id of its own, which no department may take.
+pub fn new_tenant_id(field: &str, id: &str) -> Result<(), FieldViolation> {
+    tenant_id(field, id)?;
+    if vern_kit::audit::is_platform_chain(id) {
+        return Err(FieldViolation::new(
+            field,
+            "is reserved for the platform's audit chain",
+        ));
+    }
+    Ok(())
+}
+
 /// A purpose of processing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Purpose {
@@ -505,6 +518,14 @@ pub fn end_reason(field: &str, reason: &str) -> Result<String, FieldViolation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_department_takes_the_platform_chain_id() {
+        let e = new_tenant_id("tenant_id", vern_kit::audit::PLATFORM_CHAIN).expect_err("reserved");
+        assert!(e.description.contains("reserved"), "{}", e.description);
+        assert!(new_tenant_id("tenant_id", "kultur").is_ok());
+        assert!(new_tenant_id("tenant_id", "X").is_err(), "still validated");
+    }
 
     #[test]
     fn org_numbers() {

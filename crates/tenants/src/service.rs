@@ -69,7 +69,7 @@ impl Registry {
         key: Option<Key>,
     ) -> Result<Tenant, TenantError> {
         let mut v = Violations::new();
-        v.check(domain::tenant_id("tenant_id", &tenant_id));
+        v.check(domain::new_tenant_id("tenant_id", &tenant_id));
         let profile = profile.validate("", &mut v);
         v.finish()?;
         if let Some(t) = self.store.replay(key.as_ref()).await? {

@@ -21,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0004CompellingGrounds),
             Box::new(M0005RestrictedPurposes),
             Box::new(M0006SealedGrounds),
+            Box::new(vern_kit::keycheck::Migration),
         ]
     }
 }

@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(vern_kit::outbox::TopicIndexMigration),
             Box::new(M0004Languages),
             Box::new(M0005EventDetail),
+            Box::new(vern_kit::keycheck::Migration),
         ]
     }
 }

@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(vern_kit::outbox::TopicIndexMigration),
             Box::new(M0003RestrictedPurposes),
             Box::new(M0004IndexVersions),
+            Box::new(vern_kit::keycheck::Migration),
         ]
     }
 }

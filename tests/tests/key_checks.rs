@@ -1,0 +1,187 @@
+//! A wrong personal-data key is refused before anything is served. The scenario an
+//! operator met: a wrong 32-byte value configured for the master key version that keys
+//! the blind index used to start fine, answer NOT_FOUND for an existing person's
+//! e-mail and create a duplicate subject on CreateSubject. Now the suite refuses to
+//! start, naming the version and the setting (never the key), and once the right key is
+//! back the person is found and a second CreateSubject with the e-mail is refused.
+//! The same for a tenant's own key. On SQLite and on PostgreSQL.
+
+use base64::Engine as _;
+use tonic::Code;
+use vern_proto::subjects::v1 as spb;
+use vern_tests::{Backend, Suite, authed, create_tenant, token};
+
+const TENANT: &str = "okonomi";
+const EMAIL: &str = "kari.nordmann@example.no";
+
+fn b64(byte: u8) -> String {
+    base64::engine::general_purpose::STANDARD.encode([byte; 32])
+}
+
+async fn create(suite: &Suite, crm: &str, request_id: &str) -> Result<String, tonic::Status> {
+    spb::subject_service_client::SubjectServiceClient::new(suite.channel.clone())
+        .create_subject(authed(
+            spb::CreateSubjectRequest {
+                email: EMAIL.into(),
+                request_id: request_id.into(),
+                ..Default::default()
+            },
+            crm,
+        ))
+        .await
+        .map(|r| r.into_inner().subject_id)
+}
+
+async fn subjects_with_the_email(suite: &Suite, officer: &str) -> Vec<String> {
+    let found = spb::subject_service_client::SubjectServiceClient::new(suite.channel.clone())
+        .find_subject(authed(
+            spb::FindSubjectRequest {
+                identifier: Some(spb::find_subject_request::Identifier::Email(EMAIL.into())),
+                ..Default::default()
+            },
+            officer,
+        ))
+        .await;
+    let listed = spb::subject_service_client::SubjectServiceClient::new(suite.channel.clone())
+        .list_subjects(authed(
+            spb::ListSubjectsRequest {
+                page_size: 1000,
+                ..Default::default()
+            },
+            officer,
+        ))
+        .await
+        .expect("list")
+        .into_inner()
+        .subjects;
+    assert!(found.is_ok(), "found by e-mail: {found:?}");
+    listed.into_iter().map(|s| s.subject_id).collect()
+}
+
+async fn a_wrong_key_refuses_to_start(backend: Backend) {
+    let Some(mut suite) = Suite::start_with(backend, |c| {
+        c.keys.tenant_keys.insert("eget".into(), b64(7));
+    })
+    .await
+    else {
+        return;
+    };
+    create_tenant(&suite.channel, TENANT, "Økonomi").await;
+    create_tenant(&suite.channel, "eget", "Eget").await;
+    let crm = token(&["integration"], &[TENANT], 600);
+    let officer = token(&["privacy-officer"], &[TENANT], 600);
+    let first = create(&suite, &crm, "first").await.expect("created");
+
+    // A wrong master key (version 1: it keys the blind index and wraps every data
+    // key), then a wrong tenant key: the suite refuses to start, naming them.
+    let wrong = b64(9);
+    for (adjust, name, setting) in [
+        (
+            Box::new({
+                let wrong = wrong.clone();
+                move |c: &mut vern_kit::config::Config| c.keys.master_key = Some(wrong)
+            }) as Box<dyn FnOnce(&mut vern_kit::config::Config)>,
+            "master/1",
+            "keys.master_key",
+        ),
+        (
+            Box::new(|c: &mut vern_kit::config::Config| {
+                c.keys.tenant_keys.insert("eget".into(), b64(8));
+            }),
+            "tenant/eget",
+            "keys.tenant_keys.eget",
+        ),
+    ] {
+        let refused = suite
+            .restart_with(adjust)
+            .await
+            .expect_err("a wrong key is refused at start");
+        let text = format!("{refused:#}");
+        assert!(
+            text.contains(name) && text.contains(setting),
+            "names the key and its setting: {text}"
+        );
+        assert!(
+            !text.contains(&wrong) && !text.contains(&b64(8)),
+            "never the key"
+        );
+        // The right keys again: it starts.
+        suite
+            .restart_with(|c| {
+                c.keys.master_key = Some("dmVybi1lMmUtdGVzdC1tYXN0ZXIta2V5LTMyYnl0ZXM=".into());
+                c.keys.tenant_keys.insert("eget".into(), b64(7));
+            })
+            .await
+            .expect("the right keys start");
+    }
+    // Nothing was created meanwhile: the person is found by e-mail, once, and a second
+    // CreateSubject with the e-mail is refused.
+    assert_eq!(subjects_with_the_email(&suite, &officer).await, vec![first]);
+    let again = create(&suite, &crm, "second")
+        .await
+        .expect_err("a duplicate");
+    assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
+    suite.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_key_refuses_to_start_on_sqlite() {
+    a_wrong_key_refuses_to_start(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_wrong_key_refuses_to_start_on_postgres() {
+    a_wrong_key_refuses_to_start(Backend::Postgres).await;
+}
+
+/// `vern keys verify` compares a configuration with the databases before a rollout,
+/// starting nothing: the right key matches, a wrong one is named and fails the
+/// command, and no database to compare with is an error, not "all well".
+#[tokio::test]
+async fn vern_keys_verify_checks_a_key_before_a_rollout() {
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    let verify = |key: &str, dir: &std::path::Path| {
+        std::process::Command::new(vern_tests::topology::vern_binary())
+            .args(["keys", "verify"])
+            .env_remove("VERN_CONFIG")
+            .env("VERN_DATA_DIR", dir)
+            .env("VERN_KEYS__MASTER_KEY", key)
+            .output()
+            .expect("vern runs")
+    };
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let right = verify(
+        "dmVybi1lMmUtdGVzdC1tYXN0ZXIta2V5LTMyYnl0ZXM=",
+        &suite.data_dir(),
+    );
+    assert!(right.status.success(), "{}", text(&right));
+    for service in ["subjects", "consents", "rights"] {
+        assert!(
+            text(&right)
+                .lines()
+                .any(|l| l.starts_with(service) && l.contains("master/1") && l.contains("matches")),
+            "{}",
+            text(&right)
+        );
+    }
+    let wrong = verify(&b64(9), &suite.data_dir());
+    assert!(!wrong.status.success(), "{}", text(&wrong));
+    assert!(text(&wrong).contains("DIFFERS"), "{}", text(&wrong));
+    assert!(text(&wrong).contains("keys.master_key"), "{}", text(&wrong));
+    assert!(!text(&wrong).contains(&b64(9)), "never the key");
+    let nowhere = tempfile::tempdir().expect("dir");
+    let blind = verify(&b64(9), nowhere.path());
+    assert!(!blind.status.success(), "{}", text(&blind));
+    assert!(
+        text(&blind).contains("no subjects database"),
+        "{}",
+        text(&blind)
+    );
+    suite.stop().await;
+}
