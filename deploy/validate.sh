@@ -24,6 +24,8 @@
 #    such as a CloudNativePG Cluster only need to parse: their schemas are not core).
 # 4. Parses grafana/*.json, parses every panel's PromQL (PyPI promql-parser) and
 #    checks that every metric of the telemetry contract is charted.
+# 5. Loads prometheus/vern-alerts.yaml and runs its unit tests
+#    (`promtool test rules prometheus/vern-alerts.test.yaml`).
 #
 # kubernetes-validate and promql-parser are installed once into a virtualenv under
 # ${XDG_CACHE_HOME:-$HOME/.cache}/vern-validate-venv. kubectl comes from PATH (or
@@ -407,7 +409,7 @@ for p in panels:
 # The telemetry contract (deploy/README.md, "Observability"): every metric is charted.
 exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
 for metric in ("vern_rpc_requests_total", "vern_rpc_duration_seconds_bucket", "vern_consent_checks_total",
-               "vern_rights_requests{", "vern_rights_requests_overdue", "vern_outbox_backlog",
+               "vern_rights_requests{", "vern_rights_requests_overdue", "vern_outbox_backlog", "vern_outbox_parked",
                "vern_audit_chain_length", "vern_auth_denials_total"):
     assert metric in exprs, f"no panel charts {metric}"
 PY
@@ -417,6 +419,30 @@ PY
     bad "$label"
   fi
 done
+
+# --- 5. alert rules ------------------------------------------------------------------
+# The rules load, and their unit tests (series in, alerts out) pass. promtool comes
+# from PATH, or Debian's prometheus package (installed when missing and possible).
+PROMTOOL=${PROMTOOL:-$(command -v promtool || true)}
+if [ -z "$PROMTOOL" ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  note "installing Debian's prometheus package for promtool"
+  install_prometheus() {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  }
+  if ! install_prometheus; then
+    apt-get update -qq >/dev/null && install_prometheus || true
+  fi
+  PROMTOOL=$(command -v promtool || true)
+fi
+if [ -z "$PROMTOOL" ]; then
+  bad "alert rules: no promtool (install Debian's prometheus package or set PROMTOOL)"
+elif (cd "$DEPLOY_DIR/prometheus" && "$PROMTOOL" check rules vern-alerts.yaml >/dev/null \
+      && "$PROMTOOL" test rules vern-alerts.test.yaml >/dev/null); then
+  note "ok   prometheus/vern-alerts.yaml: rules load, their unit tests pass"
+else
+  (cd "$DEPLOY_DIR/prometheus" && "$PROMTOOL" test rules vern-alerts.test.yaml) || true
+  bad "prometheus/vern-alerts.yaml"
+fi
 
 if [ "$fail" -ne 0 ]; then
   note "deploy validation FAILED"

@@ -185,3 +185,117 @@ async fn vern_keys_verify_checks_a_key_before_a_rollout() {
     );
     suite.stop().await;
 }
+
+/// `vern subjects duplicates` finds what a past wrong key left behind, planted here
+/// directly in the databases: a second live subject holding an existing person's
+/// e-mail (sealed under its own data key, its index entry missing, as a copy made under
+/// a wrong index key would be), and a subject whose data key was wrapped under a wrong
+/// key. It names them by id, never by e-mail, and changes nothing.
+#[tokio::test]
+async fn vern_subjects_duplicates_finds_a_planted_copy() {
+    use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter};
+    use vern_subjects::domain::{IdentifierKind, identifier_aad, key_aad};
+    use vern_subjects::store::entities::{subject, subject_key};
+
+    const K1: &str = "dmVybi1lMmUtdGVzdC1tYXN0ZXIta2V5LTMyYnl0ZXM=";
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    create_tenant(&suite.channel, TENANT, "Økonomi").await;
+    let crm = token(&["integration"], &[TENANT], 600);
+    let first = create(&suite, &crm, "first").await.expect("created");
+    let duplicates = || {
+        let o = std::process::Command::new(vern_tests::topology::vern_binary())
+            .args(["subjects", "duplicates"])
+            .env_remove("VERN_CONFIG")
+            .env("VERN_DATA_DIR", suite.data_dir())
+            .env("VERN_KEYS__MASTER_KEY", K1)
+            .output()
+            .expect("vern runs");
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let (clean, text) = duplicates();
+    assert!(clean, "{text}");
+    assert!(text.contains("1 live subjects examined"), "{text}");
+
+    // Plant the copy and the unopenable subject.
+    let main = vern_kit::db::connect(&suite.db_target("subjects"))
+        .await
+        .expect("subjects db");
+    let keys_db = vern_kit::db::connect(&suite.db_target("subject_keys"))
+        .await
+        .expect("key store");
+    let original = subject::Entity::find()
+        .filter(subject::Column::SubjectId.eq(first.as_str()))
+        .one(&main)
+        .await
+        .expect("read")
+        .expect("the subject");
+    let original_key = subject_key::Entity::find()
+        .filter(subject_key::Column::SubjectId.eq(first.as_str()))
+        .one(&keys_db)
+        .await
+        .expect("read")
+        .expect("its key");
+    let ring =
+        vern_seal::keyring::Keyring::from_base64(Some(K1), &Default::default()).expect("ring");
+    let wrong =
+        vern_seal::keyring::Keyring::from_base64(Some(&b64(9)), &Default::default()).expect("ring");
+    for (id, kek) in [
+        ("0190b6a0-0000-7000-8000-00000000c0c1", &ring),
+        ("0190b6a0-0000-7000-8000-00000000c0c2", &wrong),
+    ] {
+        let kek = kek.tenant(TENANT).expect("tenant keys").kek;
+        let dek = vern_seal::crypto::DataKey::generate();
+        let mut row = original.clone();
+        row.subject_id = id.into();
+        row.email_ct = Some(vern_seal::crypto::seal(
+            &dek,
+            EMAIL.as_bytes(),
+            &identifier_aad(TENANT, id, IdentifierKind::Email),
+        ));
+        subject::ActiveModel::from(row)
+            .insert(&main)
+            .await
+            .expect("planted");
+        let mut key = original_key.clone();
+        key.subject_id = id.into();
+        key.wrapped_key = kek.wrap(&dek, &key_aad(TENANT, id));
+        subject_key::ActiveModel::from(key)
+            .insert(&keys_db)
+            .await
+            .expect("planted key");
+    }
+
+    let (clean, text) = duplicates();
+    assert!(!clean, "findings exit non-zero: {text}");
+    assert!(text.contains("3 live subjects examined"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("shared email")
+            && l.contains(&first)
+            && l.contains("0190b6a0-0000-7000-8000-00000000c0c1")
+            && !l.contains("c0c2")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("does not open") && l.contains("c0c2")),
+        "{text}"
+    );
+    assert!(!text.contains(EMAIL), "never the identifier: {text}");
+    // It changed nothing: the copy is still there, unindexed.
+    assert_eq!(
+        subject::Entity::find()
+            .all(&main)
+            .await
+            .expect("read")
+            .len(),
+        3
+    );
+    suite.stop().await;
+}

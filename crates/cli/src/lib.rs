@@ -8,6 +8,7 @@ pub mod keys_cli;
 pub mod outbox_cli;
 pub mod remote;
 pub mod requests_cli;
+pub mod subjects_cli;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

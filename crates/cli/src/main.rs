@@ -173,6 +173,19 @@ enum SubjectsCommand {
         #[command(flatten)]
         client: vern_cli::remote::ClientArgs,
     },
+    /// Find what a past fault left behind: live subjects of a tenant that hold the same
+    /// e-mail, phone or national id (opened with the configured keys and digested again,
+    /// so a copy made under a wrong index key is found too), and subjects whose data
+    /// key or identifiers do not open. Prints ids and kinds only, never an identifier;
+    /// changes nothing. Reads the subjects databases directly with the configuration
+    /// `vern serve` reads (--config, VERN_*), like `vern keys verify`. Exit code 1 when
+    /// it finds anything.
+    Duplicates {
+        /// A `vern dev` data directory: its SQLite files, and its dev master key unless
+        /// keys.master_key is configured.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -618,6 +631,9 @@ fn chrono_now() -> i64 {
 async fn subjects(config: &Config, command: SubjectsCommand) -> anyhow::Result<()> {
     use vern_proto::subjects::v1 as pb;
     match command {
+        SubjectsCommand::Duplicates { data_dir } => {
+            vern_cli::subjects_cli::duplicates(config, data_dir).await
+        }
         SubjectsCommand::Import {
             csv,
             concurrency,

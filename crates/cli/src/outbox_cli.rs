@@ -1,6 +1,9 @@
 //! `vern outbox`: what waits in the services' outboxes, and putting parked rows back.
 //! Reads the services' databases directly (as `vern migrate` does), so it works while
-//! the services are down; it never shows a notification's payload.
+//! the services are down; it never shows a notification's payload. It connects with
+//! the settings `vern serve` reads (`database_url`, `database_schema_prefix`, or the
+//! SQLite files in `data_dir`), and a service whose database it cannot find is an
+//! error, never an empty answer.
 
 use std::io::Write;
 
@@ -79,25 +82,28 @@ fn services(service: Option<&str>) -> anyhow::Result<Vec<&'static str>> {
     }
 }
 
-/// The service's database, or `None` when its SQLite file does not exist (it never
-/// ran here; nothing is created).
-async fn open(config: &Config, service: &str) -> anyhow::Result<Option<DatabaseConnection>> {
+/// The service's database. Its SQLite file missing (nothing is created) means these
+/// are not the settings of the deployment: an error naming the settings, never "no
+/// rows".
+async fn open(config: &Config, service: &str) -> anyhow::Result<DatabaseConnection> {
     let target = crate::target(config, service);
-    if vern_kit::db::sqlite_file(&target).is_some_and(|f| !f.exists()) {
-        return Ok(None);
+    if let Some(file) = vern_kit::db::sqlite_file(&target)
+        && !file.exists()
+    {
+        anyhow::bail!(
+            "no {service} database at {}: give the settings `vern serve` uses (--config, VERN_DATABASE_URL and VERN_DATABASE_SCHEMA_PREFIX for PostgreSQL, or VERN_DATA_DIR for SQLite files)",
+            file.display()
+        );
     }
     vern_kit::db::connect(&target)
         .await
-        .map(Some)
         .with_context(|| format!("opening the {service} database"))
 }
 
 async fn list(config: &Config, args: ListArgs) -> anyhow::Result<()> {
     let mut rows: Vec<(&str, RowInfo)> = vec![];
     for service in services(args.service.as_deref())? {
-        let Some(db) = open(config, service).await? else {
-            continue;
-        };
+        let db = open(config, service).await?;
         // One more than shown tells whether there are more.
         let mut found = vern_kit::outbox::list(&db, args.parked, args.limit.saturating_add(1))
             .await
@@ -185,9 +191,7 @@ async fn retry(config: &Config, args: RetryArgs) -> anyhow::Result<()> {
     };
     let mut out = std::io::stdout().lock();
     for service in services(args.service.as_deref())? {
-        let Some(db) = open(config, service).await? else {
-            continue;
-        };
+        let db = open(config, service).await?;
         let n = vern_kit::outbox::retry(&db, which)
             .await
             .with_context(|| format!("re-queueing in the {service} outbox (not migrated?)"))?;

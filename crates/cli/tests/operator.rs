@@ -146,6 +146,24 @@ fn migrate_then_list_and_retry_parked_outbox_rows() {
             .is_some_and(|cells| cells[4] == "0" && cells[6..] == ["-", "-"]),
         "re-queued with its attempts reset: {all}"
     );
+
+    // Settings that point nowhere: an error naming them, never "no rows", and a retry
+    // that cannot see re-queues nothing and says so.
+    let nowhere = tempfile::tempdir().expect("dir");
+    for args in [
+        &["outbox", "list"][..],
+        &["outbox", "list", "--parked"][..],
+        &["outbox", "retry", "--all"][..],
+    ] {
+        let o = vern(nowhere.path(), &[], args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} must fail: {o:?}");
+        assert!(
+            err.contains("no tenants database") && err.contains("VERN_DATABASE_URL"),
+            "{args:?}: {err}"
+        );
+        assert!(!String::from_utf8_lossy(&o.stdout).contains("no outbox rows"));
+    }
 }
 
 /// Several `vern migrate` at once on a fresh PostgreSQL database (a Job and pods

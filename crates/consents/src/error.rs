@@ -30,6 +30,9 @@ pub enum ConsentError {
     /// A data key is wrapped under a master key version not configured here.
     #[error("master key version {0} is not configured")]
     MasterKeyVersionMissing(u32),
+    /// A data key does not open under the key configured for its version.
+    #[error("a data key does not open under {0}")]
+    KeyDoesNotOpen(vern_seal::keyring::KeyVersion),
     /// Database failure.
     #[error("database error")]
     Db(#[from] DbErr),
@@ -65,6 +68,7 @@ impl From<ConsentError> for ApiError {
                 );
                 vern_kit::keys::missing_version(v)
             }
+            ConsentError::KeyDoesNotOpen(v) => vern_kit::keys::does_not_open(v),
             ConsentError::Corrupt(what) => {
                 tracing::error!(what, "stored value unreadable");
                 ApiError::Internal("stored value unreadable")

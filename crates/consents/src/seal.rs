@@ -78,6 +78,7 @@ impl Sealer {
                 vern_seal::keyring::UnwrapError::UnknownVersion(v) => {
                     ConsentError::MasterKeyVersionMissing(v)
                 }
+                vern_seal::keyring::UnwrapError::DoesNotOpen(v) => ConsentError::KeyDoesNotOpen(v),
                 vern_seal::keyring::UnwrapError::Crypto(_) => ConsentError::Corrupt("wrapped key"),
             })
     }

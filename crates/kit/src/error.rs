@@ -74,6 +74,10 @@ pub enum ApiError {
     /// A dependency (e.g. the database) is unavailable; retry later.
     #[error("service unavailable")]
     Unavailable,
+    /// A key this call needs does not work here (named, never its value): nothing was
+    /// read or written; an operator must fix the configuration.
+    #[error("service unavailable: {0}")]
+    KeyUnusable(String),
     /// Not built yet.
     #[error("not implemented")]
     Unimplemented,
@@ -120,7 +124,7 @@ impl ApiError {
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Aborted(_) => Code::Aborted,
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
-            Self::Unavailable => Code::Unavailable,
+            Self::Unavailable | Self::KeyUnusable(_) => Code::Unavailable,
             Self::Unimplemented => Code::Unimplemented,
             Self::Internal(_) => Code::Internal,
         }

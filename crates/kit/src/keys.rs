@@ -75,9 +75,20 @@ pub fn missing_version(v: u32) -> ApiError {
     )
 }
 
+/// The error of a data key that does not open under the key configured for its version:
+/// UNAVAILABLE naming the version, never NOT_FOUND or a guess. Nothing was read or
+/// written.
+pub fn does_not_open(version: KeyVersion) -> ApiError {
+    tracing::error!(%version, "a data key does not open with the key configured for its version");
+    ApiError::KeyUnusable(format!(
+        "a data key wrapped under {version} does not open with the key configured for it: nothing was read or written; check the keys with `vern keys verify`"
+    ))
+}
+
 fn rotation_error(e: UnwrapError) -> ApiError {
     match e {
         UnwrapError::UnknownVersion(v) => missing_version(v),
+        UnwrapError::DoesNotOpen(v) => does_not_open(v),
         // Logged by kind only: which row is named by nothing that could identify anyone.
         UnwrapError::Crypto(_) => ApiError::Internal("a stored data key does not open"),
     }
@@ -181,7 +192,7 @@ where
                 Ok(None) => continue,
                 // One key that does not open stops nothing else: it is listed (ids
                 // only) and the rotation goes on.
-                Err(UnwrapError::Crypto(_)) => {
+                Err(UnwrapError::Crypto(_) | UnwrapError::DoesNotOpen(_)) => {
                     // The tenant only: the operator gets the ids in the answer.
                     tracing::warn!(tenant = %tenant, "a stored data key does not open: passed over");
                     unopenable.push(format!("{tenant}/{owner}"));
@@ -242,7 +253,7 @@ where
                 };
                 // Each key is opened: a key wrapped under a configured version that
                 // does not open means a wrong key value or damaged bytes.
-                if let Err(UnwrapError::Crypto(_)) =
+                if let Err(UnwrapError::Crypto(_) | UnwrapError::DoesNotOpen(_)) =
                     keys.kek.unwrap(wrapped, &(self.aad)(tenant, owner))
                 {
                     unopenable += 1;

@@ -33,6 +33,9 @@ pub enum RightsError {
     /// A data key is wrapped under a master key version not configured here.
     #[error("master key version {0} is not configured")]
     MasterKeyVersionMissing(u32),
+    /// A data key does not open under the key configured for its version.
+    #[error("a data key does not open under {0}")]
+    KeyDoesNotOpen(vern_seal::keyring::KeyVersion),
     /// A service this one depends on did not answer, or refused.
     #[error("dependency unavailable")]
     Upstream(&'static str, tonic::Code),
@@ -76,6 +79,7 @@ impl From<RightsError> for ApiError {
                 );
                 vern_kit::keys::missing_version(v)
             }
+            RightsError::KeyDoesNotOpen(v) => vern_kit::keys::does_not_open(v),
             RightsError::Corrupt(what) => {
                 tracing::error!(what, "stored rights data unreadable");
                 ApiError::Internal("stored data unreadable")

@@ -113,6 +113,7 @@ impl Sealer {
                 vern_seal::keyring::UnwrapError::UnknownVersion(v) => {
                     RightsError::MasterKeyVersionMissing(v)
                 }
+                vern_seal::keyring::UnwrapError::DoesNotOpen(v) => RightsError::KeyDoesNotOpen(v),
                 vern_seal::keyring::UnwrapError::Crypto(_) => RightsError::Corrupt("wrapped key"),
             })
     }

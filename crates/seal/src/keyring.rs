@@ -132,6 +132,11 @@ pub enum UnwrapError {
         "the data key is wrapped under master key version {0}, which is not configured (keys.master_key / keys.previous_master_keys)"
     )]
     UnknownVersion(u32),
+    /// Wrapped under a configured version whose key does not open it: a wrong key
+    /// value for that version (which key check values keep from starting), or damaged
+    /// bytes.
+    #[error("a data key wrapped under {0} does not open with the key configured for it")]
+    DoesNotOpen(KeyVersion),
     /// Malformed, altered, or wrapped for another owner.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
@@ -197,7 +202,7 @@ impl TenantKek {
                 KeyVersion::Tenant => return Err(CryptoError::UnsupportedVersion.into()),
             }
         };
-        Ok(crypto::unwrap_data_key(key, bare, aad)?)
+        crypto::unwrap_data_key(key, bare, aad).map_err(|_| UnwrapError::DoesNotOpen(version))
     }
 
     /// The data key wrapped under the current version, or `None` when it already is.
@@ -728,6 +733,15 @@ mod tests {
             Err(CryptoError::Malformed)
         );
         assert!(k.unwrap(&[], b"x").is_err());
+        // A key wrapped under version 1 by one key, opened with another value for
+        // version 1: named by its version, not a generic decryption failure.
+        let dek = DataKey::generate();
+        let wrapped = k.wrap(&dek, b"x");
+        let other = ring((1, 9), &[], None).tenant("t").expect("k").kek;
+        assert_eq!(
+            other.unwrap(&wrapped, b"x").err(),
+            Some(UnwrapError::DoesNotOpen(KeyVersion::Master(1)))
+        );
     }
 
     #[test]

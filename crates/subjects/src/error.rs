@@ -59,6 +59,9 @@ pub enum SubjectError {
     /// A data key is wrapped under a master key version not configured here.
     #[error("master key version {0} is not configured")]
     MasterKeyVersionMissing(u32),
+    /// A data key does not open under the key configured for its version.
+    #[error("a data key does not open under {0}")]
+    KeyDoesNotOpen(vern_seal::keyring::KeyVersion),
     /// The row changed between read and write.
     #[error("concurrent modification")]
     Conflict,
@@ -156,6 +159,7 @@ impl From<SubjectError> for ApiError {
                 );
                 vern_kit::keys::missing_version(v)
             }
+            SubjectError::KeyDoesNotOpen(v) => vern_kit::keys::does_not_open(v),
             SubjectError::Conflict => ApiError::Aborted("the subject changed concurrently; retry"),
             SubjectError::Db(DbError(e)) => vern_kit::db::api_error(&e),
         }
@@ -166,6 +170,7 @@ impl From<vern_seal::keyring::UnwrapError> for SubjectError {
     fn from(e: vern_seal::keyring::UnwrapError) -> Self {
         match e {
             vern_seal::keyring::UnwrapError::UnknownVersion(v) => Self::MasterKeyVersionMissing(v),
+            vern_seal::keyring::UnwrapError::DoesNotOpen(v) => Self::KeyDoesNotOpen(v),
             vern_seal::keyring::UnwrapError::Crypto(c) => Self::Crypto(c),
         }
     }
@@ -219,6 +224,21 @@ mod tests {
         for (e, code) in cases {
             assert_eq!(ApiError::from(e).code(), code);
         }
+    }
+
+    #[test]
+    fn a_key_that_does_not_open_is_unavailable_and_named() {
+        use vern_seal::keyring::{KeyVersion, UnwrapError};
+        let status = tonic::Status::from(SubjectError::from(UnwrapError::DoesNotOpen(
+            KeyVersion::Master(2),
+        )));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(
+            status.message().contains("master key version 2"),
+            "{}",
+            status.message()
+        );
+        assert!(status.message().contains("vern keys verify"));
     }
 
     #[test]

@@ -57,6 +57,31 @@ pub fn key_store_target(config: &Config) -> DbTarget {
 }
 
 /// Runs the pending migrations of the main store at `target` and of the key store at
+/// `vern subjects duplicates` on the databases of `config` ([`service::duplicates`]):
+/// reads only. Refuses keys whose check values differ (the report would be noise).
+pub async fn find_duplicates(
+    config: &Config,
+    target: &DbTarget,
+) -> Result<service::duplicates::DuplicateReport, BuildError> {
+    let keyring = vern_kit::keys::keyring(config, "subjects")?;
+    let store = SubjectStore::open(target).await?;
+    let differing: Vec<String> = vern_kit::keycheck::compare(store.connection(), &keyring)
+        .await?
+        .into_iter()
+        .filter(|(_, c)| *c == vern_kit::keycheck::KeyCheck::Differs)
+        .map(|(k, _)| k.setting())
+        .collect();
+    if !differing.is_empty() {
+        return Err(format!(
+            "the configured keys are not the ones this database used ({}): check them with `vern keys verify`",
+            differing.join("; ")
+        )
+        .into());
+    }
+    let keys = KeyStore::open(&key_store_target(config)).await?;
+    Ok(service::duplicates::find_duplicates(&store, &keys, &keyring).await?)
+}
+
 /// `keys` (see [`key_store_target`]), and nothing else (`vern migrate`).
 pub async fn migrate(
     target: &DbTarget,

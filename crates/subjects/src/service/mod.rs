@@ -10,6 +10,7 @@
 //! hold personal data: a create stores the new id and a retry reads the subject
 //! again; erase and purge answers hold only ids, counts and legal references.
 
+pub mod duplicates;
 mod import;
 mod lifecycle;
 mod records;

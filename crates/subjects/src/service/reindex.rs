@@ -230,7 +230,10 @@ impl Subjects {
                 let dek = match keys.kek.unwrap(w, &key_aad(t, &row.subject_id)) {
                     Ok(dek) => dek,
                     // One key that does not open stops nothing else: listed, passed over.
-                    Err(vern_seal::keyring::UnwrapError::Crypto(_)) => {
+                    Err(
+                        vern_seal::keyring::UnwrapError::Crypto(_)
+                        | vern_seal::keyring::UnwrapError::DoesNotOpen(_),
+                    ) => {
                         tracing::warn!(tenant = %t, "a subject's data key does not open: passed over");
                         pass_over(unopenable, t, &row.subject_id);
                         continue;

@@ -500,6 +500,32 @@ impl SubjectStore {
         Ok(q.all(&self.db).await?)
     }
 
+    /// Subjects of every tenant that are not erased, after `after` (tenant, subject id)
+    /// in key order, at most `limit` (`vern subjects duplicates`).
+    pub async fn live_subjects_after(
+        &self,
+        after: Option<(String, String)>,
+        limit: u64,
+    ) -> Result<Vec<subject::Model>, SubjectError> {
+        let mut q = subject::Entity::find()
+            .filter(subject::Column::State.ne(SubjectState::Erased.as_str()))
+            .order_by_asc(subject::Column::TenantId)
+            .order_by_asc(subject::Column::SubjectId)
+            .limit(limit);
+        if let Some((t, s)) = after {
+            q = q.filter(
+                Condition::any()
+                    .add(subject::Column::TenantId.gt(t.clone()))
+                    .add(
+                        Condition::all()
+                            .add(subject::Column::TenantId.eq(t))
+                            .add(subject::Column::SubjectId.gt(s)),
+                    ),
+            );
+        }
+        Ok(q.all(&self.db).await?)
+    }
+
     /// External-reference entries of every tenant after `after` (tenant, system,
     /// ref_id) in key order, at most `limit`.
     pub async fn refs_after(
