@@ -274,6 +274,17 @@ async fn keys_rotate_and_reindex_on_replicas_while_they_serve() {
         status.contains("every index entry is under version 2"),
         "{status}"
     );
+    // Every replica was asked, each by its address.
+    for service in ["subjects", "consents", "rights"] {
+        for ip in ["127.0.0.2:", "127.0.0.3:"] {
+            assert!(
+                status
+                    .lines()
+                    .any(|l| l.starts_with(service) && l.contains(ip)),
+                "{service} {ip}: {status}"
+            );
+        }
+    }
 
     // Version 1 removed everywhere: neither a master key nor an index key any more.
     suite

@@ -381,74 +381,211 @@ where
 /// Runs `vern keys status`.
 pub async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<()> {
     let client = connect(config, &args.client).await?;
-    print_status(&client).await
+    let problems = print_status(&client).await?;
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "{} thing(s) to finish or fix (above); nothing may be removed until `vern keys status` shows none",
+            problems.len()
+        );
+    }
+    Ok(())
 }
 
-/// Prints, per service, how many data keys each version wraps and which configured
-/// versions nothing uses any more.
-async fn print_status(client: &Client) -> anyhow::Result<()> {
+/// One replica's answer to CountDataKeys.
+struct ReplicaCount {
+    /// Its address (`-` when the suite has one replica per service, as `vern dev`).
+    addr: String,
+    count: CountDataKeysResponse,
+}
+
+/// Every replica of `service` asked in turn: the gateway sends a call naming a replica
+/// (`x-vern-replica`) to that one, and says how many there are.
+async fn count_replicas(
+    service: KeyService,
+    client: &Client,
+) -> Result<Vec<ReplicaCount>, tonic::Status> {
+    use vern_kit::balance::{REPLICA_ADDR_HEADER, REPLICA_HEADER, REPLICAS_HEADER};
+    let mut out = vec![];
+    let mut n = 0;
+    loop {
+        let mut req = client.request(CountDataKeysRequest {});
+        if let Ok(v) = n.to_string().parse() {
+            req.metadata_mut().insert(REPLICA_HEADER, v);
+        }
+        let ch = client.channel.clone();
+        let answer = match service {
+            KeyService::Subjects => SubjectServiceClient::new(ch).count_data_keys(req).await,
+            KeyService::Consents => ConsentServiceClient::new(ch).count_data_keys(req).await,
+            KeyService::Rights => RightsServiceClient::new(ch).count_data_keys(req).await,
+        }?;
+        let meta = answer.metadata();
+        let text = |h: &str| meta.get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let replicas: usize = text(REPLICAS_HEADER)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        out.push(ReplicaCount {
+            addr: text(REPLICA_ADDR_HEADER).unwrap_or_else(|| "-".to_owned()),
+            count: answer.into_inner(),
+        });
+        n += 1;
+        if n >= replicas {
+            return Ok(out);
+        }
+    }
+}
+
+/// Prints, per service, how many data keys each version wraps, what every replica is
+/// configured with, and what is left to do; returns the problems found (an unfinished
+/// rotation or re-index, a version some replica lacks, replicas that disagree, keys
+/// that do not open), which `vern keys status` exits non-zero on.
+async fn print_status(client: &Client) -> anyhow::Result<Vec<String>> {
     let mut out = std::io::stdout().lock();
+    let mut problems: Vec<String> = vec![];
     let mut in_use = std::collections::BTreeSet::new();
     let mut configured = std::collections::BTreeSet::new();
     let mut current = std::collections::BTreeSet::new();
     let mut index = 0;
     let mut previous_index = 0;
     let mut entries = vec![];
-    let mut unopenable: Vec<String> = vec![];
+    // Keys under a version other than the current one: version → (service, count).
+    let mut behind: std::collections::BTreeMap<u32, Vec<(&str, i64)>> = Default::default();
+    let mut replicas: Vec<(&str, ReplicaCount)> = vec![];
     writeln!(
         out,
         "{:<9} {:<24} {:>10}",
         "SERVICE", "WRAPPED UNDER", "DATA KEYS"
     )?;
     for service in KEY_SERVICES {
-        let c = service
-            .count(client)
+        let all = count_replicas(service, client)
             .await
             .with_context(|| format!("asking the {} service for its keys", service.name()))?;
+        let Some(first) = all.first() else { continue };
+        let c = first.count.clone();
         index = c.index_key_version;
         previous_index = previous_index.max(c.previous_index_key_version);
         entries.extend(c.index_entries.iter().cloned());
-        configured.extend(c.unused_versions.iter().copied());
-        current.insert(c.master_key_version);
+        for r in &all {
+            configured.extend(r.count.unused_versions.iter().copied());
+            current.insert(r.count.master_key_version);
+        }
         if c.unopenable > 0 {
-            unopenable.push(format!("{} {}", service.name(), c.unopenable));
+            problems.push(format!(
+                "DO NOT OPEN: {} {} data keys (a wrong key value or damaged bytes; rotation passes over them)",
+                service.name(),
+                c.unopenable
+            ));
         }
         if c.counts.is_empty() {
             writeln!(out, "{:<9} {:<24} {:>10}", service.name(), "-", 0)?;
         }
         for k in &c.counts {
-            let label = match (k.master_key_version, k.unknown) {
-                (0, _) => "tenant's own key".to_owned(),
-                (v, true) => format!("version {v} (NOT CONFIGURED)"),
-                (v, false) if v == c.master_key_version => format!("version {v} (current)"),
-                (v, false) => format!("version {v}"),
+            let v = k.master_key_version;
+            // Unknown to any replica: that replica cannot open these keys.
+            let lacking: Vec<&str> = all
+                .iter()
+                .filter(|r| {
+                    r.count
+                        .counts
+                        .iter()
+                        .any(|x| x.master_key_version == v && x.unknown)
+                })
+                .map(|r| r.addr.as_str())
+                .collect();
+            let label = match v {
+                0 => "tenant's own key".to_owned(),
+                v if !lacking.is_empty() => format!("version {v} (NOT CONFIGURED)"),
+                v if v == c.master_key_version => format!("version {v} (current)"),
+                v => format!("version {v}"),
             };
-            if k.master_key_version != 0 {
-                in_use.insert(k.master_key_version);
+            if v != 0 {
+                in_use.insert(v);
+                if v != c.master_key_version {
+                    behind.entry(v).or_default().push((service.name(), k.count));
+                }
+            }
+            if !lacking.is_empty() {
+                problems.push(format!(
+                    "{} {} data keys are under master key version {v}, which {} not configured with: add it to keys.previous_master_keys there",
+                    k.count,
+                    service.name(),
+                    if lacking == ["-"] {
+                        "this service is".to_owned()
+                    } else {
+                        format!("replica(s) {} are", lacking.join(", "))
+                    }
+                ));
             }
             writeln!(out, "{:<9} {:<24} {:>10}", service.name(), label, k.count)?;
         }
+        replicas.extend(all.into_iter().map(|r| (service.name(), r)));
     }
-    for line in &unopenable {
+    // What each replica runs with: a rollout is finished when they all agree.
+    writeln!(
+        out,
+        "\n{:<9} {:<22} {:>8} {:>6} {:>15}",
+        "SERVICE", "REPLICA", "CURRENT", "INDEX", "PREVIOUS INDEX"
+    )?;
+    for (service, r) in &replicas {
+        let previous = match r.count.previous_index_key_version {
+            0 => "-".to_owned(),
+            v => v.to_string(),
+        };
         writeln!(
             out,
-            "DO NOT OPEN: {line} data keys (a wrong key value or damaged bytes; rotation passes over them)"
+            "{:<9} {:<22} {:>8} {:>6} {:>15}",
+            service, r.addr, r.count.master_key_version, r.count.index_key_version, previous
         )?;
+    }
+    let settings = |r: &ReplicaCount| {
+        (
+            r.count.master_key_version,
+            r.count.index_key_version,
+            r.count.previous_index_key_version,
+        )
+    };
+    if let Some((_, first)) = replicas.first()
+        && replicas.iter().any(|(_, r)| settings(r) != settings(first))
+    {
+        problems.push(
+            "the replicas do not agree on the master key version, the index version or the previous index version (above): finish the rollout before rotating, re-indexing or removing a key".to_owned(),
+        );
+    }
+    let current_version = current.iter().copied().max().unwrap_or(0);
+    for (v, where_) in &behind {
+        let total: i64 = where_.iter().map(|(_, n)| n).sum();
+        let detail: Vec<String> = where_.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        problems.push(format!(
+            "rotation unfinished: {total} keys under version {v} ({}): run vern keys rotate-master",
+            detail.join(", ")
+        ));
     }
     let unused: Vec<u32> = configured
         .iter()
         .copied()
         .filter(|v| !in_use.contains(v) && !current.contains(v))
         .collect();
-    let removable: Vec<String> = unused
+    // Newer than the current version: added in step 2 of the runbook, current in step 3.
+    let upcoming: Vec<String> = unused
         .iter()
-        .filter(|v| **v != index && **v != previous_index)
+        .filter(|v| **v > current_version)
         .map(u32::to_string)
         .collect();
-    if !removable.is_empty() {
+    if !upcoming.is_empty() {
         writeln!(
             out,
-            "no data key uses master key version {}: once every replica shows the same, remove it from keys.previous_master_keys",
+            "master key version {} is configured but not current yet: keep it; the next step of the rotation makes it current",
+            upcoming.join(", ")
+        )?;
+    }
+    let removable: Vec<String> = unused
+        .iter()
+        .filter(|v| **v < current_version && **v != index && **v != previous_index)
+        .map(u32::to_string)
+        .collect();
+    if !removable.is_empty() && problems.is_empty() {
+        writeln!(
+            out,
+            "no data key uses master key version {} (on any replica): remove it from keys.previous_master_keys, roll out, then destroy the key",
             removable.join(", ")
         )?;
     }
@@ -469,23 +606,25 @@ async fn print_status(client: &Client) -> anyhow::Result<()> {
             label, e.identifiers, e.external_refs
         )?;
     }
-    if previous_index != 0 {
-        let left: i64 = entries
-            .iter()
-            .filter(|e| e.index_key_version != index)
-            .map(|e| e.identifiers + e.external_refs)
-            .sum();
-        if left == 0 {
-            writeln!(
-                out,
-                "every index entry is under version {index}: remove keys.previous_index_key_version ({previous_index}) on every replica"
-            )?;
-        } else {
-            writeln!(
-                out,
-                "{left} index entries are not yet under version {index}: run vern keys reindex"
-            )?;
-        }
+    let left: i64 = entries
+        .iter()
+        .filter(|e| e.index_key_version != index)
+        .map(|e| e.identifiers + e.external_refs)
+        .sum();
+    if previous_index != 0 && left == 0 {
+        writeln!(
+            out,
+            "every index entry is under version {index}. Keep keys.previous_index_key_version ({previous_index}) while clients may still retry requests sent before the re-index began (a day is plenty for most), then remove it on every replica"
+        )?;
+    } else if left > 0 {
+        problems.push(format!(
+            "re-index unfinished: {left} index entries are not under version {index}: {}",
+            if previous_index != 0 {
+                "run vern keys reindex"
+            } else {
+                "set keys.previous_index_key_version to their version and run vern keys reindex"
+            }
+        ));
     }
     if unused.contains(&index) {
         writeln!(
@@ -493,7 +632,10 @@ async fn print_status(client: &Client) -> anyhow::Result<()> {
             "master key version {index} wraps no data key but keys the blind indexes (keys.index_key_version): keep it configured"
         )?;
     }
-    Ok(())
+    for p in &problems {
+        writeln!(out, "{p}")?;
+    }
+    Ok(problems)
 }
 
 /// `vern keys verify`.

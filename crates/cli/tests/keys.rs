@@ -37,6 +37,19 @@ fn ok(o: Output) -> String {
     support::stdout(&o)
 }
 
+/// `vern keys status`: whether it exited 0 (nothing to finish or fix), and its output.
+fn status(data: &Path, url: &str) -> (bool, String) {
+    let o = vern(data, url, &["keys", "status"]);
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
 /// The `DATA KEYS` count of `service` for the status line whose label starts with
 /// `label`.
 fn count(status: &str, service: &str, label: &str) -> Option<u64> {
@@ -173,7 +186,20 @@ async fn rotate_master_keeps_every_subject_readable_and_erased_ones_unreadable()
     // Version 2 current, version 1 still there for what it wrapped.
     let (v2, ch) = start(data, &env((2, 22), &[(1, 11)])).await;
     let url = v2.url();
-    let before = ok(vern(data, &url, &["keys", "status"]));
+    let (clean, before) = status(data, &url);
+    assert!(!clean, "a rotation to finish fails the command: {before}");
+    assert!(
+        before.contains(&format!(
+            "rotation unfinished: {} keys under version 1 (subjects {}, consents 20, rights 1)",
+            SUBJECTS - 1 + 21,
+            SUBJECTS - 1
+        )),
+        "{before}"
+    );
+    assert!(
+        !before.contains("remove it"),
+        "nothing may be removed yet: {before}"
+    );
     assert_eq!(
         count(&before, "subjects", "version 1"),
         Some(SUBJECTS as u64 - 1),
@@ -217,10 +243,11 @@ async fn rotate_master_keeps_every_subject_readable_and_erased_ones_unreadable()
     // Version 3, with 2 retired entirely: only 1 (the index version) and 3 configured.
     let (v3, ch3) = start(data, &env((3, 33), &[(2, 22), (1, 11)])).await;
     ok(vern(data, &v3.url(), &["keys", "rotate-master", "--quiet"]));
-    let status = ok(vern(data, &v3.url(), &["keys", "status"]));
+    let (clean, text) = status(data, &v3.url());
+    assert!(clean, "{text}");
     assert!(
-        status.contains("no data key uses master key version 2"),
-        "{status}"
+        text.contains("no data key uses master key version 2"),
+        "{text}"
     );
     drop(v3);
     drop(ch);
@@ -311,9 +338,10 @@ async fn rotate_master_keeps_every_subject_readable_and_erased_ones_unreadable()
         ))
         .await
         .expect("the rights request opens");
-    let status = ok(vern(data, &v4.url(), &["keys", "status"]));
+    let (clean, text) = status(data, &v4.url());
+    assert!(clean, "{text}");
     assert_eq!(
-        count(&status, "subjects", "version 3 (current)"),
+        count(&text, "subjects", "version 3 (current)"),
         Some(SUBJECTS as u64 - 1)
     );
     let _ = (TENANT, PURPOSE);
@@ -415,7 +443,9 @@ async fn reindex_moves_the_blind_index_to_a_new_key_and_lets_the_old_master_key_
     let crm = v2.token("integration");
     let officer = v2.token("privacy-officer");
     let live = INDEX_LIVE as u64;
-    let before = ok(vern(data, &url, &["keys", "status"]));
+    let (clean, before) = status(data, &url);
+    assert!(!clean, "a re-index to run fails the command: {before}");
+    assert!(before.contains("re-index unfinished"), "{before}");
     assert_eq!(
         index_count(&before, "version 1 (previous)"),
         Some((live, live)),
@@ -551,7 +581,7 @@ async fn reindex_moves_the_blind_index_to_a_new_key_and_lets_the_old_master_key_
     assert_eq!(taken.code(), Code::AlreadyExists);
     let emails = read_all(&ch, &officer).await;
     assert_eq!(emails.len(), INDEX_LIVE + 1);
-    let status = ok(vern(data, &v3.url(), &["keys", "status"]));
+    let (_, status) = status(data, &v3.url());
     assert_eq!(
         index_count(&status, "version 2 (current)"),
         Some((live + 1, live + 1)),
@@ -630,11 +660,9 @@ async fn rotation_passes_over_a_key_that_does_not_open_and_fails_at_the_end() {
 
     let (v2, _ch) = start(data, &env((2, 22), &[(1, 11)])).await;
     let url = v2.url();
-    let status = ok(vern(data, &url, &["keys", "status"]));
-    assert!(
-        status.contains("DO NOT OPEN: subjects 1 data keys"),
-        "{status}"
-    );
+    let (clean, text) = status(data, &url);
+    assert!(!clean, "a key that does not open fails the command: {text}");
+    assert!(text.contains("DO NOT OPEN: subjects 1 data keys"), "{text}");
     let out = vern(data, &url, &["keys", "rotate-master", "--quiet"]);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
@@ -655,7 +683,8 @@ async fn rotation_passes_over_a_key_that_does_not_open_and_fails_at_the_end() {
     );
     assert!(!stderr.contains("pass-over-"), "no personal data: {stderr}");
     // The others are under version 2 now; the damaged one stays under 1.
-    let after = ok(vern(data, &url, &["keys", "status"]));
+    let (clean, after) = status(data, &url);
+    assert!(!clean, "{after}");
     assert_eq!(
         count(&after, "subjects", "version 2 (current)"),
         Some(4),

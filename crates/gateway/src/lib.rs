@@ -70,6 +70,13 @@ impl<const I: usize> Service<http::Request<Body>> for Forward<I> {
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let mut channel = self.channel.clone();
         let status_change = changes_tenant_status(req.uri().path());
+        // Asking one replica by number is for key operations only (`vern keys status`
+        // asks each); any other call is balanced whatever it says.
+        if vern_kit::auth::permission_for(req.uri().path())
+            != Some(vern_kit::auth::Permission::KeysRotate)
+        {
+            req.headers_mut().remove(vern_kit::balance::REPLICA_HEADER);
+        }
         // Replaces whatever a client sent in the header.
         match self
             .tokens

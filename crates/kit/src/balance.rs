@@ -29,6 +29,16 @@ const RESOLVE_AT_MOST_EVERY: Duration = Duration::from_millis(500);
 /// How long a backend whose connection failed is skipped while others are up.
 const DOWN_FOR: Duration = Duration::from_secs(2);
 
+/// A call carrying this header (a replica's index, from 0) goes to that backend of the
+/// service, in address order, not to the balancer's choice; the answer carries
+/// [`REPLICAS_HEADER`] and [`REPLICA_ADDR_HEADER`]. For operators' tools that must ask
+/// every replica (`vern keys status`); the gateway passes it only on key operations.
+pub const REPLICA_HEADER: &str = "x-vern-replica";
+/// How many backends the service has now, on the answer of a pinned call.
+pub const REPLICAS_HEADER: &str = "x-vern-replicas";
+/// The address of the backend that answered a pinned call.
+pub const REPLICA_ADDR_HEADER: &str = "x-vern-replica-addr";
+
 /// An error of a balanced call: the backend's transport error, or no backend at all.
 pub type BalanceError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -278,6 +288,34 @@ impl Shared {
         }
     }
 
+    /// A call sent to the `n`th backend in address order (see [`REPLICA_HEADER`]).
+    async fn call_replica(
+        &self,
+        n: usize,
+        req: http::Request<Body>,
+    ) -> Result<http::Response<Body>, BalanceError> {
+        // The first resolution, as for any call.
+        self.backend().await?;
+        let all = self.snapshot();
+        let Some(backend) = all.get(n).cloned() else {
+            return Ok(tonic::Status::out_of_range(format!(
+                "no replica {n}: the service has {} now",
+                all.len()
+            ))
+            .into_http());
+        };
+        let mut channel = backend.channel.clone();
+        let mut resp = channel.ready().await?.call(req).await?;
+        let headers = resp.headers_mut();
+        if let Ok(v) = http::HeaderValue::from_str(&all.len().to_string()) {
+            headers.insert(REPLICAS_HEADER, v);
+        }
+        if let Ok(v) = http::HeaderValue::from_str(&backend.addr.to_string()) {
+            headers.insert(REPLICA_ADDR_HEADER, v);
+        }
+        Ok(resp)
+    }
+
     fn mark_down(&self, backend: &Backend) {
         backend.down_until_ms.store(
             self.now_ms() + DOWN_FOR.as_millis() as u64,
@@ -365,7 +403,15 @@ impl Service<http::Request<Body>> for Balanced {
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let shared = self.shared.clone();
+        let pinned = req
+            .headers()
+            .get(REPLICA_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
         Box::pin(async move {
+            if let Some(n) = pinned {
+                return shared.call_replica(n, req).await;
+            }
             let backend = shared.backend().await?;
             backend.in_flight.fetch_add(1, Ordering::Relaxed);
             let _counted = InFlight(backend.clone());
@@ -398,6 +444,62 @@ mod tests {
         assert_eq!(backend.addr.port(), 9);
         assert!(backend.addr.ip().is_loopback());
         assert!(!named.backends().is_empty());
+    }
+
+    /// A health server on a port of its own; its address.
+    async fn health_server() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming(crate::listen::incoming_plain(
+                    listener,
+                    Duration::from_secs(5),
+                    tokio::sync::watch::channel(false).1,
+                )),
+        );
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_pinned_call_reaches_the_replica_it_names() {
+        let (a, b) = (health_server().await, health_server().await);
+        let balanced = Balanced::new(&format!("http://{a}"), Settings::default()).expect("url");
+        balanced.shared.replace(vec![a, b]);
+        let mut sorted = [a, b];
+        sorted.sort();
+        let ask = |n: usize| {
+            let channel = balanced.clone();
+            async move {
+                let mut req = tonic::Request::new(tonic_health::pb::HealthCheckRequest::default());
+                req.metadata_mut()
+                    .insert(REPLICA_HEADER, n.to_string().parse().expect("value"));
+                tonic_health::pb::health_client::HealthClient::new(channel)
+                    .check(req)
+                    .await
+            }
+        };
+        for (n, expected) in sorted.iter().enumerate() {
+            // Asked twice: the balancer would alternate; a pinned call does not.
+            for _ in 0..2 {
+                let answer = ask(n).await.expect("answer");
+                let meta = answer.metadata();
+                assert_eq!(
+                    meta.get(REPLICA_ADDR_HEADER).and_then(|v| v.to_str().ok()),
+                    Some(expected.to_string().as_str())
+                );
+                assert_eq!(
+                    meta.get(REPLICAS_HEADER).and_then(|v| v.to_str().ok()),
+                    Some("2")
+                );
+            }
+        }
+        let beyond = ask(2).await.expect_err("no third replica");
+        assert_eq!(beyond.code(), tonic::Code::OutOfRange);
     }
 
     #[tokio::test]
