@@ -27,9 +27,10 @@
 # starts on an earlier run's schemas instead (a restart with other configuration).
 # Logs go to $VERN_TOPOLOGY_DIR (default a temp dir).
 #
-# $VERN_TOPOLOGY_DIR/replica-<i>.env, when present: one `NAME=value` (or
-# `--unset=NAME`) per line, given to replica i of every service only — e.g. a new key
-# configuration on one replica, as in the middle of a rolling update.
+# $VERN_TOPOLOGY_DIR/replica-<i>.env, when present: one `NAME=value` or
+# `--unset=NAME` per line, in any order (blank lines and `#` comments are skipped),
+# given to replica i of every service only — e.g. a new key configuration on one
+# replica, as in the middle of a rolling update. Works with and without TLS.
 # VERN_TOPOLOGY_READY_FILE: written (the schema prefix) once everything is SERVING.
 #
 # VERN_TOPOLOGY_TLS=1: every hop over TLS, as the prod-tls overlay deploys it. A test
@@ -141,10 +142,21 @@ for svc in "${services[@]}"; do
     ip=${want[$((r - 1))]}
     log="$svc-$r"
     [ "$replicas" -gt 1 ] || log=$svc
-    replica_env=()
-    if [ -f "$dir/replica-$r.env" ]; then mapfile -t replica_env <"$dir/replica-$r.env"; fi
+    # `env` takes options only before the first NAME=value: every --unset goes first,
+    # in whatever order the file lists them, TLS or not.
+    unsets=()
+    sets=()
+    if [ -f "$dir/replica-$r.env" ]; then
+      while IFS= read -r line || [ -n "$line" ]; do
+        case "$line" in
+          '' | '#'*) ;;
+          --unset=*) unsets+=("$line") ;;
+          *) sets+=("$line") ;;
+        esac
+      done <"$dir/replica-$r.env"
+    fi
     # With TLS the services require client certificates of the CA (mutual TLS).
-    env "${client_ca[@]}" "${replica_env[@]}" VERN_TELEMETRY__METRICS_LISTEN="$ip:$((base + 21 + i))" \
+    env "${unsets[@]}" "${client_ca[@]}" "${sets[@]}" VERN_TELEMETRY__METRICS_LISTEN="$ip:$((base + 21 + i))" \
       "$bin" serve "$svc" --listen "$ip:$port" >"$dir/$log.log" 2>&1 &
     pids+=($!)
   done
