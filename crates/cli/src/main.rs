@@ -67,7 +67,9 @@ enum Command {
         service: Option<String>,
     },
     /// Look at the services' outboxes (notifications waiting for another service) and
-    /// put parked rows back in the queue.
+    /// put parked rows back in the queue. Reads the databases with the settings `vern
+    /// serve` uses (VERN_DATABASE_URL and VERN_DATABASE_SCHEMA_PREFIX, or VERN_DATA_DIR)
+    /// and fails when it finds none; with --addr it asks the running services instead.
     Outbox {
         #[command(subcommand)]
         command: vern_cli::outbox_cli::OutboxCommand,

@@ -11,6 +11,13 @@ use anyhow::Context;
 use sea_orm::DatabaseConnection;
 use vern_kit::config::Config;
 use vern_kit::outbox::{Requeue, RowInfo};
+use vern_proto::consents::v1::consent_service_client::ConsentServiceClient;
+use vern_proto::retention::v1::retention_service_client::RetentionServiceClient;
+use vern_proto::rights::v1::rights_service_client::RightsServiceClient;
+use vern_proto::subjects::v1::subject_service_client::SubjectServiceClient;
+use vern_proto::tenants::v1::tenant_service_client::TenantServiceClient;
+
+use crate::remote::Client;
 
 /// The services that have an outbox (audit receives, it sends nothing).
 pub const OUTBOX_SERVICES: [&str; 5] = ["tenants", "subjects", "consents", "retention", "rights"];
@@ -41,9 +48,24 @@ pub struct ListArgs {
     /// Only parked rows.
     #[arg(long)]
     pub parked: bool,
-    /// At most this many rows per service.
+    /// At most this many rows per service (at most 1000 with --addr).
     #[arg(long, default_value_t = 100)]
     pub limit: u64,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// Asking the running services instead of their databases.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RemoteArgs {
+    /// Ask the running services through the gateway at this address
+    /// (ListOutboxRows / RetryOutboxRows) instead of reading their databases.
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// A platform admin's token (with --addr). Without it one is minted from the dev
+    /// key in the data directory (`vern dev`).
+    #[arg(long, env = "VERN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// `vern outbox retry`.
@@ -59,6 +81,8 @@ pub struct RetryArgs {
     /// Every parked row (of --service, or of every service).
     #[arg(long)]
     pub all: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 /// Runs `vern outbox …`.
@@ -100,9 +124,86 @@ async fn open(config: &Config, service: &str) -> anyhow::Result<DatabaseConnecti
         .with_context(|| format!("opening the {service} database"))
 }
 
+/// A platform admin's client of the gateway at `addr`.
+async fn remote(config: &Config, args: &RemoteArgs, addr: &str) -> anyhow::Result<Client> {
+    let client = crate::remote::ClientArgs {
+        addr: addr.to_owned(),
+        token: args.token.clone(),
+        tenant: None,
+        role: "platform-admin".into(),
+        data_dir: config.data_dir.clone(),
+    };
+    Client::connect(&client, config).await
+}
+
+fn time(t: Option<prost_types::Timestamp>) -> Option<chrono::DateTime<chrono::Utc>> {
+    let t = t?;
+    chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+}
+
+/// One service's rows, asked of the service (ListOutboxRows); `true` when there are more.
+async fn list_remote(
+    client: &Client,
+    service: &str,
+    parked_only: bool,
+    limit: u64,
+) -> anyhow::Result<(Vec<RowInfo>, bool)> {
+    use vern_proto::common::v1::ListOutboxRowsRequest;
+    let req = client.request(ListOutboxRowsRequest {
+        parked_only,
+        page_size: i32::try_from(limit).unwrap_or(i32::MAX),
+    });
+    let ch = client.channel.clone();
+    let answer = match service {
+        "tenants" => TenantServiceClient::new(ch).list_outbox_rows(req).await,
+        "subjects" => SubjectServiceClient::new(ch).list_outbox_rows(req).await,
+        "consents" => ConsentServiceClient::new(ch).list_outbox_rows(req).await,
+        "retention" => RetentionServiceClient::new(ch).list_outbox_rows(req).await,
+        "rights" => RightsServiceClient::new(ch).list_outbox_rows(req).await,
+        other => anyhow::bail!("{other:?} has no outbox"),
+    }
+    .map_err(|s| {
+        anyhow::anyhow!(
+            "asking {service} for its outbox: {:?}: {}",
+            s.code(),
+            s.message()
+        )
+    })?
+    .into_inner();
+    let rows = answer
+        .rows
+        .into_iter()
+        .map(|r| RowInfo {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            topic: r.topic,
+            attempts: r.attempts,
+            create_time: time(r.create_time).unwrap_or_default(),
+            parked_at: time(r.park_time),
+            park_reason: (!r.park_reason.is_empty()).then_some(r.park_reason),
+        })
+        .collect();
+    Ok((rows, answer.more))
+}
+
 async fn list(config: &Config, args: ListArgs) -> anyhow::Result<()> {
     let mut rows: Vec<(&str, RowInfo)> = vec![];
+    let client = match &args.remote.addr {
+        Some(addr) => Some(remote(config, &args.remote, addr).await?),
+        None => None,
+    };
     for service in services(args.service.as_deref())? {
+        if let Some(client) = &client {
+            let (found, more) = list_remote(client, service, args.parked, args.limit).await?;
+            if more {
+                eprintln!(
+                    "{service}: more than {} rows, the oldest shown (--limit)",
+                    found.len()
+                );
+            }
+            rows.extend(found.into_iter().map(|r| (service, r)));
+            continue;
+        }
         let db = open(config, service).await?;
         // One more than shown tells whether there are more.
         let mut found = vern_kit::outbox::list(&db, args.parked, args.limit.saturating_add(1))
@@ -190,12 +291,22 @@ async fn retry(config: &Config, args: RetryArgs) -> anyhow::Result<()> {
         Requeue::Ids(&args.id)
     };
     let mut out = std::io::stdout().lock();
+    let client = match &args.remote.addr {
+        Some(addr) => Some(remote(config, &args.remote, addr).await?),
+        None => None,
+    };
     for service in services(args.service.as_deref())? {
-        let db = open(config, service).await?;
-        let n = vern_kit::outbox::retry(&db, which)
-            .await
-            .with_context(|| format!("re-queueing in the {service} outbox (not migrated?)"))?;
-        let _ = db.close().await;
+        let n = match &client {
+            Some(client) => retry_remote(client, service, &which).await?,
+            None => {
+                let db = open(config, service).await?;
+                let n = vern_kit::outbox::retry(&db, which).await.with_context(|| {
+                    format!("re-queueing in the {service} outbox (not migrated?)")
+                })?;
+                let _ = db.close().await;
+                n
+            }
+        };
         match which {
             Requeue::Ids(ids) if (n as usize) < ids.len() => writeln!(
                 out,
@@ -206,6 +317,38 @@ async fn retry(config: &Config, args: RetryArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Re-queues through the service (RetryOutboxRows); how many rows went back.
+async fn retry_remote(client: &Client, service: &str, which: &Requeue<'_>) -> anyhow::Result<u64> {
+    use vern_proto::common::v1::RetryOutboxRowsRequest;
+    let req = client.request(match which {
+        Requeue::AllParked => RetryOutboxRowsRequest {
+            ids: vec![],
+            all_parked: true,
+        },
+        Requeue::Ids(ids) => RetryOutboxRowsRequest {
+            ids: ids.to_vec(),
+            all_parked: false,
+        },
+    });
+    let ch = client.channel.clone();
+    let answer = match service {
+        "tenants" => TenantServiceClient::new(ch).retry_outbox_rows(req).await,
+        "subjects" => SubjectServiceClient::new(ch).retry_outbox_rows(req).await,
+        "consents" => ConsentServiceClient::new(ch).retry_outbox_rows(req).await,
+        "retention" => RetentionServiceClient::new(ch).retry_outbox_rows(req).await,
+        "rights" => RightsServiceClient::new(ch).retry_outbox_rows(req).await,
+        other => anyhow::bail!("{other:?} has no outbox"),
+    }
+    .map_err(|s| {
+        anyhow::anyhow!(
+            "asking {service} to re-queue: {:?}: {}",
+            s.code(),
+            s.message()
+        )
+    })?;
+    Ok(u64::try_from(answer.into_inner().requeued_count).unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -484,4 +484,23 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
             applied_count: n as i32,
         }))
     }
+    async fn list_outbox_rows(
+        &self,
+        req: Request<vern_proto::common::v1::ListOutboxRowsRequest>,
+    ) -> Result<Response<vern_proto::common::v1::ListOutboxRowsResponse>, Status> {
+        let db = self.consents.store().connection();
+        Ok(Response::new(
+            vern_kit::outbox::admin::list(db, req.get_ref()).await?,
+        ))
+    }
+
+    async fn retry_outbox_rows(
+        &self,
+        req: Request<vern_proto::common::v1::RetryOutboxRowsRequest>,
+    ) -> Result<Response<vern_proto::common::v1::RetryOutboxRowsResponse>, Status> {
+        let db = self.consents.store().connection();
+        Ok(Response::new(
+            vern_kit::outbox::admin::retry(db, req.get_ref()).await?,
+        ))
+    }
 }

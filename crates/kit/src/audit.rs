@@ -299,8 +299,8 @@ pub enum Audit {
     Change,
     /// An operator's action that commits no event of its own (a key rotation batch, a
     /// re-index, a key count): audited with its outcome, in the platform chain when the
-    /// call has no tenant. Every call needing KEYS_ROTATE is audited so, whatever the
-    /// service's policy says.
+    /// call has no tenant. Every call needing KEYS_ROTATE or OUTBOX_ADMINISTER is audited
+    /// so, whatever the service's policy says ([`crate::auth::operates_the_platform`]).
     Operation,
 }
 
@@ -452,7 +452,7 @@ where
         let key_operation = || {
             req.extensions()
                 .get::<CallContext>()
-                .is_some_and(|c| c.permission == crate::auth::Permission::KeysRotate)
+                .is_some_and(|c| crate::auth::operates_the_platform(c.permission))
         };
         // Un-audited calls (Check, the hot path) pass straight through without allocating.
         if how == Audit::No && !key_operation() {
@@ -462,7 +462,7 @@ where
         let ctx = req.extensions().get::<CallContext>().cloned();
         let (how, ctx) = match (how, ctx) {
             // Key operations are audited in every service, present and future.
-            (_, Some(ctx)) if ctx.permission == crate::auth::Permission::KeysRotate => {
+            (_, Some(ctx)) if crate::auth::operates_the_platform(ctx.permission) => {
                 (Audit::Operation, ctx)
             }
             (Audit::No, _) | (_, None) => return Box::pin(inner.call(req)),

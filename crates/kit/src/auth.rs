@@ -69,7 +69,7 @@ impl Role {
             Role::PlatformAdmin => {
                 matches!(
                     permission,
-                    TenantsAdminister | TenantsRead | TenantsUpdate | KeysRotate
+                    TenantsAdminister | TenantsRead | TenantsUpdate | KeysRotate | OutboxAdminister
                 )
             }
             Role::TenantAdmin => matches!(
@@ -119,7 +119,10 @@ impl Role {
                     | RightsEvents
             ),
             Role::Auditor => matches!(permission, AuditRead),
-            Role::Service => !matches!(permission, TenantsAdminister | TenantsUpdate | KeysRotate),
+            Role::Service => !matches!(
+                permission,
+                TenantsAdminister | TenantsUpdate | KeysRotate | OutboxAdminister
+            ),
         }
     }
 }
@@ -152,6 +155,16 @@ pub fn tenant_scoped(permission: Permission) -> bool {
             | Permission::TenantsRead
             | Permission::TenantsUpdate
             | Permission::KeysRotate
+            | Permission::OutboxAdminister
+    )
+}
+
+/// Whether `permission` is an operator's action on the platform itself (keys, outboxes):
+/// every call needing one is audited, in the platform chain.
+pub fn operates_the_platform(permission: Permission) -> bool {
+    matches!(
+        permission,
+        Permission::KeysRotate | Permission::OutboxAdminister
     )
 }
 

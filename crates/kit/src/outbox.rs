@@ -29,6 +29,7 @@
 //!
 //! Each service owns its own `outbox` table (its own file or schema).
 
+pub mod admin;
 pub mod lease;
 mod relay;
 #[cfg(test)]

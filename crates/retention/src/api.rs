@@ -570,4 +570,23 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
             .await?;
         Ok(Response::new(evaluation_pb(e)))
     }
+    async fn list_outbox_rows(
+        &self,
+        req: Request<vern_proto::common::v1::ListOutboxRowsRequest>,
+    ) -> Result<Response<vern_proto::common::v1::ListOutboxRowsResponse>, Status> {
+        let db = self.retention.store().connection();
+        Ok(Response::new(
+            vern_kit::outbox::admin::list(db, req.get_ref()).await?,
+        ))
+    }
+
+    async fn retry_outbox_rows(
+        &self,
+        req: Request<vern_proto::common::v1::RetryOutboxRowsRequest>,
+    ) -> Result<Response<vern_proto::common::v1::RetryOutboxRowsResponse>, Status> {
+        let db = self.retention.store().connection();
+        Ok(Response::new(
+            vern_kit::outbox::admin::retry(db, req.get_ref()).await?,
+        ))
+    }
 }

@@ -1124,6 +1124,25 @@ impl pb::rights_service_server::RightsService for RightsApi {
             applied_count: applied,
         }))
     }
+    async fn list_outbox_rows(
+        &self,
+        req: Request<vern_proto::common::v1::ListOutboxRowsRequest>,
+    ) -> Result<Response<vern_proto::common::v1::ListOutboxRowsResponse>, Status> {
+        let db = self.rights.store().connection();
+        Ok(Response::new(
+            vern_kit::outbox::admin::list(db, req.get_ref()).await?,
+        ))
+    }
+
+    async fn retry_outbox_rows(
+        &self,
+        req: Request<vern_proto::common::v1::RetryOutboxRowsRequest>,
+    ) -> Result<Response<vern_proto::common::v1::RetryOutboxRowsResponse>, Status> {
+        let db = self.rights.store().connection();
+        Ok(Response::new(
+            vern_kit::outbox::admin::retry(db, req.get_ref()).await?,
+        ))
+    }
 }
 
 #[cfg(test)]

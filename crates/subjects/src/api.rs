@@ -724,6 +724,25 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
         let o = self.subjects.purge(&t, req, idem).await?;
         Ok(Response::new(purge_pb(o)))
     }
+    async fn list_outbox_rows(
+        &self,
+        req: Request<vern_proto::common::v1::ListOutboxRowsRequest>,
+    ) -> Result<Response<vern_proto::common::v1::ListOutboxRowsResponse>, Status> {
+        let db = self.subjects.store().connection();
+        Ok(Response::new(
+            vern_kit::outbox::admin::list(db, req.get_ref()).await?,
+        ))
+    }
+
+    async fn retry_outbox_rows(
+        &self,
+        req: Request<vern_proto::common::v1::RetryOutboxRowsRequest>,
+    ) -> Result<Response<vern_proto::common::v1::RetryOutboxRowsResponse>, Status> {
+        let db = self.subjects.store().connection();
+        Ok(Response::new(
+            vern_kit::outbox::admin::retry(db, req.get_ref()).await?,
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -658,6 +658,25 @@ impl pb::tenant_service_server::TenantService for TenantApi {
         let (t, purposes, recipients) = self.registry.processing_record(tenant(&ctx)?).await?;
         Ok(Response::new(processing_record(t, purposes, recipients)))
     }
+    async fn list_outbox_rows(
+        &self,
+        req: Request<vern_proto::common::v1::ListOutboxRowsRequest>,
+    ) -> Result<Response<vern_proto::common::v1::ListOutboxRowsResponse>, Status> {
+        let db = self.registry.store().connection();
+        Ok(Response::new(
+            vern_kit::outbox::admin::list(db, req.get_ref()).await?,
+        ))
+    }
+
+    async fn retry_outbox_rows(
+        &self,
+        req: Request<vern_proto::common::v1::RetryOutboxRowsRequest>,
+    ) -> Result<Response<vern_proto::common::v1::RetryOutboxRowsResponse>, Status> {
+        let db = self.registry.store().connection();
+        Ok(Response::new(
+            vern_kit::outbox::admin::retry(db, req.get_ref()).await?,
+        ))
+    }
 }
 
 /// Assembles the Art. 30(1) record from the registry's contents.

@@ -1,0 +1,117 @@
+//! `vern outbox list|retry --addr` ask the running services (ListOutboxRows,
+//! RetryOutboxRows through the gateway) instead of reading their databases: a platform
+//! admin sees a parked row (never its payload) and puts it back; anyone else is
+//! refused; both calls are in the platform's audit chain.
+
+use std::time::{Duration, Instant};
+
+use vern_proto::audit::v1 as apb;
+use vern_tests::{Backend, Suite, authed, token};
+
+// The CLI runs while this process serves it: the runtime needs a thread besides the
+// one waiting for the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_commands_ask_the_services_with_addr() {
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    // A parked row in the tenants service's outbox, as a refused delivery leaves it.
+    {
+        use sea_orm::sea_query::Expr;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        use vern_kit::outbox::entity::{Column, Entity};
+        let db = vern_kit::db::connect(&suite.db_target("tenants"))
+            .await
+            .expect("tenants db");
+        vern_kit::outbox::enqueue(&db, "dept-a", "purpose", b"PAYLOAD-SECRET".to_vec())
+            .await
+            .expect("enqueue");
+        Entity::update_many()
+            .col_expr(Column::ParkedAt, Expr::value(chrono::Utc::now()))
+            .col_expr(
+                Column::ParkReason,
+                Expr::value("ApplyPurposes: InvalidArgument: purposes[0].key"),
+            )
+            .filter(Column::Topic.eq("purpose"))
+            .exec(&db)
+            .await
+            .expect("park");
+    }
+    // Run from a directory with no databases: only the services can answer.
+    let elsewhere = tempfile::tempdir().expect("dir");
+    let vern = |token: &str, args: &[&str]| {
+        let o = tokio::task::block_in_place(|| {
+            std::process::Command::new(vern_tests::topology::vern_binary())
+                .args(args)
+                .args([
+                    "--addr",
+                    &format!("http://{}", suite.addr),
+                    "--token",
+                    token,
+                ])
+                .env_remove("VERN_CONFIG")
+                .env_remove("VERN_DATABASE_URL")
+                .env("VERN_DATA_DIR", elsewhere.path())
+                .current_dir(elsewhere.path())
+                .output()
+                .expect("vern runs")
+        });
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let admin = token(&["platform-admin"], &[], 600);
+    let (ok, listed, err) = vern(&admin, &["outbox", "list", "--parked"]);
+    assert!(ok, "{err}");
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("tenants"))
+        .unwrap_or_else(|| panic!("the parked row: {listed}"));
+    assert!(row.contains("dept-a") && row.contains("purpose"), "{row}");
+    assert!(row.contains("ApplyPurposes: InvalidArgument"), "{row}");
+    assert!(!listed.contains("PAYLOAD"), "never the payload: {listed}");
+
+    let crm = token(&["integration"], &["dept-a"], 600);
+    let (ok, _, err) = vern(&crm, &["outbox", "list"]);
+    assert!(!ok, "an integration may not read outboxes");
+    assert!(err.contains("PermissionDenied"), "{err}");
+
+    let (ok, retried, err) = vern(
+        &admin,
+        &["outbox", "retry", "--all", "--service", "tenants"],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        retried.contains("tenants: 1 parked row(s) re-queued"),
+        "{retried}"
+    );
+
+    // Both calls are operator actions in the platform's chain.
+    let auditor = token(&["auditor"], &["vern-platform"], 600);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = apb::audit_service_client::AuditServiceClient::new(suite.channel.clone())
+            .query_events(authed(
+                apb::QueryEventsRequest {
+                    page_size: 1000,
+                    ..Default::default()
+                },
+                &auditor,
+            ))
+            .await
+            .expect("platform chain")
+            .into_inner()
+            .events;
+        let has = |action: &str| {
+            events
+                .iter()
+                .any(|e| e.service == "tenants" && e.action == action && e.status_code == 0)
+        };
+        if has("ListOutboxRows") && has("RetryOutboxRows") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not in the platform chain");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    suite.stop().await;
+}
