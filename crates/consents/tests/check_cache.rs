@@ -478,7 +478,13 @@ async fn batch_answers_like_check_on(db: TestDb) {
                     .batch_check(&tenant(), purpose, &ids)
                     .await
                     .expect("batch");
-                assert_eq!(batch.len(), ids.len());
+                // Exactly the ids asked, in the order asked (the repeat in its place),
+                // whether answered from the cache or from the database.
+                assert_eq!(
+                    batch.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                    ids.iter().collect::<Vec<_>>(),
+                    "{who} round {round}: {purpose}"
+                );
                 for (id, decision) in &batch {
                     let single = from_db(&db.target, id, purpose).await;
                     assert_eq!(
