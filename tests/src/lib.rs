@@ -522,3 +522,35 @@ pub async fn verify_and_fulfil(
         .expect("fulfil")
         .into_inner()
 }
+
+/// Every event of `tenant`'s audit chain (`vern-platform`: the platform's), read page by
+/// page through `channel` with an auditor token naming it.
+pub async fn chain_events(
+    channel: &Channel,
+    tenant: &str,
+) -> Vec<vern_proto::audit::v1::AuditEvent> {
+    use vern_proto::audit::v1 as apb;
+    let auditor = token(&["auditor"], &[tenant], 600);
+    let mut audit = apb::audit_service_client::AuditServiceClient::new(channel.clone());
+    let mut events = vec![];
+    let mut page_token = String::new();
+    loop {
+        let page = audit
+            .query_events(authed(
+                apb::QueryEventsRequest {
+                    page_size: 1000,
+                    page_token: page_token.clone(),
+                    ..Default::default()
+                },
+                &auditor,
+            ))
+            .await
+            .expect("the chain is readable by its auditor")
+            .into_inner();
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return events;
+        }
+        page_token = page.next_page_token;
+    }
+}

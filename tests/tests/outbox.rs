@@ -5,8 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use vern_proto::audit::v1 as apb;
-use vern_tests::{Backend, Suite, authed, token};
+use vern_tests::{Backend, Suite, token};
 
 // The CLI runs while this process serves it: the runtime needs a thread besides the
 // one waiting for the command.
@@ -87,21 +86,9 @@ async fn the_outbox_commands_ask_the_services_with_addr() {
     );
 
     // Both calls are operator actions in the platform's chain.
-    let auditor = token(&["auditor"], &["vern-platform"], 600);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let events = apb::audit_service_client::AuditServiceClient::new(suite.channel.clone())
-            .query_events(authed(
-                apb::QueryEventsRequest {
-                    page_size: 1000,
-                    ..Default::default()
-                },
-                &auditor,
-            ))
-            .await
-            .expect("platform chain")
-            .into_inner()
-            .events;
+        let events = vern_tests::chain_events(&suite.channel, "vern-platform").await;
         let has = |action: &str| {
             events
                 .iter()

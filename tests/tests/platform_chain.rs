@@ -19,29 +19,7 @@ const PLATFORM: &str = "vern-platform";
 
 /// The platform chain's events, as its auditor reads them.
 async fn platform_events(ch: &Channel) -> Vec<apb::AuditEvent> {
-    let auditor = token(&["auditor"], &[PLATFORM], 600);
-    let mut audit = apb::audit_service_client::AuditServiceClient::new(ch.clone());
-    let mut events = vec![];
-    let mut page_token = String::new();
-    loop {
-        let page = audit
-            .query_events(authed(
-                apb::QueryEventsRequest {
-                    page_size: 1000,
-                    page_token: page_token.clone(),
-                    ..Default::default()
-                },
-                &auditor,
-            ))
-            .await
-            .expect("the platform chain is readable by its auditor")
-            .into_inner();
-        events.extend(page.events);
-        if page.next_page_token.is_empty() {
-            return events;
-        }
-        page_token = page.next_page_token;
-    }
+    vern_tests::chain_events(ch, PLATFORM).await
 }
 
 /// Waits (the outbox relays deliver in the background) until `wanted` holds.

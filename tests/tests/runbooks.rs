@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use vern_proto::audit::v1 as apb;
 use vern_proto::subjects::v1 as spb;
 use vern_tests::{Backend, Suite, authed, create_tenant, token};
 
@@ -278,21 +277,9 @@ async fn the_master_key_and_reindex_runbooks_work_followed_literally() {
         "every subject is found by e-mail under the new keys alone"
     );
     // Each key operation is in the platform's chain.
-    let auditor = token(&["auditor"], &["vern-platform"], 600);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let events = apb::audit_service_client::AuditServiceClient::new(suite.channel.clone())
-            .query_events(authed(
-                apb::QueryEventsRequest {
-                    page_size: 1000,
-                    ..Default::default()
-                },
-                &auditor,
-            ))
-            .await
-            .expect("the platform chain")
-            .into_inner()
-            .events;
+        let events = vern_tests::chain_events(&suite.channel, "vern-platform").await;
         let has = |service: &str, action: &str| {
             events
                 .iter()
