@@ -10,8 +10,22 @@ use vern_tests::{Backend, Suite, token};
 // The CLI runs while this process serves it: the runtime needs a thread besides the
 // one waiting for the command.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_outbox_commands_ask_the_services_with_addr() {
+async fn the_outbox_commands_ask_the_services_with_addr_on_vern_dev() {
     let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    ask_the_services(suite).await;
+}
+
+/// The same through the topology's gateway, to one of two tenants replicas, each its
+/// own `vern serve` process on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_commands_ask_the_services_with_addr_on_the_topology() {
+    let Some(suite) = Suite::start(Backend::Replicas).await else {
+        return;
+    };
+    ask_the_services(suite).await;
+}
+
+async fn ask_the_services(suite: Suite) {
     // A parked row in the tenants service's outbox, as a refused delivery leaves it.
     {
         use sea_orm::sea_query::Expr;
