@@ -27,26 +27,30 @@ async fn the_outbox_commands_ask_the_services_with_addr_on_the_topology() {
 
 async fn ask_the_services(suite: Suite) {
     // A parked row in the tenants service's outbox, as a refused delivery leaves it.
+    // Inserted parked: a row enqueued first and parked after could be taken by a
+    // running relay in between (the topology's replicas poll) and parked with its own
+    // reason.
     {
-        use sea_orm::sea_query::Expr;
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-        use vern_kit::outbox::entity::{Column, Entity};
+        use sea_orm::{ActiveModelTrait, ActiveValue::Set};
         let db = vern_kit::db::connect(&suite.db_target("tenants"))
             .await
             .expect("tenants db");
-        vern_kit::outbox::enqueue(&db, "dept-a", "purpose", b"PAYLOAD-SECRET".to_vec())
-            .await
-            .expect("enqueue");
-        Entity::update_many()
-            .col_expr(Column::ParkedAt, Expr::value(chrono::Utc::now()))
-            .col_expr(
-                Column::ParkReason,
-                Expr::value("ApplyPurposes: InvalidArgument: purposes[0].key"),
-            )
-            .filter(Column::Topic.eq("purpose"))
-            .exec(&db)
-            .await
-            .expect("park");
+        let now = chrono::Utc::now();
+        vern_kit::outbox::entity::ActiveModel {
+            tenant_id: Set("dept-a".to_owned()),
+            topic: Set("purpose".to_owned()),
+            payload: Set(b"PAYLOAD-SECRET".to_vec()),
+            attempts: Set(1),
+            create_time: Set(now),
+            parked_at: Set(Some(now)),
+            park_reason: Set(Some(
+                "ApplyPurposes: InvalidArgument: purposes[0].key".to_owned(),
+            )),
+            ..Default::default()
+        }
+        .insert(&db)
+        .await
+        .expect("a parked row");
     }
     // Run from a directory with no databases: only the services can answer.
     let elsewhere = tempfile::tempdir().expect("dir");
