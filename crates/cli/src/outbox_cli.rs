@@ -8,8 +8,8 @@
 use std::io::Write;
 
 use anyhow::Context;
-use sea_orm::DatabaseConnection;
 use vern_kit::config::Config;
+use vern_kit::db::Db;
 use vern_kit::outbox::{Requeue, RowInfo};
 use vern_proto::consents::v1::consent_service_client::ConsentServiceClient;
 use vern_proto::retention::v1::retention_service_client::RetentionServiceClient;
@@ -109,7 +109,7 @@ fn services(service: Option<&str>) -> anyhow::Result<Vec<&'static str>> {
 /// The service's database. Its SQLite file missing (nothing is created) means these
 /// are not the settings of the deployment: an error naming the settings, never "no
 /// rows".
-async fn open(config: &Config, service: &str) -> anyhow::Result<DatabaseConnection> {
+async fn open(config: &Config, service: &str) -> anyhow::Result<Db> {
     let target = crate::target(config, service);
     if let Some(file) = vern_kit::db::sqlite_file(&target)
         && !file.exists()

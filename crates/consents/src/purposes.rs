@@ -117,7 +117,7 @@ impl PurposeCache {
 
     /// Follows the change generations in `db` (the book's database): a tenant's
     /// cached purposes are dropped when another replica changes them.
-    pub fn watch(self: &Arc<Self>, db: sea_orm::DatabaseConnection) {
+    pub fn watch(self: &Arc<Self>, db: vern_kit::db::Db) {
         let cache = Arc::downgrade(self);
         let watcher = Watcher::spawn(
             db,

@@ -19,8 +19,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::db::Db;
 use prost::Message;
-use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use sea_orm::{ConnectionTrait, TransactionTrait};
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tower::{Layer, Service};
@@ -307,7 +308,7 @@ pub enum Audit {
 /// What a service audits and where it writes.
 #[derive(Clone)]
 pub struct Auditor {
-    db: DatabaseConnection,
+    db: Db,
     relay: Option<Relay>,
     service: &'static str,
     policy: fn(&str) -> Audit,
@@ -324,7 +325,7 @@ impl std::fmt::Debug for Auditor {
 impl Auditor {
     /// An auditor writing to `db`'s outbox; `policy` maps an RPC name to how it is audited.
     pub fn new(
-        db: DatabaseConnection,
+        db: Db,
         relay: Option<Relay>,
         service: &'static str,
         policy: fn(&str) -> Audit,
@@ -576,7 +577,7 @@ impl TopicRouter {
     }
 
     /// Starts one relay loop per routed topic over `db`'s outbox.
-    pub fn spawn(self, db: DatabaseConnection, settings: outbox::RelaySettings) -> Relay {
+    pub fn spawn(self, db: Db, settings: outbox::RelaySettings) -> Relay {
         outbox::spawn_topic_relays(db, self.routes.into_iter().collect(), settings)
     }
 }

@@ -17,8 +17,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::db::Db;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QuerySelect};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, QuerySelect};
 use sea_orm_migration::prelude::{
     ColumnDef, DeriveIden, MigrationName, MigrationTrait, SchemaManager, Table,
 };
@@ -93,7 +94,7 @@ impl Watcher {
     /// for every scope whose generation moved since the previous poll (after the
     /// watcher's own view is updated, so a reader that compares [`Watcher::of`]
     /// before and after its read notices).
-    pub fn spawn(db: DatabaseConnection, on_change: OnChange) -> Arc<Self> {
+    pub fn spawn(db: Db, on_change: OnChange) -> Arc<Self> {
         let watcher = Arc::new(Self::default());
         let w = Arc::downgrade(&watcher);
         tokio::spawn(async move {

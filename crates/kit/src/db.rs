@@ -7,11 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod conn;
 mod wal;
 
-use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
-};
+pub use conn::{Db, connection_lost};
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, DbErr, RuntimeErr};
 use sea_orm_migration::MigratorTrait;
 
 use crate::error::ApiError;
@@ -184,12 +185,15 @@ fn private_sqlite_file(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Connections of a SQLite pool.
+const SQLITE_POOL: u32 = 8;
+
 /// How long a pooled PostgreSQL connection may sit idle before it is pinged on acquire.
 pub const IDLE_BEFORE_PING: Duration = Duration::from_secs(10);
 
 /// Opens a connection pool to `target`, creating the SQLite file's directory (0700)
 /// and file (0600) or the PostgreSQL schema when missing.
-pub async fn connect(target: &DbTarget) -> Result<DatabaseConnection, DbErr> {
+pub async fn connect(target: &DbTarget) -> Result<Db, DbErr> {
     if let Some(path) = sqlite_path(&target.url) {
         let path = Path::new(path);
         if let Some(dir) = path.parent()
@@ -202,13 +206,14 @@ pub async fn connect(target: &DbTarget) -> Result<DatabaseConnection, DbErr> {
             .map_err(|e| DbErr::Custom(format!("protecting {}: {e}", path.display())))?;
     }
     let mut opts = ConnectOptions::new(target.url.clone());
+    let mut pool_size = SQLITE_POOL;
     opts.sqlx_logging(false)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5));
     if target.url.starts_with("sqlite") {
         // WAL survives a killed process with every committed transaction; writers wait
         // on each other instead of failing.
-        opts.max_connections(8).map_sqlx_sqlite_opts(|o| {
+        opts.max_connections(SQLITE_POOL).map_sqlx_sqlite_opts(|o| {
             o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
@@ -222,7 +227,8 @@ pub async fn connect(target: &DbTarget) -> Result<DatabaseConnection, DbErr> {
     } else {
         // Fail fast when the server is gone (a refused connect is retried until the
         // acquire timeout): callers get UNAVAILABLE well within their deadline.
-        opts.max_connections(target.max_connections.unwrap_or(16).max(1))
+        pool_size = target.max_connections.unwrap_or(16).max(1);
+        opts.max_connections(pool_size)
             .connect_timeout(Duration::from_secs(3))
             .acquire_timeout(Duration::from_secs(3))
             // A ping on every acquire doubled the round trips of a Check; only a
@@ -240,13 +246,11 @@ pub async fn connect(target: &DbTarget) -> Result<DatabaseConnection, DbErr> {
     }
     // Database spans of traced calls (a flag check otherwise).
     db.set_metric_callback(crate::telemetry::db_query);
-    Ok(db)
+    Ok(Db::new(db, pool_size))
 }
 
 /// Connects and runs the pending migrations of `M` (see [`migrate`]).
-pub async fn connect_and_migrate<M: MigratorTrait>(
-    target: &DbTarget,
-) -> Result<DatabaseConnection, DbErr> {
+pub async fn connect_and_migrate<M: MigratorTrait>(target: &DbTarget) -> Result<Db, DbErr> {
     let db = connect(target).await?;
     if let Migrated::Newer(newer) = migrate::<M>(&db).await? {
         // Which store: the schema, or the SQLite file's name (never the URL: credentials).
@@ -289,8 +293,10 @@ pub enum Migrated {
 /// be released on another connection than the one that took it) and the lock goes
 /// with the commit or rollback, even if the process dies; sea-orm-migration runs each
 /// migration in a savepoint of it. SQLite has one writer and needs no lock.
-pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<Migrated, DbErr> {
+pub async fn migrate<M: MigratorTrait>(db: &Db) -> Result<Migrated, DbErr> {
     use sea_orm::TransactionTrait;
+    // Once, at start: a dead connection fails the start, which is retried by restarting.
+    let db = db.inner();
     if db.get_database_backend() != DbBackend::Postgres {
         return migrate_on::<M, _>(db).await;
     }
@@ -536,7 +542,7 @@ mod tests {
             .expect_err("another line");
         assert!(err.to_string().contains("\"m3\""), "{err}");
         // sea-orm alone refuses the rollback, which is why `migrate` exists.
-        assert!(rollback::Old::up(&db, None).await.is_err());
+        assert!(rollback::Old::up(db.inner(), None).await.is_err());
     }
 
     /// What every service's migrator starts with: the kit's tables and indexes.
@@ -582,7 +588,7 @@ mod tests {
         db.cleanup().await;
     }
 
-    async fn sqlite_table() -> (tempfile::TempDir, DatabaseConnection) {
+    async fn sqlite_table() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().expect("dir");
         let db = connect(&DbTarget::for_service(None, dir.path(), "busy"))
             .await

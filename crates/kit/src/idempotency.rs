@@ -262,7 +262,7 @@ pub type Work<'t, E> =
 /// `answer`. If anything fails and a concurrent call with the same key committed
 /// first, its answer is returned instead of the failure.
 pub async fn commit_once<R, E, F>(
-    db: &sea_orm::DatabaseConnection,
+    db: &crate::db::Db,
     key: Option<&Key>,
     answer: R,
     work: F,
@@ -317,7 +317,7 @@ where
 /// subject). Unlike [`commit_once`] a failure is returned as it is: the caller decides
 /// (a lost race on a key or a unique index is worth looking everything up again).
 pub async fn commit_rows<R, E, F>(
-    db: &sea_orm::DatabaseConnection,
+    db: &crate::db::Db,
     answers: &[(&Key, R)],
     subjects: &[(String, String)],
     work: F,

@@ -17,8 +17,9 @@
 //! at that very start, its value would be recorded as the reference; ARCHITECTURE.md
 //! ("Master key versions") says how to check the keys first.
 
+use crate::db::Db;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{DatabaseConnection, DbErr, EntityTrait, QuerySelect};
+use sea_orm::{DbErr, EntityTrait, QuerySelect};
 use sea_orm_migration::prelude::{
     ColumnDef, DeriveIden, MigrationName, MigrationTrait, SchemaManager, Table,
 };
@@ -82,10 +83,7 @@ fn hex(value: &[u8; 32]) -> String {
 
 /// Every configured key of `keyring` compared with the values stored in `db`, changing
 /// nothing.
-pub async fn compare(
-    db: &DatabaseConnection,
-    keyring: &Keyring,
-) -> Result<Vec<(ConfiguredKey, KeyCheck)>, DbErr> {
+pub async fn compare(db: &Db, keyring: &Keyring) -> Result<Vec<(ConfiguredKey, KeyCheck)>, DbErr> {
     let stored: std::collections::HashMap<String, String> = entity::Entity::find()
         .select_only()
         .column(entity::Column::Name)
@@ -112,10 +110,7 @@ pub async fn compare(
 /// At start: refuses a configured key whose check value differs from the stored one,
 /// and records the values of keys used here for the first time. Two replicas starting
 /// together record the same value once (the first insert wins; the other compares).
-pub async fn verify_and_record(
-    db: &DatabaseConnection,
-    keyring: &Keyring,
-) -> Result<(), KeyCheckError> {
+pub async fn verify_and_record(db: &Db, keyring: &Keyring) -> Result<(), KeyCheckError> {
     let first_differing = |checked: &[(ConfiguredKey, KeyCheck)]| {
         checked
             .iter()
@@ -167,11 +162,7 @@ pub async fn verify_and_record(
 }
 
 /// [`verify_and_record`] for `service`'s start: the error names the service.
-pub async fn at_start(
-    db: &DatabaseConnection,
-    keyring: &Keyring,
-    service: &str,
-) -> Result<(), String> {
+pub async fn at_start(db: &Db, keyring: &Keyring, service: &str) -> Result<(), String> {
     verify_and_record(db, keyring)
         .await
         .map_err(|e| format!("{service}: {e}"))

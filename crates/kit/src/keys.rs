@@ -11,10 +11,11 @@
 
 use std::collections::BTreeMap;
 
+use crate::db::Db;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 use vern_proto::common::v1::{
     CountDataKeysResponse, DataKeyCount, RewrapDataKeysRequest, RewrapDataKeysResponse,
@@ -134,7 +135,7 @@ where
     /// commit per page, not per key: 3.5× faster on PostgreSQL, BENCHMARKS.md).
     pub async fn rewrap(
         &self,
-        conn: &DatabaseConnection,
+        conn: &Db,
         keyring: &Keyring,
         request: &RewrapDataKeysRequest,
     ) -> Result<RewrapDataKeysResponse, ApiError> {

@@ -330,7 +330,7 @@ fn set_outbox(
 
 /// Every `interval` while metrics are enabled, counts `service`'s outbox rows per topic
 /// and sets `vern_outbox_backlog`. Needs a tokio runtime; does nothing without one.
-pub fn watch_outbox(service: &'static str, db: sea_orm::DatabaseConnection, interval: Duration) {
+pub fn watch_outbox(service: &'static str, db: crate::db::Db, interval: Duration) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
     };
@@ -378,9 +378,7 @@ fn set(service: &'static str, topic: &str, parked: bool, n: i64) {
 }
 
 /// Rows per topic, waiting (`false`) and parked (`true`).
-async fn outbox_counts(
-    db: &sea_orm::DatabaseConnection,
-) -> Result<Vec<(String, bool, i64)>, sea_orm::DbErr> {
+async fn outbox_counts(db: &crate::db::Db) -> Result<Vec<(String, bool, i64)>, sea_orm::DbErr> {
     use sea_orm::{ConnectionTrait, Statement};
     let rows = db
         .query_all_raw(Statement::from_string(
@@ -426,12 +424,7 @@ where
 
 /// [`poll_gauge`] of a query returning one integer column `n`, e.g. the audit chain
 /// length: `SELECT CAST(COALESCE(SUM(seq), 0) AS BIGINT) AS n FROM chain_heads`.
-pub fn poll_sql_gauge(
-    db: sea_orm::DatabaseConnection,
-    sql: &'static str,
-    interval: Duration,
-    set: fn(i64),
-) {
+pub fn poll_sql_gauge(db: crate::db::Db, sql: &'static str, interval: Duration, set: fn(i64)) {
     poll_gauge(
         interval,
         move || {

@@ -22,8 +22,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::db::Db;
 use sea_orm::sqlx::postgres::PgListener;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 
 /// How often a listener sends itself a heartbeat.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(200);
@@ -118,19 +119,14 @@ impl Listener {
     /// Listens on `channel` of `db` (PostgreSQL) and hands every invalidation to
     /// `forget`, in commit order; `max_age` is the bound [`Freshness`] keeps. Returns
     /// `None` on other databases.
-    pub fn spawn<F>(
-        db: &DatabaseConnection,
-        channel: &'static str,
-        max_age: Duration,
-        forget: F,
-    ) -> Option<Self>
+    pub fn spawn<F>(db: &Db, channel: &'static str, max_age: Duration, forget: F) -> Option<Self>
     where
         F: Fn(Invalidation<'_>) + Send + Sync + 'static,
     {
         if db.get_database_backend() != DbBackend::Postgres {
             return None;
         }
-        let pool = db.get_postgres_connection_pool().clone();
+        let pool = db.inner().get_postgres_connection_pool().clone();
         let freshness = Arc::new(Freshness::new(max_age));
         // Tells this listener's heartbeats from other replicas' on the same channel.
         let token = format!("\u{1}hb:{}:", uuid::Uuid::new_v4().simple());
@@ -154,12 +150,7 @@ impl Listener {
     }
 }
 
-async fn heartbeat(
-    db: DatabaseConnection,
-    channel: &'static str,
-    token: String,
-    f: Arc<Freshness>,
-) {
+async fn heartbeat(db: Db, channel: &'static str, token: String, f: Arc<Freshness>) {
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

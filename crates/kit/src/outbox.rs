@@ -38,10 +38,11 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::db::Db;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use sea_orm_migration::prelude::{
     ColumnDef, DeriveIden, Index, MigrationName, MigrationTrait, SchemaManager, Table,
@@ -359,7 +360,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Starts one relay loop per topic, so a topic whose receiver is down (say, audit) never
 /// holds up another (say, subject states); order is kept within each topic and tenant.
 pub fn spawn_topic_relays(
-    db: DatabaseConnection,
+    db: Db,
     routes: Vec<(&'static str, Arc<dyn Deliver>)>,
     settings: RelaySettings,
 ) -> Relay {
@@ -371,7 +372,7 @@ pub fn spawn_topic_relays(
 }
 
 fn spawn_loop(
-    db: DatabaseConnection,
+    db: Db,
     deliver: Arc<dyn Deliver>,
     topic: &'static str,
     settings: RelaySettings,
@@ -411,7 +412,7 @@ fn spawn_loop(
 /// delivers, and gives the lease back. Returns how many rows were delivered, or the
 /// first failure (the rows of other tenants are delivered all the same).
 pub async fn deliver_topic(
-    db: &DatabaseConnection,
+    db: &Db,
     deliver: &dyn Deliver,
     batch: u64,
     topic: &str,

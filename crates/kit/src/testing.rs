@@ -115,12 +115,13 @@ macro_rules! store_test_suite {
 
 /// Raw reads of a store for tests that prove no plaintext is at rest.
 pub mod raw {
-    use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement};
+    use crate::db::Db;
+    use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement};
 
     use crate::db::DbTarget;
 
     /// The tables of the connection's schema (SQLite: the file).
-    pub async fn tables(db: &DatabaseConnection) -> Vec<String> {
+    pub async fn tables(db: &Db) -> Vec<String> {
         let sql = match db.get_database_backend() {
             DbBackend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table'",
             _ => {
@@ -160,7 +161,7 @@ pub mod raw {
     }
 
     /// (`table.column`, cell) of every cell of every table, by `SELECT *`.
-    pub async fn dump(db: &DatabaseConnection) -> Vec<(String, Vec<u8>)> {
+    pub async fn dump(db: &Db) -> Vec<(String, Vec<u8>)> {
         let mut out = vec![];
         for table in tables(db).await {
             let rows = db
@@ -180,7 +181,7 @@ pub mod raw {
     }
 
     /// The cells of `dump` that contain `needle`, by name.
-    pub async fn cells_containing(db: &DatabaseConnection, needle: &[u8]) -> Vec<String> {
+    pub async fn cells_containing(db: &Db, needle: &[u8]) -> Vec<String> {
         dump(db)
             .await
             .into_iter()

@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Duration, Utc};
 use prost::Message;
 use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, IntoActiveModel,
-    QueryResult, Statement,
+    ActiveModelTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryResult,
+    Statement,
 };
 use vern_kit::ApiError;
 use vern_kit::context::TenantId;
+use vern_kit::db::Db;
 use vern_kit::db::DbTarget;
 use vern_kit::outbox::{Deliver, DeliveryError, deliver_topic};
 use vern_proto::consents::v1 as consents;
@@ -79,11 +80,11 @@ impl Env {
         }
     }
 
-    fn db(&self) -> &DatabaseConnection {
+    fn db(&self) -> &Db {
         self.s.store().connection()
     }
 
-    fn keys_db(&self) -> &DatabaseConnection {
+    fn keys_db(&self) -> &Db {
         self.s.key_store().connection()
     }
 }
@@ -240,7 +241,7 @@ fn fields(e: SubjectError) -> Vec<String> {
     }
 }
 
-async fn count(db: &DatabaseConnection, table: &str) -> i64 {
+async fn count(db: &Db, table: &str) -> i64 {
     let row = db
         .query_one_raw(Statement::from_string(
             db.get_database_backend(),
@@ -255,7 +256,7 @@ async fn count(db: &DatabaseConnection, table: &str) -> i64 {
 const STATE: &str = vern_subjects::store::STATE_TOPIC;
 
 /// The outbox's messages of `topic`, in order.
-async fn outbox_of<M: Message + Default>(db: &DatabaseConnection, topic: &str) -> Vec<(String, M)> {
+async fn outbox_of<M: Message + Default>(db: &Db, topic: &str) -> Vec<(String, M)> {
     let rows = vern_kit::outbox::entity::Entity::find()
         .all(db)
         .await
@@ -279,13 +280,13 @@ async fn outbox_of<M: Message + Default>(db: &DatabaseConnection, topic: &str) -
 }
 
 /// The outbox's state changes, in order.
-async fn outbox(db: &DatabaseConnection) -> Vec<(String, consents::SubjectStateChange)> {
+async fn outbox(db: &Db) -> Vec<(String, consents::SubjectStateChange)> {
     outbox_of(db, STATE).await
 }
 
 /// The outbox's notices for the rights service, each split as its delivery splits it.
 async fn rights_notices(
-    db: &DatabaseConnection,
+    db: &Db,
 ) -> Vec<(String, vern_proto::rights::v1::ApplySubjectErasuresRequest)> {
     vern_kit::outbox::entity::Entity::find()
         .all(db)
@@ -302,7 +303,7 @@ async fn rights_notices(
 }
 
 /// The outbox's erasures for the rights service: (tenant, subject, rights request).
-async fn erasures(db: &DatabaseConnection) -> Vec<(String, String, String)> {
+async fn erasures(db: &Db) -> Vec<(String, String, String)> {
     rights_notices(db)
         .await
         .into_iter()
@@ -316,7 +317,7 @@ async fn erasures(db: &DatabaseConnection) -> Vec<(String, String, String)> {
 }
 
 /// The outbox's restriction notices: (subject, restricted, purposes, rights request).
-async fn restrictions(db: &DatabaseConnection) -> Vec<(String, bool, Vec<String>, String)> {
+async fn restrictions(db: &Db) -> Vec<(String, bool, Vec<String>, String)> {
     rights_notices(db)
         .await
         .into_iter()
@@ -1924,7 +1925,7 @@ async fn records_come_a_page_at_a_time(target: DbTarget) {
 
 // ---- raw table scans ----
 
-async fn tables(db: &DatabaseConnection) -> Vec<String> {
+async fn tables(db: &Db) -> Vec<String> {
     let sql = match db.get_database_backend() {
         DbBackend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table'",
         _ => {
@@ -1971,7 +1972,7 @@ fn render(row: &QueryResult, col: &str) -> Vec<u8> {
 }
 
 /// (table.column, rendered cell) of every cell of every table.
-async fn dump(db: &DatabaseConnection) -> Vec<(String, Vec<u8>)> {
+async fn dump(db: &Db) -> Vec<(String, Vec<u8>)> {
     let mut out = vec![];
     for table in tables(db).await {
         let rows = db

@@ -13,10 +13,11 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
-    TransactionTrait, TryInsertResult,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+    TryInsertResult,
 };
+use vern_kit::db::Db;
 use vern_kit::db::{DbFailure, DbTarget, classify};
 
 use crate::chain::{self, ChainedEvent, Checkpoint, Hash, ZERO_HASH};
@@ -64,7 +65,7 @@ impl Head {
 /// The audit service's store.
 #[derive(Clone, Debug)]
 pub struct AuditStore {
-    db: DatabaseConnection,
+    db: Db,
 }
 
 impl AuditStore {
@@ -75,7 +76,7 @@ impl AuditStore {
     }
 
     /// The connection.
-    pub fn connection(&self) -> &DatabaseConnection {
+    pub fn connection(&self) -> &Db {
         &self.db
     }
 

@@ -590,29 +590,16 @@ pub async fn check_acknowledged(ch: &Channel, vern: &Vern, subjects: &[String], 
                 consents_acked.insert(req.request_id.clone());
             }
             Acked::Subject(req, s) => {
-                // After a database outage a pooled connection that died with it fails
-                // its first query (UNAVAILABLE) and is replaced: asked again, not lost.
-                let mut attempts = 0;
-                loop {
-                    attempts += 1;
-                    let got = subj
-                        .get_subject(authed(
-                            spb::GetSubjectRequest {
-                                subject_id: s.subject_id.clone(),
-                                view: 0,
-                                ..Default::default()
-                            },
-                            &crm,
-                        ))
-                        .await;
-                    match got {
-                        Ok(_) => break,
-                        Err(e) if e.code() == Code::Unavailable && attempts < 5 => {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        Err(e) => panic!("acknowledged subject {} lost: {e}", req.request_id),
-                    }
-                }
+                subj.get_subject(authed(
+                    spb::GetSubjectRequest {
+                        subject_id: s.subject_id.clone(),
+                        view: 0,
+                        ..Default::default()
+                    },
+                    &crm,
+                ))
+                .await
+                .unwrap_or_else(|e| panic!("acknowledged subject {} lost: {e}", req.request_id));
                 subjects_acked.insert(req.request_id.clone());
             }
             Acked::Rights(req, r) => {

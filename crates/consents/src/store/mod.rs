@@ -12,11 +12,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, JoinType, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use vern_kit::ApiError;
+use vern_kit::db::Db;
 use vern_kit::db::{DbFailure, DbTarget, classify};
 use vern_kit::idempotency::{self, Key, commit_once};
 use vern_seal::crypto::DataKey;
@@ -100,7 +100,7 @@ const MAX_ATTEMPTS: usize = 5;
 /// The consents service's store.
 #[derive(Clone, Debug)]
 pub struct ConsentStore {
-    db: DatabaseConnection,
+    db: Db,
     sealer: Sealer,
     /// What Check reads, in memory, see [`cache`]. Every write to `subject_states` or
     /// `consent_states` must go through [`ConsentStore::write_then_invalidate`] and, in
@@ -253,7 +253,7 @@ impl ConsentStore {
     }
 
     /// The connection.
-    pub fn connection(&self) -> &DatabaseConnection {
+    pub fn connection(&self) -> &Db {
         &self.db
     }
 
@@ -1247,7 +1247,7 @@ async fn fold_into_state(txn: &impl ConnectionTrait, e: &ConsentEvent) -> Result
 }
 
 /// A transaction; on SQLite it takes the write lock at BEGIN (see `commit_once`).
-async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+async fn begin(db: &Db) -> Result<DatabaseTransaction, DbErr> {
     if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
         db.begin_with_options(sea_orm::TransactionOptions {
             sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),

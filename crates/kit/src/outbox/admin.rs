@@ -3,7 +3,7 @@
 //! as `vern outbox` over the database, as protobuf answers. One implementation for
 //! every service; its handlers only hand over their database.
 
-use sea_orm::DatabaseConnection;
+use crate::db::Db;
 use vern_proto::common::v1 as pb;
 
 use super::{Requeue, RowInfo};
@@ -35,7 +35,7 @@ fn row(r: RowInfo) -> pb::OutboxRow {
 
 /// `ListOutboxRows` over `db`.
 pub async fn list(
-    db: &DatabaseConnection,
+    db: &Db,
     request: &pb::ListOutboxRowsRequest,
 ) -> Result<pb::ListOutboxRowsResponse, ApiError> {
     let limit = match request.page_size {
@@ -57,7 +57,7 @@ pub async fn list(
 
 /// `RetryOutboxRows` over `db`.
 pub async fn retry(
-    db: &DatabaseConnection,
+    db: &Db,
     request: &pb::RetryOutboxRowsRequest,
 ) -> Result<pb::RetryOutboxRowsResponse, ApiError> {
     let which = match (request.all_parked, request.ids.is_empty()) {

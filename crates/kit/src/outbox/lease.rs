@@ -15,7 +15,8 @@
 
 use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value};
+use crate::db::Db;
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
 /// How long a lease lasts unless renewed.
 pub const LEASE: Duration = Duration::from_secs(15);
@@ -61,7 +62,7 @@ impl Lease {
 
     /// Whether this relay holds the lease: held and renewed less than a third of it
     /// ago, or taken or renewed now.
-    pub(super) async fn hold(&mut self, db: &DatabaseConnection) -> Result<bool, DbErr> {
+    pub(super) async fn hold(&mut self, db: &Db) -> Result<bool, DbErr> {
         if self
             .renewed
             .is_some_and(|at| at.elapsed() < self.length / 3)
@@ -78,7 +79,7 @@ impl Lease {
         Ok(held)
     }
 
-    async fn take(&self, db: &DatabaseConnection) -> Result<bool, DbErr> {
+    async fn take(&self, db: &Db) -> Result<bool, DbErr> {
         let backend = db.get_database_backend();
         let length = i64::try_from(self.length.as_millis()).unwrap_or(i64::MAX);
         let taken = db
@@ -130,7 +131,7 @@ impl Lease {
     }
 
     /// Gives the lease back if this relay holds it.
-    pub(super) async fn release(&mut self, db: &DatabaseConnection) -> Result<(), DbErr> {
+    pub(super) async fn release(&mut self, db: &Db) -> Result<(), DbErr> {
         if self.renewed.take().is_none() {
             return Ok(());
         }

@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::db::Db;
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::lease::Lease;
 use super::{Deliver, DeliveryError, MAX_BACKOFF, MIN_BACKOFF, RelaySettings, entity};
@@ -49,7 +50,7 @@ const EXCLUDED_IN_QUERY: usize = 500;
 /// off. The lease row, the attempts and parking are in the database; the backoff is
 /// in memory (a new holder tries once, then backs off by the row's attempts).
 pub struct TopicRelay {
-    db: DatabaseConnection,
+    db: Db,
     topic: String,
     settings: RelaySettings,
     lease: Lease,
@@ -59,7 +60,7 @@ pub struct TopicRelay {
 
 impl TopicRelay {
     /// A relay of `topic` over `db`'s outbox, with a holder id of its own.
-    pub fn new(db: DatabaseConnection, topic: &str, settings: RelaySettings) -> Self {
+    pub fn new(db: Db, topic: &str, settings: RelaySettings) -> Self {
         Self {
             lease: Lease::new(topic, settings.lease),
             db,

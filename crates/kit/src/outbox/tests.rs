@@ -4,7 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
+use crate::db::Db;
+use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
 use sea_orm_migration::prelude::{MigrationTrait, MigratorTrait};
 
 use super::*;
@@ -31,14 +32,14 @@ impl MigratorTrait for Migrator {
     }
 }
 
-async fn open(target: &DbTarget) -> DatabaseConnection {
+async fn open(target: &DbTarget) -> Db {
     crate::db::connect_and_migrate::<Migrator>(target)
         .await
         .expect("open outbox")
 }
 
 /// Another replica: its own pool on the same database.
-async fn replica(target: &DbTarget) -> DatabaseConnection {
+async fn replica(target: &DbTarget) -> Db {
     crate::db::connect(target).await.expect("connect replica")
 }
 
@@ -124,14 +125,14 @@ async fn eventually(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -
     }
 }
 
-async fn drained(db: &DatabaseConnection) {
+async fn drained(db: &Db) {
     eventually("the outbox to drain", Duration::from_secs(30), async || {
         backlog(db).await.expect("backlog") == 0
     })
     .await;
 }
 
-async fn enqueue_round(db: &DatabaseConnection, tenants: &[&str], n: u32) {
+async fn enqueue_round(db: &Db, tenants: &[&str], n: u32) {
     let txn = db.begin().await.expect("begin");
     for t in tenants {
         enqueue(&txn, t, TOPIC, payload(n)).await.expect("enqueue");
@@ -155,7 +156,7 @@ async fn two_replicas_deliver_each_row_once_in_order(target: DbTarget) {
         max_attempts: 12,
         lease: Duration::from_secs(2),
     };
-    let spawn = |db: &DatabaseConnection| {
+    let spawn = |db: &Db| {
         spawn_topic_relays(
             db.clone(),
             vec![(TOPIC, rec.clone() as Arc<dyn Deliver>)],
@@ -314,7 +315,7 @@ async fn an_unreachable_receiver_parks_nothing(target: DbTarget) {
     assert_eq!(rec.got_of("dept-a"), [0, 1]);
 }
 
-async fn lease_holder(db: &DatabaseConnection) -> Option<String> {
+async fn lease_holder(db: &Db) -> Option<String> {
     db.query_one_raw(Statement::from_string(
         db.get_database_backend(),
         format!("SELECT holder FROM outbox_leases WHERE topic = '{TOPIC}'"),

@@ -7,9 +7,10 @@ pub mod migration;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DatabaseTransaction, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
+use vern_kit::db::Db;
 use vern_kit::db::{DbFailure, DbTarget, classify};
 use vern_kit::idempotency::{self, Key, commit_once};
 
@@ -69,7 +70,7 @@ const LEASE_EXPIRED: &str = "interrupted: the sweep's instance stopped renewing 
 /// The retention service's store.
 #[derive(Clone, Debug)]
 pub struct RetentionStore {
-    db: DatabaseConnection,
+    db: Db,
 }
 
 impl RetentionStore {
@@ -80,7 +81,7 @@ impl RetentionStore {
     }
 
     /// The connection.
-    pub fn connection(&self) -> &DatabaseConnection {
+    pub fn connection(&self) -> &Db {
         &self.db
     }
 
@@ -622,11 +623,7 @@ fn hold_from_row(m: hold::Model) -> Result<Hold, RetentionError> {
 
 /// Marks RUNNING sweeps (of `tenant`, or of every tenant) whose lease expired at `now`
 /// as INTERRUPTED.
-async fn expire_runs(
-    db: &DatabaseConnection,
-    tenant: Option<&str>,
-    now: DateTime<Utc>,
-) -> Result<u64, DbErr> {
+async fn expire_runs(db: &Db, tenant: Option<&str>, now: DateTime<Utc>) -> Result<u64, DbErr> {
     let mut q = sweep_run::Entity::update_many()
         .col_expr(
             sweep_run::Column::Status,

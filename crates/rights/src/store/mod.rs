@@ -9,11 +9,11 @@ pub mod migration;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
-    DatabaseConnection, DbBackend, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr,
+    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use vern_kit::ApiError;
+use vern_kit::db::Db;
 use vern_kit::db::{DbFailure, DbTarget, classify};
 use vern_kit::idempotency::{self, Key, commit_once};
 
@@ -85,7 +85,7 @@ const MAX_ATTEMPTS: usize = 5;
 /// The rights service's store.
 #[derive(Clone, Debug)]
 pub struct RightsStore {
-    db: DatabaseConnection,
+    db: Db,
 }
 
 fn aborted() -> RightsError {
@@ -117,7 +117,7 @@ impl RightsStore {
     }
 
     /// The connection.
-    pub fn connection(&self) -> &DatabaseConnection {
+    pub fn connection(&self) -> &Db {
         &self.db
     }
 

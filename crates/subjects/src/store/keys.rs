@@ -16,7 +16,8 @@
 
 use std::collections::HashMap;
 
-use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter};
+use vern_kit::db::Db;
 use vern_kit::db::DbTarget;
 
 use super::entities::subject_key;
@@ -25,7 +26,7 @@ use super::migration::KeyMigrator;
 /// The subjects' key store.
 #[derive(Clone, Debug)]
 pub struct KeyStore {
-    db: DatabaseConnection,
+    db: Db,
 }
 
 impl KeyStore {
@@ -36,7 +37,7 @@ impl KeyStore {
     }
 
     /// The connection (for tests).
-    pub fn connection(&self) -> &DatabaseConnection {
+    pub fn connection(&self) -> &Db {
         &self.db
     }
 

@@ -14,10 +14,10 @@ pub mod migration;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Query;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    Select,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
+    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
 };
+use vern_kit::db::Db;
 use vern_kit::db::DbTarget;
 use vern_kit::idempotency::{self, Key, commit_once};
 
@@ -97,7 +97,7 @@ pub struct Batch {
 /// The subjects service's main store.
 #[derive(Clone, Debug)]
 pub struct SubjectStore {
-    db: DatabaseConnection,
+    db: Db,
 }
 
 impl SubjectStore {
@@ -108,7 +108,7 @@ impl SubjectStore {
     }
 
     /// The connection (for the relay and tests).
-    pub fn connection(&self) -> &DatabaseConnection {
+    pub fn connection(&self) -> &Db {
         &self.db
     }
 
@@ -912,7 +912,7 @@ where
 /// tenant when the statistics are stale, as after a bulk import: 878 ms instead of
 /// 2 ms for 500 keys at 48,000 rows; BENCHMARKS.md, "Import: what slowed it down".)
 async fn probe(
-    db: &DatabaseConnection,
+    db: &Db,
     sql: &str,
     values: Vec<sea_orm::Value>,
 ) -> Result<Vec<sea_orm::QueryResult>, DbErr> {

@@ -6,9 +6,10 @@ pub mod migration;
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
-    DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
+use vern_kit::db::Db;
 use vern_kit::db::DbTarget;
 use vern_kit::idempotency::{self, Key, commit_once};
 
@@ -53,7 +54,7 @@ fn page<T>(mut items: Vec<T>, limit: u64) -> Page<T> {
 /// The tenants service's store.
 #[derive(Clone, Debug)]
 pub struct TenantStore {
-    db: DatabaseConnection,
+    db: Db,
 }
 
 impl TenantStore {
@@ -64,7 +65,7 @@ impl TenantStore {
     }
 
     /// The connection (for tests).
-    pub fn connection(&self) -> &DatabaseConnection {
+    pub fn connection(&self) -> &Db {
         &self.db
     }
 
