@@ -159,6 +159,8 @@ for svc in "${services[@]}"; do
     env "${unsets[@]}" "${client_ca[@]}" "${sets[@]}" VERN_TELEMETRY__METRICS_LISTEN="$ip:$((base + 21 + i))" \
       "$bin" serve "$svc" --listen "$ip:$port" >"$dir/$log.log" 2>&1 &
     pids+=($!)
+    # For fault tests that kill one replica (`env` runs vern in its own process).
+    echo $! >"$dir/$log.pid"
   done
   i=$((i + 1))
 done

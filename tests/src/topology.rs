@@ -233,6 +233,31 @@ impl Topology {
         out
     }
 
+    /// Kills replica `r` (from 1) of `service` with SIGKILL, as a node lost or the OOM
+    /// killer would; returns its pid. The other components run on.
+    pub fn kill9(&self, service: &str, r: u8) -> u32 {
+        let log = if self.replicas > 1 {
+            format!("{service}-{r}")
+        } else {
+            service.to_owned()
+        };
+        let pid: u32 = std::fs::read_to_string(self.dir.path().join(format!("{log}.pid")))
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("pid");
+        let killed = Command::new("kill")
+            .arg("-KILL")
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(
+            killed.success(),
+            "{service} replica {r} (pid {pid}) was running"
+        );
+        pid
+    }
+
     /// Stops every component (the script's trap drops the schemas).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -367,3 +367,147 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// One of two consents replicas is killed (SIGKILL) under a Check load of 8 workers
+/// through the gateway: no Check fails. The calls in flight on the dead replica, and
+/// the calls sent to it before the gateway knew it dead, are sent again to the other
+/// replica (Check declares no side effects). Reports the number of Checks and the
+/// slowest (RELIABILITY.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_consents_replica_under_check_load_fails_no_check() {
+    let Some(suite) = Suite::start(Backend::Replicas).await else {
+        return;
+    };
+    let ch = suite.channel.clone();
+    create_tenant(&ch, TENANT, "Oslo Kulturfabrikk").await;
+    let admin = token(&["tenant-admin"], &[TENANT], 600);
+    let crm = token(&["integration"], &[TENANT], 600);
+    tpb::tenant_service_client::TenantServiceClient::new(ch.clone())
+        .create_purpose(authed(
+            tpb::CreatePurposeRequest {
+                key: "loyalty".into(),
+                description: "loyalty programme".into(),
+                legal_basis: LegalBasis::LegitimateInterests as i32,
+                data_categories: vec![DataCategory::Contact as i32],
+                legitimate_interest: "rewarding regular visitors".into(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("purpose");
+    let mut subjects = vec![];
+    let mut client = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
+    for i in 0..8 {
+        let s = client
+            .create_subject(authed(
+                spb::CreateSubjectRequest {
+                    email: format!("besok{i}@example.no"),
+                    request_id: format!("kill-create-{i}"),
+                    ..Default::default()
+                },
+                &crm,
+            ))
+            .await
+            .expect("create subject")
+            .into_inner();
+        subjects.push(s.subject_id);
+    }
+    // The subjects' states reach the consents replicas through the outbox.
+    for s in &subjects {
+        wait_until(Duration::from_secs(10), || async {
+            check(&ch, &crm, s).await.reason == cpb::CheckReason::NoObjection as i32
+        })
+        .await;
+    }
+    // Both replicas answer before the kill.
+    assert_eq!(checks_allowed(&ch, &crm, &subjects, 40).await, 40);
+    let before = checks_per_replica(&suite).await;
+    assert!(before.iter().all(|n| *n > 0.0), "{before:?}");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killed_at: std::sync::Arc<std::sync::OnceLock<Instant>> = Default::default();
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let (ch, crm, subjects, stop, killed_at) = (
+            ch.clone(),
+            crm.clone(),
+            subjects.clone(),
+            stop.clone(),
+            killed_at.clone(),
+        );
+        workers.spawn(async move {
+            let mut client = cpb::consent_service_client::ConsentServiceClient::new(ch);
+            let (mut ok, mut after_kill, mut failed, mut slowest) =
+                (0u64, 0u64, vec![], Duration::ZERO);
+            let mut i = w;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 8;
+                let started = Instant::now();
+                let mut req = authed(
+                    cpb::CheckRequest {
+                        subject_id: subjects[i % subjects.len()].clone(),
+                        purpose: "loyalty".into(),
+                    },
+                    &crm,
+                );
+                req.set_timeout(Duration::from_secs(10));
+                match client.check(req).await {
+                    Ok(r) if r.get_ref().allowed => ok += 1,
+                    Ok(r) => failed.push(format!("not allowed: {:?}", r.get_ref().reason)),
+                    Err(s) => failed.push(format!("{:?}: {}", s.code(), s.message())),
+                }
+                slowest = slowest.max(started.elapsed());
+                if killed_at.get().is_some_and(|k| started > *k) {
+                    after_kill += 1;
+                }
+            }
+            (ok, after_kill, failed, slowest)
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = suite
+        .topology
+        .as_ref()
+        .expect("a topology")
+        .kill9("consents", 2);
+    let _ = killed_at.set(Instant::now());
+    // Past the time a failed backend is skipped (2 s), so the dead replica is tried
+    // again and refused while the load goes on.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut after_kill, mut failed, mut slowest) = (0, 0, vec![], Duration::ZERO);
+    while let Some(r) = workers.join_next().await {
+        let (o, a, f, s) = r.expect("worker");
+        ok += o;
+        after_kill += a;
+        failed.extend(f);
+        slowest = slowest.max(s);
+    }
+    eprintln!(
+        "consents replica 2 (pid {pid}) killed under load: {} Checks, {after_kill} after the kill, {} failed, slowest {} ms",
+        ok + failed.len() as u64,
+        failed.len(),
+        slowest.as_millis()
+    );
+    if !failed.is_empty() {
+        let t = suite.topology.as_ref().expect("a topology");
+        let log = std::fs::read_to_string(t.dir.path().join("gateway.log")).unwrap_or_default();
+        for l in log
+            .lines()
+            .filter(|l| l.contains("unavailable") || l.contains("again"))
+        {
+            eprintln!("gateway: {l}");
+        }
+    }
+    assert!(
+        after_kill > 100,
+        "the load went on after the kill: {after_kill}"
+    );
+    assert!(
+        failed.is_empty(),
+        "{} Checks failed: {failed:?}",
+        failed.len()
+    );
+    suite.stop().await;
+}

@@ -10,6 +10,16 @@
 //!
 //! No buffer task sits in the path (tonic's `balance_channel` adds one): a call picks a
 //! backend and goes straight to its channel, so an extra hop costs nothing.
+//!
+//! **A call whose backend failed before answering is sent again, once, to another
+//! backend** when the RPC may be repeated (it declares itself a read or idempotent by
+//! request id: [`crate::permissions::is_repeatable`]). A replica that dies (killed,
+//! OOM, a node lost) takes the calls in flight on its connection with it; without this
+//! each would reach its caller as UNAVAILABLE although another replica could answer.
+//! Only a failure of the connection counts (no answer head arrived): an answer, even
+//! an error status, is the backend's and is passed on; a call past its deadline is not
+//! sent again. Such a request is held in memory until answered (one message: vern has
+//! no client-streaming RPC).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -51,6 +61,9 @@ pub struct Settings {
     pub timeout: Option<Duration>,
     /// HTTP/2 keep-alive pings, so a dead peer is noticed between calls.
     pub keepalive: Option<Duration>,
+    /// Which RPC paths may be sent again after a failed connection (see the module
+    /// docs); [`crate::permissions::is_repeatable`] unless a test says otherwise.
+    pub repeatable: fn(&str) -> bool,
 }
 
 impl Default for Settings {
@@ -59,6 +72,7 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(5),
             timeout: None,
             keepalive: Some(Duration::from_secs(30)),
+            repeatable: crate::permissions::is_repeatable,
         }
     }
 }
@@ -412,21 +426,71 @@ impl Service<http::Request<Body>> for Balanced {
             if let Some(n) = pinned {
                 return shared.call_replica(n, req).await;
             }
-            let backend = shared.backend().await?;
-            backend.in_flight.fetch_add(1, Ordering::Relaxed);
-            let _counted = InFlight(backend.clone());
-            let mut channel = backend.channel.clone();
-            let result = match channel.ready().await {
-                Ok(ch) => ch.call(req).await,
-                Err(e) => Err(e),
+            if !(shared.settings.repeatable)(req.uri().path()) {
+                let backend = shared.backend().await?;
+                return shared.call_on(&backend, req).await;
+            }
+            // Kept to be sent again: the head is cloned, the one message collected.
+            let (head, body) = req.into_parts();
+            let body = http_body_util::BodyExt::collect(body).await?.to_bytes();
+            let again = || {
+                http::Request::from_parts(
+                    head.clone(),
+                    Body::new(http_body_util::Full::new(body.clone())),
+                )
             };
-            // Statuses arrive as responses: an error here is the connection's.
-            result.map_err(|e| {
-                shared.mark_down(&backend);
-                Box::new(e) as BalanceError
-            })
+            let first = shared.backend().await?;
+            match shared.call_on(&first, again()).await {
+                Err(e) if !past_deadline(&*e) => {
+                    // `first` is marked down now, so another backend is picked if
+                    // there is one that is up.
+                    let second = shared.backend().await?;
+                    tracing::info!(
+                        service = %shared.target.origin,
+                        other_backend = !Arc::ptr_eq(&first, &second),
+                        "a backend failed before answering: the call is sent again"
+                    );
+                    shared.call_on(&second, again()).await
+                }
+                other => other,
+            }
         })
     }
+}
+
+impl Shared {
+    /// Sends `req` to `backend`, counting it in flight; a failure is the connection's
+    /// (statuses arrive as answers) and marks the backend down.
+    async fn call_on(
+        &self,
+        backend: &Arc<Backend>,
+        req: http::Request<Body>,
+    ) -> Result<http::Response<Body>, BalanceError> {
+        backend.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _counted = InFlight(backend.clone());
+        let mut channel = backend.channel.clone();
+        let result = match channel.ready().await {
+            Ok(ch) => ch.call(req).await,
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| {
+            self.mark_down(backend);
+            Box::new(e) as BalanceError
+        })
+    }
+}
+
+/// Whether a call failed because its deadline (the channel's timeout) passed: sending
+/// it again would only be late again.
+fn past_deadline(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -463,6 +527,46 @@ mod tests {
                 )),
         );
         addr
+    }
+
+    /// A call whose backend refuses the connection is answered by the other backend
+    /// when the RPC may be repeated, and fails when it may not.
+    #[tokio::test]
+    async fn a_repeatable_call_whose_backend_fails_is_answered_by_another() {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let good = health_server().await;
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        for repeatable in [true, false] {
+            let b = Balanced::new(
+                &format!("http://{good}"),
+                Settings {
+                    repeatable: if repeatable { |_| true } else { |_| false },
+                    ..Settings::default()
+                },
+            )
+            .expect("url");
+            b.shared.replace(vec![dead, good]);
+            // The dead backend is picked first: the good one looks busy.
+            let all = b.shared.snapshot();
+            let good_backend = all.iter().find(|x| x.addr == good).expect("good");
+            good_backend.in_flight.store(10, Ordering::Relaxed);
+            let answer = HealthClient::new(b.clone())
+                .check(HealthCheckRequest::default())
+                .await;
+            assert_eq!(
+                answer.is_ok(),
+                repeatable,
+                "repeatable={repeatable}: {answer:?}"
+            );
+            let dead_backend = all.iter().find(|x| x.addr == dead).expect("dead");
+            assert!(
+                dead_backend.down_until_ms.load(Ordering::Relaxed) > 0,
+                "the refusing backend was tried first and marked down"
+            );
+        }
     }
 
     #[tokio::test]

@@ -27,6 +27,22 @@ static STREAMING: LazyLock<std::collections::HashSet<String>> = LazyLock::new(||
         .collect()
 });
 
+static REPEATABLE: LazyLock<std::collections::HashSet<String>> = LazyLock::new(|| {
+    vern_proto::rpcs::all()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.idempotency != vern_proto::rpcs::Idempotency::Unknown && !m.client_streaming)
+        .map(|m| m.path())
+        .collect()
+});
+
+/// Whether a call of the RPC at `path` may be sent again when its connection failed
+/// before an answer: it declares itself a read or idempotent (by request id), and its
+/// request is one message (see `vern_proto::rpcs::Idempotency`).
+pub fn is_repeatable(path: &str) -> bool {
+    REPEATABLE.contains(path)
+}
+
 /// Whether the RPC at `path` streams its answer (and so is guarded for its whole life
 /// by [`crate::streams`]).
 pub fn is_server_streaming(path: &str) -> bool {

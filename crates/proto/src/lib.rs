@@ -71,8 +71,22 @@ pub mod rpcs {
     struct File {
         #[prost(string, tag = "2")]
         package: String,
+        #[prost(message, repeated, tag = "4")]
+        message_type: Vec<MessageType>,
         #[prost(message, repeated, tag = "6")]
         service: Vec<Service>,
+    }
+    #[derive(Clone, PartialEq, Message)]
+    struct MessageType {
+        #[prost(string, tag = "1")]
+        name: String,
+        #[prost(message, repeated, tag = "2")]
+        field: Vec<Field>,
+    }
+    #[derive(Clone, PartialEq, Message)]
+    struct Field {
+        #[prost(string, tag = "1")]
+        name: String,
     }
     #[derive(Clone, PartialEq, Message)]
     struct Service {
@@ -85,15 +99,37 @@ pub mod rpcs {
     struct Method {
         #[prost(string, tag = "1")]
         name: String,
+        #[prost(string, tag = "2")]
+        input_type: String,
         #[prost(message, optional, tag = "4")]
         options: Option<MethodOptions>,
+        #[prost(bool, tag = "5")]
+        client_streaming: bool,
         #[prost(bool, tag = "6")]
         server_streaming: bool,
     }
     #[derive(Clone, PartialEq, Message)]
     struct MethodOptions {
+        #[prost(enumeration = "Idempotency", tag = "34")]
+        idempotency_level: i32,
         #[prost(enumeration = "Permission", tag = "50001")]
         permission: i32,
+    }
+
+    /// What repeating a call does: protobuf's standard `option idempotency_level`,
+    /// which every vern RPC declares. A call that may be repeated is retried once on
+    /// another backend when its connection failed before an answer
+    /// (`vern_kit::balance`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+    #[repr(i32)]
+    pub enum Idempotency {
+        /// Not declared: never repeated on the caller's behalf.
+        Unknown = 0,
+        /// A read.
+        NoSideEffects = 1,
+        /// A change that repeated has the effect of one: by its `request_id`, or by
+        /// nature (a page of a re-wrap that skips what is done).
+        Idempotent = 2,
     }
 
     /// One RPC of a vern service.
@@ -105,6 +141,12 @@ pub mod rpcs {
         pub method: String,
         /// Whether the server streams its answer.
         pub server_streaming: bool,
+        /// Whether the client streams its request.
+        pub client_streaming: bool,
+        /// What repeating the call does.
+        pub idempotency: Idempotency,
+        /// The fields of the request message, by name.
+        pub request_fields: Vec<String>,
         /// The declared permission; `Unspecified` when the RPC declares none (or one
         /// this build does not know), which servers treat as "refused to everyone".
         pub permission: Permission,
@@ -121,6 +163,14 @@ pub mod rpcs {
     /// `FileDescriptorSet`).
     pub fn from_descriptor_set(descriptor_set: &[u8]) -> Result<Vec<Rpc>, prost::DecodeError> {
         let set = FileSet::decode(descriptor_set)?;
+        // Request messages by their fully qualified name, `.vern.x.v1.Message`.
+        let mut messages = std::collections::HashMap::new();
+        for file in &set.file {
+            for m in &file.message_type {
+                let fields: Vec<String> = m.field.iter().map(|f| f.name.clone()).collect();
+                messages.insert(format!(".{}.{}", file.package, m.name), fields);
+            }
+        }
         let mut out = vec![];
         for file in set.file.iter().filter(|f| f.package.starts_with("vern.")) {
             for service in &file.service {
@@ -130,10 +180,21 @@ pub mod rpcs {
                         .as_ref()
                         .and_then(|o| Permission::try_from(o.permission).ok())
                         .unwrap_or(Permission::Unspecified);
+                    let idempotency = method
+                        .options
+                        .as_ref()
+                        .and_then(|o| Idempotency::try_from(o.idempotency_level).ok())
+                        .unwrap_or(Idempotency::Unknown);
                     out.push(Rpc {
                         service: format!("{}.{}", file.package, service.name),
                         method: method.name.clone(),
                         server_streaming: method.server_streaming,
+                        client_streaming: method.client_streaming,
+                        idempotency,
+                        request_fields: messages
+                            .get(&method.input_type)
+                            .cloned()
+                            .unwrap_or_default(),
                         permission,
                     });
                 }
@@ -191,6 +252,51 @@ mod tests {
         assert!(
             all.iter()
                 .any(|r| r.server_streaming && r.path().ends_with("/WatchEvents"))
+        );
+    }
+
+    /// Every RPC says what repeating it does, and says it truly: a read carries no
+    /// request id, a change that may be repeated carries one (or is one of the few
+    /// idempotent by nature), and no request with a request id is left undeclared.
+    #[test]
+    fn every_rpc_declares_what_repeating_it_does() {
+        use super::rpcs::Idempotency;
+        // Repeating these changes nothing more: a re-wrap or re-index page skips what
+        // is done; a parked row put back is put back.
+        let by_nature = ["RewrapDataKeys", "ReindexSubjects", "RetryOutboxRows"];
+        // Its rows carry their request ids.
+        let per_row = ["ImportSubjects"];
+        let all = super::rpcs::all().expect("descriptors");
+        assert!(all.len() > 80, "{} RPCs", all.len());
+        let mut wrong = vec![];
+        for rpc in &all {
+            let has_id = rpc.request_fields.iter().any(|f| f == "request_id");
+            let ok = match rpc.idempotency {
+                Idempotency::Unknown => false,
+                Idempotency::NoSideEffects => !has_id,
+                Idempotency::Idempotent => {
+                    has_id
+                        || by_nature.contains(&rpc.method.as_str())
+                        || per_row.contains(&rpc.method.as_str())
+                }
+            };
+            if !ok || rpc.client_streaming {
+                wrong.push(format!(
+                    "{} {:?} request_id={has_id}",
+                    rpc.path(),
+                    rpc.idempotency
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        let level = |path: &str| all.iter().find(|r| r.path() == path).map(|r| r.idempotency);
+        assert_eq!(
+            level("/vern.consents.v1.ConsentService/Check"),
+            Some(Idempotency::NoSideEffects)
+        );
+        assert_eq!(
+            level("/vern.consents.v1.ConsentService/RecordConsent"),
+            Some(Idempotency::Idempotent)
         );
     }
 }

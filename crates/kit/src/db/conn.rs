@@ -332,9 +332,13 @@ mod tests {
         // With it, a transaction, a write and a read all succeed on the first call,
         // though every other connection in the pool is dead too.
         let txn = db.begin().await.expect("BEGIN on a fresh connection");
-        txn.query_one_raw(select_1()).await.expect("in the transaction");
+        txn.query_one_raw(select_1())
+            .await
+            .expect("in the transaction");
         txn.commit().await.expect("commit");
-        db.execute_unprepared("SELECT 1").await.expect("a statement");
+        db.execute_unprepared("SELECT 1")
+            .await
+            .expect("a statement");
         db.query_one_raw(select_1()).await.expect("a read");
         let _ = db.close().await;
         let _ = admin.close().await;
