@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::process::Output;
+use std::time::Instant;
 
 use base64::Engine as _;
 use tonic::Code;
@@ -227,7 +228,7 @@ async fn keys_rotate_and_reindex_on_replicas_while_they_serve() {
         let doomed: Vec<String> = ids[ERASED_BEFORE..ERASED_BEFORE + ERASED_DURING].to_vec();
         tokio::spawn(async move {
             let mut client = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
-            let mut created = vec![];
+            let (mut created, mut written_at) = (vec![], vec![]);
             for n in 0..CREATED_DURING {
                 let s = client
                     .create_subject(authed(row("w", n), &crm))
@@ -235,23 +236,44 @@ async fn keys_rotate_and_reindex_on_replicas_while_they_serve() {
                     .expect("create during rotation")
                     .into_inner();
                 created.push(s.subject_id);
+                written_at.push(Instant::now());
                 if let Some(id) = doomed.get(n) {
                     erase(&ch, &officer, id).await;
+                    written_at.push(Instant::now());
                 }
             }
-            created
+            (created, written_at)
         })
     };
+    let rotation_began = Instant::now();
     let rotated = tokio::task::block_in_place(|| {
         ok(keys(
             &suite,
             &["rotate-master", "--quiet", "--page-size", "100"],
         ))
     });
+    let rotation_ended = Instant::now();
     let reindexed = tokio::task::block_in_place(|| {
         ok(keys(&suite, &["reindex", "--quiet", "--page-size", "100"]))
     });
-    let created = writer.await.expect("writer");
+    let reindex_ended = Instant::now();
+    let (created, written_at) = writer.await.expect("writer");
+    // The writer really wrote while the keys moved (else the passes met no change).
+    let during =
+        |from: Instant, to: Instant| written_at.iter().filter(|t| **t > from && **t < to).count();
+    let (in_rotation, in_reindex) = (
+        during(rotation_began, rotation_ended),
+        during(rotation_ended, reindex_ended),
+    );
+    eprintln!(
+        "writes during the re-wrap: {in_rotation}; during the re-index: {in_reindex}; of {}",
+        written_at.len()
+    );
+    assert!(
+        in_rotation > 0,
+        "no write while the data keys were re-wrapped ({} writes in all)",
+        written_at.len()
+    );
     assert!(rotated.contains("re-wrapped"), "{rotated}");
     assert!(reindexed.contains("re-indexed"), "{reindexed}");
     let status = ok(keys(&suite, &["status"]));

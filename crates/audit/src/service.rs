@@ -48,6 +48,9 @@ struct Inner {
     /// The tenants followed by exports in this process: each wakes only its own
     /// exports, after an append here or when another replica moved its head.
     followed: std::sync::Mutex<Followed>,
+    /// Reads of the key file by [`AuditLog::spawn_key_watch`] that failed (the current
+    /// key was kept).
+    key_reload_failures: std::sync::atomic::AtomicU64,
 }
 
 /// The followed tenants: a sender per tenant (its last known head seq), and whether
@@ -83,6 +86,7 @@ impl AuditLog {
                 policy,
                 locks: std::sync::Mutex::new(HashMap::new()),
                 followed: std::sync::Mutex::new(Followed::default()),
+                key_reload_failures: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -131,9 +135,18 @@ impl AuditLog {
         true
     }
 
+    /// How many reads of the signing key file by [`AuditLog::spawn_key_watch`] have
+    /// failed (unreadable or malformed file; each kept the current key).
+    pub fn key_reload_failures(&self) -> u64 {
+        self.inner
+            .key_reload_failures
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Re-reads the signing key file every `every` and signs with the new key when it
     /// changes (a Secret rotated in place); an unreadable or malformed file keeps the
-    /// current key and is logged.
+    /// current key, is logged (once until a read succeeds again) and counted
+    /// ([`AuditLog::key_reload_failures`]).
     pub fn spawn_key_watch(
         &self,
         path: std::path::PathBuf,
@@ -149,11 +162,16 @@ impl AuditLog {
                         complained = false;
                         this.replace_signer(signer);
                     }
-                    Err(e) if !complained => {
-                        complained = true;
-                        tracing::warn!(error = %e, "audit signing key file unreadable; keeping the current key");
+                    Err(e) => {
+                        if !complained {
+                            complained = true;
+                            tracing::warn!(error = %e, "audit signing key file unreadable; keeping the current key");
+                        }
+                        // Counted after the current key was kept (nothing replaced it).
+                        this.inner
+                            .key_reload_failures
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }
-                    Err(_) => {}
                 }
             }
         })

@@ -2,7 +2,8 @@
 //! acknowledged by its own replica: consent events, withdrawals, objections, restriction
 //! and erasure show at once, also while Checks run concurrently with the writes, on
 //! SQLite and on PostgreSQL. On PostgreSQL another replica's write shows within
-//! `CACHE_MAX_AGE`.
+//! `CACHE_MAX_AGE`. And the cache is used: repeated Checks with no write between are
+//! counted as answered from it (`ConsentStore::cache_stats`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use vern_consents::error::ConsentError;
 use vern_consents::purposes::{PurposeCache, PurposeSource};
 use vern_consents::remote::SubjectSource;
 use vern_consents::service::{Consents, NewEvent};
-use vern_consents::store::{CACHE_MAX_AGE, ConsentStore};
+use vern_consents::store::{CACHE_MAX_AGE, CacheStats, ConsentStore};
 use vern_kit::context::TenantId;
 use vern_kit::db::DbTarget;
 use vern_kit::testing::TestDb;
@@ -211,6 +212,116 @@ async fn every_change_shows_at_once_on(db: TestDb) {
         .await
         .expect("batch");
     assert_eq!(batch[0].1.reason, Reason::SubjectErased);
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn repeated_checks_are_answered_from_the_cache() {
+    repeated_checks_are_answered_from_the_cache_on(TestDb::sqlite("consents")).await;
+}
+
+#[tokio::test]
+async fn repeated_checks_are_answered_from_the_cache_on_postgres() {
+    if let Some(db) = TestDb::postgres("consents") {
+        repeated_checks_are_answered_from_the_cache_on(db).await;
+    }
+}
+
+/// What `store` counted since `before`.
+fn since(store: &ConsentStore, before: CacheStats) -> CacheStats {
+    let now = store.cache_stats();
+    CacheStats {
+        hits: now.hits - before.hits,
+        misses: now.misses - before.misses,
+    }
+}
+
+/// On PostgreSQL: waits until the notifications of every write acknowledged so far
+/// have been handled, so that none of them empties the cache later. A fresh cache
+/// reflects every write committed more than `CACHE_MAX_AGE` ago.
+async fn settle(db: &TestDb, store: &ConsentStore) {
+    if db.backend == "postgres" {
+        tokio::time::sleep(CACHE_MAX_AGE + Duration::from_millis(50)).await;
+        assert!(
+            store.cache_ready(Duration::from_secs(5)).await,
+            "cache usable"
+        );
+    }
+}
+
+/// One Check of (`s`, newsletter) to fill the cache, then `n` identical ones with no
+/// write between, each answering `want`; what those `n` counted. A window in which the
+/// cache became unusable (PostgreSQL: the listener fell behind on a loaded machine, so
+/// the cache is rightly bypassed, or reconnected and cleared it) is measured again.
+async fn repeated(store: &ConsentStore, c: &Consents, s: &str, want: Reason, n: u64) -> CacheStats {
+    for _ in 0..5 {
+        assert!(
+            store.cache_ready(Duration::from_secs(5)).await,
+            "cache usable"
+        );
+        assert_eq!(check(c, s, "newsletter").await.reason, want);
+        let before = store.cache_stats();
+        for _ in 0..n {
+            assert_eq!(check(c, s, "newsletter").await.reason, want);
+        }
+        let counted = since(store, before);
+        if store.cache_ready(Duration::ZERO).await {
+            return counted;
+        }
+    }
+    panic!("the cache never stayed usable for {n} Checks");
+}
+
+/// Guards the freshness tests above against a cache that is never used: they would
+/// pass as well if every Check read the database.
+async fn repeated_checks_are_answered_from_the_cache_on(db: TestDb) {
+    const N: u64 = 50;
+    let store = cached_store(&db.target).await;
+    let c = with_store(store.clone());
+    let s = uuid::Uuid::now_v7().to_string();
+    set_state(&c, &s, SubjectStatus::Active, 1).await;
+    record(&c, &s, "newsletter", ConsentAction::Grant).await;
+    settle(&db, &store).await;
+
+    // Never read since the writes: a database read, which fills the cache …
+    let before = store.cache_stats();
+    assert_eq!(
+        check(&c, &s, "newsletter").await.reason,
+        Reason::ConsentGranted
+    );
+    assert_eq!(since(&store, before), CacheStats { hits: 0, misses: 1 });
+    // … and every identical Check after it is answered from the cache.
+    assert_eq!(
+        repeated(&store, &c, &s, Reason::ConsentGranted, N).await,
+        CacheStats { hits: N, misses: 0 },
+        "no write between: all from the cache"
+    );
+
+    // A write for the subject empties its entry: the next Check reads the database
+    // and answers the new state …
+    record(&c, &s, "newsletter", ConsentAction::Withdraw).await;
+    let before = store.cache_stats();
+    assert_eq!(
+        check(&c, &s, "newsletter").await.reason,
+        Reason::ConsentWithdrawn
+    );
+    assert_eq!(since(&store, before), CacheStats { hits: 0, misses: 1 });
+    // … and, once filled again, the cache answers it (PostgreSQL: the write's own
+    // notification may still empty the entry once; let it arrive first).
+    settle(&db, &store).await;
+    assert_eq!(
+        repeated(&store, &c, &s, Reason::ConsentWithdrawn, N).await,
+        CacheStats { hits: N, misses: 0 },
+        "no write between: all from the cache"
+    );
+    // BatchCheck counts per subject and reads the same cache.
+    let before = store.cache_stats();
+    let (batch, _) = c
+        .batch_check(&tenant(), "newsletter", std::slice::from_ref(&s))
+        .await
+        .expect("batch");
+    assert_eq!(batch[0].1.reason, Reason::ConsentWithdrawn);
+    assert_eq!(since(&store, before), CacheStats { hits: 1, misses: 0 });
     db.cleanup().await;
 }
 
@@ -437,6 +548,7 @@ async fn without_notifications_postgres_reads_the_database() {
         Reason::ConsentGranted
     );
     assert_eq!(store.cached_subjects(), 0);
+    assert_eq!(store.cache_stats().hits, 0, "no cache: every Check reads");
     db.cleanup().await;
 }
 

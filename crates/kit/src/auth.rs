@@ -383,6 +383,8 @@ pub struct ServiceTokens {
     issuer: String,
     audience: String,
     cache: std::sync::Mutex<std::collections::HashMap<String, (String, i64)>>,
+    /// Re-reads of a changed key file that failed (the current key was kept).
+    reload_failures: std::sync::atomic::AtomicU64,
 }
 
 enum ServiceSigner {
@@ -466,7 +468,27 @@ impl ServiceTokens {
             issuer: config.auth.issuer.clone(),
             audience: config.auth.audience.clone(),
             cache: std::sync::Mutex::new(std::collections::HashMap::new()),
+            reload_failures: std::sync::atomic::AtomicU64::new(0),
         }))
+    }
+
+    /// How many re-reads of the changed service signing key file failed (unreadable or
+    /// not a key); each kept the current key. Always 0 for HS256.
+    pub fn key_reload_failures(&self) -> u64 {
+        self.reload_failures
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Makes the next use look at the key file again, as if [`SERVICE_KEY_RECHECK`]
+    /// had passed since the last look.
+    #[cfg(test)]
+    fn make_recheck_due(&self) {
+        if let ServiceSigner::Pem(p) = &self.signer {
+            let mut s = p.write().expect("signer lock");
+            s.checked = std::time::Instant::now()
+                .checked_sub(SERVICE_KEY_RECHECK)
+                .expect("monotonic clock past the recheck interval");
+        }
     }
 
     /// The PEM key and its id, re-read first if the file changed.
@@ -483,7 +505,7 @@ impl ServiceTokens {
 
     /// Reads the key file again if it changed (looked at at most every
     /// [`SERVICE_KEY_RECHECK`]); a new key empties the token cache. An unreadable new
-    /// file keeps the current key.
+    /// file keeps the current key (counted in [`ServiceTokens::key_reload_failures`]).
     fn recheck(&self, signer: &std::sync::RwLock<PemSigner>) {
         let due = signer
             .read()
@@ -509,6 +531,8 @@ impl ServiceTokens {
                     Err(e) => {
                         tracing::warn!(error = %e, "service signing key file unreadable; keeping the current key");
                         s.stamp = stamp;
+                        self.reload_failures
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }
                 }
             }
@@ -650,9 +674,17 @@ mod tests {
         );
         assert!(verifier.verify(&first).is_ok());
         // The Secret is rotated in place: the next token after the recheck uses B.
-        std::thread::sleep(SERVICE_KEY_RECHECK + std::time::Duration::from_millis(100));
+        let a_modified = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .expect("mtime");
         std::fs::write(&path, &b_pem).expect("write");
-        std::thread::sleep(SERVICE_KEY_RECHECK + std::time::Duration::from_millis(100));
+        // B may have A's size: a later mtime marks the change even on a coarse clock.
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(a_modified + std::time::Duration::from_secs(2)))
+            .expect("set mtime");
+        tokens.make_recheck_due();
         let second = tokens.for_tenant("dept-a").expect("token");
         assert_ne!(
             second, first,
@@ -660,18 +692,31 @@ mod tests {
         );
         assert_eq!(
             jsonwebtoken::decode_header(&second).expect("header").kid,
-            Some(b_kid)
+            Some(b_kid.clone())
         );
         assert!(verifier.verify(&second).is_ok());
-        // A broken file keeps the current key.
-        std::thread::sleep(SERVICE_KEY_RECHECK + std::time::Duration::from_millis(100));
+        // A broken file keeps the current key. Its size differs from B's, so the
+        // recheck sees a change and reads it (the use below runs the recheck).
+        let failures = tokens.key_reload_failures();
         std::fs::write(&path, "not a key").expect("write");
-        std::thread::sleep(SERVICE_KEY_RECHECK + std::time::Duration::from_millis(100));
-        assert!(
-            verifier
-                .verify(&tokens.for_tenant("dept-b").expect("token"))
-                .is_ok()
+        tokens.make_recheck_due();
+        let third = tokens.for_tenant("dept-b").expect("token");
+        assert_eq!(
+            tokens.key_reload_failures(),
+            failures + 1,
+            "the broken key file was read again and refused"
         );
+        assert_eq!(
+            jsonwebtoken::decode_header(&third).expect("header").kid,
+            Some(b_kid.clone()),
+            "signed with the current key"
+        );
+        assert!(verifier.verify(&third).is_ok());
+        assert_eq!(tokens.key_id().as_deref(), Some(b_kid.as_str()));
+        // The unchanged broken file is not read (nor counted) again.
+        tokens.make_recheck_due();
+        assert_eq!(tokens.key_id().as_deref(), Some(b_kid.as_str()));
+        assert_eq!(tokens.key_reload_failures(), failures + 1);
     }
 
     #[test]

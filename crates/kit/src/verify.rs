@@ -511,6 +511,10 @@ mod tests {
     use crate::auth::{Role, generate_ed25519, sign_hs256, sign_with_pem};
     use base64::Engine;
     use jsonwebtoken::{EncodingKey, Header};
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::mpsc;
 
     const RSA_PEM: &str = include_str!("../tests/fixtures/rsa.pem");
     const RSA_PUB_PEM: &str = include_str!("../tests/fixtures/rsa.pub.pem");
@@ -756,6 +760,261 @@ mod tests {
         assert!(v.refresh().is_err(), "only unusable keys: refused");
         assert_eq!(v.key_generation(), generation);
         assert!(v.verify(&a).is_ok() && v.verify(&b).is_ok());
+    }
+
+    /// A loopback HTTP server publishing a JWKS: answers every request with the current
+    /// body (`Connection: close`, so one connection is one request), counts the requests,
+    /// and in stall mode reads the request but never answers.
+    struct JwksServer {
+        url: String,
+        addr: SocketAddr,
+        body: Arc<Mutex<String>>,
+        requests: Arc<AtomicUsize>,
+        stall: Arc<AtomicBool>,
+        shutdown: Arc<AtomicBool>,
+    }
+
+    impl JwksServer {
+        fn start(body: String) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let server = Self {
+                url: format!("http://{addr}/.well-known/jwks.json"),
+                addr,
+                body: Arc::new(Mutex::new(body)),
+                requests: Arc::new(AtomicUsize::new(0)),
+                stall: Arc::new(AtomicBool::new(false)),
+                shutdown: Arc::new(AtomicBool::new(false)),
+            };
+            let (body, requests, stall, shutdown) = (
+                server.body.clone(),
+                server.requests.clone(),
+                server.stall.clone(),
+                server.shutdown.clone(),
+            );
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if shutdown.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let (body, requests, stall) = (body.clone(), requests.clone(), stall.clone());
+                    // One thread a connection: a stalled one must not block the next.
+                    std::thread::spawn(move || answer(stream, &body, &requests, &stall));
+                }
+            });
+            server
+        }
+
+        fn publish(&self, body: String) {
+            *self.body.lock().expect("body") = body;
+        }
+
+        fn requests(&self) -> usize {
+            self.requests.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Drop for JwksServer {
+        fn drop(&mut self) {
+            self.shutdown.store(true, Ordering::SeqCst);
+            // Wake the accept loop so its thread ends.
+            let _ = TcpStream::connect(self.addr);
+        }
+    }
+
+    fn answer(
+        mut stream: TcpStream,
+        body: &Mutex<String>,
+        requests: &AtomicUsize,
+        stall: &AtomicBool,
+    ) {
+        // Bounded, so no handler outlives a client that went silent for long.
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        // Counted before answering, so the count is final when the client has its answer.
+        requests.fetch_add(1, Ordering::SeqCst);
+        if stall.load(Ordering::SeqCst) {
+            // Never answer: hold the connection until the client gives up and closes.
+            while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+            return;
+        }
+        let body = body.lock().expect("body").clone();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(response.as_bytes());
+        let _ = stream.flush();
+    }
+
+    /// A verifier reading its keys from `server` (the initial load is one request).
+    fn verifier_over_http(server: &JwksServer) -> TokenVerifier {
+        TokenVerifier::new(
+            None,
+            Some(KeySource::Url(server.url.clone())),
+            &AuthConfig::default(),
+        )
+        .expect("load over HTTP")
+    }
+
+    // Plain #[test] (no runtime): the unknown-kid fetch runs inline in verify().
+    #[test]
+    fn jwks_over_http_is_fetched_once_per_interval_for_unknown_key_ids() {
+        let (a_pem, a_jwk) = generate_ed25519("a").expect("a");
+        let (b_pem, b_jwk) = generate_ed25519("b").expect("b");
+        let (c_pem, c_jwk) = generate_ed25519("c").expect("c");
+        let server = JwksServer::start(jwks(vec![a_jwk.clone()]));
+        let v = verifier_over_http(&server);
+        assert_eq!(server.requests(), 1, "the initial load is one request");
+        let a = sign_with_pem(&claims(60), a_pem.as_bytes(), "a").expect("sign");
+        assert!(v.verify(&a).is_ok());
+        assert_eq!(server.requests(), 1, "a known kid fetches nothing");
+
+        // A key published since the load: the first token naming it fetches once.
+        server.publish(jwks(vec![a_jwk.clone(), b_jwk.clone()]));
+        let b = sign_with_pem(&claims(60), b_pem.as_bytes(), "b").expect("sign");
+        assert!(v.verify(&b).is_ok(), "unknown kid fetched");
+        assert_eq!(server.requests(), 2);
+
+        // Within the interval another unknown kid fetches nothing, even one that is
+        // published by now, and neither does a flood of made-up kids.
+        server.publish(jwks(vec![a_jwk.clone(), b_jwk.clone(), c_jwk.clone()]));
+        let c = sign_with_pem(&claims(60), c_pem.as_bytes(), "c").expect("sign");
+        assert_eq!(v.verify(&c), Err(TokenError::UnknownKey), "rate-limited");
+        assert_eq!(server.requests(), 2, "no fetch within the interval");
+        for i in 0..50 {
+            let t = sign_with_pem(&claims(60), c_pem.as_bytes(), &format!("made-up-{i}"))
+                .expect("sign");
+            assert_eq!(v.verify(&t), Err(TokenError::UnknownKey));
+        }
+        assert_eq!(
+            server.requests(),
+            2,
+            "a flood of unknown kids is one fetch at most"
+        );
+        assert!(v.verify(&a).is_ok() && v.verify(&b).is_ok());
+
+        // Once the interval has passed (the last fetch moved back instead of sleeping
+        // 10 s), the next unknown kid fetches again, once.
+        {
+            let mut last = v.inner.unknown_kid_fetch.lock().expect("lock");
+            assert!(last.is_some(), "the fetch for b was recorded");
+            *last = Some(
+                Instant::now()
+                    .checked_sub(UNKNOWN_KID_FETCH_INTERVAL)
+                    .expect("an instant one interval ago"),
+            );
+        }
+        assert!(v.verify(&c).is_ok(), "fetched after the interval");
+        assert_eq!(server.requests(), 3);
+        let t = sign_with_pem(&claims(60), c_pem.as_bytes(), "made-up").expect("sign");
+        assert_eq!(v.verify(&t), Err(TokenError::UnknownKey));
+        assert_eq!(server.requests(), 3, "the interval starts again");
+    }
+
+    #[test]
+    fn a_stalled_jwks_server_times_out_and_keeps_the_keys() {
+        let (a_pem, a_jwk) = generate_ed25519("a").expect("a");
+        let server = JwksServer::start(jwks(vec![a_jwk]));
+        let v = verifier_over_http(&server);
+        let a = sign_with_pem(&claims(60), a_pem.as_bytes(), "a").expect("sign");
+        assert!(v.verify(&a).is_ok());
+        let generation = v.key_generation();
+        let before = server.requests();
+
+        server.stall.store(true, Ordering::SeqCst);
+        // The refresh runs on its own thread so a missing timeout fails this test
+        // instead of hanging it.
+        let (tx, rx) = mpsc::channel();
+        let stalled = v.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let result = stalled.refresh();
+            let _ = tx.send((result, started.elapsed()));
+        });
+        // While the fetch hangs, the current keys keep verifying (a new, uncached token).
+        let deadline = Instant::now() + FETCH_TIMEOUT;
+        while server.requests() == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            server.requests() > before,
+            "the refresh reached the stalled server"
+        );
+        let fresh = sign_with_pem(&claims(61), a_pem.as_bytes(), "a").expect("sign");
+        assert!(
+            v.verify(&fresh).is_ok(),
+            "keys usable during a stalled fetch"
+        );
+
+        let (result, elapsed) = rx
+            .recv_timeout(FETCH_TIMEOUT + Duration::from_secs(3))
+            .expect("a refresh against a stalled server times out instead of hanging");
+        let e = result.expect_err("a stalled fetch is an error");
+        assert!(e.contains("timeout"), "{e}");
+        assert!(
+            elapsed < FETCH_TIMEOUT + Duration::from_secs(3),
+            "{elapsed:?}"
+        );
+        // It failed by timing out, not at once for some other reason.
+        assert!(elapsed >= FETCH_TIMEOUT / 2, "{elapsed:?}");
+        assert_eq!(v.key_generation(), generation, "the keys were kept");
+        assert!(v.verify(&a).is_ok());
+
+        // The server answering again: the refresh succeeds, the same keys keep the cache.
+        server.stall.store(false, Ordering::SeqCst);
+        let before = server.requests();
+        v.refresh().expect("refresh");
+        assert_eq!(server.requests(), before + 1);
+        assert_eq!(v.key_generation(), generation);
+    }
+
+    #[test]
+    fn a_jwks_with_no_usable_key_over_http_never_replaces_a_working_one() {
+        let (a_pem, a_jwk) = generate_ed25519("a").expect("a");
+        let (b_pem, b_jwk) = generate_ed25519("b").expect("b");
+        let server = JwksServer::start(jwks(vec![a_jwk]));
+        let v = verifier_over_http(&server);
+        let a = sign_with_pem(&claims(60), a_pem.as_bytes(), "a").expect("sign");
+        assert!(v.verify(&a).is_ok());
+        let generation = v.key_generation();
+        assert_eq!(server.requests(), 1);
+
+        // An empty set.
+        server.publish(r#"{"keys":[]}"#.to_owned());
+        let e = v.refresh().expect_err("empty set refused");
+        assert!(e.contains("no usable signing key"), "{e}");
+        assert_eq!(server.requests(), 2, "the server was asked");
+        assert_eq!(v.key_generation(), generation);
+        assert!(v.verify(&a).is_ok());
+
+        // A set whose only key is for encryption.
+        let mut enc = b_jwk;
+        enc.common.public_key_use = Some(PublicKeyUse::Encryption);
+        server.publish(jwks(vec![enc]));
+        let e = v.refresh().expect_err("only unusable keys refused");
+        assert!(e.contains("no usable signing key"), "{e}");
+        assert_eq!(server.requests(), 3, "the server was asked");
+        assert_eq!(v.key_generation(), generation);
+        assert!(v.verify(&a).is_ok());
+
+        // A token naming the encryption key fetches (unknown kid) and is refused; that
+        // fetch does not replace the working set either.
+        let b = sign_with_pem(&claims(60), b_pem.as_bytes(), "b").expect("sign");
+        assert_eq!(v.verify(&b), Err(TokenError::UnknownKey));
+        assert_eq!(server.requests(), 4, "the unknown kid fetched");
+        assert_eq!(v.key_generation(), generation);
+        // A new (uncached) token: the working key itself is still there.
+        let fresh = sign_with_pem(&claims(61), a_pem.as_bytes(), "a").expect("sign");
+        assert!(v.verify(&fresh).is_ok());
     }
 
     #[test]

@@ -61,6 +61,7 @@ vern_kit::store_test_suite!("subjects":
     import_replays_rows_by_request_id,
     import_mixed_batch_commits_the_valid_rows_and_names_the_bad_fields,
     reindex_rewrites_every_entry_and_leaves_what_changed_meanwhile,
+    a_reindex_leaves_entries_another_replica_changed_inside_and_between_its_pages,
 );
 
 // ---- fixtures ----
@@ -3044,4 +3045,165 @@ async fn reindex_rewrites_every_entry_and_leaves_what_changed_meanwhile(target: 
     v1.done().await;
     e.done().await;
     f.done().await;
+}
+
+/// The re-index against another replica (a second pool on the same database) writing
+/// at the worst moments: inside a page (after the page's entries were read, before they
+/// are rewritten) a subject is rectified and another erased; between two pages a third
+/// is rectified. The concurrent change wins every time: the rewrite leaves entries that
+/// are no longer as read (compare and set), so each subject is found by its current
+/// address, never by its old one, and the erased one not at all.
+async fn a_reindex_leaves_entries_another_replica_changed_inside_and_between_its_pages(
+    target: DbTarget,
+) {
+    let v1 = env(target.clone()).await;
+    let a = tenant_a();
+    let mut ids = vec![];
+    for n in 0..6 {
+        let s =
+            v1.s.create(&a, email_only(&format!("q{n}@example.no")), None)
+                .await
+                .expect("create");
+        ids.push(s.subject_id);
+    }
+    let ring = || {
+        Keyring::versioned(
+            Some((2, MasterKey::from_bytes([9; KEY_LEN]))),
+            vec![(1, MasterKey::from_bytes([7; KEY_LEN]))],
+            2,
+            HashMap::new(),
+        )
+        .expect("ring")
+        .with_previous_index_version(1)
+        .expect("previous index")
+    };
+    // The re-indexing replica, and another replica with a pool of its own.
+    let reindexer = env_with(target.clone(), ring()).await;
+    let other = env_with(target.clone(), ring()).await;
+    let rectify = |who: String, to: &str| {
+        let to = to.to_owned();
+        let (o, a) = (&other, a.clone());
+        async move {
+            o.s.update(
+                &a,
+                &who,
+                &["email".to_owned()],
+                SubjectChanges {
+                    email: to,
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .expect("rectify");
+        }
+    };
+    let find = |by: Lookup| reindexer.s.find(&a, by, View::Full);
+    let entries_under_1 = || async {
+        reindexer
+            .s
+            .store()
+            .lookups_after(None, 100)
+            .await
+            .expect("entries")
+            .into_iter()
+            .filter(|l| l.index_version == 1)
+            .collect::<Vec<lookup::Model>>()
+    };
+
+    // Inside a page, for q0..q2: their entries are read...
+    let stale: Vec<lookup::Model> = entries_under_1()
+        .await
+        .into_iter()
+        .filter(|l| ids[..3].contains(&l.subject_id))
+        .collect();
+    assert_eq!(stale.len(), 3, "one e-mail entry per subject");
+    // ...the other replica rectifies q0 and erases q1...
+    rectify(ids[0].clone(), "q0-new@example.no").await;
+    other
+        .s
+        .erase(&a, &ids[1], "Art. 17", vec![], "", None)
+        .await
+        .expect("erase");
+    // ...and the page is rewritten as it was read. The digests are stand-ins (q2 is not
+    // looked up by address below): what is tested is which rows the rewrite touches.
+    let rewrites: Vec<(lookup::Model, Vec<u8>)> = stale
+        .iter()
+        .map(|l| {
+            let mut d = l.digest.clone();
+            d.reverse();
+            (l.clone(), d)
+        })
+        .collect();
+    let done = reindexer
+        .s
+        .store()
+        .rekey_entries(&rewrites, &[], 2)
+        .await
+        .expect("rewrite");
+    assert_eq!(
+        done, 1,
+        "q0's old entry (rewritten meanwhile) and q1's (gone) are left alone"
+    );
+    // q0 is found by its new address (the rectification's entry is untouched), not by
+    // its old one; q1 by neither.
+    assert_eq!(
+        find(Lookup::Identifier(Email, "q0-new@example.no".into()))
+            .await
+            .expect("rectified inside the page")
+            .subject_id,
+        ids[0]
+    );
+    for gone in ["q0@example.no", "q1@example.no"] {
+        assert!(
+            matches!(
+                find(Lookup::Identifier(Email, gone.into())).await,
+                Err(SubjectError::SubjectNotFound)
+            ),
+            "{gone}"
+        );
+    }
+
+    // Between pages, for q3..q5: a re-index one entry per page; after its first page
+    // the other replica rectifies a subject whose entry is still to come.
+    let (mut pages, mut token, mut moved) = (0, String::new(), None);
+    loop {
+        let p = reindexer.s.reindex(&token, 1, 0).await.expect("page");
+        pages += 1;
+        if pages == 1 {
+            let later = entries_under_1()
+                .await
+                .into_iter()
+                .next()
+                .expect("entries left for later pages");
+            rectify(later.subject_id.clone(), "moved@example.no").await;
+            moved = Some(later.subject_id);
+        }
+        assert!(pages < 50, "the re-index ends");
+        if p.next_page_token.is_empty() {
+            break;
+        }
+        token = p.next_page_token;
+    }
+    let moved = moved.expect("a subject rectified between pages");
+    let n = ids.iter().position(|i| *i == moved).expect("one of ours");
+    assert!(n >= 3, "q3..q5 were left for the re-index");
+    assert_eq!(
+        find(Lookup::Identifier(Email, "moved@example.no".into()))
+            .await
+            .expect("rectified between pages")
+            .subject_id,
+        moved
+    );
+    for (k, id) in ids.iter().enumerate().skip(3) {
+        let got = find(Lookup::Identifier(Email, format!("q{k}@example.no"))).await;
+        if *id == moved {
+            assert!(matches!(got, Err(SubjectError::SubjectNotFound)), "q{k}");
+        } else {
+            assert_eq!(&got.expect("re-indexed").subject_id, id, "q{k}");
+        }
+    }
+    // Nothing is left under version 1.
+    assert!(entries_under_1().await.is_empty());
+    v1.done().await;
 }

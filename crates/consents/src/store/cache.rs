@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::domain::{ConsentState, SubjectStatus, status_for};
 
@@ -86,6 +87,48 @@ pub enum Cached {
     Unknown,
     /// The subject's state and its consent state for the purpose.
     Row(CheckRow),
+}
+
+/// How a store's Checks were answered, per subject asked (BatchCheck counts each
+/// distinct id), since the store was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    /// Answered from the cache (a subject cached as never notified included).
+    pub hits: u64,
+    /// Read from the database: not cached, or the cache unusable now or off.
+    pub misses: u64,
+}
+
+/// The running counts behind [`CacheStats`], shared by a store's clones. Relaxed: a
+/// statistic, ordering nothing.
+#[derive(Debug, Default)]
+pub struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl Counters {
+    /// Records `hits` subjects answered from the cache and `misses` read from the
+    /// database.
+    pub fn record(&self, hits: usize, misses: usize) {
+        // Every Check passes here: no contended add when there is nothing to add.
+        if hits > 0 {
+            self.hits
+                .fetch_add(u64::try_from(hits).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+        if misses > 0 {
+            self.misses
+                .fetch_add(u64::try_from(misses).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+    }
+
+    /// The counts now.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl CheckCache {
@@ -269,6 +312,16 @@ mod tests {
         let stale = HashMap::from([("s1".to_owned(), rows(SubjectStatus::Active, &[]))]);
         c.fill(before, "t", &subjects, &stale);
         assert_eq!(c.get("t", "s1", "p"), Cached::Miss);
+    }
+
+    #[test]
+    fn counters_add_up() {
+        let c = Counters::default();
+        assert_eq!(c.stats(), CacheStats::default());
+        c.record(3, 0);
+        c.record(0, 2);
+        c.record(1, 1);
+        assert_eq!(c.stats(), CacheStats { hits: 4, misses: 3 });
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::error::ConsentError;
 use crate::seal::Sealer;
 use entities::{consent_event, consent_key, consent_state, objection_decision, subject_state};
 
+pub use cache::CacheStats;
 pub use migration::Migrator;
 
 /// A page of results and whether more follow.
@@ -110,6 +111,9 @@ pub struct ConsentStore {
     /// be used now ([`vern_kit::notify`]). `None` on SQLite, written by this process
     /// alone.
     listener: Option<Arc<vern_kit::notify::Listener>>,
+    /// How Checks were answered ([`ConsentStore::cache_stats`]); kept with or without a
+    /// cache, so that a cache never used shows.
+    check_counts: Arc<cache::Counters>,
 }
 
 /// The channel on which writes of Check's state are announced to every replica.
@@ -186,6 +190,7 @@ impl ConsentStore {
             sealer: Sealer::new(keyring),
             cache: (!postgres || listener.is_some()).then_some(cache),
             listener,
+            check_counts: Arc::default(),
         })
     }
 
@@ -197,6 +202,12 @@ impl ConsentStore {
             None => Some(cache),
             Some(l) => l.freshness().is_fresh().then_some(cache),
         }
+    }
+
+    /// How this store's Checks and BatchChecks were answered so far, per subject: from
+    /// the Check cache or by a database read.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.check_counts.stats()
     }
 
     /// Subjects the Check cache holds now.
@@ -796,6 +807,7 @@ impl ConsentStore {
         subject_ids: &[String],
     ) -> Result<HashMap<String, CheckRow>, ConsentError> {
         let Some(cache) = self.usable_cache() else {
+            self.check_counts.record(0, subject_ids.len());
             return self.read_check_rows(tenant, purpose, subject_ids).await;
         };
         let mut out = HashMap::with_capacity(subject_ids.len());
@@ -809,6 +821,8 @@ impl ConsentStore {
                 cache::Cached::Miss => misses.push(s.clone()),
             }
         }
+        self.check_counts
+            .record(subject_ids.len() - misses.len(), misses.len());
         if misses.is_empty() {
             return Ok(out);
         }

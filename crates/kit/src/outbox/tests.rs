@@ -331,10 +331,13 @@ async fn the_lease_is_held_by_one_relay_at_a_time(target: DbTarget) {
     let db1 = open(&target).await;
     let db2 = replica(&target).await;
     let rec = Recorder::default();
+    // Long enough that a held lease outlives the few statements each step runs on a
+    // busy machine; the expiry below is waited for, not slept out.
+    let lease = Duration::from_secs(5);
     let settings = RelaySettings {
         batch: 10,
         max_attempts: 12,
-        lease: Duration::from_millis(900),
+        lease,
     };
     let mut r1 = TopicRelay::new(db1.clone(), TOPIC, settings.clone());
     let mut r2 = TopicRelay::new(db2.clone(), TOPIC, settings.clone());
@@ -354,12 +357,26 @@ async fn the_lease_is_held_by_one_relay_at_a_time(target: DbTarget) {
     assert_eq!(rec.got_of("dept-a"), [1]);
     // Released: taken at once.
     r1.release().await.expect("release");
+    // Before r2's statement: the lease it takes expires `lease` after this, or later.
+    let r2_asked = Instant::now();
     let pass = r2.pass(&rec).await.expect("r2");
     assert_eq!((pass.held, pass.delivered), (true, 1));
     assert!(!r1.pass(&rec).await.expect("r1").held, "r2 holds it");
-    // Expired: r2 stops renewing, r1 takes it; r2 then finds it taken.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert!(r1.pass(&rec).await.expect("r1").held, "expired");
+    // Expired: r2 stops renewing, r1 takes it (not before the lease ran out, and
+    // within 10 s after); r2 then finds it taken.
+    let deadline = r2_asked + lease + Duration::from_secs(10);
+    while !r1.pass(&rec).await.expect("r1").held {
+        assert!(
+            Instant::now() < deadline,
+            "r1 did not take the lease within 10 s of its expiry"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = r2_asked.elapsed();
+    assert!(
+        after >= lease,
+        "r1 took the lease {after:?} after r2 took it, before its {lease:?} ran out"
+    );
     assert!(!r2.pass(&rec).await.expect("r2").held, "renewal refused");
     // The holder's process is gone (on this host): taken over before it expires.
     if let Some(scope) = lease::local_scope() {
