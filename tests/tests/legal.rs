@@ -384,6 +384,20 @@ async fn a_suspended_department_answers_its_subjects_and_resumes() {
     let suite = Suite::start_with(Backend::Sqlite, |c| c.auth.tenant_status_ttl_seconds = 1)
         .await
         .expect("suite");
+    suspended_department_answers_and_resumes(suite).await;
+}
+
+/// The same as deployed: two replicas of every service, each its own process, behind
+/// the gateway (each replica learns the suspension on its own).
+#[tokio::test]
+async fn a_suspended_department_answers_its_subjects_and_resumes_on_the_topology() {
+    let Some(suite) = Suite::start(Backend::Replicas).await else {
+        return;
+    };
+    suspended_department_answers_and_resumes(suite).await;
+}
+
+async fn suspended_department_answers_and_resumes(suite: Suite) {
     let ch = &suite.channel;
     create_tenant(ch, TENANT, "Kulturetaten").await;
     purpose(ch, "invoicing", LegalBasis::Contract, false).await;
