@@ -41,7 +41,9 @@ impl std::fmt::Debug for Sealer {
     }
 }
 
-pub(crate) fn key_aad(tenant: &str, request: &str) -> Vec<u8> {
+/// The associated data a request's data key is wrapped with (public for the store tests
+/// that wrap real keys).
+pub fn key_aad(tenant: &str, request: &str) -> Vec<u8> {
     format!("vern/rights/key/v1\0{tenant}\0{request}").into_bytes()
 }
 

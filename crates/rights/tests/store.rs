@@ -21,6 +21,7 @@ vern_kit::store_test_suite!("rights":
     idempotent_commits_answer_once,
     erasure_destroys_the_subjects_personal_content,
     erasures_from_the_subjects_service_spare_only_the_request_carrying_them_out,
+    a_rotation_never_brings_back_a_key_an_erasure_destroyed_meanwhile,
 );
 
 fn at(d: u32) -> DateTime<Utc> {
@@ -908,4 +909,172 @@ async fn erasures_from_the_subjects_service_spare_only_the_request_carrying_them
         .expect("apply again");
     assert_eq!(again, 3);
     assert_eq!(get(&access).await.personal_erased_at, Some(erased_at));
+}
+
+/// A master-key rotation meets another replica's erasure of a subject. Inside a page
+/// (PostgreSQL: the erasure holds the rows it shreds while the page's rewrite waits on
+/// them, then commits) and between pages (a page of one key, the erasure after the
+/// first): the erasure wins every time. The destroyed data keys stay destroyed, and
+/// the other subject's key is re-wrapped.
+async fn a_rotation_never_brings_back_a_key_an_erasure_destroyed_meanwhile(target: DbTarget) {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+    use vern_seal::crypto::{DataKey, MasterKey};
+    use vern_seal::keyring::Keyring;
+    let rotator = RightsStore::open(&target).await.expect("open");
+    let other = RightsStore::open(&target).await.expect("another replica");
+    let postgres = target.schema.is_some();
+    let v1 = Keyring::new(Some(MasterKey::from_bytes([7; 32])), Default::default()).expect("v1");
+    let v2 = Keyring::versioned(
+        Some((2, MasterKey::from_bytes([9; 32]))),
+        vec![(1, MasterKey::from_bytes([7; 32]))],
+        1,
+        Default::default(),
+    )
+    .expect("v2");
+    let kek = v1.tenant("t1").expect("tenant keys").kek;
+    let (erased, kept) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    let mut requests = vec![];
+    for (subject, ty) in [
+        (&erased, "ACCESS"),
+        (&erased, "RECTIFICATION"),
+        (&kept, "ACCESS"),
+    ] {
+        let mut r = personal_request("t1", subject, ty);
+        r.wrapped_key = kek.wrap(
+            &DataKey::generate(),
+            &vern_rights::seal::key_aad("t1", &r.rights_request_id),
+        );
+        rotator
+            .insert_request(r.clone(), None)
+            .await
+            .expect("insert");
+        requests.push(r);
+    }
+    let rotate = |page_size: i32, page_token: String| {
+        let (rotator, v2) = (rotator.clone(), v2.clone());
+        async move {
+            rotator
+                .rewrap_data_keys(
+                    &v2,
+                    &vern_proto::common::v1::RewrapDataKeysRequest {
+                        page_size,
+                        page_token,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("rotation page")
+        }
+    };
+    let erase = || async {
+        other
+            .shred_erased(
+                "t1",
+                vec![],
+                vec![ErasedSubject {
+                    subject_id: erased.clone(),
+                    at: at(5),
+                    by_request: None,
+                    cause: Some(ErasureCause::Direct),
+                    records: vec![],
+                    policy_id: String::new(),
+                }],
+                None,
+            )
+            .await
+            .expect("erasure")
+    };
+    let rewrapped = if postgres {
+        // Inside a page: the erasure's transaction has destroyed the keys and holds
+        // their rows; the page is read (the old keys are still what is committed) and
+        // its rewrite waits on those rows; then the erasure commits.
+        let txn = other.connection().begin().await.expect("begin");
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE rights_requests SET wrapped_key = ''::bytea WHERE tenant_id = $1 AND subject_id = $2",
+            ["t1".into(), erased.clone().into()],
+        ))
+        .await
+        .expect("the erasure's shred");
+        let holder: i32 = txn
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT pg_backend_pid() AS pid",
+            ))
+            .await
+            .expect("pid")
+            .and_then(|r| r.try_get::<i32>("", "pid").ok())
+            .expect("a pid");
+        let page = tokio::spawn(rotate(100, String::new()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let waiting = rotator
+                .connection()
+                .query_one_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT count(*) AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                    [holder.into()],
+                ))
+                .await
+                .expect("activity")
+                .and_then(|r| r.try_get::<i64>("", "n").ok())
+                .unwrap_or(0);
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the page's rewrite never waited on the erasure"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        txn.commit().await.expect("the erasure commits");
+        page.await.expect("page").rewrapped
+    } else {
+        // Between pages: one key per page, the erasure after the first.
+        let first = rotate(1, String::new()).await;
+        erase().await;
+        let mut total = first.rewrapped;
+        let mut token = first.next_page_token;
+        while !token.is_empty() {
+            let p = rotate(1, token).await;
+            total += p.rewrapped;
+            token = p.next_page_token;
+        }
+        total
+    };
+    for r in &requests {
+        let now = rotator
+            .request("t1", &r.rights_request_id)
+            .await
+            .expect("read")
+            .expect("row");
+        if r.subject_id == erased {
+            assert!(
+                now.wrapped_key.is_empty(),
+                "{}: a destroyed data key came back",
+                r.request_type
+            );
+        } else {
+            assert_eq!(
+                v2.tenant("t1")
+                    .expect("keys")
+                    .kek
+                    .version_of(&now.wrapped_key)
+                    .expect("version"),
+                vern_seal::keyring::KeyVersion::Master(2),
+                "the other subject's key is re-wrapped"
+            );
+        }
+    }
+    // The first page may have re-wrapped an erased subject's key before the erasure
+    // (between pages); inside a page only the other subject's.
+    if postgres {
+        assert_eq!(rewrapped, 1);
+    } else {
+        assert!((1..=2).contains(&rewrapped), "{rewrapped}");
+    }
 }
