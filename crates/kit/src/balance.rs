@@ -64,7 +64,15 @@ pub struct Settings {
     /// Which RPC paths may be sent again after a failed connection (see the module
     /// docs); [`crate::permissions::is_repeatable`] unless a test says otherwise.
     pub repeatable: fn(&str) -> bool,
+    /// The largest request held to be sent again. A larger one (beyond the services'
+    /// default message limit, which they refuse anyway) is streamed on once, as it
+    /// comes: the balancer never holds more than this of a caller's request.
+    pub retry_buffer: usize,
 }
+
+/// Default [`Settings::retry_buffer`]: the services' default message limit (4 MiB) and
+/// the gRPC frame header.
+pub const RETRY_BUFFER: usize = 4 * 1024 * 1024 + 5;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -73,6 +81,7 @@ impl Default for Settings {
             timeout: None,
             keepalive: Some(Duration::from_secs(30)),
             repeatable: crate::permissions::is_repeatable,
+            retry_buffer: RETRY_BUFFER,
         }
     }
 }
@@ -430,9 +439,18 @@ impl Service<http::Request<Body>> for Balanced {
                 let backend = shared.backend().await?;
                 return shared.call_on(&backend, req).await;
             }
-            // Kept to be sent again: the head is cloned, the one message collected.
+            // Kept to be sent again: the head is cloned, the one message collected
+            // (up to the retry buffer; a larger one goes on once, streamed).
             let (head, body) = req.into_parts();
-            let body = http_body_util::BodyExt::collect(body).await?.to_bytes();
+            let body = match held(body, shared.settings.retry_buffer).await? {
+                Held::Whole(bytes) => bytes,
+                Held::TooLarge(body) => {
+                    let backend = shared.backend().await?;
+                    return shared
+                        .call_on(&backend, http::Request::from_parts(head, body))
+                        .await;
+                }
+            };
             let again = || {
                 http::Request::from_parts(
                     head.clone(),
@@ -478,6 +496,45 @@ impl Shared {
             Box::new(e) as BalanceError
         })
     }
+}
+
+/// A request body read for a retry.
+enum Held {
+    /// The whole body, at most the retry buffer.
+    Whole(tonic::codegen::Bytes),
+    /// Longer: what was read, then the rest as it comes.
+    TooLarge(Body),
+}
+
+/// Reads `body` to its end while it stays within `cap` bytes; past that, hands back
+/// a body that replays the frames read and streams the rest.
+async fn held(mut body: Body, cap: usize) -> Result<Held, tonic::Status> {
+    use http_body_util::BodyExt;
+    let mut frames = vec![];
+    let mut size = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        size = size.saturating_add(frame.data_ref().map_or(0, |d| d.len()));
+        // A frame that is not data (trailers; gRPC requests have none) is passed on
+        // as it is, unbuffered, like an oversized body.
+        let plain = frame.is_data();
+        frames.push(frame);
+        if size > cap || !plain {
+            let read = tokio_stream::iter(frames.into_iter().map(Ok::<_, tonic::Status>));
+            let rest = http_body_util::BodyStream::new(body);
+            let chained = tokio_stream::StreamExt::chain(read, rest);
+            return Ok(Held::TooLarge(Body::new(http_body_util::StreamBody::new(
+                chained,
+            ))));
+        }
+    }
+    let mut whole = Vec::with_capacity(size);
+    for f in frames {
+        if let Ok(data) = f.into_data() {
+            whole.extend_from_slice(&data);
+        }
+    }
+    Ok(Held::Whole(whole.into()))
 }
 
 /// Whether a call failed because its deadline (the channel's timeout) passed: sending
@@ -567,6 +624,52 @@ mod tests {
                 "the refusing backend was tried first and marked down"
             );
         }
+    }
+
+    /// A request larger than the retry buffer is not held: it goes on once, streamed,
+    /// and arrives whole (the frames read and the rest); it is not sent again.
+    #[tokio::test]
+    async fn a_request_larger_than_the_retry_buffer_goes_on_once_unheld() {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let good = health_server().await;
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        let settings = Settings {
+            repeatable: |_| true,
+            retry_buffer: 1,
+            ..Settings::default()
+        };
+        // Alone with a working backend: answered, so the replayed frames and the rest
+        // made a whole request.
+        let b = Balanced::new(&format!("http://{good}"), settings.clone()).expect("url");
+        let answer = HealthClient::new(b)
+            .check(HealthCheckRequest {
+                service: "x".repeat(64),
+            })
+            .await;
+        assert_eq!(
+            answer.map(|_| ()).map_err(|s| s.code()),
+            Err(tonic::Code::NotFound),
+            "the health server read the service name it was sent"
+        );
+        // Behind a dead backend it is not sent again.
+        let b = Balanced::new(&format!("http://{good}"), settings).expect("url");
+        b.shared.replace(vec![dead, good]);
+        let all = b.shared.snapshot();
+        let good_backend = all.iter().find(|x| x.addr == good).expect("good");
+        good_backend.in_flight.store(10, Ordering::Relaxed);
+        let answer = HealthClient::new(b.clone())
+            .check(HealthCheckRequest {
+                service: "x".repeat(64),
+            })
+            .await;
+        // The health server's NotFound would mean it was sent again and answered.
+        assert!(
+            matches!(&answer, Err(s) if s.code() != tonic::Code::NotFound),
+            "not held, so not sent again: {answer:?}"
+        );
     }
 
     #[tokio::test]
