@@ -9,6 +9,7 @@
 pub mod i18n;
 pub mod pages;
 pub mod security;
+pub mod sessions;
 
 use std::sync::Arc;
 
