@@ -11,7 +11,8 @@ use tonic::transport::Channel;
 use vern_kit::auth::{Claims, sign_hs256};
 use vern_kit::config::Config;
 
-const SECRET: &str = "e2e-test-secret";
+/// The HS256 key the suite accepts (the development key of `vern dev`).
+pub const SECRET: &str = "e2e-test-secret";
 
 /// A suite running for one test.
 pub struct Suite {

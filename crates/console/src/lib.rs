@@ -6,6 +6,7 @@
 //! the language switch), the message catalogs in bokmål and English ([`i18n`]) and the
 //! web security layer ([`security`]). Sign-in and the pages come on top of it.
 
+pub mod auth;
 pub mod i18n;
 pub mod pages;
 pub mod security;
@@ -21,6 +22,10 @@ use axum::routing::{get, post};
 pub struct Settings {
     /// The console is reached over TLS (HSTS, `Secure` cookies).
     pub tls: bool,
+    /// The development sign-in (`vern dev` only; `None` everywhere else).
+    pub dev_sign_in: Option<auth::DevSignIn>,
+    /// The gateway every page's data comes from, with the person's own token.
+    pub gateway: Option<tonic::transport::Channel>,
 }
 
 /// The console's shared state (cheap to clone).
@@ -28,6 +33,8 @@ pub struct Settings {
 pub struct Console {
     catalogs: Arc<i18n::Catalogs>,
     tls: bool,
+    dev: Option<Arc<auth::DevSignIn>>,
+    gateway: Option<tonic::transport::Channel>,
 }
 
 impl Console {
@@ -36,6 +43,8 @@ impl Console {
         Ok(Self {
             catalogs: Arc::new(i18n::Catalogs::load()?),
             tls: settings.tls,
+            dev: settings.dev_sign_in.map(Arc::new),
+            gateway: settings.gateway,
         })
     }
 
@@ -45,13 +54,28 @@ impl Console {
     }
 }
 
-/// Every route of the console behind its security layer.
-pub fn router(console: Console) -> Router {
+/// Every route of the console behind its security layer, with its sessions in
+/// `sessions`.
+pub fn router(console: Console, sessions: sessions::Sessions) -> Router {
+    use tower_sessions::{Expiry, SessionManagerLayer, cookie::SameSite};
+    let sessions = SessionManagerLayer::new(sessions)
+        .with_name(auth::COOKIE)
+        .with_path("/")
+        .with_secure(true)
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_expiry(Expiry::OnInactivity(time::Duration::minutes(
+            auth::IDLE_MINUTES,
+        )));
     Router::new()
         .route("/", get(pages::sign_in))
+        .route("/dev/sign-in", post(auth::dev_sign_in))
+        .route("/sign-out", post(auth::sign_out))
+        .route("/overview", get(pages::overview))
         .route("/language", post(pages::set_language))
         .route("/static/console.css", get(pages::stylesheet))
         .fallback(pages::not_found)
+        .layer(sessions)
         .layer(axum::middleware::from_fn_with_state(
             console.clone(),
             security::guard,

@@ -3,10 +3,12 @@
 
 use askama::Template;
 use axum::extract::{Form, State};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use tower_sessions::Session;
 
 use crate::Console;
+use crate::auth::{self, ConsoleRole, SignedIn};
 use crate::i18n::{self, Lang};
 
 /// The texts of one page, in one language (what templates call `t.get("id")` on).
@@ -20,6 +22,23 @@ impl Texts<'_> {
     pub fn get(&self, id: &str) -> String {
         self.console.catalogs().text(self.lang, id, None)
     }
+
+    /// The message `id` with `args`.
+    pub fn with(&self, id: &str, args: &[(&'static str, String)]) -> String {
+        let mut a = fluent_bundle::FluentArgs::new();
+        for (k, v) in args {
+            a.set(*k, v.clone());
+        }
+        self.console.catalogs().text(self.lang, id, Some(&a))
+    }
+}
+
+/// The signed-in person's part of the frame: who, and the sign-out form's token.
+pub struct UserNav {
+    /// "Signed in as … in …".
+    pub label: String,
+    /// The session's CSRF token.
+    pub csrf: String,
 }
 
 /// One entry of the language switch.
@@ -42,6 +61,8 @@ pub struct Frame<'a> {
     pub langs: Vec<LangOption>,
     /// Where the language switch returns to.
     pub back: String,
+    /// The signed-in person, if any.
+    pub user: Option<UserNav>,
 }
 
 impl<'a> Frame<'a> {
@@ -58,14 +79,58 @@ impl<'a> Frame<'a> {
                 })
                 .collect(),
             back: back.to_owned(),
+            user: None,
         }
     }
+
+    async fn signed_in(
+        console: &'a Console,
+        lang: Lang,
+        back: &str,
+        who: &SignedIn,
+        session: &Session,
+    ) -> Self {
+        let mut f = Frame::new(console, lang, back);
+        let role = f.t.get(who.role.message());
+        f.user = Some(UserNav {
+            label: f.t.with(
+                "signed-in-as",
+                &[("role", role), ("department", who.tenant.clone())],
+            ),
+            csrf: auth::csrf_token(session).await,
+        });
+        f
+    }
+}
+
+/// One role of the development sign-in's form.
+pub struct RoleOption {
+    /// The role's name in tokens.
+    pub value: &'static str,
+    /// The role's name in the page's language.
+    pub label: String,
 }
 
 #[derive(Template)]
 #[template(path = "signin.html")]
 struct SignIn<'a> {
     f: Frame<'a>,
+    /// The development sign-in is offered.
+    dev: bool,
+    csrf: String,
+    department: String,
+    department_error: Option<String>,
+    role_error: Option<String>,
+    roles: Vec<RoleOption>,
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct Overview<'a> {
+    f: Frame<'a>,
+    tenant: Option<vern_proto::tenants::v1::Tenant>,
+    problem: Option<String>,
+    none: String,
 }
 
 #[derive(Template)]
@@ -106,10 +171,108 @@ pub(crate) fn error_page(console: &Console, lang: Lang, status: StatusCode, id: 
     render(&ErrorPage { f, message }, status)
 }
 
-/// `GET /`: the sign-in page.
-pub async fn sign_in(State(console): State<Console>, headers: HeaderMap) -> Response {
-    let f = Frame::new(&console, lang_of(&headers), "/");
-    render(&SignIn { f }, StatusCode::OK)
+/// `GET /`: the sign-in page, or the overview for someone signed in.
+pub async fn sign_in(
+    State(console): State<Console>,
+    session: Session,
+    headers: HeaderMap,
+) -> Response {
+    if auth::signed_in(&session).await.is_some() {
+        return Redirect::to("/overview").into_response();
+    }
+    sign_in_form(&console, &session, lang_of(&headers), "", None, None).await
+}
+
+/// The sign-in page, with what was typed and the fields' errors (message ids).
+pub(crate) async fn sign_in_form(
+    console: &Console,
+    session: &Session,
+    lang: Lang,
+    department: &str,
+    department_error: Option<&str>,
+    role_error: Option<&str>,
+) -> Response {
+    let f = Frame::new(console, lang, "/");
+    let status = if department_error.is_some() || role_error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let page = SignIn {
+        dev: console.dev.is_some(),
+        csrf: auth::csrf_token(session).await,
+        department: department.to_owned(),
+        department_error: department_error.map(|id| f.t.get(id)),
+        role_error: role_error.map(|id| f.t.get(id)),
+        roles: ConsoleRole::ALL
+            .iter()
+            .map(|r| RoleOption {
+                value: r.claim(),
+                label: f.t.get(r.message()),
+            })
+            .collect(),
+        f,
+    };
+    render(&page, status)
+}
+
+/// `GET /overview`: the department's overview, read through the gateway with the
+/// person's own token.
+pub async fn overview(
+    State(console): State<Console>,
+    session: Session,
+    headers: HeaderMap,
+) -> Response {
+    let Some(who) = auth::signed_in(&session).await else {
+        return Redirect::to("/").into_response();
+    };
+    let lang = lang_of(&headers);
+    let f = Frame::signed_in(&console, lang, "/overview", &who, &session).await;
+    let (tenant, problem) = match tenant_of(&console, &who).await {
+        Ok(t) => (Some(t), None),
+        Err(id) => (None, Some(f.t.get(id))),
+    };
+    let none = f.t.get("overview-none");
+    render(
+        &Overview {
+            f,
+            tenant,
+            problem,
+            none,
+        },
+        StatusCode::OK,
+    )
+}
+
+/// The department's profile (GetTenant), or the message id of why not.
+async fn tenant_of(
+    console: &Console,
+    who: &SignedIn,
+) -> Result<vern_proto::tenants::v1::Tenant, &'static str> {
+    use vern_proto::tenants::v1 as pb;
+    let Some(channel) = console.gateway.clone() else {
+        return Err("api-unavailable");
+    };
+    let mut req = tonic::Request::new(pb::GetTenantRequest {
+        tenant_id: who.tenant.clone(),
+    });
+    let bearer = format!("Bearer {}", who.token)
+        .parse()
+        .map_err(|_| "api-other")?;
+    req.metadata_mut().insert("authorization", bearer);
+    req.set_timeout(std::time::Duration::from_secs(5));
+    match pb::tenant_service_client::TenantServiceClient::new(channel)
+        .get_tenant(req)
+        .await
+    {
+        Ok(t) => Ok(t.into_inner()),
+        Err(s) => Err(match s.code() {
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => "api-denied",
+            tonic::Code::NotFound => "api-not-found",
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => "api-unavailable",
+            _ => "api-other",
+        }),
+    }
 }
 
 /// The language switch's form.

@@ -13,7 +13,15 @@ async fn send(req: Request<Body>) -> (Response<Body>, String) {
 }
 
 async fn send_to(settings: Settings, req: Request<Body>) -> (Response<Body>, String) {
-    let app = router(Console::new(settings).expect("catalogs"));
+    let dir = tempfile::tempdir().expect("dir");
+    let sessions = vern_console::sessions::Sessions::open(&vern_kit::db::DbTarget::for_service(
+        None,
+        dir.path(),
+        "console",
+    ))
+    .await
+    .expect("sessions");
+    let app = router(Console::new(settings).expect("catalogs"), sessions);
     let mut resp = app.oneshot(req).await.expect("answer");
     let body = resp.body_mut().collect().await.expect("body").to_bytes();
     (resp, String::from_utf8(body.to_vec()).expect("utf-8"))
@@ -98,7 +106,10 @@ async fn every_response_carries_the_security_headers() {
         "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
     );
     let (resp, _) = send_to(
-        Settings { tls: true },
+        Settings {
+            tls: true,
+            ..Settings::default()
+        },
         get("/").body(Body::empty()).expect("req"),
     )
     .await;

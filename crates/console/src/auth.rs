@@ -1,0 +1,291 @@
+//! Who is signed in, kept in the server-side session (the browser holds only the
+//! session cookie), and the development sign-in of `vern dev`.
+//!
+//! A session lasts at most [`LIFETIME`] from sign-in and ends after
+//! [`IDLE_MINUTES`] without a request. Signing in gives the session a new id (no
+//! fixation). Every form that changes something carries the session's CSRF token,
+//! checked here, on top of the same-origin check of [`crate::security`].
+//!
+//! The development sign-in exists only when the console is given the development
+//! key ([`DevSignIn`]: `vern dev`): the person picks a department and a role, and the
+//! console signs a token for them with that key, as `vern token` does. The gateway
+//! checks that token like any other, so a made-up department or a role it does not
+//! grant gets the API's refusal, shown on the page.
+
+use axum::extract::{Form, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use tower_sessions::Session;
+
+use crate::Console;
+
+/// The session cookie: `__Host-` (this host only, path `/`, `Secure`), HttpOnly,
+/// SameSite=Lax.
+pub const COOKIE: &str = "__Host-vern_session";
+/// Minutes without a request after which a session ends.
+pub const IDLE_MINUTES: i64 = 30;
+/// The longest a session lasts, from sign-in, in seconds (8 hours).
+pub const LIFETIME: i64 = 8 * 3600;
+
+const SIGNED_IN: &str = "signed_in";
+const CSRF: &str = "csrf";
+
+/// The development sign-in's key and the claims its tokens carry.
+#[derive(Clone)]
+pub struct DevSignIn {
+    /// The HS256 development key the gateway accepts.
+    pub secret: Vec<u8>,
+    /// The tokens' issuer (`auth.issuer`).
+    pub issuer: String,
+    /// The tokens' audience (`auth.audience`).
+    pub audience: String,
+}
+
+impl std::fmt::Debug for DevSignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevSignIn")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The roles a person may sign in with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsoleRole {
+    /// A department admin.
+    TenantAdmin,
+    /// A privacy officer.
+    PrivacyOfficer,
+    /// An auditor.
+    Auditor,
+}
+
+impl ConsoleRole {
+    /// Every role, in the order the form offers them.
+    pub const ALL: [ConsoleRole; 3] = [
+        ConsoleRole::TenantAdmin,
+        ConsoleRole::PrivacyOfficer,
+        ConsoleRole::Auditor,
+    ];
+
+    /// The role's name in tokens.
+    pub fn claim(self) -> &'static str {
+        match self {
+            ConsoleRole::TenantAdmin => "tenant-admin",
+            ConsoleRole::PrivacyOfficer => "privacy-officer",
+            ConsoleRole::Auditor => "auditor",
+        }
+    }
+
+    /// The id of the role's name in the catalogs.
+    pub fn message(self) -> &'static str {
+        match self {
+            ConsoleRole::TenantAdmin => "role-tenant-admin",
+            ConsoleRole::PrivacyOfficer => "role-privacy-officer",
+            ConsoleRole::Auditor => "role-auditor",
+        }
+    }
+
+    fn from_claim(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.claim() == s)
+    }
+}
+
+/// Who is signed in, in the session.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignedIn {
+    /// The bearer token every call to the gateway carries (never sent to the browser).
+    pub token: String,
+    /// The department.
+    pub tenant: String,
+    /// The role.
+    pub role: ConsoleRole,
+    /// When they signed in (seconds since the epoch).
+    pub since: i64,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Who is signed in to `session`, if anyone and not past the session's lifetime (a
+/// session past it is ended here).
+pub async fn signed_in(session: &Session) -> Option<SignedIn> {
+    let who: SignedIn = session.get(SIGNED_IN).await.ok().flatten()?;
+    if now() - who.since > LIFETIME {
+        let _ = session.flush().await;
+        return None;
+    }
+    Some(who)
+}
+
+/// The session's CSRF token, made on first use.
+pub async fn csrf_token(session: &Session) -> String {
+    if let Ok(Some(t)) = session.get::<String>(CSRF).await {
+        return t;
+    }
+    let t = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    if let Err(e) = session.insert(CSRF, &t).await {
+        tracing::warn!(error = %e, "the console session could not keep its CSRF token");
+    }
+    t
+}
+
+/// Whether `given` is the session's CSRF token.
+pub async fn csrf_ok(session: &Session, given: &str) -> bool {
+    match session.get::<String>(CSRF).await {
+        Ok(Some(t)) => !given.is_empty() && t.len() == given.len() && t == given,
+        _ => false,
+    }
+}
+
+/// A department id as the API takes it: 3–63 lower-case letters, digits and `-`,
+/// starting with a letter.
+fn department_ok(s: &str) -> bool {
+    (3..=63).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// The development sign-in's form.
+#[derive(Deserialize)]
+pub struct DevForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    department: String,
+    #[serde(default)]
+    role: String,
+}
+
+/// `POST /dev/sign-in`.
+pub async fn dev_sign_in(
+    State(console): State<Console>,
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<DevForm>,
+) -> Response {
+    let lang = crate::pages::lang_of(&headers);
+    let Some(dev) = console.dev.clone() else {
+        return crate::pages::error_page(&console, lang, StatusCode::NOT_FOUND, "error-not-found");
+    };
+    if !csrf_ok(&session, &form.csrf).await {
+        return crate::pages::error_page(&console, lang, StatusCode::FORBIDDEN, "error-forbidden");
+    }
+    let department = form.department.trim().to_owned();
+    let role = ConsoleRole::from_claim(&form.role);
+    let department_error = (!department_ok(&department)).then_some("field-department-invalid");
+    let role_error = role.is_none().then_some("field-role-invalid");
+    let (Some(role), None) = (role, department_error) else {
+        return crate::pages::sign_in_form(
+            &console,
+            &session,
+            lang,
+            &department,
+            department_error,
+            role_error,
+        )
+        .await;
+    };
+    let at = now();
+    let claims = vern_kit::auth::Claims {
+        sub: format!("dev-{}", role.claim()),
+        tenant: vec![department.clone()],
+        roles: vec![role.claim().to_owned()],
+        iss: dev.issuer.clone(),
+        aud: dev.audience.clone(),
+        exp: at + LIFETIME,
+        nbf: at,
+        iat: at,
+    };
+    let token = match vern_kit::auth::sign_hs256(&claims, &dev.secret) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "signing a development token failed");
+            return crate::pages::error_page(
+                &console,
+                lang,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api-other",
+            );
+        }
+    };
+    // A new session id at sign-in: an id planted before it is worth nothing after.
+    let stored = async {
+        session.cycle_id().await?;
+        session
+            .insert(
+                SIGNED_IN,
+                SignedIn {
+                    token,
+                    tenant: department,
+                    role,
+                    since: at,
+                },
+            )
+            .await
+    };
+    if let Err(e) = stored.await {
+        tracing::error!(error = %e, "the console session could not be kept");
+        return crate::pages::error_page(
+            &console,
+            lang,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api-unavailable",
+        );
+    }
+    Redirect::to("/overview").into_response()
+}
+
+/// A form carrying only the CSRF token.
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /sign-out`: ends the session (here; at the IdP when there is one).
+pub async fn sign_out(
+    State(console): State<Console>,
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !csrf_ok(&session, &form.csrf).await {
+        let lang = crate::pages::lang_of(&headers);
+        return crate::pages::error_page(&console, lang, StatusCode::FORBIDDEN, "error-forbidden");
+    }
+    if let Err(e) = session.flush().await {
+        tracing::warn!(error = %e, "the console session could not be ended");
+    }
+    Redirect::to("/").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn department_ids_as_the_api_takes_them() {
+        for ok in ["kultur", "dept-a", "a12"] {
+            assert!(super::department_ok(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "ab",
+            "Kultur",
+            "1abc",
+            "dept a",
+            "dept/a",
+            &"a".repeat(64),
+        ] {
+            assert!(!super::department_ok(bad), "{bad}");
+        }
+    }
+}

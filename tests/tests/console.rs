@@ -1,0 +1,239 @@
+//! The console against a running suite, through its gateway: the development sign-in
+//! (a department and a role, a token signed with the development key), the overview
+//! read with that token, the session's CSRF token and its new id at sign-in, the
+//! API's refusal shown in the person's language, sign-out; and a console without the
+//! development key offers no such sign-in.
+
+use axum::body::Body;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use vern_console::auth::DevSignIn;
+use vern_console::sessions::Sessions;
+use vern_console::{Console, Settings, router};
+use vern_tests::{Backend, Suite, create_tenant};
+
+struct Browser {
+    app: axum::Router,
+    cookie: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn new(suite: &Suite, dev: bool) -> Browser {
+        let dir = tempfile::tempdir().expect("dir");
+        let sessions = Sessions::open(&vern_kit::db::DbTarget::for_service(
+            None,
+            dir.path(),
+            "console",
+        ))
+        .await
+        .expect("sessions");
+        let console = Console::new(Settings {
+            tls: false,
+            dev_sign_in: dev.then(|| DevSignIn {
+                secret: vern_tests::SECRET.as_bytes().to_vec(),
+                issuer: "vern-dev".into(),
+                audience: "vern".into(),
+            }),
+            gateway: Some(suite.channel.clone()),
+        })
+        .expect("console");
+        Browser {
+            app: router(console, sessions),
+            cookie: None,
+            _dir: dir,
+        }
+    }
+
+    /// Sends `req` with the session cookie, keeps a new one; the answer and its body.
+    async fn send(
+        &mut self,
+        mut req: http::request::Builder,
+        body: Body,
+    ) -> (Response<Body>, String) {
+        if let Some(c) = &self.cookie {
+            req = req.header(header::COOKIE, c.clone());
+        }
+        let mut resp = self
+            .app
+            .clone()
+            .oneshot(req.body(body).expect("request"))
+            .await
+            .expect("answer");
+        if let Some(set) = resp.headers().get(header::SET_COOKIE) {
+            let set = set.to_str().expect("cookie");
+            assert!(set.starts_with("__Host-vern_session="), "{set}");
+            if set.contains("Max-Age=0") {
+                // The session ended: the browser drops the cookie.
+                self.cookie = None;
+                let bytes = resp.body_mut().collect().await.expect("body").to_bytes();
+                return (resp, String::from_utf8(bytes.to_vec()).expect("utf-8"));
+            }
+            assert!(
+                set.contains("HttpOnly")
+                    && set.contains("Secure")
+                    && set.contains("SameSite=Lax")
+                    && set.contains("Path=/"),
+                "{set}"
+            );
+            self.cookie = set.split(';').next().map(str::to_owned);
+        }
+        let bytes = resp.body_mut().collect().await.expect("body").to_bytes();
+        (resp, String::from_utf8(bytes.to_vec()).expect("utf-8"))
+    }
+
+    async fn get(&mut self, path: &str) -> (Response<Body>, String) {
+        self.send(Request::get(path), Body::empty()).await
+    }
+
+    async fn post(&mut self, path: &str, form: &str) -> (Response<Body>, String) {
+        self.send(
+            Request::post(path)
+                .header("sec-fetch-site", "same-origin")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded"),
+            Body::from(form.to_owned()),
+        )
+        .await
+    }
+}
+
+/// The value of the form field `name` in `html`.
+fn field(html: &str, name: &str) -> String {
+    let at = html
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no {name} in {html}"));
+    let rest = &html[at + name.len() + 15..];
+    rest[..rest.find('"').expect("end")].to_owned()
+}
+
+fn location(resp: &Response<Body>) -> &str {
+    resp.headers()[header::LOCATION].to_str().expect("location")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_developer_signs_in_sees_the_departments_overview_and_signs_out() {
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    create_tenant(&suite.channel, "kultur", "Oslo Kulturfabrikk").await;
+    let mut b = Browser::new(&suite, true).await;
+
+    // The sign-in page offers the development sign-in, in bokmål.
+    let (resp, html) = b.get("/").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(html.contains("Utviklerinnlogging"), "{html}");
+    let csrf = field(&html, "csrf");
+    let before = b.cookie.clone().expect("a session for the form's token");
+
+    // A wrong token is refused and signs nobody in.
+    let (resp, _) = b
+        .post(
+            "/dev/sign-in",
+            "csrf=forged&department=kultur&role=tenant-admin",
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // A department id the API would refuse: the error next to the field, in bokmål.
+    let (resp, html) = b
+        .post(
+            "/dev/sign-in",
+            &format!("csrf={csrf}&department=Kultur+Etaten&role=tenant-admin"),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        html.contains("aria-describedby=\"department-error\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("id=\"department-error\">Skriv avdelingens id"),
+        "{html}"
+    );
+
+    // Signed in: a new session id, and the overview read through the gateway.
+    let (resp, _) = b
+        .post(
+            "/dev/sign-in",
+            &format!("csrf={csrf}&department=kultur&role=tenant-admin"),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&resp), "/overview");
+    let after = b.cookie.clone().expect("cookie");
+    assert_ne!(after, before, "a new session id at sign-in");
+    let (resp, html) = b.get("/overview").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(html.contains("Oslo Kulturfabrikk"), "{html}");
+    assert!(html.contains("Behandlingsansvarlig"), "{html}");
+    assert!(
+        html.contains("Logget inn som Avdelingsadministrator i kultur"),
+        "{html}"
+    );
+    assert!(!html.contains("eyJ"), "the token never reaches the browser");
+
+    // The id from before the sign-in is worth nothing now.
+    let mut planted = Browser {
+        cookie: Some(before),
+        ..Browser::new(&suite, true).await
+    };
+    planted.app = b.app.clone();
+    let (resp, _) = planted.get("/overview").await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&resp), "/");
+
+    // Signed out: the session is gone on the server, not only in this browser.
+    let csrf = field(&html, "csrf");
+    let signed_in_cookie = b.cookie.clone();
+    let (resp, _) = b.post("/sign-out", &format!("csrf={csrf}")).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&resp), "/");
+    b.cookie = signed_in_cookie;
+    let (resp, _) = b.get("/overview").await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "signed out");
+    assert_eq!(location(&resp), "/");
+    suite.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apis_refusal_is_shown_in_the_persons_language() {
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    create_tenant(&suite.channel, "kultur", "Oslo Kulturfabrikk").await;
+    let mut b = Browser::new(&suite, true).await;
+    let (_, html) = b.get("/").await;
+    let csrf = field(&html, "csrf");
+    // A department that does not exist: the gateway refuses the token's tenant.
+    let (resp, _) = b
+        .post(
+            "/dev/sign-in",
+            &format!("csrf={csrf}&department=ghost-dept&role=auditor"),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let (resp, html) = b
+        .send(
+            Request::get("/overview").header(header::ACCEPT_LANGUAGE, "en"),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        html.contains("You may not see this in the department."),
+        "{html}"
+    );
+    assert!(!html.contains("Oslo Kulturfabrikk"), "{html}");
+    suite.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_development_key_there_is_no_development_sign_in() {
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    let mut b = Browser::new(&suite, false).await;
+    let (resp, html) = b.get("/").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(!html.contains("/dev/sign-in"), "{html}");
+    assert!(!html.contains("Utviklerinnlogging"), "{html}");
+    let (resp, _) = b
+        .post("/dev/sign-in", "csrf=x&department=kultur&role=tenant-admin")
+        .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    suite.stop().await;
+}
