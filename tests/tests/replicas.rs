@@ -24,48 +24,7 @@ async fn two_replicas_of_every_service_share_the_work_and_agree() {
         return;
     };
     let ch = suite.channel.clone();
-    create_tenant(&ch, TENANT, "Oslo Kulturfabrikk").await;
-    let admin = token(&["tenant-admin"], &[TENANT], 600);
-    let crm = token(&["integration"], &[TENANT], 600);
-    tpb::tenant_service_client::TenantServiceClient::new(ch.clone())
-        .create_purpose(authed(
-            tpb::CreatePurposeRequest {
-                key: "loyalty".into(),
-                description: "loyalty programme".into(),
-                legal_basis: LegalBasis::LegitimateInterests as i32,
-                data_categories: vec![DataCategory::Contact as i32],
-                legitimate_interest: "rewarding regular visitors".into(),
-                ..Default::default()
-            },
-            &admin,
-        ))
-        .await
-        .expect("purpose");
-
-    let mut subjects = vec![];
-    let mut client = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
-    for i in 0..20 {
-        let s = client
-            .create_subject(authed(
-                spb::CreateSubjectRequest {
-                    email: format!("kunde{i}@example.no"),
-                    request_id: format!("create-{i}"),
-                    ..Default::default()
-                },
-                &crm,
-            ))
-            .await
-            .expect("create subject")
-            .into_inner();
-        subjects.push(s.subject_id);
-    }
-    // The subjects' states reach the consents replicas through the outbox.
-    for s in &subjects {
-        wait_until(Duration::from_secs(10), || async {
-            check(&ch, &crm, s).await.reason == cpb::CheckReason::NoObjection as i32
-        })
-        .await;
-    }
+    let (admin, crm, subjects) = loyalty_department(&ch, 20, "kunde").await;
 
     // 2,000 Checks through the gateway land on both consents replicas.
     let before = checks_per_replica(&suite).await;
@@ -202,6 +161,54 @@ async fn two_replicas_of_every_service_share_the_work_and_agree() {
     }
 
     suite.stop().await;
+}
+
+/// The department both tests use: tenant `kultur`, its purpose `loyalty` (legitimate
+/// interests: every known subject is allowed), and `n` subjects whose states have
+/// reached the consents replicas. Returns the admin's and the CRM's tokens and the ids.
+async fn loyalty_department(ch: &Channel, n: usize, email: &str) -> (String, String, Vec<String>) {
+    create_tenant(ch, TENANT, "Oslo Kulturfabrikk").await;
+    let admin = token(&["tenant-admin"], &[TENANT], 600);
+    let crm = token(&["integration"], &[TENANT], 600);
+    tpb::tenant_service_client::TenantServiceClient::new(ch.clone())
+        .create_purpose(authed(
+            tpb::CreatePurposeRequest {
+                key: "loyalty".into(),
+                description: "loyalty programme".into(),
+                legal_basis: LegalBasis::LegitimateInterests as i32,
+                data_categories: vec![DataCategory::Contact as i32],
+                legitimate_interest: "rewarding regular visitors".into(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("purpose");
+    let mut subjects = vec![];
+    let mut client = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
+    for i in 0..n {
+        let s = client
+            .create_subject(authed(
+                spb::CreateSubjectRequest {
+                    email: format!("{email}{i}@example.no"),
+                    request_id: format!("create-{email}-{i}"),
+                    ..Default::default()
+                },
+                &crm,
+            ))
+            .await
+            .expect("create subject")
+            .into_inner();
+        subjects.push(s.subject_id);
+    }
+    // The subjects' states reach the consents replicas through the outbox.
+    for s in &subjects {
+        wait_until(Duration::from_secs(10), || async {
+            check(ch, &crm, s).await.reason == cpb::CheckReason::NoObjection as i32
+        })
+        .await;
+    }
+    (admin, crm, subjects)
 }
 
 fn topology_services() -> [&'static str; 6] {
@@ -379,47 +386,7 @@ async fn killing_a_consents_replica_under_check_load_fails_no_check() {
         return;
     };
     let ch = suite.channel.clone();
-    create_tenant(&ch, TENANT, "Oslo Kulturfabrikk").await;
-    let admin = token(&["tenant-admin"], &[TENANT], 600);
-    let crm = token(&["integration"], &[TENANT], 600);
-    tpb::tenant_service_client::TenantServiceClient::new(ch.clone())
-        .create_purpose(authed(
-            tpb::CreatePurposeRequest {
-                key: "loyalty".into(),
-                description: "loyalty programme".into(),
-                legal_basis: LegalBasis::LegitimateInterests as i32,
-                data_categories: vec![DataCategory::Contact as i32],
-                legitimate_interest: "rewarding regular visitors".into(),
-                ..Default::default()
-            },
-            &admin,
-        ))
-        .await
-        .expect("purpose");
-    let mut subjects = vec![];
-    let mut client = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
-    for i in 0..8 {
-        let s = client
-            .create_subject(authed(
-                spb::CreateSubjectRequest {
-                    email: format!("besok{i}@example.no"),
-                    request_id: format!("kill-create-{i}"),
-                    ..Default::default()
-                },
-                &crm,
-            ))
-            .await
-            .expect("create subject")
-            .into_inner();
-        subjects.push(s.subject_id);
-    }
-    // The subjects' states reach the consents replicas through the outbox.
-    for s in &subjects {
-        wait_until(Duration::from_secs(10), || async {
-            check(&ch, &crm, s).await.reason == cpb::CheckReason::NoObjection as i32
-        })
-        .await;
-    }
+    let (_, crm, subjects) = loyalty_department(&ch, 8, "besok").await;
     // Both replicas answer before the kill.
     assert_eq!(checks_allowed(&ch, &crm, &subjects, 40).await, 40);
     let before = checks_per_replica(&suite).await;
