@@ -176,6 +176,12 @@ pub async fn build(
         // Retried at the next start; the rows stay readable and findable meanwhile.
         Err(e) => tracing::warn!(error = %e, "sealing plaintext external references failed"),
     }
+    match subjects.seal_legacy_restriction_reasons().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(rows = n, "sealed restriction reasons stored in plaintext"),
+        // Retried at the next start; the reasons stay readable meanwhile.
+        Err(e) => tracing::warn!(error = %e, "sealing plaintext restriction reasons failed"),
+    }
     Ok(AuditLayer::new(auditor).layer(vern_kit::limited!(
         SubjectServiceServer::new(
             SubjectApi::new(subjects).with_message_limit(limits.max_message_bytes)

@@ -57,6 +57,8 @@ vern_kit::store_test_suite!("subjects":
     purge_dry_run_real_run_and_exclusions,
     external_references_are_sealed_and_shredded,
     plaintext_references_of_older_versions_are_sealed,
+    restriction_reasons_are_sealed_and_shredded,
+    plaintext_restriction_reasons_of_older_versions_are_sealed,
     import_creates_each_row_as_create_would,
     import_replays_rows_by_request_id,
     import_mixed_batch_commits_the_valid_rows_and_names_the_bad_fields,
@@ -2049,6 +2051,8 @@ async fn raw_tables_hold_no_plaintext_identifier(target: DbTarget) {
         ADDRESS,
         "Storgata",
         SALARY,
+        // A restriction reason is about this person's case: sealed too.
+        "accuracy contested",
     ];
     let mut cells = dump(e.db()).await;
     cells.extend(dump(e.keys_db()).await);
@@ -2546,6 +2550,82 @@ async fn plaintext_references_of_older_versions_is_sealed_body(e: &Env) {
         found.expect("find sealed").external_refs[0].id,
         "LEGACY-4711"
     );
+}
+
+async fn restriction_reasons_are_sealed_and_shredded(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let reason = "her brother disputes the address on file";
+    let s = e.s.create(&a, ola(), None).await.expect("create");
+    let id = s.subject_id.as_str();
+    let r =
+        e.s.restrict(&a, RestrictionCall::whole(id, reason), None)
+            .await
+            .expect("restrict");
+    assert_eq!(r.restriction_reason, reason, "the caller reads it back");
+    let basic = e.s.get(&a, id, View::Basic).await.expect("basic");
+    assert_eq!(basic.restriction_reason, reason, "also in the BASIC view");
+    let listed =
+        e.s.list(&a, None, 10, ListFilter::default(), View::Basic)
+            .await
+            .expect("list");
+    assert_eq!(
+        listed.items[0].restriction_reason, reason,
+        "and when listed"
+    );
+    assert_eq!(
+        vern_kit::testing::raw::cells_containing(e.db(), reason.as_bytes()).await,
+        Vec::<String>::new(),
+        "no plaintext reason in any table"
+    );
+    // Without its data key (crypto-shredded), the reason is gone with the rest.
+    let erased =
+        e.s.erase(&a, id, "Art. 17 request", vec![], "", None)
+            .await
+            .expect("erase");
+    assert_eq!(erased.state, SubjectState::Erased);
+    let gone = e.s.get(&a, id, View::Full).await.expect("tombstone");
+    assert_eq!(gone.restriction_reason, "");
+    e.done().await;
+}
+
+async fn plaintext_restriction_reasons_of_older_versions_are_sealed(target: DbTarget) {
+    let e = env(target).await;
+    let a = tenant_a();
+    let reason = "objection pending on the Kari Nordmann account";
+    let s = e.s.create(&a, ola(), None).await.expect("create");
+    let id = s.subject_id.clone();
+    // A row as versions before m0005 wrote it.
+    e.db()
+        .execute_raw(Statement::from_string(
+            e.db().get_database_backend(),
+            format!(
+                "UPDATE subjects SET state = 'RESTRICTED', restriction_reason = '{reason}' WHERE tenant_id = '{}' AND subject_id = '{id}'",
+                a.as_str(),
+            ),
+        ))
+        .await
+        .expect("legacy row");
+    let before = e.s.get(&a, &id, View::Basic).await.expect("before");
+    assert_eq!(
+        before.restriction_reason, reason,
+        "readable before the pass"
+    );
+    assert_eq!(
+        e.s.seal_legacy_restriction_reasons().await.expect("seal"),
+        1
+    );
+    assert_eq!(
+        e.s.seal_legacy_restriction_reasons().await.expect("again"),
+        0
+    );
+    assert_eq!(
+        vern_kit::testing::raw::cells_containing(e.db(), reason.as_bytes()).await,
+        Vec::<String>::new()
+    );
+    let after = e.s.get(&a, &id, View::Basic).await.expect("after");
+    assert_eq!(after.restriction_reason, reason, "and after it");
+    e.done().await;
 }
 
 async fn plaintext_references_of_older_versions_are_sealed(target: DbTarget) {

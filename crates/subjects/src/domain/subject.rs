@@ -857,6 +857,11 @@ pub fn record_aad(tenant: &str, subject: &str, record: &str) -> Vec<u8> {
     aad(&["record", tenant, subject, record])
 }
 
+/// Associated data of a sealed restriction reason: binds it to tenant and subject.
+pub fn restriction_aad(tenant: &str, subject: &str) -> Vec<u8> {
+    aad(&["restriction_reason", tenant, subject])
+}
+
 /// `vern/subjects/v1` ‖ (0x00 ‖ part)*: the parts (ids without NUL bytes) stay apart.
 /// Associated data of a sealed external reference id: binds it to tenant, subject and
 /// system.

@@ -152,15 +152,29 @@ impl Subjects {
         };
         let now = vern_kit::time::now();
         let still_restricted = state == SubjectState::Restricted || !purposes.is_empty();
+        // The caller's reason states something about this person's case: it is sealed
+        // with their data key, so it goes with the key at erasure.
+        let (restriction_reason, restriction_reason_ct) = if !still_restricted {
+            (String::new(), None)
+        } else if restricted {
+            let keys = self.tenant_keys(t)?;
+            let dek = self.data_key(t, &keys, &id).await?;
+            let sealed = crate::domain::crypto::seal(
+                &dek,
+                reason.trim().as_bytes(),
+                &crate::domain::restriction_aad(t, &id),
+            );
+            (String::new(), Some(sealed))
+        } else {
+            (
+                row.restriction_reason.clone(),
+                row.restriction_reason_ct.clone(),
+            )
+        };
         let updated = subject::Model {
             state: state.as_str().to_owned(),
-            restriction_reason: if !still_restricted {
-                String::new()
-            } else if restricted {
-                reason.trim().to_owned()
-            } else {
-                row.restriction_reason.clone()
-            },
+            restriction_reason,
+            restriction_reason_ct,
             restrict_time: if !still_restricted {
                 None
             } else if restricted {
@@ -325,6 +339,7 @@ impl Subjects {
                 phone_ct: None,
                 national_id_ct: None,
                 restriction_reason: ERASURE_RESTRICTION.to_owned(),
+                restriction_reason_ct: None,
                 restrict_time: row.restrict_time.or(Some(now)),
                 // Restricted as a whole now: the purposes are absorbed.
                 restricted_purposes: "[]".to_owned(),

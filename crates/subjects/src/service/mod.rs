@@ -36,7 +36,7 @@ use crate::domain::keyring::{Keyring, TenantKeys};
 use crate::domain::{
     self, DataCategory, ExternalRef, IdentifierKind, Identifiers, NewSubject, REF_INDEX_KIND,
     Record, RecordData, SUBJECT_UPDATABLE, Subject, SubjectChanges, SubjectState, View, check_mask,
-    identifier_aad, key_aad, record_aad, ref_aad, ref_index_value,
+    identifier_aad, key_aad, record_aad, ref_aad, ref_index_value, restriction_aad,
 };
 use crate::error::SubjectError;
 use crate::purposes::{PurposeDirectory, PurposeSource};
@@ -361,19 +361,21 @@ impl Subjects {
         let mut records = group(self.store.records_of(t, &ids).await?, |r| {
             r.subject_id.clone().unwrap_or_default()
         });
-        // FULL opens everything; BASIC still opens the external references.
-        let needs_key = |id: &String| {
+        // FULL opens everything; BASIC still opens the external references and the
+        // restriction reason.
+        let needs_key = |s: &subject::Model| {
             view == View::Full
+                || s.restriction_reason_ct.is_some()
                 || refs
-                    .get(id)
+                    .get(&s.subject_id)
                     .is_some_and(|r| r.iter().any(|r| r.ref_ct.is_some()))
         };
         let live: Vec<String> = page
             .items
             .iter()
             .filter(|s| s.state != SubjectState::Erased.as_str())
+            .filter(|s| needs_key(s))
             .map(|s| s.subject_id.clone())
-            .filter(needs_key)
             .collect();
         let deks = match live.is_empty() {
             true => HashMap::new(),
@@ -559,6 +561,43 @@ impl Subjects {
         }
     }
 
+    /// Seals the restriction reasons that versions before m0005 stored in plaintext
+    /// with each subject's data key. Run once at start; a no-op once done. Returns the
+    /// rows sealed.
+    pub async fn seal_legacy_restriction_reasons(&self) -> Result<u64, SubjectError> {
+        let mut sealed = 0;
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let rows = self
+                .store
+                .plaintext_restriction_reasons(lifecycle::ERASURE_RESTRICTION, after.as_ref(), 500)
+                .await?;
+            let Some(last) = rows.last() else {
+                return Ok(sealed);
+            };
+            after = Some((last.tenant_id.clone(), last.subject_id.clone()));
+            for old in rows {
+                let t = old.tenant_id.clone();
+                let keys = self.tenant_keys(&t)?;
+                let dek = match self.data_key(&t, &keys, &old.subject_id).await {
+                    Ok(dek) => dek,
+                    // No key: the reason can no longer be tied to anyone readable; its
+                    // erasure clears it.
+                    Err(SubjectError::DataKeyMissing) => continue,
+                    Err(e) => return Err(e),
+                };
+                let ct = crypto::seal(
+                    &dek,
+                    old.restriction_reason.as_bytes(),
+                    &restriction_aad(&t, &old.subject_id),
+                );
+                if self.store.seal_restriction_reason(&old, ct).await? {
+                    sealed += 1;
+                }
+            }
+        }
+    }
+
     // ---- helpers shared by the use cases ----
 
     fn tenant_keys(&self, tenant: &str) -> Result<TenantKeys, SubjectError> {
@@ -617,8 +656,12 @@ impl Subjects {
                 rows
             }
         };
-        // FULL opens everything; BASIC still opens the external references.
-        let dek = if view == View::Full || refs.iter().any(|r| r.ref_ct.is_some()) {
+        // FULL opens everything; BASIC still opens the external references and the
+        // restriction reason.
+        let dek = if view == View::Full
+            || refs.iter().any(|r| r.ref_ct.is_some())
+            || row.restriction_reason_ct.is_some()
+        {
             let keys = self.tenant_keys(tenant)?;
             Some(self.data_key(tenant, &keys, &row.subject_id).await?)
         } else {
@@ -820,6 +863,7 @@ pub(crate) fn new_subject_row(
         phone_ct: None,
         national_id_ct: None,
         restriction_reason: String::new(),
+        restriction_reason_ct: None,
         restrict_time: None,
         restricted_purposes: "[]".to_owned(),
         erase_request_time: None,
@@ -1000,6 +1044,12 @@ fn subject_view(
     view: View,
 ) -> Result<Subject, SubjectError> {
     let state = SubjectState::parse(&row.state).ok_or_else(|| corrupt("subjects.state"))?;
+    let restriction_reason = match (&row.restriction_reason_ct, dek) {
+        (Some(ct), Some(dek)) => open_text(dek, ct, &restriction_aad(tenant, &row.subject_id))?,
+        (Some(_), None) => return Err(SubjectError::DataKeyMissing),
+        // vern's own text, or a row of an older version not sealed yet.
+        (None, _) => row.restriction_reason.clone(),
+    };
     let mut identifiers = Identifiers::default();
     let (refs, records) = if state == SubjectState::Erased {
         (vec![], vec![])
@@ -1051,7 +1101,7 @@ fn subject_view(
         external_refs: refs,
         records,
         state,
-        restriction_reason: row.restriction_reason,
+        restriction_reason,
         restrict_time: row.restrict_time,
         restricted_purposes: from_json(&row.restricted_purposes)?,
         erase_request_time: row.erase_request_time,
@@ -1073,6 +1123,7 @@ pub(crate) fn tombstone(row: &subject::Model, now: DateTime<Utc>) -> subject::Mo
         phone_ct: None,
         national_id_ct: None,
         restriction_reason: String::new(),
+        restriction_reason_ct: None,
         restrict_time: None,
         restricted_purposes: "[]".to_owned(),
         relationship_end_time: None,

@@ -27,8 +27,12 @@ pub mod subject {
         pub phone_ct: Option<Vec<u8>>,
         /// National id, sealed.
         pub national_id_ct: Option<Vec<u8>>,
-        /// Why restricted (no personal data).
+        /// Why restricted, when it is one of vern's own texts (an erasure kept back by a
+        /// retention duty) or a row written before m0005; empty otherwise.
         pub restriction_reason: String,
+        /// Why restricted, as the caller gave it, sealed with the subject's data key: a
+        /// statement about one person's case, shredded with the key.
+        pub restriction_reason_ct: Option<Vec<u8>>,
         /// When restricted.
         pub restrict_time: Option<ChronoDateTimeUtc>,
         /// Purpose keys restricted while ACTIVE (Art. 18), JSON array, sorted.

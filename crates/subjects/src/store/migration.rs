@@ -21,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0003RestrictedPurposes),
             Box::new(M0004IndexVersions),
             Box::new(vern_kit::keycheck::Migration),
+            Box::new(M0005SealedRestrictionReasons),
         ]
     }
 }
@@ -456,5 +457,41 @@ impl MigrationTrait for M0004IndexVersions {
             .await?;
         }
         Ok(())
+    }
+}
+
+/// Adds `subjects.restriction_reason_ct`: the caller's restriction reason sealed with
+/// the subject's data key. Reasons written before are sealed by a pass at start
+/// (`Subjects::seal_legacy_restriction_reasons`): migrations have no keys.
+struct M0005SealedRestrictionReasons;
+
+impl MigrationName for M0005SealedRestrictionReasons {
+    fn name(&self) -> &str {
+        "m0005_sealed_restriction_reasons"
+    }
+}
+
+#[derive(DeriveIden)]
+enum SealedRestrictionReasons {
+    RestrictionReasonCt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005SealedRestrictionReasons {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        if m.has_column("subjects", "restriction_reason_ct").await? {
+            return Ok(());
+        }
+        m.alter_table(
+            Table::alter()
+                .table(Subjects::Table)
+                .add_column(
+                    ColumnDef::new(SealedRestrictionReasons::RestrictionReasonCt)
+                        .blob()
+                        .null(),
+                )
+                .to_owned(),
+        )
+        .await
     }
 }

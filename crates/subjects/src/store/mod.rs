@@ -438,6 +438,58 @@ impl SubjectStore {
         .map(|r| r.subject_id))
     }
 
+    /// Up to `limit` subjects after `after` (tenant, subject) whose restriction reason
+    /// an older version stored in plaintext: not sealed, not empty and not vern's own
+    /// `erasure_text`. Every tenant's: the pass at start seals them all.
+    pub async fn plaintext_restriction_reasons(
+        &self,
+        erasure_text: &str,
+        after: Option<&(String, String)>,
+        limit: u64,
+    ) -> Result<Vec<subject::Model>, SubjectError> {
+        let mut q = subject::Entity::find()
+            .filter(subject::Column::RestrictionReasonCt.is_null())
+            .filter(subject::Column::RestrictionReason.ne(""))
+            .filter(subject::Column::RestrictionReason.ne(erasure_text));
+        if let Some((t, id)) = after {
+            q = q.filter(
+                Condition::any()
+                    .add(subject::Column::TenantId.gt(t.as_str()))
+                    .add(
+                        Condition::all()
+                            .add(subject::Column::TenantId.eq(t.as_str()))
+                            .add(subject::Column::SubjectId.gt(id.as_str())),
+                    ),
+            );
+        }
+        Ok(q.order_by_asc(subject::Column::TenantId)
+            .order_by_asc(subject::Column::SubjectId)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Replaces a plaintext restriction reason by its sealed form, unless the subject
+    /// changed meanwhile (then false: the change wrote its own reason).
+    pub async fn seal_restriction_reason(
+        &self,
+        old: &subject::Model,
+        sealed: Vec<u8>,
+    ) -> Result<bool, SubjectError> {
+        use sea_orm::sea_query::Expr;
+        let done = subject::Entity::update_many()
+            .col_expr(subject::Column::RestrictionReasonCt, Expr::value(sealed))
+            .col_expr(subject::Column::RestrictionReason, Expr::value(""))
+            .filter(subject::Column::TenantId.eq(old.tenant_id.as_str()))
+            .filter(subject::Column::SubjectId.eq(old.subject_id.as_str()))
+            .filter(subject::Column::Version.eq(old.version))
+            .filter(subject::Column::RestrictionReason.eq(old.restriction_reason.as_str()))
+            .filter(subject::Column::RestrictionReasonCt.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(done.rows_affected == 1)
+    }
+
     /// Up to `limit` external references of older versions, still in plaintext.
     pub async fn plaintext_refs(
         &self,
