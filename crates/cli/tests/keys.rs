@@ -719,3 +719,383 @@ async fn rotation_passes_over_a_key_that_does_not_open_and_fails_at_the_end() {
     assert!(!again.status.success(), "still listed, still failing");
     drop(v2);
 }
+
+/// Damages `subject`'s wrapped data key in the subjects' key store (`vern dev`
+/// stopped): its last byte flipped, so it still names its version but does not open.
+async fn damage_data_key(data: &Path, subject: &str) {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use vern_subjects::store::entities::subject_key::{Column, Entity};
+    let target = vern_kit::db::DbTarget::for_service(None, data, vern_subjects::KEY_STORE);
+    let db = vern_kit::db::connect(&target).await.expect("key store");
+    let row = Entity::find()
+        .filter(Column::SubjectId.eq(subject))
+        .one(&db)
+        .await
+        .expect("read")
+        .expect("the key");
+    let mut bytes = row.wrapped_key.clone();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x5a;
+    Entity::update_many()
+        .col_expr(Column::WrappedKey, Expr::value(bytes))
+        .filter(Column::SubjectId.eq(subject))
+        .exec(&db)
+        .await
+        .expect("damage");
+    db.close().await.expect("close");
+}
+
+/// What a run listed as passed over on stderr, one `<service> <tenant>/<id>` each.
+fn passed_over_ids(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .skip_while(|l| !l.ends_with("were passed over:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+fn by_email(address: String) -> spb::FindSubjectRequest {
+    find_by(spb::find_subject_request::Identifier::Email(address))
+}
+
+/// A re-index opens each subject's identifiers with its data key to digest them again,
+/// so a data key that does not open leaves that subject's entry under the old version:
+/// every other entry moves, the subject is listed by id (never by an identifier),
+/// `vern keys status` counts the entry left, and the command exits non-zero at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reindex_passes_over_a_key_that_does_not_open_and_fails_at_the_end() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path();
+    let (v1, ch) = start(data, &env((1, 11), &[])).await;
+    setup(&ch, &v1, 0).await;
+    let crm = v1.token("integration");
+    let mut subjects = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
+    let address = |n: usize| format!("reindex-pass-{n}@example.no");
+    let mut ids = vec![];
+    for n in 0..5 {
+        ids.push(
+            subjects
+                .create_subject(authed(
+                    spb::CreateSubjectRequest {
+                        email: address(n),
+                        request_id: format!("reindex-pass-{n}"),
+                        ..Default::default()
+                    },
+                    &crm,
+                ))
+                .await
+                .expect("create")
+                .into_inner()
+                .subject_id,
+        );
+    }
+    v1.sigterm();
+    drop(v1);
+    drop(ch);
+    let damaged = ids[3].clone();
+    damage_data_key(data, &damaged).await;
+
+    // The index moving from version 1 to 2. The data keys stay under master key
+    // version 1 (still configured): a re-index opens them under any configured
+    // version, so no rotation is needed for this.
+    let mut moving = env((2, 22), &[(1, 11)]);
+    moving.push(("VERN_KEYS__INDEX_KEY_VERSION".into(), "2".into()));
+    moving.push(("VERN_KEYS__PREVIOUS_INDEX_KEY_VERSION".into(), "1".into()));
+    let (v2, ch) = start(data, &moving).await;
+    let url = v2.url();
+    let out = vern(data, &url, &["keys", "reindex", "--quiet"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "a passed-over subject fails the command: {stdout}{stderr}"
+    );
+    // One e-mail entry per subject; each count parsed, not matched as a substring.
+    assert_eq!(
+        number_before(&stdout, "subjects", "index entries examined"),
+        Some(5),
+        "{stdout}"
+    );
+    assert_eq!(
+        number_before(&stdout, "subjects", "re-indexed"),
+        Some(4),
+        "{stdout}"
+    );
+    assert_eq!(
+        number_before(&stdout, "subjects", "subjects do not open"),
+        Some(1),
+        "{stdout}"
+    );
+    assert_eq!(
+        passed_over_ids(&stderr),
+        vec![format!("subjects {TENANT}/{damaged}")],
+        "{stderr}"
+    );
+    for text in [&stdout, &stderr] {
+        assert!(
+            !text.contains("reindex-pass-") && !text.contains("example.no"),
+            "no personal data: {text}"
+        );
+    }
+    let (clean, after) = status(data, &url);
+    assert!(!clean, "{after}");
+    assert_eq!(
+        index_count(&after, "version 2 (current)"),
+        Some((4, 0)),
+        "{after}"
+    );
+    assert_eq!(
+        index_count(&after, "version 1 (previous)"),
+        Some((1, 0)),
+        "{after}"
+    );
+    assert!(
+        after.contains("re-index unfinished: 1 index entries are not under version 2"),
+        "{after}"
+    );
+    // Resumed: only the damaged subject's entry is left; nothing is rewritten and it
+    // is listed again.
+    let again = vern(data, &url, &["keys", "reindex", "--quiet"]);
+    let again_out = String::from_utf8_lossy(&again.stdout).to_string();
+    let again_err = String::from_utf8_lossy(&again.stderr).to_string();
+    assert!(!again.status.success(), "still listed, still failing");
+    assert_eq!(
+        number_before(&again_out, "subjects", "index entries examined"),
+        Some(1),
+        "{again_out}"
+    );
+    assert_eq!(
+        number_before(&again_out, "subjects", "re-indexed"),
+        Some(0),
+        "{again_out}"
+    );
+    assert_eq!(
+        passed_over_ids(&again_err),
+        vec![format!("subjects {TENANT}/{damaged}")],
+        "{again_err}"
+    );
+    v2.sigterm();
+    drop(v2);
+    drop(ch);
+
+    // Without the previous index version only digests under version 2 are tried: the
+    // four moved subjects are found by e-mail, the damaged one no longer is (which
+    // shows the others were found through their new entries).
+    let mut moved = env((2, 22), &[(1, 11)]);
+    moved.push(("VERN_KEYS__INDEX_KEY_VERSION".into(), "2".into()));
+    let (v3, ch) = start(data, &moved).await;
+    let officer = v3.token("privacy-officer");
+    let mut subjects = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
+    for n in [0, 1, 2, 4] {
+        let s = subjects
+            .find_subject(authed(by_email(address(n)), &officer))
+            .await
+            .expect("found under version 2")
+            .into_inner();
+        assert_eq!(s.subject_id, ids[n]);
+        assert_eq!(s.email, address(n));
+    }
+    let left = subjects
+        .find_subject(authed(by_email(address(3)), &officer))
+        .await
+        .expect_err("its entry is still under version 1");
+    assert_eq!(left.code(), Code::NotFound, "{left:?}");
+    let (clean, text) = status(data, &v3.url());
+    assert!(!clean, "{text}");
+    assert_eq!(
+        index_count(&text, "version 1 (NOT CONFIGURED)"),
+        Some((1, 0)),
+        "{text}"
+    );
+    drop(v3);
+}
+
+/// `vern keys status` along a rotation and a re-index: what it tells the operator to
+/// keep at each step, and a master key version that still wraps data keys but is
+/// configured nowhere (a rollback that dropped the new key too early) shown as NOT
+/// CONFIGURED, with a non-zero exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_status_exits_non_zero_when_a_service_has_no_key_configured_and_says_what_to_keep() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path();
+    let (v1, ch) = start(data, &env((1, 11), &[])).await;
+    setup(&ch, &v1, 0).await;
+    let crm = v1.token("integration");
+    let mut subjects = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
+    for n in 0..3 {
+        subjects
+            .create_subject(authed(
+                spb::CreateSubjectRequest {
+                    email: format!("keep-{n}@example.no"),
+                    request_id: format!("keep-{n}"),
+                    ..Default::default()
+                },
+                &crm,
+            ))
+            .await
+            .expect("create");
+    }
+    v1.sigterm();
+    drop(v1);
+    drop(ch);
+
+    // Runbook step 2: the new key configured as a previous version only. It wraps
+    // nothing yet, but removing it now would break step 3: status says to keep it.
+    let (v2, ch) = start(data, &env((1, 11), &[(2, 22)])).await;
+    let (clean, text) = status(data, &v2.url());
+    assert!(clean, "nothing to finish or fix: {text}");
+    assert!(
+        text.contains(
+            "master key version 2 is configured but not current yet: keep it; the next step of the rotation makes it current"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("remove it"), "{text}");
+    assert_eq!(
+        count(&text, "subjects", "version 1 (current)"),
+        Some(3),
+        "{text}"
+    );
+    v2.sigterm();
+    drop(v2);
+    drop(ch);
+
+    // Step 3: version 2 current; a subject created now has its key under 2.
+    let (v3, ch) = start(data, &env((2, 22), &[(1, 11)])).await;
+    let crm = v3.token("integration");
+    let mut subjects = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
+    let newcomer = subjects
+        .create_subject(authed(
+            spb::CreateSubjectRequest {
+                email: "keep-new@example.no".into(),
+                request_id: "keep-new".into(),
+                ..Default::default()
+            },
+            &crm,
+        ))
+        .await
+        .expect("create")
+        .into_inner()
+        .subject_id;
+    v3.sigterm();
+    drop(v3);
+    drop(ch);
+
+    // A wrong rollback: version 1 current again, version 2 dropped instead of kept as
+    // a previous key. The key under 2 is NOT CONFIGURED, status says to add it back,
+    // and reading that subject fails naming no data.
+    let (v4, ch) = start(data, &env((1, 11), &[])).await;
+    let (clean, text) = status(data, &v4.url());
+    assert!(
+        !clean,
+        "a version in use but not configured fails the command: {text}"
+    );
+    assert_eq!(
+        count(&text, "subjects", "version 2 (NOT CONFIGURED)"),
+        Some(1),
+        "{text}"
+    );
+    assert_eq!(
+        count(&text, "subjects", "version 1 (current)"),
+        Some(3),
+        "{text}"
+    );
+    let lacking = text.lines().find_map(|l| {
+        let (n, rest) = l.split_once(' ')?;
+        rest.starts_with("subjects data keys are under master key version 2, which")
+            .then(|| n.parse::<u64>().ok())
+            .flatten()
+    });
+    assert_eq!(lacking, Some(1), "{text}");
+    assert!(
+        text.contains("add it to keys.previous_master_keys"),
+        "{text}"
+    );
+    let officer = v4.token("privacy-officer");
+    let mut subjects = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
+    let missing = subjects
+        .get_subject(authed(
+            spb::GetSubjectRequest {
+                subject_id: newcomer.clone(),
+                view: spb::SubjectView::Full as i32,
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect_err("its key's version is not configured");
+    assert_eq!(missing.code(), Code::FailedPrecondition, "{missing:?}");
+    v4.sigterm();
+    drop(v4);
+    drop(ch);
+
+    // Put right (version 2 current, 1 previous) and rotated: version 1 wraps nothing
+    // but keys the blind index, so status says to keep it and never to remove it.
+    let (v5, ch) = start(data, &env((2, 22), &[(1, 11)])).await;
+    ok(vern(data, &v5.url(), &["keys", "rotate-master", "--quiet"]));
+    let (clean, text) = status(data, &v5.url());
+    assert!(clean, "{text}");
+    assert_eq!(
+        count(&text, "subjects", "version 2 (current)"),
+        Some(4),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "master key version 1 wraps no data key but keys the blind indexes (keys.index_key_version): keep it configured"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("no data key uses master key version 1"),
+        "{text}"
+    );
+    v5.sigterm();
+    drop(v5);
+    drop(ch);
+
+    // Re-indexed to version 2: version 1 is still the previous index version, kept
+    // for retried requests for a while, so still not to be removed.
+    let mut moving = env((2, 22), &[(1, 11)]);
+    moving.push(("VERN_KEYS__INDEX_KEY_VERSION".into(), "2".into()));
+    moving.push(("VERN_KEYS__PREVIOUS_INDEX_KEY_VERSION".into(), "1".into()));
+    let (v6, ch) = start(data, &moving).await;
+    ok(vern(data, &v6.url(), &["keys", "reindex", "--quiet"]));
+    let (clean, text) = status(data, &v6.url());
+    assert!(clean, "{text}");
+    assert_eq!(
+        index_count(&text, "version 2 (current)"),
+        Some((4, 0)),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "every index entry is under version 2. Keep keys.previous_index_key_version (1) while clients may still retry"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("(a day is plenty for most)"), "{text}");
+    assert!(
+        !text.contains("no data key uses master key version 1"),
+        "{text}"
+    );
+    v6.sigterm();
+    drop(v6);
+    drop(ch);
+
+    // Version 1 retired entirely: nothing left to keep, nothing to fix.
+    let mut done = env((2, 22), &[]);
+    done.push(("VERN_KEYS__INDEX_KEY_VERSION".into(), "2".into()));
+    let (v7, _ch) = start(data, &done).await;
+    let (clean, text) = status(data, &v7.url());
+    assert!(clean, "{text}");
+    assert!(!text.contains("keep it"), "{text}");
+    assert!(
+        !text.contains("Keep keys.previous_index_key_version"),
+        "{text}"
+    );
+    drop(v7);
+}
