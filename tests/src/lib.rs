@@ -26,10 +26,49 @@ pub struct Suite {
     /// The separate processes, for [`Backend::Replicas`].
     pub topology: Option<topology::Topology>,
     running: Option<vern_cli::Running>,
+    /// The runtime a restarted suite runs on (see [`OwnRuntime`]).
+    runtime: Option<OwnRuntime>,
     /// The configuration of an in-process suite (for [`Suite::restart_with`]).
     config: Option<Config>,
     _dir: tempfile::TempDir,
     pg_schemas: Option<(String, Vec<String>)>,
+}
+
+/// A runtime of a restarted suite's own. A process that stops takes its tasks (relays,
+/// caches, listeners) and their database pools with it; a suite restarted in-process
+/// must too, or every restart adds its pools' connections to the last (PostgreSQL's 100
+/// ran out). Shutting the runtime down drops every task it spawned.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            // Not a blocking drop: the suite may be dropped inside a test's runtime.
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Starts the suite on a runtime of its own ([`OwnRuntime`]).
+async fn start_isolated(config: Config) -> anyhow::Result<(vern_cli::Running, OwnRuntime)> {
+    let rt = OwnRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?,
+    ));
+    let started =
+        rt.0.as_ref()
+            .map(|r| {
+                r.spawn(async move {
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                    vern_cli::start_suite(config, listener).await
+                })
+            })
+            .ok_or_else(|| anyhow::anyhow!("no runtime"))?;
+    // On an error the runtime goes with its half-started services.
+    let running = started.await??;
+    Ok((running, rt))
 }
 
 /// Which database the suite runs on.
@@ -140,12 +179,7 @@ impl Suite {
             config.database_url = Some(url);
             config.database_schema_prefix = prefix;
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let running = vern_cli::start_suite(config.clone(), listener)
-            .await
-            .expect("suite starts");
+        let (running, runtime) = start_isolated(config.clone()).await.expect("suite starts");
         let addr = running.addr;
         let channel = Channel::from_shared(format!("http://{addr}"))
             .expect("uri")
@@ -162,6 +196,7 @@ impl Suite {
             internal: Internal::One(internal),
             topology: None,
             running: Some(running),
+            runtime: Some(runtime),
             config: Some(config),
             _dir: dir,
             pg_schemas,
@@ -177,9 +212,10 @@ impl Suite {
             let _ = r.shutdown.send(());
             let _ = r.handle.await;
         }
+        self.runtime = None;
         adjust(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let running = vern_cli::start_suite(config.clone(), listener).await?;
+        let (running, runtime) = start_isolated(config.clone()).await?;
+        self.runtime = Some(runtime);
         self.addr = running.addr;
         self.channel = Channel::from_shared(format!("http://{}", running.addr))?
             .connect()
@@ -249,6 +285,7 @@ impl Suite {
             internal,
             topology: Some(topology),
             running: None,
+            runtime: None,
             config: None,
             _dir: dir,
             pg_schemas,
@@ -317,6 +354,7 @@ impl Suite {
             let _ = r.shutdown.send(());
             let _ = r.handle.await;
         }
+        self.runtime = None;
         if let Some(mut t) = self.topology.take() {
             // The script drops its own schemas.
             self.pg_schemas = None;

@@ -134,6 +134,135 @@ async fn a_wrong_key_refuses_to_start_on_postgres() {
     a_wrong_key_refuses_to_start(Backend::Postgres).await;
 }
 
+/// A refused start: its error holds every one of `texts` and none of `keys`.
+fn assert_refused(refused: anyhow::Result<()>, texts: &[&str], keys: &[&str]) {
+    let text = format!("{:#}", refused.expect_err("refused at start"));
+    for t in texts {
+        assert!(text.contains(t), "{t:?} in: {text}");
+    }
+    for k in keys {
+        assert!(!text.contains(k), "never the key: {text}");
+    }
+}
+
+/// The person is found by e-mail, the only subject (`id`), and a second CreateSubject
+/// (request `request_id`) with the e-mail is refused.
+async fn found_once_not_again(suite: &Suite, crm: &str, officer: &str, id: &str, request_id: &str) {
+    assert_eq!(
+        subjects_with_the_email(suite, officer).await,
+        vec![id.to_owned()]
+    );
+    let again = create(suite, crm, request_id)
+        .await
+        .expect_err("a duplicate");
+    assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
+}
+
+/// Data keys that do not open with a department's now-configured key (its own key
+/// newly set, or removed), and index entries under a version the process does not
+/// try, are refused at start; with the keys in use the person is found once and not
+/// created again.
+async fn a_department_key_switch_or_an_untried_index_version_refuses_to_start(backend: Backend) {
+    const K1: &str = "dmVybi1lMmUtdGVzdC1tYXN0ZXIta2V5LTMyYnl0ZXM=";
+    const KULTUR: &str = "kultur";
+    let kultur_key = b64(7);
+    let Some(mut suite) = Suite::start_with(backend, |c| {
+        c.keys.tenant_keys.insert(KULTUR.into(), kultur_key.clone());
+    })
+    .await
+    else {
+        return;
+    };
+    create_tenant(&suite.channel, TENANT, "Økonomi").await;
+    create_tenant(&suite.channel, KULTUR, "Kultur").await;
+    let crm = token(&["integration"], &[TENANT], 600);
+    let officer = token(&["privacy-officer"], &[TENANT], 600);
+    let first = create(&suite, &crm, "first").await.expect("created");
+
+    // (a) Okonomi's data is under the master-derived key: its own key newly set is
+    // refused.
+    let own = b64(5);
+    assert_refused(
+        suite
+            .restart_with(|c| {
+                c.keys.tenant_keys.insert(TENANT.into(), own.clone());
+            })
+            .await,
+        &["data keys do not open with", "keys.tenant_keys.okonomi"],
+        &[&own, K1, &kultur_key],
+    );
+    suite
+        .restart_with(|_| {})
+        .await
+        .expect("the keys in use start");
+    found_once_not_again(&suite, &crm, &officer, &first, "second").await;
+
+    // Master key version 2 current, 1 previous, the index moved to 2 without trying 1:
+    // the entries under 1 would not be found.
+    let k2 = b64(6);
+    let rotated = |previous_index: Option<u32>| {
+        let k2 = k2.clone();
+        move |c: &mut vern_kit::config::Config| {
+            c.keys.master_key = Some(k2);
+            c.keys.master_key_version = 2;
+            c.keys.previous_master_keys.insert("1".into(), K1.into());
+            c.keys.index_key_version = Some(2);
+            c.keys.previous_index_key_version = previous_index;
+        }
+    };
+    assert_refused(
+        suite.restart_with(rotated(None)).await,
+        &["index key version 1", "keys.previous_index_key_version"],
+        &[&k2, K1, &kultur_key],
+    );
+    suite
+        .restart_with(rotated(Some(1)))
+        .await
+        .expect("trying version 1 starts");
+    found_once_not_again(&suite, &crm, &officer, &first, "third").await;
+
+    // (b) Kultur, keyed by its own key from the first start, with data: the key
+    // removed is refused.
+    let kultur_crm = token(&["integration"], &[KULTUR], 600);
+    let kultur_officer = token(&["privacy-officer"], &[KULTUR], 600);
+    let kultur_first = create(&suite, &kultur_crm, "kultur-first")
+        .await
+        .expect("created in kultur");
+    assert_refused(
+        suite
+            .restart_with(|c| {
+                c.keys.tenant_keys.remove(KULTUR);
+            })
+            .await,
+        &["data keys do not open with", "keys.tenant_keys.kultur"],
+        &[&kultur_key, &k2, K1],
+    );
+    suite
+        .restart_with(|_| {})
+        .await
+        .expect("the keys in use start");
+    found_once_not_again(
+        &suite,
+        &kultur_crm,
+        &kultur_officer,
+        &kultur_first,
+        "kultur-second",
+    )
+    .await;
+    found_once_not_again(&suite, &crm, &officer, &first, "fourth").await;
+    suite.stop().await;
+}
+
+#[tokio::test]
+async fn a_department_key_switch_or_an_untried_index_version_refuses_to_start_on_sqlite() {
+    a_department_key_switch_or_an_untried_index_version_refuses_to_start(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_department_key_switch_or_an_untried_index_version_refuses_to_start_on_postgres() {
+    a_department_key_switch_or_an_untried_index_version_refuses_to_start(Backend::Postgres).await;
+}
+
 /// `vern keys verify` compares a configuration with the databases before a rollout,
 /// starting nothing: the right key matches, a wrong one is named and fails the
 /// command, and no database to compare with is an error, not "all well".

@@ -757,10 +757,6 @@ fn passed_over_ids(stderr: &str) -> Vec<String> {
         .collect()
 }
 
-fn by_email(address: String) -> spb::FindSubjectRequest {
-    find_by(spb::find_subject_request::Identifier::Email(address))
-}
-
 /// A re-index opens each subject's identifiers with its data key to digest them again,
 /// so a data key that does not open leaves that subject's entry under the old version:
 /// every other entry moves, the subject is listed by id (never by an identifier),
@@ -881,36 +877,43 @@ async fn reindex_passes_over_a_key_that_does_not_open_and_fails_at_the_end() {
     drop(v2);
     drop(ch);
 
-    // Without the previous index version only digests under version 2 are tried: the
-    // four moved subjects are found by e-mail, the damaged one no longer is (which
-    // shows the others were found through their new entries).
+    // Without the previous index version the damaged subject's entry (still under
+    // version 1) would be tried by no one: lookups would miss that person and a
+    // CreateSubject with their e-mail would make a copy. So subjects refuses to start,
+    // naming the version and the setting to put back.
     let mut moved = env((2, 22), &[(1, 11)]);
     moved.push(("VERN_KEYS__INDEX_KEY_VERSION".into(), "2".into()));
-    let (v3, ch) = start(data, &moved).await;
-    let officer = v3.token("privacy-officer");
-    let mut subjects = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
-    for n in [0, 1, 2, 4] {
-        let s = subjects
-            .find_subject(authed(by_email(address(n)), &officer))
-            .await
-            .expect("found under version 2")
-            .into_inner();
-        assert_eq!(s.subject_id, ids[n]);
-        assert_eq!(s.email, address(n));
-    }
-    let left = subjects
-        .find_subject(authed(by_email(address(3)), &officer))
-        .await
-        .expect_err("its entry is still under version 1");
-    assert_eq!(left.code(), Code::NotFound, "{left:?}");
-    let (clean, text) = status(data, &v3.url());
-    assert!(!clean, "{text}");
-    assert_eq!(
-        index_count(&text, "version 1 (NOT CONFIGURED)"),
-        Some((1, 0)),
-        "{text}"
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vern"))
+        .args(["dev", "--data-dir"])
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{}", support::free_port())])
+        .envs(moved.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("vern dev");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("vern dev started with an index entry under a version it does not try");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let mut refused = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut refused)
+        .expect("stderr");
+    assert!(!status.success(), "{refused}");
+    assert!(
+        refused.contains("1 blind-index entries are under index key version 1")
+            && refused.contains("keys.previous_index_key_version = 1"),
+        "names the entries left, their version and the setting: {refused}"
     );
-    drop(v3);
+    assert!(!refused.contains("example.no"), "no identifier: {refused}");
 }
 
 /// `vern keys status` along a rotation and a re-index: what it tells the operator to

@@ -53,7 +53,14 @@ pub async fn build(
         store::ConsentStore::open_with(target, keyring.clone(), config.database_listen_notify)
             .await?;
     // Before anything is read or written under a key: the keys are the ones used here.
-    vern_kit::keycheck::at_start(store.connection(), &keyring, "consents").await?;
+    vern_kit::keycheck::at_start(
+        store.connection(),
+        &keyring,
+        "consents",
+        store.connection(),
+        &store::consent_keys(),
+    )
+    .await?;
     match store.seal_legacy().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(

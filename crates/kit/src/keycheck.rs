@@ -72,9 +72,100 @@ pub enum KeyCheckError {
         /// The setting that holds it.
         setting: String,
     },
+    /// A department's data keys were wrapped under another key than the one configured
+    /// for it now (its own key added or removed while it holds data). Names the
+    /// department and the settings, never a key.
+    #[error(
+        "department {tenant}'s data keys do not open with {configured}: they were written under {written}. Refusing to start rather than miss the department's data or write some of it under another key. Configure the key in use before (moving a department to another key needs its data keys re-wrapped, which vern does not do)"
+    )]
+    DepartmentKeyChanged {
+        /// The department (tenant id).
+        tenant: String,
+        /// The key configured for it now.
+        configured: String,
+        /// The key its data keys are under.
+        written: String,
+    },
     /// The values could not be read or written.
     #[error("reading the key check values failed: {0}")]
     Db(#[from] DbErr),
+}
+
+/// Data keys of a department tried at start: any one that opens shows the key is right.
+const DEPARTMENT_SAMPLE: u64 = 3;
+
+/// The departments whose key is their own now or was when first used here: each one
+/// holding data keys must open them with the key configured for it now. A department
+/// that gains its own key while its data is under the master key (or loses it) would
+/// otherwise start fine and then find none of its people by e-mail — and let a
+/// duplicate in — since the blind index is keyed by that key too.
+pub async fn verify_departments<E>(
+    db: &Db,
+    keyring: &Keyring,
+    key_db: &Db,
+    keys: &crate::keys::WrappedKeys<E>,
+) -> Result<(), KeyCheckError>
+where
+    E: EntityTrait,
+    E::Model: Sync,
+{
+    use vern_seal::keyring::UnwrapError;
+    let recorded: Vec<String> = entity::Entity::find()
+        .select_only()
+        .column(entity::Column::Name)
+        .into_tuple::<String>()
+        .all(db)
+        .await?
+        .into_iter()
+        .filter_map(|n| n.strip_prefix("tenant/").map(str::to_owned))
+        .collect();
+    let mut departments: Vec<(String, bool)> = keyring
+        .check_values()
+        .into_iter()
+        .filter_map(|(k, _)| match k {
+            ConfiguredKey::Tenant(t) => Some((t, true)),
+            _ => None,
+        })
+        .collect();
+    for t in recorded {
+        if !departments.iter().any(|(d, _)| *d == t) {
+            departments.push((t, false));
+        }
+    }
+    for (tenant, own) in departments {
+        let sample = keys.of_tenant(key_db, &tenant, DEPARTMENT_SAMPLE).await?;
+        if sample.is_empty() {
+            continue;
+        }
+        let own_setting = format!("keys.tenant_keys.{tenant}");
+        let master = "the master key".to_owned();
+        let (configured, written) = if own {
+            (own_setting, master)
+        } else {
+            (
+                format!("the master key ({own_setting} is not configured)"),
+                own_setting,
+            )
+        };
+        let Some(kek) = keyring.tenant(&tenant) else {
+            // No key at all for it: every call of the department is refused as it is.
+            continue;
+        };
+        let opens = sample.iter().any(|(owner, wrapped)| {
+            !matches!(
+                kek.kek.unwrap(wrapped, &(keys.aad)(&tenant, owner)),
+                Err(UnwrapError::Crypto(_) | UnwrapError::DoesNotOpen(_))
+            )
+        });
+        if !opens {
+            return Err(KeyCheckError::DepartmentKeyChanged {
+                tenant,
+                configured,
+                written,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn hex(value: &[u8; 32]) -> String {
@@ -161,9 +252,23 @@ pub async fn verify_and_record(db: &Db, keyring: &Keyring) -> Result<(), KeyChec
     }
 }
 
-/// [`verify_and_record`] for `service`'s start: the error names the service.
-pub async fn at_start(db: &Db, keyring: &Keyring, service: &str) -> Result<(), String> {
+/// [`verify_and_record`] and [`verify_departments`] for `service`'s start, its data
+/// keys in `keys` of `key_db`: the error names the service.
+pub async fn at_start<E>(
+    db: &Db,
+    keyring: &Keyring,
+    service: &str,
+    key_db: &Db,
+    keys: &crate::keys::WrappedKeys<E>,
+) -> Result<(), String>
+where
+    E: EntityTrait,
+    E::Model: Sync,
+{
     verify_and_record(db, keyring)
+        .await
+        .map_err(|e| format!("{service}: {e}"))?;
+    verify_departments(db, keyring, key_db, keys)
         .await
         .map_err(|e| format!("{service}: {e}"))
 }

@@ -103,6 +103,25 @@ impl<E: EntityTrait> WrappedKeys<E>
 where
     E::Model: Sync,
 {
+    /// Up to `limit` of `tenant`'s wrapped keys: (owner, wrapped key).
+    pub async fn of_tenant<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        tenant: &str,
+        limit: u64,
+    ) -> Result<Vec<(String, Vec<u8>)>, DbErr> {
+        E::find()
+            .select_only()
+            .column(self.owner)
+            .column(self.wrapped)
+            .filter(self.tenant.eq(tenant))
+            .order_by_asc(self.owner)
+            .limit(limit)
+            .into_tuple()
+            .all(conn)
+            .await
+    }
+
     /// Keys after `after` (tenant, owner) in key order, at most `limit`.
     async fn page<C: ConnectionTrait>(
         &self,

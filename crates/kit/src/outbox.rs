@@ -327,11 +327,26 @@ impl Default for RelaySettings {
     }
 }
 
-/// Handle of a running relay (one loop per topic it serves).
+/// Handle of a running relay (one loop per topic it serves). The loops stop when the
+/// last clone is dropped: a service that is gone (a start refused half-way, a suite
+/// stopped in-process) leaves no loop holding its database pool.
 #[derive(Clone, Debug)]
 pub struct Relay {
     notify: Vec<Arc<Notify>>,
     tasks: Vec<tokio::task::AbortHandle>,
+    _loops: Arc<StopOnDrop>,
+}
+
+/// Aborts the relay's loops when the last handle goes.
+#[derive(Debug)]
+struct StopOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }
 
 impl Relay {
@@ -364,11 +379,15 @@ pub fn spawn_topic_relays(
     routes: Vec<(&'static str, Arc<dyn Deliver>)>,
     settings: RelaySettings,
 ) -> Relay {
-    let (notify, tasks) = routes
+    let (notify, tasks): (Vec<_>, Vec<_>) = routes
         .into_iter()
         .map(|(topic, deliver)| spawn_loop(db.clone(), deliver, topic, settings.clone()))
         .unzip();
-    Relay { notify, tasks }
+    Relay {
+        notify,
+        _loops: Arc::new(StopOnDrop(tasks.clone())),
+        tasks,
+    }
 }
 
 fn spawn_loop(

@@ -71,7 +71,14 @@ pub async fn build(
     ));
     let store = store::RightsStore::open(target).await?;
     // Before anything is read or written under a key: the keys are the ones used here.
-    vern_kit::keycheck::at_start(store.connection(), &keyring, "rights").await?;
+    vern_kit::keycheck::at_start(
+        store.connection(),
+        &keyring,
+        "rights",
+        store.connection(),
+        &store::request_keys(),
+    )
+    .await?;
     // vern_rights_requests{status} and vern_rights_requests_overdue, polled while
     // metrics are on.
     let gauges = store.clone();

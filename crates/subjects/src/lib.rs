@@ -118,9 +118,17 @@ pub async fn build(
              or auth.service_key_file and auth.service_key_id",
         )?;
     let store = SubjectStore::open(target).await?;
-    // Before anything is read or written under a key: the keys are the ones used here.
-    vern_kit::keycheck::at_start(store.connection(), &keyring, "subjects").await?;
     let keys = KeyStore::open(&key_store_target(config)).await?;
+    // Before anything is read or written under a key: the keys are the ones used here.
+    vern_kit::keycheck::at_start(
+        store.connection(),
+        &keyring,
+        "subjects",
+        keys.connection(),
+        &KeyStore::wrapped_keys(),
+    )
+    .await?;
+    untried_index_versions(&store, &keyring).await?;
     let channel = vern_kit::client::channel(&config.services.consents.url)
         .map_err(|e| format!("subjects: services.consents.url is not usable: {e}"))?;
     let rights_channel = vern_kit::client::channel(&config.services.rights.url)
@@ -188,6 +196,41 @@ pub async fn build(
         ),
         limits
     )))
+}
+
+/// Refuses to start while blind-index entries are under an index key version this
+/// process does not try (`keys.previous_index_key_version` removed before a re-index
+/// finished, or the index version changed without one): their people would not be
+/// found by identifier, and a uniqueness check would let a duplicate in.
+async fn untried_index_versions(
+    store: &SubjectStore,
+    keyring: &domain::keyring::Keyring,
+) -> Result<(), String> {
+    let tried = [
+        Some(keyring.index_version()),
+        keyring.previous_index_version(),
+    ];
+    let counts = store
+        .index_counts()
+        .await
+        .map_err(|e| format!("subjects: counting the blind-index entries failed: {e}"))?;
+    for (version, (identifiers, references)) in counts {
+        let untried = u32::try_from(version)
+            .ok()
+            .is_none_or(|v| !tried.contains(&Some(v)));
+        if untried && identifiers + references > 0 {
+            return Err(format!(
+                "subjects: {} blind-index entries are under index key version {version}, which this process does not try (keys.index_key_version = {}{}): lookups would miss those people and a uniqueness check would let a copy in. Refusing to start. Set keys.previous_index_key_version = {version} (with that master key version configured) and finish the re-index with `vern keys reindex`",
+                identifiers + references,
+                keyring.index_version(),
+                keyring
+                    .previous_index_version()
+                    .map(|p| format!(", keys.previous_index_key_version = {p}"))
+                    .unwrap_or_default(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// How each RPC is audited: every change, and every read of personal data.

@@ -1666,7 +1666,7 @@ fn stored_state(m: consent_state::Model) -> Result<StoredState, ConsentError> {
 }
 
 /// The consent keys' table for master key rotation ([`vern_kit::keys`]).
-fn consent_keys() -> vern_kit::keys::WrappedKeys<consent_key::Entity> {
+pub fn consent_keys() -> vern_kit::keys::WrappedKeys<consent_key::Entity> {
     vern_kit::keys::WrappedKeys {
         tenant: consent_key::Column::TenantId,
         owner: consent_key::Column::SubjectId,

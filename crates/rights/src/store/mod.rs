@@ -1010,7 +1010,7 @@ async fn write_request(
 }
 
 /// The requests' table for master key rotation ([`vern_kit::keys`]).
-fn request_keys() -> vern_kit::keys::WrappedKeys<request::Entity> {
+pub fn request_keys() -> vern_kit::keys::WrappedKeys<request::Entity> {
     vern_kit::keys::WrappedKeys {
         tenant: request::Column::TenantId,
         owner: request::Column::RightsRequestId,
