@@ -214,6 +214,7 @@ class Vern:
     log: Path
     port: int
     internal: str = ""
+    console: str = ""
 
     def token(self, role: str, tenant: str | None = None, expires_in: int = 3600,
               sub: str = "probe") -> str:
@@ -247,7 +248,8 @@ def start_vern(binary: Path, work: Path, certs: dict[str, Path]) -> Vern:
     log = work / "vern-dev.log"
     with open(log, "wb") as f:
         proc = subprocess.Popen(
-            [str(binary), "dev", "--data-dir", str(data), "--listen", f"127.0.0.1:{port}"],
+            [str(binary), "dev", "--data-dir", str(data), "--listen", f"127.0.0.1:{port}",
+             "--console-listen", "127.0.0.1:0"],
             cwd=work, env=env, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
     vern = Vern(binary, data, env, proc, log, port)
@@ -256,10 +258,12 @@ def start_vern(binary: Path, work: Path, certs: dict[str, Path]) -> Vern:
         text = ANSI.sub("", log.read_text(errors="replace"))
         gw = re.search(r"^\s*gateway\s+(\S+)", text, re.M)
         internal = re.search(r"^\s*internal\s+(\S+)", text, re.M)
-        if gw and internal:
+        console = re.search(r"^\s*console\s+http://(\S+?)/", text, re.M)
+        if gw and internal and console:
             if gw.group(1) != f"127.0.0.1:{port}":
                 raise RuntimeError(f"vern dev printed gateway {gw.group(1)}, asked for {port}")
             vern.internal = internal.group(1)
+            vern.console = console.group(1)
             return vern
         if proc.poll() is not None:
             raise RuntimeError(f"vern dev exited with {proc.returncode}:\n{text[-3000:]}")
@@ -714,11 +718,14 @@ class Probe:
         unix = subprocess.run(["ss", "-H", "-lxp"], capture_output=True, text=True).stdout
         unix_mine = sorted({l.split()[4] for l in unix.splitlines() if f"pid={pid}," in l})
         want_sock = self.vern.internal.removeprefix("unix:")
-        expected_tcp = [("tcp", f"127.0.0.1:{self.vern.port}")]
+        # The web console listens on loopback too (HTTP, for the browser on this machine).
+        expected_tcp = sorted([("tcp", f"127.0.0.1:{self.vern.port}"), ("tcp", self.vern.console)])
         ok = ports == expected_tcp and unix_mine == [want_sock]
-        self.r.record("6a vern dev listens on the gateway port and its internal socket only", ok,
+        self.r.record("6a vern dev listens on the gateway port, the console's loopback port and "
+                      "its internal socket only", ok,
                       f"tcp/udp {[f'{p}:{a}' for p, a in ports]}, unix {unix_mine} "
-                      f"(expected tcp:127.0.0.1:{self.vern.port}, unix {want_sock})")
+                      f"(expected tcp:127.0.0.1:{self.vern.port}, tcp:{self.vern.console}, "
+                      f"unix {want_sock})")
 
         # (b) modes
         if not self.vern.internal.startswith("unix:"):

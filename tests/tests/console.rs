@@ -35,6 +35,7 @@ impl Browser {
                 secret: vern_tests::SECRET.as_bytes().to_vec(),
                 issuer: "vern-dev".into(),
                 audience: "vern".into(),
+                department: None,
             }),
             gateway: Some(suite.channel.clone()),
         })

@@ -825,6 +825,8 @@ pub async fn startup(args: &StartupArgs) -> anyhow::Result<StartupReport> {
             .arg(dir.path())
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--console-listen")
+            .arg("127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())

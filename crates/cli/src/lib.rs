@@ -448,6 +448,128 @@ pub async fn start_suite(config: Config, listener: TcpListener) -> anyhow::Resul
     })
 }
 
+/// The department `vern dev` makes at its first start, so the console's development
+/// sign-in has somewhere to go.
+pub const DEMO_DEPARTMENT: &str = "demo";
+
+/// `vern dev`'s demo department: made through the gateway (as a platform admin, with
+/// the dev key) when the suite has no department yet; `None` when it has others (they
+/// are the developer's own). Repeating it is harmless (one request id).
+pub async fn seed_demo_department(
+    config: &Config,
+    gateway_url: &str,
+) -> anyhow::Result<Option<&'static str>> {
+    use vern_proto::tenants::v1 as tpb;
+    let secret = vern_kit::auth::hs256_secret(config)
+        .context("reading the dev signing key")?
+        .context("the demo department is made with the dev key")?;
+    let now = vern_kit::time::now().timestamp();
+    let token = vern_kit::auth::sign_hs256(
+        &vern_kit::auth::Claims {
+            sub: "vern-dev".into(),
+            tenant: vec![],
+            roles: vec!["platform-admin".into()],
+            iss: config.auth.issuer.clone(),
+            aud: config.auth.audience.clone(),
+            exp: now + 60,
+            nbf: 0,
+            iat: now,
+        },
+        &secret,
+    )
+    .context("signing the dev token")?;
+    let mut tenants =
+        tpb::tenant_service_client::TenantServiceClient::new(gateway_channel(gateway_url)?);
+    let listed = tenants
+        .list_tenants(vern_kit::client::request(
+            tpb::ListTenantsRequest {
+                page_size: 1,
+                ..Default::default()
+            },
+            &token,
+        )?)
+        .await
+        .context("listing the departments")?
+        .into_inner();
+    if let Some(first) = listed.tenants.first() {
+        return Ok((first.tenant_id == DEMO_DEPARTMENT).then_some(DEMO_DEPARTMENT));
+    }
+    tenants
+        .create_tenant(vern_kit::client::request(
+            tpb::CreateTenantRequest {
+                tenant_id: DEMO_DEPARTMENT.into(),
+                name: "Demoavdelingen".into(),
+                // A made-up number that passes the check digit (not a real company).
+                org_number: "989990748".into(),
+                dpo_email: "personvern@demo.example".into(),
+                dpo_name: "Personvernombudet".into(),
+                request_id: "vern-dev-demo-department".into(),
+                ..Default::default()
+            },
+            &token,
+        )?)
+        .await
+        .context("making the demo department")?;
+    Ok(Some(DEMO_DEPARTMENT))
+}
+
+/// A lazily connected channel to the gateway the console calls: `https://` verified
+/// with the installed client TLS (`tls.ca_file`), `http://` on loopback or inside the
+/// cluster.
+pub fn gateway_channel(url: &str) -> anyhow::Result<tonic::transport::Channel> {
+    if url.starts_with("https://") {
+        return vern_kit::tls::lazy_channel(url).context("console.gateway_url");
+    }
+    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())
+        .context("console.gateway_url")?
+        .timeout(std::time::Duration::from_secs(30))
+        .connect_lazy())
+}
+
+/// The web console on `listener`, a client of the gateway at `gateway_url` with each
+/// person's own token. `dev`: with the development sign-in, signing tokens with the
+/// dev key (`vern dev` only; `vern serve console` never offers it). Sessions are kept
+/// in the `console` store (a SQLite file in the data directory, or the
+/// `<prefix>_console` schema), shared by the console's replicas. Serves until
+/// `shutdown` resolves.
+pub async fn console(
+    config: &Config,
+    gateway_url: &str,
+    dev: Option<Option<String>>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let dev_sign_in = if let Some(department) = dev {
+        let secret = vern_kit::auth::hs256_secret(config)
+            .context("reading the dev signing key")?
+            .context("the development sign-in needs the dev key")?;
+        Some(vern_console::auth::DevSignIn {
+            secret,
+            issuer: config.auth.issuer.clone(),
+            audience: config.auth.audience.clone(),
+            department,
+        })
+    } else {
+        None
+    };
+    let console = vern_console::Console::new(vern_console::Settings {
+        tls: config
+            .console
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://")),
+        dev_sign_in,
+        gateway: Some(gateway_channel(gateway_url)?),
+    })
+    .context("loading the console's message catalogs")?;
+    let sessions = vern_console::sessions::Sessions::open(&target(config, "console"))
+        .await
+        .context("opening the console's session store")?;
+    Ok(tokio::spawn(vern_console::serve(
+        console, sessions, listener, shutdown,
+    )))
+}
+
 /// The data directory in `config`, made absolute for messages.
 pub fn data_dir_display(config: &Config) -> PathBuf {
     std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone())

@@ -35,10 +35,14 @@ enum Command {
         /// Gateway listen address.
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
+        /// Web console listen address, or `off` (default: console.listen,
+        /// 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR|off")]
+        console_listen: Option<String>,
     },
     /// Run one component on its own (as in Kubernetes).
     Serve {
-        /// gateway, tenants, subjects, consents, retention, rights or audit.
+        /// gateway, tenants, subjects, consents, retention, rights, audit or console.
         service: String,
         /// Listen address (default: services.<name>.listen from the config).
         #[arg(long)]
@@ -339,10 +343,23 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
     // Every channel this process opens to an `https://` address uses it.
     vern_kit::tls::install_client(&config.tls).context("tls")?;
     match command {
-        Command::Dev { data_dir, listen } => {
+        Command::Dev {
+            data_dir,
+            listen,
+            console_listen,
+        } => {
             let started = Instant::now();
             config.data_dir = data_dir;
             config.listen = listen;
+            match console_listen.as_deref().map(str::trim) {
+                None => {}
+                Some("off") | Some("") => config.console.listen = None,
+                Some(a) => config.console.listen = Some(a.parse().with_context(|| {
+                    format!(
+                        "--console-listen {a:?}: expected an address such as 127.0.0.1:8080, or off"
+                    )
+                })?),
+            }
             config.auth.dev_key = true;
             // Tooling against the dev suite (grpcurl list/describe) needs no token.
             config.server.reflection = vern_kit::config::ReflectionMode::Open;
@@ -353,9 +370,52 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
             let running = vern_cli::start_suite(config.clone(), listener).await?;
             let dir = vern_cli::data_dir_display(&config);
             let tls = config.tls.cert_file.is_some();
+            // The console calls this suite's own gateway, as any client would.
+            let (console_stop, console_stopped) = tokio::sync::oneshot::channel::<()>();
+            let console = match config.console.listen {
+                Some(addr) => {
+                    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                        format!("binding the console to {addr} (another process has it? choose another with --console-listen, or --console-listen off)")
+                    })?;
+                    let at = listener.local_addr()?;
+                    let gateway = if tls {
+                        format!("https://localhost:{}", running.addr.port())
+                    } else {
+                        format!("http://{}", running.addr)
+                    };
+                    // Somewhere to sign in to at the first start; never fatal.
+                    let demo = match vern_cli::seed_demo_department(&config, &gateway).await {
+                        Ok(d) => d.map(str::to_owned),
+                        Err(e) => {
+                            tracing::warn!(error = %format!("{e:#}"), "the demo department was not made");
+                            None
+                        }
+                    };
+                    let task = vern_cli::console(
+                        &config,
+                        &gateway,
+                        Some(demo.clone()),
+                        listener,
+                        async move {
+                            let _ = console_stopped.await;
+                        },
+                    )
+                    .await?;
+                    Some((at, task, demo))
+                }
+                None => None,
+            };
             println!(
-                "vern dev ready in {} ms\n  gateway   {} (gRPC{}, reflection and health for all six services)\n  internal  {} (service-to-service calls only: a socket only this user can open; the gateway refuses the service role)\n  data      {}\n  token     vern token --role platform-admin --data-dir {}\n            vern token --role tenant-admin --tenant <tenant-id> --data-dir {}\n  try       grpcurl {} -H \"authorization: Bearer $(vern token --role platform-admin --data-dir {})\" {} list",
+                "vern dev ready in {} ms\n  console   {}\n  gateway   {} (gRPC{}, reflection and health for all six services)\n  internal  {} (service-to-service calls only: a socket only this user can open; the gateway refuses the service role)\n  data      {}\n  token     vern token --role platform-admin --data-dir {}\n            vern token --role tenant-admin --tenant <tenant-id> --data-dir {}\n  try       grpcurl {} -H \"authorization: Bearer $(vern token --role platform-admin --data-dir {})\" {} list",
                 started.elapsed().as_millis(),
+                match &console {
+                    Some((at, _, Some(demo))) => format!(
+                        "http://{at}/ (development sign-in: department {demo:?} or your own, and a role)"
+                    ),
+                    Some((at, _, None)) =>
+                        format!("http://{at}/ (development sign-in: pick a department and a role)"),
+                    None => "off".to_owned(),
+                },
                 running.addr,
                 if tls { " over TLS" } else { "" },
                 running.internal_url(),
@@ -380,8 +440,38 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
                 r = &mut handle => return r.context("server task")?,
                 _ = vern_kit::server::shutdown_signal() => {}
             }
+            let _ = console_stop.send(());
             let _ = shutdown.send(());
+            if let Some((_, task, _)) = console {
+                task.await
+                    .context("console task")?
+                    .context("serving the console")?;
+            }
             handle.await.context("server task")??;
+            Ok(())
+        }
+        Command::Serve { service, listen } if service == "console" => {
+            vern_kit::telemetry::init(config.log_format, &config.log_level);
+            let addr = listen.or(config.console.listen).context(
+                "console.listen is off: give the console an address (VERN_CONSOLE__LISTEN or --listen)",
+            )?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            let gateway = config.console.gateway_url.clone();
+            tracing::info!(%addr, gateway = %gateway, "serving the console");
+            // Never the development sign-in here: people sign in through the IdP.
+            vern_cli::console(
+                &config,
+                &gateway,
+                None,
+                listener,
+                vern_kit::server::shutdown_signal(),
+            )
+            .await?
+            .await
+            .context("console task")?
+            .context("serving the console")?;
             Ok(())
         }
         Command::Serve { service, listen } => {
@@ -397,7 +487,7 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
                     "rights" => &config.services.rights,
                     "audit" => &config.services.audit,
                     other => anyhow::bail!(
-                        "unknown service {other:?} (expected gateway, {})",
+                        "unknown service {other:?} (expected gateway, console, {})",
                         vern_cli::SERVICES.join(", ")
                     ),
                 };

@@ -29,6 +29,7 @@ fn start(data_dir: &std::path::Path, port: u16) -> Child {
         .args(["dev", "--data-dir"])
         .arg(data_dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--console-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

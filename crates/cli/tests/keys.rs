@@ -887,6 +887,7 @@ async fn reindex_passes_over_a_key_that_does_not_open_and_fails_at_the_end() {
         .args(["dev", "--data-dir"])
         .arg(data)
         .args(["--listen", &format!("127.0.0.1:{}", support::free_port())])
+        .args(["--console-listen", "127.0.0.1:0"])
         .envs(moved.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("RUST_LOG", "error")
         .stdout(std::process::Stdio::null())

@@ -26,6 +26,7 @@ fn start(dir: &Path, port: u16, client_ca: bool, env: &[(&str, String)]) -> Dev 
     cmd.args(["dev", "--data-dir"])
         .arg(dir.join("data"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--console-listen", "127.0.0.1:0"])
         .env("VERN_TLS__CERT_FILE", dir.join("tls.crt"))
         .env("VERN_TLS__KEY_FILE", dir.join("tls.key"))
         .env("RUST_LOG", "warn")

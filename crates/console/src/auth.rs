@@ -40,6 +40,8 @@ pub struct DevSignIn {
     pub issuer: String,
     /// The tokens' audience (`auth.audience`).
     pub audience: String,
+    /// The department the form offers first (`vern dev`'s demo department), if any.
+    pub department: Option<String>,
 }
 
 impl std::fmt::Debug for DevSignIn {

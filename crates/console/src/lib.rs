@@ -82,3 +82,34 @@ pub fn router(console: Console, sessions: sessions::Sessions) -> Router {
         ))
         .with_state(console)
 }
+
+/// How often expired sessions are swept from the store.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Serves the console on `listener` (HTTP/1.1 and HTTP/2 over plain TCP: TLS ends in
+/// front of it when deployed, and `vern dev` listens on loopback) until `shutdown`
+/// resolves, then lets requests in flight finish. Expired sessions are swept meanwhile.
+pub async fn serve(
+    console: Console,
+    sessions: sessions::Sessions,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use tower_sessions_core::session_store::ExpiredDeletion;
+    let store = sessions.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            every.tick().await;
+            if let Err(e) = store.delete_expired().await {
+                tracing::warn!(error = %e, "sweeping expired console sessions failed");
+            }
+        }
+    });
+    let app = router(console, sessions);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    sweeper.abort();
+    served
+}

@@ -180,7 +180,20 @@ pub async fn sign_in(
     if auth::signed_in(&session).await.is_some() {
         return Redirect::to("/overview").into_response();
     }
-    sign_in_form(&console, &session, lang_of(&headers), "", None, None).await
+    let department = console
+        .dev
+        .as_ref()
+        .and_then(|d| d.department.clone())
+        .unwrap_or_default();
+    sign_in_form(
+        &console,
+        &session,
+        lang_of(&headers),
+        &department,
+        None,
+        None,
+    )
+    .await
 }
 
 /// The sign-in page, with what was typed and the fields' errors (message ids).

@@ -62,6 +62,34 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// TLS of this component's listeners and of its calls to `https://` services.
     pub tls: TlsConfig,
+    /// The web console (`vern serve console`, and `vern dev`).
+    pub console: ConsoleConfig,
+}
+
+/// The web console: a client of the gateway, serving people's browsers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConsoleConfig {
+    /// Where the console listens (plain HTTP: behind TLS at the ingress when deployed;
+    /// loopback in `vern dev`). Empty: `vern dev` serves no console.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub listen: Option<SocketAddr>,
+    /// The gateway the console calls with each person's token (`vern serve console`;
+    /// `vern dev` uses its own gateway).
+    pub gateway_url: String,
+    /// The address people reach the console at, e.g. `https://vern.example.no`. An
+    /// `https://` address turns on HSTS; unset: the listen address over HTTP.
+    pub public_url: Option<String>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            gateway_url: "http://127.0.0.1:50051".into(),
+            public_url: None,
+        }
+    }
 }
 
 /// TLS files (PEM). Unset: plaintext listeners (`vern dev` on loopback) and clients of
@@ -233,6 +261,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             telemetry: TelemetryConfig::default(),
             tls: TlsConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -455,6 +484,7 @@ mod tests {
         assert_eq!(c.auth.leeway_seconds, 30);
         assert!(c.database_url.is_none());
         assert_eq!(c.outbox.max_attempts, 12);
+        assert_eq!(c.console.listen.map(|a| a.port()), Some(8080));
     }
 
     #[test]

@@ -168,6 +168,8 @@ fn spawn(dir: &Path, port: u16, env: &[(String, String)]) -> Child {
     cmd.args(["dev", "--data-dir"])
         .arg(dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        // Tests run side by side: the console on a port of its own each.
+        .args(["--console-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::null());

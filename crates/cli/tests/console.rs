@@ -1,0 +1,158 @@
+//! The console as a newcomer meets it: `vern dev` serves it at the address its banner
+//! prints, with the development sign-in and a demo department to sign in to; `vern
+//! serve console` never offers the development sign-in, whatever it is given.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A child process killed when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP/1.1 exchange: the status code, the headers and the body.
+async fn http(addr: &str, request: &str) -> (u16, String, String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stream = loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the console at {addr} does not answer: {e}"),
+        }
+    };
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+fn get(addr: &str, path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+}
+
+/// `vern dev` on `data`, its banner read until the console's line: the console's
+/// address, and the banner so far.
+fn vern_dev(data: &Path) -> (Running, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vern"))
+        .args(["dev", "--data-dir"])
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{}", support::free_port())])
+        .args(["--console-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vern dev");
+    let out = child.stdout.take().expect("stdout");
+    let running = Running(child);
+    let mut banner = String::new();
+    for line in BufReader::new(out).lines() {
+        let line = line.expect("banner");
+        banner.push_str(&line);
+        banner.push('\n');
+        if let Some(rest) = line.trim_start().strip_prefix("console") {
+            let url = rest.split_whitespace().next().expect("an address");
+            let addr = url
+                .strip_prefix("http://")
+                .and_then(|u| u.strip_suffix('/'))
+                .unwrap_or_else(|| panic!("an http:// address: {line}"))
+                .to_owned();
+            return (running, addr, banner);
+        }
+    }
+    panic!("vern dev printed no console line: {banner}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vern_dev_serves_the_console_with_the_development_sign_in_and_a_demo_department() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (_vern, addr, banner) = vern_dev(dir.path());
+    assert!(banner.contains("department \"demo\""), "{banner}");
+    let (status, head, body) = http(&addr, &get(&addr, "/")).await;
+    assert_eq!(status, 200, "{head}");
+    assert!(body.contains("<html lang=\"nb\">"), "bokmål first: {body}");
+    assert!(
+        body.contains("action=\"/dev/sign-in\""),
+        "the development sign-in: {body}"
+    );
+    assert!(
+        body.contains("name=\"department\" value=\"demo\""),
+        "the demo department offered: {body}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("set-cookie: __host-vern_session="),
+        "{head}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vern_serve_console_never_offers_the_development_sign_in() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = support::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    // Even with the development key configured and on, as `vern dev` has it.
+    let child = Command::new(env!("CARGO_BIN_EXE_vern"))
+        .args(["serve", "console", "--listen", &addr])
+        .env("VERN_DATA_DIR", dir.path())
+        .env("VERN_AUTH__DEV_KEY", "true")
+        .env(
+            "VERN_AUTH__HS256_SECRET",
+            "a-development-secret-of-some-length",
+        )
+        .env("VERN_CONSOLE__GATEWAY_URL", "http://127.0.0.1:9")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vern serve console");
+    let _console = Running(child);
+    let (status, head, body) = http(&addr, &get(&addr, "/")).await;
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        body.contains("<h1>Logg inn</h1>"),
+        "the sign-in page: {body}"
+    );
+    assert!(
+        !body.contains("/dev/sign-in"),
+        "no development sign-in: {body}"
+    );
+    let form = "department=demo&role=privacy-officer";
+    let (status, head, _) = http(
+        &addr,
+        &format!(
+            "POST /dev/sign-in HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://{addr}\r\nSec-Fetch-Site: same-origin\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        ),
+    )
+    .await;
+    assert_eq!(
+        status, 404,
+        "nothing answers the development sign-in: {head}"
+    );
+    assert!(
+        !head.to_ascii_lowercase().contains("location: /overview"),
+        "{head}"
+    );
+}
