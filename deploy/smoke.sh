@@ -6,7 +6,9 @@
 # it, as its user (runAsUser/fsGroup) when run as root. Secrets are filled with
 # generated values; the database is a fresh PostgreSQL database here, dropped at the
 # end. A Secret the manifests reference that this script cannot fill is a failure:
-# the install guide (deploy/README.md) must name it.
+# the install guide (deploy/README.md) must name it. A gRPC component must report
+# SERVING (`vern health`); the web console (an httpGet readiness probe) must answer
+# its probe's path with 200 and a Content-Security-Policy header.
 #
 #   deploy/smoke.sh [OVERLAY ...]          (default: prod)
 #   VERN_BIN=target/release/vern deploy/smoke.sh dev prod
@@ -75,6 +77,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import yaml
 
@@ -213,30 +217,51 @@ for d in deployments:
     spec = d["spec"]["template"]["spec"]
     cmd, env = prepare("Deployment", name, spec, f"{root}/{name}")
     ctr = spec["containers"][0]
-    probe = ctr["readinessProbe"]["grpc"]
+    http_probe = ctr["readinessProbe"].get("httpGet")
+    probe = None if http_probe else ctr["readinessProbe"]["grpc"]
     log = open(f"{root}/{name}.log", "w")
     started = time.time()
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    # As a startup probe would: ask until SERVING, the process exits, or 60 s.
+    # As a startup probe would: ask until SERVING (HTTP: 200), the process exits, or 60 s.
     while True:
-        health = subprocess.run(
-            [vern, "health", "--addr", f"http://127.0.0.1:{probe['port']}",
-             "--service", probe.get("service", "")],
-            capture_output=True, text=True,
-        )
-        if health.returncode == 0 or proc.poll() is not None or time.time() - started > 60:
+        if http_probe:
+            port = http_probe["port"]
+            if isinstance(port, str):
+                port = next(p["containerPort"] for p in ctr["ports"] if p.get("name") == port)
+            url = f"http://127.0.0.1:{port}{http_probe.get('path', '/')}"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    status, headers, why = r.status, r.headers, ""
+            except urllib.error.HTTPError as e:
+                status, headers, why = e.code, e.headers, f"GET {url}: {e.code}"
+            except OSError as e:
+                status, headers, why = None, None, f"GET {url}: {e}"
+            ok = status == 200
+        else:
+            health = subprocess.run(
+                [vern, "health", "--addr", f"http://127.0.0.1:{probe['port']}",
+                 "--service", probe.get("service", "")],
+                capture_output=True, text=True,
+            )
+            ok = health.returncode == 0
+            why = health.stderr.strip() or health.stdout.strip()
+        if ok or proc.poll() is not None or time.time() - started > 60:
             break
         time.sleep(0.3)
     took = time.time() - started
     code = stop(proc, spec.get("terminationGracePeriodSeconds", 30))
     log.close()
-    if health.returncode != 0:
+    if http_probe and ok and not headers.get("content-security-policy"):
+        ok, why = False, f"GET {url}: 200 without a Content-Security-Policy header"
+    if not ok:
         tail = open(f"{root}/{name}.log").read()[-3000:]
-        print(f"FAIL Deployment {name}: {health.stderr.strip() or health.stdout.strip()}\n{tail}")
+        print(f"FAIL Deployment {name}: {why}\n{tail}")
         failed = True
     elif code != 0:
-        print(f"FAIL Deployment {name}: SERVING, but exit {code} after SIGTERM")
+        print(f"FAIL Deployment {name}: {'answering' if http_probe else 'SERVING'}, but exit {code} after SIGTERM")
         failed = True
+    elif http_probe:
+        print(f"ok   Deployment {name}: GET {http_probe.get('path', '/')} 200 with Content-Security-Policy after {took:.1f} s, stopped cleanly")
     else:
         print(f"ok   Deployment {name}: SERVING {probe.get('service') or '(process)'} after {took:.1f} s, stopped cleanly")
 sys.exit(1 if failed else 0)

@@ -19,7 +19,12 @@
 #    parses and its listen addresses and service URLs agree with the container and
 #    Service ports; no Secret is rendered (secrets are referenced, never committed);
 #    every component references exactly the Secrets it needs; the services' Services
-#    are headless (the gateway's is not).
+#    are headless (the gateway's is not). The web console (vern-console): HTTP probes
+#    (GET /) on its port in every overlay, its listen address, gateway URL (https with
+#    TLS, verified with ca.crt of vern-tls-console) and https:// public URL agree with
+#    its Service, the gateway's Service and its Ingress (TLS, a class, the same host),
+#    the NetworkPolicy vern-console-ingress admits its port, and it gets the database
+#    URL only: no keys, no service key, no JWKS.
 # 3. Validates the core resources in k8s/examples/* the same way (custom resources
 #    such as a CloudNativePG Cluster only need to parse: their schemas are not core).
 # 4. Parses grafana/*.json, parses every panel's PromQL (PyPI promql-parser) and
@@ -160,7 +165,14 @@ def check_pod(kind, name, spec, probes):
             for r in ("cpu", "memory"):
                 if r not in res.get(part, {}):
                     problems.append(f"{where}: resources.{part}.{r} missing")
-        if probes:
+        if probes == "http":
+            # The console: plain HTTP in every overlay (TLS ends at its Ingress).
+            http_ports = {p.get("name") for p in ctr.get("ports", [])} | {p["containerPort"] for p in ctr.get("ports", [])}
+            for p in ("startupProbe", "readinessProbe", "livenessProbe"):
+                get = ctr.get(p, {}).get("httpGet")
+                if not get or get.get("path") != "/healthz" or get.get("port") not in http_ports or get.get("scheme", "HTTP") != "HTTP":
+                    problems.append(f"{where}: {p} must be an httpGet probe of /healthz on the container's port")
+        elif probes:
             for p in ("startupProbe", "readinessProbe", "livenessProbe"):
                 probe = ctr.get(p, {})
                 cmd = probe.get("exec", {}).get("command", [])
@@ -182,7 +194,7 @@ def check_pod(kind, name, spec, probes):
 
 
 for name, d in by_kind.get("Deployment", {}).items():
-    check_pod("Deployment", name, d["spec"]["template"]["spec"], probes=True)
+    check_pod("Deployment", name, d["spec"]["template"]["spec"], probes="http" if name == "vern-console" else True)
 for name, d in by_kind.get("Job", {}).items():
     check_pod("Job", name, d["spec"]["template"]["spec"], probes=False)
 
@@ -193,7 +205,7 @@ elif by_kind["Job"]["vern-migrate"]["spec"]["template"]["spec"]["containers"][0]
 for prefix in ("vern-config", "vern-env"):
     if not any(n.startswith(prefix) for n in by_kind.get("ConfigMap", {})):
         problems.append(f"ConfigMap {prefix} missing")
-for np in ("vern-default-deny-ingress", "vern-gateway-ingress", "vern-services-ingress", "vern-metrics-ingress"):
+for np in ("vern-default-deny-ingress", "vern-gateway-ingress", "vern-console-ingress", "vern-services-ingress", "vern-metrics-ingress"):
     if np not in by_kind.get("NetworkPolicy", {}):
         problems.append(f"NetworkPolicy {np} missing")
 # vern.toml parses, and the listen ports, Service ports and service URLs agree.
@@ -244,6 +256,9 @@ needs = {
     "Deployment/vern-retention": common | {"vern-database"},
     "Deployment/vern-rights": common | personal,
     "Deployment/vern-audit": common | {"vern-database", "vern-audit-signing-key"},
+    # The web console: its session store only (no personal-data keys, no service
+    # key; it calls the gateway with each person's own token).
+    "Deployment/vern-console": {"vern-database"},
     # `vern migrate` runs migrations only.
     "Job/vern-migrate": {"vern-database"},
 }
@@ -269,7 +284,7 @@ def secrets_of(spec):
 
 
 if tls_on:
-    for c in components:
+    for c in components + ["console"]:
         needs[f"Deployment/vern-{c}"] = needs[f"Deployment/vern-{c}"] | {f"vern-tls-{c}"}
     # Every component has its TLS files: each path configured is a file of a mounted
     # Secret volume; the services also require client certificates (mutual TLS).
@@ -322,6 +337,73 @@ for c in components:
         problems.append("Service vern-gateway must not be headless (clients reach it)")
     if c != "gateway" and not headless:
         problems.append(f"Service vern-{c} must be headless (clusterIP: None)")
+# The web console: Deployment, Service, HPA, PDB, Ingress; its settings agree with
+# them and with the gateway's Service; the database URL is its only secret.
+console = by_kind.get("Deployment", {}).get("vern-console")
+for kind in ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress"):
+    if "vern-console" not in by_kind.get(kind, {}):
+        problems.append(f"{kind} vern-console missing")
+if console:
+    spec = console["spec"]["template"]["spec"]
+    ctr = spec["containers"][0]
+    env = env_of(console)
+    if ctr.get("args", [])[:2] != ["serve", "console"]:
+        problems.append("Deployment vern-console must run `vern serve console`")
+    port = next((p["containerPort"] for p in ctr.get("ports", []) if p.get("name") == "http"), None)
+    if env.get("VERN_CONSOLE__LISTEN") != f"0.0.0.0:{port}":
+        problems.append(f"Deployment vern-console: VERN_CONSOLE__LISTEN={env.get('VERN_CONSOLE__LISTEN')!r}, the pod exposes {port}")
+    gw_svc = by_kind.get("Service", {}).get("vern-gateway", {})
+    gw_port = next((p["port"] for p in gw_svc.get("spec", {}).get("ports", []) if p.get("name") == "grpc"), None)
+    want = f"{'https' if tls_on else 'http'}://vern-gateway:{gw_port}"
+    if env.get("VERN_CONSOLE__GATEWAY_URL") != want:
+        problems.append(f"Deployment vern-console: VERN_CONSOLE__GATEWAY_URL={env.get('VERN_CONSOLE__GATEWAY_URL')!r}, expected {want}")
+    public = env.get("VERN_CONSOLE__PUBLIC_URL") or ""
+    if not public.startswith("https://"):
+        problems.append(f"Deployment vern-console: VERN_CONSOLE__PUBLIC_URL={public!r} must be https:// (HSTS; TLS ends at the Ingress)")
+    # Nothing that signs tokens or opens personal data, in any form.
+    for var in env:
+        if var.startswith(("VERN_KEYS__", "VERN_AUTH__SERVICE_KEY", "VERN_AUTH__HS256", "VERN_AUTH__DEV_KEY", "VERN_AUDIT_SIGNING")):
+            problems.append(f"Deployment vern-console: {var} is set (the console holds no keys)")
+    if any(k.startswith(("VERN_KEYS__", "VERN_AUTH__SERVICE_KEY", "VERN_AUTH__HS256")) for k in env_cm):
+        problems.append("ConfigMap vern-env holds key settings (every pod, the console too, reads it)")
+    if tls_on:
+        vols = {v["name"]: v for v in spec.get("volumes", [])}
+        files = {}
+        for m in ctr.get("volumeMounts", []):
+            v = vols.get(m["name"], {})
+            for item in v.get("secret", {}).get("items", []):
+                files[f"{m['mountPath'].rstrip('/')}/{item['path']}"] = v["secret"]["secretName"]
+        if files.get(env.get("VERN_TLS__CA_FILE")) != "vern-tls-console":
+            problems.append("Deployment vern-console: TLS is on but VERN_TLS__CA_FILE is not a file of the mounted Secret vern-tls-console")
+        if any(v.startswith("vern-tls-") and v != "vern-tls-console" for v in files.values()):
+            problems.append("Deployment vern-console mounts another component's TLS Secret")
+    svc = by_kind.get("Service", {}).get("vern-console", {}).get("spec", {})
+    svc_port = next((p for p in svc.get("ports", []) if p.get("name") == "http"), None)
+    if not svc_port or svc_port.get("targetPort") not in ("http", port):
+        problems.append("Service vern-console: no port `http` targeting the console's container port")
+    if svc.get("clusterIP") == "None":
+        problems.append("Service vern-console must not be headless (the Ingress controller reaches it)")
+    ing = by_kind.get("Ingress", {}).get("vern-console", {}).get("spec", {})
+    if ing:
+        hosts = [r.get("host") for r in ing.get("rules", [])]
+        tls_hosts = [h for t in ing.get("tls", []) for h in t.get("hosts", [])]
+        if not ing.get("ingressClassName"):
+            problems.append("Ingress vern-console: no ingressClassName")
+        if not ing.get("tls") or not all(t.get("secretName") for t in ing["tls"]):
+            problems.append("Ingress vern-console: no TLS (a tls entry with its secretName)")
+        if not hosts or any(h not in tls_hosts for h in hosts):
+            problems.append(f"Ingress vern-console: every host must be under tls (hosts {hosts}, tls {tls_hosts})")
+        if public and f"https://{public.split('://', 1)[-1].rstrip('/')}" not in [f"https://{h}" for h in hosts]:
+            problems.append(f"Ingress vern-console: VERN_CONSOLE__PUBLIC_URL {public!r} is not one of its hosts {hosts}")
+        for r in ing.get("rules", []):
+            for path in r.get("http", {}).get("paths", []):
+                b = path.get("backend", {}).get("service", {})
+                bp = b.get("port", {})
+                if b.get("name") != "vern-console" or (bp.get("name") != "http" and bp.get("number") != (svc_port or {}).get("port")):
+                    problems.append(f"Ingress vern-console: path {path.get('path')!r} is not routed to Service vern-console's http port")
+    np = by_kind.get("NetworkPolicy", {}).get("vern-console-ingress", {}).get("spec", {})
+    if np and not any(p.get("port") == port for r in np.get("ingress", []) for p in r.get("ports", [])):
+        problems.append(f"NetworkPolicy vern-console-ingress does not admit the console's port {port}")
 if by_kind.get("Secret"):
     problems.append("Secrets are rendered: reference them, never commit their values")
 
@@ -329,7 +411,7 @@ if problems:
     for p in problems:
         print(f"FAIL overlay {overlay}: {p}")
     sys.exit(1)
-print(f"ok   overlay {overlay}: probes, limits, security contexts, HPA, PDB, NetworkPolicy, Job, ConfigMaps, vern.toml ports and URLs, Secrets per component, headless Services" + (", TLS files of every component" if tls_on else ""))
+print(f"ok   overlay {overlay}: probes, limits, security contexts, HPA, PDB, NetworkPolicy, Job, ConfigMaps, vern.toml ports and URLs, Secrets per component, headless Services, the console (HTTP probes, Ingress, no keys)" + (", TLS files of every component" if tls_on else ""))
 PY
   then
     bad "overlay $name: policy checks"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts vern as it is deployed, on this machine: every component its own `vern serve`
-# process on PostgreSQL over loopback (gateway 127.0.0.1:50051, services 50061-50066;
-# with --replicas 2 every service twice, on 127.0.0.2 and 127.0.0.3 behind one name).
+# process on PostgreSQL over loopback (gateway 127.0.0.1:50051, web console
+# http://127.0.0.1:50052/, services 50061-50066; with --replicas 2 every service and
+# the console twice, on 127.0.0.2 and 127.0.0.3, the services behind one name).
 # A front for deploy/local/topology.sh (its header documents every variable); this one
 # builds the binary it runs and can open the rate limits for benchmarks.
 #

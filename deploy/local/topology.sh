@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
 # Starts vern as it is deployed, on this machine: every component its own
 # `vern serve` process on PostgreSQL over loopback, with a shared HS256 secret and
-# master key (development values, printed below). Stops them all on Ctrl-C or when
-# the script is killed.
+# master key (development values, printed below), and the web console (`vern serve
+# console`, plain HTTP, a client of the gateway). Stops them all on Ctrl-C or when the
+# script is killed.
 #
 #   deploy/local/topology.sh                 # one of each: services on 127.0.0.1
 #   VERN_TOPOLOGY_REPLICAS=2 deploy/local/topology.sh
-#                                            # two replicas of every service, on
-#                                            # 127.0.0.2 and 127.0.0.3, behind one name
+#                                            # two replicas of every service and of
+#                                            # the console, on 127.0.0.2 and 127.0.0.3
 #   VERN_BIN=target/release/vern deploy/local/topology.sh
 #   VERN_TOPOLOGY_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test ...
 #
 # Ports (VERN_TOPOLOGY_PORT_BASE, default 50050): the gateway on 127.0.0.1:base+1
-# (50051), tenants subjects consents retention rights audit on base+11..base+16
+# (50051), the console on base+2 (http://127.0.0.1:50052, each replica's address with
+# replicas), tenants subjects consents retention rights audit on base+11..base+16
 # (50061-50066), each process's Prometheus /metrics on base+21..base+26 (same
 # address as the process) and the gateway's on 127.0.0.1:base+20.
+#
+# The console gets what its Deployment gets: the database (its sessions in the schema
+# <prefix>_console, shared by its replicas) and the gateway's URL (https:// verified
+# with the test CA under VERN_TOPOLOGY_TLS=1); no master key, no HS256 secret, no dev
+# key, so no development sign-in. It answers GET / with the sign-in page (200).
 #
 # Replicas: replica i (1-based) of every service listens on 127.0.0.(i+1), and the
 # gateway and the services reach each service at http://$VERN_TOPOLOGY_NAME:<port>
@@ -29,8 +36,9 @@
 #
 # $VERN_TOPOLOGY_DIR/replica-<i>.env, when present: one `NAME=value` or
 # `--unset=NAME` per line, in any order (blank lines and `#` comments are skipped),
-# given to replica i of every service only — e.g. a new key configuration on one
-# replica, as in the middle of a rolling update. Works with and without TLS.
+# given to replica i of every service only (not the gateway or the console) — e.g. a
+# new key configuration on one replica, as in the middle of a rolling update. Works
+# with and without TLS.
 # VERN_TOPOLOGY_READY_FILE: written (the schema prefix) once everything is SERVING.
 #
 # VERN_TOPOLOGY_TLS=1: every hop over TLS, as the prod-tls overlay deploys it. A test
@@ -133,6 +141,32 @@ wait_port() {
   return 1
 }
 
+# `GET /healthz` on $1:$2 answers 200 (plain HTTP/1.1, no curl needed).
+http_ok() {
+  (
+    exec 3<>"/dev/tcp/$1/$2" || exit 1
+    printf 'GET /healthz HTTP/1.1\r\nHost: %s:%s\r\nConnection: close\r\n\r\n' "$1" "$2" >&3
+    IFS= read -r -t 5 status <&3 || exit 1
+    [[ $status == "HTTP/1.1 200"* ]]
+  ) 2>/dev/null
+}
+
+# A console replica answers GET /healthz with 200, and is that process: one that exits (a
+# port taken by another process, a database error) fails the start.
+wait_console() {
+  for _ in $(seq 1 300); do
+    if ! kill -0 "$3" 2>/dev/null; then
+      echo "the console on $1:$2 exited; see $dir/$4.log:" >&2
+      tail -n 5 "$dir/$4.log" >&2
+      return 1
+    fi
+    http_ok "$1" "$2" && return 0
+    sleep 0.1
+  done
+  echo "the console on $1:$2 did not answer GET /healthz with 200; see $dir/$4.log" >&2
+  return 1
+}
+
 # Migrations first, one process (as the Kubernetes migrate Job does).
 "$bin" migrate >"$dir/migrate.log" 2>&1
 i=0
@@ -176,11 +210,35 @@ done
 VERN_TELEMETRY__METRICS_LISTEN="127.0.0.1:$((base + 20))" \
   "$bin" serve gateway --listen "127.0.0.1:$((base + 1))" >"$dir/gateway.log" 2>&1 &
 pids+=($!)
+# The console: one process per replica (like the services), reaching the gateway as
+# any client does, with only what its Deployment gets (no keys, no signing secret).
+# A small pool: it keeps sessions only.
+consoles=()
+console_pids=()
+for r in $(seq 1 "$replicas"); do
+  ip=${want[$((r - 1))]}
+  log="console-$r"
+  [ "$replicas" -gt 1 ] || log=console
+  env -u VERN_KEYS__MASTER_KEY -u VERN_AUTH__HS256_SECRET -u VERN_AUTH__DEV_KEY \
+    VERN_DATABASE_MAX_CONNECTIONS=2 \
+    VERN_CONSOLE__GATEWAY_URL="$scheme://127.0.0.1:$((base + 1))" \
+    "$bin" serve console --listen "$ip:$((base + 2))" >"$dir/$log.log" 2>&1 &
+  pids+=($!)
+  console_pids+=($!)
+  echo $! >"$dir/$log.pid"
+  consoles+=("http://$ip:$((base + 2))/")
+done
 wait_port 127.0.0.1 $((base + 1)) gateway
+for r in $(seq 1 "$replicas"); do
+  log="console-$r"
+  [ "$replicas" -gt 1 ] || log=console
+  wait_console "${want[$((r - 1))]}" $((base + 2)) "${console_pids[$((r - 1))]}" "$log"
+done
 
 cat <<EOF
 vern topology ready (schemas ${prefix}_*, logs in $dir)
   gateway   127.0.0.1:$((base + 1))
+  console   ${consoles[*]} (sessions in ${prefix}_console; no development sign-in)
   services  ${want[*]} ports $((base + 11))-$((base + 16)) (${services[*]}), reached as $scheme://$host:<port>
   metrics   <address>:$((base + 21))-$((base + 26)) per service replica, 127.0.0.1:$((base + 20)) the gateway
   tls       ${VERN_TLS__CA_FILE:-off (set VERN_TOPOLOGY_TLS=1)}

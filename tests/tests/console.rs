@@ -238,3 +238,130 @@ async fn without_the_development_key_there_is_no_development_sign_in() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     suite.stop().await;
 }
+
+/// Signs `b` in to `department` as `role` through the development sign-in.
+async fn dev_sign_in(b: &mut Browser, department: &str, role: &str) {
+    let (_, html) = b.get("/").await;
+    let csrf = field(&html, "csrf");
+    let (resp, _) = b
+        .post(
+            "/dev/sign-in",
+            &format!("csrf={csrf}&department={department}&role={role}"),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&resp), "/overview");
+}
+
+/// The text of `html` with its tags and line breaks gone, spaces collapsed.
+fn text(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_counts_what_the_department_holds_from_cheap_calls() {
+    use vern_proto::rights::v1 as rpb;
+    use vern_proto::subjects::v1 as spb;
+    use vern_tests::{authed, token};
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    create_tenant(&suite.channel, "kultur", "Oslo Kulturfabrikk").await;
+    let officer = token(&["privacy-officer"], &["kultur"], 600);
+    let mut subjects =
+        spb::subject_service_client::SubjectServiceClient::new(suite.channel.clone());
+    let mut ids = vec![];
+    for n in 0..3 {
+        ids.push(
+            subjects
+                .create_subject(authed(
+                    spb::CreateSubjectRequest {
+                        email: format!("person{n}@example.no"),
+                        request_id: format!("overview-{n}"),
+                        ..Default::default()
+                    },
+                    &officer,
+                ))
+                .await
+                .expect("create")
+                .into_inner()
+                .subject_id,
+        );
+    }
+    subjects
+        .erase_subject(authed(
+            spb::EraseSubjectRequest {
+                subject_id: ids[2].clone(),
+                reason: "Art. 17 request".into(),
+                request_id: "overview-erase".into(),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("erase");
+    let mut rights = rpb::rights_service_client::RightsServiceClient::new(suite.channel.clone());
+    for (n, kind) in [rpb::RequestType::Access, rpb::RequestType::Portability]
+        .into_iter()
+        .enumerate()
+    {
+        rights
+            .submit_request(authed(
+                rpb::SubmitRequestRequest {
+                    r#type: kind as i32,
+                    requester: Some(rpb::submit_request_request::Requester::SubjectId(
+                        ids[n].clone(),
+                    )),
+                    channel: rpb::RequestChannel::Email as i32,
+                    request_id: format!("overview-request-{n}"),
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .expect("submit");
+    }
+
+    let mut b = Browser::new(&suite, true).await;
+    dev_sign_in(&mut b, "kultur", "privacy-officer").await;
+    let (resp, html) = b.get("/overview").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let page = text(&html);
+    assert!(
+        page.contains("Aktive 2 Begrenset behandling 0 Slettet 1"),
+        "subjects by state: {page}"
+    );
+    assert!(
+        page.contains("Mottatt 2"),
+        "open requests by status: {page}"
+    );
+    // A month from today (the legal deadline of Art. 12(3)), in words and numbers.
+    assert!(page.contains("Nærmeste frist:"), "{page}");
+    assert!(page.contains("Avsluttet: 0."), "{page}");
+    assert!(!html.contains("person0@example.no"), "no personal data");
+    assert!(page.contains("Siste sletterunde ingen ennå"), "{page}");
+
+    // An auditor sees the audit part only: the counts are not theirs to see, and no
+    // refusal notice stands in for them (the one notice is the controller details',
+    // which the auditor's role does not read either).
+    let mut auditor = Browser::new(&suite, true).await;
+    dev_sign_in(&mut auditor, "kultur", "auditor").await;
+    let (_, html) = auditor.get("/overview").await;
+    let page = text(&html);
+    assert!(!page.contains("Registrerte"), "{page}");
+    assert!(!page.contains("Henvendelser om rettigheter"), "{page}");
+    assert!(page.contains("Revisjonslogg"), "{page}");
+    assert_eq!(html.matches("role=\"alert\"").count(), 1, "{html}");
+    suite.stop().await;
+}

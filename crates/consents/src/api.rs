@@ -269,6 +269,28 @@ impl pb::consent_service_server::ConsentService for ConsentApi {
         }))
     }
 
+    async fn get_consent_stats(
+        &self,
+        req: Request<pb::GetConsentStatsRequest>,
+    ) -> Result<Response<pb::ConsentStats>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let purposes = self
+            .consents
+            .stats(&tenant)
+            .await?
+            .into_iter()
+            .map(
+                |(purpose, granted_count, withdrawn_count)| pb::PurposeConsentCount {
+                    purpose,
+                    granted_count,
+                    withdrawn_count,
+                },
+            )
+            .collect();
+        Ok(Response::new(pb::ConsentStats { purposes }))
+    }
+
     async fn list_consent_states(
         &self,
         req: Request<pb::ListConsentStatesRequest>,

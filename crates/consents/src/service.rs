@@ -505,6 +505,13 @@ impl Consents {
             .await
     }
 
+    /// GetConsentStats: per purpose, consents given now and withdrawn.
+    pub async fn stats(&self, tenant: &TenantId) -> Result<Vec<(String, i64, i64)>, ConsentError> {
+        self.store
+            .consent_stats(tenant.as_str(), vern_kit::time::now())
+            .await
+    }
+
     /// ListConsentStates.
     pub async fn list_states(
         &self,

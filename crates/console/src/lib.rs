@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod i18n;
+pub mod overview;
 pub mod pages;
 pub mod security;
 pub mod sessions;
@@ -74,6 +75,8 @@ pub fn router(console: Console, sessions: sessions::Sessions) -> Router {
         .route("/overview", get(pages::overview))
         .route("/language", post(pages::set_language))
         .route("/static/console.css", get(pages::stylesheet))
+        // For probes and load balancers: touches no session, so it stores nothing.
+        .route("/healthz", get(|| async { "ok" }))
         .fallback(pages::not_found)
         .layer(sessions)
         .layer(axum::middleware::from_fn_with_state(

@@ -131,6 +131,7 @@ struct Overview<'a> {
     tenant: Option<vern_proto::tenants::v1::Tenant>,
     problem: Option<String>,
     none: String,
+    figures: crate::overview::Figures,
 }
 
 #[derive(Template)]
@@ -211,9 +212,14 @@ pub(crate) async fn sign_in_form(
     } else {
         StatusCode::OK
     };
+    // A token (and so a stored session) only where a form needs one.
+    let csrf = match console.dev {
+        Some(_) => auth::csrf_token(session).await,
+        None => String::new(),
+    };
     let page = SignIn {
         dev: console.dev.is_some(),
-        csrf: auth::csrf_token(session).await,
+        csrf,
         department: department.to_owned(),
         department_error: department_error.map(|id| f.t.get(id)),
         role_error: role_error.map(|id| f.t.get(id)),
@@ -241,7 +247,14 @@ pub async fn overview(
     };
     let lang = lang_of(&headers);
     let f = Frame::signed_in(&console, lang, "/overview", &who, &session).await;
-    let (tenant, problem) = match tenant_of(&console, &who).await {
+    let figures = async {
+        match console.gateway.clone() {
+            Some(ch) => crate::overview::read(ch, &who, chrono::Utc::now()).await,
+            None => crate::overview::Figures::default(),
+        }
+    };
+    let (tenant, figures) = tokio::join!(tenant_of(&console, &who), figures);
+    let (tenant, problem) = match tenant {
         Ok(t) => (Some(t), None),
         Err(id) => (None, Some(f.t.get(id))),
     };
@@ -252,6 +265,7 @@ pub async fn overview(
             tenant,
             problem,
             none,
+            figures,
         },
         StatusCode::OK,
     )

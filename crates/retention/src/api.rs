@@ -27,7 +27,7 @@ pub struct RetentionApi {
     retention: Retention,
     /// Keeps the scheduler running while the service lives; dropping the last clone
     /// stops it.
-    _scheduler: Option<Arc<SchedulerHandle>>,
+    scheduler: Option<Arc<SchedulerHandle>>,
     /// Cuts RunSweep's sweeps off at shutdown (they are recorded INTERRUPTED).
     stop: Option<Stop>,
 }
@@ -42,7 +42,7 @@ impl RetentionApi {
     ) -> Self {
         Self {
             retention,
-            _scheduler: scheduler,
+            scheduler,
             stop,
         }
     }
@@ -554,6 +554,11 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
         Ok(Response::new(pb::ListSweepRunsResponse {
             sweep_runs: page.items.into_iter().map(run_pb).collect(),
             next_page_token,
+            next_scheduled_time: self
+                .scheduler
+                .as_ref()
+                .and_then(|s| s.next_round(vern_kit::time::now()))
+                .map(to_timestamp),
         }))
     }
 

@@ -753,6 +753,7 @@ impl Scheduler {
     /// sweeps whose instance died are marked INTERRUPTED every [`LEASE_RENEWAL`] × 3,
     /// so none shows RUNNING for long.
     pub fn spawn(self) -> SchedulerHandle {
+        let interval = self.interval;
         let (stop, rx) = watch::channel(false);
         let mut halt = rx.clone();
         let task = tokio::spawn(async move {
@@ -789,6 +790,7 @@ impl Scheduler {
         SchedulerHandle {
             stop,
             task: std::sync::Mutex::new(Some(task)),
+            interval,
         }
     }
 }
@@ -799,9 +801,20 @@ impl Scheduler {
 pub struct SchedulerHandle {
     stop: watch::Sender<bool>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    interval: Duration,
 }
 
 impl SchedulerHandle {
+    /// The next interval boundary after `now` (intervals are aligned to the Unix
+    /// epoch): when the scheduler next sweeps the tenants with policies. `None` for an
+    /// interval too long to add to a date.
+    pub fn next_round(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let every = i64::try_from(self.interval.as_millis()).ok()?.max(1);
+        let ms = now.timestamp_millis();
+        DateTime::from_timestamp_millis(ms - ms.rem_euclid(every))?
+            .checked_add_signed(chrono::Duration::milliseconds(every))
+    }
+
     /// Stops the loop and waits for it to end (its running sweep recorded).
     pub async fn stop(&self) {
         self.stop.send_replace(true);

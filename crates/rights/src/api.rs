@@ -566,6 +566,35 @@ impl pb::rights_service_server::RightsService for RightsApi {
         Ok(Response::new(request_pb(got)))
     }
 
+    async fn get_request_stats(
+        &self,
+        req: Request<pb::GetRequestStatsRequest>,
+    ) -> Result<Response<pb::RequestStats>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant()?.clone();
+        let (by_status, overdue_count) = self.rights.stats(&tenant).await?;
+        let nearest_deadline_time = by_status
+            .iter()
+            .filter(|(s, _, _)| !s.is_final())
+            .filter_map(|(_, _, due)| *due)
+            .min()
+            .map(to_timestamp);
+        let mut by_status = by_status;
+        by_status.sort_by_key(|(s, _, _)| status_to_pb(*s) as i32);
+        Ok(Response::new(pb::RequestStats {
+            statuses: by_status
+                .into_iter()
+                .map(|(status, count, due)| pb::RequestStatusCount {
+                    status: status_to_pb(status) as i32,
+                    count,
+                    nearest_deadline_time: due.map(to_timestamp),
+                })
+                .collect(),
+            overdue_count,
+            nearest_deadline_time,
+        }))
+    }
+
     async fn list_requests(
         &self,
         req: Request<pb::ListRequestsRequest>,

@@ -444,6 +444,25 @@ impl Rights {
         })
     }
 
+    /// GetRequestStats: the tenant's requests by status, each status with its nearest
+    /// deadline, and how many open ones are overdue.
+    pub async fn stats(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(Vec<(RequestStatus, i64, Option<DateTime<Utc>>)>, i64), RightsError> {
+        let (rows, overdue) = self
+            .store
+            .request_stats(Some(tenant.as_str()), vern_kit::time::now())
+            .await?;
+        let mut by_status = Vec::with_capacity(rows.len());
+        for (status, n, nearest) in rows {
+            let status = RequestStatus::parse(&status)
+                .ok_or(RightsError::Corrupt("rights_requests.status"))?;
+            by_status.push((status, n, nearest));
+        }
+        Ok((by_status, overdue))
+    }
+
     /// ListRequests.
     pub async fn list(
         &self,

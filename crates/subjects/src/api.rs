@@ -467,6 +467,20 @@ impl pb::subject_service_server::SubjectService for SubjectApi {
         Ok(Response::new(subject_pb(s)))
     }
 
+    async fn get_subject_stats(
+        &self,
+        req: Request<pb::GetSubjectStatsRequest>,
+    ) -> Result<Response<pb::SubjectStats>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let counts = self.subjects.stats(&tenant(&ctx)?).await?;
+        let n = |s| counts.get(&s).copied().unwrap_or_default();
+        Ok(Response::new(pb::SubjectStats {
+            active_count: n(SubjectState::Active),
+            restricted_count: n(SubjectState::Restricted),
+            erased_count: n(SubjectState::Erased),
+        }))
+    }
+
     async fn list_subjects(
         &self,
         req: Request<pb::ListSubjectsRequest>,

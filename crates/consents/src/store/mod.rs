@@ -12,8 +12,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, JoinType, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
+    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
 };
 use vern_kit::ApiError;
 use vern_kit::db::Db;
@@ -617,6 +618,46 @@ impl ConsentStore {
                 Ok(d)
             })
             .collect()
+    }
+
+    /// Per purpose of `tenant`: subjects whose consent is given now (a GRANT not
+    /// expired at `now`) and subjects whose latest event withdrew it. Two grouped
+    /// counts; purposes without either are left out.
+    pub async fn consent_stats(
+        &self,
+        tenant: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, i64, i64)>, ConsentError> {
+        let count = |action: ConsentAction| {
+            consent_state::Entity::find()
+                .select_only()
+                .column(consent_state::Column::Purpose)
+                .column_as(consent_state::Column::SubjectId.count(), "n")
+                .filter(consent_state::Column::TenantId.eq(tenant))
+                .filter(consent_state::Column::LatestAction.eq(action.as_str()))
+                .group_by(consent_state::Column::Purpose)
+        };
+        let granted: Vec<(String, i64)> = count(ConsentAction::Grant)
+            .filter(
+                Condition::any()
+                    .add(consent_state::Column::LatestExpiresAt.is_null())
+                    .add(consent_state::Column::LatestExpiresAt.gt(now)),
+            )
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let withdrawn: Vec<(String, i64)> = count(ConsentAction::Withdraw)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut out: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+        for (p, n) in granted {
+            out.entry(p).or_default().0 = n;
+        }
+        for (p, n) in withdrawn {
+            out.entry(p).or_default().1 = n;
+        }
+        Ok(out.into_iter().map(|(p, (g, w))| (p, g, w)).collect())
     }
 
     /// A page of consent states, by (subject, purpose).

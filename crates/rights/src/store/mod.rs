@@ -3,6 +3,10 @@
 //! commits through `commit_once` (idempotency answer and audit event in the same
 //! transaction).
 
+/// Per status: its name, its requests and their nearest deadline; and the open
+/// requests past their deadline.
+pub type RequestStatsRows = (Vec<(String, i64, Option<DateTime<Utc>>)>, i64);
+
 pub mod entities;
 pub mod migration;
 
@@ -240,17 +244,37 @@ impl RightsStore {
         &self,
         now: DateTime<Utc>,
     ) -> Result<(Vec<(String, i64)>, i64), RightsError> {
+        let (by_status, overdue) = self.request_stats(None, now).await?;
+        Ok((
+            by_status.into_iter().map(|(s, n, _)| (s, n)).collect(),
+            overdue,
+        ))
+    }
+
+    /// Requests counted by status, each with its nearest deadline, and the open ones
+    /// past their deadline at `now`: of `tenant`, or of every tenant (the metrics).
+    pub async fn request_stats(
+        &self,
+        tenant: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<RequestStatsRows, RightsError> {
         use request::Column as C;
         use sea_orm::{PaginatorTrait, QuerySelect};
-        let by_status: Vec<(String, i64)> = request::Entity::find()
-            .select_only()
-            .column(C::Status)
-            .column_as(C::RightsRequestId.count(), "n")
-            .group_by(C::Status)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        let overdue = request::Entity::find()
+        let of_tenant = |q: sea_orm::Select<request::Entity>| match tenant {
+            Some(t) => q.filter(C::TenantId.eq(t)),
+            None => q,
+        };
+        let by_status: Vec<(String, i64, Option<DateTime<Utc>>)> =
+            of_tenant(request::Entity::find())
+                .select_only()
+                .column(C::Status)
+                .column_as(C::RightsRequestId.count(), "n")
+                .column_as(C::DueAt.min(), "nearest")
+                .group_by(C::Status)
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+        let overdue = of_tenant(request::Entity::find())
             .filter(C::DueAt.lt(now))
             .filter(C::Status.is_not_in([
                 RequestStatus::Completed.as_str(),

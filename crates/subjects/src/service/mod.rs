@@ -102,6 +102,19 @@ impl Subjects {
             .await
     }
 
+    /// GetSubjectStats: the tenant's subjects counted by state.
+    pub async fn stats(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<HashMap<SubjectState, i64>, SubjectError> {
+        let mut out = HashMap::new();
+        for (state, n) in self.store.state_counts(tenant.as_str()).await? {
+            let state = SubjectState::parse(&state).ok_or_else(|| corrupt("subjects.state"))?;
+            out.insert(state, n);
+        }
+        Ok(out)
+    }
+
     /// How many subject data keys each key version wraps.
     pub async fn count_data_keys(
         &self,

@@ -645,6 +645,19 @@ impl SubjectStore {
         Ok(done)
     }
 
+    /// `tenant`'s subjects counted by state (the stored state names).
+    pub async fn state_counts(&self, tenant: &str) -> Result<Vec<(String, i64)>, SubjectError> {
+        Ok(subject::Entity::find()
+            .select_only()
+            .column(subject::Column::State)
+            .column_as(subject::Column::SubjectId.count(), "n")
+            .filter(subject::Column::TenantId.eq(tenant))
+            .group_by(subject::Column::State)
+            .into_tuple()
+            .all(&self.db)
+            .await?)
+    }
+
     /// Index entries per index version: (identifier entries, reference entries).
     pub async fn index_counts(
         &self,
