@@ -4,22 +4,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A child process killed when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{Running, vern_dev_with_console};
 
 /// One HTTP/1.1 exchange: the status code, the headers and the body.
 async fn http(addr: &str, request: &str) -> (u16, String, String) {
@@ -51,43 +41,10 @@ fn get(addr: &str, path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
 }
 
-/// `vern dev` on `data`, its banner read until the console's line: the console's
-/// address, and the banner so far.
-fn vern_dev(data: &Path) -> (Running, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vern"))
-        .args(["dev", "--data-dir"])
-        .arg(data)
-        .args(["--listen", &format!("127.0.0.1:{}", support::free_port())])
-        .args(["--console-listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("vern dev");
-    let out = child.stdout.take().expect("stdout");
-    let running = Running(child);
-    let mut banner = String::new();
-    for line in BufReader::new(out).lines() {
-        let line = line.expect("banner");
-        banner.push_str(&line);
-        banner.push('\n');
-        if let Some(rest) = line.trim_start().strip_prefix("console") {
-            let url = rest.split_whitespace().next().expect("an address");
-            let addr = url
-                .strip_prefix("http://")
-                .and_then(|u| u.strip_suffix('/'))
-                .unwrap_or_else(|| panic!("an http:// address: {line}"))
-                .to_owned();
-            return (running, addr, banner);
-        }
-    }
-    panic!("vern dev printed no console line: {banner}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vern_dev_serves_the_console_with_the_development_sign_in_and_a_demo_department() {
     let dir = tempfile::tempdir().expect("dir");
-    let (_vern, addr, banner) = vern_dev(dir.path());
+    let (_vern, addr, banner) = vern_dev_with_console(dir.path());
     assert!(banner.contains("department \"demo\""), "{banner}");
     let (status, head, body) = http(&addr, &get(&addr, "/")).await;
     assert_eq!(status, 200, "{head}");

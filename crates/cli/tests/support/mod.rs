@@ -714,3 +714,47 @@ pub async fn check_acknowledged(ch: &Channel, vern: &Vern, subjects: &[String], 
 
 /// A shared mutable list, for tests that collect from several tasks.
 pub type Shared<T> = Arc<Mutex<Vec<T>>>;
+
+/// A child process killed when the test ends, however it ends.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `vern dev` on `data` with its console on a port of its own, its banner read until
+/// the console's line: the process, the console's address and the banner so far.
+pub fn vern_dev_with_console(data: &Path) -> (Running, String, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vern"))
+        .args(["dev", "--data-dir"])
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--console-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vern dev");
+    let out = child.stdout.take().expect("stdout");
+    let running = Running(child);
+    let mut banner = String::new();
+    for line in BufReader::new(out).lines() {
+        let line = line.expect("banner");
+        banner.push_str(&line);
+        banner.push('\n');
+        if let Some(rest) = line.trim_start().strip_prefix("console") {
+            let url = rest.split_whitespace().next().expect("an address");
+            let addr = url
+                .strip_prefix("http://")
+                .and_then(|u| u.strip_suffix('/'))
+                .unwrap_or_else(|| panic!("an http:// address: {line}"))
+                .to_owned();
+            return (running, addr, banner);
+        }
+    }
+    panic!("vern dev printed no console line: {banner}");
+}
