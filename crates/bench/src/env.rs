@@ -230,6 +230,17 @@ impl Env {
         self._dir.as_ref().map(|d| d.path())
     }
 
+    /// The development sign-in of a console in front of this suite: its tokens are
+    /// signed as [`Env::token`]'s are.
+    pub fn dev_sign_in(&self) -> vern_console::auth::DevSignIn {
+        vern_console::auth::DevSignIn {
+            secret: self.secret.clone(),
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            department: None,
+        }
+    }
+
     /// A bearer token (as metadata) for `roles` acting for `tenant`.
     pub fn token(&self, roles: &[&str], tenant: Option<&str>) -> anyhow::Result<String> {
         let now = chrono::Utc::now().timestamp();
