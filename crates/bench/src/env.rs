@@ -241,6 +241,36 @@ impl Env {
         }
     }
 
+    /// On PostgreSQL, `VACUUM (ANALYZE)` of `services`' schemas: what autovacuum does to
+    /// tables that grew by bulk inserts, soon after (their visibility maps let counts
+    /// read indexes alone). True when it ran; false on SQLite or against `--target`.
+    pub async fn vacuum(&self, services: &[&str]) -> anyhow::Result<bool> {
+        use sea_orm::{ConnectionTrait, Database};
+        let Some((url, prefix)) = &self.pg else {
+            return Ok(false);
+        };
+        let db = Database::connect(url.as_str()).await?;
+        for s in services {
+            let schema = format!("{prefix}_{s}");
+            let tables: Vec<String> = db
+                .query_all_raw(sea_orm::Statement::from_sql_and_values(
+                    sea_orm::DbBackend::Postgres,
+                    "SELECT tablename FROM pg_tables WHERE schemaname = $1",
+                    [schema.clone().into()],
+                ))
+                .await?
+                .into_iter()
+                .filter_map(|r| r.try_get::<String>("", "tablename").ok())
+                .collect();
+            for t in tables {
+                db.execute_unprepared(&format!("VACUUM (ANALYZE) \"{schema}\".\"{t}\""))
+                    .await?;
+            }
+        }
+        db.close().await?;
+        Ok(true)
+    }
+
     /// A bearer token (as metadata) for `roles` acting for `tenant`.
     pub fn token(&self, roles: &[&str], tenant: Option<&str>) -> anyhow::Result<String> {
         let now = chrono::Utc::now().timestamp();

@@ -624,54 +624,12 @@ async fn rotation_passes_over_a_key_that_does_not_open_and_fails_at_the_end() {
     let data = dir.path();
     let (v1, ch) = start(data, &env((1, 11), &[])).await;
     setup(&ch, &v1, 0).await;
-    let crm = v1.token("integration");
-    let mut subjects = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
-    let mut ids = vec![];
-    for n in 0..5 {
-        ids.push(
-            subjects
-                .create_subject(authed(
-                    spb::CreateSubjectRequest {
-                        email: format!("pass-over-{n}@example.no"),
-                        request_id: format!("pass-over-{n}"),
-                        ..Default::default()
-                    },
-                    &crm,
-                ))
-                .await
-                .expect("create")
-                .into_inner()
-                .subject_id,
-        );
-    }
+    let ids = five_subjects(&ch, &v1, |n| format!("pass-over-{n}@example.no")).await;
     v1.sigterm();
     drop(v1);
     drop(ch);
-    // Damage one subject's wrapped key in the key store.
     let damaged = ids[3].clone();
-    {
-        use sea_orm::sea_query::Expr;
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-        use vern_subjects::store::entities::subject_key::{Column, Entity};
-        let target = vern_kit::db::DbTarget::for_service(None, data, vern_subjects::KEY_STORE);
-        let db = vern_kit::db::connect(&target).await.expect("key store");
-        let row = Entity::find()
-            .filter(Column::SubjectId.eq(damaged.as_str()))
-            .one(&db)
-            .await
-            .expect("read")
-            .expect("the key");
-        let mut bytes = row.wrapped_key.clone();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0x5a;
-        Entity::update_many()
-            .col_expr(Column::WrappedKey, Expr::value(bytes))
-            .filter(Column::SubjectId.eq(damaged.as_str()))
-            .exec(&db)
-            .await
-            .expect("damage");
-        db.close().await.expect("close");
-    }
+    damage_data_key(data, &damaged).await;
 
     let (v2, _ch) = start(data, &env((2, 22), &[(1, 11)])).await;
     let url = v2.url();
@@ -746,6 +704,36 @@ async fn damage_data_key(data: &Path, subject: &str) {
     db.close().await.expect("close");
 }
 
+/// Five subjects created through `ch` by an integration of `v`, the `n`th with e-mail
+/// `email(n)` (and request id from it); their ids.
+async fn five_subjects(
+    ch: &tonic::transport::Channel,
+    v: &Vern,
+    email: impl Fn(usize) -> String,
+) -> Vec<String> {
+    let crm = v.token("integration");
+    let mut subjects = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
+    let mut ids = vec![];
+    for n in 0..5 {
+        ids.push(
+            subjects
+                .create_subject(authed(
+                    spb::CreateSubjectRequest {
+                        email: email(n),
+                        request_id: format!("five-{}", email(n)),
+                        ..Default::default()
+                    },
+                    &crm,
+                ))
+                .await
+                .expect("create")
+                .into_inner()
+                .subject_id,
+        );
+    }
+    ids
+}
+
 /// What a run listed as passed over on stderr, one `<service> <tenant>/<id>` each.
 fn passed_over_ids(stderr: &str) -> Vec<String> {
     stderr
@@ -767,27 +755,8 @@ async fn reindex_passes_over_a_key_that_does_not_open_and_fails_at_the_end() {
     let data = dir.path();
     let (v1, ch) = start(data, &env((1, 11), &[])).await;
     setup(&ch, &v1, 0).await;
-    let crm = v1.token("integration");
-    let mut subjects = spb::subject_service_client::SubjectServiceClient::new(ch.clone());
     let address = |n: usize| format!("reindex-pass-{n}@example.no");
-    let mut ids = vec![];
-    for n in 0..5 {
-        ids.push(
-            subjects
-                .create_subject(authed(
-                    spb::CreateSubjectRequest {
-                        email: address(n),
-                        request_id: format!("reindex-pass-{n}"),
-                        ..Default::default()
-                    },
-                    &crm,
-                ))
-                .await
-                .expect("create")
-                .into_inner()
-                .subject_id,
-        );
-    }
+    let ids = five_subjects(&ch, &v1, address).await;
     v1.sigterm();
     drop(v1);
     drop(ch);

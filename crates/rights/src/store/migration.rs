@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0004Languages),
             Box::new(M0005EventDetail),
             Box::new(vern_kit::keycheck::Migration),
+            Box::new(M0006StatusIndex),
         ]
     }
 }
@@ -462,6 +463,34 @@ impl MigrationTrait for M0005EventDetail {
                         .not_null()
                         .default("{}"),
                 )
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+/// Adds `rights_requests_status_idx` on (tenant_id, status, due_at): GetRequestStats
+/// counts a department's requests by status, with each status's nearest deadline, from
+/// the index alone.
+struct M0006StatusIndex;
+
+impl MigrationName for M0006StatusIndex {
+    fn name(&self) -> &str {
+        "m0006_rights_requests_status_index"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0006StatusIndex {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_index(
+            Index::create()
+                .name("rights_requests_status_idx")
+                .table(RightsRequests::Table)
+                .col(RightsRequests::TenantId)
+                .col(RightsRequests::Status)
+                .col(RightsRequests::DueAt)
+                .if_not_exists()
                 .to_owned(),
         )
         .await

@@ -268,7 +268,8 @@ impl RightsStore {
             of_tenant(request::Entity::find())
                 .select_only()
                 .column(C::Status)
-                .column_as(C::RightsRequestId.count(), "n")
+                // COUNT(*), not of a column: answered from rights_requests_status_idx.
+                .column_as(sea_orm::sea_query::Expr::cust("COUNT(*)"), "n")
                 .column_as(C::DueAt.min(), "nearest")
                 .group_by(C::Status)
                 .into_tuple()
