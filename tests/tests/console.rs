@@ -365,3 +365,49 @@ async fn the_overview_counts_what_the_department_holds_from_cheap_calls() {
     assert_eq!(html.matches("role=\"alert\"").count(), 1, "{html}");
     suite.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_of_two_departments_switches_between_them_and_to_no_other() {
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    create_tenant(&suite.channel, "kultur", "Oslo Kulturfabrikk").await;
+    create_tenant(&suite.channel, "musikk", "Bergen Musikkhus").await;
+    create_tenant(&suite.channel, "okonomi", "Økonomiavdelingen").await;
+    let mut b = Browser::new(&suite, true).await;
+    dev_sign_in(&mut b, "kultur%2C+musikk", "tenant-admin").await;
+    let (_, html) = b.get("/overview").await;
+    assert!(
+        html.contains("Oslo Kulturfabrikk"),
+        "the first department: {html}"
+    );
+    assert!(
+        html.contains("action=\"/department\""),
+        "a switcher: {html}"
+    );
+    assert!(!html.contains("Bergen Musikkhus"), "{html}");
+    let csrf = field(&html, "csrf");
+
+    // A URL names no department: the page stays on the one chosen.
+    let (_, html) = b.get("/overview?department=musikk&tenant=musikk").await;
+    assert!(html.contains("Oslo Kulturfabrikk"), "{html}");
+
+    // The switcher moves to the other department.
+    let (resp, _) = b
+        .post("/department", &format!("csrf={csrf}&department=musikk"))
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let (_, html) = b.get("/overview").await;
+    assert!(html.contains("Bergen Musikkhus"), "{html}");
+    assert!(!html.contains("Oslo Kulturfabrikk"), "{html}");
+
+    // Never to a department the token does not name, nor without the CSRF token.
+    let (resp, _) = b
+        .post("/department", &format!("csrf={csrf}&department=okonomi"))
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let (resp, _) = b.post("/department", "csrf=forged&department=kultur").await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let (_, html) = b.get("/overview").await;
+    assert!(html.contains("Bergen Musikkhus"), "unchanged: {html}");
+    assert!(!html.contains("Økonomiavdelingen"), "{html}");
+    suite.stop().await;
+}

@@ -99,8 +99,12 @@ impl ConsoleRole {
 pub struct SignedIn {
     /// The bearer token every call to the gateway carries (never sent to the browser).
     pub token: String,
-    /// The department.
+    /// The department the pages show now: one of `tenants`.
     pub tenant: String,
+    /// Every department the token names (the switcher's choices); empty in sessions
+    /// from before the switcher: then `tenant` alone.
+    #[serde(default)]
+    pub tenants: Vec<String>,
     /// The role.
     pub role: ConsoleRole,
     /// When they signed in (seconds since the epoch).
@@ -182,9 +186,20 @@ pub async fn dev_sign_in(
     if !csrf_ok(&session, &form.csrf).await {
         return crate::pages::error_page(&console, lang, StatusCode::FORBIDDEN, "error-forbidden");
     }
+    // One department, or several separated by commas (a person of several departments:
+    // the switcher then offers them).
+    let departments: Vec<String> = form
+        .department
+        .split(',')
+        .map(|d| d.trim().to_owned())
+        .filter(|d| !d.is_empty())
+        .collect();
     let department = form.department.trim().to_owned();
     let role = ConsoleRole::from_claim(&form.role);
-    let department_error = (!department_ok(&department)).then_some("field-department-invalid");
+    let department_error = (departments.is_empty()
+        || departments.len() > MAX_DEPARTMENTS
+        || !departments.iter().all(|d| department_ok(d)))
+    .then_some("field-department-invalid");
     let role_error = role.is_none().then_some("field-role-invalid");
     let (Some(role), None) = (role, department_error) else {
         return crate::pages::sign_in_form(
@@ -200,7 +215,7 @@ pub async fn dev_sign_in(
     let at = now();
     let claims = vern_kit::auth::Claims {
         sub: format!("dev-{}", role.claim()),
-        tenant: vec![department.clone()],
+        tenant: departments.clone(),
         roles: vec![role.claim().to_owned()],
         iss: dev.issuer.clone(),
         aud: dev.audience.clone(),
@@ -228,7 +243,8 @@ pub async fn dev_sign_in(
                 SIGNED_IN,
                 SignedIn {
                     token,
-                    tenant: department,
+                    tenant: departments[0].clone(),
+                    tenants: departments,
                     role,
                     since: at,
                 },
@@ -236,6 +252,62 @@ pub async fn dev_sign_in(
             .await
     };
     if let Err(e) = stored.await {
+        tracing::error!(error = %e, "the console session could not be kept");
+        return crate::pages::error_page(
+            &console,
+            lang,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api-unavailable",
+        );
+    }
+    Redirect::to("/overview").into_response()
+}
+
+/// The most departments one development sign-in names.
+const MAX_DEPARTMENTS: usize = 20;
+
+impl SignedIn {
+    /// Every department the person may switch to.
+    pub fn departments(&self) -> Vec<String> {
+        if self.tenants.is_empty() {
+            vec![self.tenant.clone()]
+        } else {
+            self.tenants.clone()
+        }
+    }
+}
+
+/// The department switcher's form.
+#[derive(Deserialize)]
+pub struct DepartmentForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    department: String,
+}
+
+/// `POST /department`: shows another of the person's departments. Only one the token
+/// names (the gateway would refuse any other anyway), by a form with the session's
+/// CSRF token: never by URL alone.
+pub async fn switch_department(
+    State(console): State<Console>,
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<DepartmentForm>,
+) -> Response {
+    let lang = crate::pages::lang_of(&headers);
+    if !csrf_ok(&session, &form.csrf).await {
+        return crate::pages::error_page(&console, lang, StatusCode::FORBIDDEN, "error-forbidden");
+    }
+    let Some(mut who) = signed_in(&session).await else {
+        return Redirect::to("/").into_response();
+    };
+    if !who.departments().contains(&form.department) {
+        return crate::pages::error_page(&console, lang, StatusCode::FORBIDDEN, "api-denied");
+    }
+    who.tenants = who.departments();
+    who.tenant = form.department;
+    if let Err(e) = session.insert(SIGNED_IN, who).await {
         tracing::error!(error = %e, "the console session could not be kept");
         return crate::pages::error_page(
             &console,

@@ -72,6 +72,7 @@ pub fn router(console: Console, sessions: sessions::Sessions) -> Router {
         .route("/", get(pages::sign_in))
         .route("/dev/sign-in", post(auth::dev_sign_in))
         .route("/sign-out", post(auth::sign_out))
+        .route("/department", post(auth::switch_department))
         .route("/overview", get(pages::overview))
         .route("/language", post(pages::set_language))
         .route("/static/console.css", get(pages::stylesheet))

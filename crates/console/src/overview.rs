@@ -96,13 +96,16 @@ pub struct Figures {
     pub problems: Vec<&'static str>,
 }
 
-/// `msg` with the person's token, and a deadline.
-fn authed<T>(who: &SignedIn, msg: T) -> Option<tonic::Request<T>> {
+/// `msg` with the person's token, the department shown now (a token naming several
+/// selects one with `x-vern-tenant`), and a deadline.
+pub(crate) fn authed<T>(who: &SignedIn, msg: T) -> Option<tonic::Request<T>> {
     let mut req = tonic::Request::new(msg);
     req.metadata_mut().insert(
         "authorization",
         format!("Bearer {}", who.token).parse().ok()?,
     );
+    req.metadata_mut()
+        .insert(vern_kit::context::TENANT_HEADER, who.tenant.parse().ok()?);
     req.set_timeout(std::time::Duration::from_secs(5));
     Some(req)
 }

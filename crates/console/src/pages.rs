@@ -39,6 +39,10 @@ pub struct UserNav {
     pub label: String,
     /// The session's CSRF token.
     pub csrf: String,
+    /// The person's departments (the switcher shows when there are several).
+    pub departments: Vec<String>,
+    /// The department shown now.
+    pub current: String,
 }
 
 /// One entry of the language switch.
@@ -98,6 +102,8 @@ impl<'a> Frame<'a> {
                 &[("role", role), ("department", who.tenant.clone())],
             ),
             csrf: auth::csrf_token(session).await,
+            departments: who.departments(),
+            current: who.tenant.clone(),
         });
         f
     }
@@ -280,14 +286,13 @@ async fn tenant_of(
     let Some(channel) = console.gateway.clone() else {
         return Err("api-unavailable");
     };
-    let mut req = tonic::Request::new(pb::GetTenantRequest {
-        tenant_id: who.tenant.clone(),
-    });
-    let bearer = format!("Bearer {}", who.token)
-        .parse()
-        .map_err(|_| "api-other")?;
-    req.metadata_mut().insert("authorization", bearer);
-    req.set_timeout(std::time::Duration::from_secs(5));
+    let req = crate::overview::authed(
+        who,
+        pb::GetTenantRequest {
+            tenant_id: who.tenant.clone(),
+        },
+    )
+    .ok_or("api-other")?;
     match pb::tenant_service_client::TenantServiceClient::new(channel)
         .get_tenant(req)
         .await
