@@ -154,7 +154,30 @@ async fn a_newcomer_signs_in_to_the_console_in_a_real_browser() {
         }
     };
     let dir = tempfile::tempdir().expect("dir");
-    let (_vern, addr, _) = vern_dev_with_console(dir.path());
+    let (_vern, addr, _, gateway) = vern_dev_with_console(dir.path());
+    // A second department, for the switcher.
+    {
+        use vern_proto::tenants::v1 as tpb;
+        let ch = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{gateway}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("gateway");
+        tpb::tenant_service_client::TenantServiceClient::new(ch)
+            .create_tenant(support::authed(
+                tpb::CreateTenantRequest {
+                    tenant_id: "kultur".into(),
+                    name: "Oslo Kulturfabrikk".into(),
+                    org_number: "989990748".into(),
+                    dpo_email: "dpo@kultur.example".into(),
+                    request_id: "browser-second-department".into(),
+                    ..Default::default()
+                },
+                &support::token(dir.path(), "platform-admin"),
+            ))
+            .await
+            .expect("a second department");
+    }
     let (_driver, c) = browser(&t).await;
     let base = format!("http://{addr}");
 
@@ -179,6 +202,9 @@ async fn a_newcomer_signs_in_to_the_console_in_a_real_browser() {
         department.prop("value").await.expect("value").as_deref(),
         Some("demo")
     );
+    // A person of two departments.
+    department.clear().await.expect("clear");
+    department.send_keys("demo, kultur").await.expect("type");
     c.find(Locator::Css("#role option[value=privacy-officer]"))
         .await
         .expect("role")
@@ -221,6 +247,35 @@ async fn a_newcomer_signs_in_to_the_console_in_a_real_browser() {
     wait_h1(&c, "Overview").await;
     axe(&c, &t, "the overview (English)").await;
     screenshot(&c, "03-overview-en").await;
+
+    // Switch department: the other department's overview, by the switcher only.
+    c.find(Locator::Css("#department-switch option[value=kultur]"))
+        .await
+        .expect("the other department")
+        .click()
+        .await
+        .expect("choose");
+    c.find(Locator::Css("form.department button"))
+        .await
+        .expect("switch")
+        .click()
+        .await
+        .expect("switch");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let main = match c.find(Locator::Id("main")).await {
+            Ok(m) => m.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if main.contains("Oslo Kulturfabrikk") {
+            assert!(!main.contains("Demoavdelingen"), "{main}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not switched: {main}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    axe(&c, &t, "the overview after the switch").await;
+    screenshot(&c, "03b-switched-department").await;
 
     // A forged CSRF token on sign-out is refused, and the session goes on.
     c.execute(

@@ -44,7 +44,7 @@ fn get(addr: &str, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vern_dev_serves_the_console_with_the_development_sign_in_and_a_demo_department() {
     let dir = tempfile::tempdir().expect("dir");
-    let (_vern, addr, banner) = vern_dev_with_console(dir.path());
+    let (_vern, addr, banner, _) = vern_dev_with_console(dir.path());
     assert!(banner.contains("department \"demo\""), "{banner}");
     let (status, head, body) = http(&addr, &get(&addr, "/")).await;
     assert_eq!(status, 200, "{head}");

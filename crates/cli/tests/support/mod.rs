@@ -726,13 +726,15 @@ impl Drop for Running {
 }
 
 /// `vern dev` on `data` with its console on a port of its own, its banner read until
-/// the console's line: the process, the console's address and the banner so far.
-pub fn vern_dev_with_console(data: &Path) -> (Running, String, String) {
+/// the console's line: the process, the console's address, the banner so far and the
+/// gateway's port.
+pub fn vern_dev_with_console(data: &Path) -> (Running, String, String, u16) {
+    let gateway = free_port();
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_vern"))
         .args(["dev", "--data-dir"])
         .arg(data)
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--listen", &format!("127.0.0.1:{gateway}")])
         .args(["--console-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
@@ -753,7 +755,7 @@ pub fn vern_dev_with_console(data: &Path) -> (Running, String, String) {
                 .and_then(|u| u.strip_suffix('/'))
                 .unwrap_or_else(|| panic!("an http:// address: {line}"))
                 .to_owned();
-            return (running, addr, banner);
+            return (running, addr, banner, gateway);
         }
     }
     panic!("vern dev printed no console line: {banner}");
