@@ -251,16 +251,28 @@ pub async fn dev_sign_in(
             )
             .await
     };
-    if let Err(e) = stored.await {
-        tracing::error!(error = %e, "the console session could not be kept");
-        return crate::pages::error_page(
-            &console,
-            lang,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "api-unavailable",
-        );
+    to_overview(&console, lang, stored.await)
+}
+
+/// After a change to the signed-in person kept in the session: the overview, or why
+/// the session could not keep it.
+fn to_overview(
+    console: &Console,
+    lang: crate::i18n::Lang,
+    kept: Result<(), tower_sessions::session::Error>,
+) -> Response {
+    match kept {
+        Ok(()) => Redirect::to("/overview").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "the console session could not be kept");
+            crate::pages::error_page(
+                console,
+                lang,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api-unavailable",
+            )
+        }
     }
-    Redirect::to("/overview").into_response()
 }
 
 /// The most departments one development sign-in names.
@@ -307,16 +319,7 @@ pub async fn switch_department(
     }
     who.tenants = who.departments();
     who.tenant = form.department;
-    if let Err(e) = session.insert(SIGNED_IN, who).await {
-        tracing::error!(error = %e, "the console session could not be kept");
-        return crate::pages::error_page(
-            &console,
-            lang,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "api-unavailable",
-        );
-    }
-    Redirect::to("/overview").into_response()
+    to_overview(&console, lang, session.insert(SIGNED_IN, who).await)
 }
 
 /// A form carrying only the CSRF token.

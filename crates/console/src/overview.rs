@@ -222,103 +222,92 @@ pub async fn read(
         )
     };
     let (s, c, r, w, a) = tokio::join!(s, c, r, w, a);
-    let mut out = Figures::default();
-    let mut problems: Vec<&'static str> = vec![];
-    let mut note = |e: tonic::Status| {
-        if let Some(p) = problem(e.code())
-            && !problems.contains(&p)
-        {
-            problems.push(p);
-        }
-    };
-    match s {
-        Some(Ok(s)) => {
-            out.subjects = Some(SubjectFigures {
-                active: s.active_count,
-                restricted: s.restricted_count,
-                erased: s.erased_count,
+    let mut problems = vec![];
+    let subjects = got(s, &mut problems).map(|s| SubjectFigures {
+        active: s.active_count,
+        restricted: s.restricted_count,
+        erased: s.erased_count,
+    });
+    let consents = got(c, &mut problems).map(|c| {
+        c.purposes
+            .into_iter()
+            .map(|p| PurposeFigures {
+                purpose: p.purpose,
+                granted: p.granted_count,
+                withdrawn: p.withdrawn_count,
             })
-        }
-        Some(Err(e)) => note(e),
-        None => note(tonic::Status::internal("")),
-    }
-    match c {
-        Some(Ok(c)) => {
-            out.consents = Some(
-                c.purposes
-                    .into_iter()
-                    .map(|p| PurposeFigures {
-                        purpose: p.purpose,
-                        granted: p.granted_count,
-                        withdrawn: p.withdrawn_count,
-                    })
-                    .collect(),
-            )
-        }
-        Some(Err(e)) => note(e),
-        None => note(tonic::Status::internal("")),
-    }
-    match r {
-        Some(Ok(r)) => {
-            let mut open = vec![];
-            let mut closed = 0;
-            for st in r.statuses {
-                let status = rights::RequestStatus::try_from(st.status)
-                    .unwrap_or(rights::RequestStatus::Unspecified);
-                match status {
-                    rights::RequestStatus::Completed | rights::RequestStatus::Rejected => {
-                        closed += st.count
-                    }
-                    _ => open.push(StatusFigures {
-                        status: status_message(status),
-                        count: st.count,
-                        nearest: date(st.nearest_deadline_time.as_ref()).map(day),
-                    }),
+            .collect()
+    });
+    let requests = got(r, &mut problems).map(|r| {
+        let mut open = vec![];
+        let mut closed = 0;
+        for st in r.statuses {
+            let status = rights::RequestStatus::try_from(st.status)
+                .unwrap_or(rights::RequestStatus::Unspecified);
+            match status {
+                rights::RequestStatus::Completed | rights::RequestStatus::Rejected => {
+                    closed += st.count
                 }
-            }
-            let nearest = date(r.nearest_deadline_time.as_ref());
-            out.requests = Some(RequestFigures {
-                open,
-                overdue: r.overdue_count,
-                nearest: nearest.map(day),
-                nearest_days: nearest.map(|n| (n - now).num_days()),
-                closed,
-            })
-        }
-        Some(Err(e)) => note(e),
-        None => note(tonic::Status::internal("")),
-    }
-    match w {
-        Some(Ok(w)) => {
-            out.sweeps = Some(SweepFigures {
-                last: w.sweep_runs.first().and_then(|run| {
-                    let started = date(run.start_time.as_ref())?;
-                    let status = retention::SweepStatus::try_from(run.status)
-                        .unwrap_or(retention::SweepStatus::Unspecified);
-                    Some((minute(started), sweep_message(status)))
+                _ => open.push(StatusFigures {
+                    status: status_message(status),
+                    count: st.count,
+                    nearest: date(st.nearest_deadline_time.as_ref()).map(day),
                 }),
-                next: date(w.next_scheduled_time.as_ref()).map(minute),
-            })
-        }
-        Some(Err(e)) => note(e),
-        None => note(tonic::Status::internal("")),
-    }
-    match a {
-        Some(Ok(a)) => match a.checkpoints.into_iter().next() {
-            Some(cp) => {
-                out.checkpoint = Some(CheckpointFigures {
-                    seq: cp.seq,
-                    time: date(cp.checkpoint_time.as_ref())
-                        .map(minute)
-                        .unwrap_or_default(),
-                    key_id: cp.key_id,
-                })
             }
-            None => out.no_checkpoint = true,
-        },
-        Some(Err(e)) => note(e),
-        None => note(tonic::Status::internal("")),
+        }
+        let nearest = date(r.nearest_deadline_time.as_ref());
+        RequestFigures {
+            open,
+            overdue: r.overdue_count,
+            nearest: nearest.map(day),
+            nearest_days: nearest.map(|n| (n - now).num_days()),
+            closed,
+        }
+    });
+    let sweeps = got(w, &mut problems).map(|w| SweepFigures {
+        last: w.sweep_runs.first().and_then(|run| {
+            let started = date(run.start_time.as_ref())?;
+            let status = retention::SweepStatus::try_from(run.status)
+                .unwrap_or(retention::SweepStatus::Unspecified);
+            Some((minute(started), sweep_message(status)))
+        }),
+        next: date(w.next_scheduled_time.as_ref()).map(minute),
+    });
+    let checkpoints = got(a, &mut problems).map(|a| a.checkpoints);
+    let no_checkpoint = checkpoints.as_ref().is_some_and(Vec::is_empty);
+    let checkpoint = checkpoints
+        .and_then(|c| c.into_iter().next())
+        .map(|cp| CheckpointFigures {
+            seq: cp.seq,
+            time: date(cp.checkpoint_time.as_ref())
+                .map(minute)
+                .unwrap_or_default(),
+            key_id: cp.key_id,
+        });
+    Figures {
+        subjects,
+        consents,
+        requests,
+        sweeps,
+        checkpoint,
+        no_checkpoint,
+        problems,
     }
-    out.problems = problems;
-    out
+}
+
+/// A part's answer, or `None` with its problem noted once in `problems` (a request
+/// that could not be made, e.g. a token that is not valid metadata, counts as any
+/// other failure; a refusal notes nothing).
+fn got<T>(answer: Option<Result<T, tonic::Status>>, problems: &mut Vec<&'static str>) -> Option<T> {
+    let e = match answer {
+        Some(Ok(v)) => return Some(v),
+        Some(Err(e)) => e,
+        None => tonic::Status::internal(""),
+    };
+    if let Some(p) = problem(e.code())
+        && !problems.contains(&p)
+    {
+        problems.push(p);
+    }
+    None
 }
