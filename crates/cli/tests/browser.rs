@@ -154,7 +154,7 @@ async fn a_newcomer_signs_in_to_the_console_in_a_real_browser() {
         }
     };
     let dir = tempfile::tempdir().expect("dir");
-    let (_vern, addr, _, gateway) = vern_dev_with_console(dir.path());
+    let (mut vern, addr, _, gateway) = vern_dev_with_console(dir.path());
     // A second department, for the switcher.
     {
         use vern_proto::tenants::v1 as tpb;
@@ -183,7 +183,22 @@ async fn a_newcomer_signs_in_to_the_console_in_a_real_browser() {
 
     // The sign-in page, in bokmål (the browser asks for it), with the development
     // sign-in offering the demo department.
-    c.goto(&format!("{base}/")).await.expect("open");
+    // The console answers before the browser opens it (a refused first connection says
+    // whether vern dev is still running).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match c.goto(&format!("{base}/")).await {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!(
+                "the console at {base} does not open ({e}); vern dev exited: {:?}",
+                vern.0.try_wait()
+            ),
+        }
+    }
     wait_h1(&c, "Logg inn").await;
     let lang = c
         .find(Locator::Css("html"))
