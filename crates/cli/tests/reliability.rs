@@ -164,11 +164,21 @@ async fn outage(proxy: &Proxy, env: &[(&str, String)]) {
         }));
     }
     let mut slowest = Duration::ZERO;
+    let mut unavailable = 0;
     for c in calls {
         let (code, took) = c.await.expect("join");
-        assert_eq!(code, Err(Code::Unavailable), "during the outage");
+        // The service's answer is UNAVAILABLE. CANCELLED is how tonic's client reports a
+        // stream the server never started (its connection closed under a loaded machine:
+        // seen once in a CI run); it too is a fast failure a client retries. Nothing
+        // else: no success, no INTERNAL, no hang.
+        assert!(
+            matches!(code, Err(Code::Unavailable | Code::Cancelled)),
+            "during the outage: {code:?}"
+        );
+        unavailable += usize::from(code == Err(Code::Unavailable));
         slowest = slowest.max(took);
     }
+    assert!(unavailable > 0, "the service itself answered UNAVAILABLE");
     eprintln!(
         "outage: slowest UNAVAILABLE after {} ms",
         slowest.as_millis()
