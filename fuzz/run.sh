@@ -26,7 +26,14 @@ target_dir=()
 if [ -n "${VERN_FUZZ_TARGET_DIR:-}" ]; then
   target_dir=(--target-dir "$VERN_FUZZ_TARGET_DIR")
 fi
-cargo +nightly fuzz build "${target_dir[@]}"
+# One retry, one job at a time: a CI run once saw the linker die with SIGBUS while five
+# sanitizer builds linked at once (the space left is printed for the next one who looks).
+if ! cargo +nightly fuzz build "${target_dir[@]}"; then
+  echo "fuzz: the build failed; space left:" >&2
+  df -h . "${VERN_FUZZ_TARGET_DIR:-target}" /tmp >&2 || true
+  echo "fuzz: building again, one job at a time" >&2
+  CARGO_BUILD_JOBS=1 cargo +nightly fuzz build "${target_dir[@]}"
+fi
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t" "artifacts/$t"
   echo "fuzz: $t for ${seconds}s"

@@ -38,6 +38,7 @@ impl Browser {
                 department: None,
             }),
             gateway: Some(suite.channel.clone()),
+            oidc: None,
         })
         .expect("console");
         Browser {

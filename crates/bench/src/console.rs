@@ -229,6 +229,7 @@ pub async fn run(
             tls: false,
             dev_sign_in: Some(env.dev_sign_in()),
             gateway: Some(gateway),
+            oidc: None,
         })?;
         let app = vern_console::router(console, sessions);
         let resp = app

@@ -552,7 +552,40 @@ pub async fn console(
     } else {
         None
     };
+    let oidc = match config.console.oidc.issuer_url.clone() {
+        Some(issuer_url) => {
+            let public_url = match &config.console.public_url {
+                Some(u) => u.trim_end_matches('/').to_owned(),
+                None => format!("http://{}", listener.local_addr()?),
+            };
+            if config.console.oidc.client_secret.is_empty() {
+                anyhow::bail!(
+                    "console.oidc.client_secret is empty: the console is a confidential client \
+                     (set VERN_CONSOLE__OIDC__CLIENT_SECRET)"
+                );
+            }
+            Some(
+                vern_console::oidc::Oidc::new(vern_console::oidc::OidcSettings {
+                    issuer_url,
+                    client_id: config.console.oidc.client_id.clone(),
+                    client_secret: config.console.oidc.client_secret.clone(),
+                    public_url,
+                    scopes: config
+                        .console
+                        .oidc
+                        .scopes
+                        .split_whitespace()
+                        .map(str::to_owned)
+                        .collect(),
+                    resource: config.console.oidc.resource.clone(),
+                })
+                .context("console.oidc")?,
+            )
+        }
+        None => None,
+    };
     let console = vern_console::Console::new(vern_console::Settings {
+        oidc,
         tls: config
             .console
             .public_url

@@ -339,3 +339,370 @@ async fn a_newcomer_signs_in_to_the_console_in_a_real_browser() {
     screenshot(&c, "05-signed-out").await;
     c.close().await.expect("close");
 }
+
+/// The test OpenID provider (`tests/idp/provider.mjs`: oidc-provider from npm) as a
+/// child process, and the token grants it reports.
+struct Idp {
+    _child: Running,
+    issuer: String,
+    grants: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Idp {
+    /// How many grants of `kind` (e.g. `refresh_token`) it has made.
+    fn granted(&self, kind: &str) -> usize {
+        self.grants
+            .lock()
+            .expect("grants")
+            .iter()
+            .filter(|g| g["grant"] == kind)
+            .count()
+    }
+}
+
+/// The provider's directory, if its npm packages are installed (`npm ci` there).
+fn idp_dir() -> Result<PathBuf, String> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/idp");
+    if dir
+        .join("node_modules/oidc-provider/package.json")
+        .is_file()
+    {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "the test OpenID provider's packages are not installed (cd {} && npm ci)",
+            dir.display()
+        ))
+    }
+}
+
+/// Starts the provider with `accounts`, one client for the console at `console`
+/// (its base URL), and access tokens living `access_ttl` seconds.
+fn start_idp(
+    dir: &std::path::Path,
+    accounts: serde_json::Value,
+    console: &str,
+    access_ttl: u64,
+) -> Idp {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("node")
+        .arg("provider.mjs")
+        .current_dir(dir)
+        .env("VERN_IDP_ACCOUNTS", accounts.to_string())
+        .env("VERN_IDP_CLIENT_SECRET", IDP_SECRET)
+        .env("VERN_IDP_REDIRECT_URIS", format!("{console}/oidc/callback"))
+        .env("VERN_IDP_POST_LOGOUT_URIS", format!("{console}/"))
+        .env("VERN_IDP_ACCESS_TTL", access_ttl.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node provider.mjs");
+    let out = child.stdout.take().expect("stdout");
+    let running = Running(child);
+    let grants = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let kept = grants.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if let Some(issuer) = v["issuer"].as_str() {
+                let _ = tx.send(issuer.to_owned());
+            } else if v.get("grant").is_some() {
+                kept.lock().expect("grants").push(v);
+            }
+        }
+    });
+    let issuer = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the OpenID provider printed its issuer");
+    Idp {
+        _child: running,
+        issuer,
+        grants,
+    }
+}
+
+const IDP_SECRET: &str = "console-secret-for-tests";
+
+/// `vern dev` whose gateway accepts the provider's access tokens and whose console
+/// signs people in through it, on `console_port`.
+fn vern_dev_with_idp(
+    data: &std::path::Path,
+    idp: &Idp,
+    gateway: u16,
+    console_port: u16,
+) -> Running {
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_vern"))
+            .args(["dev", "--data-dir"])
+            .arg(data)
+            .args(["--listen", &format!("127.0.0.1:{gateway}")])
+            .args(["--console-listen", &format!("127.0.0.1:{console_port}")])
+            .env("RUST_LOG", "error")
+            .env("VERN_AUTH__ISSUER", &idp.issuer)
+            .env("VERN_AUTH__AUDIENCE", "urn:vern")
+            .env("VERN_AUTH__JWKS_URL", format!("{}/jwks", idp.issuer))
+            .env("VERN_CONSOLE__OIDC__ISSUER_URL", &idp.issuer)
+            .env("VERN_CONSOLE__OIDC__CLIENT_SECRET", IDP_SECRET)
+            .env("VERN_CONSOLE__OIDC__RESOURCE", "urn:vern")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vern dev"),
+    )
+}
+
+/// The text of `#main`, or "" while a navigation replaces the page.
+async fn main_text(c: &Client) -> String {
+    match c.find(Locator::Id("main")).await {
+        Ok(m) => m.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+async fn wait_main(c: &Client, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let main = main_text(c).await;
+        if main.contains(want) {
+            return main;
+        }
+        assert!(Instant::now() < deadline, "want {want:?} in: {main}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Signs in through the provider as `login`: the console's link, the provider's login
+/// form (and its consent, the first time).
+async fn sign_in_at_idp(c: &Client, base: &str, login: &str) {
+    c.goto(&format!("{base}/")).await.expect("sign-in page");
+    wait_h1(c, "Logg inn").await;
+    c.find(Locator::Id("sign-in-idp"))
+        .await
+        .expect("the provider's sign-in link")
+        .click()
+        .await
+        .expect("follow");
+    let field = c
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css("input[name=login]"))
+        .await
+        .expect("the provider's login form");
+    field.send_keys(login).await.expect("login");
+    c.find(Locator::Css("input[name=password]"))
+        .await
+        .expect("password")
+        .send_keys("any password")
+        .await
+        .expect("password");
+    c.find(Locator::Css("button[type=submit]"))
+        .await
+        .expect("submit")
+        .click()
+        .await
+        .expect("submit");
+    // The provider asks for consent once per account; the console's page otherwise.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let url = c.current_url().await.expect("url");
+        if url.as_str().starts_with(base) {
+            return;
+        }
+        if let Ok(b) = c
+            .find(Locator::Css(
+                "form input[name=prompt][value=consent] ~ button",
+            ))
+            .await
+        {
+            let _ = b.click().await;
+        }
+        assert!(Instant::now() < deadline, "still at the provider: {url}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Signs out of the console and, at the provider's page, of the provider too.
+async fn sign_out_everywhere(c: &Client, base: &str) {
+    c.find(Locator::Css("form[action='/sign-out'] button"))
+        .await
+        .expect("sign-out")
+        .click()
+        .await
+        .expect("sign out");
+    // The console's page moves on to the provider, which asks to confirm.
+    let yes = c
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css("button[name=logout][value=yes]"))
+        .await
+        .expect("the provider's sign-out question");
+    yes.click().await.expect("confirm");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let url = c.current_url().await.expect("url");
+        if url.as_str().starts_with(base) && h1(c).await.as_deref() == Some("Logg inn") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not back at the console: {url}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn officers_sign_in_through_the_openid_provider_and_never_see_another_department() {
+    let (t, dir_idp) = match tools().and_then(|t| Ok((t, idp_dir()?))) {
+        Ok(x) => x,
+        Err(why) if std::env::var("VERN_REQUIRE_BROWSER").as_deref() == Ok("1") => {
+            panic!("VERN_REQUIRE_BROWSER=1 but {why}")
+        }
+        Err(why) => {
+            eprintln!("skipping the OpenID browser test: {why}");
+            return;
+        }
+    };
+    let console_port = free_port();
+    let base = format!("http://127.0.0.1:{console_port}");
+    // Access tokens of 65 s: the console refreshes them in their last minute, so
+    // every page after the first 5 s goes through a refresh.
+    let idp = start_idp(
+        &dir_idp,
+        json!({
+            "officer-a": {"tenant": ["dept-a"], "roles": ["privacy-officer"]},
+            "officer-b": {"tenant": ["dept-b"], "roles": ["privacy-officer"]},
+            "visitor": {"tenant": [], "roles": []}
+        }),
+        &base,
+        65,
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let gateway = free_port();
+    let vern = vern_dev_with_idp(dir.path(), &idp, gateway, console_port);
+    // Two departments, made by a platform admin (the dev key, with the provider's
+    // issuer and vern's audience, as the gateway now expects).
+    {
+        use vern_proto::tenants::v1 as tpb;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut tenants = loop {
+            if let (true, Ok(ch)) = (
+                dir.path().join(vern_kit::auth::DEV_KEY_FILE).is_file(),
+                tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{gateway}"))
+                    .expect("uri")
+                    .connect()
+                    .await,
+            ) {
+                break tpb::tenant_service_client::TenantServiceClient::new(ch);
+            }
+            assert!(Instant::now() < deadline, "vern dev did not start");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let secret = std::fs::read_to_string(dir.path().join(vern_kit::auth::DEV_KEY_FILE))
+            .expect("dev key");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_secs() as i64;
+        let admin = vern_kit::auth::sign_hs256(
+            &vern_kit::auth::Claims {
+                sub: "browser-test-admin".into(),
+                tenant: vec![],
+                roles: vec!["platform-admin".into()],
+                iss: idp.issuer.clone(),
+                aud: "urn:vern".into(),
+                exp: now + 600,
+                nbf: now,
+                iat: now,
+            },
+            secret.trim().as_bytes(),
+        )
+        .expect("sign");
+        for (id, name) in [("dept-a", "Avdeling Alfa"), ("dept-b", "Avdeling Beta")] {
+            tenants
+                .create_tenant(support::authed(
+                    tpb::CreateTenantRequest {
+                        tenant_id: id.into(),
+                        name: name.into(),
+                        org_number: "989990748".into(),
+                        dpo_email: format!("dpo@{id}.example"),
+                        request_id: format!("oidc-browser-{id}"),
+                        ..Default::default()
+                    },
+                    &admin,
+                ))
+                .await
+                .unwrap_or_else(|e| panic!("department {id}: {e}"));
+        }
+    }
+    let (_driver, c) = browser(&t).await;
+
+    // Officer A signs in through the provider and sees department A only.
+    sign_in_at_idp(&c, &base, "officer-a").await;
+    wait_h1(&c, "Oversikt").await;
+    let main = wait_main(&c, "Avdeling Alfa").await;
+    assert!(!main.contains("Avdeling Beta"), "{main}");
+    assert!(
+        main.contains("Registrerte"),
+        "the counts, read with the provider's token: {main}"
+    );
+    assert!(
+        c.find(Locator::Id("department-switch")).await.is_err(),
+        "one department: no switcher"
+    );
+    axe(&c, &t, "the overview after an OpenID sign-in").await;
+    screenshot(&c, "06-oidc-overview-officer-a").await;
+
+    // A switch to department B, forged into the page with the session's own CSRF
+    // token, is refused; the overview still shows A.
+    c.execute(
+        "const f = document.createElement('form');
+         f.method = 'post'; f.action = '/department';
+         for (const [k, v] of [['csrf', document.querySelector(\"form[action='/sign-out'] input[name=csrf]\").value],
+                               ['department', 'dept-b']]) {
+           const i = document.createElement('input'); i.type = 'hidden'; i.name = k; i.value = v; f.appendChild(i);
+         }
+         document.body.appendChild(f); f.submit();",
+        vec![],
+    )
+    .await
+    .expect("forge a switch");
+    wait_main(&c, "Du har ikke tilgang til dette i avdelingen.").await;
+    c.goto(&format!("{base}/overview")).await.expect("overview");
+    let main = wait_main(&c, "Avdeling Alfa").await;
+    assert!(!main.contains("Avdeling Beta"), "{main}");
+
+    // The access token is refreshed with the refresh token as it nears its end, and
+    // the pages go on working with the new one.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    c.goto(&format!("{base}/overview")).await.expect("overview");
+    wait_main(&c, "Avdeling Alfa").await;
+    assert!(
+        idp.granted("refresh_token") >= 1,
+        "no refresh at the provider: {:?}",
+        idp.grants.lock().expect("grants")
+    );
+
+    // Sign out here and at the provider: the next sign-in asks for the login again.
+    sign_out_everywhere(&c, &base).await;
+    screenshot(&c, "07-oidc-signed-out").await;
+    c.goto(&format!("{base}/overview")).await.expect("overview");
+    wait_h1(&c, "Logg inn").await;
+
+    // Officer B, in the same browser: department B only, never A.
+    sign_in_at_idp(&c, &base, "officer-b").await;
+    let main = wait_main(&c, "Avdeling Beta").await;
+    assert!(!main.contains("Avdeling Alfa"), "{main}");
+    sign_out_everywhere(&c, &base).await;
+
+    // An account with no department and no role gets in nowhere.
+    sign_in_at_idp(&c, &base, "visitor").await;
+    wait_main(&c, "Kontoen din gir deg ingen avdeling eller ingen rolle").await;
+    axe(&c, &t, "the no-access page").await;
+    screenshot(&c, "08-oidc-no-access").await;
+    c.goto(&format!("{base}/overview")).await.expect("overview");
+    wait_h1(&c, "Logg inn").await;
+
+    c.close().await.expect("close");
+    drop(vern);
+}

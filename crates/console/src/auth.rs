@@ -109,6 +109,29 @@ pub struct SignedIn {
     pub role: ConsoleRole,
     /// When they signed in (seconds since the epoch).
     pub since: i64,
+    /// The OpenID provider's tokens, for a person signed in through it (`None`: the
+    /// development sign-in).
+    #[serde(default)]
+    pub idp: Option<IdpTokens>,
+}
+
+/// What the session keeps of the provider's tokens besides the access token.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct IdpTokens {
+    /// The refresh token, if the provider gave one.
+    pub refresh_token: Option<String>,
+    /// The ID token (the hint of RP-initiated logout).
+    pub id_token: String,
+    /// When the access token runs out (seconds since the epoch).
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for IdpTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdpTokens")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 fn now() -> i64 {
@@ -118,12 +141,44 @@ fn now() -> i64 {
 }
 
 /// Who is signed in to `session`, if anyone and not past the session's lifetime (a
-/// session past it is ended here).
-pub async fn signed_in(session: &Session) -> Option<SignedIn> {
-    let who: SignedIn = session.get(SIGNED_IN).await.ok().flatten()?;
+/// session past it is ended here). An access token from the OpenID provider that is
+/// about to run out is refreshed first; if the provider refuses, the session ends.
+pub async fn signed_in(console: &Console, session: &Session) -> Option<SignedIn> {
+    let mut who: SignedIn = session.get(SIGNED_IN).await.ok().flatten()?;
     if now() - who.since > LIFETIME {
         let _ = session.flush().await;
         return None;
+    }
+    let due = who
+        .idp
+        .as_ref()
+        .filter(|t| t.expires_at - now() < crate::oidc::REFRESH_MARGIN)
+        .cloned();
+    if let Some(tokens) = due {
+        let Some(oidc) = console.oidc.as_ref() else {
+            let _ = session.flush().await;
+            return None;
+        };
+        match oidc.refresh(&tokens).await {
+            Ok(g) => {
+                // The departments may have changed at the provider meanwhile.
+                if !g.tenants.contains(&who.tenant) {
+                    who.tenant = g.tenants[0].clone();
+                }
+                who.tenants = g.tenants;
+                who.role = g.role;
+                who.token = g.access_token;
+                who.idp = Some(g.tokens);
+                if let Err(e) = session.insert(SIGNED_IN, &who).await {
+                    tracing::warn!(error = %e, "the console session could not keep refreshed tokens");
+                }
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "refreshing a console session's token failed; the session ends");
+                let _ = session.flush().await;
+                return None;
+            }
+        }
     }
     Some(who)
 }
@@ -235,23 +290,30 @@ pub async fn dev_sign_in(
             );
         }
     };
-    // A new session id at sign-in: an id planted before it is worth nothing after.
+    let who = SignedIn {
+        token,
+        tenant: departments[0].clone(),
+        tenants: departments,
+        role,
+        since: at,
+        idp: None,
+    };
+    keep_sign_in(&console, lang, &session, who).await
+}
+
+/// Keeps a new sign-in in `session` under a new session id (an id planted before it
+/// is worth nothing after) and answers with the overview.
+pub(crate) async fn keep_sign_in(
+    console: &Console,
+    lang: crate::i18n::Lang,
+    session: &Session,
+    who: SignedIn,
+) -> Response {
     let stored = async {
         session.cycle_id().await?;
-        session
-            .insert(
-                SIGNED_IN,
-                SignedIn {
-                    token,
-                    tenant: departments[0].clone(),
-                    tenants: departments,
-                    role,
-                    since: at,
-                },
-            )
-            .await
+        session.insert(SIGNED_IN, who).await
     };
-    to_overview(&console, lang, stored.await)
+    to_overview(console, lang, stored.await)
 }
 
 /// After a change to the signed-in person kept in the session: the overview, or why
@@ -311,7 +373,7 @@ pub async fn switch_department(
     if !csrf_ok(&session, &form.csrf).await {
         return crate::pages::error_page(&console, lang, StatusCode::FORBIDDEN, "error-forbidden");
     }
-    let Some(mut who) = signed_in(&session).await else {
+    let Some(mut who) = signed_in(&console, &session).await else {
         return Redirect::to("/").into_response();
     };
     if !who.departments().contains(&form.department) {
@@ -329,21 +391,37 @@ pub struct CsrfForm {
     csrf: String,
 }
 
-/// `POST /sign-out`: ends the session (here; at the IdP when there is one).
+/// `POST /sign-out`: ends the session here, and at the OpenID provider when the
+/// person signed in through one that offers RP-initiated logout.
 pub async fn sign_out(
     State(console): State<Console>,
     session: Session,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
+    let lang = crate::pages::lang_of(&headers);
     if !csrf_ok(&session, &form.csrf).await {
-        let lang = crate::pages::lang_of(&headers);
         return crate::pages::error_page(&console, lang, StatusCode::FORBIDDEN, "error-forbidden");
     }
+    let tokens: Option<IdpTokens> = session
+        .get::<SignedIn>(SIGNED_IN)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|w| w.idp);
+    let at_provider = match (console.oidc.as_ref(), tokens) {
+        (Some(oidc), Some(t)) => oidc.logout_url(&t).await,
+        _ => None,
+    };
     if let Err(e) = session.flush().await {
         tracing::warn!(error = %e, "the console session could not be ended");
     }
-    Redirect::to("/").into_response()
+    match at_provider {
+        // A page that moves on to the provider, not a redirect: a form's redirect to
+        // another origin is stopped by the CSP's `form-action 'self'`.
+        Some(url) => crate::pages::signed_out(&console, lang, url.as_str()),
+        None => Redirect::to("/").into_response(),
+    }
 }
 
 #[cfg(test)]

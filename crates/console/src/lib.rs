@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod i18n;
+pub mod oidc;
 pub mod overview;
 pub mod pages;
 pub mod security;
@@ -27,6 +28,8 @@ pub struct Settings {
     pub dev_sign_in: Option<auth::DevSignIn>,
     /// The gateway every page's data comes from, with the person's own token.
     pub gateway: Option<tonic::transport::Channel>,
+    /// The sign-in through the organisation's OpenID provider, if set up.
+    pub oidc: Option<oidc::Oidc>,
 }
 
 /// The console's shared state (cheap to clone).
@@ -36,6 +39,7 @@ pub struct Console {
     tls: bool,
     dev: Option<Arc<auth::DevSignIn>>,
     gateway: Option<tonic::transport::Channel>,
+    oidc: Option<oidc::Oidc>,
 }
 
 impl Console {
@@ -46,6 +50,7 @@ impl Console {
             tls: settings.tls,
             dev: settings.dev_sign_in.map(Arc::new),
             gateway: settings.gateway,
+            oidc: settings.oidc,
         })
     }
 
@@ -71,6 +76,8 @@ pub fn router(console: Console, sessions: sessions::Sessions) -> Router {
     Router::new()
         .route("/", get(pages::sign_in))
         .route("/dev/sign-in", post(auth::dev_sign_in))
+        .route("/sign-in", get(oidc::start))
+        .route(oidc::CALLBACK, get(oidc::callback))
         .route("/sign-out", post(auth::sign_out))
         .route("/department", post(auth::switch_department))
         .route("/overview", get(pages::overview))

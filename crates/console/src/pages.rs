@@ -123,6 +123,8 @@ struct SignIn<'a> {
     f: Frame<'a>,
     /// The development sign-in is offered.
     dev: bool,
+    /// The sign-in through the organisation's OpenID provider is offered.
+    idp: bool,
     csrf: String,
     department: String,
     department_error: Option<String>,
@@ -145,6 +147,27 @@ struct Overview<'a> {
 struct ErrorPage<'a> {
     f: Frame<'a>,
     message: String,
+}
+
+#[derive(Template)]
+#[template(path = "signed-out.html")]
+struct SignedOut<'a> {
+    f: Frame<'a>,
+    /// The provider's end-session URL the page moves on to.
+    next: String,
+}
+
+/// After signing out here: the page that moves on to the OpenID provider's
+/// end-session URL `next` (at once, and by a link if the browser does not).
+pub(crate) fn signed_out(console: &Console, lang: Lang, next: &str) -> Response {
+    let f = Frame::new(console, lang, "/");
+    render(
+        &SignedOut {
+            f,
+            next: next.to_owned(),
+        },
+        StatusCode::OK,
+    )
 }
 
 /// The language of a request: the switch's cookie, else `Accept-Language`.
@@ -184,7 +207,7 @@ pub async fn sign_in(
     session: Session,
     headers: HeaderMap,
 ) -> Response {
-    if auth::signed_in(&session).await.is_some() {
+    if auth::signed_in(&console, &session).await.is_some() {
         return Redirect::to("/overview").into_response();
     }
     let department = console
@@ -225,6 +248,7 @@ pub(crate) async fn sign_in_form(
     };
     let page = SignIn {
         dev: console.dev.is_some(),
+        idp: console.oidc.is_some(),
         csrf,
         department: department.to_owned(),
         department_error: department_error.map(|id| f.t.get(id)),
@@ -248,7 +272,7 @@ pub async fn overview(
     session: Session,
     headers: HeaderMap,
 ) -> Response {
-    let Some(who) = auth::signed_in(&session).await else {
+    let Some(who) = auth::signed_in(&console, &session).await else {
         return Redirect::to("/").into_response();
     };
     let lang = lang_of(&headers);

@@ -80,6 +80,8 @@ pub struct ConsoleConfig {
     /// The address people reach the console at, e.g. `https://vern.example.no`. An
     /// `https://` address turns on HSTS; unset: the listen address over HTTP.
     pub public_url: Option<String>,
+    /// Sign-in through the organisation's OpenID provider.
+    pub oidc: ConsoleOidcConfig,
 }
 
 impl Default for ConsoleConfig {
@@ -88,8 +90,62 @@ impl Default for ConsoleConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
             gateway_url: "http://127.0.0.1:50051".into(),
             public_url: None,
+            oidc: ConsoleOidcConfig::default(),
         }
     }
+}
+
+/// The console as a client of an OpenID provider (authorization code flow with PKCE,
+/// confidential client). Env: `VERN_CONSOLE__OIDC__ISSUER_URL=https://idp.example.no`,
+/// `VERN_CONSOLE__OIDC__CLIENT_SECRET=…` (from a Secret). The provider registers
+/// `<public_url>/oidc/callback` as the redirect URI and `<public_url>/` as the
+/// post-logout redirect URI. The gateway must accept the provider's access tokens
+/// (`auth.jwks_url`, `auth.issuer`, `auth.audience`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConsoleOidcConfig {
+    /// The provider's issuer URL. Unset: no sign-in through a provider.
+    #[serde(deserialize_with = "empty_string_is_none")]
+    pub issuer_url: Option<String>,
+    /// The console's client id.
+    pub client_id: String,
+    /// The console's client secret.
+    pub client_secret: String,
+    /// Scopes asked for besides `openid` (space-separated in env).
+    pub scopes: String,
+    /// The resource indicator (RFC 8707) of vern's API, e.g. `urn:vern`: sent when set.
+    #[serde(deserialize_with = "empty_string_is_none")]
+    pub resource: Option<String>,
+}
+
+impl Default for ConsoleOidcConfig {
+    fn default() -> Self {
+        Self {
+            issuer_url: None,
+            client_id: "vern-console".into(),
+            client_secret: String::new(),
+            scopes: String::new(),
+            resource: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ConsoleOidcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleOidcConfig")
+            .field("issuer_url", &self.issuer_url)
+            .field("client_id", &self.client_id)
+            .field("scopes", &self.scopes)
+            .field("resource", &self.resource)
+            .finish_non_exhaustive()
+    }
+}
+
+fn empty_string_is_none<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    Ok(s.filter(|s| !s.trim().is_empty()))
 }
 
 /// TLS files (PEM). Unset: plaintext listeners (`vern dev` on loopback) and clients of

@@ -744,8 +744,13 @@ pub fn vern_dev_with_console(data: &Path) -> (Running, String, String, u16) {
     let out = child.stdout.take().expect("stdout");
     let running = Running(child);
     let mut banner = String::new();
-    for line in BufReader::new(out).lines() {
-        let line = line.expect("banner");
+    let mut reader = BufReader::new(out);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).expect("banner") == 0 {
+            break;
+        }
+        let line = line.trim_end().to_owned();
         banner.push_str(&line);
         banner.push('\n');
         if let Some(rest) = line.trim_start().strip_prefix("console") {
@@ -755,6 +760,15 @@ pub fn vern_dev_with_console(data: &Path) -> (Running, String, String, u16) {
                 .and_then(|u| u.strip_suffix('/'))
                 .unwrap_or_else(|| panic!("an http:// address: {line}"))
                 .to_owned();
+            // Keep reading: a closed pipe would make vern dev's next line its last
+            // (println! panics on EPIPE), and the console would never answer.
+            let mut tail = reader;
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                while matches!(tail.read_line(&mut sink), Ok(n) if n > 0) {
+                    sink.clear();
+                }
+            });
             return (running, addr, banner, gateway);
         }
     }
