@@ -4,7 +4,7 @@ CARGO ?= cargo
 VERN_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 export VERN_TEST_DATABASE_URL
 
-.PHONY: run test lint fmt build clean
+.PHONY: run test lint fmt build clean browser-deps
 
 ## run: start vern dev (gateway + six services on SQLite in ./vern-data, gateway on 127.0.0.1:50051)
 run:
@@ -17,6 +17,11 @@ test:
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+## browser-deps: chromium, chromedriver, axe-core and the test OpenID provider for the
+## console's browser tests (skipped, with the reason, without them)
+browser-deps:
+	scripts/browser-deps.sh
 
 ## lint: formatting check and clippy with warnings as errors
 lint:

@@ -60,7 +60,8 @@ cat >"$work/secrets.json" <<EOF
   "vern-tenant-keys": {"VERN_KEYS__TENANT_KEYS__smoke": "$(rand_b64)"},
   "vern-service-key": {"kid": "smoke-service", "service.pem": "@$work/keys/smoke-service.pem"},
   "vern-jwks": {"jwks.json": "@$work/keys/jwks.json"},
-  "vern-audit-signing-key": {"seed.hex": "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"}
+  "vern-audit-signing-key": {"seed.hex": "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"},
+  "vern-console-oidc": {"client-secret": "$(rand_b64)", "session-key": "$(rand_b64)"}
 }
 EOF
 

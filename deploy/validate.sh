@@ -24,7 +24,8 @@
 #    TLS, verified with ca.crt of vern-tls-console) and https:// public URL agree with
 #    its Service, the gateway's Service and its Ingress (TLS, a class, the same host),
 #    the NetworkPolicy vern-console-ingress admits its port, and it gets the database
-#    URL only: no keys, no service key, no JWKS.
+#    URL and its OpenID client secret and session key only: no personal-data keys, no
+#    service key, no JWKS.
 # 3. Validates the core resources in k8s/examples/* the same way (custom resources
 #    such as a CloudNativePG Cluster only need to parse: their schemas are not core).
 # 4. Parses grafana/*.json, parses every panel's PromQL (PyPI promql-parser) and
@@ -256,9 +257,10 @@ needs = {
     "Deployment/vern-retention": common | {"vern-database"},
     "Deployment/vern-rights": common | personal,
     "Deployment/vern-audit": common | {"vern-database", "vern-audit-signing-key"},
-    # The web console: its session store only (no personal-data keys, no service
-    # key; it calls the gateway with each person's own token).
-    "Deployment/vern-console": {"vern-database"},
+    # The web console: its session store and its OpenID client secret and session
+    # key (no personal-data keys, no service key; it calls the gateway with each
+    # person's own token).
+    "Deployment/vern-console": {"vern-database", "vern-console-oidc"},
     # `vern migrate` runs migrations only.
     "Job/vern-migrate": {"vern-database"},
 }

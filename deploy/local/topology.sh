@@ -41,6 +41,15 @@
 # with and without TLS.
 # VERN_TOPOLOGY_READY_FILE: written (the schema prefix) once everything is SERVING.
 #
+# VERN_TOPOLOGY_IDP=1: a real OpenID provider, as people sign in when deployed: the
+# test provider of tests/idp (oidc-provider from npm; `cd tests/idp && npm ci` first)
+# on http://127.0.0.1:base+3 (50053). Its accounts come from VERN_TOPOLOGY_IDP_ACCOUNTS
+# (JSON, see tests/idp/provider.mjs; default: `officer` and `admin` of department
+# `demo`, `auditor` of it, any password). Every component then takes the provider's
+# access tokens (issuer the provider's URL, audience urn:vern, its JWKS) besides
+# HS256 tokens with that issuer and audience, and each console replica signs people in
+# through it (client `vern-console`, secret VERN_TOPOLOGY_IDP_SECRET).
+#
 # VERN_TOPOLOGY_TLS=1: every hop over TLS, as the prod-tls overlay deploys it. A test
 # CA and one certificate (localhost, the replica addresses and the shared name) are
 # made with openssl in $VERN_TOPOLOGY_DIR/tls; every listener serves it, the services
@@ -167,6 +176,47 @@ wait_console() {
   return 1
 }
 
+# The OpenID provider, before anything that verifies its tokens starts.
+console_env=()
+if [ "${VERN_TOPOLOGY_IDP:-0}" = 1 ]; then
+  idp_dir="$PWD/tests/idp"
+  if [ ! -f "$idp_dir/node_modules/oidc-provider/package.json" ]; then
+    echo "VERN_TOPOLOGY_IDP=1 needs the test provider's packages: cd tests/idp && npm ci" >&2
+    exit 1
+  fi
+  idp="http://127.0.0.1:$((base + 3))"
+  idp_secret=${VERN_TOPOLOGY_IDP_SECRET:-vern-topology-console-secret}
+  accounts=${VERN_TOPOLOGY_IDP_ACCOUNTS:-}
+  if [ -z "$accounts" ]; then
+    accounts='{"officer": {"tenant": ["demo"], "roles": ["privacy-officer"]},
+      "admin": {"tenant": ["demo"], "roles": ["tenant-admin"]},
+      "auditor": {"tenant": ["demo"], "roles": ["auditor"]}}'
+  fi
+  redirects=""
+  logouts=""
+  for ip in "${want[@]}"; do
+    redirects="$redirects http://$ip:$((base + 2))/oidc/callback"
+    logouts="$logouts http://$ip:$((base + 2))/"
+  done
+  (cd "$idp_dir" && exec env VERN_IDP_PORT=$((base + 3)) VERN_IDP_CLIENT_SECRET="$idp_secret" \
+    VERN_IDP_REDIRECT_URIS="$redirects" VERN_IDP_POST_LOGOUT_URIS="$logouts" \
+    VERN_IDP_ACCOUNTS="$accounts" \
+    node provider.mjs) >"$dir/idp.log" 2>&1 &
+  pids+=($!)
+  echo $! >"$dir/idp.pid"
+  for _ in $(seq 1 300); do
+    grep -q '"issuer"' "$dir/idp.log" 2>/dev/null && break
+    sleep 0.1
+  done
+  if ! grep -q '"issuer"' "$dir/idp.log"; then
+    echo "the OpenID provider did not start; see $dir/idp.log" >&2
+    exit 1
+  fi
+  export VERN_AUTH__ISSUER="$idp" VERN_AUTH__AUDIENCE=urn:vern VERN_AUTH__JWKS_URL="$idp/jwks"
+  console_env=(VERN_CONSOLE__OIDC__ISSUER_URL="$idp" VERN_CONSOLE__OIDC__CLIENT_SECRET="$idp_secret"
+    VERN_CONSOLE__OIDC__RESOURCE=urn:vern)
+fi
+
 # Migrations first, one process (as the Kubernetes migrate Job does).
 "$bin" migrate >"$dir/migrate.log" 2>&1
 i=0
@@ -220,7 +270,9 @@ for r in $(seq 1 "$replicas"); do
   log="console-$r"
   [ "$replicas" -gt 1 ] || log=console
   env -u VERN_KEYS__MASTER_KEY -u VERN_AUTH__HS256_SECRET -u VERN_AUTH__DEV_KEY \
-    VERN_DATABASE_MAX_CONNECTIONS=2 \
+    VERN_DATABASE_MAX_CONNECTIONS=2 "${console_env[@]}" \
+    VERN_CONSOLE__SESSION_KEY="${VERN_CONSOLE__SESSION_KEY:-dmVybi10b3BvbG9neS1jb25zb2xlLXNlc3Npb24ta2U=}" \
+    VERN_CONSOLE__PUBLIC_URL="http://$ip:$((base + 2))" \
     VERN_CONSOLE__GATEWAY_URL="$scheme://127.0.0.1:$((base + 1))" \
     "$bin" serve console --listen "$ip:$((base + 2))" >"$dir/$log.log" 2>&1 &
   pids+=($!)
@@ -239,6 +291,7 @@ cat <<EOF
 vern topology ready (schemas ${prefix}_*, logs in $dir)
   gateway   127.0.0.1:$((base + 1))
   console   ${consoles[*]} (sessions in ${prefix}_console; no development sign-in)
+  sign-in   ${idp:-no OpenID provider (set VERN_TOPOLOGY_IDP=1)}
   services  ${want[*]} ports $((base + 11))-$((base + 16)) (${services[*]}), reached as $scheme://$host:<port>
   metrics   <address>:$((base + 21))-$((base + 26)) per service replica, 127.0.0.1:$((base + 20)) the gateway
   tls       ${VERN_TLS__CA_FILE:-off (set VERN_TOPOLOGY_TLS=1)}

@@ -326,8 +326,8 @@ fn free_base(replicas: u8) -> u16 {
         // Below Linux's ephemeral range (32768–60999), where every outgoing
         // connection (to PostgreSQL, between components) takes its local port.
         let base = 20_000 + 100 * (uuid::Uuid::new_v4().as_u128() % 120) as u16;
-        // Gateway, console, metrics, services (see the script's header).
-        let ports = (1..=2).chain(20..=26).chain(11..=16).map(|o| base + o);
+        // Gateway, console, OpenID provider, metrics, services (the script's header).
+        let ports = (1..=3).chain(20..=26).chain(11..=16).map(|o| base + o);
         let free = ports.clone().all(|p| {
             TcpListener::bind((IpAddr::from([127, 0, 0, 1]), p)).is_ok()
                 && ips.iter().all(|ip| TcpListener::bind((*ip, p)).is_ok())

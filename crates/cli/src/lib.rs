@@ -539,10 +539,12 @@ pub async fn console(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let mut dev_secret = None;
     let dev_sign_in = if let Some(department) = dev {
         let secret = vern_kit::auth::hs256_secret(config)
             .context("reading the dev signing key")?
             .context("the development sign-in needs the dev key")?;
+        dev_secret = Some(secret.clone());
         Some(vern_console::auth::DevSignIn {
             secret,
             issuer: config.auth.issuer.clone(),
@@ -598,9 +600,45 @@ pub async fn console(
     let sessions = vern_console::sessions::Sessions::open(&target(config, "console"))
         .await
         .context("opening the console's session store")?;
+    let sessions = match session_key(config, dev_secret.as_deref())? {
+        Some(key) => sessions.sealed_with(key),
+        None => sessions,
+    };
     Ok(tokio::spawn(vern_console::serve(
         console, sessions, listener, shutdown,
     )))
+}
+
+/// The key sealing the console's sessions: `console.session_key`, else (`vern dev`)
+/// one derived from the development key, else none — refused with an OpenID provider,
+/// whose tokens the sessions then hold.
+fn session_key(config: &Config, dev_secret: Option<&[u8]>) -> anyhow::Result<Option<[u8; 32]>> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    if let Some(encoded) = &config.console.session_key {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .context(
+                "console.session_key: expected 32 bytes, base64-encoded (openssl rand -base64 32)",
+            )?;
+        return Ok(Some(bytes));
+    }
+    if let Some(secret) = dev_secret {
+        let mut h = sha2::Sha256::new();
+        h.update(b"vern console sessions\0");
+        h.update(secret);
+        return Ok(Some(h.finalize().into()));
+    }
+    if config.console.oidc.issuer_url.is_some() {
+        anyhow::bail!(
+            "console.session_key is required with console.oidc: it seals the provider's tokens \
+             in the shared session store (VERN_CONSOLE__SESSION_KEY, the same on every replica; \
+             openssl rand -base64 32)"
+        );
+    }
+    Ok(None)
 }
 
 /// The data directory in `config`, made absolute for messages.

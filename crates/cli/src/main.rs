@@ -1,5 +1,6 @@
 //! `vern`: run the suite, a single service, migrations, and mint dev tokens.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -405,15 +406,21 @@ async fn run(mut config: Config, command: Command) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            println!(
+            // A closed stdout (`vern dev | head`) must not stop the suite: println! would
+            // panic on EPIPE.
+            let _ = writeln!(
+                std::io::stdout(),
                 "vern dev ready in {} ms\n  console   {}\n  gateway   {} (gRPC{}, reflection and health for all six services)\n  internal  {} (service-to-service calls only: a socket only this user can open; the gateway refuses the service role)\n  data      {}\n  token     vern token --role platform-admin --data-dir {}\n            vern token --role tenant-admin --tenant <tenant-id> --data-dir {}\n  try       grpcurl {} -H \"authorization: Bearer $(vern token --role platform-admin --data-dir {})\" {} list",
                 started.elapsed().as_millis(),
                 match &console {
                     Some((at, _, Some(demo))) => format!(
-                        "http://{at}/ (development sign-in: department {demo:?} or your own, and a role)"
+                        "http://{at}/ (development sign-in: department {demo:?} or your own, and a role{})",
+                        oidc_note(&config)
                     ),
-                    Some((at, _, None)) =>
-                        format!("http://{at}/ (development sign-in: pick a department and a role)"),
+                    Some((at, _, None)) => format!(
+                        "http://{at}/ (development sign-in: pick a department and a role{})",
+                        oidc_note(&config)
+                    ),
                     None => "off".to_owned(),
                 },
                 running.addr,
@@ -913,6 +920,14 @@ fn legal_basis_text(b: vern_proto::common::v1::LegalBasis) -> &'static str {
 /// A gRPC error as a one-line message (vern's messages already name bad fields).
 fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+/// The banner's note on the console's sign-in through an OpenID provider, if set up.
+fn oidc_note(config: &vern_kit::config::Config) -> String {
+    match &config.console.oidc.issuer_url {
+        Some(issuer) => format!("; or through the OpenID provider {issuer}"),
+        None => String::new(),
+    }
 }
 
 #[cfg(test)]

@@ -706,3 +706,218 @@ async fn officers_sign_in_through_the_openid_provider_and_never_see_another_depa
     c.close().await.expect("close");
     drop(vern);
 }
+
+/// `deploy/local/topology.sh` with two replicas of everything and the test OpenID
+/// provider; stopped with SIGTERM (the script then stops every component and drops
+/// its schemas).
+struct Topology {
+    child: std::process::Child,
+    base: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+const TOPOLOGY_SECRET: &str = "browser-topology-secret";
+
+/// A base port whose offsets the script uses are free on the replicas' addresses.
+fn topology_base() -> u16 {
+    let ips = [[127, 0, 0, 1], [127, 0, 0, 2], [127, 0, 0, 3]];
+    for attempt in 0..200u32 {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .subsec_nanos()
+            .wrapping_add(attempt * 7919);
+        // Below Linux's ephemeral range, like the end-to-end suite's topologies.
+        let base = 20_000 + 100 * (seed % 120) as u16 + 50;
+        let free = (1..=3)
+            .chain(11..=16)
+            .chain(20..=26)
+            .map(|o| base + o)
+            .all(|p| {
+                ips.iter().all(|ip| {
+                    std::net::TcpListener::bind((std::net::Ipv4Addr::from(*ip), p)).is_ok()
+                })
+            });
+        if free {
+            return base;
+        }
+    }
+    panic!("no free port range for the topology");
+}
+
+fn start_topology(database_url: &str, accounts: serde_json::Value) -> Topology {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tempfile::tempdir().expect("dir");
+    let ready = dir.path().join("ready");
+    let base = topology_base();
+    let child = Command::new("bash")
+        .arg(root.join("deploy/local/topology.sh"))
+        .env("VERN_BIN", env!("CARGO_BIN_EXE_vern"))
+        .env("VERN_TOPOLOGY_REPLICAS", "2")
+        .env("VERN_TOPOLOGY_PORT_BASE", base.to_string())
+        .env("VERN_TOPOLOGY_DATABASE_URL", database_url)
+        .env("VERN_TOPOLOGY_DIR", dir.path())
+        .env("VERN_TOPOLOGY_READY_FILE", &ready)
+        .env("VERN_TOPOLOGY_IDP", "1")
+        .env("VERN_TOPOLOGY_IDP_ACCOUNTS", accounts.to_string())
+        .env("VERN_AUTH__HS256_SECRET", TOPOLOGY_SECRET)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("deploy/local/topology.sh");
+    let mut t = Topology {
+        child,
+        base,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&ready).is_ok_and(|p| !p.trim().is_empty()) {
+        if let Ok(Some(status)) = t.child.try_wait() {
+            panic!("the topology exited before it was ready: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the topology was not ready in 2 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_deployed_two_console_replicas_share_a_session_signed_in_at_the_openid_provider() {
+    let database_url = std::env::var("VERN_TEST_DATABASE_URL").unwrap_or_default();
+    let required = std::env::var("VERN_REQUIRE_BROWSER").as_deref() == Ok("1");
+    let t = match tools().and_then(|t| {
+        idp_dir()?;
+        if database_url.is_empty() {
+            return Err("no VERN_TEST_DATABASE_URL (PostgreSQL) for the topology".into());
+        }
+        Ok(t)
+    }) {
+        Ok(t) => t,
+        Err(why) if required => panic!("VERN_REQUIRE_BROWSER=1 but {why}"),
+        Err(why) => {
+            eprintln!("skipping the topology browser test: {why}");
+            return;
+        }
+    };
+    let topology = start_topology(
+        &database_url,
+        json!({
+            "officer-a": {"tenant": ["dept-a"], "roles": ["privacy-officer"]},
+            "officer-b": {"tenant": ["dept-b"], "roles": ["privacy-officer"]}
+        }),
+    );
+    let base = topology.base;
+    let issuer = format!("http://127.0.0.1:{}", base + 3);
+    // Two departments, by a platform admin with the shared secret (the issuer and
+    // audience the components now expect).
+    {
+        use vern_proto::tenants::v1 as tpb;
+        let ch = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", base + 1))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("gateway");
+        let mut tenants = tpb::tenant_service_client::TenantServiceClient::new(ch);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_secs() as i64;
+        let admin = vern_kit::auth::sign_hs256(
+            &vern_kit::auth::Claims {
+                sub: "browser-topology-admin".into(),
+                tenant: vec![],
+                roles: vec!["platform-admin".into()],
+                iss: issuer.clone(),
+                aud: "urn:vern".into(),
+                exp: now + 600,
+                nbf: now,
+                iat: now,
+            },
+            TOPOLOGY_SECRET.as_bytes(),
+        )
+        .expect("sign");
+        for (id, name) in [("dept-a", "Avdeling Alfa"), ("dept-b", "Avdeling Beta")] {
+            tenants
+                .create_tenant(support::authed(
+                    tpb::CreateTenantRequest {
+                        tenant_id: id.into(),
+                        name: name.into(),
+                        org_number: "989990748".into(),
+                        dpo_email: format!("dpo@{id}.example"),
+                        request_id: format!("topology-browser-{id}"),
+                        ..Default::default()
+                    },
+                    &admin,
+                ))
+                .await
+                .unwrap_or_else(|e| panic!("department {id}: {e}"));
+        }
+    }
+    let replica_1 = format!("http://127.0.0.2:{}", base + 2);
+    let replica_2 = format!("http://127.0.0.3:{}", base + 2);
+    let (_driver, c) = browser(&t).await;
+
+    // Officer A signs in through the provider at the first console replica.
+    sign_in_at_idp(&c, &replica_1, "officer-a").await;
+    let main = wait_main(&c, "Avdeling Alfa").await;
+    assert!(!main.contains("Avdeling Beta"), "{main}");
+    screenshot(&c, "09-topology-replica-1").await;
+
+    // A load balancer sends the same browser to the other replica: the session is
+    // the same (their shared store on PostgreSQL).
+    let cookie = c
+        .get_named_cookie(vern_console::auth::COOKIE)
+        .await
+        .expect("the session cookie");
+    // Without the cookie, the second replica has nobody signed in (another host).
+    c.goto(&format!("{replica_2}/overview"))
+        .await
+        .expect("replica 2");
+    wait_h1(&c, "Logg inn").await;
+    c.goto(&format!("{replica_2}/healthz"))
+        .await
+        .expect("replica 2");
+    // Set by script (chromedriver refuses `__Host-` cookies through WebDriver): the
+    // same name and value, Secure, path `/`, no domain — what the console set.
+    c.execute(
+        "document.cookie = arguments[0] + '=' + arguments[1] + '; Path=/; Secure; SameSite=Lax';",
+        vec![json!(vern_console::auth::COOKIE), json!(cookie.value())],
+    )
+    .await
+    .expect("the cookie at replica 2");
+    c.goto(&format!("{replica_2}/overview"))
+        .await
+        .expect("overview");
+    let main = wait_main(&c, "Avdeling Alfa").await;
+    assert!(!main.contains("Avdeling Beta"), "{main}");
+    axe(&c, &t, "the overview at the second replica").await;
+    screenshot(&c, "10-topology-replica-2-same-session").await;
+
+    // Signing out at the second replica ends the session at the first too.
+    sign_out_everywhere(&c, &replica_2).await;
+    c.goto(&format!("{replica_1}/overview"))
+        .await
+        .expect("replica 1");
+    wait_h1(&c, "Logg inn").await;
+
+    // Officer B, at the second replica: department B only.
+    sign_in_at_idp(&c, &replica_2, "officer-b").await;
+    let main = wait_main(&c, "Avdeling Beta").await;
+    assert!(!main.contains("Avdeling Alfa"), "{main}");
+    c.close().await.expect("close");
+    drop(topology);
+}

@@ -113,3 +113,44 @@ async fn vern_serve_console_never_offers_the_development_sign_in() {
         "{head}"
     );
 }
+
+#[test]
+fn vern_serve_console_with_an_openid_provider_needs_a_session_key_and_a_client_secret() {
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |env: &[(&str, &str)]| {
+        let port = support::free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vern"));
+        cmd.args(["serve", "console", "--listen", &format!("127.0.0.1:{port}")])
+            .env("VERN_DATA_DIR", dir.path())
+            .env("VERN_CONSOLE__GATEWAY_URL", "http://127.0.0.1:9")
+            .env("VERN_CONSOLE__OIDC__ISSUER_URL", "https://login.example.no")
+            .env("RUST_LOG", "error");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .expect("vern serve console");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (status, err) = run(&[]);
+    assert!(!status.success());
+    assert!(err.contains("console.oidc.client_secret"), "{err}");
+    let (status, err) = run(&[("VERN_CONSOLE__OIDC__CLIENT_SECRET", "s3cret")]);
+    assert!(!status.success());
+    assert!(err.contains("console.session_key is required"), "{err}");
+    assert!(
+        !err.contains("s3cret"),
+        "the secret never in a message: {err}"
+    );
+    let (status, err) = run(&[
+        ("VERN_CONSOLE__OIDC__CLIENT_SECRET", "s3cret"),
+        ("VERN_CONSOLE__SESSION_KEY", "too-short"),
+    ]);
+    assert!(!status.success());
+    assert!(err.contains("expected 32 bytes"), "{err}");
+}

@@ -2,7 +2,8 @@
 //! SQLite file in `vern dev`, its own PostgreSQL schema when deployed), behind
 //! tower-sessions' [`SessionStore`] so that two replicas behind a load balancer serve
 //! one session. A session holds who signed in and the IdP's tokens, never personal
-//! data of the department; an expired session is never loaded, and
+//! data of the department, sealed with `console.session_key` when it is set; an expired
+//! session is never loaded, and
 //! [`ExpiredDeletion::delete_expired`] removes them.
 
 use sea_orm::sea_query::OnConflict;
@@ -11,9 +12,12 @@ use sea_orm_migration::prelude::{
     ColumnDef, DeriveIden, Index, MigrationName, MigrationTrait, MigratorTrait, SchemaManager,
     Table,
 };
+use std::sync::Arc;
+
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 use vern_kit::db::{Db, DbFailure, DbTarget};
+use vern_seal::crypto::DataKey;
 
 /// The stored sessions.
 pub mod entity {
@@ -39,16 +43,61 @@ pub mod entity {
 }
 
 /// The console's session store.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Sessions {
     db: Db,
+    /// Seals each session's data (AES-256-GCM, the session id as associated data):
+    /// it holds bearer and refresh tokens. `None`: stored as JSON.
+    key: Option<Arc<DataKey>>,
 }
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("sealed", &self.key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a sealed session's data starts with (JSON starts with `{`).
+const SEALED: &[u8] = b"\0vs1";
 
 impl Sessions {
     /// Connects to `target` and runs the store's migrations.
     pub async fn open(target: &DbTarget) -> Result<Self, DbErr> {
         let db = vern_kit::db::connect_and_migrate::<Migrator>(target).await?;
-        Ok(Self { db })
+        Ok(Self { db, key: None })
+    }
+
+    /// Seals every session saved from now on with `key` (`console.session_key`; the
+    /// same on every replica). A session stored otherwise — unsealed, or under another
+    /// key — is not loaded: its person signs in again.
+    pub fn sealed_with(mut self, key: [u8; 32]) -> Self {
+        self.key = Some(Arc::new(DataKey::from_bytes(key)));
+        self
+    }
+
+    fn encode(&self, id: &Id, json: Vec<u8>) -> Vec<u8> {
+        match &self.key {
+            Some(k) => {
+                let mut out = SEALED.to_vec();
+                out.extend(vern_seal::crypto::seal(k, &json, id.to_string().as_bytes()));
+                out
+            }
+            None => json,
+        }
+    }
+
+    /// The session's JSON, or `None` when it was stored otherwise than this store
+    /// stores now (see [`Sessions::sealed_with`]).
+    fn decode(&self, id: &Id, data: &[u8]) -> Option<Vec<u8>> {
+        match (&self.key, data.strip_prefix(SEALED)) {
+            (Some(k), Some(sealed)) => {
+                vern_seal::crypto::open(k, sealed, id.to_string().as_bytes()).ok()
+            }
+            (None, None) => Some(data.to_vec()),
+            _ => None,
+        }
     }
 
     /// The connection (for tests).
@@ -56,9 +105,10 @@ impl Sessions {
         &self.db
     }
 
-    fn row(record: &Record) -> session_store::Result<entity::ActiveModel> {
-        let data = serde_json::to_vec(&record.data)
+    fn row(&self, record: &Record) -> session_store::Result<entity::ActiveModel> {
+        let json = serde_json::to_vec(&record.data)
             .map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        let data = self.encode(&record.id, json);
         let expires_at =
             chrono::DateTime::from_timestamp(record.expiry_date.unix_timestamp(), 0)
                 .ok_or_else(|| session_store::Error::Encode("expiry out of range".into()))?;
@@ -81,7 +131,7 @@ impl SessionStore for Sessions {
         // A new id that is already taken (128 random bits: never in practice) is drawn
         // again rather than overwriting another person's session.
         loop {
-            let row = Self::row(record)?;
+            let row = self.row(record)?;
             match entity::Entity::insert(row)
                 .exec_without_returning(&self.db)
                 .await
@@ -96,7 +146,7 @@ impl SessionStore for Sessions {
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        entity::Entity::insert(Self::row(record)?)
+        entity::Entity::insert(self.row(record)?)
             .on_conflict(
                 OnConflict::column(entity::Column::Id)
                     .update_columns([entity::Column::Data, entity::Column::ExpiresAt])
@@ -117,7 +167,11 @@ impl SessionStore for Sessions {
         else {
             return Ok(None);
         };
-        let data = serde_json::from_slice(&row.data)
+        let Some(json) = self.decode(session_id, &row.data) else {
+            tracing::info!("a console session stored under another session key was not loaded");
+            return Ok(None);
+        };
+        let data = serde_json::from_slice(&json)
             .map_err(|e| session_store::Error::Decode(e.to_string()))?;
         let expiry_date = time::OffsetDateTime::from_unix_timestamp(row.expires_at.timestamp())
             .map_err(|e| session_store::Error::Decode(e.to_string()))?;

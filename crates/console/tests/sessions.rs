@@ -1,6 +1,7 @@
 //! The console's session store on SQLite and on PostgreSQL: what one replica saves
 //! another loads, an expired session is never loaded and is swept, and a new session
-//! never takes over an existing one's id.
+//! never takes over an existing one's id; sealed, a session's tokens are not in the
+//! clear and it opens only under its key and its own id.
 
 use std::collections::HashMap;
 
@@ -15,6 +16,7 @@ vern_kit::store_test_suite!("console":
     a_session_one_replica_saves_another_loads,
     expired_sessions_are_never_loaded_and_are_swept,
     a_new_session_never_takes_an_existing_id,
+    sealed_sessions_hold_no_token_in_the_clear_and_open_only_under_their_key_and_id,
 );
 
 fn record(who: &str, expires_in: Duration) -> Record {
@@ -97,4 +99,56 @@ async fn a_new_session_never_takes_an_existing_id(target: DbTarget) {
     assert_eq!(kept.data["who"], serde_json::json!("first"));
     let new = s.load(&second.id).await.expect("load").expect("found");
     assert_eq!(new.data["who"], serde_json::json!("second"));
+}
+
+async fn sealed_sessions_hold_no_token_in_the_clear_and_open_only_under_their_key_and_id(
+    target: DbTarget,
+) {
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+    let key = [7u8; 32];
+    let (a, b) = (
+        Sessions::open(&target).await.expect("a").sealed_with(key),
+        Sessions::open(&target).await.expect("b").sealed_with(key),
+    );
+    let mut r = record("refresh-token-secret-value", Duration::hours(1));
+    a.create(&mut r).await.expect("create");
+    let stored = entity::Entity::find_by_id(r.id.to_string())
+        .one(a.connection())
+        .await
+        .expect("row")
+        .expect("found");
+    let clear = String::from_utf8_lossy(&stored.data);
+    assert!(
+        !clear.contains("refresh-token-secret-value") && !clear.contains("who"),
+        "sealed: {clear}"
+    );
+    // Another replica with the same key opens it.
+    assert_eq!(
+        b.load(&r.id).await.expect("load").expect("found").data,
+        r.data
+    );
+    // Under another key, or with no key: not loaded (the person signs in again).
+    let other = Sessions::open(&target)
+        .await
+        .expect("c")
+        .sealed_with([8u8; 32]);
+    assert!(other.load(&r.id).await.expect("load").is_none());
+    let unsealed = Sessions::open(&target).await.expect("d");
+    assert!(unsealed.load(&r.id).await.expect("load").is_none());
+    // The sealed data copied to another session id does not open there.
+    let moved = Id::default();
+    entity::ActiveModel {
+        id: Set(moved.to_string()),
+        data: Set(stored.data.clone()),
+        expires_at: Set(stored.expires_at),
+    }
+    .insert(a.connection())
+    .await
+    .expect("copy");
+    assert!(a.load(&moved).await.expect("load").is_none());
+    // An unsealed session of an older version is not loaded by a sealing store.
+    let mut old = record("older", Duration::hours(1));
+    unsealed.create(&mut old).await.expect("create");
+    assert!(a.load(&old.id).await.expect("load").is_none());
+    assert!(unsealed.load(&old.id).await.expect("load").is_some());
 }

@@ -67,7 +67,7 @@ pub struct Config {
 }
 
 /// The web console: a client of the gateway, serving people's browsers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ConsoleConfig {
     /// Where the console listens (plain HTTP: behind TLS at the ingress when deployed;
@@ -82,6 +82,24 @@ pub struct ConsoleConfig {
     pub public_url: Option<String>,
     /// Sign-in through the organisation's OpenID provider.
     pub oidc: ConsoleOidcConfig,
+    /// 32 bytes, standard base64 (`openssl rand -base64 32`), the same on every
+    /// replica: seals each session in the shared store (it holds the provider's
+    /// tokens). Required with `oidc`; `vern dev` derives one from its development key.
+    /// Changing it signs everyone out.
+    #[serde(deserialize_with = "empty_string_is_none")]
+    pub session_key: Option<String>,
+}
+
+impl std::fmt::Debug for ConsoleConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleConfig")
+            .field("listen", &self.listen)
+            .field("gateway_url", &self.gateway_url)
+            .field("public_url", &self.public_url)
+            .field("oidc", &self.oidc)
+            .field("session_key", &self.session_key.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 impl Default for ConsoleConfig {
@@ -91,6 +109,7 @@ impl Default for ConsoleConfig {
             gateway_url: "http://127.0.0.1:50051".into(),
             public_url: None,
             oidc: ConsoleOidcConfig::default(),
+            session_key: None,
         }
     }
 }
