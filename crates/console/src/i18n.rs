@@ -154,6 +154,11 @@ impl Catalogs {
             .into_owned()
     }
 
+    /// Whether `lang`'s catalog has the message `id`.
+    pub fn has(&self, lang: Lang, id: &str) -> bool {
+        self.of(lang).has_message(id)
+    }
+
     /// The ids of every message of `lang`'s catalog.
     pub fn ids(lang: Lang) -> Vec<String> {
         let source = match lang {

@@ -11,6 +11,7 @@ pub mod i18n;
 pub mod oidc;
 pub mod overview;
 pub mod pages;
+pub mod problems;
 pub mod security;
 pub mod sessions;
 

@@ -17,10 +17,20 @@ pub struct Texts<'a> {
     lang: Lang,
 }
 
-impl Texts<'_> {
+impl<'a> Texts<'a> {
+    /// The texts of `console` in `lang`.
+    pub fn new(console: &'a Console, lang: Lang) -> Self {
+        Self { console, lang }
+    }
+
     /// The message `id`.
     pub fn get(&self, id: &str) -> String {
         self.console.catalogs().text(self.lang, id, None)
+    }
+
+    /// Whether the catalog has the message `id`.
+    pub fn has(&self, id: &str) -> bool {
+        self.console.catalogs().has(self.lang, id)
     }
 
     /// The message `id` with `args`.

@@ -140,7 +140,11 @@ pub struct TenantGate {
     /// One question to the directory per tenant at a time: a burst of calls (a
     /// thousand streams opening, or re-checking when an answer ages out) waits for
     /// the first one's answer instead of asking a thousand times.
-    asking: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Per tenant, when the directory last failed to answer: calls that were waiting
+    /// for that question take its failure instead of asking again one after another
+    /// (during an outage each question waits out the directory's own timeout, so a
+    /// burst of N calls would otherwise take N of them).
+    asking: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Instant>>>>>>,
 }
 
 impl std::fmt::Debug for TenantGate {
@@ -237,7 +241,7 @@ impl TenantGate {
             }
             asking.entry(tenant.to_owned()).or_default().clone()
         });
-        let _turn = match &turn {
+        let mut turn = match &turn {
             Some(m) => Some(m.lock().await),
             None => None,
         };
@@ -245,7 +249,24 @@ impl TenantGate {
         if let Some(status) = self.cached(tenant, now, self.ttl) {
             return verdict(status);
         }
-        match self.directory.status(tenant).await {
+        // ...or have found the directory unable to answer since this call began: that
+        // is this call's answer too.
+        if turn
+            .as_deref()
+            .copied()
+            .flatten()
+            .is_some_and(|failed| failed >= now)
+        {
+            return match self.cached(tenant, now, STALE_GRACE) {
+                Some(status) => verdict(status),
+                None => Err(TenantRefusal::Unavailable),
+            };
+        }
+        let answer = self.directory.status(tenant).await;
+        if let Some(failed) = turn.as_deref_mut() {
+            *failed = answer.is_err().then(Instant::now);
+        }
+        match answer {
             Ok(status) => {
                 if let Ok(mut cache) = self.cache.lock() {
                     if cache.len() >= MAX_ENTRIES {
@@ -429,5 +450,47 @@ mod single_flight {
             assert_eq!(r.expect("task"), Ok(()));
         }
         assert_eq!(dir.0.load(Ordering::SeqCst), 2, "one question per tenant");
+    }
+
+    /// A directory that is down: each question fails after `delay`.
+    struct Down(AtomicUsize, Duration);
+
+    #[async_trait::async_trait]
+    impl TenantDirectory for Down {
+        async fn status(&self, _tenant: &str) -> Result<TenantStatus, String> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.1).await;
+            Err("the database is down".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_during_an_outage_waits_for_one_failed_question_not_one_each() {
+        let delay = Duration::from_millis(200);
+        let dir = Arc::new(Down(AtomicUsize::new(0), delay));
+        let gate = TenantGate::new(dir.clone(), Duration::from_secs(5));
+        let started = Instant::now();
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..12 {
+            let gate = gate.clone();
+            calls.spawn(async move { gate.check("dept-a").await });
+        }
+        while let Some(r) = calls.join_next().await {
+            assert_eq!(r.expect("task"), Err(TenantRefusal::Unavailable));
+        }
+        // Serially, twelve questions would take 12 × 200 ms.
+        assert_eq!(
+            dir.0.load(Ordering::SeqCst),
+            1,
+            "one question for the burst"
+        );
+        assert!(
+            started.elapsed() < delay * 4,
+            "took {:?}",
+            started.elapsed()
+        );
+        // A call after the failure asks again: the directory may be back.
+        let _ = gate.check("dept-a").await;
+        assert_eq!(dir.0.load(Ordering::SeqCst), 2);
     }
 }
