@@ -63,7 +63,7 @@ pub fn for_field<'a>(problems: &'a [FieldProblem], field: &str) -> Option<&'a st
 mod tests {
     use super::*;
     use crate::i18n::Lang;
-    use tonic_types::{ErrorDetails, StatusExt as _};
+    use tonic_types::ErrorDetails;
 
     fn refused() -> tonic::Status {
         let mut d = ErrorDetails::new();

@@ -144,8 +144,11 @@ pub struct TenantGate {
     /// for that question take its failure instead of asking again one after another
     /// (during an outage each question waits out the directory's own timeout, so a
     /// burst of N calls would otherwise take N of them).
-    asking: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Instant>>>>>>,
+    asking: Arc<Mutex<HashMap<String, Turn>>>,
 }
+
+/// One tenant's turn to ask the directory, with when its last question failed.
+type Turn = Arc<tokio::sync::Mutex<Option<Instant>>>;
 
 impl std::fmt::Debug for TenantGate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
