@@ -412,3 +412,119 @@ async fn a_person_of_two_departments_switches_between_them_and_to_no_other() {
     assert!(!html.contains("Økonomiavdelingen"), "{html}");
     suite.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_lists_requests_nearest_deadline_first_with_filters_and_pages() {
+    use vern_proto::rights::v1 as rpb;
+    use vern_tests::{authed, token};
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    create_tenant(&suite.channel, "kultur", "Oslo Kulturfabrikk").await;
+    let officer = token(&["privacy-officer"], &["kultur"], 600);
+    let mut rights = rpb::rights_service_client::RightsServiceClient::new(suite.channel.clone());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64;
+    // 50 access requests, 2 erasures and one access request received 40 days ago
+    // (by letter): overdue, so first.
+    let mut submit = async |n: usize, kind: rpb::RequestType, days_ago: i64| {
+        rights
+            .submit_request(authed(
+                rpb::SubmitRequestRequest {
+                    r#type: kind as i32,
+                    requester: Some(rpb::submit_request_request::Requester::Identity(
+                        rpb::Identity {
+                            email: format!("asker{n}@example.no"),
+                            ..Default::default()
+                        },
+                    )),
+                    channel: rpb::RequestChannel::Paper as i32,
+                    received_at: Some(prost_types::Timestamp {
+                        seconds: now - days_ago * 86_400,
+                        nanos: 0,
+                    }),
+                    request_id: format!("queue-{n}"),
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .expect("submit");
+    };
+    for n in 0..50 {
+        submit(n, rpb::RequestType::Access, 0).await;
+    }
+    submit(50, rpb::RequestType::Erasure, 1).await;
+    submit(51, rpb::RequestType::Erasure, 1).await;
+    submit(52, rpb::RequestType::Access, 40).await;
+
+    let mut b = Browser::new(&suite, true).await;
+    dev_sign_in(&mut b, "kultur", "privacy-officer").await;
+    let rows = |html: &str| html.matches("<tr><td>").count();
+    let (resp, html) = b.get("/requests").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        html.contains("href=\"/requests\" aria-current=\"page\""),
+        "in the navigation"
+    );
+    assert_eq!(rows(&html), 50, "a page of 50");
+    let first_row = &html[html.find("<tr><td>").expect("a row")..];
+    let first_row = &first_row[..first_row.find("</tr>").expect("row end")];
+    assert!(
+        first_row.contains("Innsyn")
+            && first_row.contains("class=\"due overdue\"")
+            && first_row.contains("Forfalt for"),
+        "the overdue request first, in words and colour: {first_row}"
+    );
+    assert!(text(&html).contains("Brev"), "the channel");
+    assert!(
+        !html.contains("@example.no"),
+        "no personal data in the queue"
+    );
+    let next = html
+        .split("href=\"")
+        .find(|s| s.starts_with("/requests?page="))
+        .and_then(|s| s.split('"').next())
+        .expect("a next page link")
+        .replace("&amp;", "&");
+    let (_, html) = b.get(&next).await;
+    assert_eq!(rows(&html), 3, "the rest");
+    assert!(html.contains("Første side"), "{html}");
+    assert!(!html.contains("Neste side"));
+
+    // Filters: type, overdue.
+    let (_, html) = b.get("/requests?type=erasure").await;
+    assert_eq!(rows(&html), 2);
+    assert_eq!(html.matches("<td>Sletting</td>").count(), 2, "{html}");
+    assert!(
+        html.contains("<option value=\"erasure\" selected>"),
+        "the filter shows"
+    );
+    let (_, html) = b.get("/requests?overdue=1").await;
+    assert_eq!(rows(&html), 1);
+    let (_, html) = b.get("/requests?status=completed").await;
+    assert_eq!(rows(&html), 0);
+    assert!(html.contains("Ingen henvendelser passer."), "{html}");
+    // A page token that is not the API's: said so, not an error page.
+    let (resp, html) = b.get("/requests?page=not-a-token").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        html.contains("Denne siden av listen gjelder ikke lenger"),
+        "{html}"
+    );
+
+    // An auditor's role does not read requests (yet): no link, and the page says so.
+    let mut auditor = Browser::new(&suite, true).await;
+    dev_sign_in(&mut auditor, "kultur", "auditor").await;
+    let (_, html) = auditor.get("/overview").await;
+    assert!(
+        !html.contains("href=\"/requests\""),
+        "no queue for the auditor"
+    );
+    let (_, html) = auditor.get("/requests").await;
+    assert!(
+        html.contains("Rollen din kan ikke lese avdelingens henvendelser."),
+        "{html}"
+    );
+    assert_eq!(rows(&html), 0);
+}

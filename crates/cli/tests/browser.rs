@@ -163,7 +163,7 @@ async fn a_newcomer_signs_in_to_the_console_in_a_real_browser() {
             .connect()
             .await
             .expect("gateway");
-        tpb::tenant_service_client::TenantServiceClient::new(ch)
+        tpb::tenant_service_client::TenantServiceClient::new(ch.clone())
             .create_tenant(support::authed(
                 tpb::CreateTenantRequest {
                     tenant_id: "kultur".into(),
@@ -177,6 +177,26 @@ async fn a_newcomer_signs_in_to_the_console_in_a_real_browser() {
             ))
             .await
             .expect("a second department");
+        // A request in it, for the queue.
+        use vern_proto::rights::v1 as rpb;
+        rpb::rights_service_client::RightsServiceClient::new(ch)
+            .submit_request(support::authed(
+                rpb::SubmitRequestRequest {
+                    r#type: rpb::RequestType::Erasure as i32,
+                    requester: Some(rpb::submit_request_request::Requester::Identity(
+                        rpb::Identity {
+                            email: "asker@kultur.example".into(),
+                            ..Default::default()
+                        },
+                    )),
+                    channel: rpb::RequestChannel::Email as i32,
+                    request_id: "browser-queue-1".into(),
+                    ..Default::default()
+                },
+                &support::token(dir.path(), "privacy-officer"),
+            ))
+            .await
+            .expect("a request");
     }
     let (_driver, c) = browser(&t).await;
     let base = format!("http://{addr}");
@@ -291,6 +311,26 @@ async fn a_newcomer_signs_in_to_the_console_in_a_real_browser() {
     }
     axe(&c, &t, "the overview after the switch").await;
     screenshot(&c, "03b-switched-department").await;
+
+    // The department's request queue, from the navigation.
+    c.find(Locator::Css("nav a[href='/requests']"))
+        .await
+        .expect("the queue in the navigation")
+        .click()
+        .await
+        .expect("open the queue");
+    wait_h1(&c, "Rights requests").await;
+    let main = wait_main(&c, "Erasure").await;
+    assert!(
+        main.contains("E-mail") && main.contains("days left"),
+        "{main}"
+    );
+    assert!(
+        !main.contains("asker@kultur.example"),
+        "no personal data: {main}"
+    );
+    axe(&c, &t, "the request queue").await;
+    screenshot(&c, "03c-request-queue").await;
 
     // A forged CSRF token on sign-out is refused, and the session goes on.
     c.execute(

@@ -92,3 +92,46 @@ api-field-dpo-email = Enter the data protection officer's e-mail address.
 api-field-email = Enter a valid e-mail address.
 api-field-phone = Enter a valid phone number.
 api-field-national-id = Enter a valid national identity number (11 digits).
+nav-requests = Requests
+queue-title = Rights requests
+queue-caption = Requests, nearest deadline first
+queue-status = Status
+queue-type = Type
+queue-channel = Channel
+queue-received = Received
+queue-due = Deadline
+queue-left = Time left
+queue-all = All
+queue-overdue-only = Overdue only
+queue-filter = Show
+queue-empty = No requests match.
+queue-denied = Your role may not read the department's requests.
+queue-bad-page = This page of the list is no longer valid. Start again from the first page.
+queue-pages = Pages
+queue-first-page = First page
+queue-next-page = Next page
+queue-days-left = { $days ->
+    [0] Due today
+    [one] { $days } day left
+   *[other] { $days } days left
+  }
+queue-overdue-by = Overdue by { $days ->
+    [one] { $days } day
+   *[other] { $days } days
+  }
+queue-closed = Closed
+queue-no-deadline = No deadline
+request-type-access = Access
+request-type-rectification = Rectification
+request-type-erasure = Erasure
+request-type-restriction = Restriction
+request-type-objection = Objection
+request-type-portability = Data portability
+request-type-withdraw-consent = Withdrawal of consent
+channel-web-form = Web form
+channel-email = E-mail
+channel-paper = Letter
+channel-phone = Phone
+channel-in-person = In person
+channel-api = Integration
+channel-unknown = Not given

@@ -92,3 +92,46 @@ api-field-dpo-email = Skriv e-postadressen til personvernombudet.
 api-field-email = Skriv en gyldig e-postadresse.
 api-field-phone = Skriv et gyldig telefonnummer.
 api-field-national-id = Skriv et gyldig fødselsnummer (11 sifre).
+nav-requests = Henvendelser
+queue-title = Henvendelser om rettigheter
+queue-caption = Henvendelser, nærmeste frist først
+queue-status = Status
+queue-type = Type
+queue-channel = Kanal
+queue-received = Mottatt
+queue-due = Frist
+queue-left = Tid igjen
+queue-all = Alle
+queue-overdue-only = Bare forfalte
+queue-filter = Vis
+queue-empty = Ingen henvendelser passer.
+queue-denied = Rollen din kan ikke lese avdelingens henvendelser.
+queue-bad-page = Denne siden av listen gjelder ikke lenger. Begynn på nytt fra første side.
+queue-pages = Sider
+queue-first-page = Første side
+queue-next-page = Neste side
+queue-days-left = { $days ->
+    [0] Frist i dag
+    [one] { $days } dag igjen
+   *[other] { $days } dager igjen
+  }
+queue-overdue-by = Forfalt for { $days ->
+    [one] { $days } dag
+   *[other] { $days } dager
+  } siden
+queue-closed = Avsluttet
+queue-no-deadline = Ingen frist
+request-type-access = Innsyn
+request-type-rectification = Retting
+request-type-erasure = Sletting
+request-type-restriction = Begrensning
+request-type-objection = Protest
+request-type-portability = Dataportabilitet
+request-type-withdraw-consent = Tilbaketrekking av samtykke
+channel-web-form = Nettskjema
+channel-email = E-post
+channel-paper = Brev
+channel-phone = Telefon
+channel-in-person = Oppmøte
+channel-api = Integrasjon
+channel-unknown = Ikke oppgitt

@@ -12,6 +12,7 @@ pub mod oidc;
 pub mod overview;
 pub mod pages;
 pub mod problems;
+pub mod queue;
 pub mod security;
 pub mod sessions;
 
@@ -82,6 +83,7 @@ pub fn router(console: Console, sessions: sessions::Sessions) -> Router {
         .route("/sign-out", post(auth::sign_out))
         .route("/department", post(auth::switch_department))
         .route("/overview", get(pages::overview))
+        .route("/requests", get(queue::page))
         .route("/language", post(pages::set_language))
         .route("/static/console.css", get(pages::stylesheet))
         // For probes and load balancers: touches no session, so it stores nothing.

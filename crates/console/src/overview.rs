@@ -134,7 +134,7 @@ fn minute(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
-fn status_message(s: rights::RequestStatus) -> &'static str {
+pub(crate) fn status_message(s: rights::RequestStatus) -> &'static str {
     match s {
         rights::RequestStatus::Received => "request-status-received",
         rights::RequestStatus::Verified => "request-status-verified",

@@ -53,6 +53,8 @@ pub struct UserNav {
     pub departments: Vec<String>,
     /// The department shown now.
     pub current: String,
+    /// The rights request queue is in the navigation (roles that may read it).
+    pub requests: bool,
 }
 
 /// One entry of the language switch.
@@ -97,7 +99,7 @@ impl<'a> Frame<'a> {
         }
     }
 
-    async fn signed_in(
+    pub(crate) async fn signed_in(
         console: &'a Console,
         lang: Lang,
         back: &str,
@@ -114,6 +116,10 @@ impl<'a> Frame<'a> {
             csrf: auth::csrf_token(session).await,
             departments: who.departments(),
             current: who.tenant.clone(),
+            requests: matches!(
+                who.role,
+                ConsoleRole::TenantAdmin | ConsoleRole::PrivacyOfficer
+            ),
         });
         f
     }
@@ -194,7 +200,7 @@ pub(crate) fn lang_of(headers: &HeaderMap) -> Lang {
     Lang::negotiate(cookie, accept)
 }
 
-fn render(page: &impl Template, status: StatusCode) -> Response {
+pub(crate) fn render(page: &impl Template, status: StatusCode) -> Response {
     match page.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
