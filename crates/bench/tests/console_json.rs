@@ -50,3 +50,36 @@ async fn console_renders_the_seeded_overview_and_prints_the_published_fields() {
         "ordered percentiles: {v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_renders_the_seeded_queue_a_full_page_of_it() {
+    let cli = Cli::try_parse_from([
+        "bench",
+        "console",
+        "--page",
+        "queue",
+        "--subjects",
+        "1000",
+        "--requests",
+        "60",
+        "--renders",
+        "5",
+        "--json",
+    ])
+    .expect("arguments parse");
+    let BenchCommand::Console(args) = cli.command else {
+        panic!("not the console scenario");
+    };
+    let report = vern_bench::console::run(
+        &vern_cli::bench_host::CliHost,
+        &vern_kit::config::Config::default(),
+        &args,
+        false,
+    )
+    .await
+    .expect("bench console --page queue runs (a full first page of 50 rows)");
+    assert_eq!(report.open_requests, 60);
+    let v: serde_json::Value =
+        serde_json::from_str(&serde_json::to_string(&report).expect("json")).expect("valid");
+    assert_eq!(v["page"], "queue", "{v}");
+}
