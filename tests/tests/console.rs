@@ -495,7 +495,7 @@ async fn the_queue_lists_requests_nearest_deadline_first_with_filters_and_pages(
     // Filters: type, overdue.
     let (_, html) = b.get("/requests?type=erasure").await;
     assert_eq!(rows(&html), 2);
-    assert_eq!(html.matches("<td>Sletting</td>").count(), 2, "{html}");
+    assert_eq!(html.matches(">Sletting</a></td>").count(), 2, "{html}");
     assert!(
         html.contains("<option value=\"erasure\" selected>"),
         "the filter shows"
@@ -527,4 +527,80 @@ async fn the_queue_lists_requests_nearest_deadline_first_with_filters_and_pages(
         "{html}"
     );
     assert_eq!(rows(&html), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requests_page_shows_its_timeline_and_never_another_departments_request() {
+    use vern_proto::rights::v1 as rpb;
+    use vern_tests::{authed, token, verify_and_fulfil};
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    create_tenant(&suite.channel, "kultur", "Oslo Kulturfabrikk").await;
+    create_tenant(&suite.channel, "idrett", "Oslo Idrettslag").await;
+    let mut rights = rpb::rights_service_client::RightsServiceClient::new(suite.channel.clone());
+    let mut submit = async |tenant: &str, n: &str| {
+        rights
+            .submit_request(authed(
+                rpb::SubmitRequestRequest {
+                    r#type: rpb::RequestType::Access as i32,
+                    requester: Some(rpb::submit_request_request::Requester::Identity(
+                        rpb::Identity {
+                            email: format!("{n}@example.no"),
+                            ..Default::default()
+                        },
+                    )),
+                    channel: rpb::RequestChannel::Paper as i32,
+                    request_id: format!("page-{n}"),
+                    ..Default::default()
+                },
+                &token(&["privacy-officer"], &[tenant], 600),
+            ))
+            .await
+            .expect("submit")
+            .into_inner()
+            .rights_request_id
+    };
+    let ours = submit("kultur", "ours").await;
+    let theirs = submit("idrett", "theirs").await;
+    verify_and_fulfil(&suite.channel, "kultur", &ours).await;
+
+    let mut b = Browser::new(&suite, true).await;
+    dev_sign_in(&mut b, "kultur", "privacy-officer").await;
+    let (_, html) = b.get("/requests").await;
+    assert!(
+        html.contains(&format!("href=\"/requests/{ours}\"")),
+        "linked from the queue: {html}"
+    );
+    let (resp, html) = b.get(&format!("/requests/{ours}")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let page = text(&html);
+    assert!(page.contains("Henvendelse: Innsyn"), "{page}");
+    let received = page
+        .find("Mottatt (Brev)")
+        .expect("received on the timeline");
+    let verified = page
+        .find("Identitet bekreftet: legitimasjon")
+        .expect("verified on the timeline");
+    let fulfilled = page.rfind("Fullført").expect("fulfilled on the timeline");
+    assert!(
+        received < verified && verified < fulfilled,
+        "in order: {page}"
+    );
+    assert!(
+        !html.contains("@example.no"),
+        "no personal data on the page"
+    );
+
+    // Another department's request, an unknown id and no id at all: no such request.
+    for path in [
+        format!("/requests/{theirs}"),
+        format!("/requests/{}", uuid::Uuid::new_v4()),
+        "/requests/not-a-request".to_owned(),
+    ] {
+        let (resp, html) = b.get(&path).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+        assert!(
+            html.contains("Det finnes ingen slik henvendelse i avdelingen."),
+            "{path}: {html}"
+        );
+    }
 }

@@ -332,6 +332,18 @@ async fn a_newcomer_signs_in_to_the_console_in_a_real_browser() {
     axe(&c, &t, "the request queue").await;
     screenshot(&c, "03c-request-queue").await;
 
+    // The request's page, from its row.
+    c.find(Locator::Css("table.queue a"))
+        .await
+        .expect("the request's link")
+        .click()
+        .await
+        .expect("open the request");
+    wait_h1(&c, "Request: Erasure").await;
+    wait_main(&c, "Received (E-mail)").await;
+    axe(&c, &t, "a request's page").await;
+    screenshot(&c, "03d-request-page").await;
+
     // A forged CSRF token on sign-out is refused, and the session goes on.
     c.execute(
         "document.querySelector(\"form[action='/sign-out'] input[name=csrf]\").value = 'forged';",

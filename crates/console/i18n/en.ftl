@@ -135,3 +135,37 @@ channel-phone = Phone
 channel-in-person = In person
 channel-api = Integration
 channel-unknown = Not given
+request-title = Request
+request-back = All requests
+request-original-due = first deadline
+request-extension = Extension
+request-extended-by = Extended by { $months ->
+    [one] one month
+   *[other] { $months } months
+  } (Art. 12(3))
+request-pending = Waiting for confirmation from
+request-id = Request id
+request-timeline = Timeline
+request-not-found = There is no such request in the department.
+step-received = Received ({ $channel })
+step-verified = Identity verified: { $method }
+step-extended = The person was told the deadline is extended by { $months ->
+    [one] one month
+   *[other] { $months } months
+  }
+step-refused = Refused: { $ground }
+step-confirmed = Confirmed by { $system }
+step-fulfilled = Fulfilled
+verify-electronic-id = electronic ID
+verify-id-document = identity document
+verify-email = e-mail confirmation
+verify-sms = SMS confirmation
+verify-in-person = in person
+verify-session = signed-in session
+verify-other = other means
+ground-manifestly-unfounded = manifestly unfounded
+ground-excessive = excessive
+ground-identity-not-verified = identity not verified
+ground-legal-exemption = legal exemption
+ground-withdrawn = withdrawn by the person
+ground-other = other grounds

@@ -135,3 +135,37 @@ channel-phone = Telefon
 channel-in-person = Oppmøte
 channel-api = Integrasjon
 channel-unknown = Ikke oppgitt
+request-title = Henvendelse
+request-back = Alle henvendelser
+request-original-due = første frist
+request-extension = Forlengelse
+request-extended-by = Forlenget med { $months ->
+    [one] én måned
+   *[other] { $months } måneder
+  } (art. 12 nr. 3)
+request-pending = Venter på bekreftelse fra
+request-id = Henvendelsens id
+request-timeline = Tidslinje
+request-not-found = Det finnes ingen slik henvendelse i avdelingen.
+step-received = Mottatt ({ $channel })
+step-verified = Identitet bekreftet: { $method }
+step-extended = Den registrerte fikk beskjed om at fristen er forlenget med { $months ->
+    [one] én måned
+   *[other] { $months } måneder
+  }
+step-refused = Avvist: { $ground }
+step-confirmed = Bekreftet av { $system }
+step-fulfilled = Fullført
+verify-electronic-id = elektronisk ID
+verify-id-document = legitimasjon
+verify-email = bekreftelse på e-post
+verify-sms = bekreftelse på SMS
+verify-in-person = oppmøte
+verify-session = innlogget økt
+verify-other = annen måte
+ground-manifestly-unfounded = åpenbart grunnløs
+ground-excessive = urimelig
+ground-identity-not-verified = identiteten er ikke bekreftet
+ground-legal-exemption = unntak i lov
+ground-withdrawn = trukket tilbake av den registrerte
+ground-other = andre grunner

@@ -13,6 +13,7 @@ pub mod overview;
 pub mod pages;
 pub mod problems;
 pub mod queue;
+pub mod request;
 pub mod security;
 pub mod sessions;
 
@@ -84,6 +85,7 @@ pub fn router(console: Console, sessions: sessions::Sessions) -> Router {
         .route("/department", post(auth::switch_department))
         .route("/overview", get(pages::overview))
         .route("/requests", get(queue::page))
+        .route("/requests/{id}", get(request::page))
         .route("/language", post(pages::set_language))
         .route("/static/console.css", get(pages::stylesheet))
         // For probes and load balancers: touches no session, so it stores nothing.

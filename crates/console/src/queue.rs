@@ -98,6 +98,8 @@ pub struct Choice {
 
 /// One request's row: no personal data.
 pub struct Row {
+    /// The request's id (its page is `/requests/<id>`).
+    pub id: String,
     /// The request's type.
     pub kind: String,
     /// Its status.
@@ -117,7 +119,10 @@ pub struct Row {
 
 /// How a request stands against its deadline at `now`: the class and the words'
 /// message id with the days.
-fn urgency(r: &rights::RightsRequest, now: DateTime<Utc>) -> (&'static str, &'static str, i64) {
+pub(crate) fn urgency(
+    r: &rights::RightsRequest,
+    now: DateTime<Utc>,
+) -> (&'static str, &'static str, i64) {
     let open = matches!(
         r.status(),
         rights::RequestStatus::Received
@@ -161,6 +166,7 @@ fn date(t: Option<&prost_types::Timestamp>) -> String {
 fn row(r: &rights::RightsRequest, now: DateTime<Utc>, t: &Texts<'_>) -> Row {
     let (class, words, days) = urgency(r, now);
     Row {
+        id: r.rights_request_id.clone(),
         kind: t.get(type_message(r.r#type())),
         status: t.get(crate::overview::status_message(r.status())),
         channel: t.get(channel_message(r.channel())),
