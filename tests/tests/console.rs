@@ -604,3 +604,154 @@ async fn a_requests_page_shows_its_timeline_and_never_another_departments_reques
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_officer_acts_on_a_request_only_as_its_state_allows_and_never_over_a_newer_change() {
+    use vern_proto::rights::v1 as rpb;
+    use vern_tests::{authed, token};
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    create_tenant(&suite.channel, "kultur", "Oslo Kulturfabrikk").await;
+    let officer = token(&["privacy-officer"], &["kultur"], 600);
+    let mut rights = rpb::rights_service_client::RightsServiceClient::new(suite.channel.clone());
+    let mut submit = async |n: &str| {
+        rights
+            .submit_request(authed(
+                rpb::SubmitRequestRequest {
+                    r#type: rpb::RequestType::Access as i32,
+                    requester: Some(rpb::submit_request_request::Requester::Identity(
+                        rpb::Identity {
+                            email: format!("{n}@example.no"),
+                            ..Default::default()
+                        },
+                    )),
+                    channel: rpb::RequestChannel::Email as i32,
+                    request_id: format!("act-{n}"),
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .expect("submit")
+            .into_inner()
+            .rights_request_id
+    };
+    let rid = submit("one").await;
+    let other = submit("two").await;
+    let mut b = Browser::new(&suite, true).await;
+    dev_sign_in(&mut b, "kultur", "privacy-officer").await;
+    let page = format!("/requests/{rid}");
+
+    // RECEIVED: verify, extend and refuse are offered; fulfil is not.
+    let (_, html) = b.get(&page).await;
+    for action in ["verify", "extend", "refuse"] {
+        assert!(
+            html.contains(&format!("action=\"{page}/{action}\"")),
+            "{action}: {html}"
+        );
+    }
+    assert!(
+        !html.contains(&format!("action=\"{page}/fulfil\"")),
+        "not yet: {html}"
+    );
+    let form = |html: &str| {
+        (
+            field(html, "csrf"),
+            field(html, "request_id"),
+            field(html, "seen"),
+        )
+    };
+
+    // A reason left empty: the API's refusal next to the field, in bokmål; no change.
+    let (csrf, key, seen) = form(&html);
+    let (resp, html) = b
+        .post(
+            &format!("{page}/extend"),
+            &format!("csrf={csrf}&request_id={key}&seen={seen}&months=1&reason=&informed="),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{html}");
+    assert!(
+        html.contains("id=\"extend-reason-error\""),
+        "next to the field: {html}"
+    );
+    assert!(
+        html.contains("Skriv begrunnelsen: den må være med."),
+        "{html}"
+    );
+
+    // Verify: done, and the page by GET shows it, now offering fulfil.
+    let (csrf, key, seen) = form(&html);
+    let verify = format!("csrf={csrf}&request_id={key}&seen={seen}&method=id-document&note=");
+    let (resp, _) = b.post(&format!("{page}/verify"), &verify).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&resp), page);
+    // The same form sent again (a double click): the same answer, not a conflict.
+    let (resp, _) = b.post(&format!("{page}/verify"), &verify).await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::SEE_OTHER,
+        "a repeat is no conflict"
+    );
+    let (_, html) = b.get(&page).await;
+    assert!(
+        text(&html).contains("Identitet bekreftet: legitimasjon"),
+        "{html}"
+    );
+    assert!(html.contains(&format!("action=\"{page}/fulfil\"")));
+    assert!(
+        !html.contains(&format!("action=\"{page}/verify\"")),
+        "verified once"
+    );
+
+    // Another officer fulfils it meanwhile (through the API): the refusal form this
+    // page still shows is a conflict, and the request stays fulfilled.
+    let (csrf, key, seen) = form(&html);
+    vern_tests::verify_and_fulfil(&suite.channel, "kultur", &other).await;
+    rights
+        .fulfil_request(authed(
+            rpb::FulfilRequestRequest {
+                rights_request_id: rid.clone(),
+                request_id: "act-fulfil-elsewhere".into(),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("fulfilled elsewhere");
+    let (resp, html) = b
+        .post(
+            &format!("{page}/refuse"),
+            &format!("csrf={csrf}&request_id={key}&seen={seen}&ground=excessive&reason=Too+many"),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT, "{html}");
+    assert!(html.contains("Noen endret denne henvendelsen"), "{html}");
+    let r = rights
+        .get_request(authed(
+            rpb::GetRequestRequest {
+                rights_request_id: rid.clone(),
+            },
+            &officer,
+        ))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        r.status(),
+        rpb::RequestStatus::Completed,
+        "never overwritten"
+    );
+    assert!(
+        !html.contains(&format!("action=\"{page}/refuse\"")),
+        "nothing left to refuse"
+    );
+
+    // A forged CSRF token changes nothing.
+    let (resp, _) = b
+        .post(
+            &format!("/requests/{other}/refuse"),
+            "csrf=forged&request_id=x&seen=y&ground=excessive&reason=x",
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+}

@@ -169,3 +169,27 @@ ground-identity-not-verified = identity not verified
 ground-legal-exemption = legal exemption
 ground-withdrawn = withdrawn by the person
 ground-other = other grounds
+request-actions = Actions
+request-conflict = Someone changed this request after you opened it. Here it is as it is now; nothing was changed. Check it and try again if it still applies.
+request-form-stale = This form is no longer valid. Here is the request as it is now.
+request-form-invalid = The request was not changed: see the fields marked below.
+action-verify = Verify identity
+action-verify-method = How the identity was verified
+action-note = Note (no personal data)
+action-fulfil = Fulfil the request
+action-extend = Extend the deadline
+action-extend-months = By
+action-extend-reason = Why more time is needed (Art. 12(3))
+action-extend-informed = The person was told on
+action-refuse = Refuse the request
+action-refuse-ground = Ground
+action-refuse-reason = Reason, as the person is told it (they are also told of the right to complain to Datatilsynet)
+months = { $months ->
+    [one] one month
+   *[other] { $months } months
+  }
+api-field-reason = Give the reason: it is required.
+api-field-months = Choose one or two months.
+api-field-subject-informed-at = Give the date the person was told: within the first deadline, and not in the future.
+api-field-ground = Choose a ground.
+api-field-method = Choose how the identity was verified.

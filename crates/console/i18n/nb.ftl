@@ -169,3 +169,27 @@ ground-identity-not-verified = identiteten er ikke bekreftet
 ground-legal-exemption = unntak i lov
 ground-withdrawn = trukket tilbake av den registrerte
 ground-other = andre grunner
+request-actions = Handlinger
+request-conflict = Noen endret denne henvendelsen etter at du åpnet den. Her er den slik den er nå; ingenting ble endret. Se over og prøv igjen hvis det fortsatt gjelder.
+request-form-stale = Dette skjemaet gjelder ikke lenger. Her er henvendelsen slik den er nå.
+request-form-invalid = Henvendelsen ble ikke endret: se feltene som er merket nedenfor.
+action-verify = Bekreft identitet
+action-verify-method = Hvordan identiteten ble bekreftet
+action-note = Merknad (ingen personopplysninger)
+action-fulfil = Gjennomfør henvendelsen
+action-extend = Forleng fristen
+action-extend-months = Med
+action-extend-reason = Hvorfor det trengs mer tid (art. 12 nr. 3)
+action-extend-informed = Den registrerte fikk beskjed
+action-refuse = Avvis henvendelsen
+action-refuse-ground = Grunnlag
+action-refuse-reason = Begrunnelse slik den registrerte får den (de får også vite om retten til å klage til Datatilsynet)
+months = { $months ->
+    [one] én måned
+   *[other] { $months } måneder
+  }
+api-field-reason = Skriv begrunnelsen: den må være med.
+api-field-months = Velg én eller to måneder.
+api-field-subject-informed-at = Oppgi datoen den registrerte fikk beskjed: innen den første fristen, og ikke fram i tid.
+api-field-ground = Velg et grunnlag.
+api-field-method = Velg hvordan identiteten ble bekreftet.

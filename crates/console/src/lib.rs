@@ -86,6 +86,7 @@ pub fn router(console: Console, sessions: sessions::Sessions) -> Router {
         .route("/overview", get(pages::overview))
         .route("/requests", get(queue::page))
         .route("/requests/{id}", get(request::page))
+        .route("/requests/{id}/{action}", post(request::act))
         .route("/language", post(pages::set_language))
         .route("/static/console.css", get(pages::stylesheet))
         // For probes and load balancers: touches no session, so it stores nothing.
