@@ -344,6 +344,39 @@ async fn a_newcomer_signs_in_to_the_console_in_a_real_browser() {
     axe(&c, &t, "a request's page").await;
     screenshot(&c, "03d-request-page").await;
 
+    // Verify the requester's identity, then fulfil: each form offered in its turn.
+    c.find(Locator::Css("#verify-method option[value=id-document]"))
+        .await
+        .expect("a method")
+        .click()
+        .await
+        .expect("choose");
+    c.find(Locator::Css("form[action$='/verify'] button"))
+        .await
+        .expect("verify")
+        .click()
+        .await
+        .expect("verify");
+    wait_main(&c, "Identity verified: identity document").await;
+    c.find(Locator::Css("form[action$='/fulfil'] button"))
+        .await
+        .expect("fulfil is offered once verified")
+        .click()
+        .await
+        .expect("fulfil");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let main = main_text(&c).await;
+        if !main.is_empty() && !main.contains("Fulfil the request") {
+            assert!(!main.contains("Verify identity"), "{main}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not fulfilled: {main}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    axe(&c, &t, "a request's page after fulfilment").await;
+    screenshot(&c, "03e-request-fulfilled").await;
+
     // A forged CSRF token on sign-out is refused, and the session goes on.
     c.execute(
         "document.querySelector(\"form[action='/sign-out'] input[name=csrf]\").value = 'forged';",
