@@ -738,6 +738,55 @@ async fn officers_sign_in_through_the_openid_provider_and_never_see_another_depa
     axe(&c, &t, "the overview after an OpenID sign-in").await;
     screenshot(&c, "06-oidc-overview-officer-a").await;
 
+    // Officer A registers a letter (intake), in bokmål; the back button and a second
+    // submit give the same request, not a second one.
+    c.goto(&format!("{base}/requests/new"))
+        .await
+        .expect("intake");
+    wait_h1(&c, "Registrer en henvendelse").await;
+    axe(&c, &t, "the intake form").await;
+    for (select, value) in [("#type", "access"), ("#channel", "paper")] {
+        c.find(Locator::Css(&format!("{select} option[value={value}]")))
+            .await
+            .expect("an option")
+            .click()
+            .await
+            .expect("choose");
+    }
+    c.find(Locator::Id("email"))
+        .await
+        .expect("e-mail")
+        .send_keys("kari.nordmann@example.no")
+        .await
+        .expect("type");
+    c.find(Locator::Css("form[action='/requests/new'] button"))
+        .await
+        .expect("submit")
+        .click()
+        .await
+        .expect("submit");
+    wait_h1(&c, "Henvendelse: Innsyn").await;
+    let registered = c.current_url().await.expect("url");
+    assert!(
+        !registered.as_str().contains("example"),
+        "no identifier in the URL: {registered}"
+    );
+    screenshot(&c, "06b-oidc-intake-registered").await;
+    c.back().await.expect("back");
+    wait_h1(&c, "Registrer en henvendelse").await;
+    c.find(Locator::Css("form[action='/requests/new'] button"))
+        .await
+        .expect("submit again")
+        .click()
+        .await
+        .expect("submit again");
+    wait_h1(&c, "Henvendelse: Innsyn").await;
+    assert_eq!(
+        c.current_url().await.expect("url"),
+        registered,
+        "the same request, not a second"
+    );
+
     // A switch to department B, forged into the page with the session's own CSRF
     // token, is refused; the overview still shows A.
     c.execute(

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod i18n;
+pub mod intake;
 pub mod oidc;
 pub mod overview;
 pub mod pages;
@@ -85,6 +86,7 @@ pub fn router(console: Console, sessions: sessions::Sessions) -> Router {
         .route("/department", post(auth::switch_department))
         .route("/overview", get(pages::overview))
         .route("/requests", get(queue::page))
+        .route("/requests/new", get(intake::form).post(intake::submit))
         .route("/requests/{id}", get(request::page))
         .route("/requests/{id}/{action}", post(request::act))
         .route("/language", post(pages::set_language))
