@@ -830,3 +830,101 @@ async fn an_officer_registers_a_letter_once_with_its_legal_deadline_and_no_ident
     assert_eq!(listed.len(), 1, "one request");
     assert_eq!(listed[0].channel(), rpb::RequestChannel::Paper);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_by_request_id_or_a_persons_identifier_is_a_post_and_finds_their_requests() {
+    use vern_proto::rights::v1 as rpb;
+    use vern_proto::subjects::v1 as spb;
+    use vern_tests::{authed, token};
+    let suite = Suite::start(Backend::Sqlite).await.expect("suite");
+    create_tenant(&suite.channel, "kultur", "Oslo Kulturfabrikk").await;
+    let officer = token(&["privacy-officer"], &["kultur"], 600);
+    let subject = spb::subject_service_client::SubjectServiceClient::new(suite.channel.clone())
+        .create_subject(authed(
+            spb::CreateSubjectRequest {
+                email: "ola@example.no".into(),
+                national_id: "17058510068".into(),
+                request_id: "search-subject".into(),
+                ..Default::default()
+            },
+            &officer,
+        ))
+        .await
+        .expect("subject")
+        .into_inner()
+        .subject_id;
+    let mut rights = rpb::rights_service_client::RightsServiceClient::new(suite.channel.clone());
+    let mut submit = async |requester, n: &str| {
+        rights
+            .submit_request(authed(
+                rpb::SubmitRequestRequest {
+                    r#type: rpb::RequestType::Access as i32,
+                    requester: Some(requester),
+                    channel: rpb::RequestChannel::Email as i32,
+                    request_id: format!("search-{n}"),
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .expect("submit")
+            .into_inner()
+            .rights_request_id
+    };
+    let theirs = submit(
+        rpb::submit_request_request::Requester::SubjectId(subject.clone()),
+        "theirs",
+    )
+    .await;
+    submit(
+        rpb::submit_request_request::Requester::Identity(rpb::Identity {
+            email: "someone-else@example.no".into(),
+            ..Default::default()
+        }),
+        "other",
+    )
+    .await;
+
+    let mut b = Browser::new(&suite, true).await;
+    dev_sign_in(&mut b, "kultur", "privacy-officer").await;
+    let (_, html) = b.get("/requests").await;
+    let csrf = field(&html, "csrf");
+    // By e-mail and by national identity number: the person's request, and no other.
+    for q in ["ola%40example.no", "17058510068"] {
+        let (resp, html) = b
+            .post("/requests/search", &format!("csrf={csrf}&q={q}"))
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(html.contains("Henvendelser funnet"), "{html}");
+        assert!(
+            html.contains(&format!("href=\"/requests/{theirs}\"")),
+            "{q}: {html}"
+        );
+        assert_eq!(html.matches("<tr><td>").count(), 1, "{q}: {html}");
+        assert!(
+            !html.contains("ola@example.no") && !html.contains("17058510068"),
+            "what was typed is not echoed: {html}"
+        );
+    }
+    // By request id: its page.
+    let (resp, _) = b
+        .post("/requests/search", &format!("csrf={csrf}&q={theirs}"))
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&resp), format!("/requests/{theirs}"));
+    // Nobody the department knows: nothing, said so.
+    let (_, html) = b
+        .post(
+            "/requests/search",
+            &format!("csrf={csrf}&q=nobody%40example.no"),
+        )
+        .await;
+    assert!(html.contains("Fant ingenting."), "{html}");
+    // A GET never searches, and a forged token does not either.
+    let (resp, _) = b.get("/requests/search?q=ola%40example.no").await;
+    assert_ne!(resp.status(), StatusCode::OK);
+    let (resp, _) = b
+        .post("/requests/search", "csrf=forged&q=ola%40example.no")
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+}

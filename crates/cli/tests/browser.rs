@@ -511,6 +511,10 @@ fn start_idp(
 
 const IDP_SECRET: &str = "console-secret-for-tests";
 
+/// A national identity number (synthetic, with valid check digits) the browser test
+/// searches for.
+const SEARCHED_NATIONAL_ID: &str = "17058510068";
+
 /// `vern dev` whose gateway accepts the provider's access tokens and whose console
 /// signs people in through it, on `console_port`.
 fn vern_dev_with_idp(
@@ -719,6 +723,55 @@ async fn officers_sign_in_through_the_openid_provider_and_never_see_another_depa
                 .await
                 .unwrap_or_else(|e| panic!("department {id}: {e}"));
         }
+        // A person of department A, with a request, for the search.
+        let officer = vern_kit::auth::sign_hs256(
+            &vern_kit::auth::Claims {
+                sub: "browser-test-officer".into(),
+                tenant: vec!["dept-a".into()],
+                roles: vec!["privacy-officer".into()],
+                iss: idp.issuer.clone(),
+                aud: "urn:vern".into(),
+                exp: now + 600,
+                nbf: now,
+                iat: now,
+            },
+            secret.trim().as_bytes(),
+        )
+        .expect("sign");
+        let ch = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{gateway}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("gateway");
+        use vern_proto::rights::v1 as rpb;
+        use vern_proto::subjects::v1 as spb;
+        let subject = spb::subject_service_client::SubjectServiceClient::new(ch.clone())
+            .create_subject(support::authed(
+                spb::CreateSubjectRequest {
+                    email: "ola.nordmann@example.no".into(),
+                    national_id: SEARCHED_NATIONAL_ID.into(),
+                    request_id: "oidc-browser-subject".into(),
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .expect("a subject")
+            .into_inner()
+            .subject_id;
+        rpb::rights_service_client::RightsServiceClient::new(ch)
+            .submit_request(support::authed(
+                rpb::SubmitRequestRequest {
+                    r#type: rpb::RequestType::Portability as i32,
+                    requester: Some(rpb::submit_request_request::Requester::SubjectId(subject)),
+                    channel: rpb::RequestChannel::Phone as i32,
+                    request_id: "oidc-browser-request".into(),
+                    ..Default::default()
+                },
+                &officer,
+            ))
+            .await
+            .expect("a request");
     }
     let (_driver, c) = browser(&t).await;
 
@@ -786,6 +839,31 @@ async fn officers_sign_in_through_the_openid_provider_and_never_see_another_depa
         registered,
         "the same request, not a second"
     );
+
+    // A search by national identity number: a POST, so the number is in no URL and no
+    // history entry; the person's request is found.
+    c.goto(&format!("{base}/requests")).await.expect("queue");
+    wait_h1(&c, "Henvendelser om rettigheter").await;
+    c.find(Locator::Id("q"))
+        .await
+        .expect("the search field")
+        .send_keys(SEARCHED_NATIONAL_ID)
+        .await
+        .expect("type");
+    c.find(Locator::Css("form.search button"))
+        .await
+        .expect("search")
+        .click()
+        .await
+        .expect("search");
+    wait_h1(&c, "Henvendelser funnet").await;
+    let main = wait_main(&c, "Dataportabilitet").await;
+    assert!(!main.contains(SEARCHED_NATIONAL_ID), "not echoed: {main}");
+    let url = c.current_url().await.expect("url");
+    assert!(!url.as_str().contains(SEARCHED_NATIONAL_ID), "{url}");
+    assert_eq!(url.path(), "/requests/search");
+    axe(&c, &t, "the search results").await;
+    screenshot(&c, "06c-oidc-search-results").await;
 
     // A switch to department B, forged into the page with the session's own CSRF
     // token, is refused; the overview still shows A.

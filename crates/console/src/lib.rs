@@ -87,6 +87,7 @@ pub fn router(console: Console, sessions: sessions::Sessions) -> Router {
         .route("/overview", get(pages::overview))
         .route("/requests", get(queue::page))
         .route("/requests/new", get(intake::form).post(intake::submit))
+        .route("/requests/search", post(queue::search))
         .route("/requests/{id}", get(request::page))
         .route("/requests/{id}/{action}", post(request::act))
         .route("/language", post(pages::set_language))

@@ -200,9 +200,34 @@ fn link(query: &QueueQuery, page: Option<&str>) -> String {
     }
 }
 
+/// The filters' lists, with `status` and `kind` chosen.
+fn choices(t: &Texts<'_>, status: Option<&str>, kind: Option<&str>) -> (Vec<Choice>, Vec<Choice>) {
+    let statuses = STATUSES
+        .iter()
+        .map(|(v, s)| Choice {
+            value: v,
+            label: t.get(crate::overview::status_message(*s)),
+            selected: status == Some(*v),
+        })
+        .collect();
+    let types = TYPES
+        .iter()
+        .map(|(v, k)| Choice {
+            value: v,
+            label: t.get(type_message(*k)),
+            selected: kind == Some(*v),
+        })
+        .collect();
+    (statuses, types)
+}
+
 #[derive(askama::Template)]
 #[template(path = "requests.html")]
 struct QueuePage<'a> {
+    /// The rows are a search's results, not the filtered queue.
+    searched: bool,
+    /// The session's CSRF token (the search form).
+    csrf: String,
     f: Frame<'a>,
     statuses: Vec<Choice>,
     types: Vec<Choice>,
@@ -230,22 +255,7 @@ pub async fn page(
     let status = STATUSES.iter().find(|(v, _)| *v == query.status);
     let kind = TYPES.iter().find(|(v, _)| *v == query.kind);
     let overdue = query.overdue == "1";
-    let statuses = STATUSES
-        .iter()
-        .map(|(v, s)| Choice {
-            value: v,
-            label: f.t.get(crate::overview::status_message(*s)),
-            selected: status.is_some_and(|(x, _)| x == v),
-        })
-        .collect();
-    let types = TYPES
-        .iter()
-        .map(|(v, k)| Choice {
-            value: v,
-            label: f.t.get(type_message(*k)),
-            selected: kind.is_some_and(|(x, _)| x == v),
-        })
-        .collect();
+    let (statuses, types) = choices(&f.t, status.map(|(v, _)| *v), kind.map(|(v, _)| *v));
     let listed = async {
         let channel = console.gateway.clone()?;
         let req = authed(
@@ -295,8 +305,11 @@ pub async fn page(
         ),
     };
     let first = (!query.page.is_empty()).then(|| link(&query, None));
+    let csrf = f.user.as_ref().map(|u| u.csrf.clone()).unwrap_or_default();
     render(
         &QueuePage {
+            searched: false,
+            csrf,
             f,
             statuses,
             types,
@@ -308,6 +321,169 @@ pub async fn page(
         },
         status_code,
     )
+}
+
+/// What the search form sends.
+#[derive(Deserialize)]
+pub struct SearchForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    q: String,
+}
+
+/// What was typed: a request id, else an identifier of a person.
+enum Wanted {
+    Request(String),
+    Person(vern_proto::subjects::v1::find_subject_request::Identifier),
+}
+
+fn wanted(q: &str) -> Option<Wanted> {
+    use vern_proto::subjects::v1::find_subject_request::Identifier;
+    let q = q.trim();
+    if q.is_empty() {
+        return None;
+    }
+    if uuid::Uuid::parse_str(q).is_ok() {
+        return Some(Wanted::Request(q.to_owned()));
+    }
+    if q.contains('@') {
+        return Some(Wanted::Person(Identifier::Email(q.to_owned())));
+    }
+    let digits: String = q.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() == 11 && q.chars().all(|c| c.is_ascii_digit() || c == ' ') {
+        return Some(Wanted::Person(Identifier::NationalId(digits)));
+    }
+    Some(Wanted::Person(Identifier::Phone(q.to_owned())))
+}
+
+/// `POST /requests/search`: a request by its id (its page), or a person's requests by
+/// their e-mail, phone or national identity number (FindSubject, then ListRequests for
+/// the subject). A POST: what was typed is in no URL, no history entry and no log.
+/// Requests registered with an identity the department holds no data of are found by
+/// their id only.
+pub async fn search(
+    State(console): State<Console>,
+    session: Session,
+    headers: HeaderMap,
+    axum::extract::Form(form): axum::extract::Form<SearchForm>,
+) -> Response {
+    use vern_proto::subjects::v1 as subjects;
+    let lang = lang_of(&headers);
+    if !auth::csrf_ok(&session, &form.csrf).await {
+        return crate::pages::error_page(&console, lang, StatusCode::FORBIDDEN, "error-forbidden");
+    }
+    let Some(who) = auth::signed_in(&console, &session).await else {
+        return Redirect::to("/").into_response();
+    };
+    let f = Frame::signed_in(&console, lang, "/requests", &who, &session).await;
+    let Some(channel) = console.gateway.clone() else {
+        return crate::pages::error_page(
+            &console,
+            lang,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api-unavailable",
+        );
+    };
+    let found: Result<Vec<rights::RightsRequest>, &'static str> = match wanted(&form.q) {
+        None => Err("search-empty"),
+        Some(Wanted::Request(id)) => {
+            match authed(
+                &who,
+                rights::GetRequestRequest {
+                    rights_request_id: id,
+                },
+            ) {
+                Some(req) => match rights::rights_service_client::RightsServiceClient::new(channel)
+                    .get_request(req)
+                    .await
+                {
+                    Ok(r) => {
+                        return Redirect::to(&format!(
+                            "/requests/{}",
+                            r.into_inner().rights_request_id
+                        ))
+                        .into_response();
+                    }
+                    Err(s) if s.code() == tonic::Code::NotFound => Ok(vec![]),
+                    Err(s) => Err(search_problem(s.code())),
+                },
+                None => Err("api-unavailable"),
+            }
+        }
+        Some(Wanted::Person(identifier)) => {
+            let find = authed(
+                &who,
+                subjects::FindSubjectRequest {
+                    identifier: Some(identifier),
+                    ..Default::default()
+                },
+            );
+            match find {
+                Some(req) => match subjects::subject_service_client::SubjectServiceClient::new(
+                    channel.clone(),
+                )
+                .find_subject(req)
+                .await
+                {
+                    Ok(subject) => {
+                        let list = authed(
+                            &who,
+                            rights::ListRequestsRequest {
+                                page_size: PAGE_SIZE,
+                                subject_id: subject.into_inner().subject_id,
+                                ..Default::default()
+                            },
+                        );
+                        match list {
+                            Some(req) => {
+                                rights::rights_service_client::RightsServiceClient::new(channel)
+                                    .list_requests(req)
+                                    .await
+                                    .map(|r| r.into_inner().rights_requests)
+                                    .map_err(|s| search_problem(s.code()))
+                            }
+                            None => Err("api-unavailable"),
+                        }
+                    }
+                    Err(s) if s.code() == tonic::Code::NotFound => Ok(vec![]),
+                    // A malformed identifier is no one the department knows.
+                    Err(s) if s.code() == tonic::Code::InvalidArgument => Ok(vec![]),
+                    Err(s) => Err(search_problem(s.code())),
+                },
+                None => Err("api-unavailable"),
+            }
+        }
+    };
+    let now = Utc::now();
+    let (rows, problem) = match found {
+        Ok(list) => (list.iter().map(|r| row(r, now, &f.t)).collect(), None),
+        Err(id) => (vec![], Some(f.t.get(id))),
+    };
+    let (statuses, types) = choices(&f.t, None, None);
+    let csrf = f.user.as_ref().map(|u| u.csrf.clone()).unwrap_or_default();
+    render(
+        &QueuePage {
+            searched: true,
+            csrf,
+            f,
+            statuses,
+            types,
+            overdue: false,
+            rows,
+            problem,
+            next: None,
+            first: None,
+        },
+        StatusCode::OK,
+    )
+}
+
+fn search_problem(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::PermissionDenied => "search-denied",
+        c => crate::overview::problem(c).unwrap_or("api-other"),
+    }
 }
 
 #[cfg(test)]
