@@ -689,55 +689,15 @@ async fn officers_sign_in_through_the_openid_provider_and_never_see_another_depa
         };
         let secret = std::fs::read_to_string(dir.path().join(vern_kit::auth::DEV_KEY_FILE))
             .expect("dev key");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("time")
-            .as_secs() as i64;
-        let admin = vern_kit::auth::sign_hs256(
-            &vern_kit::auth::Claims {
-                sub: "browser-test-admin".into(),
-                tenant: vec![],
-                roles: vec!["platform-admin".into()],
-                iss: idp.issuer.clone(),
-                aud: "urn:vern".into(),
-                exp: now + 600,
-                nbf: now,
-                iat: now,
-            },
-            secret.trim().as_bytes(),
-        )
-        .expect("sign");
-        for (id, name) in [("dept-a", "Avdeling Alfa"), ("dept-b", "Avdeling Beta")] {
-            tenants
-                .create_tenant(support::authed(
-                    tpb::CreateTenantRequest {
-                        tenant_id: id.into(),
-                        name: name.into(),
-                        org_number: "989990748".into(),
-                        dpo_email: format!("dpo@{id}.example"),
-                        request_id: format!("oidc-browser-{id}"),
-                        ..Default::default()
-                    },
-                    &admin,
-                ))
-                .await
-                .unwrap_or_else(|e| panic!("department {id}: {e}"));
-        }
+        let admin = token_beside_idp(secret.trim().as_bytes(), &idp.issuer, "platform-admin", &[]);
+        two_departments(&mut tenants, &admin, "oidc-browser").await;
         // A person of department A, with a request, for the search.
-        let officer = vern_kit::auth::sign_hs256(
-            &vern_kit::auth::Claims {
-                sub: "browser-test-officer".into(),
-                tenant: vec!["dept-a".into()],
-                roles: vec!["privacy-officer".into()],
-                iss: idp.issuer.clone(),
-                aud: "urn:vern".into(),
-                exp: now + 600,
-                nbf: now,
-                iat: now,
-            },
+        let officer = token_beside_idp(
             secret.trim().as_bytes(),
-        )
-        .expect("sign");
+            &idp.issuer,
+            "privacy-officer",
+            &["dept-a"],
+        );
         let ch = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{gateway}"))
             .expect("uri")
             .connect()
@@ -939,6 +899,57 @@ impl Drop for Topology {
 
 const TOPOLOGY_SECRET: &str = "browser-topology-secret";
 
+/// A token the gateway takes beside the provider's: HS256 with `secret` (the dev key
+/// or the topology's shared secret), the provider's `issuer` and vern's audience.
+fn token_beside_idp(secret: &[u8], issuer: &str, role: &str, tenant: &[&str]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64;
+    vern_kit::auth::sign_hs256(
+        &vern_kit::auth::Claims {
+            sub: format!("browser-test-{role}"),
+            tenant: tenant.iter().map(|t| (*t).to_owned()).collect(),
+            roles: vec![role.into()],
+            iss: issuer.to_owned(),
+            aud: "urn:vern".into(),
+            exp: now + 600,
+            nbf: now,
+            iat: now,
+        },
+        secret,
+    )
+    .expect("sign")
+}
+
+/// Departments `dept-a` (Avdeling Alfa) and `dept-b` (Avdeling Beta), made by the
+/// platform admin `admin`.
+async fn two_departments(
+    tenants: &mut vern_proto::tenants::v1::tenant_service_client::TenantServiceClient<
+        tonic::transport::Channel,
+    >,
+    admin: &str,
+    tag: &str,
+) {
+    use vern_proto::tenants::v1 as tpb;
+    for (id, name) in [("dept-a", "Avdeling Alfa"), ("dept-b", "Avdeling Beta")] {
+        tenants
+            .create_tenant(support::authed(
+                tpb::CreateTenantRequest {
+                    tenant_id: id.into(),
+                    name: name.into(),
+                    org_number: "989990748".into(),
+                    dpo_email: format!("dpo@{id}.example"),
+                    request_id: format!("{tag}-{id}"),
+                    ..Default::default()
+                },
+                admin,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("department {id}: {e}"));
+    }
+}
+
 /// A base port whose offsets the script uses are free on the replicas' addresses.
 fn topology_base() -> u16 {
     let ips = [[127, 0, 0, 1], [127, 0, 0, 2], [127, 0, 0, 3]];
@@ -1044,40 +1055,8 @@ async fn as_deployed_two_console_replicas_share_a_session_signed_in_at_the_openi
             .await
             .expect("gateway");
         let mut tenants = tpb::tenant_service_client::TenantServiceClient::new(ch);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("time")
-            .as_secs() as i64;
-        let admin = vern_kit::auth::sign_hs256(
-            &vern_kit::auth::Claims {
-                sub: "browser-topology-admin".into(),
-                tenant: vec![],
-                roles: vec!["platform-admin".into()],
-                iss: issuer.clone(),
-                aud: "urn:vern".into(),
-                exp: now + 600,
-                nbf: now,
-                iat: now,
-            },
-            TOPOLOGY_SECRET.as_bytes(),
-        )
-        .expect("sign");
-        for (id, name) in [("dept-a", "Avdeling Alfa"), ("dept-b", "Avdeling Beta")] {
-            tenants
-                .create_tenant(support::authed(
-                    tpb::CreateTenantRequest {
-                        tenant_id: id.into(),
-                        name: name.into(),
-                        org_number: "989990748".into(),
-                        dpo_email: format!("dpo@{id}.example"),
-                        request_id: format!("topology-browser-{id}"),
-                        ..Default::default()
-                    },
-                    &admin,
-                ))
-                .await
-                .unwrap_or_else(|e| panic!("department {id}: {e}"));
-        }
+        let admin = token_beside_idp(TOPOLOGY_SECRET.as_bytes(), &issuer, "platform-admin", &[]);
+        two_departments(&mut tenants, &admin, "topology-browser").await;
     }
     let replica_1 = format!("http://127.0.0.2:{}", base + 2);
     let replica_2 = format!("http://127.0.0.3:{}", base + 2);

@@ -18,17 +18,7 @@ use crate::auth;
 use crate::overview::authed;
 use crate::pages::{Frame, Texts, lang_of, render};
 use crate::problems::FieldProblem;
-use crate::queue::{channel_message, type_message};
-
-const TYPES: [(&str, rights::RequestType); 7] = [
-    ("access", rights::RequestType::Access),
-    ("rectification", rights::RequestType::Rectification),
-    ("erasure", rights::RequestType::Erasure),
-    ("restriction", rights::RequestType::Restriction),
-    ("objection", rights::RequestType::Objection),
-    ("portability", rights::RequestType::Portability),
-    ("withdraw-consent", rights::RequestType::WithdrawConsent),
-];
+use crate::queue::{TYPES, channel_message, type_message};
 
 /// The ways a request reaches an officer (integrations use the API themselves).
 const CHANNELS: [(&str, rights::RequestChannel); 5] = [
@@ -147,22 +137,6 @@ pub async fn form(
     page(f, IntakeForm::default(), None, vec![], StatusCode::OK)
 }
 
-/// When the request was received: now for today, else noon UTC of the date given
-/// (`None`: not a date).
-fn received_at(date: &str) -> Option<prost_types::Timestamp> {
-    let now = Utc::now();
-    let d = chrono::NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d").ok()?;
-    let at = if d == now.date_naive() {
-        now
-    } else {
-        d.and_hms_opt(12, 0, 0)?.and_utc()
-    };
-    Some(prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: 0,
-    })
-}
-
 /// `POST /requests/new`: registers the request through the API; its page next.
 pub async fn submit(
     State(console): State<Console>,
@@ -185,7 +159,7 @@ pub async fn submit(
         .iter()
         .find(|(v, _)| *v == form.channel)
         .map(|(_, c)| *c);
-    let received = received_at(&form.received);
+    let received = crate::pages::day_to_timestamp(&form.received);
     if kind.is_none() {
         mine.push(FieldProblem {
             field: "type".into(),

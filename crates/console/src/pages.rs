@@ -418,6 +418,23 @@ pub async fn not_found(State(console): State<Console>, headers: HeaderMap) -> Re
     )
 }
 
+/// A date typed in a form (`YYYY-MM-DD`) as the time it stands for: now for today (a
+/// time of today later than now would be in the future), else noon UTC of that day.
+/// `None`: not a date.
+pub(crate) fn day_to_timestamp(date: &str) -> Option<prost_types::Timestamp> {
+    let now = chrono::Utc::now();
+    let d = chrono::NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d").ok()?;
+    let at = if d == now.date_naive() {
+        now
+    } else {
+        d.and_hms_opt(12, 0, 0)?.and_utc()
+    };
+    Some(prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: 0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::local_path;

@@ -49,7 +49,8 @@ const STATUSES: [(&str, rights::RequestStatus); 5] = [
     ("rejected", rights::RequestStatus::Rejected),
 ];
 
-const TYPES: [(&str, rights::RequestType); 7] = [
+/// Every request type, by the value forms send.
+pub(crate) const TYPES: [(&str, rights::RequestType); 7] = [
     ("access", rights::RequestType::Access),
     ("rectification", rights::RequestType::Rectification),
     ("erasure", rights::RequestType::Erasure),

@@ -428,21 +428,6 @@ const DONE: &str = "done_actions";
 /// Idempotency keys of actions this session completed, kept for a repeated submit.
 const DONE_KEPT: usize = 20;
 
-/// When the person was told of an extension: now for today, else noon UTC of the date.
-fn informed_at(date: &str) -> Option<prost_types::Timestamp> {
-    let now = Utc::now();
-    let d = chrono::NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d").ok()?;
-    let at = if d == now.date_naive() {
-        now
-    } else {
-        d.and_hms_opt(12, 0, 0)?.and_utc()
-    };
-    Some(prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: 0,
-    })
-}
-
 /// `POST /requests/{id}/{action}`: verify, extend, refuse or fulfil, with the person's
 /// token, unless the request changed since the form was shown (then the conflict is
 /// shown with the request as it is now, and nothing is changed).
@@ -553,7 +538,7 @@ pub async fn act(
                 rights_request_id: rid,
                 reason: form.reason.clone(),
                 months: form.months.trim().parse().unwrap_or(0),
-                subject_informed_at: informed_at(&form.informed),
+                subject_informed_at: crate::pages::day_to_timestamp(&form.informed),
                 request_id: key,
             },
         ) {
