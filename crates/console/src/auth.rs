@@ -207,6 +207,28 @@ pub async fn csrf_ok(session: &Session, given: &str) -> bool {
     }
 }
 
+/// Who sends a form that changes something: the signed-in person, if the form carries
+/// the session's CSRF token (else the refusal page) and someone is signed in (else
+/// the sign-in page).
+pub(crate) async fn form_sender(
+    console: &Console,
+    session: &Session,
+    lang: crate::i18n::Lang,
+    csrf: &str,
+) -> Result<SignedIn, Response> {
+    if !csrf_ok(session, csrf).await {
+        return Err(crate::pages::error_page(
+            console,
+            lang,
+            StatusCode::FORBIDDEN,
+            "error-forbidden",
+        ));
+    }
+    signed_in(console, session)
+        .await
+        .ok_or_else(|| Redirect::to("/").into_response())
+}
+
 /// A department id as the API takes it: 3–63 lower-case letters, digits and `-`,
 /// starting with a letter.
 fn department_ok(s: &str) -> bool {
@@ -370,11 +392,9 @@ pub async fn switch_department(
     Form(form): Form<DepartmentForm>,
 ) -> Response {
     let lang = crate::pages::lang_of(&headers);
-    if !csrf_ok(&session, &form.csrf).await {
-        return crate::pages::error_page(&console, lang, StatusCode::FORBIDDEN, "error-forbidden");
-    }
-    let Some(mut who) = signed_in(&console, &session).await else {
-        return Redirect::to("/").into_response();
+    let mut who = match form_sender(&console, &session, lang, &form.csrf).await {
+        Ok(who) => who,
+        Err(answer) => return answer,
     };
     if !who.departments().contains(&form.department) {
         return crate::pages::error_page(&console, lang, StatusCode::FORBIDDEN, "api-denied");

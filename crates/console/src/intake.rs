@@ -145,11 +145,9 @@ pub async fn submit(
     Form(form): Form<IntakeForm>,
 ) -> Response {
     let lang = lang_of(&headers);
-    if !auth::csrf_ok(&session, &form.csrf).await {
-        return crate::pages::error_page(&console, lang, StatusCode::FORBIDDEN, "error-forbidden");
-    }
-    let Some(who) = auth::signed_in(&console, &session).await else {
-        return Redirect::to("/").into_response();
+    let who = match auth::form_sender(&console, &session, lang, &form.csrf).await {
+        Ok(who) => who,
+        Err(answer) => return answer,
     };
     let t = Texts::new(&console, lang);
     // The console's own checks first, in the person's language; the API's after.

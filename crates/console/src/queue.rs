@@ -371,11 +371,9 @@ pub async fn search(
 ) -> Response {
     use vern_proto::subjects::v1 as subjects;
     let lang = lang_of(&headers);
-    if !auth::csrf_ok(&session, &form.csrf).await {
-        return crate::pages::error_page(&console, lang, StatusCode::FORBIDDEN, "error-forbidden");
-    }
-    let Some(who) = auth::signed_in(&console, &session).await else {
-        return Redirect::to("/").into_response();
+    let who = match auth::form_sender(&console, &session, lang, &form.csrf).await {
+        Ok(who) => who,
+        Err(answer) => return answer,
     };
     let f = Frame::signed_in(&console, lang, "/requests", &who, &session).await;
     let Some(channel) = console.gateway.clone() else {

@@ -439,11 +439,9 @@ pub async fn act(
     axum::extract::Form(form): axum::extract::Form<ActionForm>,
 ) -> Response {
     let lang = lang_of(&headers);
-    if !auth::csrf_ok(&session, &form.csrf).await {
-        return crate::pages::error_page(&console, lang, StatusCode::FORBIDDEN, "error-forbidden");
-    }
-    let Some(who) = auth::signed_in(&console, &session).await else {
-        return Redirect::to("/").into_response();
+    let who = match auth::form_sender(&console, &session, lang, &form.csrf).await {
+        Ok(who) => who,
+        Err(answer) => return answer,
     };
     let t = Texts::new(&console, lang);
     if uuid::Uuid::parse_str(&form.request_id).is_err() {
