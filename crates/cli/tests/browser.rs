@@ -1098,6 +1098,59 @@ async fn as_deployed_two_console_replicas_share_a_session_signed_in_at_the_openi
     axe(&c, &t, "the overview at the second replica").await;
     screenshot(&c, "10-topology-replica-2-same-session").await;
 
+    // The officer's desk as deployed (PostgreSQL, every service its own process):
+    // register a phoned-in erasure, verify the caller, fulfil it.
+    c.goto(&format!("{replica_2}/requests/new"))
+        .await
+        .expect("intake");
+    wait_h1(&c, "Registrer en henvendelse").await;
+    for (select, value) in [("#type", "erasure"), ("#channel", "phone")] {
+        c.find(Locator::Css(&format!("{select} option[value={value}]")))
+            .await
+            .expect("an option")
+            .click()
+            .await
+            .expect("choose");
+    }
+    c.find(Locator::Id("phone"))
+        .await
+        .expect("phone")
+        .send_keys("+47 912 34 567")
+        .await
+        .expect("type");
+    c.find(Locator::Css("form[action='/requests/new'] button"))
+        .await
+        .expect("submit")
+        .click()
+        .await
+        .expect("submit");
+    wait_h1(&c, "Henvendelse: Sletting").await;
+    wait_main(&c, "Mottatt (Telefon)").await;
+    c.find(Locator::Css("form[action$='/verify'] button"))
+        .await
+        .expect("verify")
+        .click()
+        .await
+        .expect("verify");
+    wait_main(&c, "Identitet bekreftet").await;
+    c.find(Locator::Css("form[action$='/fulfil'] button"))
+        .await
+        .expect("fulfil")
+        .click()
+        .await
+        .expect("fulfil");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let main = main_text(&c).await;
+        if !main.is_empty() && !main.contains("Gjennomfør henvendelsen") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not fulfilled: {main}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    axe(&c, &t, "a request fulfilled on the topology").await;
+    screenshot(&c, "11-topology-request-fulfilled").await;
+
     // Signing out at the second replica ends the session at the first too.
     sign_out_everywhere(&c, &replica_2).await;
     c.goto(&format!("{replica_1}/overview"))
