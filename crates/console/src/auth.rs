@@ -95,7 +95,7 @@ impl ConsoleRole {
 }
 
 /// Who is signed in, in the session.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct SignedIn {
     /// The bearer token every call to the gateway carries (never sent to the browser).
     pub token: String,
@@ -113,6 +113,19 @@ pub struct SignedIn {
     /// development sign-in).
     #[serde(default)]
     pub idp: Option<IdpTokens>,
+}
+
+impl std::fmt::Debug for SignedIn {
+    // Never the bearer token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedIn")
+            .field("tenant", &self.tenant)
+            .field("tenants", &self.tenants)
+            .field("role", &self.role)
+            .field("since", &self.since)
+            .field("idp", &self.idp)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the session keeps of the provider's tokens besides the access token.
@@ -462,5 +475,24 @@ mod tests {
         ] {
             assert!(!super::department_ok(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_bearer_token_never_shows_in_debug_output() {
+        let who = super::SignedIn {
+            token: "secret-bearer-token".into(),
+            tenant: "kultur".into(),
+            tenants: vec![],
+            role: super::ConsoleRole::Auditor,
+            since: 0,
+            idp: Some(super::IdpTokens {
+                refresh_token: Some("secret-refresh-token".into()),
+                id_token: "secret-id-token".into(),
+                expires_at: 0,
+            }),
+        };
+        let shown = format!("{who:?}");
+        assert!(shown.contains("kultur"), "{shown}");
+        assert!(!shown.contains("secret"), "{shown}");
     }
 }
