@@ -829,6 +829,30 @@ async fn an_officer_registers_a_letter_once_with_its_legal_deadline_and_no_ident
         .rights_requests;
     assert_eq!(listed.len(), 1, "one request");
     assert_eq!(listed[0].channel(), rpb::RequestChannel::Paper);
+
+    // Received today (the form's default): sent twice, still one request — the same
+    // date always stands for the same time.
+    let (_, html) = b.get("/requests/new").await;
+    let key = field(&html, "request_id");
+    let today = html
+        .split("name=\"received\" type=\"date\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the date received, today by default")
+        .to_owned();
+    let call = format!(
+        "csrf={csrf}&request_id={key}&type=access&channel=phone&received={today}&phone=%2B4791234567"
+    );
+    let (resp, _) = b.post("/requests/new", &call).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let first = location(&resp).to_owned();
+    let (resp, _) = b.post("/requests/new", &call).await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::SEE_OTHER,
+        "a repeat received today"
+    );
+    assert_eq!(location(&resp), first);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

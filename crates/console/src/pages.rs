@@ -418,17 +418,20 @@ pub async fn not_found(State(console): State<Console>, headers: HeaderMap) -> Re
     )
 }
 
-/// A date typed in a form (`YYYY-MM-DD`) as the time it stands for: now for today (a
-/// time of today later than now would be in the future), else noon UTC of that day.
-/// `None`: not a date.
+/// A date typed in a form (`YYYY-MM-DD`) as the time it stands for: the start of
+/// the day (UTC) for today — a later time of today could be in the future — else noon
+/// UTC of that day. The same date always gives the same time, so a form sent twice
+/// (a double click, the back button) makes the same call, which the API's idempotency
+/// answers as the first. `None`: not a date.
 pub(crate) fn day_to_timestamp(date: &str) -> Option<prost_types::Timestamp> {
-    let now = chrono::Utc::now();
+    let today = chrono::Utc::now().date_naive();
     let d = chrono::NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d").ok()?;
-    let at = if d == now.date_naive() {
-        now
+    let at = if d == today {
+        d.and_hms_opt(0, 0, 0)?
     } else {
-        d.and_hms_opt(12, 0, 0)?.and_utc()
-    };
+        d.and_hms_opt(12, 0, 0)?
+    }
+    .and_utc();
     Some(prost_types::Timestamp {
         seconds: at.timestamp(),
         nanos: 0,
