@@ -613,6 +613,31 @@ async fn sign_in_at_idp(c: &Client, base: &str, login: &str) {
     }
 }
 
+/// Fills the intake form shown (type, channel and one identifier `field` = `value`)
+/// and sends it.
+async fn register_at_intake(c: &Client, kind: &str, channel: &str, field: &str, value: &str) {
+    for (select, choice) in [("#type", kind), ("#channel", channel)] {
+        c.find(Locator::Css(&format!("{select} option[value={choice}]")))
+            .await
+            .expect("an option")
+            .click()
+            .await
+            .expect("choose");
+    }
+    c.find(Locator::Id(field))
+        .await
+        .expect("the identifier's field")
+        .send_keys(value)
+        .await
+        .expect("type");
+    c.find(Locator::Css("form[action='/requests/new'] button"))
+        .await
+        .expect("submit")
+        .click()
+        .await
+        .expect("submit");
+}
+
 /// Signs out of the console and, at the provider's page, of the provider too.
 async fn sign_out_everywhere(c: &Client, base: &str) {
     c.find(Locator::Css("form[action='/sign-out'] button"))
@@ -758,26 +783,7 @@ async fn officers_sign_in_through_the_openid_provider_and_never_see_another_depa
         .expect("intake");
     wait_h1(&c, "Registrer en henvendelse").await;
     axe(&c, &t, "the intake form").await;
-    for (select, value) in [("#type", "access"), ("#channel", "paper")] {
-        c.find(Locator::Css(&format!("{select} option[value={value}]")))
-            .await
-            .expect("an option")
-            .click()
-            .await
-            .expect("choose");
-    }
-    c.find(Locator::Id("email"))
-        .await
-        .expect("e-mail")
-        .send_keys("kari.nordmann@example.no")
-        .await
-        .expect("type");
-    c.find(Locator::Css("form[action='/requests/new'] button"))
-        .await
-        .expect("submit")
-        .click()
-        .await
-        .expect("submit");
+    register_at_intake(&c, "access", "paper", "email", "kari.nordmann@example.no").await;
     wait_h1(&c, "Henvendelse: Innsyn").await;
     let registered = c.current_url().await.expect("url");
     assert!(
@@ -1134,26 +1140,7 @@ async fn as_deployed_two_console_replicas_share_a_session_signed_in_at_the_openi
         .await
         .expect("intake");
     wait_h1(&c, "Registrer en henvendelse").await;
-    for (select, value) in [("#type", "erasure"), ("#channel", "phone")] {
-        c.find(Locator::Css(&format!("{select} option[value={value}]")))
-            .await
-            .expect("an option")
-            .click()
-            .await
-            .expect("choose");
-    }
-    c.find(Locator::Id("phone"))
-        .await
-        .expect("phone")
-        .send_keys("+47 912 34 567")
-        .await
-        .expect("type");
-    c.find(Locator::Css("form[action='/requests/new'] button"))
-        .await
-        .expect("submit")
-        .click()
-        .await
-        .expect("submit");
+    register_at_intake(&c, "erasure", "phone", "phone", "+47 912 34 567").await;
     wait_h1(&c, "Henvendelse: Sletting").await;
     wait_main(&c, "Mottatt (Telefon)").await;
     c.find(Locator::Css("form[action$='/verify'] button"))

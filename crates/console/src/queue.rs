@@ -164,7 +164,7 @@ fn date(t: Option<&prost_types::Timestamp>) -> String {
 }
 
 /// The row of `r` in the page's language.
-fn row(r: &rights::RightsRequest, now: DateTime<Utc>, t: &Texts<'_>) -> Row {
+pub(crate) fn row(r: &rights::RightsRequest, now: DateTime<Utc>, t: &Texts<'_>) -> Row {
     let (class, words, days) = urgency(r, now);
     Row {
         id: r.rights_request_id.clone(),

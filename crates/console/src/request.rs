@@ -15,7 +15,7 @@ use crate::Console;
 use crate::auth;
 use crate::overview::authed;
 use crate::pages::{Frame, Texts, lang_of, render};
-use crate::queue::{channel_message, type_message};
+use crate::queue::channel_message;
 
 /// One entry of the timeline.
 pub struct Step {
@@ -28,28 +28,14 @@ pub struct Step {
     sort: i64,
 }
 
-/// The page's facts.
+/// The page's facts: the request's row in the queue, and what only its page shows.
 pub struct Facts {
-    /// The request's id.
-    pub id: String,
-    /// Its type.
-    pub kind: String,
-    /// Its status.
-    pub status: String,
-    /// How it arrived.
-    pub channel: String,
-    /// When it was received (a date).
-    pub received: String,
-    /// Its deadline (a date).
-    pub due: String,
+    /// Type, status, channel, dates and days left, as the queue shows them.
+    pub row: crate::queue::Row,
     /// The deadline before an extension, if extended.
     pub original_due: Option<String>,
     /// The extension, in words, if extended.
     pub extension: Option<String>,
-    /// The days left, in words, and their class.
-    pub left: String,
-    /// See [`crate::queue::Row::urgency`].
-    pub urgency: &'static str,
     /// Downstream systems that have not confirmed yet.
     pub pending: Vec<String>,
 }
@@ -296,14 +282,8 @@ async fn show(
     let got = get_request(console, who, id).await;
     let (facts, steps, problem, status, actions, seen) = match got {
         Some(Ok(r)) => {
-            let (urgency, words, days) = crate::queue::urgency(&r, Utc::now());
             let facts = Facts {
-                id: r.rights_request_id.clone(),
-                kind: f.t.get(type_message(r.r#type())),
-                status: f.t.get(crate::overview::status_message(r.status())),
-                channel: f.t.get(channel_message(r.channel())),
-                received: day(r.received_at.as_ref()),
-                due: day(r.due_at.as_ref()),
+                row: crate::queue::row(&r, Utc::now(), &f.t),
                 original_due: r.extended.then(|| day(r.original_due_at.as_ref())),
                 extension: r.extended.then(|| {
                     f.t.with(
@@ -311,8 +291,6 @@ async fn show(
                         &[("months", r.extension_months.to_string())],
                     )
                 }),
-                left: f.t.with(words, &[("days", days.to_string())]),
-                urgency,
                 pending: r.pending_systems.clone(),
             };
             let steps = timeline(&r, &f.t);
@@ -462,6 +440,7 @@ pub async fn act(
     // The version check (an etag): another officer's change since the form was shown
     // is a conflict, never overwritten. A repeat of this session's own completed
     // action is not one: the API answers it as it answered the first time.
+    let mut current = None;
     if !repeated {
         match get_request(&console, &who, &id).await {
             Some(Ok(r)) if stamp(r.update_time.as_ref()) != form.seen => {
@@ -477,7 +456,7 @@ pub async fn act(
                 )
                 .await;
             }
-            Some(Ok(_)) => {}
+            Some(Ok(r)) => current = Some(r),
             _ => {
                 return show(
                     &console,
@@ -508,9 +487,13 @@ pub async fn act(
         "verify" => {
             // The request's own subject, if it names one (an identity only: the
             // department holds no data of the person, or the API says it does).
-            let subject = match get_request(&console, &who, &rid).await {
-                Some(Ok(r)) => r.subject_id,
-                _ => String::new(),
+            // Read by the version check already, unless this is a repeat.
+            let subject = match current {
+                Some(r) => r.subject_id,
+                None => match get_request(&console, &who, &rid).await {
+                    Some(Ok(r)) => r.subject_id,
+                    _ => String::new(),
+                },
             };
             let method = METHODS
                 .iter()
